@@ -1,0 +1,1 @@
+//! TLS identity (placeholder while the crate is written).

@@ -1,0 +1,221 @@
+//! Framing: a 4-byte big-endian length, then a body whose first byte says what it is.
+//!
+//! | kind | body after the kind byte |
+//! |------|--------------------------|
+//! | `0x00` hello | `b"XFER"`, version `u16` BE, software name (UTF-8, ≤ 64 bytes) |
+//! | `0x01` message | a postcard-encoded [`Request`] or [`Response`] |
+//! | `0x02` chunk | transfer id `u64` BE, offset `u64` BE, BLAKE3 digest (32 bytes), data |
+//!
+//! The length is checked against the limit in force *before* any buffer grows, so a
+//! peer cannot make this side allocate more than [`XferCodec::max_frame_length`].
+//! The codec never touches sockets; it is used through `tokio_util::codec::Framed`.
+
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::{Chunk, Digest, Hello, ProtoError, Request, Response};
+
+const KIND_HELLO: u8 = 0x00;
+const KIND_MESSAGE: u8 = 0x01;
+const KIND_CHUNK: u8 = 0x02;
+const HELLO_MAGIC: &[u8; 4] = b"XFER";
+const MAX_SOFTWARE_LEN: usize = 64;
+const LEN_PREFIX: usize = 4;
+const CHUNK_HEADER: usize = 8 + 8 + 32;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<M> {
+    /// The opening exchange.
+    Hello(Hello),
+    /// A control message.
+    Message(M),
+    /// File data.
+    Chunk(Chunk),
+}
+
+/// Length-delimited framing plus (de)serialisation, decoding `In` and encoding `Out`.
+#[derive(Debug)]
+pub struct XferCodec<In, Out> {
+    max_frame_length: usize,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+/// The client's codec: reads responses, writes requests.
+pub type ClientCodec = XferCodec<Response, Request>;
+/// The server's codec: reads requests, writes responses.
+pub type ServerCodec = XferCodec<Request, Response>;
+
+impl<In, Out> XferCodec<In, Out> {
+    /// A codec accepting frame bodies up to `max_frame_length` bytes.
+    pub fn new(max_frame_length: usize) -> Self {
+        XferCodec {
+            max_frame_length,
+            _types: PhantomData,
+        }
+    }
+
+    /// The largest frame body accepted.
+    pub fn max_frame_length(&self) -> usize {
+        self.max_frame_length
+    }
+
+    /// Changes the limit, e.g. raising it once the peer has authenticated.
+    pub fn set_max_frame_length(&mut self, max: usize) {
+        self.max_frame_length = max;
+    }
+}
+
+impl<In, Out> Default for XferCodec<In, Out> {
+    /// A codec with the pre-authentication limit.
+    fn default() -> Self {
+        Self::new(crate::MAX_PREAUTH_FRAME_LEN)
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for XferCodec<In, Out> {
+    type Item = Frame<In>;
+    type Error = ProtoError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame<In>>, ProtoError> {
+        if src.len() < LEN_PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(src[..LEN_PREFIX].try_into().expect("4 bytes")) as usize;
+        if len > self.max_frame_length {
+            return Err(ProtoError::FrameTooLarge {
+                len,
+                max: self.max_frame_length,
+            });
+        }
+        if src.len() < LEN_PREFIX + len {
+            src.reserve(LEN_PREFIX + len - src.len());
+            return Ok(None);
+        }
+        src.advance(LEN_PREFIX);
+        let body = src.split_to(len).freeze();
+        decode_body(body).map(Some)
+    }
+}
+
+fn decode_body<M: DeserializeOwned>(mut body: Bytes) -> Result<Frame<M>, ProtoError> {
+    if body.is_empty() {
+        return Err(ProtoError::Malformed("empty frame".into()));
+    }
+    match body.get_u8() {
+        KIND_HELLO => decode_hello(body).map(Frame::Hello),
+        KIND_MESSAGE => postcard::from_bytes(&body)
+            .map(Frame::Message)
+            .map_err(|e| ProtoError::Malformed(format!("undecodable message: {e}"))),
+        KIND_CHUNK => {
+            if body.len() < CHUNK_HEADER {
+                return Err(ProtoError::Malformed("truncated chunk header".into()));
+            }
+            let transfer_id = body.get_u64();
+            let offset = body.get_u64();
+            let mut digest = [0u8; 32];
+            body.copy_to_slice(&mut digest);
+            Ok(Frame::Chunk(Chunk {
+                transfer_id,
+                offset,
+                digest: Digest(digest),
+                data: body,
+            }))
+        }
+        other => Err(ProtoError::Malformed(format!(
+            "unknown frame kind {other:#04x}"
+        ))),
+    }
+}
+
+fn decode_hello(mut body: Bytes) -> Result<Hello, ProtoError> {
+    if body.len() < HELLO_MAGIC.len() || &body[..HELLO_MAGIC.len()] != HELLO_MAGIC {
+        return Err(ProtoError::BadMagic);
+    }
+    body.advance(HELLO_MAGIC.len());
+    if body.len() < 2 {
+        return Err(ProtoError::Malformed("truncated hello".into()));
+    }
+    let version = body.get_u16();
+    if body.len() > MAX_SOFTWARE_LEN {
+        return Err(ProtoError::Malformed("hello software name too long".into()));
+    }
+    let software = String::from_utf8_lossy(&body).into_owned();
+    Ok(Hello { version, software })
+}
+
+/// Writes the length prefix for a body of `len` bytes, refusing what the peer would
+/// refuse anyway: an error here is a bug on this side, not a peer problem.
+fn put_len(dst: &mut BytesMut, len: usize, max: usize) -> Result<(), ProtoError> {
+    if len > max {
+        return Err(ProtoError::FrameTooLarge { len, max });
+    }
+    dst.reserve(LEN_PREFIX + len);
+    dst.put_u32(len as u32);
+    Ok(())
+}
+
+impl<In, Out: Serialize> Encoder<Frame<Out>> for XferCodec<In, Out> {
+    type Error = ProtoError;
+
+    fn encode(&mut self, frame: Frame<Out>, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        // Outgoing frames are bounded by the largest limit either side ever uses; the
+        // receiver enforces its own (smaller, pre-auth) limit.
+        let max = self.max_frame_length.max(crate::MAX_FRAME_LEN);
+        match frame {
+            Frame::Hello(hello) => {
+                let software = truncate_utf8(&hello.software, MAX_SOFTWARE_LEN);
+                put_len(dst, 1 + HELLO_MAGIC.len() + 2 + software.len(), max)?;
+                dst.put_u8(KIND_HELLO);
+                dst.put_slice(HELLO_MAGIC);
+                dst.put_u16(hello.version);
+                dst.put_slice(software.as_bytes());
+            }
+            Frame::Message(msg) => {
+                let body = postcard::to_stdvec(&msg)
+                    .map_err(|e| ProtoError::Malformed(format!("unencodable message: {e}")))?;
+                put_len(dst, 1 + body.len(), max)?;
+                dst.put_u8(KIND_MESSAGE);
+                dst.put_slice(&body);
+            }
+            Frame::Chunk(chunk) => {
+                put_len(dst, 1 + CHUNK_HEADER + chunk.data.len(), max)?;
+                dst.put_u8(KIND_CHUNK);
+                dst.put_u64(chunk.transfer_id);
+                dst.put_u64(chunk.offset);
+                dst.put_slice(chunk.digest.as_bytes());
+                dst.put_slice(&chunk.data);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Convenience for encoding a request, for callers that do not hold a codec.
+impl From<Request> for Frame<Request> {
+    fn from(r: Request) -> Self {
+        Frame::Message(r)
+    }
+}
+
+/// Convenience for encoding a response, for callers that do not hold a codec.
+impl From<Response> for Frame<Response> {
+    fn from(r: Response) -> Self {
+        Frame::Message(r)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use futures_util::{SinkExt, StreamExt};
+use proptest::prelude::*;
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::{Decoder, Framed};
+
+use super::*;
+use crate::{ErrorCode, Secret, WhoAmI};
+
+#[tokio::test]
+async fn frames_round_trip_over_a_small_duplex() {
+    let (a, b) = tokio::io::duplex(64);
+    let mut client = Framed::new(a, ClientCodec::new(crate::MAX_FRAME_LEN));
+    let mut server = Framed::new(b, ServerCodec::new(crate::MAX_FRAME_LEN));
+
+    let data = Bytes::from(vec![7u8; 100_000]);
+    let sent: Vec<Frame<Request>> = vec![
+        Frame::Hello(Hello::current("xfer/test")),
+        Frame::Message(Request::Login {
+            user: "alice".into(),
+            password: Secret::new("pw"),
+        }),
+        Frame::Message(Request::WhoAmI),
+        Frame::Chunk(Chunk {
+            transfer_id: 9,
+            offset: 1 << 40,
+            digest: Digest::of(&data),
+            data: data.clone(),
+        }),
+    ];
+    let expected = sent.clone();
+    let writer = tokio::spawn(async move {
+        for f in sent {
+            client.send(f).await.unwrap();
+        }
+        client
+    });
+    for want in expected {
+        let got = server.next().await.unwrap().unwrap();
+        assert_eq!(got, want);
+    }
+    let mut client = writer.await.unwrap();
+
+    let replies = vec![
+        Frame::Message(Response::error(ErrorCode::Throttled, "slow down")),
+        Frame::Message(Response::WhoAmI(WhoAmI {
+            user: "alice".into(),
+            session_expires_unix: 1,
+            quota_used_bytes: 2,
+            quota_limit_bytes: None,
+        })),
+    ];
+    for r in replies.clone() {
+        server.send(r).await.unwrap();
+    }
+    for want in replies {
+        assert_eq!(client.next().await.unwrap().unwrap(), want);
+    }
+}
+
+#[test]
+fn oversized_frame_is_refused_before_buffering() {
+    let mut codec = ServerCodec::new(1024);
+    let mut buf = BytesMut::new();
+    buf.put_u32(1025);
+    buf.put_u8(KIND_MESSAGE);
+    let err = codec.decode(&mut buf).unwrap_err();
+    assert!(matches!(
+        err,
+        ProtoError::FrameTooLarge {
+            len: 1025,
+            max: 1024
+        }
+    ));
+    // Nothing was reserved for the announced body.
+    assert!(buf.capacity() < 1024);
+}
+
+#[test]
+fn limit_can_be_raised_after_authentication() {
+    let mut codec = ServerCodec::default();
+    let mut big = BytesMut::new();
+    let mut enc = ClientCodec::new(crate::MAX_FRAME_LEN);
+    let data = Bytes::from(vec![1u8; 100_000]);
+    let chunk = Chunk {
+        transfer_id: 1,
+        offset: 0,
+        digest: Digest::of(&data),
+        data,
+    };
+    enc.encode(Frame::Chunk(chunk.clone()), &mut big).unwrap();
+    assert!(codec.decode(&mut big.clone()).is_err());
+    codec.set_max_frame_length(crate::MAX_FRAME_LEN);
+    assert_eq!(codec.decode(&mut big).unwrap(), Some(Frame::Chunk(chunk)));
+}
+
+#[test]
+fn bad_hello_magic_and_unknown_kind_are_errors() {
+    let mut codec = ServerCodec::default();
+    let mut buf = BytesMut::new();
+    buf.put_u32(7);
+    buf.put_u8(KIND_HELLO);
+    buf.put_slice(b"SSH-");
+    buf.put_u16(1);
+    assert!(matches!(codec.decode(&mut buf), Err(ProtoError::BadMagic)));
+
+    let mut buf = BytesMut::new();
+    buf.put_u32(1);
+    buf.put_u8(0x7f);
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(ProtoError::Malformed(_))
+    ));
+
+    let mut buf = BytesMut::new();
+    buf.put_u32(5);
+    buf.put_u8(KIND_CHUNK);
+    buf.put_u32(0);
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(ProtoError::Malformed(_))
+    ));
+}
+
+#[test]
+fn hello_from_a_future_version_still_decodes() {
+    let mut codec = ServerCodec::default();
+    let mut buf = BytesMut::new();
+    ClientCodec::default()
+        .encode(
+            Frame::Hello(Hello {
+                version: 42,
+                software: "x".repeat(200),
+            }),
+            &mut buf,
+        )
+        .unwrap();
+    let Some(Frame::Hello(h)) = codec.decode(&mut buf).unwrap() else {
+        panic!("expected hello")
+    };
+    assert_eq!(h.version, 42);
+    assert_eq!(h.software.len(), MAX_SOFTWARE_LEN);
+}
+
+#[tokio::test]
+async fn partial_frames_wait_for_more_bytes() {
+    let (mut a, b) = tokio::io::duplex(64);
+    let mut server = Framed::new(b, ServerCodec::default());
+    let mut buf = BytesMut::new();
+    ClientCodec::default()
+        .encode(Frame::Message(Request::Ping), &mut buf)
+        .unwrap();
+    for byte in buf.iter() {
+        a.write_all(&[*byte]).await.unwrap();
+    }
+    assert_eq!(
+        server.next().await.unwrap().unwrap(),
+        Frame::Message(Request::Ping)
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut codec = ServerCodec::default();
+        let mut buf = BytesMut::from(&data[..]);
+        // Decode until the codec wants more or reports an error; either is fine.
+        while let Ok(Some(_)) = codec.decode(&mut buf) {}
+    }
+
+    #[test]
+    fn arbitrary_message_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut codec = ClientCodec::default();
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32 + 1);
+        buf.put_u8(KIND_MESSAGE);
+        buf.put_slice(&body);
+        let _ = codec.decode(&mut buf);
+    }
+}

@@ -1,0 +1,39 @@
+//! The xfer wire protocol, version [`PROTOCOL_VERSION`].
+//!
+//! Everything that crosses the wire is defined here: the frame layout ([`codec`]), the
+//! version-independent [`Hello`], the typed control messages ([`Request`], [`Response`]),
+//! the binary file-data frame ([`Chunk`]) and the stable error codes ([`ErrorCode`]).
+//! The crate is pure: it works on any `AsyncRead`/`AsyncWrite` through
+//! `tokio_util::codec::Framed` and knows nothing of sockets, TLS or files.
+//! `docs/PROTOCOL.md` is the written form of this crate and changes with it.
+#![warn(missing_docs)]
+
+pub mod checksum;
+pub mod codec;
+pub mod error;
+pub mod message;
+
+pub use checksum::Digest;
+pub use codec::{ClientCodec, Frame, ServerCodec, XferCodec};
+pub use error::{ErrorCode, ProtoError};
+pub use message::{Chunk, Hello, Request, Response, Secret, WhoAmI};
+
+/// The protocol version this build speaks. Both ends must agree exactly; the [`Hello`]
+/// exchange that compares them has a layout frozen across all versions.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Size of a file-data chunk in bytes (1 MiB): large enough that per-chunk overhead
+/// (frame header, digest, acknowledgement) is negligible, small enough that a bounded
+/// window of chunks in flight costs little memory per connection.
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Largest frame body accepted once a connection is authenticated: one full chunk plus
+/// its header, with room to spare for control messages.
+pub const MAX_FRAME_LEN: usize = CHUNK_SIZE + 4096;
+
+/// Largest frame body accepted before authentication. An anonymous peer can make the
+/// other end buffer at most this much.
+pub const MAX_PREAUTH_FRAME_LEN: usize = 16 * 1024;
+
+/// Default TCP port of `xferd`.
+pub const DEFAULT_PORT: u16 = 7443;
