@@ -1,1 +1,24 @@
-//! TLS identity (placeholder while the crate is written).
+//! TLS identity for xfer, shared by the daemon (`xferd`) and the client (`xfer`).
+//!
+//! The daemon generates a self-signed certificate on first start ([`generate`]) and serves
+//! it with a TLS 1.3-only [`config::server_config`]. Clients either pin the certificate's
+//! SHA-256 [`Fingerprint`] on first use ([`KnownHosts`] plus [`PinnedVerifier`], like OpenSSH
+//! `known_hosts`) or verify it against a CA file ([`config::client_config_ca`]). This crate
+//! does no networking and no prompting: deciding whether to trust an unknown or changed
+//! fingerprint is the caller's job.
+
+pub mod config;
+pub mod error;
+pub mod fingerprint;
+pub mod generate;
+pub mod known_hosts;
+pub mod pem;
+pub mod verifier;
+
+pub use error::CertError;
+pub use fingerprint::Fingerprint;
+pub use known_hosts::{HostStatus, KnownHosts};
+pub use verifier::PinnedVerifier;
+
+/// The ALPN protocol identifier both sides offer; a peer that does not speak it is refused.
+pub const ALPN: &[u8] = b"xfer/1";

@@ -1,1 +1,26 @@
-//! xferd (placeholder).
+//! `xferd`: the xfer daemon as a library, so tests can run it in-process.
+//!
+//! [`ServerState::open`] prepares everything a server needs (data directory, TLS
+//! identity, password file, session store) and refuses unsafe set-ups; [`serve`]
+//! runs the accept loop until its cancellation token fires, then drains sessions.
+//! Argument parsing, logging set-up and signals live in `main.rs`.
+
+pub mod accounts;
+pub mod admin;
+pub mod audit;
+pub mod config;
+pub mod server;
+pub mod session;
+
+pub use config::Config;
+pub use server::{ServerState, serve};
+
+/// `xferd/<version>`, sent in the protocol hello.
+pub const SOFTWARE: &str = concat!("xferd/", env!("CARGO_PKG_VERSION"));
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

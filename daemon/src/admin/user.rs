@@ -1,0 +1,101 @@
+//! `xferd user add|del|passwd|list`: edits the password file under its lock.
+//!
+//! Passwords are read twice from the terminal, or once from stdin with
+//! `--password-stdin`; they are hashed with argon2id before anything is written.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, bail};
+
+use crate::Config;
+use crate::accounts::{PasswordFile, UserName, hash_password};
+
+/// Shortest password accepted. Length is the one rule worth enforcing (NIST 800-63B).
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// Where a new password comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum PasswordSource {
+    /// Prompt twice on the terminal.
+    Prompt,
+    /// One line from standard input.
+    Stdin,
+}
+
+/// `user add NAME`.
+pub fn add(config: &Config, name: &str, source: PasswordSource) -> anyhow::Result<()> {
+    let name: UserName = name.parse()?;
+    let phc = hash_password(&read_new_password(source)?)?;
+    ensure_dir(config)?;
+    PasswordFile::update(&config.password_file(), |f| f.add(&name, phc))?;
+    Ok(())
+}
+
+/// `user passwd NAME`; existing sessions of the user stop working.
+pub fn passwd(config: &Config, name: &str, source: PasswordSource) -> anyhow::Result<()> {
+    let name: UserName = name.parse()?;
+    // Fail before prompting if the user does not exist.
+    if PasswordFile::load(&config.password_file())?
+        .get(name.as_str())
+        .is_none()
+    {
+        bail!("no user `{name}`; see `xferd user list`");
+    }
+    let phc = hash_password(&read_new_password(source)?)?;
+    PasswordFile::update(&config.password_file(), |f| f.set(&name, phc))?;
+    Ok(())
+}
+
+/// `user del NAME`; existing sessions of the user stop working.
+pub fn del(config: &Config, name: &str) -> anyhow::Result<()> {
+    PasswordFile::update(&config.password_file(), |f| f.remove(name))?;
+    Ok(())
+}
+
+/// `user list`: names in file order.
+pub fn list(config: &Config) -> anyhow::Result<Vec<UserName>> {
+    Ok(PasswordFile::load(&config.password_file())?.users())
+}
+
+fn ensure_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let file = config.password_file();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating `{}`", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn read_new_password(source: PasswordSource) -> anyhow::Result<String> {
+    let password = match source {
+        PasswordSource::Stdin => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading password from stdin")?;
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            line.strip_suffix('\r').unwrap_or(line).to_owned()
+        }
+        PasswordSource::Prompt => {
+            if !std::io::stdin().is_terminal() {
+                bail!("no terminal to ask for the password; use --password-stdin");
+            }
+            let first = rpassword::prompt_password("New password: ").context("reading password")?;
+            let second =
+                rpassword::prompt_password("Repeat password: ").context("reading password")?;
+            if first != second {
+                bail!("the passwords do not match; nothing was changed");
+            }
+            first
+        }
+    };
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        bail!("password too short: use at least {MIN_PASSWORD_LEN} characters");
+    }
+    Ok(password)
+}

@@ -1,0 +1,343 @@
+//! Daemon configuration: a TOML file whose every key has a built-in default.
+//!
+//! `Config::default()` matches `config/xferd.toml` (a unit test checks this), so the
+//! daemon runs with no file at all. Unknown keys are rejected, and `validate()` names
+//! the key at fault. Relative `password_file` and `[tls]` paths resolve against
+//! `data_dir`; `data_dir` itself resolves against the working directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::ThrottleConfig;
+
+/// The example configuration shipped in `config/`; `xferd init` writes it out.
+pub const EXAMPLE: &str = include_str!("../../config/xferd.toml");
+
+/// Everything `xferd` can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Where accounts, sessions, the certificate and (later) files live.
+    pub data_dir: PathBuf,
+    /// `name:PHC` password file; default `<data_dir>/passwd`.
+    pub password_file: Option<PathBuf>,
+    /// TLS identity.
+    pub tls: TlsConfig,
+    /// Resource bounds.
+    pub limits: LimitsConfig,
+    /// Login policy.
+    pub login: LoginConfig,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; default `<data_dir>/tls/cert.pem`, generated if missing.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (mode 0600); default `<data_dir>/tls/key.pem`, generated if missing.
+    pub key: Option<PathBuf>,
+    /// Extra names and addresses for a generated certificate's SANs.
+    pub names: Vec<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and the hello exchange.
+    pub handshake_timeout_secs: u64,
+    /// Time an unauthenticated connection may take to log in.
+    pub login_timeout_secs: u64,
+    /// An authenticated connection with no traffic for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// On shutdown, how long sessions get to finish their current request.
+    pub shutdown_grace_secs: u64,
+}
+
+/// `[login]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// How long a session token stays valid.
+    pub session_ttl_secs: u64,
+    /// Password or token attempts allowed per connection before it is closed.
+    pub max_attempts_per_connection: u32,
+    /// Failed verifications allowed from one source address before it is throttled.
+    pub source_burst: u32,
+    /// One failure from a source is forgiven per this many seconds.
+    pub source_refill_secs: u64,
+    /// Failed verifications allowed on one user name before that name is throttled.
+    pub user_burst: u32,
+    /// One failure on a user name is forgiven per this many seconds.
+    pub user_refill_secs: u64,
+    /// argon2 verifications run at once; 0 means one per CPU core.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: format!("0.0.0.0:{}", xfer_proto::DEFAULT_PORT),
+            data_dir: default_data_dir(),
+            password_file: None,
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            login: LoginConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 1024,
+            handshake_timeout_secs: 10,
+            login_timeout_secs: 120,
+            idle_timeout_secs: 900,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        let t = ThrottleConfig::default();
+        LoginConfig {
+            session_ttl_secs: 30 * 24 * 3600,
+            max_attempts_per_connection: 3,
+            source_burst: t.source_burst,
+            source_refill_secs: t.source_refill_secs,
+            user_burst: t.user_burst,
+            user_refill_secs: t.user_refill_secs,
+            max_concurrent_hashes: 0,
+        }
+    }
+}
+
+/// `$STATE_DIRECTORY` under systemd (`StateDirectory=xferd`), else `./xferd-data`.
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            // systemd passes a colon-separated list when several are configured.
+            let s = v.to_string_lossy().split(':').next()?.to_owned();
+            (!s.is_empty()).then(|| PathBuf::from(s))
+        })
+        .unwrap_or_else(|| PathBuf::from("./xferd-data"))
+}
+
+/// A configuration problem, naming the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type).
+    #[error("config `{path}`: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config key `{key}` {message}")]
+    Invalid {
+        /// The key, dotted (`limits.max_connections`).
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (without validating ranges).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// Checks ranges and formats, naming the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.listen_addr().is_err() {
+            return invalid("listen", "must be an address and port such as 0.0.0.0:7443");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return invalid("limits.max_connections", "must be > 0");
+        }
+        if l.handshake_timeout_secs == 0 || l.login_timeout_secs == 0 || l.idle_timeout_secs == 0 {
+            return invalid("limits.*_timeout_secs", "must be > 0");
+        }
+        let g = &self.login;
+        if g.session_ttl_secs < 60 {
+            return invalid("login.session_ttl_secs", "must be at least 60");
+        }
+        if g.max_attempts_per_connection == 0 {
+            return invalid("login.max_attempts_per_connection", "must be > 0");
+        }
+        if g.source_burst == 0 || g.user_burst == 0 {
+            return invalid("login.source_burst / login.user_burst", "must be > 0");
+        }
+        if g.source_refill_secs == 0 || g.user_refill_secs == 0 {
+            return invalid("login.*_refill_secs", "must be > 0");
+        }
+        Ok(())
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, std::net::AddrParseError> {
+        self.listen.parse()
+    }
+
+    fn under_data_dir(&self, p: &Option<PathBuf>, default: &str) -> PathBuf {
+        match p {
+            Some(p) => self.data_dir.join(p),
+            None => self.data_dir.join(default),
+        }
+    }
+
+    /// The password file's path.
+    pub fn password_file(&self) -> PathBuf {
+        self.under_data_dir(&self.password_file, "passwd")
+    }
+
+    /// The certificate's path.
+    pub fn cert_path(&self) -> PathBuf {
+        self.under_data_dir(&self.tls.cert, "tls/cert.pem")
+    }
+
+    /// The private key's path.
+    pub fn key_path(&self) -> PathBuf {
+        self.under_data_dir(&self.tls.key, "tls/key.pem")
+    }
+
+    /// Whether the TLS identity is the generated default (so a missing one may be created).
+    pub fn tls_is_generated(&self) -> bool {
+        self.tls.cert.is_none() && self.tls.key.is_none()
+    }
+
+    /// Where session tokens (hashed) are kept.
+    pub fn sessions_path(&self) -> PathBuf {
+        self.data_dir.join("sessions.json")
+    }
+
+    /// The throttle settings of `[login]`.
+    pub fn throttle(&self) -> ThrottleConfig {
+        ThrottleConfig {
+            source_burst: self.login.source_burst,
+            source_refill_secs: self.login.source_refill_secs,
+            user_burst: self.login.user_burst,
+            user_refill_secs: self.login.user_refill_secs,
+            ..ThrottleConfig::default()
+        }
+    }
+
+    /// argon2 verifications allowed at once.
+    pub fn hash_permits(&self) -> usize {
+        match self.login.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Shorthand for `Duration::from_secs`.
+    pub fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        // Built-in defaults and the documented example must never drift apart.
+        let parsed = Config::parse(EXAMPLE).unwrap();
+        let default = Config {
+            data_dir: parsed.data_dir.clone(), // depends on $STATE_DIRECTORY
+            ..Config::default()
+        };
+        assert_eq!(parsed, default);
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn every_file_in_config_dir_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = Config::parse("[tls]\ncertificate = \"x\"\n").unwrap_err();
+        assert!(err.contains("certificate"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let mut c = Config::default();
+        c.limits.max_connections = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.max_connections")
+        );
+        let c = Config {
+            listen: "nowhere".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_under_data_dir() {
+        let c = Config::parse("data_dir = \"/srv/x\"\npassword_file = \"pw\"\n").unwrap();
+        assert_eq!(c.password_file(), Path::new("/srv/x/pw"));
+        assert_eq!(c.key_path(), Path::new("/srv/x/tls/key.pem"));
+        let c = Config::parse("data_dir = \"/srv/x\"\npassword_file = \"/etc/pw\"\n").unwrap();
+        assert_eq!(c.password_file(), Path::new("/etc/pw"));
+    }
+}

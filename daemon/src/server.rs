@@ -1,0 +1,186 @@
+//! The server: shared state, the accept loop, the connection limit and the drain on
+//! shutdown. Everything that happens on one connection is in `session.rs`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+use xfer_certs::Fingerprint;
+
+use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
+use crate::config::Config;
+
+/// How often expired session tokens are purged from the store.
+const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Everything sessions share; one `Arc` of it is handed to each connection.
+pub struct ServerState {
+    /// The validated configuration.
+    pub config: Config,
+    /// The TLS acceptor (TLS 1.3 only).
+    pub tls: TlsAcceptor,
+    /// Fingerprint of the certificate served.
+    pub fingerprint: Fingerprint,
+    /// The password file, re-read when `xferd user …` changes it.
+    pub passwords: LivePasswordFile,
+    /// Session tokens.
+    pub sessions: SessionStore,
+    /// argon2 verification, bounded.
+    pub verifier: Verifier,
+    /// Failed-login throttle.
+    pub throttle: Throttle,
+}
+
+impl ServerState {
+    /// Prepares the data directory and TLS identity (generating a certificate on first
+    /// start), loads accounts and sessions, and refuses unsafe files.
+    ///
+    /// # Errors
+    /// Names the file or key at fault: a group-readable key or password file, a
+    /// configured certificate that is missing, a malformed password file.
+    pub async fn open(config: Config) -> anyhow::Result<ServerState> {
+        ensure_data_dir(&config.data_dir)?;
+        let (cert, key) = (config.cert_path(), config.key_path());
+        if config.tls_is_generated() {
+            let names = xfer_certs::generate::default_names(&config.tls.names);
+            if let Some(fp) = xfer_certs::generate::ensure_identity(&cert, &key, &names)? {
+                info!(cert = %cert.display(), fingerprint = %fp, ?names, "generated a self-signed certificate");
+            }
+        } else if !cert.exists() || !key.exists() {
+            bail!(
+                "configured [tls] cert `{}` or key `{}` does not exist; fix the paths or remove both keys to use a generated certificate",
+                cert.display(),
+                key.display()
+            );
+        }
+        let tls_config = xfer_certs::config::load_server_config(&cert, &key)?;
+        let chain = xfer_certs::pem::load_certs(&cert)?;
+        let fingerprint = Fingerprint::of_der(&chain[0]);
+
+        let passwords = LivePasswordFile::open(&config.password_file())?;
+        if passwords.user_count() == 0 {
+            warn!(password_file = %config.password_file().display(), "no user accounts yet; add one with `xferd user add NAME`");
+        }
+        let sessions_path = config.sessions_path();
+        let sessions = SessionStore::open(
+            &sessions_path,
+            Duration::from_secs(config.login.session_ttl_secs),
+        )
+        .with_context(|| format!("opening session store `{}`", sessions_path.display()))?;
+        Ok(ServerState {
+            tls: TlsAcceptor::from(tls_config),
+            fingerprint,
+            passwords,
+            sessions,
+            verifier: Verifier::new(config.hash_permits()).await,
+            throttle: Throttle::new(config.throttle()),
+            config,
+        })
+    }
+}
+
+/// Creates the data directory (mode 0700) if needed and warns if others can read it.
+fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data directory `{}`", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("reading data directory `{}`", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("data_dir `{}` is not a directory", dir.display());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        warn!(data_dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "data directory is accessible by group or others; consider `chmod 700`");
+    }
+    Ok(())
+}
+
+/// Accepts connections until `shutdown` fires, then lets sessions finish their current
+/// request for up to `limits.shutdown_grace_secs` before returning.
+pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
+    tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
+    loop {
+        // The permit is taken before accepting: at the limit, new clients wait in the
+        // kernel's backlog instead of costing memory here.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            () = shutdown.cancelled() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        let span = info_span!("conn", %peer, user = tracing::field::Empty);
+        tracker.spawn(
+            async move {
+                handle(state, tcp, peer, shutdown).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    info!("no longer accepting connections; draining sessions");
+    tracker.close();
+    let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(
+            remaining = tracker.len(),
+            "sessions still running after the shutdown grace period"
+        );
+    }
+}
+
+async fn handle(
+    state: Arc<ServerState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    crate::session::run(state, tcp, peer, shutdown).await;
+}
+
+async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SESSION_PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || st.sessions.purge_expired(crate::now_unix()))
+            .await
+        {
+            Ok(Ok(n)) if n > 0 => info!(purged = n, "expired sessions removed"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(error = %e, "purging expired sessions failed"),
+            Err(e) => error!(error = %e, "session purge task failed"),
+        }
+    }
+}

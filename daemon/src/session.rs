@@ -1,0 +1,383 @@
+//! One connection: TLS handshake and hello under a deadline, then the request loop.
+//!
+//! A connection starts unauthenticated, with the small pre-auth frame limit and a
+//! login deadline; `Login` or `Authenticate` lifts both. Every failure a peer can
+//! cause ends in an error reply (when the peer still speaks xfer) and a closed
+//! connection, never in a panic or an effect on other sessions. File and chat
+//! requests arrive with later issues; they plug into [`Session::handle`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::server::TlsStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use xfer_proto::{
+    ErrorCode, Frame, Hello, PROTOCOL_VERSION, ProtoError, Request, Response, Secret, ServerCodec,
+    WhoAmI,
+};
+
+use crate::accounts::{UserName, Verdict};
+use crate::audit::{self, Method};
+use crate::server::ServerState;
+
+type Conn = Framed<TlsStream<TcpStream>, ServerCodec>;
+
+/// Longest user name kept as a throttle key; longer names are cut (they cannot exist).
+const MAX_THROTTLE_NAME: usize = 64;
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    Idle,
+    Shutdown,
+    TooManyAttempts,
+    Protocol(ProtoError),
+}
+
+/// Serves one accepted TCP connection to its end. Never panics on peer input.
+pub async fn run(
+    state: Arc<ServerState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let deadline = Instant::now() + Duration::from_secs(state.config.limits.handshake_timeout_secs);
+    let framed = match handshake(&state, tcp, deadline).await {
+        Ok(f) => f,
+        Err(reason) => {
+            info!(reason, "connection refused during handshake");
+            return;
+        }
+    };
+    let login_deadline =
+        Instant::now() + Duration::from_secs(state.config.limits.login_timeout_secs);
+    let mut session = Session {
+        state,
+        peer,
+        framed,
+        auth: None,
+        attempts: 0,
+        login_deadline,
+    };
+    match session.serve(&shutdown).await {
+        End::PeerClosed => debug!("connection closed by peer"),
+        End::Protocol(ProtoError::Io(e)) => debug!(error = %e, "connection lost"),
+        end => info!(?end, "connection closed"),
+    }
+}
+
+/// TLS handshake and hello exchange, both within `deadline`. The server always answers
+/// a well-formed hello with its own, so a client of another version can say which.
+async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Result<Conn, String> {
+    let tls = match timeout_at(deadline, state.tls.accept(tcp)).await {
+        Err(_) => return Err("TLS handshake timed out".into()),
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Ok(Ok(tls)) => tls,
+    };
+    let mut framed = Framed::new(tls, ServerCodec::default());
+    let hello = match timeout_at(deadline, framed.next()).await {
+        Err(_) => return Err("no hello before the handshake deadline".into()),
+        Ok(None) => return Err("closed before hello".into()),
+        Ok(Some(Ok(Frame::Hello(h)))) => h,
+        Ok(Some(Ok(_))) => {
+            reply_error(
+                &mut framed,
+                ErrorCode::BadRequest,
+                "expected a hello frame first",
+            )
+            .await;
+            return Err("first frame was not a hello".into());
+        }
+        Ok(Some(Err(e))) => {
+            reply_error(
+                &mut framed,
+                ErrorCode::BadRequest,
+                &format!("expected an xfer hello: {e}"),
+            )
+            .await;
+            return Err(format!("bad hello: {e}"));
+        }
+    };
+    let ours = Frame::Hello(Hello::current(crate::SOFTWARE));
+    if timeout_at(deadline, framed.send(ours))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        return Err("could not send hello".into());
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "client {:?} speaks protocol v{}, this server v{PROTOCOL_VERSION}",
+            hello.software, hello.version
+        ));
+    }
+    debug!(client = ?hello.software, "hello");
+    Ok(framed)
+}
+
+/// Best effort: tells the peer why it is being dropped. Failure to send is ignored,
+/// because the connection is being closed anyway.
+async fn reply_error(framed: &mut Conn, code: ErrorCode, message: &str) {
+    let reply = Frame::Message(Response::error(code, message));
+    let _ = timeout(Duration::from_secs(2), framed.send(reply)).await;
+}
+
+struct Auth {
+    user: String,
+    token: Option<Secret>,
+    expires_unix: u64,
+}
+
+struct Session {
+    state: Arc<ServerState>,
+    peer: SocketAddr,
+    framed: Conn,
+    auth: Option<Auth>,
+    attempts: u32,
+    login_deadline: Instant,
+}
+
+impl Session {
+    async fn serve(&mut self, shutdown: &CancellationToken) -> End {
+        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        loop {
+            let deadline = match self.auth {
+                Some(_) => Instant::now() + idle,
+                None => self.login_deadline,
+            };
+            // Both branches are cancel-safe: `Framed::next` keeps partial frames in its buffer.
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    reply_error(&mut self.framed, ErrorCode::ShuttingDown, "server is shutting down; retry shortly").await;
+                    return End::Shutdown;
+                }
+                r = timeout_at(deadline, self.framed.next()) => r,
+            };
+            let frame = match next {
+                Err(_) => {
+                    let what = if self.auth.is_some() {
+                        "idle"
+                    } else {
+                        "not logged in"
+                    };
+                    reply_error(
+                        &mut self.framed,
+                        ErrorCode::Timeout,
+                        &format!("{what} for too long; closing"),
+                    )
+                    .await;
+                    return End::Idle;
+                }
+                Ok(None) => return End::PeerClosed,
+                Ok(Some(Err(e))) => {
+                    let code = match e {
+                        ProtoError::FrameTooLarge { .. } => ErrorCode::TooLarge,
+                        _ => ErrorCode::BadRequest,
+                    };
+                    if !matches!(e, ProtoError::Io(_)) {
+                        warn!(error = %e, "protocol error from peer");
+                        reply_error(&mut self.framed, code, &e.to_string()).await;
+                    }
+                    return End::Protocol(e);
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let request = match frame {
+                Frame::Message(request) => request,
+                Frame::Hello(_) => {
+                    reply_error(&mut self.framed, ErrorCode::BadRequest, "hello sent twice").await;
+                    return End::Protocol(ProtoError::Malformed("second hello".into()));
+                }
+                Frame::Chunk(_) => {
+                    reply_error(
+                        &mut self.framed,
+                        ErrorCode::BadRequest,
+                        "file data outside a transfer",
+                    )
+                    .await;
+                    return End::Protocol(ProtoError::Malformed("stray chunk".into()));
+                }
+            };
+            let response = self.handle(request).await;
+            if timeout(idle, self.framed.send(Frame::Message(response)))
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                return End::PeerClosed;
+            }
+            if self.auth.is_none()
+                && self.attempts >= self.state.config.login.max_attempts_per_connection
+            {
+                return End::TooManyAttempts;
+            }
+        }
+    }
+
+    /// One request, one response.
+    async fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Ping => Response::Pong,
+            Request::Login { user, password } => self.login(user, password).await,
+            Request::Authenticate { token } => self.authenticate(token).await,
+            Request::Logout => self.logout().await,
+            Request::WhoAmI => self.whoami(),
+        }
+    }
+
+    async fn login(&mut self, user: String, password: Secret) -> Response {
+        self.attempts += 1;
+        let state = self.state.clone();
+        let ip = self.peer.ip();
+        let throttle_key = truncate(&user, MAX_THROTTLE_NAME);
+        if let Verdict::Deny { retry_after } =
+            state
+                .throttle
+                .check(ip, throttle_key, std::time::Instant::now())
+        {
+            audit::login_throttled(&user, self.peer, retry_after);
+            let secs = retry_after.as_secs().max(1);
+            return Response::error(
+                ErrorCode::Throttled,
+                format!("too many failed logins; retry in {secs} s"),
+            );
+        }
+        // A name that cannot exist is treated exactly like an unknown one: the dummy
+        // hash is verified, so timing and reply are the same as for a wrong password.
+        let phc = user
+            .parse::<UserName>()
+            .ok()
+            .and_then(|name| state.passwords.lookup(name.as_str()));
+        let user_known = phc.is_some();
+        let ok = state
+            .verifier
+            .verify(phc.clone(), password.expose().to_owned())
+            .await;
+        let Some(phc) = phc.filter(|_| ok) else {
+            state
+                .throttle
+                .record_failure(ip, throttle_key, std::time::Instant::now());
+            audit::login_failed(&user, self.peer, user_known);
+            return Response::error(ErrorCode::AuthFailed, "invalid user name or password");
+        };
+        state
+            .throttle
+            .record_success(ip, throttle_key, std::time::Instant::now());
+        let st = state.clone();
+        let name = user.clone();
+        let created =
+            tokio::task::spawn_blocking(move || st.sessions.create(&name, &phc, crate::now_unix()))
+                .await;
+        let session = match created {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return internal_error("creating a session", &e),
+            Err(e) => return internal_error("creating a session", &e),
+        };
+        audit::login_succeeded(&user, self.peer, Method::Password);
+        let token = Secret::new(session.token);
+        self.authenticated(user.clone(), Some(token.clone()), session.expires_unix);
+        Response::LoggedIn {
+            user,
+            token: Some(token),
+            expires_unix: session.expires_unix,
+        }
+    }
+
+    async fn authenticate(&mut self, token: Secret) -> Response {
+        self.attempts += 1;
+        let state = self.state.clone();
+        let validated = state.sessions.validate(
+            token.expose(),
+            |user| state.passwords.lookup(user),
+            crate::now_unix(),
+        );
+        let Some(info) = validated else {
+            audit::token_refused(self.peer);
+            return Response::error(
+                ErrorCode::AuthFailed,
+                "session expired or was revoked; log in again",
+            );
+        };
+        audit::login_succeeded(&info.user, self.peer, Method::Token);
+        self.authenticated(info.user.clone(), Some(token), info.expires_unix);
+        Response::LoggedIn {
+            user: info.user,
+            token: None,
+            expires_unix: info.expires_unix,
+        }
+    }
+
+    fn authenticated(&mut self, user: String, token: Option<Secret>, expires_unix: u64) {
+        tracing::Span::current().record("user", user.as_str());
+        // Only an authenticated peer may send full-size chunk frames.
+        self.framed
+            .codec_mut()
+            .set_max_frame_length(xfer_proto::MAX_FRAME_LEN);
+        self.auth = Some(Auth {
+            user,
+            token,
+            expires_unix,
+        });
+    }
+
+    async fn logout(&mut self) -> Response {
+        let Some(auth) = self.auth.take() else {
+            return not_logged_in();
+        };
+        if let Some(token) = auth.token {
+            let st = self.state.clone();
+            let revoked =
+                tokio::task::spawn_blocking(move || st.sessions.revoke(token.expose())).await;
+            match revoked {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return internal_error("revoking a session", &e),
+                Err(e) => return internal_error("revoking a session", &e),
+            }
+        }
+        self.framed
+            .codec_mut()
+            .set_max_frame_length(xfer_proto::MAX_PREAUTH_FRAME_LEN);
+        audit::logout(&auth.user, self.peer);
+        Response::Ok
+    }
+
+    fn whoami(&self) -> Response {
+        let Some(auth) = &self.auth else {
+            return not_logged_in();
+        };
+        // Quota accounting arrives with per-user storage (issue 3); nothing is stored yet.
+        Response::WhoAmI(WhoAmI {
+            user: auth.user.clone(),
+            session_expires_unix: auth.expires_unix,
+            quota_used_bytes: 0,
+            quota_limit_bytes: None,
+        })
+    }
+}
+
+fn not_logged_in() -> Response {
+    Response::error(ErrorCode::AuthRequired, "not logged in")
+}
+
+fn internal_error(what: &str, e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "{what} failed");
+    Response::error(
+        ErrorCode::Internal,
+        format!("{what} failed on the server; see its log"),
+    )
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
