@@ -1,1 +1,76 @@
-fn main() {}
+//! `xfer`: parse the command line, run the subcommand, print any error as one line on
+//! stderr and exit with the code of its kind (see [`xfer::ErrorKind`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use xfer::cmd;
+use xfer::home::Home;
+use xfer::output::escape_control;
+
+/// Log in to an xferd server, move files, chat.
+#[derive(Debug, Parser)]
+#[command(name = "xfer", version, about)]
+struct Cli {
+    /// Where to keep known hosts, saved logins and transfer state.
+    #[arg(long, global = true, env = "XFER_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Log in as USER on HOST and make it the current login.
+    Login(cmd::login::Args),
+    /// Revoke the current session and forget it.
+    Logout(cmd::logout::Args),
+    /// Show who the current session belongs to, the server, and quota used.
+    Whoami(cmd::whoami::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xfer: {}", escape_control(&format!("{err:#}")));
+            ExitCode::from(xfer::exit_code(&err))
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let home = Home::open(cli.home)?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Login(args) => cmd::login::run(&home, args).await,
+            Command::Logout(args) => cmd::logout::run(&home, args).await,
+            Command::Whoami(args) => cmd::whoami::run(&home, args).await,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ca_conflicts_with_fingerprint_flags() {
+        let r = Cli::try_parse_from(["xfer", "login", "a@h", "--ca", "x", "--accept-new"]);
+        assert!(r.is_err());
+    }
+}

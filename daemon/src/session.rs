@@ -4,7 +4,7 @@
 //! login deadline; `Login` or `Authenticate` lifts both. Every failure a peer can
 //! cause ends in an error reply (when the peer still speaks xfer) and a closed
 //! connection, never in a panic or an effect on other sessions. File and chat
-//! requests arrive with later issues; they plug into [`Session::handle`].
+//! requests arrive with later issues; they plug into `Session::handle`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,1 +1,397 @@
-//! End-to-end test harness (placeholder).
+//! End-to-end harness: runs the real `xferd` and `xfer` binaries on 127.0.0.1 with
+//! temporary directories, and a raw protocol client for playing a hostile peer.
+//!
+//! The binaries are built once per test process (`cargo build --bins -p xferd -p xfer`
+//! in the same profile), so `cargo test` alone is enough. `xferd` binds port 0 and
+//! prints its address; [`Daemon::start`] reads that line instead of polling. Every
+//! child process is killed when its handle drops.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tempfile::TempDir;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::Framed;
+use xfer_certs::{Fingerprint, PinnedVerifier};
+use xfer_proto::{ClientCodec, Frame, Hello, Request, Response};
+
+/// The password every test user gets unless a test says otherwise.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// How long a test waits for something that should be quick before failing.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary, building the binaries on first use.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/<test-exe> -> target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_owned();
+        let profile = profile_dir
+            .file_name()
+            .and_then(|p| p.to_str())
+            .unwrap_or("debug");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bins", "-p", "xferd", "-p", "xfer"]);
+        if profile == "release" {
+            cmd.arg("--release");
+        } else if profile != "debug" {
+            cmd.args(["--profile", profile]);
+        }
+        let status = cmd.status().expect("running cargo build for the binaries");
+        assert!(status.success(), "building xferd and xfer failed");
+        profile_dir
+    });
+    dir.join(name)
+}
+
+/// A running `xferd` with its own data directory; killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The certificate fingerprint it printed.
+    pub fingerprint: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    _tmp: Option<TempDir>,
+}
+
+impl Daemon {
+    /// Starts `xferd` on a fresh data directory with one user, `alice`.
+    pub fn start() -> Daemon {
+        let tmp = TempDir::new().expect("temp dir");
+        let data = tmp.path().join("data");
+        add_user(&data, "alice", PASSWORD);
+        let mut d = Daemon::start_in(&data, &[]).expect("xferd starts");
+        d._tmp = Some(tmp);
+        d
+    }
+
+    /// Starts `xferd --data-dir DIR --listen 127.0.0.1:0 EXTRA…`, reading its address
+    /// from stdout. Err carries the log (stderr) when it exits instead.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Result<Daemon, String> {
+        Self::start_listening(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`Daemon::start_in`] on a given listen address (to restart on the same port).
+    pub fn start_listening(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Result<Daemon, String> {
+        std::fs::create_dir_all(data_dir.parent().expect("data dir has a parent")).unwrap();
+        let log = data_dir.with_extension(format!("log.{}", unique()));
+        let mut child = Command::new(bin("xferd"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", listen])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("XFERD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawning xferd");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        let mut fingerprint = None;
+        while addr.is_none() || fingerprint.is_none() {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.split(" listening on ").nth(1) {
+                        addr = Some(a.trim().parse().expect("address in listening line"));
+                    } else if let Some(f) = line.strip_prefix("certificate fingerprint ") {
+                        fingerprint = Some(f.trim().to_owned());
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    return Err(std::fs::read_to_string(&log).unwrap_or_default());
+                }
+            }
+        }
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Daemon {
+            child: Some(child),
+            addr: addr.expect("set above"),
+            fingerprint: fingerprint.expect("set above"),
+            data_dir: data_dir.to_owned(),
+            log,
+            _tmp: None,
+        })
+    }
+
+    /// `127.0.0.1:PORT` for use in `alice@…` targets.
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Audit lines logged so far.
+    pub fn audit_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" audit:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until the log contains `needle` (logs are written asynchronously).
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal (e.g. "TERM") and waits for exit, returning the exit code.
+    pub fn signal_and_wait(&mut self, sig: &str) -> Option<i32> {
+        let pid = self.pid().to_string();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill");
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("xferd did not exit within {DEADLINE:?} after SIG{sig}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Takes the temp dir guard, so the data survives this handle (for restarts).
+    pub fn keep_data(&mut self) -> Option<TempDir> {
+        self._tmp.take()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `xferd --data-dir DIR ARGS…` with `stdin` and returns its output.
+pub fn xferd(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    run(
+        Command::new(bin("xferd"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args),
+        stdin,
+    )
+}
+
+/// Adds a user with `xferd user add NAME --password-stdin`.
+pub fn add_user(data_dir: &Path, name: &str, password: &str) {
+    let out = xferd(
+        data_dir,
+        &["user", "add", name, "--password-stdin"],
+        &format!("{password}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a command to completion, feeding `stdin`.
+pub fn run(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    out
+}
+
+/// A client machine: its own `XFER_HOME`.
+pub struct Client {
+    home: TempDir,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A client with an empty home.
+    pub fn new() -> Client {
+        Client {
+            home: TempDir::new().expect("temp dir"),
+        }
+    }
+
+    /// The client's home directory.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// `xfer ARGS…` with this home and `stdin`.
+    pub fn xfer(&self, args: &[&str], stdin: &str) -> Out {
+        Out(run(
+            Command::new(bin("xfer"))
+                .args(args)
+                .env("XFER_HOME", self.home.path())
+                .env("NO_COLOR", "1"),
+            stdin,
+        ))
+    }
+
+    /// Logs in as `user` trusting the daemon's printed fingerprint; asserts success.
+    pub fn login(&self, d: &Daemon, user: &str, password: &str) -> Out {
+        let target = format!("{user}@{}", d.host_port());
+        let out = self.xfer(
+            &[
+                "login",
+                &target,
+                "--password-stdin",
+                "--fingerprint",
+                &d.fingerprint,
+            ],
+            &format!("{password}\n"),
+        );
+        assert_eq!(out.code(), 0, "login failed: {}", out.stderr());
+        out
+    }
+}
+
+/// A finished command's output, with helpers.
+pub struct Out(pub Output);
+
+impl Out {
+    /// Exit code (-1 if killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    /// Standard output as text.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    /// Standard error as text.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+}
+
+/// A TLS connection that trusts exactly `fingerprint`, optionally from a chosen local
+/// source address (anything in 127.0.0.0/8 works on Linux loopback).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    fingerprint: &str,
+    source: Option<IpAddr>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let fp: Fingerprint = fingerprint.parse().expect("fingerprint");
+    let config = xfer_certs::config::client_config_pinned(PinnedVerifier::new(Some(fp)));
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let tcp = socket.connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::clone(&config))
+        .connect(name, tcp)
+        .await
+}
+
+/// A raw protocol connection, past TLS and hello, for playing a misbehaving client.
+pub struct RawConn {
+    /// The framed stream.
+    pub framed: Framed<TlsStream<TcpStream>, ClientCodec>,
+}
+
+impl RawConn {
+    /// Connects, completes TLS and the hello exchange.
+    pub async fn connect(addr: SocketAddr, fingerprint: &str, source: Option<IpAddr>) -> RawConn {
+        let tls = tls_connect(addr, fingerprint, source)
+            .await
+            .expect("tls connect");
+        let mut framed = Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
+        framed
+            .send(Frame::Hello(Hello::current("e2e")))
+            .await
+            .expect("send hello");
+        match framed.next().await {
+            Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, xfer_proto::PROTOCOL_VERSION),
+            other => panic!("expected hello, got {other:?}"),
+        }
+        RawConn { framed }
+    }
+
+    /// Sends a request and reads one response; `None` if the server closed.
+    pub async fn request(&mut self, req: Request) -> Option<Response> {
+        self.framed.send(Frame::Message(req)).await.ok()?;
+        self.next().await
+    }
+
+    /// Reads the next message; `None` on close or error.
+    pub async fn next(&mut self) -> Option<Response> {
+        match tokio::time::timeout(DEADLINE, self.framed.next()).await {
+            Ok(Some(Ok(Frame::Message(m)))) => Some(m),
+            _ => None,
+        }
+    }
+}

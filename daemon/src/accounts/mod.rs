@@ -1,9 +1,9 @@
 //! Accounts: who may log in and how often they may try.
 //!
 //! The password file (`name:PHC` lines, argon2id, mode 0600, rewritten atomically under a lock
-//! file) lives in [`password_file`]; session tokens (random, stored hashed, expiring, tied to the
-//! password hash they were issued under) in [`tokens`]; per-source and per-name login throttling
-//! in [`throttle`]. [`Verifier`] runs argon2 off the async threads behind a semaphore and makes an
+//! file) lives in `password_file`; session tokens (random, stored hashed, expiring, tied to the
+//! password hash they were issued under) in `tokens`; per-source and per-name login throttling
+//! in `throttle`. [`Verifier`] runs argon2 off the async threads behind a semaphore and makes an
 //! unknown user cost exactly as much as a wrong password.
 //!
 //! This module does not speak the protocol, log audit events or decide what a session may do:
@@ -13,9 +13,7 @@ mod password_file;
 mod throttle;
 mod tokens;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,39 +148,13 @@ pub(crate) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// Replaces `path` with `contents` so that readers see the old file or the new one, never a
-/// mix, and a crash leaves one of the two on disk: temp file (mode 0600) in the same directory,
-/// write, fsync, rename, fsync the directory.
+/// Replaces `path` with `contents` atomically (temp file created 0600, fsync, rename, fsync of
+/// the directory), as `xfer_certs::pem::write_atomic` does, with the I/O error kept intact.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut nonce = [0u8; 8];
-    getrandom::fill(&mut nonce)
-        .map_err(|e| io::Error::other(format!("system random number generator failed: {e}")))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), hex(&nonce)));
-
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // Best effort: after a successful rename the temp name no longer exists.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    xfer_certs::pem::write_atomic(path, contents, 0o600).map_err(|e| match e {
+        xfer_certs::CertError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -218,6 +190,7 @@ mod tests {
 
     #[test]
     fn write_atomic_replaces_file_with_mode_0600() {
+        use std::fs;
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");

@@ -204,9 +204,25 @@ impl Throttle {
     /// within the user window (the time the name's bucket takes to refill): the real user, from
     /// a clean address, still gets in while a flood on their name goes on.
     pub fn check(&self, source: IpAddr, user: &str, now: Instant) -> Verdict {
-        let src = SourceKey::of(source);
-        let name = name_key(user);
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.check_locked(&state, SourceKey::of(source), name_key(user), now)
+    }
+
+    /// [`Throttle::check`] and, when allowed, [`Throttle::record_failure`] at once, under one
+    /// lock: the attempt counts as a failure from the moment it is admitted, so many concurrent
+    /// connections from one source cannot all pass before the first verification ends. A
+    /// success hands the reservation back ([`Throttle::record_success`]).
+    pub fn admit(&self, source: IpAddr, user: &str, now: Instant) -> Verdict {
+        let (src, name) = (SourceKey::of(source), name_key(user));
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let verdict = self.check_locked(&state, src, name, now);
+        if verdict == Verdict::Allow {
+            self.fail_locked(&mut state, src, name, now);
+        }
+        verdict
+    }
+
+    fn check_locked(&self, state: &State, src: SourceKey, name: NameKey, now: Instant) -> Verdict {
         if let Some(wait) = state
             .sources
             .get(&src)
@@ -233,12 +249,13 @@ impl Throttle {
     /// To call after a verification that failed: consumes one token from the source's bucket
     /// and the name's bucket and counts the failure for (source, name).
     pub fn record_failure(&self, source: IpAddr, user: &str, now: Instant) {
-        let src = SourceKey::of(source);
-        let name = name_key(user);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.fail_locked(&mut state, SourceKey::of(source), name_key(user), now);
+    }
+
+    fn fail_locked(&self, state: &mut State, src: SourceKey, name: NameKey, now: Instant) {
         let max = self.max_entries;
         let user_window = self.user_rate.window();
-        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = &mut *guard;
 
         let fresh = Bucket {
             full_at: now,
@@ -280,7 +297,7 @@ impl Throttle {
         }
     }
 
-    /// To call after a successful login: forgets this source's failures *on this name* only.
+    /// To call after a successful login: forgets this source's failures *on this name*.
     /// The source's own penalty stays, or an attacker holding one valid account could reset it
     /// between guesses at other accounts.
     pub fn record_success(&self, source: IpAddr, user: &str, _now: Instant) {
@@ -288,11 +305,54 @@ impl Throttle {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.pairs.remove(&key);
     }
+
+    /// To call after a successful login admitted by [`Throttle::admit`]: hands back the one
+    /// failure reserved for it (never more: a valid account cannot buy extra guesses) and
+    /// forgets this source's failures on this name.
+    pub fn refund(&self, source: IpAddr, user: &str, now: Instant) {
+        let (src, name) = (SourceKey::of(source), name_key(user));
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let give_back = |bucket: Option<&mut Bucket>, interval: Duration| {
+            if let Some(b) = bucket {
+                b.full_at = b.full_at.checked_sub(interval).unwrap_or(now).max(now);
+            }
+        };
+        give_back(state.sources.get_mut(&src), self.source_rate.interval);
+        give_back(state.names.get_mut(&name), self.user_rate.interval);
+        state.pairs.remove(&(src, name));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admit_reserves_so_concurrent_attempts_cannot_all_pass() {
+        let t = Throttle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let src = ip("10.9.9.9");
+        // 100 attempts admitted before any verification finishes: only the burst gets in.
+        let admitted = (0..100)
+            .filter(|_| t.admit(src, "alice", now) == Verdict::Allow)
+            .count();
+        assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn refund_returns_exactly_one_reservation() {
+        let t = Throttle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let src = ip("10.9.9.8");
+        for _ in 0..9 {
+            assert_eq!(t.admit(src, "x", now), Verdict::Allow);
+        }
+        // A success (e.g. on the attacker's own account) gives back only its own reservation.
+        assert_eq!(t.admit(src, "mine", now), Verdict::Allow);
+        t.refund(src, "mine", now);
+        assert_eq!(t.admit(src, "x", now), Verdict::Allow);
+        assert!(matches!(t.admit(src, "x", now), Verdict::Deny { .. }));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

@@ -1,0 +1,116 @@
+//! Rendering for people and for scripts: `--json`, control-character escaping of
+//! server-provided text, byte sizes and dates.
+//!
+//! Anything a server sends (error messages, user names, file names) can contain terminal
+//! escape sequences; it goes through [`escape_control`] before it reaches a terminal.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// How a command renders its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for people.
+    Human,
+    /// One JSON object (or one per line, for streams).
+    Json,
+}
+
+impl Format {
+    /// `Json` if `json` is set.
+    pub fn from_flag(json: bool) -> Self {
+        if json { Format::Json } else { Format::Human }
+    }
+}
+
+/// Replaces C0 and C1 control characters and DEL with `\xNN` escapes, so
+/// text from a server cannot move the cursor, recolour or retitle a terminal.
+pub fn escape_control(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            // `is_control` is exactly C0, DEL and C1 (category Cc), all below U+0100.
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `1.5 MiB`-style size with binary units; exact bytes below 1 KiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `2026-05-01 12:00:00 UTC` for seconds since the Unix epoch.
+pub fn format_utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Proleptic Gregorian date for a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_control_escapes_c0_c1_and_del() {
+        assert!(matches!(escape_control("plain ünïcode"), Cow::Borrowed(_)));
+        assert_eq!(escape_control("a\x1b[31mred"), "a\\x1b[31mred");
+        assert_eq!(escape_control("nl\nnul\0tab\t"), "nl\\x0anul\\x00tab\\x09");
+        assert_eq!(escape_control("del\x7f"), "del\\x7f");
+        assert_eq!(escape_control("csi\u{9b}x"), "csi\\x9bx");
+        assert_eq!(escape_control("back\\slash"), "back\\slash");
+    }
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn dates_are_utc() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_utc(1_777_636_800), "2026-05-01 12:00:00 UTC");
+    }
+}

@@ -1,0 +1,170 @@
+//! Accounts on disk: the password file, its mode, argon2 interoperability, user admin.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use xfer_e2e::{Client, Daemon, PASSWORD, add_user, xferd};
+
+/// Interop tests need Python's argon2-cffi; `.ci/run` installs it and sets
+/// XFER_REQUIRE_INTEROP=1 so that there a missing tool fails instead of skipping.
+fn python_argon2() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import argon2"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("XFER_REQUIRE_INTEROP").is_none(),
+            "python3 with argon2-cffi is required (pip install argon2-cffi)"
+        );
+        eprintln!("skipping: python3 -c 'import argon2' failed (pip install argon2-cffi)");
+    }
+    ok
+}
+
+fn python(script: &str, args: &[&str]) -> std::process::Output {
+    xfer_e2e::run(Command::new("python3").arg("-c").arg(script).args(args), "")
+}
+
+#[test]
+fn password_file_is_0600_and_its_hashes_are_standard_argon2id() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "alice", PASSWORD);
+    let passwd = data.join("passwd");
+    let mode = std::fs::metadata(&passwd).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&passwd).unwrap();
+    let phc = text
+        .lines()
+        .find_map(|l| l.strip_prefix("alice:"))
+        .expect("alice line");
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+
+    if !python_argon2() {
+        return;
+    }
+    // An independent implementation verifies xferd's hash…
+    let verify =
+        "import sys, argon2; argon2.PasswordHasher().verify(sys.argv[1], sys.argv[2]); print('ok')";
+    let out = python(verify, &[phc, PASSWORD]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = python(verify, &[phc, "wrong password"]);
+    assert!(!out.status.success());
+
+    // …and xferd accepts a hash made by it.
+    let make = "import sys, argon2; print(argon2.PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4).hash(sys.argv[1]))";
+    let out = python(make, &["bob's own password"]);
+    let bob = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(bob.starts_with("$argon2id$"), "{bob}");
+    std::fs::write(&passwd, format!("{text}bob:{bob}\n")).unwrap();
+    let d = Daemon::start_in(&data, &[]).unwrap();
+    let c = Client::new();
+    c.login(&d, "bob", "bob's own password");
+}
+
+#[test]
+fn group_readable_password_file_or_key_stops_xferd() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "alice", PASSWORD);
+    let passwd = data.join("passwd");
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let log = Daemon::start_in(&data, &[])
+        .err()
+        .expect("must refuse to start");
+    assert!(
+        log.contains("passwd") && log.contains("640") && log.contains("chmod"),
+        "{log}"
+    );
+
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(Daemon::start_in(&data, &[]).expect("starts once fixed"));
+    let key = data.join("tls/key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = Daemon::start_in(&data, &[])
+        .err()
+        .expect("must refuse to start");
+    assert!(log.contains("key.pem") && log.contains("644"), "{log}");
+}
+
+#[test]
+fn a_malformed_password_file_line_is_named() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "alice", PASSWORD);
+    let passwd = data.join("passwd");
+    let mut text = std::fs::read_to_string(&passwd).unwrap();
+    text.push_str("bob-without-a-hash\n");
+    std::fs::write(&passwd, text).unwrap();
+    let log = Daemon::start_in(&data, &[])
+        .err()
+        .expect("must refuse to start");
+    let n = std::fs::read_to_string(&passwd).unwrap().lines().count();
+    assert!(
+        log.contains(&format!("passwd:{n}")),
+        "names file:line {n}: {log}"
+    );
+}
+
+#[test]
+fn user_admin_commands_and_their_effect_on_sessions() {
+    let d = Daemon::start();
+    add_user(&d.data_dir, "bob", "bobs password");
+    let list = xferd(&d.data_dir, &["user", "list"], "");
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "alice\nbob\n");
+
+    let dup = xferd(
+        &d.data_dir,
+        &["user", "add", "bob", "--password-stdin"],
+        "another one\n",
+    );
+    assert!(!dup.status.success());
+    let short = xferd(
+        &d.data_dir,
+        &["user", "add", "carol", "--password-stdin"],
+        "short\n",
+    );
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8"));
+    let bad = xferd(
+        &d.data_dir,
+        &["user", "add", "../evil", "--password-stdin"],
+        "long enough pw\n",
+    );
+    assert!(!bad.status.success());
+
+    // The running daemon sees new users and password changes without a restart.
+    let c = Client::new();
+    c.login(&d, "bob", "bobs password");
+    let out = xferd(
+        &d.data_dir,
+        &["user", "passwd", "bob", "--password-stdin"],
+        "a new password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.xfer(&["whoami"], "").code(),
+        3,
+        "a password change ends sessions"
+    );
+    c.login(&d, "bob", "a new password");
+
+    let out = xferd(&d.data_dir, &["user", "del", "bob"], "");
+    assert!(out.status.success());
+    assert_eq!(
+        c.xfer(&["whoami"], "").code(),
+        3,
+        "deleting a user ends sessions"
+    );
+    let list = xferd(&d.data_dir, &["user", "list"], "");
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "alice\n");
+}

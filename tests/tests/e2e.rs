@@ -1,0 +1,7 @@
+//! One test binary, one module per capability (ripgrep's `tests/tests.rs` layout).
+
+mod admin;
+mod hostile;
+mod identity;
+mod lifecycle;
+mod login;

@@ -1,0 +1,203 @@
+//! Logging in, token reuse, logout, identical failures, throttling.
+
+use std::os::unix::fs::PermissionsExt;
+
+use xfer_e2e::{Client, Daemon, PASSWORD, RawConn};
+use xfer_proto::{ErrorCode, Request, Response, Secret};
+
+#[test]
+fn right_password_logs_in_and_whoami_reuses_the_saved_token() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let out = c.login(&d, "alice", PASSWORD);
+    assert!(
+        out.stdout().contains("Logged in as alice"),
+        "{}",
+        out.stdout()
+    );
+
+    let logins = c.home().join("logins.toml");
+    let mode = std::fs::metadata(&logins).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "saved token file must be private");
+    assert!(std::fs::read_to_string(&logins).unwrap().contains("xft1_"));
+
+    let who = c.xfer(&["whoami", "--json"], "");
+    assert_eq!(who.code(), 0, "{}", who.stderr());
+    let v: serde_json::Value = serde_json::from_str(who.stdout().trim()).unwrap();
+    assert_eq!(v["user"], "alice");
+    assert_eq!(v["fingerprint"], d.fingerprint.as_str());
+    assert!(
+        d.wait_for_log("method=\"token\""),
+        "whoami must use the token, not the password"
+    );
+    let human = c.xfer(&["whoami"], "");
+    assert!(human.stdout().contains("alice"), "{}", human.stdout());
+}
+
+#[test]
+fn wrong_password_and_unknown_user_fail_the_same_way() {
+    let d = Daemon::start();
+    let fp = d.fingerprint.clone();
+    let c = Client::new();
+    let wrong = c.xfer(
+        &[
+            "login",
+            &format!("alice@{}", d.host_port()),
+            "--password-stdin",
+            "--fingerprint",
+            &fp,
+        ],
+        "not the password\n",
+    );
+    let unknown = c.xfer(
+        &[
+            "login",
+            &format!("mallory@{}", d.host_port()),
+            "--password-stdin",
+            "--fingerprint",
+            &fp,
+        ],
+        "not the password\n",
+    );
+    assert_eq!(wrong.code(), 3, "auth failures exit 3: {}", wrong.stderr());
+    assert_eq!(unknown.code(), wrong.code());
+    // Identical apart from the name the user typed.
+    assert_eq!(
+        unknown.stderr().replace("mallory@", "alice@"),
+        wrong.stderr()
+    );
+    assert!(!c.home().join("logins.toml").exists() || c.xfer(&["whoami"], "").code() == 3);
+}
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_get_byte_identical_replies() {
+    let d = Daemon::start();
+    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
+    let a = conn
+        .request(Request::Login {
+            user: "alice".into(),
+            password: Secret::new("nope-nope"),
+        })
+        .await;
+    let b = conn
+        .request(Request::Login {
+            user: "nobody".into(),
+            password: Secret::new("nope-nope"),
+        })
+        .await;
+    assert!(
+        matches!(
+            a,
+            Some(Response::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            })
+        ),
+        "{a:?}"
+    );
+    assert_eq!(a, b);
+}
+
+#[test]
+fn logout_revokes_the_token_on_the_server() {
+    let d = Daemon::start();
+    let c = Client::new();
+    c.login(&d, "alice", PASSWORD);
+    let saved = std::fs::read(c.home().join("logins.toml")).unwrap();
+    let out = c.xfer(&["logout"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(c.xfer(&["whoami"], "").code(), 3, "logged out locally");
+    // Put the old token back: the server must refuse it now.
+    std::fs::write(c.home().join("logins.toml"), saved).unwrap();
+    let out = c.xfer(&["whoami"], "");
+    assert_eq!(out.code(), 3, "revoked token still works: {}", out.stdout());
+    assert!(out.stderr().contains("xfer login"), "{}", out.stderr());
+    assert!(d.wait_for_log("event=\"logout\""));
+}
+
+#[tokio::test]
+async fn login_attempts_per_connection_are_bounded() {
+    let d = Daemon::start();
+    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
+    for _ in 0..3 {
+        let r = conn
+            .request(Request::Login {
+                user: "alice".into(),
+                password: Secret::new("wrong-wrong"),
+            })
+            .await;
+        assert!(
+            matches!(
+                r,
+                Some(Response::Error {
+                    code: ErrorCode::AuthFailed,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    let r = conn
+        .request(Request::Login {
+            user: "alice".into(),
+            password: Secret::new(PASSWORD),
+        })
+        .await;
+    assert_eq!(r, None, "connection must be closed after 3 attempts");
+}
+
+#[tokio::test]
+async fn a_thousand_wrong_passwords_are_throttled_while_a_correct_login_elsewhere_succeeds() {
+    let d = Daemon::start();
+    let attacker = Some("127.0.0.2".parse().unwrap());
+    let (mut throttled, mut refused) = (0, 0);
+    let mut conn = RawConn::connect(d.addr, &d.fingerprint, attacker).await;
+    for i in 0..1000 {
+        let login = Request::Login {
+            user: "alice".into(),
+            password: Secret::new(format!("guess-{i}")),
+        };
+        let reply = match conn.request(login.clone()).await {
+            Some(r) => r,
+            None => {
+                conn = RawConn::connect(d.addr, &d.fingerprint, attacker).await;
+                conn.request(login)
+                    .await
+                    .expect("reply on a fresh connection")
+            }
+        };
+        match reply {
+            Response::Error {
+                code: ErrorCode::Throttled,
+                ..
+            } => throttled += 1,
+            Response::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            } => refused += 1,
+            other => panic!("guess {i} got {other:?}"),
+        }
+    }
+    assert_eq!(throttled + refused, 1000);
+    assert!(
+        throttled >= 950,
+        "only {throttled} of 1000 guesses were throttled"
+    );
+
+    // The legitimate user, from another address, still gets in while the flood is on.
+    let c = Client::new();
+    c.login(&d, "alice", PASSWORD);
+
+    // Count the argon2 verifications that really ran, from the audit log.
+    assert!(d.wait_for_log("outcome=\"success\""));
+    let verified = d
+        .audit_lines()
+        .iter()
+        .filter(|l| l.contains("verified=true"))
+        .count();
+    assert_eq!(verified, refused, "every refusal was a real verification");
+    assert!(
+        verified <= 25,
+        "{verified} argon2 verifications ran for 1000 guesses"
+    );
+}
