@@ -229,6 +229,8 @@ impl Session {
             Request::Authenticate { token } => self.authenticate(token).await,
             Request::Logout => self.logout().await,
             Request::WhoAmI => self.whoami(),
+            // File requests: being implemented (issue 3).
+            _ => Response::error(ErrorCode::BadRequest, "file requests are not served yet"),
         }
     }
 

@@ -16,7 +16,7 @@ pub mod message;
 pub use checksum::Digest;
 pub use codec::{ClientCodec, Frame, ServerCodec, XferCodec};
 pub use error::{ErrorCode, ProtoError};
-pub use message::{Chunk, Hello, Request, Response, Secret, WhoAmI};
+pub use message::{Chunk, Entry, EntryKind, Hello, Request, Response, Secret, WhoAmI};
 
 /// The protocol version this build speaks. Both ends must agree exactly; the [`Hello`]
 /// exchange that compares them has a layout frozen across all versions.
@@ -34,6 +34,16 @@ pub const MAX_FRAME_LEN: usize = CHUNK_SIZE + 4096;
 /// Largest frame body accepted before authentication. An anonymous peer can make the
 /// other end buffer at most this much.
 pub const MAX_PREAUTH_FRAME_LEN: usize = 16 * 1024;
+
+/// Chunk digests per [`Request::Manifest`] page: 16,384 × 33 bytes fits a frame easily.
+pub const MANIFEST_PAGE: u32 = 16_384;
+
+/// Bytes of a file's start sent with [`Request::PutBegin`] for content-type sniffing.
+pub const SNIFF_LEN: usize = 512;
+
+/// Chunks an uploader may have sent but not yet seen acknowledged: enough to keep a
+/// loopback or LAN link busy, small enough to bound what a connection holds (16 MiB).
+pub const PUT_WINDOW: usize = 16;
 
 /// Default TCP port of `xferd`.
 pub const DEFAULT_PORT: u16 = 7443;

@@ -77,6 +77,121 @@ pub enum Request {
     WhoAmI,
     /// Keep-alive; answered by [`Response::Pong`].
     Ping,
+    /// Lists a directory, or describes one file; answered by [`Response::Listing`].
+    /// The empty path is the user's home.
+    List {
+        /// Relative path inside the user's namespace.
+        path: String,
+    },
+    /// Creates a directory; answered by `Ok`.
+    Mkdir {
+        /// Relative path.
+        path: String,
+        /// Also create missing parents, and succeed if it exists (`mkdir -p`).
+        parents: bool,
+    },
+    /// Removes a file or directory; answered by `Ok`.
+    Remove {
+        /// Relative path.
+        path: String,
+        /// Remove a non-empty directory and everything in it.
+        recursive: bool,
+        /// Remove the upload in progress to `path` instead of a committed file.
+        partial: bool,
+    },
+    /// Renames a file or directory; answered by `Ok`.
+    Rename {
+        /// Existing relative path.
+        from: String,
+        /// New relative path.
+        to: String,
+        /// Replace an existing file at `to`.
+        force: bool,
+    },
+    /// Starts or resumes an upload of `size` bytes to `path`; answered by
+    /// [`Response::PutReady`], or [`Response::Exists`] when a file is there and `force`
+    /// is false. Admission (path, quota, space, size and conflicts) is decided here,
+    /// before any data flows.
+    PutBegin {
+        /// Destination relative path.
+        path: String,
+        /// Final size in bytes.
+        size: u64,
+        /// Replace an existing file (atomically, at commit).
+        force: bool,
+        /// Magic bytes of the file's start (at most [`crate::SNIFF_LEN`]), for the
+        /// server's content-type policy before any chunk travels.
+        head: bytes::Bytes,
+    },
+    /// Reads chunk digests of an open transfer; answered by [`Response::Manifest`]. For an
+    /// upload these are the chunks the server holds, verified; for a download, every chunk.
+    Manifest {
+        /// The transfer.
+        transfer_id: u64,
+        /// First chunk index.
+        first: u64,
+        /// Number of digests wanted (the server may return fewer, at most [`crate::MANIFEST_PAGE`]).
+        count: u32,
+    },
+    /// Completes an upload whose chunks have all been acknowledged; answered by
+    /// [`Response::Committed`]. The server compares the whole-file digest, fsyncs the
+    /// file and renames it into place.
+    PutCommit {
+        /// The transfer.
+        transfer_id: u64,
+        /// BLAKE3 of the whole file.
+        digest: Digest,
+    },
+    /// Opens a file for download; answered by [`Response::GetReady`].
+    GetBegin {
+        /// Relative path.
+        path: String,
+    },
+    /// Asks for `count` chunks starting at index `first` of an open download; answered by
+    /// that many [`Chunk`] frames in order (or an `Error` in their place).
+    GetChunks {
+        /// The transfer.
+        transfer_id: u64,
+        /// First chunk index.
+        first: u64,
+        /// Number of chunks.
+        count: u64,
+    },
+    /// Closes an open transfer without committing (an upload stays resumable).
+    Close {
+        /// The transfer.
+        transfer_id: u64,
+    },
+}
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A committed, verified file.
+    File,
+    /// A directory.
+    Dir,
+    /// An upload in progress: never a complete file.
+    Partial,
+}
+
+/// One entry of a [`Response::Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The entry's name: one path component.
+    pub name: String,
+    /// File, directory or upload in progress.
+    pub kind: EntryKind,
+    /// Size in bytes (for a partial, the final size).
+    pub size: u64,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified_unix: u64,
+    /// BLAKE3 of the whole file, for committed files whose digest is known.
+    pub digest: Option<Digest>,
+    /// Bytes received and verified so far, for partials.
+    pub received: Option<u64>,
+    /// When an abandoned partial is removed, seconds since the Unix epoch.
+    pub expires_unix: Option<u64>,
 }
 
 /// Account details returned by [`Request::WhoAmI`].
@@ -110,6 +225,61 @@ pub enum Response {
     WhoAmI(WhoAmI),
     /// Answer to [`Request::Ping`].
     Pong,
+    /// Answer to [`Request::List`]: entries sorted by name.
+    Listing {
+        /// The entries.
+        entries: Vec<Entry>,
+    },
+    /// Answer to [`Request::PutBegin`]: send the chunks the server does not hold.
+    PutReady {
+        /// Names this transfer in later requests and chunk frames.
+        transfer_id: u64,
+        /// Chunk size in bytes; chunk `i` covers `[i * chunk_size, (i+1) * chunk_size)`.
+        chunk_size: u32,
+        /// How many chunks the server already holds, verified (read them with `Manifest`).
+        chunks_held: u64,
+    },
+    /// Answer to [`Request::PutBegin`] without `force` when the destination exists.
+    Exists {
+        /// Size of the existing file.
+        size: u64,
+        /// Its BLAKE3, if known: equal means the upload has nothing to do.
+        digest: Option<Digest>,
+    },
+    /// Answer to [`Request::Manifest`].
+    Manifest {
+        /// Index of the first digest.
+        first: u64,
+        /// Digests; `None` for chunks the server does not hold.
+        digests: Vec<Option<Digest>>,
+    },
+    /// Acknowledges one uploaded chunk: verified and written.
+    ChunkAck {
+        /// The transfer.
+        transfer_id: u64,
+        /// The chunk's offset.
+        offset: u64,
+    },
+    /// Answer to [`Request::PutCommit`]: the file is in place under its name.
+    Committed {
+        /// Size in bytes.
+        size: u64,
+        /// BLAKE3 of the whole file.
+        digest: Digest,
+    },
+    /// Answer to [`Request::GetBegin`].
+    GetReady {
+        /// Names this transfer.
+        transfer_id: u64,
+        /// Size in bytes.
+        size: u64,
+        /// BLAKE3 of the whole file.
+        digest: Digest,
+        /// Chunk size in bytes.
+        chunk_size: u32,
+        /// Last modification, seconds since the Unix epoch.
+        modified_unix: u64,
+    },
     /// The request failed.
     Error {
         /// Stable reason.

@@ -158,6 +158,52 @@ async fn partial_frames_wait_for_more_bytes() {
     );
 }
 
+#[test]
+fn file_messages_round_trip() {
+    let mut enc = ClientCodec::new(crate::MAX_FRAME_LEN);
+    let mut dec = ServerCodec::new(crate::MAX_FRAME_LEN);
+    let requests = vec![
+        Request::List { path: "a/b".into() },
+        Request::PutBegin {
+            path: "x.bin".into(),
+            size: 1 << 40,
+            force: true,
+            head: Bytes::from_static(b"\x89PNG"),
+        },
+        Request::Manifest {
+            transfer_id: 3,
+            first: 0,
+            count: crate::MANIFEST_PAGE,
+        },
+        Request::PutCommit {
+            transfer_id: 3,
+            digest: Digest::of(b"x"),
+        },
+        Request::GetChunks {
+            transfer_id: 4,
+            first: 7,
+            count: 9,
+        },
+    ];
+    for r in requests {
+        let mut buf = BytesMut::new();
+        enc.encode(Frame::Message(r.clone()), &mut buf).unwrap();
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(Frame::Message(r)));
+    }
+    // A full manifest page fits in one frame.
+    let page = Response::Manifest {
+        first: 0,
+        digests: vec![Some(Digest::of(b"y")); crate::MANIFEST_PAGE as usize],
+    };
+    let mut buf = BytesMut::new();
+    ServerCodec::new(crate::MAX_FRAME_LEN)
+        .encode(Frame::Message(page.clone()), &mut buf)
+        .unwrap();
+    assert!(buf.len() < crate::MAX_FRAME_LEN);
+    let mut client = ClientCodec::new(crate::MAX_FRAME_LEN);
+    assert_eq!(client.decode(&mut buf).unwrap(), Some(Frame::Message(page)));
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
