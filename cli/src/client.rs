@@ -10,12 +10,14 @@ use std::time::Duration;
 use anyhow::Result;
 use futures_util::{SinkExt as _, StreamExt as _};
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 use xfer_certs::Fingerprint;
-use xfer_proto::{ClientCodec, Frame, Hello, ProtoError, Request, Response, Secret, WhoAmI};
+use xfer_proto::{
+    Chunk, ClientCodec, Digest, Entry, Frame, Hello, ProtoError, Request, Response, Secret, WhoAmI,
+};
 
 use crate::error::{NetworkError, ProtocolError, RemoteError};
 use crate::target::ServerAddr;
@@ -62,9 +64,51 @@ impl ConnectError {
     }
 }
 
+/// How the server answered [`Request::PutBegin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutStart {
+    /// The transfer is open.
+    Ready {
+        /// Its id.
+        transfer_id: u64,
+        /// Chunk size in bytes.
+        chunk_size: u32,
+        /// Chunks the server already holds, verified.
+        chunks_held: u64,
+    },
+    /// A file is already there (and `force` was not set).
+    Exists {
+        /// Its size.
+        size: u64,
+        /// Its digest, if known.
+        digest: Option<Digest>,
+    },
+}
+
+/// An open download, from [`Request::GetBegin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetStart {
+    /// Its id.
+    pub transfer_id: u64,
+    /// File size in bytes.
+    pub size: u64,
+    /// Whole-file BLAKE3.
+    pub digest: Digest,
+    /// Chunk size in bytes.
+    pub chunk_size: u32,
+    /// Last modification, Unix seconds.
+    pub modified_unix: u64,
+}
+
+/// A byte stream a [`Client`] runs over: TLS over TCP in real use, an in-memory pipe
+/// in tests.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
 /// An open, hello'd connection to a server.
 pub struct Client {
-    framed: Framed<TlsStream<TcpStream>, ClientCodec>,
+    framed: Framed<Box<dyn Transport>, ClientCodec>,
     server: ServerAddr,
     identity: Option<Identity>,
     server_software: String,
@@ -121,7 +165,7 @@ impl Client {
             }
         };
         let mut client = Client {
-            framed: Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN)),
+            framed: Framed::new(Box::new(tls), ClientCodec::new(xfer_proto::MAX_FRAME_LEN)),
             server: server.clone(),
             identity: None,
             server_software: String::new(),
@@ -135,6 +179,21 @@ impl Client {
                 ))
                 .into(),
             )),
+        }
+    }
+
+    /// A client over an already open stream, for tests: no TLS and no `Hello` exchange
+    /// (the peer must not expect one).
+    #[doc(hidden)]
+    pub fn over_stream(stream: impl Transport + 'static, server: ServerAddr) -> Client {
+        Client {
+            framed: Framed::new(
+                Box::new(stream),
+                ClientCodec::new(xfer_proto::MAX_FRAME_LEN),
+            ),
+            server,
+            identity: None,
+            server_software: String::new(),
         }
     }
 
@@ -185,21 +244,7 @@ impl Client {
     /// [`RemoteError`], [`NetworkError`] (connection lost, timeout), [`ProtocolError`].
     pub async fn request(&mut self, req: Request) -> Result<Response> {
         self.send(Frame::Message(req)).await?;
-        let frame = tokio::time::timeout(REQUEST_TIMEOUT, self.recv())
-            .await
-            .map_err(|_| {
-                NetworkError::new(format!(
-                    "{} did not answer within {REQUEST_TIMEOUT:?}",
-                    self.server
-                ))
-            })??;
-        match frame {
-            Frame::Message(Response::Error { code, message }) => {
-                Err(RemoteError { code, message }.into())
-            }
-            Frame::Message(resp) => Ok(resp),
-            _ => Err(self.unexpected("a response")),
-        }
+        self.recv_response().await
     }
 
     /// Logs in with a password; returns the new session token and its expiry (Unix seconds)
@@ -255,6 +300,281 @@ impl Client {
         match self.request(Request::WhoAmI).await? {
             Response::WhoAmI(w) => Ok(w),
             _ => Err(self.unexpected("account details")),
+        }
+    }
+
+    /// Lists a directory (or describes one file). Names are not validated here.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn list(&mut self, path: &str) -> Result<Vec<Entry>> {
+        let req = Request::List {
+            path: path.to_string(),
+        };
+        match self.request(req).await? {
+            Response::Listing { entries } => Ok(entries),
+            _ => Err(self.unexpected("a listing")),
+        }
+    }
+
+    /// Creates a directory (with its parents if `parents`).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn mkdir(&mut self, path: &str, parents: bool) -> Result<()> {
+        let req = Request::Mkdir {
+            path: path.to_string(),
+            parents,
+        };
+        self.expect_ok(req).await
+    }
+
+    /// Removes a file, a directory (`recursive` for a non-empty one) or, with `partial`,
+    /// the upload in progress to `path`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn remove(&mut self, path: &str, recursive: bool, partial: bool) -> Result<()> {
+        let req = Request::Remove {
+            path: path.to_string(),
+            recursive,
+            partial,
+        };
+        self.expect_ok(req).await
+    }
+
+    /// Renames `from` to `to`, replacing a file at `to` only with `force`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn rename(&mut self, from: &str, to: &str, force: bool) -> Result<()> {
+        let req = Request::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+            force,
+        };
+        self.expect_ok(req).await
+    }
+
+    /// Starts or resumes an upload.
+    ///
+    /// # Errors
+    /// As [`Client::request`] (admission refusals are `RemoteError`s).
+    pub async fn put_begin(
+        &mut self,
+        path: &str,
+        size: u64,
+        force: bool,
+        head: bytes::Bytes,
+    ) -> Result<PutStart> {
+        let req = Request::PutBegin {
+            path: path.to_string(),
+            size,
+            force,
+            head,
+        };
+        match self.request(req).await? {
+            Response::PutReady {
+                transfer_id,
+                chunk_size,
+                chunks_held,
+            } => Ok(PutStart::Ready {
+                transfer_id,
+                chunk_size,
+                chunks_held,
+            }),
+            Response::Exists { size, digest } => Ok(PutStart::Exists { size, digest }),
+            _ => Err(self.unexpected("an upload answer")),
+        }
+    }
+
+    /// Reads digests `first..first + count` of an open transfer's manifest; returns every
+    /// digest from `first` on, following pages until `count` are read.
+    ///
+    /// # Errors
+    /// As [`Client::request`]; a page that starts elsewhere, is empty or runs past `count`
+    /// is a [`ProtocolError`].
+    pub async fn manifest(
+        &mut self,
+        transfer_id: u64,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<Option<Digest>>> {
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
+        while (out.len() as u64) < count {
+            let at = first + out.len() as u64;
+            let want = (count - out.len() as u64).min(u64::from(xfer_proto::MANIFEST_PAGE));
+            let req = Request::Manifest {
+                transfer_id,
+                first: at,
+                count: want as u32,
+            };
+            match self.request(req).await? {
+                Response::Manifest {
+                    first: got_first,
+                    digests,
+                } if got_first == at && !digests.is_empty() && digests.len() as u64 <= want => {
+                    out.extend(digests);
+                }
+                Response::Manifest { .. } => {
+                    return Err(ProtocolError(format!(
+                        "{} sent a manifest page other than the one asked for",
+                        self.server
+                    ))
+                    .into());
+                }
+                _ => return Err(self.unexpected("a manifest page")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits an upload whose chunks have all been acknowledged; returns size and digest.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn put_commit(&mut self, transfer_id: u64, digest: Digest) -> Result<(u64, Digest)> {
+        match self
+            .request(Request::PutCommit {
+                transfer_id,
+                digest,
+            })
+            .await?
+        {
+            Response::Committed { size, digest } => Ok((size, digest)),
+            _ => Err(self.unexpected("a commit confirmation")),
+        }
+    }
+
+    /// Opens a file for download.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn get_begin(&mut self, path: &str) -> Result<GetStart> {
+        let req = Request::GetBegin {
+            path: path.to_string(),
+        };
+        match self.request(req).await? {
+            Response::GetReady {
+                transfer_id,
+                size,
+                digest,
+                chunk_size,
+                modified_unix,
+            } => Ok(GetStart {
+                transfer_id,
+                size,
+                digest,
+                chunk_size,
+                modified_unix,
+            }),
+            _ => Err(self.unexpected("a download answer")),
+        }
+    }
+
+    /// Closes an open transfer without committing it.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn close(&mut self, transfer_id: u64) -> Result<()> {
+        self.expect_ok(Request::Close { transfer_id }).await
+    }
+
+    /// Queues a request without flushing or waiting for its answer (read it later with
+    /// [`Client::recv_response`] or [`Client::recv_chunk`]).
+    ///
+    /// # Errors
+    /// [`NetworkError`] if the connection fails while making room in the write buffer.
+    pub async fn feed_request(&mut self, req: Request) -> Result<()> {
+        self.framed
+            .feed(Frame::Message(req))
+            .await
+            .map_err(|e| self.proto_error(e))
+    }
+
+    /// Queues a chunk frame without flushing; the server answers it with a `ChunkAck`.
+    ///
+    /// # Errors
+    /// [`NetworkError`] if the connection fails while making room in the write buffer.
+    pub async fn feed_chunk(&mut self, chunk: Chunk) -> Result<()> {
+        self.framed
+            .feed(Frame::Chunk(chunk))
+            .await
+            .map_err(|e| self.proto_error(e))
+    }
+
+    /// Writes out everything queued.
+    ///
+    /// # Errors
+    /// [`NetworkError`].
+    pub async fn flush(&mut self) -> Result<()> {
+        self.framed.flush().await.map_err(|e| self.proto_error(e))
+    }
+
+    /// Reads the next frame, which must be a message; `Response::Error` becomes
+    /// [`RemoteError`].
+    ///
+    /// # Errors
+    /// [`RemoteError`], [`NetworkError`] (including a [`REQUEST_TIMEOUT`] without a frame),
+    /// [`ProtocolError`].
+    pub async fn recv_response(&mut self) -> Result<Response> {
+        match self.recv_timed().await? {
+            Frame::Message(Response::Error { code, message }) => {
+                Err(RemoteError { code, message }.into())
+            }
+            Frame::Message(resp) => Ok(resp),
+            _ => Err(self.unexpected("a response")),
+        }
+    }
+
+    /// Reads the next frame, which must be a chunk (or an `Error` in its place, which
+    /// becomes [`RemoteError`]).
+    ///
+    /// # Errors
+    /// As [`Client::recv_response`].
+    pub async fn recv_chunk(&mut self) -> Result<Chunk> {
+        match self.recv_timed().await? {
+            Frame::Chunk(chunk) => Ok(chunk),
+            Frame::Message(Response::Error { code, message }) => {
+                Err(RemoteError { code, message }.into())
+            }
+            _ => Err(self.unexpected("file data")),
+        }
+    }
+
+    /// The next response if one has fully arrived already, without waiting.
+    ///
+    /// # Errors
+    /// As [`Client::recv_response`].
+    pub fn try_recv_response(&mut self) -> Option<Result<Response>> {
+        use futures_util::FutureExt as _;
+        let frame = self.framed.next().now_or_never()?;
+        Some(match frame {
+            Some(Ok(Frame::Message(Response::Error { code, message }))) => {
+                Err(RemoteError { code, message }.into())
+            }
+            Some(Ok(Frame::Message(resp))) => Ok(resp),
+            Some(Ok(_)) => Err(self.unexpected("a response")),
+            Some(Err(e)) => Err(self.proto_error(e)),
+            None => Err(NetworkError::new(format!("connection to {} closed", self.server)).into()),
+        })
+    }
+
+    async fn recv_timed(&mut self) -> Result<Frame<Response>> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.recv())
+            .await
+            .map_err(|_| {
+                NetworkError::new(format!(
+                    "{} did not answer within {REQUEST_TIMEOUT:?}",
+                    self.server
+                ))
+            })?
+    }
+
+    async fn expect_ok(&mut self, req: Request) -> Result<()> {
+        match self.request(req).await? {
+            Response::Ok => Ok(()),
+            _ => Err(self.unexpected("ok")),
         }
     }
 

@@ -14,7 +14,7 @@ use xfer_proto::ErrorCode;
 /// | code | kind | examples |
 /// |------|------|----------|
 /// | 0 | success | |
-/// | 1 | [`Other`](ErrorKind::Other) | local I/O error, no terminal to ask for a password, quota exceeded, permission denied |
+/// | 1 | [`Other`](ErrorKind::Other) | local I/O error, no terminal to ask for a password, server internal error |
 /// | 2 | [`Usage`](ErrorKind::Usage) | bad command line (reported by the argument parser), bad `USER@HOST[:PORT]` |
 /// | 3 | [`Auth`](ErrorKind::Auth) | wrong user name or password, session expired or revoked, too many failed logins, not logged in |
 /// | 4 | [`HostKey`](ErrorKind::HostKey) | server certificate not trusted yet (non-interactive), changed, or not the one given with `--fingerprint`; not valid for the `--ca` |
@@ -22,7 +22,8 @@ use xfer_proto::ErrorCode;
 /// | 6 | [`Conflict`](ErrorKind::Conflict) | the target already exists |
 /// | 7 | [`Integrity`](ErrorKind::Integrity) | data did not match its checksum |
 /// | 8 | [`Network`](ErrorKind::Network) | connection refused or timed out, TLS failure, connection dropped |
-/// | 9 | [`Protocol`](ErrorKind::Protocol) | client and server speak different protocol versions, malformed reply |
+/// | 9 | [`Protocol`](ErrorKind::Protocol) | client and server speak different protocol versions, malformed reply, invalid name in a listing |
+/// | 10 | [`Refused`](ErrorKind::Refused) | refused by the server: over quota, server out of space, content type not accepted, invalid path, permission denied, file or name too large |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Anything not covered by another kind (exit 1).
@@ -43,6 +44,8 @@ pub enum ErrorKind {
     Network,
     /// The peer does not speak this client's protocol (exit 9).
     Protocol,
+    /// The server refused the request by policy or limit (exit 10).
+    Refused,
 }
 
 impl ErrorKind {
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::Integrity => 7,
             ErrorKind::Network => 8,
             ErrorKind::Protocol => 9,
+            ErrorKind::Refused => 10,
         }
     }
 
@@ -71,6 +75,12 @@ impl ErrorKind {
             ErrorCode::Conflict => ErrorKind::Conflict,
             ErrorCode::ChecksumMismatch => ErrorKind::Integrity,
             ErrorCode::UnsupportedVersion => ErrorKind::Protocol,
+            ErrorCode::QuotaExceeded
+            | ErrorCode::NoSpace
+            | ErrorCode::TypeRejected
+            | ErrorCode::InvalidPath
+            | ErrorCode::PermissionDenied
+            | ErrorCode::TooLarge => ErrorKind::Refused,
             _ => ErrorKind::Other,
         }
     }
@@ -184,6 +194,16 @@ impl NetworkError {
     }
 }
 
+/// A destination already exists and `--force` was not given (local or remote).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConflictError(pub String);
+
+/// Data did not match its digest (a chunk or a whole file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IntegrityError(pub String);
+
 /// The server does not speak this client's protocol, or sent something unexpected.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -216,6 +236,12 @@ pub fn error_kind(err: &anyhow::Error) -> ErrorKind {
         }
         if cause.is::<ProtocolError>() {
             return ErrorKind::Protocol;
+        }
+        if cause.is::<ConflictError>() {
+            return ErrorKind::Conflict;
+        }
+        if cause.is::<IntegrityError>() {
+            return ErrorKind::Integrity;
         }
         if let Some(remote) = cause.downcast_ref::<RemoteError>() {
             return ErrorKind::from_code(remote.code);
@@ -281,6 +307,15 @@ mod tests {
             (remote(ErrorCode::ChecksumMismatch), 7),
             (remote(ErrorCode::UnsupportedVersion), 9),
             (remote(ErrorCode::Internal), 1),
+            (ConflictError("x exists".into()).into(), 6),
+            (IntegrityError("bad chunk".into()).into(), 7),
+            (remote(ErrorCode::QuotaExceeded), 10),
+            (remote(ErrorCode::NoSpace), 10),
+            (remote(ErrorCode::TypeRejected), 10),
+            (remote(ErrorCode::InvalidPath), 10),
+            (remote(ErrorCode::PermissionDenied), 10),
+            (remote(ErrorCode::TooLarge), 10),
+            (remote(ErrorCode::Busy), 1),
             (remote(ErrorCode::Unknown(999)), 1),
         ];
         for (err, code) in cases {

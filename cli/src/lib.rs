@@ -7,6 +7,7 @@ pub mod error;
 pub mod home;
 pub mod output;
 pub mod target;
+pub mod transfer;
 pub mod trust;
 
 pub use error::{ErrorKind, exit_code};

@@ -29,6 +29,18 @@ enum Command {
     Logout(cmd::logout::Args),
     /// Show who the current session belongs to, the server, and quota used.
     Whoami(cmd::whoami::Args),
+    /// List a remote directory.
+    Ls(cmd::ls::Args),
+    /// Upload files (resumes an interrupted upload).
+    Push(cmd::push::Args),
+    /// Download files (resumes an interrupted download).
+    Pull(cmd::pull::Args),
+    /// Remove a remote file or directory.
+    Rm(cmd::rm::Args),
+    /// Create a remote directory.
+    Mkdir(cmd::mkdir::Args),
+    /// Rename a remote file or directory.
+    Mv(cmd::mv::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +65,12 @@ fn run(cli: Cli) -> Result<()> {
             Command::Login(args) => cmd::login::run(&home, args).await,
             Command::Logout(args) => cmd::logout::run(&home, args).await,
             Command::Whoami(args) => cmd::whoami::run(&home, args).await,
+            Command::Ls(args) => cmd::ls::run(&home, args).await,
+            Command::Push(args) => cmd::push::run(&home, args).await,
+            Command::Pull(args) => cmd::pull::run(&home, args).await,
+            Command::Rm(args) => cmd::rm::run(&home, args).await,
+            Command::Mkdir(args) => cmd::mkdir::run(&home, args).await,
+            Command::Mv(args) => cmd::mv::run(&home, args).await,
         }
     })
 }

@@ -1,5 +1,7 @@
-//! Audit events: one `target: "audit"` event per login attempt, logout and (later)
-//! committed transfer, so they can be routed separately (`RUST_LOG=audit=info`).
+//! Audit events: one `target: "audit"` event per login attempt, logout, committed upload
+//! and completed download, so they can be routed separately (`RUST_LOG=audit=info`).
+//! Field names are a contract: tests and log tooling read `resumed_from=` and
+//! `bytes_received=` from upload events to measure what a resume actually sent.
 //!
 //! Names supplied by peers are logged with `Debug` formatting, which escapes control
 //! characters: a user name cannot forge extra log lines.
@@ -57,4 +59,57 @@ pub fn login_throttled(user: &str, peer: SocketAddr, retry_after: Duration) {
 /// A session token was revoked by its owner.
 pub fn logout(user: &str, peer: SocketAddr) {
     info!(target: "audit", event = "logout", user, %peer);
+}
+
+/// A committed upload, for [`upload`].
+#[derive(Debug)]
+pub struct UploadRecord<'a> {
+    /// Account name.
+    pub user: &'a str,
+    /// Destination, relative to the user's home.
+    pub path: &'a str,
+    /// Size of the committed file.
+    pub bytes: u64,
+    /// Its BLAKE3, hex.
+    pub digest: &'a str,
+    /// From `PutBegin` to the commit.
+    pub duration_ms: u64,
+    /// Bytes the server already held, verified, when this transfer began.
+    pub resumed_from: u64,
+    /// Chunk bytes received (and verified) on this transfer.
+    pub bytes_received: u64,
+}
+
+/// An upload was verified and committed under its name.
+pub fn upload(r: &UploadRecord<'_>) {
+    info!(
+        target: "audit", event = "upload", outcome = "success", user = r.user, path = ?r.path,
+        bytes = r.bytes, digest = r.digest, duration_ms = r.duration_ms,
+        resumed_from = r.resumed_from, bytes_received = r.bytes_received
+    );
+}
+
+/// A download that reached the end of the file, for [`download`].
+#[derive(Debug)]
+pub struct DownloadRecord<'a> {
+    /// Account name.
+    pub user: &'a str,
+    /// The file, relative to the user's home.
+    pub path: &'a str,
+    /// Its size.
+    pub size: u64,
+    /// Chunk bytes sent on this transfer.
+    pub bytes_sent: u64,
+    /// Whether the first chunk asked for was not the file's first (a resumed pull).
+    pub resumed: bool,
+    /// From `GetBegin` to the close.
+    pub duration_ms: u64,
+}
+
+/// A download sent the file's last chunk and was closed.
+pub fn download(r: &DownloadRecord<'_>) {
+    info!(
+        target: "audit", event = "download", outcome = "success", user = r.user, path = ?r.path,
+        size = r.size, bytes = r.bytes_sent, resumed = r.resumed, duration_ms = r.duration_ms
+    );
 }

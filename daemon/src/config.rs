@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Login policy.
     pub login: LoginConfig,
+    /// Users' files: quotas, limits, partial uploads, content-type policy.
+    pub storage: StorageConfig,
 }
 
 /// `[tls]`
@@ -59,6 +61,52 @@ pub struct LimitsConfig {
     pub idle_timeout_secs: u64,
     /// On shutdown, how long sessions get to finish their current request.
     pub shutdown_grace_secs: u64,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Bytes each user may store (committed files plus partial uploads at their final
+    /// size); 0 = unlimited.
+    pub quota_bytes: u64,
+    /// Largest single file accepted; 0 = unlimited.
+    pub max_file_bytes: u64,
+    /// Free space kept on the data directory's filesystem: an upload that would eat
+    /// into it is refused with "server out of space" before any data flows.
+    pub min_free_bytes: u64,
+    /// An upload untouched for this long is removed with its partial data.
+    pub partial_ttl_secs: u64,
+    /// Content-type policy: each rule restricts what may be uploaded into a directory
+    /// and everything below it (the most specific rule applies).
+    pub type_rules: Vec<TypeRule>,
+}
+
+/// `[[storage.type_rules]]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeRule {
+    /// Directory relative to each user's home (`""` = the whole home).
+    pub dir: String,
+    /// MIME types accepted there, detected from the content's magic bytes.
+    pub accept: Vec<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            quota_bytes: 0,
+            max_file_bytes: 0,
+            min_free_bytes: 64 << 20,
+            partial_ttl_secs: 7 * 24 * 3600,
+            type_rules: vec![TypeRule {
+                dir: "images".into(),
+                accept: ["image/jpeg", "image/png", "image/gif", "image/webp"]
+                    .map(String::from)
+                    .to_vec(),
+            }],
+        }
+    }
 }
 
 /// `[login]`
@@ -90,6 +138,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             login: LoginConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -215,7 +264,44 @@ impl Config {
         if g.source_refill_secs == 0 || g.user_refill_secs == 0 {
             return invalid("login.*_refill_secs", "must be > 0");
         }
+        let s = &self.storage;
+        if s.partial_ttl_secs == 0 {
+            return invalid("storage.partial_ttl_secs", "must be > 0");
+        }
+        for rule in &s.type_rules {
+            if !rule.dir.is_empty() && crate::storage::RelPath::parse(&rule.dir).is_err() {
+                return invalid(
+                    "storage.type_rules.dir",
+                    &format!(
+                        "{:?} is not a relative path such as \"images\" or \"photos/raw\"",
+                        rule.dir
+                    ),
+                );
+            }
+            if rule.accept.is_empty() {
+                return invalid(
+                    "storage.type_rules.accept",
+                    &format!("rule for {:?} accepts nothing; list MIME types", rule.dir),
+                );
+            }
+            if let Some(bad) = rule.accept.iter().find(|m| {
+                let mut parts = m.split('/');
+                !(parts.next().is_some_and(|p| !p.is_empty())
+                    && parts.next().is_some_and(|p| !p.is_empty())
+                    && parts.next().is_none())
+            }) {
+                return invalid(
+                    "storage.type_rules.accept",
+                    &format!("{bad:?} is not a MIME type such as \"image/png\""),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Where users' homes, partial uploads and file manifests live.
+    pub fn users_dir(&self) -> PathBuf {
+        self.data_dir.join("users")
     }
 
     /// The listen address, parsed.
@@ -330,6 +416,33 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn storage_rules_are_validated_by_key() {
+        let c = Config::parse("[[storage.type_rules]]\ndir = \"../x\"\naccept = [\"image/png\"]\n")
+            .unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("storage.type_rules.dir")
+        );
+        let c = Config::parse("[[storage.type_rules]]\ndir = \"x\"\naccept = [\"png\"]\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("storage.type_rules.accept")
+        );
+        let c = Config::parse("[storage]\ntype_rules = []\nquota_bytes = 5\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.storage.type_rules.is_empty());
+        assert!(
+            Config::parse("[storage]\nquota = 5\n")
+                .unwrap_err()
+                .contains("quota")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `xferd`: the xfer daemon as a library, so tests can run it in-process.
 //!
 //! [`ServerState::open`] prepares everything a server needs (data directory, TLS
-//! identity, password file, session store) and refuses unsafe set-ups; [`serve`]
+//! identity, password file, session store, users' storage) and refuses unsafe set-ups; [`serve`]
 //! runs the accept loop until its cancellation token fires, then drains sessions.
 //! Argument parsing, logging set-up and signals live in `main.rs`.
 
@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod server;
 pub mod session;
+pub mod storage;
 
 pub use config::Config;
 pub use server::{ServerState, serve};

@@ -17,9 +17,12 @@ use xfer_certs::Fingerprint;
 
 use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
 use crate::config::Config;
+use crate::storage::{LocalStorage, Storage};
 
 /// How often expired session tokens are purged from the store.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest pause between sweeps for abandoned partial uploads (shorter for short TTLs).
+const PARTIAL_SWEEP_MAX_INTERVAL: Duration = Duration::from_secs(600);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -39,6 +42,8 @@ pub struct ServerState {
     pub verifier: Verifier,
     /// Failed-login throttle.
     pub throttle: Throttle,
+    /// Users' files.
+    pub storage: Arc<dyn Storage>,
 }
 
 impl ServerState {
@@ -77,7 +82,10 @@ impl ServerState {
             Duration::from_secs(config.login.session_ttl_secs),
         )
         .with_context(|| format!("opening session store `{}`", sessions_path.display()))?;
+        let storage = LocalStorage::open(&config.data_dir, config.storage.clone())
+            .with_context(|| format!("preparing `{}`", config.users_dir().display()))?;
         Ok(ServerState {
+            storage: Arc::new(storage),
             tls: TlsAcceptor::from(tls_config),
             fingerprint,
             passwords,
@@ -116,6 +124,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
     tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
+    tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
     loop {
         // The permit is taken before accepting: at the limit, new clients wait in the
         // kernel's backlog instead of costing memory here.
@@ -181,6 +190,28 @@ async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "purging expired sessions failed"),
             Err(e) => error!(error = %e, "session purge task failed"),
+        }
+    }
+}
+
+/// Removes abandoned partial uploads; sweeps at least twice per `partial_ttl_secs`.
+async fn expire_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
+    let period = Duration::from_secs(state.config.storage.partial_ttl_secs / 2)
+        .clamp(Duration::from_secs(1), PARTIAL_SWEEP_MAX_INTERVAL);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let storage = state.storage.clone();
+        match tokio::task::spawn_blocking(move || storage.expire_partials(crate::now_unix())).await
+        {
+            Ok(Ok(n)) if n > 0 => info!(removed = n, "abandoned partial uploads removed"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(error = %e, "expiring partial uploads failed"),
+            Err(e) => error!(error = %e, "partial expiry task failed"),
         }
     }
 }

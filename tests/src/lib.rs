@@ -395,3 +395,270 @@ impl RawConn {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// File transfers: data, hashes, polling, background clients, audit fields, restarts.
+// ---------------------------------------------------------------------------------------
+
+/// One mebibyte.
+pub const MIB: u64 = 1 << 20;
+
+/// The protocol's chunk size, for sizes at chunk boundaries.
+pub const CHUNK: usize = xfer_proto::CHUNK_SIZE;
+
+/// Deterministic pseudo-random bytes (xorshift64*): fast, incompressible enough, and
+/// different for each `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// BLAKE3 of `data` as lowercase hex, computed independently of the code under test.
+pub fn blake3_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// Calls `f` every 20 ms until it returns `Some`, or `deadline` passes (`None`).
+pub fn poll<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of `key=` in a log line (quotes stripped), e.g. `audit_field(l, "bytes")`.
+pub fn audit_field(line: &str, key: &str) -> Option<String> {
+    let needle = format!(" {key}=");
+    let rest = &line[line.find(&needle)? + needle.len()..];
+    let value = if let Some(quoted) = rest.strip_prefix('"') {
+        &quoted[..quoted.find('"').unwrap_or(quoted.len())]
+    } else {
+        rest.split_whitespace().next().unwrap_or("")
+    };
+    Some(value.to_owned())
+}
+
+/// A numeric `key=` field of a log line.
+pub fn audit_u64(line: &str, key: &str) -> Option<u64> {
+    audit_field(line, key)?.parse().ok()
+}
+
+impl Daemon {
+    /// Starts `xferd` on a fresh data directory with `users` (password [`PASSWORD`]) and,
+    /// when given, a config file with `config` (TOML) passed as `--config`. The file sits
+    /// next to the data directory, so [`Daemon::kill9_and_restart`] finds it again.
+    pub fn start_with(users: &[&str], config: Option<&str>) -> Daemon {
+        let tmp = TempDir::new().expect("temp dir");
+        let data = tmp.path().join("data");
+        Self::start_prepared(&data, users, config, tmp)
+    }
+
+    /// Like [`Daemon::start_with`] on a data directory the caller chose (e.g. on a
+    /// small tmpfs); `tmp` is kept alive as long as the daemon.
+    pub fn start_prepared(
+        data: &Path,
+        users: &[&str],
+        config: Option<&str>,
+        tmp: TempDir,
+    ) -> Daemon {
+        for user in users {
+            add_user(data, user, PASSWORD);
+        }
+        if let Some(toml) = config {
+            std::fs::write(config_path(data), toml).expect("write config");
+        }
+        let extra = config_args(data);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut d = Daemon::start_in(data, &extra).expect("xferd starts");
+        d._tmp = Some(tmp);
+        d
+    }
+
+    /// `kill -9` the daemon, then start it again on the same data directory, address and
+    /// config. The returned handle owns the temp dir from now on.
+    pub fn kill9_and_restart(mut self) -> Daemon {
+        let tmp = self.keep_data();
+        let listen = self.host_port();
+        assert_eq!(self.signal_and_wait("KILL"), None, "killed by a signal");
+        let extra = config_args(&self.data_dir);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        // The port can linger briefly; retry binding it for a while.
+        let start = Instant::now();
+        let mut d = loop {
+            match Daemon::start_listening(&self.data_dir, &listen, &extra) {
+                Ok(d) => break d,
+                Err(log) if start.elapsed() > DEADLINE => panic!("restart failed: {log}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        d._tmp = tmp;
+        d
+    }
+
+    /// `<data>/users/<user>/files`: the user's committed files.
+    pub fn files_dir(&self, user: &str) -> PathBuf {
+        self.data_dir.join("users").join(user).join("files")
+    }
+
+    /// `<data>/users/<user>/partials`: uploads in progress.
+    pub fn partials_dir(&self, user: &str) -> PathBuf {
+        self.data_dir.join("users").join(user).join("partials")
+    }
+
+    /// The partial data files (`*.part`) of `user`'s uploads in progress.
+    pub fn partial_files(&self, user: &str) -> Vec<PathBuf> {
+        let Ok(dir) = std::fs::read_dir(self.partials_dir(user)) else {
+            return Vec::new();
+        };
+        let mut v: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "part"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Audit lines of one event kind (`"upload"`, `"download"`).
+    pub fn audit_events(&self, event: &str) -> Vec<String> {
+        let needle = format!("event=\"{event}\"");
+        self.audit_lines()
+            .into_iter()
+            .filter(|l| l.contains(&needle))
+            .collect()
+    }
+}
+
+fn config_path(data: &Path) -> PathBuf {
+    data.with_extension("toml")
+}
+
+fn config_args(data: &Path) -> Vec<String> {
+    let path = config_path(data);
+    if path.exists() {
+        vec!["--config".into(), path.display().to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A client command running in the background (stdout and stderr go to files);
+/// killed on drop.
+pub struct Running {
+    child: Option<Child>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Running {
+    /// `kill -9` it and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether it has exited.
+    pub fn finished(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Waits (up to `deadline`) for it to exit and returns its output.
+    pub fn wait(mut self, deadline: Duration) -> Out {
+        let mut child = self.child.take().expect("running");
+        let status = poll(deadline, || child.try_wait().ok().flatten()).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("xfer did not finish within {deadline:?}");
+        });
+        Out(Output {
+            status,
+            stdout: std::fs::read(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read(&self.stderr).unwrap_or_default(),
+        })
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stderr).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+impl Client {
+    /// Starts `xfer ARGS…` in the background with this home.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let n = unique();
+        let stdout = self.home().join(format!("bg-{n}.out"));
+        let stderr = self.home().join(format!("bg-{n}.err"));
+        let child = Command::new(bin("xfer"))
+            .args(args)
+            .env("XFER_HOME", self.home())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawning xfer");
+        Running {
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `xfer ls ARGS… --json`, asserting success; the parsed array.
+    pub fn ls_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["ls"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let out = self.xfer(&all, "");
+        assert_eq!(out.code(), 0, "xfer {all:?}: {}", out.stderr());
+        match serde_json::from_str(&out.stdout()) {
+            Ok(serde_json::Value::Array(v)) => v,
+            other => panic!(
+                "xfer {all:?} printed no JSON array: {other:?}\n{}",
+                out.stdout()
+            ),
+        }
+    }
+
+    /// The entry called `name` in `xfer ls [DIR] ARGS… --json`.
+    pub fn ls_entry(&self, args: &[&str], name: &str) -> Option<serde_json::Value> {
+        self.ls_json(args).into_iter().find(|e| e["name"] == name)
+    }
+
+    /// Bytes received so far of the upload in progress to `name` (in the home), from
+    /// `xfer ls --partial --json`; `None` while the server shows no partial for it.
+    pub fn partial_received(&self, name: &str) -> Option<u64> {
+        let out = self.xfer(&["ls", "--partial", "--json"], "");
+        if out.code() != 0 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&out.stdout()).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|e| e["name"] == name && e["kind"] == "partial")
+            .and_then(|e| e["received"].as_u64())
+    }
+}

@@ -1,7 +1,10 @@
 //! One test binary, one module per capability (ripgrep's `tests/tests.rs` layout).
 
 mod admin;
+mod confinement;
+mod files;
 mod hostile;
 mod identity;
 mod lifecycle;
 mod login;
+mod resume;

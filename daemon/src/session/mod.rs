@@ -3,8 +3,10 @@
 //! A connection starts unauthenticated, with the small pre-auth frame limit and a
 //! login deadline; `Login` or `Authenticate` lifts both. Every failure a peer can
 //! cause ends in an error reply (when the peer still speaks xfer) and a closed
-//! connection, never in a panic or an effect on other sessions. File and chat
-//! requests arrive with later issues; they plug into `Session::handle`.
+//! connection, never in a panic or an effect on other sessions. File requests and
+//! chunk frames are served in `files.rs`; chat arrives with a later issue.
+
+mod files;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use xfer_proto::{
 use crate::accounts::{UserName, Verdict};
 use crate::audit::{self, Method};
 use crate::server::ServerState;
+use files::Files;
 
 type Conn = Framed<TlsStream<TcpStream>, ServerCodec>;
 
@@ -59,6 +62,7 @@ pub async fn run(
     let login_deadline =
         Instant::now() + Duration::from_secs(state.config.limits.login_timeout_secs);
     let mut session = Session {
+        files: Files::new(state.storage.clone()),
         state,
         peer,
         framed,
@@ -66,7 +70,9 @@ pub async fn run(
         attempts: 0,
         login_deadline,
     };
-    match session.serve(&shutdown).await {
+    let end = session.serve(&shutdown).await;
+    session.close_transfers().await;
+    match end {
         End::PeerClosed => debug!("connection closed by peer"),
         End::Protocol(ProtoError::Io(e)) => debug!(error = %e, "connection lost"),
         end => info!(?end, "connection closed"),
@@ -142,6 +148,14 @@ struct Session {
     auth: Option<Auth>,
     attempts: u32,
     login_deadline: Instant,
+    /// Open transfers and chunk frames being verified and written.
+    files: Files,
+}
+
+/// What woke the request loop.
+enum Event {
+    Frame(Result<Option<Result<Frame<Request>, ProtoError>>, tokio::time::error::Elapsed>),
+    ChunkDone(files::ChunkOutcome),
 }
 
 impl Session {
@@ -152,14 +166,27 @@ impl Session {
                 Some(_) => Instant::now() + idle,
                 None => self.login_deadline,
             };
-            // Both branches are cancel-safe: `Framed::next` keeps partial frames in its buffer.
-            let next = tokio::select! {
+            // Every branch is cancel-safe: `Framed::next` keeps partial frames in its
+            // buffer, and a chunk job is polled through `&mut JoinHandle`, never dropped.
+            // Frames are not read while enough chunks wait: that is the backpressure.
+            let can_read = self.files.can_queue();
+            let event = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
                     reply_error(&mut self.framed, ErrorCode::ShuttingDown, "server is shutting down; retry shortly").await;
                     return End::Shutdown;
                 }
-                r = timeout_at(deadline, self.framed.next()) => r,
+                done = self.files.next_done() => Event::ChunkDone(done),
+                r = timeout_at(deadline, self.framed.next()), if can_read => Event::Frame(r),
+            };
+            let next = match event {
+                Event::ChunkDone(done) => {
+                    if let Err(end) = self.chunk_done(done).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Event::Frame(r) => r,
             };
             let frame = match next {
                 Err(_) => {
@@ -196,7 +223,7 @@ impl Session {
                     reply_error(&mut self.framed, ErrorCode::BadRequest, "hello sent twice").await;
                     return End::Protocol(ProtoError::Malformed("second hello".into()));
                 }
-                Frame::Chunk(_) => {
+                Frame::Chunk(_) if self.auth.is_none() => {
                     reply_error(
                         &mut self.framed,
                         ErrorCode::BadRequest,
@@ -205,7 +232,32 @@ impl Session {
                     .await;
                     return End::Protocol(ProtoError::Malformed("stray chunk".into()));
                 }
+                Frame::Chunk(chunk) => {
+                    if let Err(end) = self.queue_chunk(chunk).await {
+                        return end;
+                    }
+                    continue;
+                }
             };
+            // Responses go out in request order: acknowledge every chunk received
+            // before this request first.
+            if let Err(end) = self.drain_chunks().await {
+                return end;
+            }
+            if let Request::GetChunks {
+                transfer_id,
+                first,
+                count,
+            } = request
+            {
+                if let Err(end) = self
+                    .stream_chunks(transfer_id, first, count, shutdown)
+                    .await
+                {
+                    return end;
+                }
+                continue;
+            }
             let response = self.handle(request).await;
             if timeout(idle, self.framed.send(Frame::Message(response)))
                 .await
@@ -228,14 +280,15 @@ impl Session {
             Request::Login { user, password } => self.login(user, password).await,
             Request::Authenticate { token } => self.authenticate(token).await,
             Request::Logout => self.logout().await,
-            Request::WhoAmI => self.whoami(),
-            // File requests: being implemented (issue 3).
-            _ => Response::error(ErrorCode::BadRequest, "file requests are not served yet"),
+            Request::WhoAmI => self.whoami().await,
+            file_request => self.handle_file(file_request).await,
         }
     }
 
     async fn login(&mut self, user: String, password: Secret) -> Response {
         self.attempts += 1;
+        // Transfers belong to the identity that opened them.
+        self.close_transfers().await;
         let state = self.state.clone();
         let ip = self.peer.ip();
         let throttle_key = truncate(&user, MAX_THROTTLE_NAME);
@@ -294,6 +347,7 @@ impl Session {
 
     async fn authenticate(&mut self, token: Secret) -> Response {
         self.attempts += 1;
+        self.close_transfers().await;
         let state = self.state.clone();
         let validated = state.sessions.validate(
             token.expose(),
@@ -330,6 +384,10 @@ impl Session {
     }
 
     async fn logout(&mut self) -> Response {
+        if self.auth.is_none() {
+            return not_logged_in();
+        }
+        self.close_transfers().await;
         let Some(auth) = self.auth.take() else {
             return not_logged_in();
         };
@@ -350,16 +408,21 @@ impl Session {
         Response::Ok
     }
 
-    fn whoami(&self) -> Response {
+    async fn whoami(&self) -> Response {
         let Some(auth) = &self.auth else {
             return not_logged_in();
         };
-        // Quota accounting arrives with per-user storage (issue 3); nothing is stored yet.
+        let storage = self.state.storage.clone();
+        let user = auth.user.clone();
+        let usage = match files::blocking(move || storage.usage(&user)).await {
+            Ok(u) => u,
+            Err(response) => return response,
+        };
         Response::WhoAmI(WhoAmI {
             user: auth.user.clone(),
             session_expires_unix: auth.expires_unix,
-            quota_used_bytes: 0,
-            quota_limit_bytes: None,
+            quota_used_bytes: usage.used_bytes,
+            quota_limit_bytes: usage.limit_bytes,
         })
     }
 }

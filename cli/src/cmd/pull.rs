@@ -1,0 +1,245 @@
+//! `xfer pull REMOTE... [LOCAL] [-r] [--force] [-q] [--limit-rate RATE] [--preview]`.
+//!
+//! With one argument it is REMOTE and LOCAL is `.`; with two or more the last is LOCAL.
+//! LOCAL is a directory (files go to `LOCAL/NAME`) when it ends with `/`, is an existing
+//! directory, when there are several REMOTEs, or with `-r` and a remote directory (the
+//! tree is recreated under `LOCAL/NAME`); otherwise it is the exact destination path.
+//! Names from remote listings are checked to be single components before they become
+//! local paths.
+
+use std::io::IsTerminal as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use xfer_proto::EntryKind;
+
+use crate::client::Client;
+use crate::cmd::ls::check_listing;
+use crate::cmd::{open_session, remote_kind, report_failures};
+use crate::error::UsageError;
+use crate::home::Home;
+use crate::output::escape_control;
+use crate::transfer::progress::Progress;
+use crate::transfer::ratelimit::parse_rate;
+use crate::transfer::{
+    Failure, Options, Outcome, check_name, looks_like_image, normalize_remote, outcome_line,
+    pull::pull_file, remote_basename, remote_join, split_sources,
+};
+
+/// Arguments of `xfer pull`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Remote files (or directories with -r), then optionally the local destination.
+    #[arg(value_name = "REMOTE... [LOCAL]", required = true)]
+    pub paths: Vec<String>,
+    /// Pull directories recursively.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Replace existing local files.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// No progress and no per-file lines.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
+    #[arg(long, value_name = "RATE")]
+    pub limit_rate: Option<String>,
+    /// Show pulled images in the terminal (ignored when stdout is not a terminal).
+    #[arg(long)]
+    pub preview: bool,
+}
+
+/// One step of a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Create a local directory (and its parents).
+    Mkdir(PathBuf),
+    /// Download a remote file to this exact local path.
+    File(String, PathBuf),
+}
+
+/// Whether LOCAL names a directory.
+pub fn local_is_dir(local: &str, remotes: usize, recursive_dir: bool) -> bool {
+    local.ends_with('/') || remotes > 1 || recursive_dir || Path::new(local).is_dir()
+}
+
+/// The local path for a remote top-level argument.
+///
+/// # Errors
+/// [`UsageError`] when the remote has no usable name (the home, `..`).
+pub fn destination(remote: &str, local: &str, local_is_dir: bool) -> Result<PathBuf, UsageError> {
+    if !local_is_dir {
+        return Ok(PathBuf::from(local));
+    }
+    let name = remote_basename(remote);
+    if name.is_empty() {
+        return Ok(PathBuf::from(local));
+    }
+    check_name(&name).map_err(|_| {
+        UsageError(format!(
+            "`{}` has no usable file name",
+            escape_control(remote)
+        ))
+    })?;
+    Ok(Path::new(local).join(name))
+}
+
+/// Runs `xfer pull`.
+///
+/// # Errors
+/// Not found (5), conflict (6), integrity (7), network (8), protocol (9), refused (10),
+/// local I/O (1), usage (2).
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let limit_rate = match &args.limit_rate {
+        Some(r) => parse_rate(r)?,
+        None => None,
+    };
+    let (remotes, local) = split_sources(args.paths);
+    let local = local.unwrap_or_else(|| ".".to_string());
+    let (_login, mut client) = open_session(home).await?;
+
+    let mut steps = Vec::new();
+    for remote in &remotes {
+        let remote = normalize_remote(remote);
+        let is_dir = if args.recursive {
+            remote_kind(&mut client, &remote).await? == Some(EntryKind::Dir)
+        } else if remote.is_empty() {
+            return Err(UsageError("your home is a directory; use -r to pull it".into()).into());
+        } else {
+            false
+        };
+        let into_dir = local_is_dir(&local, remotes.len(), is_dir);
+        let dest = match destination(&remote, &local, into_dir) {
+            Ok(d) => d,
+            Err(e) => {
+                // No local name can be made of it (e.g. `..`): the server's verdict on
+                // the path comes first, it is the authority on what exists.
+                let get = client
+                    .get_begin(&remote)
+                    .await
+                    .with_context(|| format!("pulling `{}`", escape_control(&remote)))?;
+                let _ = client.close(get.transfer_id).await;
+                return Err(e.into());
+            }
+        };
+        if into_dir {
+            // LOCAL names a directory: create it if needed (`pull a b new-dir/`).
+            let dir = Step::Mkdir(PathBuf::from(&local));
+            if !steps.contains(&dir) {
+                steps.push(dir);
+            }
+        }
+        if is_dir {
+            walk_remote(&mut client, &remote, &dest, &mut steps).await?;
+        } else {
+            steps.push(Step::File(remote, dest));
+        }
+    }
+
+    let files = steps.iter().filter(|s| matches!(s, Step::File(..))).count();
+    let progress = Progress::new(args.quiet, files);
+    let opts = Options {
+        force: args.force,
+        limit_rate,
+    };
+    let preview = args.preview && std::io::stdout().is_terminal();
+    let mut failures = Vec::new();
+    for step in steps {
+        match step {
+            Step::Mkdir(dir) => std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating `{}`", dir.display()))?,
+            Step::File(remote, dest) => {
+                match pull_file(&mut client, &remote, &dest, &opts, &progress).await {
+                    Ok(outcome) => {
+                        progress.result(&outcome_line(&dest.display().to_string(), &outcome));
+                        if preview && matches!(outcome, Outcome::Done { .. } | Outcome::UpToDate) {
+                            show_preview(&dest, &progress);
+                        }
+                    }
+                    Err(Failure::File(e)) => failures.push(e),
+                    Err(Failure::Fatal(e)) => {
+                        progress.finish();
+                        failures.push(e.context(format!("pulling `{remote}`")));
+                        return report_failures(failures);
+                    }
+                }
+            }
+        }
+    }
+    progress.finish();
+    report_failures(failures)
+}
+
+/// Adds the steps that recreate the remote tree `remote` at local `dest`. Partial uploads
+/// are skipped; every listed name is checked before it becomes part of a local path.
+async fn walk_remote(
+    client: &mut Client,
+    remote: &str,
+    dest: &Path,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
+    let mut stack = vec![(remote.to_string(), dest.to_path_buf())];
+    while let Some((dir, local)) = stack.pop() {
+        steps.push(Step::Mkdir(local.clone()));
+        let entries = client
+            .list(&dir)
+            .await
+            .with_context(|| format!("listing `{}`", escape_control(&dir)))?;
+        check_listing(&entries)?;
+        let mut subdirs = Vec::new();
+        for e in entries {
+            let r = remote_join(&dir, &e.name);
+            let l = local.join(&e.name);
+            match e.kind {
+                EntryKind::File => steps.push(Step::File(r, l)),
+                EntryKind::Dir => subdirs.push((r, l)),
+                EntryKind::Partial => {}
+            }
+        }
+        // Reverse so that the stack yields subdirectories in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+/// `--preview`: this build has no terminal image renderer; say so for images.
+fn show_preview(dest: &Path, progress: &Progress) {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(dest)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    if looks_like_image(&head[..n]) {
+        progress.note(&format!(
+            "{}: preview not supported in this build",
+            dest.display()
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_rules() {
+        assert!(local_is_dir("out/", 1, false));
+        assert!(local_is_dir("x", 2, false));
+        assert!(local_is_dir("x", 1, true));
+        assert!(local_is_dir(".", 1, false), "an existing directory");
+        assert!(!local_is_dir("surely-not-here.bin", 1, false));
+        assert_eq!(
+            destination("a/b.txt", ".", true).unwrap(),
+            Path::new("./b.txt")
+        );
+        assert_eq!(
+            destination("a/b.txt", "c.txt", false).unwrap(),
+            Path::new("c.txt")
+        );
+        assert_eq!(
+            destination("a/b/", "out/", true).unwrap(),
+            Path::new("out/b")
+        );
+        assert_eq!(destination("", "out", true).unwrap(), Path::new("out"));
+    }
+}

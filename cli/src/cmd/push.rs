@@ -1,0 +1,245 @@
+//! `xfer push LOCAL... [REMOTE] [-r] [--force] [-q] [--limit-rate RATE]`.
+//!
+//! With one argument it is LOCAL and REMOTE is the home; with two or more the last is
+//! REMOTE. REMOTE is a directory (files go to `REMOTE/NAME`) when it ends with `/`, is
+//! the home, is an existing remote directory, when there are several LOCALs, or with
+//! `-r` and a directory LOCAL (the tree is recreated under `REMOTE/NAME`); otherwise it
+//! is the exact destination path. Everything goes over one connection.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use xfer_proto::EntryKind;
+
+use crate::cmd::{open_session, remote_kind, report_failures};
+use crate::error::UsageError;
+use crate::home::Home;
+use crate::output::escape_control;
+use crate::transfer::progress::Progress;
+use crate::transfer::ratelimit::parse_rate;
+use crate::transfer::{
+    Failure, Options, Outcome, local_basename, normalize_remote, outcome_line, push::push_file,
+    remote_join, remote_names_dir, split_sources,
+};
+
+/// Arguments of `xfer push`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Local files (or directories with -r), then optionally the remote destination.
+    #[arg(value_name = "LOCAL... [REMOTE]", required = true)]
+    pub paths: Vec<OsString>,
+    /// Push directories recursively.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Replace existing remote files.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// No progress and no per-file lines.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
+    #[arg(long, value_name = "RATE")]
+    pub limit_rate: Option<String>,
+}
+
+/// One step of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Create a remote directory (and its parents).
+    Mkdir(String),
+    /// Upload a local file to this exact remote path.
+    File(PathBuf, String),
+}
+
+/// Whether REMOTE names a directory, from everything known without asking the server.
+pub fn remote_is_dir_by_rule(remote: &str, locals: usize, recursive_dir: bool) -> bool {
+    remote_names_dir(remote) || locals > 1 || recursive_dir
+}
+
+/// The remote path for a local top-level argument.
+///
+/// # Errors
+/// [`UsageError`] if the local path has no UTF-8 file name.
+pub fn destination(local: &Path, remote: &str, remote_is_dir: bool) -> Result<String, UsageError> {
+    if remote_is_dir {
+        Ok(remote_join(remote, &local_basename(local)?))
+    } else {
+        Ok(normalize_remote(remote))
+    }
+}
+
+/// Runs `xfer push`.
+///
+/// # Errors
+/// Conflict (6), refused (10), integrity (7), network (8), local I/O (1), usage (2).
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let limit_rate = match &args.limit_rate {
+        Some(r) => parse_rate(r)?,
+        None => None,
+    };
+    let (locals, remote) = split_sources(args.paths);
+    let remote = match remote {
+        Some(r) => r.into_string().map_err(|r| {
+            UsageError(format!(
+                "remote path {} is not UTF-8",
+                Path::new(&r).display()
+            ))
+        })?,
+        None => String::new(),
+    };
+    let locals: Vec<PathBuf> = locals.into_iter().map(PathBuf::from).collect();
+    let mut any_dir = false;
+    for local in &locals {
+        let meta = std::fs::metadata(local)
+            .with_context(|| format!("cannot read `{}`", local.display()))?;
+        if meta.is_dir() {
+            if !args.recursive {
+                return Err(UsageError(format!(
+                    "`{}` is a directory; use -r to push it with its contents",
+                    local.display()
+                ))
+                .into());
+            }
+            any_dir = true;
+        } else if !meta.is_file() {
+            return Err(UsageError(format!("`{}` is not a regular file", local.display())).into());
+        }
+    }
+
+    let (_login, mut client) = open_session(home).await?;
+    let mut remote_is_dir = remote_is_dir_by_rule(&remote, locals.len(), any_dir);
+    if !remote_is_dir {
+        remote_is_dir = remote_kind(&mut client, &remote).await? == Some(EntryKind::Dir);
+    }
+    let mut steps = Vec::new();
+    for local in &locals {
+        let dest = destination(local, &remote, remote_is_dir)?;
+        if local.is_dir() {
+            walk_local(local, &dest, &mut steps)?;
+        } else {
+            steps.push(Step::File(local.clone(), dest));
+        }
+    }
+
+    let files = steps.iter().filter(|s| matches!(s, Step::File(..))).count();
+    let total: u64 = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::File(local, _) => std::fs::metadata(local).ok().map(|m| m.len()),
+            Step::Mkdir(_) => None,
+        })
+        .sum();
+    let progress = Progress::new(args.quiet, files).with_total_bytes(total);
+    let opts = Options {
+        force: args.force,
+        limit_rate,
+    };
+    let mut failures = Vec::new();
+    for step in steps {
+        match step {
+            Step::Mkdir(dir) => client
+                .mkdir(&dir, true)
+                .await
+                .with_context(|| format!("creating `{}`", escape_control(&dir)))?,
+            Step::File(local, dest) => {
+                match push_file(&mut client, &local, &dest, &opts, &progress).await {
+                    Ok(outcome) => {
+                        if outcome == Outcome::UpToDate {
+                            progress.skipped(std::fs::metadata(&local).map_or(0, |m| m.len()));
+                        }
+                        progress.result(&outcome_line(&dest, &outcome));
+                    }
+                    Err(Failure::File(e)) => failures.push(e),
+                    Err(Failure::Fatal(e)) => {
+                        progress.finish();
+                        failures.push(e.context(format!("pushing to `{dest}`")));
+                        return report_failures(failures);
+                    }
+                }
+            }
+        }
+    }
+    progress.finish();
+    report_failures(failures)
+}
+
+/// Adds the steps that recreate the local tree `dir` at remote `dest`: the directory
+/// itself, its files, then its subdirectories, in name order. Symbolic links to
+/// directories are not followed.
+fn walk_local(dir: &Path, dest: &str, steps: &mut Vec<Step>) -> Result<()> {
+    steps.push(Step::Mkdir(dest.to_string()));
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading `{}`", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading `{}`", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut subdirs = Vec::new();
+    for entry in entries {
+        let path = entry.path();
+        let name = local_basename(&path)?;
+        let ty = entry
+            .file_type()
+            .with_context(|| format!("reading `{}`", path.display()))?;
+        let target = remote_join(dest, &name);
+        if ty.is_dir() {
+            subdirs.push((path, target));
+        } else if ty.is_file() || (ty.is_symlink() && path.is_file()) {
+            steps.push(Step::File(path, target));
+        } else {
+            eprintln!(
+                "xfer: skipping `{}`: not a regular file or directory",
+                path.display()
+            );
+        }
+    }
+    for (path, target) in subdirs {
+        walk_local(&path, &target, steps)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_rules() {
+        // One file to an exact path, to a directory by spelling, to the home.
+        assert!(!remote_is_dir_by_rule("b.txt", 1, false));
+        assert!(remote_is_dir_by_rule("docs/", 1, false));
+        assert!(remote_is_dir_by_rule("", 1, false));
+        assert!(remote_is_dir_by_rule("docs", 2, false));
+        assert!(remote_is_dir_by_rule("docs", 1, true));
+        let a = Path::new("/tmp/x/a.txt");
+        assert_eq!(destination(a, "b.txt", false).unwrap(), "b.txt");
+        assert_eq!(destination(a, "docs/", true).unwrap(), "docs/a.txt");
+        assert_eq!(destination(a, "", true).unwrap(), "a.txt");
+        assert_eq!(destination(Path::new("dir/"), "d", true).unwrap(), "d/dir");
+        assert!(destination(Path::new("/"), "d", true).is_err());
+    }
+
+    #[test]
+    fn tree_is_recreated_under_the_destination() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("photos");
+        std::fs::create_dir_all(root.join("2024/jan")).unwrap();
+        std::fs::write(root.join("a.png"), b"a").unwrap();
+        std::fs::write(root.join("2024/jan/b.png"), b"b").unwrap();
+        let mut steps = Vec::new();
+        walk_local(&root, "backup/photos", &mut steps).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::Mkdir("backup/photos".into()),
+                Step::File(root.join("a.png"), "backup/photos/a.png".into()),
+                Step::Mkdir("backup/photos/2024".into()),
+                Step::Mkdir("backup/photos/2024/jan".into()),
+                Step::File(
+                    root.join("2024/jan/b.png"),
+                    "backup/photos/2024/jan/b.png".into()
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Progress on stderr: an indicatif bar per file (bytes, rate, ETA) and a total bar
+//! when several files move, on a terminal; plain periodic lines otherwise; nothing
+//! with `-q`. Result lines go to stdout through [`Progress::result`], which keeps the
+//! bars from garbling them (and is silent with `-q` too).
+
+use std::io::IsTerminal as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::output::{escape_control, human_bytes};
+
+/// How often a plain (non-terminal) progress line is printed per file.
+const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Quiet,
+    Plain,
+    Bars,
+}
+
+/// Progress for one command (one or more files).
+pub struct Progress {
+    mode: Mode,
+    multi: Option<MultiProgress>,
+    total: Option<ProgressBar>,
+    /// The total bar's length was given up front (else it grows as files start).
+    total_known: bool,
+}
+
+impl Progress {
+    /// Progress for `files` files (a total bar appears when there are several).
+    pub fn new(quiet: bool, files: usize) -> Self {
+        let mode = if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bars
+        } else {
+            Mode::Plain
+        };
+        let multi = (mode == Mode::Bars)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let total = match &multi {
+            Some(m) if files > 1 => {
+                let bar = m.add(ProgressBar::new(0));
+                bar.set_style(style(
+                    "{msg:>10} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                ));
+                bar.set_message("total");
+                Some(bar)
+            }
+            _ => None,
+        };
+        Progress {
+            mode,
+            multi,
+            total,
+            total_known: false,
+        }
+    }
+
+    /// Sets the total bar's length when every file's size is known up front.
+    pub fn with_total_bytes(mut self, bytes: u64) -> Self {
+        if let Some(t) = &self.total {
+            t.set_length(bytes);
+            self.total_known = true;
+        }
+        self
+    }
+
+    /// Starts a file of `size` bytes, `already` of which are present and verified.
+    pub fn file(&self, name: &str, size: u64, already: u64) -> FileProgress {
+        let name = escape_control(name).into_owned();
+        if let Some(total) = &self.total {
+            if !self.total_known {
+                total.inc_length(size);
+            }
+            total.inc(already);
+        }
+        let bar = self.multi.as_ref().map(|m| {
+            let bar = match &self.total {
+                Some(t) => m.insert_before(t, ProgressBar::new(size)),
+                None => m.add(ProgressBar::new(size)),
+            };
+            bar.set_style(style(
+                "{msg} {binary_bytes}/{binary_total_bytes} [{bar:30}] {binary_bytes_per_sec} ETA {eta}",
+            ));
+            bar.set_message(name.clone());
+            bar.set_position(already);
+            bar.reset_eta();
+            bar
+        });
+        FileProgress {
+            mode: self.mode,
+            name,
+            size,
+            bar,
+            total: self.total.clone(),
+            plain: Mutex::new(Plain {
+                done: already,
+                moved: 0,
+                started: Instant::now(),
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    /// A file of `bytes` needed no transfer (it was up to date): advance the total.
+    pub fn skipped(&self, bytes: u64) {
+        if let (Some(t), true) = (&self.total, self.total_known) {
+            t.inc(bytes);
+        }
+    }
+
+    /// Prints a result line on stdout (unless quiet), without garbling the bars.
+    pub fn result(&self, line: &str) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        match &self.multi {
+            Some(m) => m.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    /// Prints a note on stderr (even when quiet: notes say something went wrong).
+    pub fn note(&self, line: &str) {
+        match &self.multi {
+            Some(m) => m.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Removes the bars.
+    pub fn finish(&self) {
+        if let Some(t) = &self.total {
+            t.finish_and_clear();
+        }
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("progress templates are valid")
+        .progress_chars("=> ")
+}
+
+struct Plain {
+    done: u64,
+    moved: u64,
+    started: Instant,
+    last: Instant,
+}
+
+/// Progress of one file.
+pub struct FileProgress {
+    mode: Mode,
+    name: String,
+    size: u64,
+    bar: Option<ProgressBar>,
+    total: Option<ProgressBar>,
+    plain: Mutex<Plain>,
+}
+
+impl FileProgress {
+    /// `n` more bytes moved.
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+        if let Some(total) = &self.total {
+            total.inc(n);
+        }
+        if self.mode == Mode::Plain {
+            let mut p = self.plain.lock().expect("progress lock is never poisoned");
+            p.done += n;
+            p.moved += n;
+            let now = Instant::now();
+            if now.duration_since(p.last) >= PLAIN_INTERVAL && p.done < self.size {
+                p.last = now;
+                let secs = now.duration_since(p.started).as_secs_f64().max(1e-3);
+                let pct = p.done.saturating_mul(100) / self.size.max(1);
+                eprintln!(
+                    "{}  {pct}%  {} of {}  {}/s",
+                    self.name,
+                    human_bytes(p.done),
+                    human_bytes(self.size),
+                    human_bytes((p.moved as f64 / secs) as u64)
+                );
+            }
+        }
+    }
+
+    /// The file is finished (or abandoned): remove its bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for FileProgress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,568 @@
+//! File requests and transfers on one connection.
+//!
+//! Filesystem work always runs in `spawn_blocking`. Uploaded chunks are pipelined:
+//! while one chunk is verified and written in a blocking task (one task per chunk:
+//! hash, then positioned write), the session goes on reading and decrypting the next
+//! frames, up to [`MAX_QUEUED_CHUNKS`] waiting; beyond that it stops reading, which is
+//! the backpressure. Chunks are processed and acknowledged in arrival order, and any
+//! other request first waits until every earlier chunk is acknowledged, so responses
+//! keep request order. Downloads read the next chunk while the current one is sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use xfer_proto::{Chunk, ErrorCode, Frame, MANIFEST_PAGE, Request, Response, SNIFF_LEN};
+
+use super::{End, Session, internal_error, not_logged_in};
+use crate::audit;
+use crate::storage::{
+    self, Download, PutBegun, PutRequest, RelPath, Storage, StorageError, Upload,
+};
+
+/// Transfers one connection may hold open at once.
+pub const MAX_TRANSFERS: usize = 8;
+/// Chunk frames read ahead of the one being written (16 MiB at most).
+pub const MAX_QUEUED_CHUNKS: usize = xfer_proto::PUT_WINDOW;
+
+/// Result of one chunk job.
+pub(super) type ChunkOutcome = Result<ChunkDone, JoinError>;
+
+/// A chunk verified and written (or refused).
+pub(super) struct ChunkDone {
+    transfer_id: u64,
+    offset: u64,
+    len: u64,
+    result: Result<(), StorageError>,
+}
+
+struct UploadTransfer {
+    upload: Arc<dyn Upload>,
+    path: RelPath,
+    started: Instant,
+    bytes_received: u64,
+}
+
+struct DownloadTransfer {
+    download: Arc<dyn Download>,
+    path: RelPath,
+    started: Instant,
+    bytes_sent: u64,
+    first_index: Option<u64>,
+    last_sent: bool,
+}
+
+enum Transfer {
+    Upload(UploadTransfer),
+    Download(DownloadTransfer),
+}
+
+/// The file side of a session: open transfers and the chunk pipeline.
+pub(super) struct Files {
+    storage: Arc<dyn Storage>,
+    transfers: HashMap<u64, Transfer>,
+    next_id: u64,
+    queue: VecDeque<Chunk>,
+    running: Option<JoinHandle<ChunkDone>>,
+}
+
+impl Files {
+    pub fn new(storage: Arc<dyn Storage>) -> Files {
+        Files {
+            storage,
+            transfers: HashMap::new(),
+            next_id: 1,
+            queue: VecDeque::new(),
+            running: None,
+        }
+    }
+
+    /// Whether another chunk frame may be read now.
+    pub fn can_queue(&self) -> bool {
+        self.queue.len() < MAX_QUEUED_CHUNKS
+    }
+
+    /// The running chunk job's outcome; pending forever when none runs.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the job is polled through `&mut`, and stays in `running` until it
+    /// has completed.
+    pub async fn next_done(&mut self) -> ChunkOutcome {
+        match &mut self.running {
+            Some(job) => job.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn open_slot(&mut self) -> Result<u64, Response> {
+        if self.transfers.len() >= MAX_TRANSFERS {
+            return Err(Response::error(
+                ErrorCode::Busy,
+                format!(
+                    "at most {MAX_TRANSFERS} transfers may be open on one connection; close one"
+                ),
+            ));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// Starts the job for `chunk`, or says why it cannot be taken.
+    fn start_chunk(&mut self, chunk: Chunk) -> Result<(), Response> {
+        let Some(Transfer::Upload(t)) = self.transfers.get(&chunk.transfer_id) else {
+            return Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("no upload with transfer id {} is open", chunk.transfer_id),
+            ));
+        };
+        let upload = t.upload.clone();
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let result = upload.write_chunk(chunk.offset, &chunk.digest, &chunk.data);
+            ChunkDone {
+                transfer_id: chunk.transfer_id,
+                offset: chunk.offset,
+                len: chunk.data.len() as u64,
+                result,
+            }
+        }));
+        Ok(())
+    }
+}
+
+/// Runs storage work in a blocking task; errors become the peer's response.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(storage_error(&e)),
+        Err(e) => Err(internal_error("a storage task", &e)),
+    }
+}
+
+/// The peer's view of a storage error; internal ones are logged here, once.
+fn storage_error(e: &StorageError) -> Response {
+    if let StorageError::Io { .. } = e {
+        tracing::error!(error = %e, "storage failure");
+    }
+    Response::error(e.code(), e.peer_message())
+}
+
+fn parse(path: &str) -> Result<RelPath, Response> {
+    RelPath::parse(path).map_err(|e| Response::error(ErrorCode::InvalidPath, e.to_string()))
+}
+
+fn parse_entry(path: &str) -> Result<RelPath, Response> {
+    RelPath::parse_entry(path).map_err(|e| Response::error(ErrorCode::InvalidPath, e.to_string()))
+}
+
+fn no_transfer(id: u64) -> Response {
+    Response::error(
+        ErrorCode::BadRequest,
+        format!("no transfer with id {id} is open"),
+    )
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Session {
+    async fn send(&mut self, response: Response) -> Result<(), End> {
+        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        match timeout(idle, self.framed.send(Frame::Message(response))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::PeerClosed),
+        }
+    }
+
+    /// Takes a chunk frame into the pipeline.
+    pub(super) async fn queue_chunk(&mut self, chunk: Chunk) -> Result<(), End> {
+        self.files.queue.push_back(chunk);
+        self.pump().await
+    }
+
+    /// Starts the next queued chunk if none is running, answering at once the chunks
+    /// that cannot be taken (in order: nothing is running before them).
+    async fn pump(&mut self) -> Result<(), End> {
+        while self.files.running.is_none() {
+            let Some(chunk) = self.files.queue.pop_front() else {
+                break;
+            };
+            if let Err(response) = self.files.start_chunk(chunk) {
+                self.send(response).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a finished chunk job and starts the next.
+    pub(super) async fn chunk_done(&mut self, outcome: ChunkOutcome) -> Result<(), End> {
+        self.files.running = None;
+        let response = match outcome {
+            Err(e) => internal_error("writing a chunk", &e),
+            Ok(done) => match done.result {
+                Ok(()) => {
+                    if let Some(Transfer::Upload(t)) =
+                        self.files.transfers.get_mut(&done.transfer_id)
+                    {
+                        t.bytes_received += done.len;
+                    }
+                    Response::ChunkAck {
+                        transfer_id: done.transfer_id,
+                        offset: done.offset,
+                    }
+                }
+                Err(e) => {
+                    // Any error ends the transfer; the partial stays for a resume.
+                    self.end_transfer(done.transfer_id).await;
+                    storage_error(&e)
+                }
+            },
+        };
+        self.send(response).await?;
+        self.pump().await
+    }
+
+    /// Waits until every chunk received so far is answered.
+    pub(super) async fn drain_chunks(&mut self) -> Result<(), End> {
+        while self.files.running.is_some() {
+            let outcome = self.files.next_done().await;
+            self.chunk_done(outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes one transfer: an upload saves its resume state, a download that reached
+    /// the end of the file is audited.
+    async fn end_transfer(&mut self, id: u64) -> bool {
+        let Some(transfer) = self.files.transfers.remove(&id) else {
+            return false;
+        };
+        let user = self
+            .auth
+            .as_ref()
+            .map_or("", |a| a.user.as_str())
+            .to_owned();
+        match transfer {
+            Transfer::Upload(t) => {
+                let upload = t.upload.clone();
+                if let Err(Response::Error { message, .. }) =
+                    blocking(move || upload.persist()).await
+                {
+                    tracing::warn!(path = ?t.path, message, "saving upload state failed");
+                }
+            }
+            Transfer::Download(t) => {
+                if t.last_sent {
+                    audit::download(&audit::DownloadRecord {
+                        user: &user,
+                        path: t.path.as_str(),
+                        size: t.download.size(),
+                        bytes_sent: t.bytes_sent,
+                        resumed: t.first_index.is_some_and(|i| i > 0),
+                        duration_ms: millis(t.started),
+                    });
+                }
+            }
+        }
+        true
+    }
+
+    /// Ends every transfer (connection end, logout, new login): waits for the chunk
+    /// being written, then saves upload state.
+    pub(super) async fn close_transfers(&mut self) {
+        if let Some(job) = self.files.running.take() {
+            let _ = job.await;
+        }
+        self.files.queue.clear();
+        let ids: Vec<u64> = self.files.transfers.keys().copied().collect();
+        for id in ids {
+            self.end_transfer(id).await;
+        }
+    }
+
+    /// Requests 5–14 except `GetChunks` (streamed by [`Session::stream_chunks`]).
+    pub(super) async fn handle_file(&mut self, request: Request) -> Response {
+        let Some(auth) = &self.auth else {
+            return not_logged_in();
+        };
+        let user = auth.user.clone();
+        let storage = self.files.storage.clone();
+        let result = match request {
+            Request::List { path } => self.list(storage, user, &path).await,
+            Request::Mkdir { path, parents } => match parse_entry(&path) {
+                Ok(p) => blocking(move || storage.mkdir(&user, &p, parents))
+                    .await
+                    .map(|()| Response::Ok),
+                Err(r) => Err(r),
+            },
+            Request::Remove {
+                path,
+                recursive,
+                partial,
+            } => match parse_entry(&path) {
+                Ok(p) => blocking(move || storage.remove(&user, &p, recursive, partial))
+                    .await
+                    .map(|()| Response::Ok),
+                Err(r) => Err(r),
+            },
+            Request::Rename { from, to, force } => match (parse_entry(&from), parse_entry(&to)) {
+                (Ok(f), Ok(t)) => blocking(move || storage.rename(&user, &f, &t, force))
+                    .await
+                    .map(|()| Response::Ok),
+                (Err(r), _) | (_, Err(r)) => Err(r),
+            },
+            Request::PutBegin {
+                path,
+                size,
+                force,
+                head,
+            } => {
+                self.put_begin(storage, user, &path, size, force, head)
+                    .await
+            }
+            Request::Manifest {
+                transfer_id,
+                first,
+                count,
+            } => Ok(self.manifest(transfer_id, first, count)),
+            Request::PutCommit {
+                transfer_id,
+                digest,
+            } => self.put_commit(user, transfer_id, digest).await,
+            Request::GetBegin { path } => self.get_begin(storage, user, &path).await,
+            Request::Close { transfer_id } => {
+                // Closing what is already closed (e.g. ended by an error) is not an error.
+                self.end_transfer(transfer_id).await;
+                Ok(Response::Ok)
+            }
+            Request::GetChunks { .. }
+            | Request::Login { .. }
+            | Request::Authenticate { .. }
+            | Request::Logout
+            | Request::WhoAmI
+            | Request::Ping => Err(Response::error(ErrorCode::BadRequest, "unexpected request")),
+        };
+        result.unwrap_or_else(|r| r)
+    }
+
+    async fn list(
+        &mut self,
+        storage: Arc<dyn Storage>,
+        user: String,
+        path: &str,
+    ) -> Result<Response, Response> {
+        let p = parse(path)?;
+        let entries = blocking(move || storage.list(&user, &p)).await?;
+        Ok(Response::Listing { entries })
+    }
+
+    async fn put_begin(
+        &mut self,
+        storage: Arc<dyn Storage>,
+        user: String,
+        path: &str,
+        size: u64,
+        force: bool,
+        head: bytes::Bytes,
+    ) -> Result<Response, Response> {
+        let path = parse_entry(path)?;
+        if head.len() > SNIFF_LEN {
+            return Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("head is limited to {SNIFF_LEN} bytes"),
+            ));
+        }
+        let id = self.files.open_slot()?;
+        let request = PutRequest {
+            path: path.clone(),
+            size,
+            force,
+            head,
+        };
+        let begun = blocking(move || storage.begin_upload(&user, request)).await?;
+        match begun {
+            PutBegun::Exists { size, digest } => Ok(Response::Exists { size, digest }),
+            PutBegun::Ready(upload) => {
+                let chunks_held = upload.chunks_held();
+                self.files.transfers.insert(
+                    id,
+                    Transfer::Upload(UploadTransfer {
+                        upload,
+                        path,
+                        started: Instant::now(),
+                        bytes_received: 0,
+                    }),
+                );
+                Ok(Response::PutReady {
+                    transfer_id: id,
+                    chunk_size: storage::CHUNK_SIZE as u32,
+                    chunks_held,
+                })
+            }
+        }
+    }
+
+    fn manifest(&self, transfer_id: u64, first: u64, count: u32) -> Response {
+        let count = u64::from(count.min(MANIFEST_PAGE));
+        let digests = match self.files.transfers.get(&transfer_id) {
+            Some(Transfer::Upload(t)) => t.upload.held_digests(first, count),
+            Some(Transfer::Download(t)) => t
+                .download
+                .chunk_digests(first, count)
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => return no_transfer(transfer_id),
+        };
+        Response::Manifest { first, digests }
+    }
+
+    async fn put_commit(
+        &mut self,
+        user: String,
+        transfer_id: u64,
+        digest: xfer_proto::Digest,
+    ) -> Result<Response, Response> {
+        let Some(Transfer::Upload(t)) = self.files.transfers.get(&transfer_id) else {
+            return Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("no upload with transfer id {transfer_id} is open"),
+            ));
+        };
+        let upload = t.upload.clone();
+        match blocking(move || upload.commit(&digest)).await {
+            Ok(committed) => {
+                let Some(Transfer::Upload(t)) = self.files.transfers.remove(&transfer_id) else {
+                    unreachable!("checked above and nothing ran in between");
+                };
+                audit::upload(&audit::UploadRecord {
+                    user: &user,
+                    path: t.path.as_str(),
+                    bytes: committed.size,
+                    digest: &committed.digest.to_string(),
+                    duration_ms: millis(t.started),
+                    resumed_from: t.upload.resumed_from(),
+                    bytes_received: t.bytes_received,
+                });
+                Ok(Response::Committed {
+                    size: committed.size,
+                    digest: committed.digest,
+                })
+            }
+            Err(response) => {
+                self.end_transfer(transfer_id).await;
+                Err(response)
+            }
+        }
+    }
+
+    async fn get_begin(
+        &mut self,
+        storage: Arc<dyn Storage>,
+        user: String,
+        path: &str,
+    ) -> Result<Response, Response> {
+        let path = parse_entry(path)?;
+        let id = self.files.open_slot()?;
+        let p = path.clone();
+        let download = blocking(move || storage.open_download(&user, &p)).await?;
+        let empty = storage::chunk_count(download.size()) == 0;
+        let response = Response::GetReady {
+            transfer_id: id,
+            size: download.size(),
+            digest: download.digest(),
+            chunk_size: storage::CHUNK_SIZE as u32,
+            modified_unix: download.modified_unix(),
+        };
+        self.files.transfers.insert(
+            id,
+            Transfer::Download(DownloadTransfer {
+                download,
+                path,
+                started: Instant::now(),
+                bytes_sent: 0,
+                first_index: None,
+                // An empty file is complete without any chunk.
+                last_sent: empty,
+            }),
+        );
+        Ok(response)
+    }
+
+    /// Answers `GetChunks` with `count` chunk frames in order, or an `Error` in place of
+    /// the first one that cannot be sent. The next chunk is read while one is sent.
+    pub(super) async fn stream_chunks(
+        &mut self,
+        transfer_id: u64,
+        first: u64,
+        count: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<(), End> {
+        if self.auth.is_none() {
+            return self.send(not_logged_in()).await;
+        }
+        let Some(Transfer::Download(t)) = self.files.transfers.get(&transfer_id) else {
+            return self.send(no_transfer(transfer_id)).await;
+        };
+        let download = t.download.clone();
+        let n = storage::chunk_count(download.size());
+        let end = first.checked_add(count).filter(|&e| e <= n && count > 0);
+        let Some(end) = end else {
+            return self
+                .send(Response::error(
+                    ErrorCode::BadRequest,
+                    format!("chunks {first}+{count} are not inside the file's {n} chunks"),
+                ))
+                .await;
+        };
+        let read = |index: u64| {
+            let d = download.clone();
+            tokio::task::spawn_blocking(move || d.read_chunk(index))
+        };
+        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        let mut next = Some(read(first));
+        for index in first..end {
+            let current = next.take().expect("one read is always in flight").await;
+            if index + 1 < end && !shutdown.is_cancelled() {
+                next = Some(read(index + 1));
+            }
+            let (digest, data) = match current {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => return self.send(storage_error(&e)).await,
+                Err(e) => return self.send(internal_error("reading a chunk", &e)).await,
+            };
+            if shutdown.is_cancelled() {
+                return self
+                    .send(Response::error(
+                        ErrorCode::ShuttingDown,
+                        "server is shutting down; retry shortly",
+                    ))
+                    .await;
+            }
+            let len = data.len() as u64;
+            let frame = Frame::Chunk(Chunk {
+                transfer_id,
+                offset: index * storage::CHUNK_SIZE,
+                digest,
+                data,
+            });
+            match timeout(idle, self.framed.send(frame)).await {
+                Ok(Ok(())) => {}
+                _ => return Err(End::PeerClosed),
+            }
+            if let Some(Transfer::Download(t)) = self.files.transfers.get_mut(&transfer_id) {
+                t.bytes_sent += len;
+                t.first_index.get_or_insert(index);
+                t.last_sent |= index + 1 == n;
+            }
+        }
+        Ok(())
+    }
+}

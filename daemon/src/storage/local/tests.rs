@@ -1,0 +1,584 @@
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use xfer_proto::ErrorCode;
+
+use super::*;
+use crate::storage::{CHUNK_SIZE, Upload, chunk_count, chunk_len};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+
+struct Fixture {
+    tmp: TempDir,
+    storage: LocalStorage,
+}
+
+fn fixture_with(f: impl FnOnce(&mut StorageConfig)) -> Fixture {
+    let tmp = TempDir::new().unwrap();
+    let mut config = StorageConfig {
+        min_free_bytes: 0,
+        ..StorageConfig::default()
+    };
+    f(&mut config);
+    let storage = LocalStorage::open(tmp.path(), config).unwrap();
+    Fixture { tmp, storage }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+impl Fixture {
+    fn home(&self, user: &str) -> PathBuf {
+        self.storage.space(user).unwrap();
+        self.tmp.path().join("users").join(user).join("files")
+    }
+
+    fn partials(&self, user: &str) -> PathBuf {
+        self.tmp.path().join("users").join(user).join("partials")
+    }
+
+    fn begin(
+        &self,
+        user: &str,
+        path: &str,
+        data: &[u8],
+        force: bool,
+    ) -> Result<PutBegun, StorageError> {
+        self.storage.begin_upload(
+            user,
+            PutRequest {
+                path: RelPath::parse(path)?,
+                size: data.len() as u64,
+                force,
+                head: Bytes::copy_from_slice(&data[..data.len().min(512)]),
+            },
+        )
+    }
+
+    fn ready(&self, user: &str, path: &str, data: &[u8]) -> Arc<dyn Upload> {
+        match self.begin(user, path, data, false).unwrap() {
+            PutBegun::Ready(u) => u,
+            PutBegun::Exists { .. } => panic!("{path} exists"),
+        }
+    }
+
+    fn put(&self, user: &str, path: &str, data: &[u8]) {
+        let up = self.ready(user, path, data);
+        send_chunks(&*up, data, 0..chunk_count(data.len() as u64));
+        up.commit(&Digest::of(data)).unwrap();
+    }
+}
+
+fn send_chunks(up: &dyn Upload, data: &[u8], range: std::ops::Range<u64>) {
+    for i in range {
+        let start = (i * CHUNK_SIZE) as usize;
+        let chunk = &data[start..start + chunk_len(data.len() as u64, i) as usize];
+        up.write_chunk(i * CHUNK_SIZE, &Digest::of(chunk), chunk)
+            .unwrap();
+    }
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn p(s: &str) -> RelPath {
+    RelPath::parse(s).unwrap()
+}
+
+fn code<T>(r: Result<T, StorageError>) -> ErrorCode {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.code(),
+    }
+}
+
+#[test]
+fn upload_commit_list_and_download_round_trip() {
+    let f = fixture();
+    let data = random(2 * CHUNK_SIZE as usize + 17, 1);
+    let up = f.ready("alice", "docs/a.bin", &data);
+    assert_eq!(up.chunks_held(), 0);
+    // Out of order, as a pipelined client may send after a resume.
+    send_chunks(&*up, &data, 2..3);
+    send_chunks(&*up, &data, 0..2);
+    up.persist().unwrap();
+    // In progress: a partial in its directory, never a file; nothing under the name.
+    let listing = f.storage.list("alice", &p("docs")).unwrap();
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0].kind, EntryKind::Partial);
+    assert_eq!(listing[0].received, Some(data.len() as u64));
+    assert!(!f.home("alice").join("docs/a.bin").exists());
+    let c = up.commit(&Digest::of(&data)).unwrap();
+    assert_eq!(c.digest, Digest::of(&data));
+    assert_eq!(
+        std::fs::read(f.home("alice").join("docs/a.bin")).unwrap(),
+        data
+    );
+    let listing = f.storage.list("alice", &p("docs")).unwrap();
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0].kind, EntryKind::File);
+    assert_eq!(listing[0].digest, Some(Digest::of(&data)));
+    assert_eq!(f.storage.list("alice", &p("docs/a.bin")).unwrap(), listing);
+    assert_eq!(
+        std::fs::read_dir(f.partials("alice")).unwrap().count(),
+        0,
+        "no partial left behind"
+    );
+    let dl = f.storage.open_download("alice", &p("docs/a.bin")).unwrap();
+    assert_eq!(dl.digest(), Digest::of(&data));
+    let mut back = Vec::new();
+    for i in 0..chunk_count(dl.size()) {
+        let (d, bytes) = dl.read_chunk(i).unwrap();
+        assert_eq!(d, Digest::of(&bytes));
+        back.extend_from_slice(&bytes);
+    }
+    assert_eq!(back, data);
+    // Existing without force: Exists with the digest; with force: replaced.
+    match f.begin("alice", "docs/a.bin", &data, false).unwrap() {
+        PutBegun::Exists { size, digest } => {
+            assert_eq!(size, data.len() as u64);
+            assert_eq!(digest, Some(Digest::of(&data)));
+        }
+        PutBegun::Ready(_) => panic!("must not start over an existing file"),
+    }
+    let other = random(10, 2);
+    let PutBegun::Ready(up) = f.begin("alice", "docs/a.bin", &other, true).unwrap() else {
+        panic!("force must start");
+    };
+    send_chunks(&*up, &other, 0..1);
+    up.commit(&Digest::of(&other)).unwrap();
+    assert_eq!(
+        std::fs::read(f.home("alice").join("docs/a.bin")).unwrap(),
+        other
+    );
+}
+
+#[test]
+fn empty_file_commits_at_once() {
+    let f = fixture();
+    let up = f.ready("alice", "empty", b"");
+    up.commit(&Digest::of(b"")).unwrap();
+    assert_eq!(std::fs::read(f.home("alice").join("empty")).unwrap(), b"");
+    let dl = f.storage.open_download("alice", &p("empty")).unwrap();
+    assert_eq!(dl.size(), 0);
+    assert_eq!(dl.digest(), Digest::of(b""));
+}
+
+#[test]
+fn bad_chunks_are_discarded_and_commit_checks_everything() {
+    let f = fixture();
+    let data = random(CHUNK_SIZE as usize + 5, 3);
+    let up = f.ready("alice", "x", &data);
+    let first = &data[..CHUNK_SIZE as usize];
+    // Wrong digest: refused before anything is written or recorded.
+    let e = up.write_chunk(0, &Digest::of(b"other"), first).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ChecksumMismatch);
+    assert_eq!(up.chunks_held(), 0);
+    // Misaligned, out of range or wrongly sized chunks.
+    assert_eq!(
+        code(up.write_chunk(1, &Digest::of(first), first)),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(up.write_chunk(2 * CHUNK_SIZE, &Digest::of(b"a"), b"a")),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(up.write_chunk(CHUNK_SIZE, &Digest::of(b"a"), b"a")),
+        ErrorCode::BadRequest
+    );
+    send_chunks(&*up, &data, 0..1);
+    // Incomplete.
+    assert_eq!(code(up.commit(&Digest::of(&data))), ErrorCode::BadRequest);
+    send_chunks(&*up, &data, 1..2);
+    // Wrong whole digest: refused, nothing in place, the partial kept.
+    assert_eq!(
+        code(up.commit(&Digest::of(b"nope"))),
+        ErrorCode::ChecksumMismatch
+    );
+    assert!(!f.home("alice").join("x").exists());
+    up.persist().unwrap();
+    drop(up);
+    let up = f.ready("alice", "x", &data);
+    assert_eq!(up.chunks_held(), 2);
+    up.commit(&Digest::of(&data)).unwrap();
+}
+
+#[test]
+fn resume_reverifies_and_drops_a_flipped_chunk() {
+    let f = fixture();
+    let data = random(4 * CHUNK_SIZE as usize, 4);
+    let up = f.ready("alice", "big", &data);
+    send_chunks(&*up, &data, 0..3);
+    up.persist().unwrap();
+    assert_eq!(up.resumed_from(), 0);
+    drop(up);
+    // A byte flipped on disk inside chunk 1.
+    let part = f.partials("alice").join(format!("{}.part", p("big").key()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&part)
+        .unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, CHUNK_SIZE + 1234).unwrap();
+    file.write_all_at(&[b[0] ^ 0x40], CHUNK_SIZE + 1234)
+        .unwrap();
+    drop(file);
+    let up = f.ready("alice", "big", &data);
+    assert_eq!(up.chunks_held(), 2);
+    assert_eq!(up.resumed_from(), 2 * CHUNK_SIZE);
+    let held = up.held_digests(0, 100);
+    assert_eq!(held.len(), 4);
+    assert!(held[0].is_some() && held[1].is_none() && held[2].is_some() && held[3].is_none());
+    // Only chunk 1 is shown as received... the partial counts the verified bytes.
+    let entry = &f.storage.list("alice", &p("big")).unwrap()[0];
+    assert_eq!(entry.kind, EntryKind::Partial);
+    assert_eq!(entry.received, Some(2 * CHUNK_SIZE));
+    send_chunks(&*up, &data, 1..2);
+    send_chunks(&*up, &data, 3..4);
+    up.commit(&Digest::of(&data)).unwrap();
+    assert_eq!(std::fs::read(f.home("alice").join("big")).unwrap(), data);
+}
+
+#[test]
+fn changed_local_file_resends_a_chunk_and_the_digest_follows() {
+    let f = fixture();
+    let old = random(3 * CHUNK_SIZE as usize, 5);
+    let up = f.ready("alice", "c", &old);
+    send_chunks(&*up, &old, 0..3);
+    let mut new = old.clone();
+    new[10] ^= 1; // chunk 0 changed after it was hashed into the whole digest
+    send_chunks(&*up, &new, 0..1);
+    up.commit(&Digest::of(&new)).unwrap();
+    assert_eq!(std::fs::read(f.home("alice").join("c")).unwrap(), new);
+}
+
+#[test]
+fn a_second_begin_takes_the_upload_over() {
+    let f = fixture();
+    let data = random(2 * CHUNK_SIZE as usize, 6);
+    let first = f.ready("alice", "t", &data);
+    send_chunks(&*first, &data, 0..1);
+    let second = f.ready("alice", "t", &data);
+    assert_eq!(second.chunks_held(), 1);
+    let chunk = &data[CHUNK_SIZE as usize..];
+    assert_eq!(
+        code(first.write_chunk(CHUNK_SIZE, &Digest::of(chunk), chunk)),
+        ErrorCode::Busy
+    );
+    send_chunks(&*second, &data, 1..2);
+    second.commit(&Digest::of(&data)).unwrap();
+}
+
+#[test]
+fn quota_counts_files_and_partials() {
+    let f = fixture_with(|c| c.quota_bytes = 3 * CHUNK_SIZE);
+    let two = random(2 * CHUNK_SIZE as usize, 7);
+    f.put("alice", "two", &two);
+    assert_eq!(f.storage.usage("alice").unwrap().used_bytes, 2 * CHUNK_SIZE);
+    assert_eq!(
+        f.storage.usage("alice").unwrap().limit_bytes,
+        Some(3 * CHUNK_SIZE)
+    );
+    assert_eq!(
+        code(f.begin("alice", "more", &two, false)),
+        ErrorCode::QuotaExceeded
+    );
+    let one = random(CHUNK_SIZE as usize, 8);
+    let _partial = f.ready("alice", "p1", &one);
+    assert_eq!(f.storage.usage("alice").unwrap().used_bytes, 3 * CHUNK_SIZE);
+    assert_eq!(
+        code(f.begin("alice", "p2", b"x", false)),
+        ErrorCode::QuotaExceeded
+    );
+    // Resuming the same partial does not count it twice; replacing counts the new size.
+    drop(_partial);
+    let _again = f.ready("alice", "p1", &one);
+    let PutBegun::Ready(_) = f.begin("alice", "two", &two, true).unwrap() else {
+        panic!("replacing a file of the same size fits");
+    };
+    // Another user has their own quota.
+    f.put("bob", "two", &two);
+}
+
+#[test]
+fn size_space_and_type_admission() {
+    let f = fixture_with(|c| c.max_file_bytes = 100);
+    assert_eq!(
+        code(f.begin("alice", "big", &[0; 101], false)),
+        ErrorCode::TooLarge
+    );
+    // A PNG named .txt goes into images/, text named .png does not.
+    let mut png = PNG.to_vec();
+    png.resize(90, 0);
+    f.put("alice", "images/pic.txt", &png);
+    let e = f
+        .begin("alice", "images/pic.png", b"hello, plain text", false)
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::TypeRejected);
+    assert!(
+        e.peer_message().contains("image/png"),
+        "{}",
+        e.peer_message()
+    );
+    // The head lies; the first chunk is checked again.
+    let up = match f
+        .storage
+        .begin_upload(
+            "alice",
+            PutRequest {
+                path: p("images/liar.png"),
+                size: 20,
+                force: false,
+                head: Bytes::from_static(PNG),
+            },
+        )
+        .unwrap()
+    {
+        PutBegun::Ready(u) => u,
+        PutBegun::Exists { .. } => panic!(),
+    };
+    let text = b"not an image at all!";
+    assert_eq!(
+        code(up.write_chunk(0, &Digest::of(text), text)),
+        ErrorCode::TypeRejected
+    );
+    let f = fixture_with(|c| c.min_free_bytes = u64::MAX);
+    assert_eq!(code(f.begin("alice", "x", b"x", false)), ErrorCode::NoSpace);
+}
+
+#[test]
+fn partials_expire_and_stop_counting() {
+    let f = fixture_with(|c| c.partial_ttl_secs = 60);
+    let data = random(CHUNK_SIZE as usize + 1, 9);
+    let up = f.ready("alice", "dir/p", &data);
+    send_chunks(&*up, &data, 0..1);
+    up.persist().unwrap();
+    // Open on a connection: never expired.
+    let later = crate::now_unix() + 3600;
+    assert_eq!(f.storage.expire_partials(later).unwrap(), 0);
+    drop(up);
+    assert_eq!(f.storage.list("alice", &p("dir")).unwrap().len(), 1);
+    assert_eq!(f.storage.expire_partials(crate::now_unix()).unwrap(), 0);
+    assert_eq!(f.storage.expire_partials(later).unwrap(), 1);
+    assert!(f.storage.list("alice", &p("dir")).unwrap().is_empty());
+    assert_eq!(f.storage.usage("alice").unwrap().used_bytes, 0);
+    assert_eq!(std::fs::read_dir(f.partials("alice")).unwrap().count(), 0);
+}
+
+#[test]
+fn remove_partial_and_namespace_operations() {
+    let f = fixture();
+    let data = random(100, 10);
+    let up = f.ready("alice", "a/b/file", &data);
+    drop(up);
+    f.storage
+        .remove("alice", &p("a/b/file"), false, true)
+        .unwrap();
+    assert_eq!(
+        code(f.storage.remove("alice", &p("a/b/file"), false, true)),
+        ErrorCode::NotFound
+    );
+    f.put("alice", "a/b/file", &data);
+    f.storage.mkdir("alice", &p("x/y/z"), true).unwrap();
+    f.storage.mkdir("alice", &p("x/y/z"), true).unwrap();
+    assert_eq!(
+        code(f.storage.mkdir("alice", &p("x/y/z"), false)),
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        code(f.storage.mkdir("alice", &p("no/such"), false)),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(f.storage.mkdir("alice", &p("a/b/file/sub"), true)),
+        ErrorCode::Conflict
+    );
+    // Rename: no overwrite without force, never into itself.
+    f.put("alice", "other", b"other");
+    assert_eq!(
+        code(
+            f.storage
+                .rename("alice", &p("other"), &p("a/b/file"), false)
+        ),
+        ErrorCode::Conflict
+    );
+    f.storage
+        .rename("alice", &p("other"), &p("a/b/file"), true)
+        .unwrap();
+    assert_eq!(
+        std::fs::read(f.home("alice").join("a/b/file")).unwrap(),
+        b"other"
+    );
+    assert_eq!(
+        code(f.storage.rename("alice", &p("a"), &p("a/b/c"), false)),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(f.storage.rename("alice", &p("a"), &p("x"), true)),
+        ErrorCode::Conflict
+    );
+    f.storage
+        .rename("alice", &p("a"), &p("x/a"), false)
+        .unwrap();
+    assert_eq!(
+        code(f.storage.rename("alice", &p("gone"), &p("y"), false)),
+        ErrorCode::NotFound
+    );
+    // Remove: a non-empty directory needs recursive.
+    assert_eq!(
+        code(f.storage.remove("alice", &p("x"), false, false)),
+        ErrorCode::Conflict
+    );
+    f.storage.remove("alice", &p("x"), true, false).unwrap();
+    assert_eq!(code(f.storage.list("alice", &p("x"))), ErrorCode::NotFound);
+    assert_eq!(
+        code(f.storage.remove("alice", &RelPath::home(), true, false)),
+        ErrorCode::InvalidPath
+    );
+    let names: Vec<String> = f
+        .storage
+        .list("alice", &RelPath::home())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
+
+#[test]
+fn symlinks_pointing_out_are_refused_everywhere() {
+    let f = fixture();
+    let outside = f.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("canary"), b"canary").unwrap();
+    f.put("bob", "secret", b"bob's secret");
+    let home = f.home("alice");
+    std::os::unix::fs::symlink(&outside, home.join("evil")).unwrap();
+    std::os::unix::fs::symlink("/etc", home.join("etc")).unwrap();
+    std::os::unix::fs::symlink("../../bob/files", home.join("link")).unwrap();
+    f.put("alice", "mine", b"mine");
+    let refused = |c: ErrorCode| matches!(c, ErrorCode::InvalidPath | ErrorCode::NotFound);
+    let s = &f.storage;
+    for dir in ["evil", "etc", "link"] {
+        let inside = |n: &str| p(&format!("{dir}/{n}"));
+        assert!(refused(code(s.list("alice", &p(dir)))), "list {dir}");
+        assert!(
+            refused(code(s.list("alice", &inside("canary")))),
+            "list {dir}/canary"
+        );
+        assert!(refused(code(s.open_download("alice", &inside("canary")))));
+        assert!(refused(code(s.open_download("alice", &inside("passwd")))));
+        assert!(refused(code(s.open_download("alice", &inside("secret")))));
+        assert!(refused(code(f.begin(
+            "alice",
+            &format!("{dir}/new"),
+            b"x",
+            true
+        ))));
+        assert!(refused(code(f.begin(
+            "alice",
+            &format!("{dir}/canary"),
+            b"x",
+            true
+        ))));
+        assert!(refused(code(s.remove(
+            "alice",
+            &inside("canary"),
+            false,
+            false
+        ))));
+        assert!(refused(code(s.remove(
+            "alice",
+            &inside("secret"),
+            false,
+            false
+        ))));
+        assert!(refused(code(s.mkdir("alice", &inside("made"), true))));
+        assert!(refused(code(s.rename(
+            "alice",
+            &inside("secret"),
+            &p("stolen"),
+            true
+        ))));
+        assert!(refused(code(s.rename(
+            "alice",
+            &p("mine"),
+            &inside("planted"),
+            true
+        ))));
+    }
+    // The home listing does not resolve them either.
+    let names: Vec<String> = s
+        .list("alice", &RelPath::home())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["mine"]);
+    // Nothing outside changed.
+    let mut outside_names: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    outside_names.sort();
+    assert_eq!(outside_names, ["canary"]);
+    assert_eq!(std::fs::read(outside.join("canary")).unwrap(), b"canary");
+    assert_eq!(
+        std::fs::read(f.home("bob").join("secret")).unwrap(),
+        b"bob's secret"
+    );
+    assert_eq!(std::fs::read_dir(f.home("bob")).unwrap().count(), 1);
+    assert!(!f.home("alice").join("stolen").exists());
+}
+
+#[test]
+fn a_symlink_swapped_in_during_an_upload_is_refused_at_commit() {
+    let f = fixture();
+    let outside = f.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let data = b"payload".to_vec();
+    let up = f.ready("alice", "d/file", &data);
+    send_chunks(&*up, &data, 0..1);
+    let home = f.home("alice");
+    std::fs::remove_dir(home.join("d")).unwrap();
+    std::os::unix::fs::symlink(&outside, home.join("d")).unwrap();
+    assert_eq!(code(up.commit(&Digest::of(&data))), ErrorCode::InvalidPath);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+#[test]
+fn users_are_separate() {
+    let f = fixture();
+    f.put("bob", "secret", b"bob's");
+    assert_eq!(
+        code(f.storage.list("alice", &p("secret"))),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(f.storage.open_download("alice", &p("secret"))),
+        ErrorCode::NotFound
+    );
+    assert!(
+        f.storage
+            .list("alice", &RelPath::home())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        code(f.storage.list("../bob", &RelPath::home())),
+        ErrorCode::BadRequest
+    );
+}

@@ -1,0 +1,491 @@
+//! Resumable uploads.
+//!
+//! An upload to `dest` keeps two files in the user's `partials/` directory, outside the
+//! visible home, named by the hex BLAKE3 of the normalized destination path:
+//!
+//! - `<key>.part`: the data, written at chunk offsets (sparse until complete);
+//! - `<key>.meta`: JSON resume state: destination, size, chunk size, times, and the
+//!   digest of every chunk that was verified and written.
+//!
+//! A chunk's digest is checked before it is written. The meta is saved every
+//! [`SAVE_EVERY_CHUNKS`] chunks (at most every [`SAVE_MIN_INTERVAL`], at least every
+//! [`SAVE_MAX_INTERVAL`] while chunks arrive) and when the transfer closes; losing the
+//! last few entries to a crash only costs re-sending those chunks. Listings show the
+//! saved state, so what `ls` reports as received survives a crash of the daemon.
+//! On resume every recorded chunk is read back and re-hashed, so data damaged on disk
+//! is dropped from the held set and asked for again. The whole-file digest is computed
+//! incrementally as chunks arrive in order; at commit it is compared with the client's,
+//! the data is fsynced, renamed into place beneath the home and the directory fsynced.
+
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+use xfer_proto::Digest;
+
+use super::local::UserSpace;
+use super::manifest::{Manifest, Stamp};
+use super::{
+    CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
+    io_err,
+};
+
+/// Save the resume state after this many new chunks...
+pub const SAVE_EVERY_CHUNKS: u32 = 16;
+/// ...but not more often than this (keeps large manifests from being rewritten constantly).
+pub const SAVE_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// A slow upload still saves at least this often, so listings (which show the saved,
+/// crash-proof state) keep moving.
+pub const SAVE_MAX_INTERVAL: Duration = Duration::from_secs(1);
+
+/// File names of a partial upload.
+pub(crate) fn part_name(key: &str) -> String {
+    format!("{key}.part")
+}
+
+pub(crate) fn meta_name(key: &str) -> String {
+    format!("{key}.meta")
+}
+
+/// The `.meta` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PartialMeta {
+    /// Destination, normalized.
+    pub path: String,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+    /// `(index, hex digest)` of every verified chunk.
+    pub chunks: Vec<(u64, String)>,
+}
+
+impl PartialMeta {
+    pub fn load(partials: &Dir, key: &str) -> Option<PartialMeta> {
+        let bytes = partials.read(meta_name(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(self).expect("partial meta always serialises");
+        let tmp = format!("{}.tmp", meta_name(key));
+        partials
+            .write(&tmp, json)
+            .map_err(io_err("saving upload state"))?;
+        partials
+            .rename(&tmp, partials, meta_name(key))
+            .map_err(io_err("saving upload state"))
+    }
+
+    /// Bytes recorded as received and verified.
+    pub fn received(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|(i, _)| chunk_len(self.size, *i))
+            .sum()
+    }
+}
+
+/// Removes a partial's files (best effort for the data).
+pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageError> {
+    let _ = partials.remove_file(part_name(key));
+    match partials.remove_file(meta_name(key)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(StorageError::io("removing an upload", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+struct Inner {
+    file: std::fs::File,
+    held: Vec<Option<Digest>>,
+    held_count: u64,
+    /// Whole-file hash of chunks `0..hash_next`.
+    hasher: xfer_proto::checksum::Hasher,
+    hash_next: u64,
+    unsaved: u32,
+    last_saved: Instant,
+    finished: bool,
+}
+
+/// An upload in progress on the local filesystem.
+pub(crate) struct LocalUpload {
+    space: Arc<UserSpace>,
+    dest: RelPath,
+    key: String,
+    size: u64,
+    force: bool,
+    ttl_secs: u64,
+    created_unix: u64,
+    resumed_from: u64,
+    policy: Arc<TypePolicy>,
+    /// Set when another connection took this upload over; its writes are refused.
+    superseded: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+impl LocalUpload {
+    /// Opens (creating or resuming) the partial for `dest`, re-verifying every chunk an
+    /// earlier attempt recorded. A partial of another size is discarded.
+    pub fn open(
+        space: Arc<UserSpace>,
+        dest: RelPath,
+        size: u64,
+        force: bool,
+        ttl_secs: u64,
+        policy: Arc<TypePolicy>,
+        now_unix: u64,
+    ) -> Result<LocalUpload, StorageError> {
+        let key = dest.key();
+        let n = chunk_count(size);
+        let mut meta = PartialMeta::load(&space.partials, &key);
+        if meta.as_ref().is_some_and(|m| {
+            m.size != size || m.chunk_size != CHUNK_SIZE || m.path != dest.as_str()
+        }) {
+            debug!(path = ?dest, "discarding a partial upload of another size");
+            remove_partial(&space.partials, &key)?;
+            meta = None;
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).mode(0o600);
+        let file = space
+            .partials
+            .open_with(part_name(&key), &options)
+            .map_err(io_err("opening upload data"))?
+            .into_std();
+        if meta.is_none() {
+            file.set_len(0).map_err(io_err("preparing upload data"))?;
+        }
+        if file
+            .metadata()
+            .map_err(io_err("preparing upload data"))?
+            .len()
+            != size
+        {
+            file.set_len(size)
+                .map_err(io_err("preparing upload data"))?;
+        }
+        let mut held = vec![None; n as usize];
+        let mut held_count = 0;
+        let mut hasher = Digest::hasher();
+        let mut hash_next = 0;
+        if let Some(meta) = &meta {
+            let mut recorded: Vec<(u64, Digest)> = meta
+                .chunks
+                .iter()
+                .filter_map(|(i, hex)| Some((*i, hex.parse().ok()?)))
+                .filter(|(i, _)| *i < n)
+                .collect();
+            recorded.sort_by_key(|(i, _)| *i);
+            recorded.dedup_by_key(|(i, _)| *i);
+            let mut buf = vec![0u8; CHUNK_SIZE as usize];
+            let mut dropped = 0u64;
+            for (i, digest) in recorded {
+                let len = chunk_len(size, i) as usize;
+                let ok = file.read_exact_at(&mut buf[..len], i * CHUNK_SIZE).is_ok()
+                    && Digest::of(&buf[..len]) == digest;
+                if !ok {
+                    dropped += 1;
+                    continue;
+                }
+                held[i as usize] = Some(digest);
+                held_count += 1;
+                if i == hash_next {
+                    hasher.update(&buf[..len]);
+                    hash_next += 1;
+                }
+            }
+            if dropped > 0 {
+                warn!(path = ?dest, dropped, "partial upload held damaged chunks; they will be sent again");
+            }
+        }
+        let resumed_from = (0..n)
+            .filter(|&i| held[i as usize].is_some())
+            .map(|i| chunk_len(size, i))
+            .sum();
+        let upload = LocalUpload {
+            created_unix: meta.as_ref().map_or(now_unix, |m| m.created_unix),
+            space,
+            dest,
+            key,
+            size,
+            force,
+            ttl_secs,
+            resumed_from,
+            policy,
+            superseded: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                file,
+                held,
+                held_count,
+                hasher,
+                hash_next,
+                unsaved: 0,
+                last_saved: Instant::now(),
+                finished: false,
+            }),
+        };
+        // Saved at once: the partial now counts against the quota and shows in listings.
+        upload.save(&upload.lock())?;
+        Ok(upload)
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Stops this handle: later writes and commits are refused, the state is saved.
+    pub fn supersede(&self) {
+        let inner = self.lock();
+        self.superseded.store(true, Ordering::SeqCst);
+        if !inner.finished
+            && let Err(e) = self.save(&inner)
+        {
+            warn!(error = %e, "saving a superseded upload failed");
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the state inconsistent in a way
+        // that matters: every chunk is re-verified on resume.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_live(&self, inner: &Inner) -> Result<(), StorageError> {
+        if self.superseded.load(Ordering::SeqCst) {
+            return Err(StorageError::Busy(
+                "this upload was resumed from another connection".into(),
+            ));
+        }
+        if inner.finished {
+            return Err(StorageError::BadRequest(
+                "this upload is already committed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn save(&self, inner: &Inner) -> Result<(), StorageError> {
+        let meta = PartialMeta {
+            path: self.dest.as_str().to_owned(),
+            size: self.size,
+            chunk_size: CHUNK_SIZE,
+            created_unix: self.created_unix,
+            expires_unix: crate::now_unix().saturating_add(self.ttl_secs),
+            chunks: inner
+                .held
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| Some((i as u64, d.as_ref()?.to_string())))
+                .collect(),
+        };
+        meta.store(&self.space.partials, &self.key)
+    }
+
+    /// Feeds the whole-file hasher with every held chunk after `hash_next` that is on
+    /// disk in order, up to the first gap.
+    fn catch_up_hash(&self, inner: &mut Inner) -> Result<(), StorageError> {
+        let n = chunk_count(self.size);
+        let mut buf = Vec::new();
+        while inner.hash_next < n && inner.held[inner.hash_next as usize].is_some() {
+            let i = inner.hash_next;
+            let len = chunk_len(self.size, i) as usize;
+            buf.resize(len, 0);
+            inner
+                .file
+                .read_exact_at(&mut buf, i * CHUNK_SIZE)
+                .map_err(io_err("reading upload data"))?;
+            inner.hasher.update(&buf);
+            inner.hash_next += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Upload for LocalUpload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
+    fn chunks_held(&self) -> u64 {
+        self.lock().held_count
+    }
+
+    fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
+        let inner = self.lock();
+        let n = inner.held.len() as u64;
+        let start = first.min(n) as usize;
+        let end = first.saturating_add(count).min(n) as usize;
+        inner.held[start..end].to_vec()
+    }
+
+    fn write_chunk(&self, offset: u64, digest: &Digest, data: &[u8]) -> Result<(), StorageError> {
+        let n = chunk_count(self.size);
+        if !offset.is_multiple_of(CHUNK_SIZE) || offset / CHUNK_SIZE >= n {
+            return Err(StorageError::BadRequest(format!(
+                "chunk offset {offset} is not a chunk boundary inside the file"
+            )));
+        }
+        let index = offset / CHUNK_SIZE;
+        let expected = chunk_len(self.size, index);
+        if data.len() as u64 != expected {
+            return Err(StorageError::BadRequest(format!(
+                "chunk at offset {offset} has {} bytes, expected {expected}",
+                data.len()
+            )));
+        }
+        // The expensive part runs without the lock.
+        if Digest::of(data) != *digest {
+            return Err(StorageError::ChecksumMismatch(format!(
+                "chunk at offset {offset} does not match its digest; it was discarded"
+            )));
+        }
+        if index == 0 {
+            self.policy.check(&self.dest, data)?;
+        }
+        let mut inner = self.lock();
+        self.check_live(&inner)?;
+        inner
+            .file
+            .write_all_at(data, offset)
+            .map_err(io_err("writing upload data"))?;
+        let previous = inner.held[index as usize].replace(*digest);
+        match previous {
+            None => inner.held_count += 1,
+            // The client's file changed: anything hashed from here on is stale.
+            Some(old) if old != *digest && index < inner.hash_next => {
+                inner.hasher = Digest::hasher();
+                inner.hash_next = 0;
+            }
+            Some(_) => {}
+        }
+        if index == inner.hash_next {
+            inner.hasher.update(data);
+            inner.hash_next += 1;
+        }
+        inner.unsaved += 1;
+        let since = inner.last_saved.elapsed();
+        if (inner.unsaved >= SAVE_EVERY_CHUNKS && since >= SAVE_MIN_INTERVAL)
+            || since >= SAVE_MAX_INTERVAL
+        {
+            match self.save(&inner) {
+                Ok(()) => {
+                    inner.unsaved = 0;
+                    inner.last_saved = Instant::now();
+                }
+                Err(e) => warn!(error = %e, "saving upload state failed; will retry"),
+            }
+        }
+        Ok(())
+    }
+
+    fn persist(&self) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        if inner.finished || self.superseded.load(Ordering::SeqCst) || inner.unsaved == 0 {
+            return Ok(());
+        }
+        self.save(&inner)?;
+        inner.unsaved = 0;
+        inner.last_saved = Instant::now();
+        Ok(())
+    }
+
+    fn commit(&self, digest: &Digest) -> Result<Committed, StorageError> {
+        // Lock order everywhere: the user's mutation lock, then the upload's.
+        let space = &self.space;
+        let _user = space.lock_mutations();
+        let mut inner = self.lock();
+        self.check_live(&inner)?;
+        let n = chunk_count(self.size);
+        if inner.held_count < n {
+            return Err(StorageError::BadRequest(format!(
+                "upload incomplete: {} of {n} chunks missing",
+                n - inner.held_count
+            )));
+        }
+        self.catch_up_hash(&mut inner)?;
+        let whole = inner.hasher.finalize();
+        if whole != *digest {
+            return Err(StorageError::ChecksumMismatch(format!(
+                "whole-file digest mismatch: the server assembled {whole}, the client announced {digest}"
+            )));
+        }
+        inner
+            .file
+            .sync_all()
+            .map_err(io_err("syncing upload data"))?;
+        let home = &space.home;
+        let parent = self.dest.parent().unwrap_or_else(RelPath::home);
+        if !parent.is_home() {
+            match home.metadata(parent.as_path()) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(StorageError::Conflict(format!(
+                        "`{parent}` is a file, not a directory"
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => home
+                    .create_dir_all(parent.as_path())
+                    .map_err(io_err("creating directories"))?,
+                Err(e) => return Err(StorageError::io("checking the destination", e)),
+            }
+        }
+        let replaced = match home.symlink_metadata(self.dest.as_path()) {
+            Ok(m) if m.is_dir() => {
+                return Err(StorageError::Conflict(
+                    "a directory exists at the destination".into(),
+                ));
+            }
+            Ok(_) if !self.force => {
+                return Err(StorageError::Conflict(
+                    "a file appeared at the destination meanwhile; use force to replace it".into(),
+                ));
+            }
+            Ok(m) => Some(Stamp::of(&m).ino),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StorageError::io("checking the destination", e)),
+        };
+        // Atomic: the name shows the old file (or none) until it shows the complete one.
+        space
+            .partials
+            .rename(part_name(&self.key), home, self.dest.as_path())
+            .map_err(io_err("moving the upload into place"))?;
+        // cap-std opens directories O_PATH, which cannot be fsynced: open it for reading.
+        home.open(parent.as_path())
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("syncing a directory"))?;
+        inner.finished = true;
+        let stamp =
+            Stamp::of(&Metadata::from_file(&inner.file).map_err(io_err("reading file metadata"))?);
+        if let Some(old) = replaced.filter(|&ino| ino != stamp.ino) {
+            Manifest::remove(&space.manifests, old);
+        }
+        let manifest = Manifest {
+            digest: whole,
+            chunks: inner
+                .held
+                .iter()
+                .map(|d| d.expect("all chunks held"))
+                .collect(),
+        };
+        if let Err(e) = manifest.store(&space.manifests, stamp) {
+            warn!(error = %e, "storing the manifest of a committed file failed");
+        }
+        if let Err(e) = space.partials.remove_file(meta_name(&self.key)) {
+            warn!(error = %e, "removing the state of a committed upload failed");
+        }
+        Ok(Committed {
+            size: self.size,
+            digest: whole,
+        })
+    }
+}

@@ -1,0 +1,470 @@
+//! Files: push and pull are byte-identical, listings show verified digests, uploads in
+//! progress never look complete, conflicts and admission (quota, type policy, size,
+//! disk space) are decided before data flows.
+
+use std::path::Path;
+use std::process::Command;
+
+use tempfile::TempDir;
+use xfer_e2e::{CHUNK, Client, DEADLINE, Daemon, MIB, PASSWORD, blake3_hex, poll, random_bytes};
+
+/// Logs `c` in as alice on `d`.
+fn alice(d: &Daemon) -> Client {
+    let c = Client::new();
+    c.login(d, "alice", PASSWORD);
+    c
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p.display().to_string()
+}
+
+/// Pulls `remote` into `dir` and returns the bytes (asserting success).
+fn pull_bytes(c: &Client, remote: &str, dir: &Path) -> Vec<u8> {
+    let out = c.xfer(&["pull", remote, &format!("{}/", dir.display())], "");
+    assert_eq!(out.code(), 0, "pull {remote}: {}", out.stderr());
+    let name = remote.rsplit('/').next().unwrap();
+    std::fs::read(dir.join(name)).expect("pulled file")
+}
+
+#[test]
+fn push_then_pull_is_byte_identical_at_chunk_boundaries_and_digests_match() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let back = TempDir::new().unwrap();
+    let sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 50 * CHUNK + 12_345];
+    for (i, &size) in sizes.iter().enumerate() {
+        let data = random_bytes(size, i as u64 + 1);
+        let name = format!("f{size}.bin");
+        let path = write(local.path(), &name, &data);
+        let out = c.xfer(&["push", "-q", &path], "");
+        assert_eq!(out.code(), 0, "push {size} B: {}", out.stderr());
+
+        let got = pull_bytes(&c, &name, back.path());
+        assert!(got == data, "{size} B: pulled bytes differ from pushed");
+        assert!(
+            !back.path().join(format!("{name}.xfer-part")).exists(),
+            "part file renamed away"
+        );
+
+        // The server's copy, and the digest it lists, are those of the data.
+        let stored = std::fs::read(d.files_dir("alice").join(&name)).unwrap();
+        assert!(stored == data, "{size} B: stored bytes differ");
+        let entry = c.ls_entry(&["-l"], &name).expect("listed");
+        assert_eq!(entry["kind"], "file", "{entry}");
+        assert_eq!(entry["size"], size as u64, "{entry}");
+        assert_eq!(entry["digest"], blake3_hex(&data), "{size} B: {entry}");
+    }
+}
+
+#[test]
+fn push_into_a_directory_and_pull_back_by_path() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(3 * CHUNK + 7, 99);
+    let path = write(local.path(), "doc.bin", &data);
+    assert_eq!(c.xfer(&["mkdir", "-p", "a/b"], "").code(), 0);
+    let out = c.xfer(&["push", "-q", &path, "a/b/"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let entry = c
+        .ls_entry(&["a/b", "-l"], "doc.bin")
+        .expect("listed in a/b");
+    assert_eq!(entry["digest"], blake3_hex(&data));
+    let back = TempDir::new().unwrap();
+    assert!(pull_bytes(&c, "a/b/doc.bin", back.path()) == data);
+}
+
+#[test]
+fn an_upload_in_progress_is_never_listed_or_stored_as_a_file() {
+    let d = Daemon::start();
+    let uploader = alice(&d);
+    let watcher = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(20 * CHUNK, 7);
+    let path = write(local.path(), "slow.bin", &data);
+    let final_path = d.files_dir("alice").join("slow.bin");
+
+    let mut push = uploader.spawn(&["push", "-q", "--limit-rate", "5M", &path]);
+    let mut looks = 0;
+    let mut saw_partial = false;
+    while !push.finished() {
+        // Order matters: the process may finish between the checks; only observations
+        // made while it was still running count.
+        let on_disk = final_path.exists();
+        let listed = watcher.ls_json(&[]);
+        let partials = watcher.ls_json(&["--partial"]);
+        if push.finished() {
+            break;
+        }
+        assert!(
+            !on_disk,
+            "a file exists under the final name before the commit"
+        );
+        for e in listed.iter().chain(&partials) {
+            if e["name"] == "slow.bin" {
+                assert_ne!(e["kind"], "file", "listed as complete while uploading: {e}");
+                saw_partial |= e["kind"] == "partial";
+            }
+        }
+        looks += 1;
+    }
+    let out = push.wait(DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        looks >= 3,
+        "the upload was observed while running ({looks} times)"
+    );
+    assert!(saw_partial, "`ls --partial` showed the upload in progress");
+    let entry = watcher
+        .ls_entry(&[], "slow.bin")
+        .expect("listed after commit");
+    assert_eq!(entry["kind"], "file");
+    assert!(std::fs::read(&final_path).unwrap() == data);
+}
+
+#[test]
+fn push_onto_an_existing_name_needs_force_and_same_content_is_up_to_date() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let old = random_bytes(2 * CHUNK + 3, 1);
+    let new = random_bytes(CHUNK + 5, 2);
+    let old_path = write(local.path(), "x.bin", &old);
+    assert_eq!(c.xfer(&["push", "-q", &old_path], "").code(), 0);
+
+    let newdir = TempDir::new().unwrap();
+    let new_path = write(newdir.path(), "x.bin", &new);
+    let refused = c.xfer(&["push", "-q", &new_path], "");
+    assert_eq!(
+        refused.code(),
+        6,
+        "conflict exit code: {}",
+        refused.stderr()
+    );
+    let stored = d.files_dir("alice").join("x.bin");
+    assert!(std::fs::read(&stored).unwrap() == old, "remote unchanged");
+    assert_eq!(
+        c.ls_entry(&["-l"], "x.bin").unwrap()["digest"],
+        blake3_hex(&old)
+    );
+
+    let forced = c.xfer(&["push", "-q", "--force", &new_path], "");
+    assert_eq!(forced.code(), 0, "{}", forced.stderr());
+    assert!(std::fs::read(&stored).unwrap() == new, "replaced");
+    assert_eq!(
+        c.ls_entry(&["-l"], "x.bin").unwrap()["digest"],
+        blake3_hex(&new)
+    );
+
+    // Same content again: nothing travels.
+    assert!(d.wait_for_log("event=\"upload\""));
+    let uploads_before = d.audit_events("upload").len();
+    let same = c.xfer(&["push", &new_path], "");
+    assert_eq!(same.code(), 0, "{}", same.stderr());
+    let said = format!("{}{}", same.stdout(), same.stderr());
+    assert!(said.contains("up to date"), "{said}");
+    // A later marker proves the log has caught up before counting.
+    assert_eq!(c.xfer(&["logout"], "").code(), 0);
+    assert!(d.wait_for_log("event=\"logout\""));
+    let uploads = d.audit_events("upload");
+    assert_eq!(
+        uploads.len(),
+        uploads_before,
+        "no upload event: {uploads:#?}"
+    );
+    assert!(std::fs::read(&stored).unwrap() == new);
+}
+
+#[test]
+fn a_forced_replace_leaves_the_old_file_intact_until_the_commit() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let old = random_bytes(CHUNK, 3);
+    let new = random_bytes(15 * CHUNK, 4);
+    let old_path = write(local.path(), "r.bin", &old);
+    assert_eq!(c.xfer(&["push", "-q", &old_path], "").code(), 0);
+    let newdir = TempDir::new().unwrap();
+    let new_path = write(newdir.path(), "r.bin", &new);
+    let stored = d.files_dir("alice").join("r.bin");
+
+    let mut push = c.spawn(&["push", "-q", "--force", "--limit-rate", "5M", &new_path]);
+    let mut looks = 0;
+    while !push.finished() {
+        let now = std::fs::read(&stored).unwrap();
+        if push.finished() {
+            break;
+        }
+        assert!(now == old, "the old file changed before the commit");
+        looks += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(push.wait(DEADLINE).code(), 0);
+    assert!(looks >= 3, "observed while running ({looks} times)");
+    assert!(std::fs::read(&stored).unwrap() == new);
+}
+
+fn start_with_storage(storage: &str) -> Daemon {
+    Daemon::start_with(&["alice"], Some(&format!("[storage]\n{storage}\n")))
+}
+
+#[test]
+fn over_quota_is_refused_before_any_chunk_travels() {
+    let d = start_with_storage(&format!("quota_bytes = {}", 6 * MIB));
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let fits = write(local.path(), "fits.bin", &random_bytes(4 * CHUNK, 5));
+    assert_eq!(c.xfer(&["push", "-q", &fits], "").code(), 0);
+
+    let big = write(local.path(), "big.bin", &random_bytes(3 * CHUNK, 6));
+    let out = c.xfer(&["push", "-q", &big], "");
+    assert_eq!(out.code(), 10, "refused by the server: {}", out.stderr());
+    assert!(
+        out.stderr().to_lowercase().contains("quota"),
+        "{}",
+        out.stderr()
+    );
+    assert!(d.partial_files("alice").is_empty(), "no partial created");
+    assert!(c.ls_entry(&["--partial"], "big.bin").is_none());
+    assert!(!d.files_dir("alice").join("big.bin").exists());
+    assert!(
+        d.audit_events("upload")
+            .iter()
+            .all(|l| !l.contains("big.bin")),
+        "{:#?}",
+        d.audit_events("upload")
+    );
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_up_front() {
+    let d = start_with_storage(&format!("max_file_bytes = {}", 2 * MIB));
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let big = write(local.path(), "big.bin", &random_bytes(2 * CHUNK + 1, 6));
+    let out = c.xfer(&["push", "-q", &big], "");
+    assert_eq!(out.code(), 10, "{}", out.stderr());
+    assert!(d.partial_files("alice").is_empty(), "no partial created");
+    let ok = write(local.path(), "ok.bin", &random_bytes(2 * CHUNK, 6));
+    assert_eq!(c.xfer(&["push", "-q", &ok], "").code(), 0);
+}
+
+/// A complete 1×1 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+#[test]
+fn type_policy_goes_by_content_not_by_extension() {
+    let d = start_with_storage(
+        "[[storage.type_rules]]\ndir = \"images\"\n\
+         accept = [\"image/jpeg\", \"image/png\", \"image/gif\", \"image/webp\"]",
+    );
+    let c = alice(&d);
+    assert_eq!(c.xfer(&["mkdir", "images"], "").code(), 0);
+    let local = TempDir::new().unwrap();
+
+    let png_as_txt = write(local.path(), "picture.txt", PNG);
+    let out = c.xfer(&["push", "-q", &png_as_txt, "images/"], "");
+    assert_eq!(
+        out.code(),
+        0,
+        "a PNG named .txt is accepted: {}",
+        out.stderr()
+    );
+    assert!(std::fs::read(d.files_dir("alice").join("images/picture.txt")).unwrap() == PNG);
+
+    let text_as_png = write(local.path(), "notes.png", b"just some text, not an image\n");
+    let out = c.xfer(&["push", "-q", &text_as_png, "images/"], "");
+    assert_eq!(
+        out.code(),
+        10,
+        "text named .png is refused: {}",
+        out.stderr()
+    );
+    assert!(
+        out.stderr().to_lowercase().contains("type"),
+        "clear rejection: {}",
+        out.stderr()
+    );
+    assert!(!d.files_dir("alice").join("images/notes.png").exists());
+    assert!(d.partial_files("alice").is_empty(), "no partial created");
+
+    // The rule is per directory: outside images/ the same file is fine.
+    let out = c.xfer(&["push", "-q", &text_as_png], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+}
+
+/// A tmpfs mounted for one test, unmounted on drop (after the daemon using it is gone).
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "80m") at `dir`; `None` (skip) without privileges,
+    /// unless XFER_REQUIRE_INTEROP is set.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = xfer_e2e::run(
+            Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(dir),
+            "",
+        );
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                std::env::var_os("XFER_REQUIRE_INTEROP").is_none(),
+                "mounting a tmpfs failed: {why}"
+            );
+            eprintln!("skipping: cannot mount a tmpfs (needs root): {why}");
+            return None;
+        }
+        Some(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Fills the filesystem holding `path` with a file there, until it is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 1 << 20];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// What every out-of-space case ends with: a clear refusal, a daemon that keeps
+/// serving, nothing complete, and a re-run that completes once `filler` is deleted.
+fn assert_out_of_space_then_resume(
+    d: &Daemon,
+    c: &Client,
+    other: &Client,
+    out: &xfer_e2e::Out,
+    path: &str,
+    filler: &Path,
+    content: &[u8],
+) {
+    assert_eq!(out.code(), 10, "refused by the server: {}", out.stderr());
+    assert!(
+        out.stderr().to_lowercase().contains("out of space"),
+        "clear error: {}",
+        out.stderr()
+    );
+    assert_eq!(out.stderr().trim().lines().count(), 1, "{}", out.stderr());
+
+    // Nothing appears complete, and the daemon keeps serving.
+    assert!(!d.files_dir("alice").join("huge.bin").exists());
+    for client in [c, other] {
+        assert_eq!(client.xfer(&["whoami"], "").code(), 0);
+        if let Some(e) = client.ls_entry(&[], "huge.bin") {
+            assert_ne!(e["kind"], "file", "{e}");
+        }
+    }
+
+    // Space is freed: the re-run completes and the file is identical.
+    std::fs::remove_file(filler).unwrap();
+    let fresh = alice(d);
+    assert_eq!(fresh.xfer(&["whoami"], "").code(), 0, "new logins work");
+    let out = c.xfer(&["push", "-q", path], "");
+    assert_eq!(out.code(), 0, "after freeing space: {}", out.stderr());
+    assert!(std::fs::read(d.files_dir("alice").join("huge.bin")).unwrap() == content);
+    let entry = c.ls_entry(&["-l"], "huge.bin").unwrap();
+    assert_eq!(entry["digest"], blake3_hex(content));
+    assert!(
+        poll(DEADLINE, || d
+            .partial_files("alice")
+            .is_empty()
+            .then_some(()))
+        .is_some()
+    );
+}
+
+#[test]
+fn a_full_disk_refuses_the_upload_clearly_and_the_rerun_completes_once_space_is_freed() {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let Some(_mount) = Tmpfs::mount(&data, "80m") else {
+        return;
+    };
+    // Declared after the mount guard, so the daemon is dropped (killed) first.
+    let d = Daemon::start_prepared(
+        &data,
+        &["alice"],
+        Some("[storage]\nmin_free_bytes = 0\n"),
+        TempDir::new().unwrap(),
+    );
+    let c = alice(&d);
+    let other = alice(&d);
+    // Leave about 38 MiB free for a 64 MiB file.
+    let filler = data.join("filler");
+    std::fs::write(&filler, vec![0u8; 40 << 20]).unwrap();
+
+    let local = TempDir::new().unwrap();
+    let content = random_bytes(64 * CHUNK, 11);
+    let path = write(local.path(), "huge.bin", &content);
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_out_of_space_then_resume(&d, &c, &other, &out, &path, &filler, &content);
+}
+
+#[test]
+fn a_disk_filling_up_mid_upload_gives_a_clear_error_keeps_serving_and_resumes() {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let Some(_mount) = Tmpfs::mount(&data, "100m") else {
+        return;
+    };
+    let d = Daemon::start_prepared(
+        &data,
+        &["alice"],
+        Some("[storage]\nmin_free_bytes = 0\n"),
+        TempDir::new().unwrap(),
+    );
+    let c = alice(&d);
+    let other = alice(&d);
+    let local = TempDir::new().unwrap();
+    let content = random_bytes(64 * CHUNK, 12);
+    let path = write(local.path(), "huge.bin", &content);
+
+    // Admitted with room to spare; then something else takes the space.
+    let push = c.spawn(&["push", "-q", "--limit-rate", "10M", &path]);
+    let started = poll(DEADLINE, || {
+        other.partial_received("huge.bin").filter(|&r| r >= 8 * MIB)
+    });
+    assert!(
+        started.is_some(),
+        "upload under way: {}",
+        push.stderr_so_far()
+    );
+    let filler = data.join("filler");
+    fill(&filler);
+    let out = push.wait(DEADLINE);
+    assert_out_of_space_then_resume(&d, &c, &other, &out, &path, &filler, &content);
+}

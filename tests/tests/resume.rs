@@ -1,0 +1,315 @@
+//! Resume: after the client or the daemon is killed mid-transfer, re-running the same
+//! command continues from the verified state, sends about what was missing, detects a
+//! changed local file and repairs corrupted server-side partial data.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+use xfer_e2e::{
+    CHUNK, Client, DEADLINE, Daemon, MIB, PASSWORD, audit_field, audit_u64, blake3_hex, poll,
+    random_bytes,
+};
+
+const SIZE: usize = 50 * CHUNK + 4321;
+/// How much must have arrived before the transfer is cut.
+const CUT_AT: u64 = 10 * MIB;
+/// How far the bytes sent on a re-run may differ from what was missing.
+const SLACK: u64 = 3 * MIB;
+
+fn alice(d: &Daemon) -> Client {
+    let c = Client::new();
+    c.login(d, "alice", PASSWORD);
+    c
+}
+
+/// Writes `data` to `<dir>/<name>`, returning the path as a string.
+fn write(dir: &Path, name: &str, data: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p.display().to_string()
+}
+
+/// Starts a slow push of `path` and waits until the server holds at least `at` bytes
+/// of it (per `xfer ls --partial`); returns the still-running push.
+fn push_until(c: &Client, path: &str, name: &str, at: u64) -> xfer_e2e::Running {
+    let mut push = c.spawn(&["push", "-q", "--limit-rate", "5M", path]);
+    let got = poll(DEADLINE, || {
+        assert!(
+            !push.finished(),
+            "push ended before it could be cut: {}",
+            push.stderr_so_far()
+        );
+        c.partial_received(name).filter(|&r| r >= at)
+    });
+    assert!(got.is_some(), "the server never held {at} bytes of {name}");
+    push
+}
+
+/// The audit line of the committed upload of `name`.
+fn upload_line(d: &Daemon, name: &str) -> String {
+    let found = poll(DEADLINE, || {
+        d.audit_events("upload")
+            .into_iter()
+            .rfind(|l| l.contains(name))
+    });
+    found.unwrap_or_else(|| panic!("no upload audit line for {name}:\n{}", d.log()))
+}
+
+/// Asserts the committed upload resumed from at least `CUT_AT` and received about what
+/// was missing.
+fn assert_resumed(line: &str, size: u64) {
+    let resumed = audit_u64(line, "resumed_from").expect("resumed_from= in the audit line");
+    let received = audit_u64(line, "bytes_received").expect("bytes_received= in the audit line");
+    assert_eq!(audit_u64(line, "bytes"), Some(size), "{line}");
+    assert!(
+        resumed >= CUT_AT,
+        "resumed from {resumed}, want >= {CUT_AT}: {line}"
+    );
+    let missing = size - resumed;
+    assert!(
+        received.abs_diff(missing) <= SLACK,
+        "re-run received {received} bytes, {missing} were missing: {line}"
+    );
+}
+
+fn assert_stored(d: &Daemon, c: &Client, name: &str, data: &[u8]) {
+    let stored = std::fs::read(d.files_dir("alice").join(name)).expect("committed file");
+    assert!(
+        stored == data,
+        "{name}: stored bytes differ from the local file"
+    );
+    let entry = c.ls_entry(&["-l"], name).expect("listed");
+    assert_eq!(entry["kind"], "file", "{entry}");
+    assert_eq!(entry["digest"], blake3_hex(data), "{entry}");
+}
+
+#[test]
+fn push_resumes_after_client_kill() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(SIZE, 21);
+    let path = write(local.path(), "big.bin", &data);
+
+    let mut push = push_until(&c, &path, "big.bin", CUT_AT);
+    push.kill9();
+    assert!(!d.files_dir("alice").join("big.bin").exists());
+
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert_stored(&d, &c, "big.bin", &data);
+    assert_resumed(&upload_line(&d, "big.bin"), SIZE as u64);
+    assert!(
+        d.partial_files("alice").is_empty(),
+        "partial gone after commit"
+    );
+}
+
+#[test]
+fn push_resumes_after_daemon_kill_and_restart() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(SIZE, 22);
+    let path = write(local.path(), "big.bin", &data);
+
+    let push = push_until(&c, &path, "big.bin", CUT_AT);
+    let d = d.kill9_and_restart();
+    let cut = push.wait(DEADLINE);
+    assert_eq!(
+        cut.code(),
+        8,
+        "a push whose server died is a network error: {}",
+        cut.stderr()
+    );
+
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert_stored(&d, &c, "big.bin", &data);
+    assert_resumed(&upload_line(&d, "big.bin"), SIZE as u64);
+}
+
+#[test]
+fn pull_resumes_from_its_part_file_after_daemon_kill_and_restart() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(SIZE, 23);
+    let path = write(local.path(), "big.bin", &data);
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    let dest = TempDir::new().unwrap();
+    let dest_arg = format!("{}/", dest.path().display());
+    let part: PathBuf = dest.path().join("big.bin.xfer-part");
+    let done = dest.path().join("big.bin");
+    let mut pull = c.spawn(&["pull", "-q", "--limit-rate", "5M", "big.bin", &dest_arg]);
+    let reached = poll(DEADLINE, || {
+        assert!(
+            !pull.finished(),
+            "pull ended early: {}",
+            pull.stderr_so_far()
+        );
+        let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        (len >= CUT_AT).then_some(len)
+    });
+    assert!(
+        reached.is_some(),
+        "the part file never reached {CUT_AT} bytes"
+    );
+    let d = d.kill9_and_restart();
+    let cut = pull.wait(DEADLINE);
+    assert_eq!(cut.code(), 8, "network error: {}", cut.stderr());
+    assert!(
+        !done.exists(),
+        "nothing renamed into place before verification"
+    );
+    let kept = std::fs::metadata(&part).expect("part file kept for resume");
+    // The data the part file holds so far is the file's prefix, verified.
+    let held = std::fs::read(&part).unwrap();
+    let verified_prefix = held.iter().zip(&data).take_while(|(a, b)| a == b).count() as u64;
+    assert!(
+        verified_prefix >= CUT_AT,
+        "part holds {verified_prefix} good bytes"
+    );
+
+    // Re-run slowly, watching that the part file is continued, not started over.
+    let mut again = c.spawn(&["pull", "-q", "--limit-rate", "20M", "big.bin", &dest_arg]);
+    let mut min_len = u64::MAX;
+    while !again.finished() {
+        if let Ok(m) = std::fs::metadata(&part) {
+            assert_eq!(
+                m.ino(),
+                kept.ino(),
+                "the part file was replaced, not resumed"
+            );
+            min_len = min_len.min(m.len());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = again.wait(DEADLINE);
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert!(
+        min_len == u64::MAX || min_len >= kept.len().min(CUT_AT),
+        "part shrank to {min_len}"
+    );
+    assert!(
+        std::fs::read(&done).unwrap() == data,
+        "pulled file identical"
+    );
+    assert!(!part.exists(), "part file renamed away");
+
+    // The server saw a resumed download that sent about what was missing.
+    let line = poll(DEADLINE, || d.audit_events("download").pop())
+        .unwrap_or_else(|| panic!("no download audit line:\n{}", d.log()));
+    assert_eq!(
+        audit_field(&line, "resumed").as_deref(),
+        Some("true"),
+        "{line}"
+    );
+    let sent = audit_u64(&line, "bytes").expect("bytes= in the download line");
+    let missing = SIZE as u64 - verified_prefix.min(SIZE as u64);
+    assert!(
+        sent <= missing + SLACK,
+        "re-run sent {sent} bytes, {missing} were missing: {line}"
+    );
+}
+
+#[test]
+fn a_corrupted_byte_in_the_servers_partial_is_detected_and_repaired() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(SIZE, 24);
+    let path = write(local.path(), "big.bin", &data);
+
+    let mut push = push_until(&c, &path, "big.bin", CUT_AT);
+    push.kill9();
+    let parts = d.partial_files("alice");
+    assert_eq!(parts.len(), 1, "one partial: {parts:?}");
+    let mut bytes = std::fs::read(&parts[0]).unwrap();
+    // Flip a byte in chunk 0 and one in chunk 3, both held and acknowledged.
+    for at in [100_000, 3 * CHUNK + 17] {
+        bytes[at] ^= 0x5a;
+    }
+    std::fs::write(&parts[0], &bytes).unwrap();
+
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "re-run repairs: {}", out.stderr());
+    assert_stored(&d, &c, "big.bin", &data);
+}
+
+#[test]
+fn a_local_file_changed_between_runs_ends_equal_to_the_new_content() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let mut data = random_bytes(SIZE, 25);
+    let path = write(local.path(), "big.bin", &data);
+
+    let mut push = push_until(&c, &path, "big.bin", CUT_AT);
+    push.kill9();
+    // Change chunks the server already holds, and the tail.
+    for at in [5, 2 * CHUNK + 999, 7 * CHUNK, SIZE - 1] {
+        data[at] ^= 0xff;
+    }
+    std::fs::write(&path, &data).unwrap();
+
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert_stored(&d, &c, "big.bin", &data);
+}
+
+#[test]
+fn a_local_file_that_changed_size_between_runs_ends_equal_to_the_new_content() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(SIZE, 26);
+    let path = write(local.path(), "big.bin", &data);
+
+    let mut push = push_until(&c, &path, "big.bin", CUT_AT);
+    push.kill9();
+    let shorter = random_bytes(12 * CHUNK + 5, 27);
+    std::fs::write(&path, &shorter).unwrap();
+
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert_stored(&d, &c, "big.bin", &shorter);
+}
+
+#[test]
+fn rm_partial_discards_an_interrupted_upload() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(20 * CHUNK, 28);
+    let path = write(local.path(), "big.bin", &data);
+    let mut push = push_until(&c, &path, "big.bin", 2 * MIB);
+    push.kill9();
+    assert!(c.partial_received("big.bin").is_some());
+
+    let out = c.xfer(&["rm", "--partial", "big.bin"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(c.partial_received("big.bin").is_none(), "no longer listed");
+    assert!(d.partial_files("alice").is_empty(), "partial data removed");
+}
+
+#[test]
+fn abandoned_partials_expire_and_are_removed_by_the_daemon() {
+    let d = Daemon::start_with(&["alice"], Some("[storage]\npartial_ttl_secs = 1\n"));
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(20 * CHUNK, 29);
+    let path = write(local.path(), "big.bin", &data);
+    let mut push = push_until(&c, &path, "big.bin", 2 * MIB);
+    push.kill9();
+
+    let gone = poll(2 * DEADLINE, || {
+        (d.partial_files("alice").is_empty() && c.partial_received("big.bin").is_none())
+            .then_some(())
+    });
+    assert!(gone.is_some(), "the expired partial was removed");
+    assert!(!d.files_dir("alice").join("big.bin").exists());
+}
