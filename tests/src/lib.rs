@@ -662,3 +662,17 @@ impl Client {
             .and_then(|e| e["received"].as_u64())
     }
 }
+
+/// A client logged in as alice (with [`PASSWORD`]) on `d`.
+pub fn alice(d: &Daemon) -> Client {
+    let c = Client::new();
+    c.login(d, "alice", PASSWORD);
+    c
+}
+
+/// Writes `data` to `<dir>/<name>`, returning the path as a string.
+pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p.display().to_string()
+}

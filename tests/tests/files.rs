@@ -6,20 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use tempfile::TempDir;
-use xfer_e2e::{CHUNK, Client, DEADLINE, Daemon, MIB, PASSWORD, blake3_hex, poll, random_bytes};
-
-/// Logs `c` in as alice on `d`.
-fn alice(d: &Daemon) -> Client {
-    let c = Client::new();
-    c.login(d, "alice", PASSWORD);
-    c
-}
-
-fn write(dir: &Path, name: &str, data: &[u8]) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, data).unwrap();
-    p.display().to_string()
-}
+use xfer_e2e::{
+    CHUNK, Client, DEADLINE, Daemon, MIB, alice, blake3_hex, poll, random_bytes, write_file,
+};
 
 /// Pulls `remote` into `dir` and returns the bytes (asserting success).
 fn pull_bytes(c: &Client, remote: &str, dir: &Path) -> Vec<u8> {
@@ -39,7 +28,7 @@ fn push_then_pull_is_byte_identical_at_chunk_boundaries_and_digests_match() {
     for (i, &size) in sizes.iter().enumerate() {
         let data = random_bytes(size, i as u64 + 1);
         let name = format!("f{size}.bin");
-        let path = write(local.path(), &name, &data);
+        let path = write_file(local.path(), &name, &data);
         let out = c.xfer(&["push", "-q", &path], "");
         assert_eq!(out.code(), 0, "push {size} B: {}", out.stderr());
 
@@ -66,7 +55,7 @@ fn push_into_a_directory_and_pull_back_by_path() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(3 * CHUNK + 7, 99);
-    let path = write(local.path(), "doc.bin", &data);
+    let path = write_file(local.path(), "doc.bin", &data);
     assert_eq!(c.xfer(&["mkdir", "-p", "a/b"], "").code(), 0);
     let out = c.xfer(&["push", "-q", &path, "a/b/"], "");
     assert_eq!(out.code(), 0, "{}", out.stderr());
@@ -85,7 +74,7 @@ fn an_upload_in_progress_is_never_listed_or_stored_as_a_file() {
     let watcher = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(20 * CHUNK, 7);
-    let path = write(local.path(), "slow.bin", &data);
+    let path = write_file(local.path(), "slow.bin", &data);
     let final_path = d.files_dir("alice").join("slow.bin");
 
     let mut push = uploader.spawn(&["push", "-q", "--limit-rate", "5M", &path]);
@@ -133,11 +122,11 @@ fn push_onto_an_existing_name_needs_force_and_same_content_is_up_to_date() {
     let local = TempDir::new().unwrap();
     let old = random_bytes(2 * CHUNK + 3, 1);
     let new = random_bytes(CHUNK + 5, 2);
-    let old_path = write(local.path(), "x.bin", &old);
+    let old_path = write_file(local.path(), "x.bin", &old);
     assert_eq!(c.xfer(&["push", "-q", &old_path], "").code(), 0);
 
     let newdir = TempDir::new().unwrap();
-    let new_path = write(newdir.path(), "x.bin", &new);
+    let new_path = write_file(newdir.path(), "x.bin", &new);
     let refused = c.xfer(&["push", "-q", &new_path], "");
     assert_eq!(
         refused.code(),
@@ -186,10 +175,10 @@ fn a_forced_replace_leaves_the_old_file_intact_until_the_commit() {
     let local = TempDir::new().unwrap();
     let old = random_bytes(CHUNK, 3);
     let new = random_bytes(15 * CHUNK, 4);
-    let old_path = write(local.path(), "r.bin", &old);
+    let old_path = write_file(local.path(), "r.bin", &old);
     assert_eq!(c.xfer(&["push", "-q", &old_path], "").code(), 0);
     let newdir = TempDir::new().unwrap();
-    let new_path = write(newdir.path(), "r.bin", &new);
+    let new_path = write_file(newdir.path(), "r.bin", &new);
     let stored = d.files_dir("alice").join("r.bin");
 
     let mut push = c.spawn(&["push", "-q", "--force", "--limit-rate", "5M", &new_path]);
@@ -217,10 +206,10 @@ fn over_quota_is_refused_before_any_chunk_travels() {
     let d = start_with_storage(&format!("quota_bytes = {}", 6 * MIB));
     let c = alice(&d);
     let local = TempDir::new().unwrap();
-    let fits = write(local.path(), "fits.bin", &random_bytes(4 * CHUNK, 5));
+    let fits = write_file(local.path(), "fits.bin", &random_bytes(4 * CHUNK, 5));
     assert_eq!(c.xfer(&["push", "-q", &fits], "").code(), 0);
 
-    let big = write(local.path(), "big.bin", &random_bytes(3 * CHUNK, 6));
+    let big = write_file(local.path(), "big.bin", &random_bytes(3 * CHUNK, 6));
     let out = c.xfer(&["push", "-q", &big], "");
     assert_eq!(out.code(), 10, "refused by the server: {}", out.stderr());
     assert!(
@@ -245,11 +234,11 @@ fn a_file_over_the_size_limit_is_refused_up_front() {
     let d = start_with_storage(&format!("max_file_bytes = {}", 2 * MIB));
     let c = alice(&d);
     let local = TempDir::new().unwrap();
-    let big = write(local.path(), "big.bin", &random_bytes(2 * CHUNK + 1, 6));
+    let big = write_file(local.path(), "big.bin", &random_bytes(2 * CHUNK + 1, 6));
     let out = c.xfer(&["push", "-q", &big], "");
     assert_eq!(out.code(), 10, "{}", out.stderr());
     assert!(d.partial_files("alice").is_empty(), "no partial created");
-    let ok = write(local.path(), "ok.bin", &random_bytes(2 * CHUNK, 6));
+    let ok = write_file(local.path(), "ok.bin", &random_bytes(2 * CHUNK, 6));
     assert_eq!(c.xfer(&["push", "-q", &ok], "").code(), 0);
 }
 
@@ -272,7 +261,7 @@ fn type_policy_goes_by_content_not_by_extension() {
     assert_eq!(c.xfer(&["mkdir", "images"], "").code(), 0);
     let local = TempDir::new().unwrap();
 
-    let png_as_txt = write(local.path(), "picture.txt", PNG);
+    let png_as_txt = write_file(local.path(), "picture.txt", PNG);
     let out = c.xfer(&["push", "-q", &png_as_txt, "images/"], "");
     assert_eq!(
         out.code(),
@@ -282,7 +271,7 @@ fn type_policy_goes_by_content_not_by_extension() {
     );
     assert!(std::fs::read(d.files_dir("alice").join("images/picture.txt")).unwrap() == PNG);
 
-    let text_as_png = write(local.path(), "notes.png", b"just some text, not an image\n");
+    let text_as_png = write_file(local.path(), "notes.png", b"just some text, not an image\n");
     let out = c.xfer(&["push", "-q", &text_as_png, "images/"], "");
     assert_eq!(
         out.code(),
@@ -429,7 +418,7 @@ fn a_full_disk_refuses_the_upload_clearly_and_the_rerun_completes_once_space_is_
 
     let local = TempDir::new().unwrap();
     let content = random_bytes(64 * CHUNK, 11);
-    let path = write(local.path(), "huge.bin", &content);
+    let path = write_file(local.path(), "huge.bin", &content);
     let out = c.xfer(&["push", "-q", &path], "");
     assert_out_of_space_then_resume(&d, &c, &other, &out, &path, &filler, &content);
 }
@@ -451,7 +440,7 @@ fn a_disk_filling_up_mid_upload_gives_a_clear_error_keeps_serving_and_resumes() 
     let other = alice(&d);
     let local = TempDir::new().unwrap();
     let content = random_bytes(64 * CHUNK, 12);
-    let path = write(local.path(), "huge.bin", &content);
+    let path = write_file(local.path(), "huge.bin", &content);
 
     // Admitted with room to spare; then something else takes the space.
     let push = c.spawn(&["push", "-q", "--limit-rate", "10M", &path]);

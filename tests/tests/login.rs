@@ -201,3 +201,48 @@ async fn a_thousand_wrong_passwords_are_throttled_while_a_correct_login_elsewher
         "{verified} argon2 verifications ran for 1000 guesses"
     );
 }
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_outrun_the_throttle() {
+    let d = Daemon::start();
+    let attacker = Some("127.0.0.3".parse().unwrap());
+    // 30 connections guess at once, before any verification has finished.
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (addr, fp) = (d.addr, d.fingerprint.clone());
+        guesses.spawn(async move {
+            let mut conn = RawConn::connect(addr, &fp, attacker).await;
+            let login = Request::Login {
+                user: "alice".into(),
+                password: Secret::new(format!("guess-{i}")),
+            };
+            conn.request(login).await
+        });
+    }
+    let mut throttled = 0;
+    while let Some(reply) = guesses.join_next().await {
+        match reply.unwrap() {
+            Some(Response::Error {
+                code: ErrorCode::Throttled,
+                ..
+            }) => throttled += 1,
+            Some(Response::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            }) => {}
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    // The default source burst is 10: the other 20 never reach argon2.
+    assert_eq!(throttled, 20);
+    assert!(d.wait_for_log("outcome=\"throttled\""));
+    let verified = d
+        .audit_lines()
+        .iter()
+        .filter(|l| l.contains("verified=true"))
+        .count();
+    assert_eq!(
+        verified, 10,
+        "argon2 ran {verified} times for 30 concurrent guesses"
+    );
+}

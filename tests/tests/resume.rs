@@ -3,12 +3,12 @@
 //! changed local file and repairs corrupted server-side partial data.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tempfile::TempDir;
 use xfer_e2e::{
-    CHUNK, Client, DEADLINE, Daemon, MIB, PASSWORD, audit_field, audit_u64, blake3_hex, poll,
-    random_bytes,
+    CHUNK, Client, DEADLINE, Daemon, MIB, alice, audit_field, audit_u64, blake3_hex, poll,
+    random_bytes, write_file,
 };
 
 const SIZE: usize = 50 * CHUNK + 4321;
@@ -16,19 +16,6 @@ const SIZE: usize = 50 * CHUNK + 4321;
 const CUT_AT: u64 = 10 * MIB;
 /// How far the bytes sent on a re-run may differ from what was missing.
 const SLACK: u64 = 3 * MIB;
-
-fn alice(d: &Daemon) -> Client {
-    let c = Client::new();
-    c.login(d, "alice", PASSWORD);
-    c
-}
-
-/// Writes `data` to `<dir>/<name>`, returning the path as a string.
-fn write(dir: &Path, name: &str, data: &[u8]) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, data).unwrap();
-    p.display().to_string()
-}
 
 /// Starts a slow push of `path` and waits until the server holds at least `at` bytes
 /// of it (per `xfer ls --partial`); returns the still-running push.
@@ -90,7 +77,7 @@ fn push_resumes_after_client_kill() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(SIZE, 21);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
 
     let mut push = push_until(&c, &path, "big.bin", CUT_AT);
     push.kill9();
@@ -112,7 +99,7 @@ fn push_resumes_after_daemon_kill_and_restart() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(SIZE, 22);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
 
     let push = push_until(&c, &path, "big.bin", CUT_AT);
     let d = d.kill9_and_restart();
@@ -136,7 +123,7 @@ fn pull_resumes_from_its_part_file_after_daemon_kill_and_restart() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(SIZE, 23);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
     let out = c.xfer(&["push", "-q", &path], "");
     assert_eq!(out.code(), 0, "{}", out.stderr());
 
@@ -222,7 +209,7 @@ fn a_corrupted_byte_in_the_servers_partial_is_detected_and_repaired() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(SIZE, 24);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
 
     let mut push = push_until(&c, &path, "big.bin", CUT_AT);
     push.kill9();
@@ -246,7 +233,7 @@ fn a_local_file_changed_between_runs_ends_equal_to_the_new_content() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let mut data = random_bytes(SIZE, 25);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
 
     let mut push = push_until(&c, &path, "big.bin", CUT_AT);
     push.kill9();
@@ -267,7 +254,7 @@ fn a_local_file_that_changed_size_between_runs_ends_equal_to_the_new_content() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(SIZE, 26);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
 
     let mut push = push_until(&c, &path, "big.bin", CUT_AT);
     push.kill9();
@@ -285,7 +272,7 @@ fn rm_partial_discards_an_interrupted_upload() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(20 * CHUNK, 28);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
     let mut push = push_until(&c, &path, "big.bin", 2 * MIB);
     push.kill9();
     assert!(c.partial_received("big.bin").is_some());
@@ -302,7 +289,7 @@ fn abandoned_partials_expire_and_are_removed_by_the_daemon() {
     let c = alice(&d);
     let local = TempDir::new().unwrap();
     let data = random_bytes(20 * CHUNK, 29);
-    let path = write(local.path(), "big.bin", &data);
+    let path = write_file(local.path(), "big.bin", &data);
     let mut push = push_until(&c, &path, "big.bin", 2 * MIB);
     push.kill9();
 

@@ -211,7 +211,7 @@ impl Throttle {
     /// [`Throttle::check`] and, when allowed, [`Throttle::record_failure`] at once, under one
     /// lock: the attempt counts as a failure from the moment it is admitted, so many concurrent
     /// connections from one source cannot all pass before the first verification ends. A
-    /// success hands the reservation back ([`Throttle::record_success`]).
+    /// success hands the reservation back ([`Throttle::refund`]).
     pub fn admit(&self, source: IpAddr, user: &str, now: Instant) -> Verdict {
         let (src, name) = (SourceKey::of(source), name_key(user));
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -292,10 +292,11 @@ impl Session {
         let state = self.state.clone();
         let ip = self.peer.ip();
         let throttle_key = truncate(&user, MAX_THROTTLE_NAME);
+        // Admission reserves a failure up front, so parallel guesses cannot outrun the count.
         if let Verdict::Deny { retry_after } =
             state
                 .throttle
-                .check(ip, throttle_key, std::time::Instant::now())
+                .admit(ip, throttle_key, std::time::Instant::now())
         {
             audit::login_throttled(&user, self.peer, retry_after);
             let secs = retry_after.as_secs().max(1);
@@ -316,15 +317,12 @@ impl Session {
             .verify(phc.clone(), password.expose().to_owned())
             .await;
         let Some(phc) = phc.filter(|_| ok) else {
-            state
-                .throttle
-                .record_failure(ip, throttle_key, std::time::Instant::now());
             audit::login_failed(&user, self.peer, user_known);
             return Response::error(ErrorCode::AuthFailed, "invalid user name or password");
         };
         state
             .throttle
-            .record_success(ip, throttle_key, std::time::Instant::now());
+            .refund(ip, throttle_key, std::time::Instant::now());
         let st = state.clone();
         let name = user.clone();
         let created =
