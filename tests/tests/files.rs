@@ -182,18 +182,27 @@ fn a_forced_replace_leaves_the_old_file_intact_until_the_commit() {
     let stored = d.files_dir("alice").join("r.bin");
 
     let mut push = c.spawn(&["push", "-q", "--force", "--limit-rate", "5M", &new_path]);
-    let mut looks = 0;
+    // The server renames the new file into place a moment before the client
+    // exits, so every read must see either the whole old file or the whole new
+    // one, and once the new one has appeared the old one never comes back.
+    let mut looks_at_old = 0;
+    let mut committed = false;
     while !push.finished() {
         let now = std::fs::read(&stored).unwrap();
-        if push.finished() {
-            break;
+        if now == new {
+            committed = true;
+        } else {
+            assert!(now == old, "a read saw neither the old nor the new file");
+            assert!(!committed, "the old file came back after the commit");
+            looks_at_old += 1;
         }
-        assert!(now == old, "the old file changed before the commit");
-        looks += 1;
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(push.wait(DEADLINE).code(), 0);
-    assert!(looks >= 3, "observed while running ({looks} times)");
+    assert!(
+        looks_at_old >= 3,
+        "the old file was observed while the push ran ({looks_at_old} times)"
+    );
     assert!(std::fs::read(&stored).unwrap() == new);
 }
 
