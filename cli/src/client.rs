@@ -534,7 +534,9 @@ impl Client {
     /// As [`Client::recv_response`].
     pub async fn recv_chunk(&mut self) -> Result<Chunk> {
         match self.recv_timed().await? {
-            Frame::Chunk(chunk) => Ok(chunk),
+            Frame::Chunk(chunk) => Ok(chunk
+                .into_raw()
+                .map_err(|e| ProtocolError(format!("{} sent {e}", self.server)))?),
             Frame::Message(Response::Error { code, message }) => {
                 Err(RemoteError { code, message }.into())
             }

@@ -139,12 +139,12 @@ impl Conn {
             let end = (start + CHUNK_SIZE).min(data.len());
             let chunk = Bytes::copy_from_slice(&data[start..end]);
             self.framed
-                .feed(Frame::Chunk(Chunk {
-                    transfer_id: id,
-                    offset: start as u64,
-                    digest: Digest::of(&chunk),
-                    data: chunk,
-                }))
+                .feed(Frame::Chunk(Chunk::raw(
+                    id,
+                    start as u64,
+                    Digest::of(&chunk),
+                    chunk,
+                )))
                 .await
                 .unwrap();
             in_flight += 1;
@@ -228,6 +228,7 @@ impl Conn {
                     transfer_id,
                     first: 0,
                     count: n,
+                    compress: false,
                 }))
                 .await
                 .unwrap();
@@ -456,12 +457,12 @@ async fn bad_input_gets_precise_errors_and_the_connection_survives() {
         panic!("put refused");
     };
     c.framed
-        .send(Frame::Chunk(Chunk {
+        .send(Frame::Chunk(Chunk::raw(
             transfer_id,
-            offset: 0,
-            digest: Digest::of(b"lie"),
-            data: Bytes::copy_from_slice(&data[..CHUNK_SIZE]),
-        }))
+            0,
+            Digest::of(b"lie"),
+            Bytes::copy_from_slice(&data[..CHUNK_SIZE]),
+        )))
         .await
         .unwrap();
     assert!(matches!(

@@ -5,6 +5,7 @@
 //! | `0x00` hello | `b"XFER"`, version `u16` BE, software name (UTF-8, ≤ 64 bytes) |
 //! | `0x01` message | a postcard-encoded [`Request`] or [`Response`] |
 //! | `0x02` chunk | transfer id `u64` BE, offset `u64` BE, BLAKE3 digest (32 bytes), data |
+//! | `0x03` compressed chunk | as `0x02`, then raw length `u32` BE, then zstd data |
 //!
 //! The length is checked against the limit in force *before* any buffer grows, so a
 //! peer cannot make this side allocate more than [`XferCodec::max_frame_length`].
@@ -17,11 +18,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::{Chunk, Digest, Hello, ProtoError, Request, Response};
+use crate::{Chunk, ChunkEncoding, Digest, Hello, ProtoError, Request, Response};
 
 const KIND_HELLO: u8 = 0x00;
 const KIND_MESSAGE: u8 = 0x01;
 const KIND_CHUNK: u8 = 0x02;
+const KIND_ZSTD_CHUNK: u8 = 0x03;
 const HELLO_MAGIC: &[u8; 4] = b"XFER";
 const MAX_SOFTWARE_LEN: usize = 64;
 const LEN_PREFIX: usize = 4;
@@ -111,19 +113,32 @@ fn decode_body<M: DeserializeOwned>(mut body: Bytes) -> Result<Frame<M>, ProtoEr
         KIND_MESSAGE => postcard::from_bytes(&body)
             .map(Frame::Message)
             .map_err(|e| ProtoError::Malformed(format!("undecodable message: {e}"))),
-        KIND_CHUNK => {
-            if body.len() < CHUNK_HEADER {
+        kind @ (KIND_CHUNK | KIND_ZSTD_CHUNK) => {
+            let header = CHUNK_HEADER + if kind == KIND_ZSTD_CHUNK { 4 } else { 0 };
+            if body.len() < header {
                 return Err(ProtoError::Malformed("truncated chunk header".into()));
             }
             let transfer_id = body.get_u64();
             let offset = body.get_u64();
             let mut digest = [0u8; 32];
             body.copy_to_slice(&mut digest);
+            let encoding = if kind == KIND_ZSTD_CHUNK {
+                let raw_len = body.get_u32();
+                if raw_len as usize > crate::CHUNK_SIZE {
+                    return Err(ProtoError::Malformed(format!(
+                        "compressed chunk claims {raw_len} bytes, more than a chunk"
+                    )));
+                }
+                ChunkEncoding::Zstd { raw_len }
+            } else {
+                ChunkEncoding::Raw
+            };
             Ok(Frame::Chunk(Chunk {
                 transfer_id,
                 offset,
                 digest: Digest(digest),
                 data: body,
+                encoding,
             }))
         }
         other => Err(ProtoError::Malformed(format!(
@@ -183,11 +198,18 @@ impl<In, Out: Serialize> Encoder<Frame<Out>> for XferCodec<In, Out> {
                 dst.put_slice(&body);
             }
             Frame::Chunk(chunk) => {
-                put_len(dst, 1 + CHUNK_HEADER + chunk.data.len(), max)?;
-                dst.put_u8(KIND_CHUNK);
+                let (kind, extra) = match chunk.encoding {
+                    ChunkEncoding::Raw => (KIND_CHUNK, 0),
+                    ChunkEncoding::Zstd { .. } => (KIND_ZSTD_CHUNK, 4),
+                };
+                put_len(dst, 1 + CHUNK_HEADER + extra + chunk.data.len(), max)?;
+                dst.put_u8(kind);
                 dst.put_u64(chunk.transfer_id);
                 dst.put_u64(chunk.offset);
                 dst.put_slice(chunk.digest.as_bytes());
+                if let ChunkEncoding::Zstd { raw_len } = chunk.encoding {
+                    dst.put_u32(raw_len);
+                }
                 dst.put_slice(&chunk.data);
             }
         }

@@ -8,15 +8,23 @@
 //! `docs/PROTOCOL.md` is the written form of this crate and changes with it.
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod checksum;
 pub mod codec;
 pub mod error;
 pub mod message;
 
+pub use chat::{
+    ChannelInfo, ChatEvent, ChatMessage, MAX_CHANNEL_LEN, MAX_HISTORY, MAX_MESSAGE_LEN,
+    MAX_USER_LEN, MessageBody, Presence, PresenceState, Target, TargetError, valid_channel_name,
+    valid_user_name,
+};
 pub use checksum::Digest;
 pub use codec::{ClientCodec, Frame, ServerCodec, XferCodec};
 pub use error::{ErrorCode, ProtoError};
-pub use message::{Chunk, Entry, EntryKind, Hello, Request, Response, Secret, WhoAmI};
+pub use message::{
+    Chunk, ChunkEncoding, Entry, EntryKind, Hello, Request, Response, Secret, WhoAmI,
+};
 
 /// The protocol version this build speaks. Both ends must agree exactly; the [`Hello`]
 /// exchange that compares them has a layout frozen across all versions.

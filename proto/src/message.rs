@@ -10,7 +10,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{Digest, ErrorCode};
+use crate::{ChannelInfo, ChatEvent, ChatMessage, Digest, ErrorCode, Presence};
 
 /// The first frame each side sends. Its layout is frozen across protocol versions
 /// so that any two builds can tell each other which version they speak.
@@ -156,11 +156,86 @@ pub enum Request {
         first: u64,
         /// Number of chunks.
         count: u64,
+        /// Let the server send zstd-compressed chunk frames (it does so only for chunks
+        /// that shrink).
+        compress: bool,
     },
     /// Closes an open transfer without committing (an upload stays resumable).
     Close {
         /// The transfer.
         transfer_id: u64,
+    },
+    /// Makes this connection a chat connection; answered by [`Response::ChatOpened`].
+    /// From then on the server pushes [`Response::Event`]s: first the direct messages and
+    /// file notices stored for this user since their last chat connection (or, with
+    /// `after`, every direct message and notice with a larger id), then live ones.
+    ChatOpen {
+        /// Replay direct messages and notices after this message id (a reconnecting
+        /// client passes the last id it saw).
+        after: Option<u64>,
+    },
+    /// Joins a channel (created on first use); answered by [`Response::Joined`].
+    /// Needs `ChatOpen` first.
+    Join {
+        /// `#name`.
+        channel: String,
+        /// Replay the last `history` messages (at most [`crate::MAX_HISTORY`]).
+        history: u32,
+        /// Instead, replay the messages after this id (reconnect), at most `MAX_HISTORY`.
+        after: Option<u64>,
+    },
+    /// Leaves a channel; answered by `Ok`.
+    Part {
+        /// `#name`.
+        channel: String,
+    },
+    /// Sends a message to `#channel` or `@user`; answered by [`Response::Said`]. Needs no
+    /// `ChatOpen` (scripts say one line and leave) and no membership.
+    Say {
+        /// `#channel` or `@user`.
+        target: String,
+        /// At most [`crate::MAX_MESSAGE_LEN`] bytes.
+        text: String,
+    },
+    /// Reads stored messages of a channel or of this user's conversation with `@user`;
+    /// answered by [`Response::History`], oldest first.
+    History {
+        /// `#channel` or `@user`.
+        target: String,
+        /// How many (at most [`crate::MAX_HISTORY`]).
+        count: u32,
+        /// Only messages with a smaller id (paging backwards).
+        before: Option<u64>,
+    },
+    /// Who is online: the members of `channel`, or every user with a chat connection;
+    /// answered by [`Response::Who`].
+    Who {
+        /// `#name`, or `None` for everyone online.
+        channel: Option<String>,
+    },
+    /// Lists channels that have members now; answered by [`Response::Channels`].
+    Channels,
+    /// Marks this user away or back; answered by `Ok`.
+    SetAway {
+        /// Away (true) or back (false).
+        away: bool,
+    },
+    /// Starts or resumes handing a file to another user: an upload, exactly like
+    /// [`Request::PutBegin`], into `inbox/<sender>/<name>` in the recipient's namespace
+    /// (counted against their quota). Answered by [`Response::PutReady`] or
+    /// [`Response::Exists`]; the transfer then continues with `Manifest`, chunks and
+    /// `PutCommit`. On commit the recipient gets a [`crate::MessageBody::File`] message.
+    SendBegin {
+        /// Recipient's account name.
+        to: String,
+        /// File name: one path component.
+        name: String,
+        /// Final size in bytes.
+        size: u64,
+        /// Replace a different file this sender already put there under that name.
+        force: bool,
+        /// Magic bytes of the file's start (at most [`crate::SNIFF_LEN`]).
+        head: bytes::Bytes,
     },
 }
 
@@ -287,6 +362,48 @@ pub enum Response {
         /// One human-readable line; never contains server paths or OS errors.
         message: String,
     },
+    /// Answer to [`Request::ChatOpen`].
+    ChatOpened {
+        /// Account name of this session.
+        user: String,
+        /// The largest message id so far (0 if none).
+        last_id: u64,
+    },
+    /// Answer to [`Request::Join`].
+    Joined {
+        /// `#name` as the server normalised it.
+        channel: String,
+        /// Who is in it now, including this user.
+        members: Vec<Presence>,
+        /// Replayed messages, oldest first.
+        history: Vec<ChatMessage>,
+    },
+    /// Answer to [`Request::Say`]: stored and delivered.
+    Said {
+        /// The message's id.
+        id: u64,
+        /// The server's timestamp, milliseconds since the Unix epoch.
+        time_unix_ms: u64,
+    },
+    /// Answer to [`Request::History`].
+    History {
+        /// `#channel` or `@user` as asked.
+        target: String,
+        /// Oldest first.
+        messages: Vec<ChatMessage>,
+    },
+    /// Answer to [`Request::Who`], sorted by name.
+    Who {
+        /// Users and their state.
+        users: Vec<Presence>,
+    },
+    /// Answer to [`Request::Channels`], sorted by name.
+    Channels {
+        /// Channels with members.
+        channels: Vec<ChannelInfo>,
+    },
+    /// Pushed unasked to a chat connection; never the answer to a request.
+    Event(Box<ChatEvent>),
 }
 
 impl Response {
@@ -299,15 +416,91 @@ impl Response {
     }
 }
 
+/// How a [`Chunk`]'s `data` is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkEncoding {
+    /// The file's bytes as they are (frame kind `0x02`).
+    Raw,
+    /// zstd-compressed; `raw_len` bytes once decompressed (frame kind `0x03`).
+    Zstd {
+        /// Length of the decompressed data, at most [`crate::CHUNK_SIZE`].
+        raw_len: u32,
+    },
+}
+
 /// A piece of file data, sent in its own binary frame (no re-encoding of the bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     /// The transfer this chunk belongs to.
     pub transfer_id: u64,
-    /// Byte offset of `data` within the file.
+    /// Byte offset of the (decompressed) data within the file.
     pub offset: u64,
-    /// BLAKE3 digest of `data`, checked by the receiver before the data is used.
+    /// BLAKE3 digest of the decompressed data, checked by the receiver before it is used.
     pub digest: Digest,
-    /// The bytes.
+    /// The bytes, encoded as `encoding` says.
     pub data: Bytes,
+    /// Raw or compressed.
+    pub encoding: ChunkEncoding,
+}
+
+impl Chunk {
+    /// A chunk carrying `data` as it is.
+    pub fn raw(transfer_id: u64, offset: u64, digest: Digest, data: Bytes) -> Self {
+        Chunk {
+            transfer_id,
+            offset,
+            digest,
+            data,
+            encoding: ChunkEncoding::Raw,
+        }
+    }
+
+    /// Compresses a raw chunk with zstd at `level`, keeping it raw when that does not
+    /// save at least 1/32 of its size (already-compressed media, random data).
+    pub fn compress(self, level: i32) -> Self {
+        if self.encoding != ChunkEncoding::Raw || self.data.len() < 64 {
+            return self;
+        }
+        let Ok(packed) = zstd::bulk::compress(&self.data, level) else {
+            return self;
+        };
+        if packed.len() + self.data.len() / 32 >= self.data.len() {
+            return self;
+        }
+        Chunk {
+            encoding: ChunkEncoding::Zstd {
+                raw_len: self.data.len() as u32,
+            },
+            data: Bytes::from(packed),
+            ..self
+        }
+    }
+
+    /// The chunk with raw data: decompresses a zstd chunk, refusing one that would
+    /// exceed [`crate::CHUNK_SIZE`] or does not decompress to exactly its `raw_len`.
+    /// The digest is not checked here.
+    pub fn into_raw(self) -> Result<Self, crate::ProtoError> {
+        let ChunkEncoding::Zstd { raw_len } = self.encoding else {
+            return Ok(self);
+        };
+        let raw_len = raw_len as usize;
+        if raw_len > crate::CHUNK_SIZE {
+            return Err(crate::ProtoError::Malformed(format!(
+                "compressed chunk claims {raw_len} bytes, more than a chunk"
+            )));
+        }
+        let data = zstd::bulk::decompress(&self.data, raw_len)
+            .map_err(|e| crate::ProtoError::Malformed(format!("undecodable zstd chunk: {e}")))?;
+        if data.len() != raw_len {
+            return Err(crate::ProtoError::Malformed(format!(
+                "compressed chunk decoded to {} bytes, not the {raw_len} it claims",
+                data.len()
+            )));
+        }
+        Ok(Chunk {
+            data: Bytes::from(data),
+            encoding: ChunkEncoding::Raw,
+            ..self
+        })
+    }
 }

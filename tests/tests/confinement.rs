@@ -446,12 +446,12 @@ async fn a_symlink_swapped_in_during_an_upload_is_not_followed_at_commit() {
         panic!("upload not admitted: {r:?}");
     };
     conn.framed
-        .send(Frame::Chunk(Chunk {
+        .send(Frame::Chunk(Chunk::raw(
             transfer_id,
-            offset: 0,
-            digest: Digest::of(&data),
-            data: data.clone().into(),
-        }))
+            0,
+            Digest::of(&data),
+            data.clone().into(),
+        )))
         .await
         .unwrap();
     let ack = conn.next().await;

@@ -106,6 +106,7 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                         transfer_id,
                         first,
                         count,
+                        ..
                     } => {
                         let digests: Vec<Option<Digest>> = match &open[&transfer_id] {
                             Open::Put(path) => s.partials[path]
@@ -169,6 +170,7 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                         transfer_id,
                         first,
                         count,
+                        ..
                     } => {
                         let Open::Get(path) = &open[&transfer_id] else {
                             panic!("chunks of no download")
@@ -181,12 +183,12 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                             if s.corrupt == Some(i) {
                                 bytes[0] ^= 1;
                             }
-                            out.push(Frame::Chunk(Chunk {
+                            out.push(Frame::Chunk(Chunk::raw(
                                 transfer_id,
-                                offset: i * CS as u64,
+                                i * CS as u64,
                                 digest,
-                                data: Bytes::from(bytes),
-                            }));
+                                Bytes::from(bytes),
+                            )));
                         }
                     }
                     Request::Close { transfer_id } => {

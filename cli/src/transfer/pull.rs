@@ -265,6 +265,7 @@ async fn request_run(
             transfer_id,
             first,
             count,
+            compress: false,
         })
         .await?;
     pending.push_back((first, count));

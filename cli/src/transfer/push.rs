@@ -143,12 +143,7 @@ pub async fn push_file(
             }
         }
         client
-            .feed_chunk(Chunk {
-                transfer_id,
-                offset,
-                digest,
-                data,
-            })
+            .feed_chunk(Chunk::raw(transfer_id, offset, digest, data))
             .await?;
         in_flight.push_back((offset, len));
         transferred += len;

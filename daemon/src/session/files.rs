@@ -122,12 +122,22 @@ impl Files {
         };
         let upload = t.upload.clone();
         self.running = Some(tokio::task::spawn_blocking(move || {
-            let result = upload.write_chunk(chunk.offset, &chunk.digest, &chunk.data);
-            ChunkDone {
-                transfer_id: chunk.transfer_id,
-                offset: chunk.offset,
-                len: chunk.data.len() as u64,
-                result,
+            let (transfer_id, offset) = (chunk.transfer_id, chunk.offset);
+            // Decompression is bounded by the chunk size and runs here, off the
+            // async threads, like the digest check that follows it.
+            match chunk.into_raw() {
+                Ok(chunk) => ChunkDone {
+                    transfer_id,
+                    offset,
+                    len: chunk.data.len() as u64,
+                    result: upload.write_chunk(offset, &chunk.digest, &chunk.data),
+                },
+                Err(e) => ChunkDone {
+                    transfer_id,
+                    offset,
+                    len: 0,
+                    result: Err(StorageError::BadRequest(e.to_string())),
+                },
             }
         }));
         Ok(())
@@ -342,7 +352,19 @@ impl Session {
                 self.end_transfer(transfer_id).await;
                 Ok(Response::Ok)
             }
+            Request::SendBegin { .. } => Err(Response::error(
+                ErrorCode::BadRequest,
+                "sending files to users is not available yet",
+            )),
             Request::GetChunks { .. }
+            | Request::ChatOpen { .. }
+            | Request::Join { .. }
+            | Request::Part { .. }
+            | Request::Say { .. }
+            | Request::History { .. }
+            | Request::Who { .. }
+            | Request::Channels
+            | Request::SetAway { .. }
             | Request::Login { .. }
             | Request::Authenticate { .. }
             | Request::Logout
@@ -547,12 +569,12 @@ impl Session {
                     .await;
             }
             let len = data.len() as u64;
-            let frame = Frame::Chunk(Chunk {
+            let frame = Frame::Chunk(Chunk::raw(
                 transfer_id,
-                offset: index * storage::CHUNK_SIZE,
+                index * storage::CHUNK_SIZE,
                 digest,
                 data,
-            });
+            ));
             match timeout(idle, self.framed.send(frame)).await {
                 Ok(Ok(())) => {}
                 _ => return Err(End::PeerClosed),

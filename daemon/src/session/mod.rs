@@ -6,6 +6,7 @@
 //! connection, never in a panic or an effect on other sessions. File requests and
 //! chunk frames are served in `files.rs`; chat arrives with a later issue.
 
+mod chat;
 mod files;
 
 use std::net::SocketAddr;
@@ -248,6 +249,7 @@ impl Session {
                 transfer_id,
                 first,
                 count,
+                compress: _,
             } = request
             {
                 if let Err(end) = self
@@ -281,6 +283,14 @@ impl Session {
             Request::Authenticate { token } => self.authenticate(token).await,
             Request::Logout => self.logout().await,
             Request::WhoAmI => self.whoami().await,
+            chat_request @ (Request::ChatOpen { .. }
+            | Request::Join { .. }
+            | Request::Part { .. }
+            | Request::Say { .. }
+            | Request::History { .. }
+            | Request::Who { .. }
+            | Request::Channels
+            | Request::SetAway { .. }) => self.handle_chat(chat_request).await,
             file_request => self.handle_file(file_request).await,
         }
     }

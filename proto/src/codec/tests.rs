@@ -20,12 +20,8 @@ async fn frames_round_trip_over_a_small_duplex() {
             password: Secret::new("pw"),
         }),
         Frame::Message(Request::WhoAmI),
-        Frame::Chunk(Chunk {
-            transfer_id: 9,
-            offset: 1 << 40,
-            digest: Digest::of(&data),
-            data: data.clone(),
-        }),
+        Frame::Chunk(Chunk::raw(9, 1 << 40, Digest::of(&data), data.clone())),
+        Frame::Chunk(Chunk::raw(9, 0, Digest::of(&data), data.clone()).compress(1)),
     ];
     let expected = sent.clone();
     let writer = tokio::spawn(async move {
@@ -81,12 +77,7 @@ fn limit_can_be_raised_after_authentication() {
     let mut big = BytesMut::new();
     let mut enc = ClientCodec::new(crate::MAX_FRAME_LEN);
     let data = Bytes::from(vec![1u8; 100_000]);
-    let chunk = Chunk {
-        transfer_id: 1,
-        offset: 0,
-        digest: Digest::of(&data),
-        data,
-    };
+    let chunk = Chunk::raw(1, 0, Digest::of(&data), data);
     enc.encode(Frame::Chunk(chunk.clone()), &mut big).unwrap();
     assert!(codec.decode(&mut big.clone()).is_err());
     codec.set_max_frame_length(crate::MAX_FRAME_LEN);
@@ -183,6 +174,24 @@ fn file_messages_round_trip() {
             transfer_id: 4,
             first: 7,
             count: 9,
+            compress: true,
+        },
+        Request::ChatOpen { after: Some(41) },
+        Request::Join {
+            channel: "#general".into(),
+            history: 20,
+            after: None,
+        },
+        Request::Say {
+            target: "@bob".into(),
+            text: "é\u{1b}[2J".repeat(500),
+        },
+        Request::SendBegin {
+            to: "bob".into(),
+            name: "photo.png".into(),
+            size: 12,
+            force: false,
+            head: Bytes::from_static(b"\x89PNG"),
         },
     ];
     for r in requests {
@@ -190,6 +199,29 @@ fn file_messages_round_trip() {
         enc.encode(Frame::Message(r.clone()), &mut buf).unwrap();
         assert_eq!(dec.decode(&mut buf).unwrap(), Some(Frame::Message(r)));
     }
+    // A full history page of the longest messages fits in one frame.
+    let message = crate::ChatMessage {
+        id: u64::MAX,
+        time_unix_ms: u64::MAX,
+        from: "u".repeat(crate::MAX_USER_LEN),
+        target: format!("#{}", "c".repeat(crate::MAX_CHANNEL_LEN)),
+        body: crate::MessageBody::Text("x".repeat(crate::MAX_MESSAGE_LEN)),
+    };
+    let history = Response::History {
+        target: message.target.clone(),
+        messages: vec![message; crate::MAX_HISTORY as usize],
+    };
+    let mut buf = BytesMut::new();
+    ServerCodec::new(crate::MAX_FRAME_LEN)
+        .encode(Frame::Message(history.clone()), &mut buf)
+        .unwrap();
+    assert!(buf.len() <= crate::MAX_FRAME_LEN);
+    assert_eq!(
+        ClientCodec::new(crate::MAX_FRAME_LEN)
+            .decode(&mut buf)
+            .unwrap(),
+        Some(Frame::Message(history))
+    );
     // A full manifest page fits in one frame.
     let page = Response::Manifest {
         first: 0,
@@ -222,4 +254,89 @@ proptest! {
         buf.put_slice(&body);
         let _ = codec.decode(&mut buf);
     }
+}
+
+#[test]
+fn compression_is_used_only_when_it_shrinks_and_round_trips() {
+    let text = Bytes::from("all work and no play ".repeat(40_000));
+    let chunk = Chunk::raw(3, 0, Digest::of(&text), text.clone()).compress(1);
+    let ChunkEncoding::Zstd { raw_len } = chunk.encoding else {
+        panic!("text did not compress");
+    };
+    assert_eq!(raw_len as usize, text.len());
+    assert!(chunk.data.len() < text.len() / 10);
+    let mut buf = BytesMut::new();
+    ClientCodec::new(crate::MAX_FRAME_LEN)
+        .encode(Frame::Chunk(chunk.clone()), &mut buf)
+        .unwrap();
+    assert_eq!(buf[4], KIND_ZSTD_CHUNK);
+    let Some(Frame::Chunk(got)) = ServerCodec::new(crate::MAX_FRAME_LEN)
+        .decode(&mut buf)
+        .unwrap()
+    else {
+        panic!("not a chunk");
+    };
+    assert_eq!(got, chunk);
+    let raw = got.into_raw().unwrap();
+    assert_eq!(raw.data, text);
+    assert_eq!(raw.encoding, ChunkEncoding::Raw);
+
+    let mut noise = vec![0u8; 100_000];
+    blake3::Hasher::new()
+        .update(b"seed")
+        .finalize_xof()
+        .fill(&mut noise);
+    let noise = Bytes::from(noise);
+    let kept = Chunk::raw(3, 0, Digest::of(&noise), noise.clone()).compress(1);
+    assert_eq!(kept.encoding, ChunkEncoding::Raw);
+    assert_eq!(kept.data, noise);
+}
+
+#[test]
+fn compressed_chunks_cannot_claim_more_than_a_chunk_or_lie_about_their_size() {
+    let mut buf = BytesMut::new();
+    buf.put_u32(1 + CHUNK_HEADER as u32 + 4 + 3);
+    buf.put_u8(KIND_ZSTD_CHUNK);
+    buf.put_u64(1);
+    buf.put_u64(0);
+    buf.put_slice(&[0u8; 32]);
+    buf.put_u32(crate::CHUNK_SIZE as u32 + 1);
+    buf.put_slice(b"abc");
+    assert!(matches!(
+        ServerCodec::new(crate::MAX_FRAME_LEN).decode(&mut buf),
+        Err(ProtoError::Malformed(_))
+    ));
+
+    // A bomb: 1 MiB of zeros claimed as 10 bytes.
+    let zeros = vec![0u8; crate::CHUNK_SIZE];
+    let packed = zstd::bulk::compress(&zeros, 1).unwrap();
+    let liar = Chunk {
+        transfer_id: 1,
+        offset: 0,
+        digest: Digest::of(&zeros),
+        data: Bytes::from(packed),
+        encoding: ChunkEncoding::Zstd { raw_len: 10 },
+    };
+    assert!(liar.into_raw().is_err());
+}
+
+#[test]
+fn targets_parse_and_refuse_what_they_should() {
+    use crate::{Target, TargetError};
+    assert_eq!(
+        Target::parse("#General"),
+        Ok(Target::Channel("general".into()))
+    );
+    assert_eq!(Target::parse("@bob"), Ok(Target::User("bob".into())));
+    assert_eq!(Target::parse("bob"), Err(TargetError::NoSigil));
+    assert_eq!(Target::parse("#"), Err(TargetError::BadChannel));
+    assert_eq!(Target::parse("#a b"), Err(TargetError::BadChannel));
+    assert_eq!(Target::parse("#\x1b[2J"), Err(TargetError::BadChannel));
+    assert_eq!(
+        Target::parse(&format!("#{}", "a".repeat(33))),
+        Err(TargetError::BadChannel)
+    );
+    assert_eq!(Target::parse("@.bob"), Err(TargetError::BadUser));
+    assert_eq!(Target::parse("@bob/../x"), Err(TargetError::BadUser));
+    assert_eq!(Target::parse("#lab").unwrap().to_string(), "#lab");
 }
