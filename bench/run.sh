@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # Push and pull a file over loopback with xfer and with OpenSSH sftp, in the same run,
-# alternating, median of N runs; prints MB/s and the ratios xfer/sftp.
+# alternating, median of N runs; prints MB/s, the ratios xfer/sftp, and the CPU seconds
+# xfer and xferd spent per operation.
 #
 #   bench/run.sh [SIZE_MIB] [RUNS]      defaults: 1024 MiB, 3 runs
 #
 # Both tools read and write under BENCH_DIR (default /dev/shm, a tmpfs): on this VM, disk
 # writeback throttling caps any writer at ~400 MB/s once a GiB is dirty, which measures the
 # disk, not the protocols. Set BENCH_DIR=/var/tmp to include the disk.
+#
+# Memory: this VM returns freed memory to the host after ~2 s (virtio-balloon free page
+# reporting), and the first write into such memory costs up to ~2.5 s more per GiB than a
+# write into memory freed just before (see RESULTS.md); which kind a writer gets depends
+# on what every process on the machine freed lately. So, untimed, before each timed
+# operation a file of 1.5× SIZE is written and deleted (BENCH_WARM=0 turns this off), and
+# every timed operation also deletes its destination first, inside the timed region:
+# `sftp put` truncates the existing file when it opens it, `xfer push` is preceded by
+# `xfer rm`, both pulls `rm -f` the local file. `xfer push --force` over the existing
+# file (an atomic replace: the old file stays until the new one is complete) is timed
+# as its own row.
 #
 # Installs openssh-server/-client from Debian if missing and runs a private sshd on a
 # 127.0.0.1 port with its own config and host key (nothing system-wide is touched).
@@ -69,18 +81,49 @@ for _ in $(seq 100); do "${SFTP[@]}" <<<"pwd" >/dev/null 2>&1 && break; sleep 0.
 mkdir -p "$W/sftp-dst" "$W/pull"
 
 now() { date +%s.%N; }
-timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>&1; t1=$(now); echo "$t1 - $t0" | bc -l; }
-xfer_push() { "$XFER" push -q --force "$W/src.bin" bench.bin; }
+TCK=$(getconf CLK_TCK)
+# CPU seconds xferd has used so far.
+xferd_cpu() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$XFERD_PID/stat"; }
+# CPU seconds this shell's children have used so far (`times`, second line). `times` must
+# run in this shell, not in a pipeline or a command substitution (a forked subshell).
+child_cpu() {
+  times >"$W/times"
+  tail -1 "$W/times" | sed 's/m/ /g; s/s//g' | awk '{print $1 * 60 + $2 + $3 * 60 + $4}'
+}
+# Prints "wall client_cpu server_cpu" for one run of "$@".
+timed() {
+  local t0 t1 c0 c1 s0 s1
+  s0=$(xferd_cpu); child_cpu >"$W/c0"; t0=$(now)
+  "$@" >/dev/null 2>&1
+  t1=$(now); child_cpu >"$W/c1"; s1=$(xferd_cpu)
+  c0=$(cat "$W/c0"); c1=$(cat "$W/c1")
+  echo "$(echo "$t1 - $t0" | bc -l) $(echo "$c1 - $c0" | bc -l) $(echo "$s1 - $s0" | bc -l)"
+}
+# Untimed: leaves recently freed memory for the next operation (see the header).
+warm() {
+  [ "${BENCH_WARM:-1}" = 1 ] || return 0
+  dd if=/dev/zero of="$W/warm" bs=1M count=$((SIZE_MIB * 3 / 2)) status=none
+  rm -f "$W/warm"
+}
+xfer_push() { "$XFER" rm bench.bin; "$XFER" push -q "$W/src.bin" bench.bin; }
+xfer_push_force() { "$XFER" push -q --force "$W/src.bin" bench.bin; }
 xfer_pull() { rm -f "$W/pull/bench.bin"; "$XFER" pull -q --force bench.bin "$W/pull/"; }
 sftp_put() { "${SFTP[@]}" <<<"put $W/src.bin $W/sftp-dst/put.bin"; }
 sftp_get() { rm -f "$W/pull/get.bin"; "${SFTP[@]}" <<<"get $W/sftp-dst/put.bin $W/pull/get.bin"; }
 
-declare -A T
+# One untimed round first, so every destination exists (and is deleted) in the first timed one.
+for f in xfer_push_force sftp_put xfer_pull sftp_get; do $f >/dev/null 2>&1; done
+declare -A T C S
 for i in $(seq "$RUNS"); do
-  T[xpush]+="$(timed xfer_push) "
-  T[sput]+="$(timed sftp_put) "
-  T[xpull]+="$(timed xfer_pull) "
-  T[sget]+="$(timed sftp_get) "
+  for k in xpush sput xpull sget xforce; do
+    case $k in
+      xpush) f=xfer_push ;; sput) f=sftp_put ;; xpull) f=xfer_pull ;; sget) f=sftp_get ;;
+      xforce) f=xfer_push_force ;;
+    esac
+    warm
+    read -r wall cpu srv <<<"$(timed $f)"
+    T[$k]+="$wall "; C[$k]+="$cpu "; S[$k]+="$srv "
+  done
 done
 cmp "$W/src.bin" "$W/pull/bench.bin" || { echo "xfer pull result differs!" >&2; exit 1; }
 cmp "$W/src.bin" "$W/pull/get.bin" || { echo "sftp get result differs!" >&2; exit 1; }
@@ -88,13 +131,22 @@ cmp "$W/src.bin" "$W/pull/get.bin" || { echo "sftp get result differs!" >&2; exi
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mbps() { echo "scale=0; $BYTES / $1 / 1000000" | bc -l; }
 declare -A M
-for k in xpush sput xpull sget; do M[$k]=$(echo "${T[$k]}" | median); done
+for k in xpush sput xpull sget xforce; do M[$k]=$(echo "${T[$k]}" | median); done
+# CPU seconds per GiB, median.
+per_gib() { echo "$1" | median | awk -v b="$BYTES" '{printf "%.2f", $1 * 1073741824 / b}'; }
 
 echo
 echo "file: ${SIZE_MIB} MiB, loopback, files under $(df --output=fstype "$W" | tail -1) ($W), median of $RUNS (alternating), $(nproc) cores"
-printf '%-22s %8s MB/s   (%s s)\n' "xfer push" "$(mbps "${M[xpush]}")" "${M[xpush]}"
-printf '%-22s %8s MB/s   (%s s)\n' "sftp put" "$(mbps "${M[sput]}")" "${M[sput]}"
-printf '%-22s %8s MB/s   (%s s)\n' "xfer pull" "$(mbps "${M[xpull]}")" "${M[xpull]}"
-printf '%-22s %8s MB/s   (%s s)\n' "sftp get" "$(mbps "${M[sget]}")" "${M[sget]}"
-printf 'push ratio xfer/sftp: %.2fx   pull ratio xfer/sftp: %.2fx\n' \
-  "$(echo "${M[sput]} / ${M[xpush]}" | bc -l)" "$(echo "${M[sget]} / ${M[xpull]}" | bc -l)"
+row() { # label key [cpu]
+  printf '%-30s %6s MB/s  (%6.2f s)' "$1" "$(mbps "${M[$2]}")" "${M[$2]}"
+  [ -n "${3:-}" ] && printf '   cpu s/GiB: xfer %s, xferd %s' "$(per_gib "${C[$2]}")" "$(per_gib "${S[$2]}")"
+  echo
+}
+row "xfer push" xpush cpu
+row "sftp put" sput
+row "xfer pull" xpull cpu
+row "sftp get" sget
+row "xfer push --force (replace)" xforce cpu
+printf 'push ratio xfer/sftp: %.2fx   pull ratio xfer/sftp: %.2fx   push --force/sftp put: %.2fx\n' \
+  "$(echo "${M[sput]} / ${M[xpush]}" | bc -l)" "$(echo "${M[sget]} / ${M[xpull]}" | bc -l)" \
+  "$(echo "${M[sput]} / ${M[xforce]}" | bc -l)"

@@ -528,15 +528,14 @@ impl Client {
     }
 
     /// Reads the next frame, which must be a chunk (or an `Error` in its place, which
-    /// becomes [`RemoteError`]).
+    /// becomes [`RemoteError`]). The chunk is returned as it travelled: a compressed one
+    /// is decoded with [`Chunk::into_raw`] by the caller, off the async threads.
     ///
     /// # Errors
     /// As [`Client::recv_response`].
     pub async fn recv_chunk(&mut self) -> Result<Chunk> {
         match self.recv_timed().await? {
-            Frame::Chunk(chunk) => Ok(chunk
-                .into_raw()
-                .map_err(|e| ProtocolError(format!("{} sent {e}", self.server)))?),
+            Frame::Chunk(chunk) => Ok(chunk),
             Frame::Message(Response::Error { code, message }) => {
                 Err(RemoteError { code, message }.into())
             }
@@ -611,5 +610,62 @@ impl Client {
             self.server
         ))
         .into()
+    }
+}
+
+/// Requests for chat and for handing files to people. The event routing a chat
+/// connection needs lives in [`crate::chat::conn`], on top of these.
+impl Client {
+    /// Starts or resumes handing a file to `to`: an upload into their
+    /// `inbox/<this user>/<name>`, answered like [`Client::put_begin`].
+    ///
+    /// # Errors
+    /// As [`Client::request`] (an unknown recipient is `RemoteError` with `NotFound`).
+    pub async fn send_begin(
+        &mut self,
+        to: &str,
+        name: &str,
+        size: u64,
+        force: bool,
+        head: bytes::Bytes,
+    ) -> Result<PutStart> {
+        let req = Request::SendBegin {
+            to: to.to_string(),
+            name: name.to_string(),
+            size,
+            force,
+            head,
+        };
+        match self.request(req).await? {
+            Response::PutReady {
+                transfer_id,
+                chunk_size,
+                chunks_held,
+            } => Ok(PutStart::Ready {
+                transfer_id,
+                chunk_size,
+                chunks_held,
+            }),
+            Response::Exists { size, digest } => Ok(PutStart::Exists { size, digest }),
+            _ => Err(self.unexpected("an upload answer")),
+        }
+    }
+
+    /// Reads the next frame, which must be a message, however long it takes: a chat
+    /// connection is quiet between events. `Response::Error` becomes [`RemoteError`].
+    ///
+    /// # Errors
+    /// [`RemoteError`], [`NetworkError`] (connection lost), [`ProtocolError`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a partly received frame stays in the connection's buffer.
+    pub async fn recv_message(&mut self) -> Result<Response> {
+        match self.recv().await? {
+            Frame::Message(Response::Error { code, message }) => {
+                Err(RemoteError { code, message }.into())
+            }
+            Frame::Message(resp) => Ok(resp),
+            _ => Err(self.unexpected("a message")),
+        }
     }
 }

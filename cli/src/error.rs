@@ -80,6 +80,7 @@ impl ErrorKind {
             | ErrorCode::TypeRejected
             | ErrorCode::InvalidPath
             | ErrorCode::PermissionDenied
+            | ErrorCode::RateLimited
             | ErrorCode::TooLarge => ErrorKind::Refused,
             _ => ErrorKind::Other,
         }
@@ -316,6 +317,7 @@ mod tests {
             (remote(ErrorCode::PermissionDenied), 10),
             (remote(ErrorCode::TooLarge), 10),
             (remote(ErrorCode::Busy), 1),
+            (remote(ErrorCode::RateLimited), 10),
             (remote(ErrorCode::Unknown(999)), 1),
         ];
         for (err, code) in cases {

@@ -41,6 +41,10 @@ enum Command {
     Mkdir(cmd::mkdir::Args),
     /// Rename a remote file or directory.
     Mv(cmd::mv::Args),
+    /// Hand files to another user: they land in their inbox (resumes an interrupted send).
+    Send(cmd::send::Args),
+    /// Chat in #channels and with @people (interactive, or --say/--history/--follow).
+    Chat(cmd::chat::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +75,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Rm(args) => cmd::rm::run(&home, args).await,
             Command::Mkdir(args) => cmd::mkdir::run(&home, args).await,
             Command::Mv(args) => cmd::mv::run(&home, args).await,
+            Command::Send(args) => cmd::send::run(&home, args).await,
+            Command::Chat(args) => cmd::chat::run(&home, args).await,
         }
     })
 }

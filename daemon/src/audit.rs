@@ -1,7 +1,8 @@
-//! Audit events: one `target: "audit"` event per login attempt, logout, committed upload
-//! and completed download, so they can be routed separately (`RUST_LOG=audit=info`).
+//! Audit events: one `target: "audit"` event per login attempt, logout, committed upload,
+//! committed send (a file handed to another user) and completed download, so they can be routed separately (`RUST_LOG=audit=info`).
 //! Field names are a contract: tests and log tooling read `resumed_from=` and
-//! `bytes_received=` from upload events to measure what a resume actually sent.
+//! `bytes_received=` from upload events to measure what a resume actually sent, and
+//! `wire_bytes=` (upload and download) to see what compression saved on the wire.
 //!
 //! Names supplied by peers are logged with `Debug` formatting, which escapes control
 //! characters: a user name cannot forge extra log lines.
@@ -78,12 +79,25 @@ pub struct UploadRecord<'a> {
     pub resumed_from: u64,
     /// Chunk bytes received (and verified) on this transfer.
     pub bytes_received: u64,
+    /// The same chunks' bytes as they travelled (fewer when compressed).
+    pub wire_bytes: u64,
 }
 
 /// An upload was verified and committed under its name.
 pub fn upload(r: &UploadRecord<'_>) {
     info!(
         target: "audit", event = "upload", outcome = "success", user = r.user, path = ?r.path,
+        bytes = r.bytes, digest = r.digest, duration_ms = r.duration_ms,
+        resumed_from = r.resumed_from, bytes_received = r.bytes_received,
+        wire_bytes = r.wire_bytes
+    );
+}
+
+/// A file handed to `to` was verified and committed in their inbox. `user` is the
+/// sender; `path` is in the recipient's namespace.
+pub fn send(r: &UploadRecord<'_>, to: &str) {
+    info!(
+        target: "audit", event = "send", outcome = "success", user = r.user, to, path = ?r.path,
         bytes = r.bytes, digest = r.digest, duration_ms = r.duration_ms,
         resumed_from = r.resumed_from, bytes_received = r.bytes_received
     );
@@ -100,6 +114,8 @@ pub struct DownloadRecord<'a> {
     pub size: u64,
     /// Chunk bytes sent on this transfer.
     pub bytes_sent: u64,
+    /// The same chunks' bytes as they travelled (fewer when compressed).
+    pub wire_bytes: u64,
     /// Whether the first chunk asked for was not the file's first (a resumed pull).
     pub resumed: bool,
     /// From `GetBegin` to the close.
@@ -110,6 +126,7 @@ pub struct DownloadRecord<'a> {
 pub fn download(r: &DownloadRecord<'_>) {
     info!(
         target: "audit", event = "download", outcome = "success", user = r.user, path = ?r.path,
-        size = r.size, bytes = r.bytes_sent, resumed = r.resumed, duration_ms = r.duration_ms
+        size = r.size, bytes = r.bytes_sent, wire_bytes = r.wire_bytes, resumed = r.resumed,
+        duration_ms = r.duration_ms
     );
 }

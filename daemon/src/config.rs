@@ -33,6 +33,8 @@ pub struct Config {
     pub login: LoginConfig,
     /// Users' files: quotas, limits, partial uploads, content-type policy.
     pub storage: StorageConfig,
+    /// Chat: history retention, rate limits, buffers.
+    pub chat: ChatConfig,
 }
 
 /// `[tls]`
@@ -109,6 +111,69 @@ impl Default for StorageConfig {
     }
 }
 
+/// `[chat]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Messages kept per conversation (a channel, or a pair of users); 0 = no limit.
+    pub history_max_messages: u64,
+    /// Messages older than this many days are removed; 0 = kept forever.
+    pub history_retention_days: u64,
+    /// Messages, joins and parts one connection may send per second, sustained.
+    pub messages_per_sec: u32,
+    /// ... and in a burst.
+    pub message_burst: u32,
+    /// Events buffered per channel: a reader further behind skips the oldest and is
+    /// told how many it missed.
+    pub channel_buffer: usize,
+    /// Direct messages, file notices and presence changes buffered per connection.
+    pub connection_buffer: usize,
+    /// Channels the server holds (with members now, or with stored history).
+    pub max_channels: usize,
+    /// Channels one connection may be in at once.
+    pub max_joined: usize,
+    /// Direct messages replayed at most when a user connects; older ones are reported
+    /// as missed (`History` pages through them).
+    pub replay_max: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            history_max_messages: 10_000,
+            history_retention_days: 365,
+            messages_per_sec: 5,
+            message_burst: 20,
+            channel_buffer: 1024,
+            connection_buffer: 1024,
+            max_channels: 10_000,
+            max_joined: 64,
+            replay_max: 1000,
+        }
+    }
+}
+
+impl ChatConfig {
+    /// The history store's settings.
+    pub fn history_config(&self) -> crate::chat::history::HistoryConfig {
+        crate::chat::history::HistoryConfig {
+            max_messages: self.history_max_messages,
+            retention_ms: self.history_retention_days.saturating_mul(24 * 3600 * 1000),
+            max_channels: self.max_channels,
+        }
+    }
+
+    /// The in-process hub's settings.
+    pub fn hub_config(&self) -> crate::chat::hub::HubConfig {
+        crate::chat::hub::HubConfig {
+            channel_buffer: self.channel_buffer,
+            connection_buffer: self.connection_buffer,
+            max_channels: self.max_channels,
+            max_joined: self.max_joined,
+        }
+    }
+}
+
 /// `[login]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -139,6 +204,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             login: LoginConfig::default(),
             storage: StorageConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -296,7 +362,28 @@ impl Config {
                 );
             }
         }
+        let c = &self.chat;
+        if c.messages_per_sec == 0 || c.message_burst == 0 {
+            return invalid("chat.messages_per_sec / chat.message_burst", "must be > 0");
+        }
+        if c.channel_buffer == 0 || c.connection_buffer == 0 {
+            return invalid(
+                "chat.channel_buffer / chat.connection_buffer",
+                "must be > 0",
+            );
+        }
+        if c.max_channels == 0 || c.max_joined == 0 {
+            return invalid("chat.max_channels / chat.max_joined", "must be > 0");
+        }
+        if c.replay_max == 0 {
+            return invalid("chat.replay_max", "must be > 0");
+        }
         Ok(())
+    }
+
+    /// Where chat history and delivery markers live.
+    pub fn chat_dir(&self) -> PathBuf {
+        self.data_dir.join("chat")
     }
 
     /// Where users' homes, partial uploads and file manifests live.
@@ -442,6 +529,33 @@ mod tests {
             Config::parse("[storage]\nquota = 5\n")
                 .unwrap_err()
                 .contains("quota")
+        );
+    }
+
+    #[test]
+    fn chat_limits_are_validated_by_key() {
+        let c = Config::parse("[chat]\nmessages_per_sec = 0\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("chat.messages_per_sec")
+        );
+        let c = Config::parse("[chat]\nchannel_buffer = 0\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("chat.channel_buffer")
+        );
+        let c = Config::parse("[chat]\nhistory_retention_days = 0\nhistory_max_messages = 0\n")
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.chat.history_config().retention_ms, 0);
+        assert!(
+            Config::parse("[chat]\nhistory_days = 5\n")
+                .unwrap_err()
+                .contains("history_days")
         );
     }
 

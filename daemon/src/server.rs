@@ -16,6 +16,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use xfer_certs::Fingerprint;
 
 use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
+use crate::chat::Chat;
 use crate::config::Config;
 use crate::storage::{LocalStorage, Storage};
 
@@ -23,6 +24,10 @@ use crate::storage::{LocalStorage, Storage};
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Longest pause between sweeps for abandoned partial uploads (shorter for short TTLs).
 const PARTIAL_SWEEP_MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// How often chat logs written since the last time are fsynced and delivery markers saved.
+const CHAT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How often chat retention (age and count) is applied besides at start-up.
+const CHAT_RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -44,6 +49,8 @@ pub struct ServerState {
     pub throttle: Throttle,
     /// Users' files.
     pub storage: Arc<dyn Storage>,
+    /// Chat: live bus, history, delivery markers.
+    pub chat: Arc<Chat>,
 }
 
 impl ServerState {
@@ -84,8 +91,12 @@ impl ServerState {
         .with_context(|| format!("opening session store `{}`", sessions_path.display()))?;
         let storage = LocalStorage::open(&config.data_dir, config.storage.clone())
             .with_context(|| format!("preparing `{}`", config.users_dir().display()))?;
+        let chat = Chat::open(&config.data_dir, &config.chat).with_context(|| {
+            format!("opening chat history in `{}`", config.chat_dir().display())
+        })?;
         Ok(ServerState {
             storage: Arc::new(storage),
+            chat: Arc::new(chat),
             tls: TlsAcceptor::from(tls_config),
             fingerprint,
             passwords,
@@ -125,6 +136,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
     tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
     tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
+    tracker.spawn(maintain_chat(state.clone(), shutdown.clone()));
     loop {
         // The permit is taken before accepting: at the limit, new clients wait in the
         // kernel's backlog instead of costing memory here.
@@ -163,6 +175,8 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
             "sessions still running after the shutdown grace period"
         );
     }
+    // Everything acknowledged is already written; make it durable too.
+    state.chat.sync().await;
 }
 
 async fn handle(
@@ -212,6 +226,23 @@ async fn expire_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "expiring partial uploads failed"),
             Err(e) => error!(error = %e, "partial expiry task failed"),
+        }
+    }
+}
+
+/// Fsyncs chat logs and saves delivery markers every second; applies retention hourly.
+async fn maintain_chat(state: Arc<ServerState>, shutdown: CancellationToken) {
+    let mut sync = tokio::time::interval(CHAT_SYNC_INTERVAL);
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retention = tokio::time::interval(CHAT_RETENTION_INTERVAL);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Retention already ran when the history was opened.
+    retention.tick().await;
+    loop {
+        tokio::select! {
+            _ = sync.tick() => state.chat.sync().await,
+            _ = retention.tick() => state.chat.enforce_retention().await,
+            () = shutdown.cancelled() => return,
         }
     }
 }

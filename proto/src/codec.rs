@@ -10,6 +10,12 @@
 //! The length is checked against the limit in force *before* any buffer grows, so a
 //! peer cannot make this side allocate more than [`XferCodec::max_frame_length`].
 //! The codec never touches sockets; it is used through `tokio_util::codec::Framed`.
+//!
+//! Large frames (file chunks) are read into recycled receive buffers ("slabs", see
+//! `Slabs`) instead of a fresh allocation per frame: a decoded chunk still holds the
+//! buffer it arrived in, so without recycling every 1 MiB frame needs new memory, which
+//! the allocator tends to return to the kernel in between and then fault back in, page
+//! by page (measured in bench/RESULTS.md).
 
 use std::marker::PhantomData;
 
@@ -40,11 +46,90 @@ pub enum Frame<M> {
     Chunk(Chunk),
 }
 
+/// Frames at least this long are read into a slab.
+const SLAB_MIN_FRAME: usize = 64 * 1024;
+/// Room in a slab after its frame, for the start of the next frame.
+const SLAB_SLACK: usize = 16 * 1024;
+/// Bytes of one slab: the largest frame after authentication, its prefix, the slack.
+const SLAB_LEN: usize = LEN_PREFIX + crate::MAX_FRAME_LEN + SLAB_SLACK;
+/// Slabs tracked at once: every chunk a transfer pipeline holds (a window of
+/// [`crate::PUT_WINDOW`] plus the ones being written and read), with some margin. Past
+/// that, frames get plain allocations.
+const MAX_SLABS: usize = crate::PUT_WINDOW + 4;
+/// Slabs kept once a control message arrives (transfers send none mid-stream): an idle
+/// connection holds at most this many.
+const KEEP_SLABS: usize = 2;
+
+/// Receive buffers for large frames, reused once every frame decoded from one has been
+/// dropped. For each slab handed to the read buffer a zero-length handle on the same
+/// allocation (its "shadow") is kept; when the shadow is the only handle left,
+/// `BytesMut::try_reclaim` gives the whole buffer back without copying or allocating.
+#[derive(Default)]
+struct Slabs {
+    shadows: Vec<BytesMut>,
+    /// Slabs allocated so far (for tests and curiosity).
+    allocated: usize,
+}
+
+impl Slabs {
+    /// Makes `src`, which holds the first bytes of a frame of `total` bytes (prefix
+    /// included), a slab with room for all of it.
+    fn install(&mut self, src: &mut BytesMut, total: usize) {
+        let mut free = None;
+        self.shadows.retain_mut(|shadow| {
+            if free.is_some() || !shadow.try_reclaim(SLAB_LEN) {
+                return true;
+            }
+            free = Some(std::mem::take(shadow));
+            false
+        });
+        let mut slab = match free {
+            Some(slab) => slab,
+            None if self.shadows.len() < MAX_SLABS => {
+                self.allocated += 1;
+                BytesMut::with_capacity(SLAB_LEN)
+            }
+            None => {
+                src.reserve(total - src.len());
+                return;
+            }
+        };
+        let end = slab.capacity();
+        self.shadows.push(slab.split_off(end));
+        slab.extend_from_slice(src);
+        *src = slab;
+    }
+
+    /// Keeps at most [`KEEP_SLABS`] slabs, only free ones; a slab still in use is then
+    /// freed when its last frame is dropped.
+    fn trim(&mut self) {
+        if self.shadows.len() <= KEEP_SLABS {
+            return;
+        }
+        let mut kept = Vec::with_capacity(KEEP_SLABS);
+        for mut shadow in self.shadows.drain(..) {
+            if kept.len() < KEEP_SLABS && shadow.try_reclaim(SLAB_LEN) {
+                kept.push(shadow);
+            }
+        }
+        self.shadows = kept;
+    }
+}
+
 /// Length-delimited framing plus (de)serialisation, decoding `In` and encoding `Out`.
-#[derive(Debug)]
 pub struct XferCodec<In, Out> {
     max_frame_length: usize,
+    slabs: Slabs,
     _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> std::fmt::Debug for XferCodec<In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XferCodec")
+            .field("max_frame_length", &self.max_frame_length)
+            .field("slabs", &self.slabs.shadows.len())
+            .finish()
+    }
 }
 
 /// The client's codec: reads responses, writes requests.
@@ -57,6 +142,7 @@ impl<In, Out> XferCodec<In, Out> {
     pub fn new(max_frame_length: usize) -> Self {
         XferCodec {
             max_frame_length,
+            slabs: Slabs::default(),
             _types: PhantomData,
         }
     }
@@ -94,13 +180,24 @@ impl<In: DeserializeOwned, Out> Decoder for XferCodec<In, Out> {
                 max: self.max_frame_length,
             });
         }
-        if src.len() < LEN_PREFIX + len {
-            src.reserve(LEN_PREFIX + len - src.len());
+        let total = LEN_PREFIX + len;
+        if src.len() < total {
+            if src.capacity() < total {
+                if len >= SLAB_MIN_FRAME && total + SLAB_SLACK <= SLAB_LEN {
+                    self.slabs.install(src, total);
+                } else {
+                    src.reserve(total - src.len());
+                }
+            }
             return Ok(None);
         }
         src.advance(LEN_PREFIX);
         let body = src.split_to(len).freeze();
-        decode_body(body).map(Some)
+        let frame = decode_body(body)?;
+        if matches!(frame, Frame::Message(_)) {
+            self.slabs.trim();
+        }
+        Ok(Some(frame))
     }
 }
 

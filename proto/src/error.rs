@@ -65,6 +65,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The peer took too long.
     Timeout,
+    /// Requests (e.g. chat messages) arrive faster than this connection may send them;
+    /// slow down. Not a login failure: that is [`ErrorCode::Throttled`].
+    RateLimited,
     /// The server failed internally; details are in its log.
     Internal,
     /// A code this build does not know.
@@ -93,6 +96,7 @@ impl ErrorCode {
             TypeRejected => 15,
             ShuttingDown => 16,
             Timeout => 17,
+            RateLimited => 18,
             Internal => 255,
             Unknown(n) => n,
         }
@@ -119,6 +123,7 @@ impl ErrorCode {
             15 => TypeRejected,
             16 => ShuttingDown,
             17 => Timeout,
+            18 => RateLimited,
             255 => Internal,
             n => Unknown(n),
         }

@@ -27,8 +27,9 @@ pub use message::{
 };
 
 /// The protocol version this build speaks. Both ends must agree exactly; the [`Hello`]
-/// exchange that compares them has a layout frozen across all versions.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// exchange that compares them has a layout frozen across all versions. Version 2 made
+/// chunk digests BLAKE3 subtree chaining values ([`Digest::of_chunk`]).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Size of a file-data chunk in bytes (1 MiB): large enough that per-chunk overhead
 /// (frame header, digest, acknowledgement) is negligible, small enough that a bounded

@@ -309,7 +309,8 @@ pub enum Response {
     PutReady {
         /// Names this transfer in later requests and chunk frames.
         transfer_id: u64,
-        /// Chunk size in bytes; chunk `i` covers `[i * chunk_size, (i+1) * chunk_size)`.
+        /// Chunk size in bytes, a power of two from 1 KiB to [`crate::CHUNK_SIZE`]; chunk
+        /// `i` covers `[i * chunk_size, (i+1) * chunk_size)`.
         chunk_size: u32,
         /// How many chunks the server already holds, verified (read them with `Manifest`).
         chunks_held: u64,
@@ -350,7 +351,7 @@ pub enum Response {
         size: u64,
         /// BLAKE3 of the whole file.
         digest: Digest,
-        /// Chunk size in bytes.
+        /// Chunk size in bytes (as in [`Response::PutReady`]).
         chunk_size: u32,
         /// Last modification, seconds since the Unix epoch.
         modified_unix: u64,
@@ -435,7 +436,8 @@ pub struct Chunk {
     pub transfer_id: u64,
     /// Byte offset of the (decompressed) data within the file.
     pub offset: u64,
-    /// BLAKE3 digest of the decompressed data, checked by the receiver before it is used.
+    /// Digest of the decompressed data at `offset` ([`Digest::of_chunk`]: its BLAKE3
+    /// subtree chaining value), checked by the receiver before the data is used.
     pub digest: Digest,
     /// The bytes, encoded as `encoding` says.
     pub data: Bytes,

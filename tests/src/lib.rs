@@ -676,3 +676,101 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> String {
     std::fs::write(&p, data).unwrap();
     p.display().to_string()
 }
+
+// ---------------------------------------------------------------------------------------
+// Chat: output of background clients as it grows, signals, raw chat connections.
+// ---------------------------------------------------------------------------------------
+
+impl Running {
+    /// What it printed on stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stdout).unwrap_or_default()).into_owned()
+    }
+
+    /// Its stdout bytes so far, exactly as written.
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.stdout).unwrap_or_default()
+    }
+
+    /// The last `n` bytes of its stdout (cheap on a large output).
+    pub fn stdout_tail(&self, n: u64) -> String {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.stdout) else {
+            return String::new();
+        };
+        let len = f.metadata().map_or(0, |m| m.len());
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(n)));
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Sends a signal by name (`"STOP"`, `"CONT"`, `"TERM"`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {pid} failed");
+    }
+
+    /// Waits (up to `deadline`) until its stdout satisfies `pred`; returns that stdout,
+    /// or `None` (with the output seen so far left to the caller to report).
+    pub fn wait_stdout(&self, deadline: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        poll(deadline, || Some(self.stdout_so_far()).filter(|s| pred(s)))
+    }
+
+    /// Waits (up to `deadline`) until its stderr contains `needle`.
+    pub fn wait_stderr(&self, deadline: Duration, needle: &str) -> bool {
+        poll(deadline, || {
+            self.stderr_so_far().contains(needle).then_some(())
+        })
+        .is_some()
+    }
+}
+
+impl RawConn {
+    /// Logs in with a password; the session token, or `None` if refused.
+    pub async fn login(&mut self, user: &str, password: &str) -> Option<String> {
+        let req = Request::Login {
+            user: user.into(),
+            password: xfer_proto::Secret::new(password),
+        };
+        match self.request(req).await? {
+            Response::LoggedIn {
+                token: Some(token), ..
+            } => Some(token.expose().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Authenticates with a token from [`RawConn::login`]; whether it was accepted.
+    pub async fn authenticate(&mut self, token: &str) -> bool {
+        let req = Request::Authenticate {
+            token: xfer_proto::Secret::new(token),
+        };
+        matches!(self.request(req).await, Some(Response::LoggedIn { .. }))
+    }
+
+    /// Sends a request without waiting for anything.
+    pub async fn send(&mut self, req: Request) -> bool {
+        self.framed.send(Frame::Message(req)).await.is_ok()
+    }
+
+    /// Sends a request and reads until its answer, collecting the chat events that
+    /// arrive first; `None` if the connection closed.
+    pub async fn request_collecting(
+        &mut self,
+        req: Request,
+        events: &mut Vec<xfer_proto::ChatEvent>,
+    ) -> Option<Response> {
+        self.send(req).await.then_some(())?;
+        loop {
+            match self.next().await? {
+                Response::Event(e) => events.push(*e),
+                other => return Some(other),
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //! Commands that need a logged-in connection start with [`open_session`].
 
+pub mod chat;
 pub mod login;
 pub mod logout;
 pub mod ls;
@@ -10,6 +11,7 @@ pub mod mv;
 pub mod pull;
 pub mod push;
 pub mod rm;
+pub mod send;
 pub mod whoami;
 
 use anyhow::Result;

@@ -1,4 +1,4 @@
-//! `xfer pull REMOTE... [LOCAL] [-r] [--force] [-q] [--limit-rate RATE] [--preview]`.
+//! `xfer pull REMOTE... [LOCAL] [-r] [--force] [-q] [--limit-rate RATE] [--compress] [--preview]`.
 //!
 //! With one argument it is REMOTE and LOCAL is `.`; with two or more the last is LOCAL.
 //! LOCAL is a directory (files go to `LOCAL/NAME`) when it ends with `/`, is an existing
@@ -7,8 +7,6 @@
 //! Names from remote listings are checked to be single components before they become
 //! local paths.
 
-use std::io::IsTerminal as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -20,11 +18,12 @@ use crate::cmd::{open_session, remote_kind, report_failures};
 use crate::error::UsageError;
 use crate::home::Home;
 use crate::output::escape_control;
+use crate::preview::Preview;
 use crate::transfer::progress::Progress;
 use crate::transfer::ratelimit::parse_rate;
 use crate::transfer::{
-    Failure, Options, Outcome, check_name, looks_like_image, normalize_remote, outcome_line,
-    pull::pull_file, remote_basename, remote_join, split_sources,
+    Failure, Options, Outcome, check_name, normalize_remote, outcome_line, pull::pull_file,
+    remote_basename, remote_join, split_sources,
 };
 
 /// Arguments of `xfer pull`.
@@ -45,6 +44,10 @@ pub struct Args {
     /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
     #[arg(long, value_name = "RATE")]
     pub limit_rate: Option<String>,
+    /// Ask for zstd-compressed chunks: helps for text, logs and sparse images over a slow
+    /// link; chunks that do not shrink (media, archives) travel raw.
+    #[arg(long)]
+    pub compress: bool,
     /// Show pulled images in the terminal (ignored when stdout is not a terminal).
     #[arg(long)]
     pub preview: bool,
@@ -142,8 +145,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let opts = Options {
         force: args.force,
         limit_rate,
+        compress: args.compress,
     };
-    let preview = args.preview && std::io::stdout().is_terminal();
+    let preview = Preview::new(args.preview, args.quiet, &progress);
     let mut failures = Vec::new();
     for step in steps {
         match step {
@@ -153,8 +157,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 match pull_file(&mut client, &remote, &dest, &opts, &progress).await {
                     Ok(outcome) => {
                         progress.result(&outcome_line(&dest.display().to_string(), &outcome));
-                        if preview && matches!(outcome, Outcome::Done { .. } | Outcome::UpToDate) {
-                            show_preview(&dest, &progress);
+                        if matches!(outcome, Outcome::Done { .. } | Outcome::UpToDate) {
+                            preview.show(&dest, &progress).await;
                         }
                     }
                     Err(Failure::File(e)) => failures.push(e),
@@ -201,20 +205,6 @@ async fn walk_remote(
         stack.extend(subdirs.into_iter().rev());
     }
     Ok(())
-}
-
-/// `--preview`: this build has no terminal image renderer; say so for images.
-fn show_preview(dest: &Path, progress: &Progress) {
-    let mut head = [0u8; 16];
-    let n = std::fs::File::open(dest)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    if looks_like_image(&head[..n]) {
-        progress.note(&format!(
-            "{}: preview not supported in this build",
-            dest.display()
-        ));
-    }
 }
 
 #[cfg(test)]

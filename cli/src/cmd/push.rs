@@ -1,4 +1,4 @@
-//! `xfer push LOCAL... [REMOTE] [-r] [--force] [-q] [--limit-rate RATE]`.
+//! `xfer push LOCAL... [REMOTE] [-r] [--force] [-q] [--limit-rate RATE] [--compress]`.
 //!
 //! With one argument it is LOCAL and REMOTE is the home; with two or more the last is
 //! REMOTE. REMOTE is a directory (files go to `REMOTE/NAME`) when it ends with `/`, is
@@ -41,6 +41,10 @@ pub struct Args {
     /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
     #[arg(long, value_name = "RATE")]
     pub limit_rate: Option<String>,
+    /// Send zstd-compressed chunks: helps for text, logs and sparse images over a slow
+    /// link; chunks that do not shrink (media, archives) travel raw.
+    #[arg(long)]
+    pub compress: bool,
 }
 
 /// One step of a push.
@@ -134,6 +138,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let opts = Options {
         force: args.force,
         limit_rate,
+        compress: args.compress,
     };
     let mut failures = Vec::new();
     for step in steps {

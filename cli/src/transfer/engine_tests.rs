@@ -18,7 +18,8 @@ use super::{Failure, Options, Outcome};
 use crate::client::Client;
 use crate::target::ServerAddr;
 
-const CS: usize = 1000;
+/// The smallest chunk size the protocol allows (1 KiB), so small files have many chunks.
+const CS: usize = 1024;
 const PAGE: usize = 3;
 
 #[derive(Default)]
@@ -37,6 +38,10 @@ struct Mock {
     cut_after: Option<usize>,
     /// Flip a byte of this chunk index when serving it (the frame keeps the true digest).
     corrupt: Option<u64>,
+    /// Announce a whole-file digest other than the one the chunks add up to.
+    wrong_digest: bool,
+    /// Compressed chunk frames received.
+    compressed: usize,
 }
 
 enum Open {
@@ -46,6 +51,11 @@ enum Open {
 
 fn chunks_of(data: &[u8]) -> Vec<&[u8]> {
     data.chunks(CS).collect()
+}
+
+/// The protocol's digest of chunk `i` of a file of `size` bytes.
+fn chunk_digest(chunk: &[u8], i: usize, size: usize) -> Digest {
+    Digest::of_chunk(chunk, (i * CS) as u64, size as u64).expect("a valid chunk")
 }
 
 async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
@@ -59,6 +69,10 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
             let mut s = state.lock().unwrap();
             match frame {
                 Frame::Chunk(c) => {
+                    if c.encoding != xfer_proto::ChunkEncoding::Raw {
+                        s.compressed += 1;
+                    }
+                    let c = c.into_raw().expect("a decodable chunk");
                     s.received += 1;
                     if s.cut_after.is_some_and(|n| s.received > n) {
                         return;
@@ -66,8 +80,9 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                     let Some(Open::Put(path)) = open.get(&c.transfer_id) else {
                         panic!("chunk for no upload")
                     };
-                    assert_eq!(Digest::of(&c.data), c.digest);
                     let p = s.partials.get_mut(path).unwrap();
+                    let i = c.offset as usize / CS;
+                    assert_eq!(chunk_digest(&c.data, i, p.size as usize), c.digest);
                     p.chunks[c.offset as usize / CS] = Some(c.data);
                     out.push(Frame::Message(Response::ChunkAck {
                         transfer_id: c.transfer_id,
@@ -109,15 +124,24 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                         ..
                     } => {
                         let digests: Vec<Option<Digest>> = match &open[&transfer_id] {
-                            Open::Put(path) => s.partials[path]
-                                .chunks
-                                .iter()
-                                .map(|c| c.as_ref().map(|d| Digest::of(d)))
-                                .collect(),
-                            Open::Get(path) => chunks_of(&s.files[path])
-                                .into_iter()
-                                .map(|c| Some(Digest::of(c)))
-                                .collect(),
+                            Open::Put(path) => {
+                                let p = &s.partials[path];
+                                p.chunks
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, c)| {
+                                        c.as_ref().map(|d| chunk_digest(d, i, p.size as usize))
+                                    })
+                                    .collect()
+                            }
+                            Open::Get(path) => {
+                                let data = &s.files[path];
+                                chunks_of(data)
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(i, c)| Some(chunk_digest(c, i, data.len())))
+                                    .collect()
+                            }
                         };
                         let page = digests
                             .into_iter()
@@ -154,7 +178,11 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                             out.push(Frame::Message(Response::GetReady {
                                 transfer_id: next_id,
                                 size: data.len() as u64,
-                                digest: Digest::of(data),
+                                digest: if s.wrong_digest {
+                                    Digest::of(b"something else")
+                                } else {
+                                    Digest::of(data)
+                                },
                                 chunk_size: CS as u32,
                                 modified_unix: 1_700_000_000,
                             }));
@@ -170,7 +198,7 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                         transfer_id,
                         first,
                         count,
-                        ..
+                        compress,
                     } => {
                         let Open::Get(path) = &open[&transfer_id] else {
                             panic!("chunks of no download")
@@ -178,17 +206,18 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                         let data = &s.files[path];
                         for i in first..first + count {
                             let c = chunks_of(data)[i as usize];
-                            let digest = Digest::of(c);
+                            let digest = chunk_digest(c, i as usize, data.len());
                             let mut bytes = c.to_vec();
                             if s.corrupt == Some(i) {
                                 bytes[0] ^= 1;
                             }
-                            out.push(Frame::Chunk(Chunk::raw(
-                                transfer_id,
-                                i * CS as u64,
-                                digest,
-                                Bytes::from(bytes),
-                            )));
+                            let chunk =
+                                Chunk::raw(transfer_id, i * CS as u64, digest, Bytes::from(bytes));
+                            out.push(Frame::Chunk(if compress {
+                                chunk.compress(1)
+                            } else {
+                                chunk
+                            }));
                         }
                     }
                     Request::Close { transfer_id } => {
@@ -229,10 +258,21 @@ async fn push(
     remote: &str,
     force: bool,
 ) -> Result<Outcome, Failure> {
+    push_with(state, local, remote, force, false).await
+}
+
+async fn push_with(
+    state: &Arc<Mutex<Mock>>,
+    local: &Path,
+    remote: &str,
+    force: bool,
+    compress: bool,
+) -> Result<Outcome, Failure> {
     let mut c = connect(state);
     let opts = Options {
         force,
         limit_rate: None,
+        compress,
     };
     push_file(&mut c, local, remote, &opts, &Progress::new(true, 1)).await
 }
@@ -243,10 +283,21 @@ async fn pull(
     dest: &Path,
     force: bool,
 ) -> Result<Outcome, Failure> {
+    pull_with(state, remote, dest, force, false).await
+}
+
+async fn pull_with(
+    state: &Arc<Mutex<Mock>>,
+    remote: &str,
+    dest: &Path,
+    force: bool,
+    compress: bool,
+) -> Result<Outcome, Failure> {
     let mut c = connect(state);
     let opts = Options {
         force,
         limit_rate: None,
+        compress,
     };
     pull_file(&mut c, remote, dest, &opts, &Progress::new(true, 1)).await
 }
@@ -406,6 +457,57 @@ async fn a_corrupt_chunk_stops_the_pull_and_a_rerun_resumes_from_the_verified_pa
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn compressed_push_and_pull_are_byte_identical() {
+    let state = Arc::new(Mutex::new(Mock::default()));
+    let tmp = tempfile::tempdir().unwrap();
+    // Text-like (compresses) with a random stretch (sent raw) in the middle.
+    let mut content: Vec<u8> = b"line of a log file, again and again\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(9 * CS + 17)
+        .collect();
+    content[3 * CS..4 * CS].copy_from_slice(&data(CS, 77));
+    let local = tmp.path().join("log");
+    std::fs::write(&local, &content).unwrap();
+    push_with(&state, &local, "log", false, true).await.unwrap();
+    assert_eq!(state.lock().unwrap().files["log"], content);
+    // Ten chunks: the random one and the 17-byte tail do not shrink.
+    assert_eq!(state.lock().unwrap().compressed, 8);
+    let dest = tmp.path().join("back");
+    pull_with(&state, "log", &dest, false, true).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+}
+
+#[tokio::test]
+async fn a_manifest_that_does_not_add_up_to_the_announced_digest_is_refused_before_data() {
+    let state = Arc::new(Mutex::new(Mock::default()));
+    let content = data(5 * CS + 3, 4);
+    {
+        let mut s = state.lock().unwrap();
+        s.files.insert("f".into(), content.clone());
+        s.wrong_digest = true;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("f");
+    let err = pull(&state, "f", &dest, false).await.unwrap_err();
+    assert!(
+        matches!(err, Failure::File(_)),
+        "the connection is still usable"
+    );
+    let msg = format!("{:#}", err.into_error());
+    assert!(msg.contains("do not add up"), "{msg}");
+    assert!(
+        !dest.exists() && !super::part_path(&dest).exists(),
+        "nothing written"
+    );
+
+    state.lock().unwrap().wrong_digest = false;
+    pull(&state, "f", &dest, false).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
 }
 
 #[tokio::test]

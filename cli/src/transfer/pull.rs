@@ -3,10 +3,12 @@
 //! Data goes into `NAME.xfer-part` beside the destination. On a re-run the part file's
 //! chunks are re-verified against the server's manifest (the source of truth) and only
 //! missing or bad ones are requested, in contiguous `GetChunks` runs with the next run
-//! requested before the current one has arrived. A blocking writer task checks each
-//! chunk's BLAKE3 against the manifest before writing it, and feeds the whole-file
-//! hasher in file order. When all is there and the whole-file digest matches, the part
-//! file is fsynced and renamed into place, and the directory fsynced.
+//! requested before the current one has arrived. The manifest must add up to the
+//! announced whole-file digest ([`Digest::of_chunks`]) before any data is asked for; a
+//! blocking writer task then decompresses each chunk (with `--compress`) and checks its
+//! digest against the manifest before writing it, so every byte is hashed once and a
+//! file whose chunks all match has the announced digest. When all is there, the part file is fsynced and renamed into
+//! place, and the directory fsynced.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -15,9 +17,8 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
-use bytes::Bytes;
 use tokio::sync::mpsc;
-use xfer_proto::{Digest, Request};
+use xfer_proto::{Chunk, ChunkEncoding, Digest, Request};
 
 use super::progress::Progress;
 use super::ratelimit::Throttle;
@@ -36,17 +37,9 @@ const RUNS_AHEAD: usize = 2;
 const WRITE_AHEAD: usize = 8;
 
 enum ToWriter {
-    Chunk(u64, Bytes),
+    /// Chunk `index`, as it travelled (decompressed by the writer).
+    Chunk(u64, Chunk),
     Finish,
-}
-
-/// What the part file already holds, from [`verify_part`].
-struct PartState {
-    /// Per chunk: present and matching the manifest.
-    good: Vec<bool>,
-    /// Whole-file hasher fed with chunks `0..hashed` (a good prefix).
-    hasher: xfer_proto::checksum::Hasher,
-    hashed: u64,
 }
 
 /// Downloads `remote` into `dest` (the exact local path).
@@ -88,6 +81,17 @@ pub async fn pull_file(
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ProtocolError(format!("server's manifest of `{remote}` has gaps")))?;
+    if Digest::of_chunks(&manifest) != get.digest {
+        close_quietly(client, id).await?;
+        return Err(Failure::File(
+            IntegrityError(format!(
+                "the server's chunk digests of `{remote}` do not add up to its BLAKE3 {}; \
+                 nothing was downloaded",
+                get.digest
+            ))
+            .into(),
+        ));
+    }
     let manifest = std::sync::Arc::new(manifest);
 
     let part = part_path(dest);
@@ -105,7 +109,7 @@ pub async fn pull_file(
             return Err(Failure::File(e));
         }
     };
-    let state = {
+    let good = {
         let file = file.try_clone().context("duplicating a file handle")?;
         let manifest = manifest.clone();
         tokio::task::spawn_blocking(move || verify_part(&file, size, chunk_size, &manifest))
@@ -113,9 +117,9 @@ pub async fn pull_file(
             .context("verification task failed")?
             .with_context(|| format!("reading `{}`", part.display()))?
     };
-    let needed: Vec<u64> = (0..n).filter(|&i| !state.good[i as usize]).collect();
+    let needed: Vec<u64> = (0..n).filter(|&i| !good[i as usize]).collect();
     let verified: u64 = (0..n)
-        .filter(|&i| state.good[i as usize])
+        .filter(|&i| good[i as usize])
         .map(|i| chunk_range(size, chunk_size, i).1 as u64)
         .sum();
     let resumed_at = (verified > 0).then(|| {
@@ -128,7 +132,7 @@ pub async fn pull_file(
     let writer = {
         let manifest = manifest.clone();
         tokio::task::spawn_blocking(move || {
-            write_chunks(file, size, chunk_size, &manifest, state, rx)
+            write_chunks(file, size, chunk_size, &manifest, good, rx)
         })
     };
 
@@ -139,18 +143,21 @@ pub async fn pull_file(
     let mut transferred = 0u64;
     let received = async {
         for run in runs.by_ref().take(RUNS_AHEAD) {
-            request_run(client, id, run, &mut pending).await?;
+            request_run(client, id, run, opts.compress, &mut pending).await?;
         }
         client.flush().await?;
         while let Some(&(first, count)) = pending.front() {
             for index in first..first + count {
                 let chunk = client.recv_chunk().await?;
                 let (offset, len) = chunk_range(size, chunk_size, index);
-                if chunk.transfer_id != id || chunk.offset != offset || chunk.data.len() != len {
+                let raw_len = match chunk.encoding {
+                    ChunkEncoding::Raw => chunk.data.len(),
+                    ChunkEncoding::Zstd { raw_len } => raw_len as usize,
+                };
+                if chunk.transfer_id != id || chunk.offset != offset || raw_len != len {
                     return Err(ProtocolError(format!(
-                        "server sent data at offset {} ({} bytes) where chunk {index} was expected",
+                        "server sent data at offset {} ({raw_len} bytes) where chunk {index} was expected",
                         chunk.offset,
-                        chunk.data.len()
                     ))
                     .into());
                 }
@@ -160,11 +167,12 @@ pub async fn pull_file(
                     ))
                     .into());
                 }
-                let wait = throttle.take(len as u64);
+                // The rate limit is on what crosses the network.
+                let wait = throttle.take(chunk.data.len() as u64);
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                if tx.send(ToWriter::Chunk(index, chunk.data)).await.is_err() {
+                if tx.send(ToWriter::Chunk(index, chunk)).await.is_err() {
                     // The writer stopped: its own error says why.
                     return Ok(false);
                 }
@@ -173,7 +181,7 @@ pub async fn pull_file(
             }
             pending.pop_front();
             if let Some(run) = runs.next() {
-                request_run(client, id, run, &mut pending).await?;
+                request_run(client, id, run, opts.compress, &mut pending).await?;
                 client.flush().await?;
             }
         }
@@ -200,15 +208,6 @@ pub async fn pull_file(
         .context("writer task failed")??
         .ok_or_else(|| anyhow::anyhow!("download of `{remote}` stopped before it was complete"))?;
     fp.finish();
-    if digest != get.digest {
-        let _ = std::fs::remove_file(&part);
-        return Err(IntegrityError(format!(
-            "`{remote}` arrived with BLAKE3 {digest}, but the server announced {}; \
-             the partial download was removed, re-run to fetch it again",
-            get.digest
-        ))
-        .into());
-    }
     close_quietly(client, id).await?;
     install(&part, dest, get.modified_unix)
         .with_context(|| format!("moving `{}` into place", part.display()))?;
@@ -258,6 +257,7 @@ async fn request_run(
     client: &mut Client,
     transfer_id: u64,
     (first, count): (u64, u64),
+    compress: bool,
     pending: &mut VecDeque<(u64, u64)>,
 ) -> Result<()> {
     client
@@ -265,21 +265,21 @@ async fn request_run(
             transfer_id,
             first,
             count,
-            compress: false,
+            compress,
         })
         .await?;
     pending.push_back((first, count));
     Ok(())
 }
 
-/// Re-verifies what a part file holds against the manifest; trims it if it is longer
-/// than the file. Chunks of a good prefix are also fed to the whole-file hasher.
+/// Re-verifies what a part file holds against the manifest (per chunk: present and
+/// matching); trims the file if it is longer than the remote one.
 fn verify_part(
     file: &File,
     size: u64,
     chunk_size: u32,
     manifest: &[Digest],
-) -> std::io::Result<PartState> {
+) -> std::io::Result<Vec<bool>> {
     let n = manifest.len() as u64;
     let mut len = file.metadata()?.len();
     if len > size {
@@ -287,8 +287,6 @@ fn verify_part(
         len = size;
     }
     let mut good = vec![false; manifest.len()];
-    let mut hasher = Digest::hasher();
-    let mut hashed = 0u64;
     let mut buf = vec![0u8; chunk_size as usize];
     for i in 0..n {
         let (offset, clen) = chunk_range(size, chunk_size, i);
@@ -297,77 +295,50 @@ fn verify_part(
         }
         let data = &mut buf[..clen];
         file.read_exact_at(data, offset)?;
-        if Digest::of(data) == manifest[i as usize] {
-            good[i as usize] = true;
-            if hashed == i {
-                hasher.update(data);
-                hashed += 1;
-            }
-        }
+        good[i as usize] = Digest::of_chunk(data, offset, size) == Some(manifest[i as usize]);
     }
-    Ok(PartState {
-        good,
-        hasher,
-        hashed,
-    })
+    Ok(good)
 }
 
-/// The writer task: verifies each chunk against the manifest, writes it, and feeds the
-/// whole-file hasher in order (reading back chunks the part file already held). Returns
-/// the whole-file digest after `Finish`, with the part file fsynced, or `None` when the
-/// sender went away without finishing.
+/// The writer task: verifies each chunk against the manifest and writes it. Returns the
+/// whole-file digest (that of the manifest, which was checked against the announced
+/// one) after `Finish`, with every chunk present and the part file fsynced, or `None`
+/// when the sender went away without finishing.
 fn write_chunks(
     file: File,
     size: u64,
     chunk_size: u32,
     manifest: &[Digest],
-    state: PartState,
+    mut have: Vec<bool>,
     mut rx: mpsc::Receiver<ToWriter>,
 ) -> Result<Option<Digest>> {
-    let PartState {
-        good,
-        mut hasher,
-        mut hashed,
-    } = state;
-    let mut buf = Vec::new();
-    let mut hash_held =
-        |upto: u64, hasher: &mut xfer_proto::checksum::Hasher, hashed: &mut u64| -> Result<()> {
-            while *hashed < upto {
-                let i = *hashed;
-                if !good[i as usize] {
-                    return Err(ProtocolError(format!("chunk {i} never arrived")).into());
-                }
-                let (offset, len) = chunk_range(size, chunk_size, i);
-                buf.resize(len, 0);
-                file.read_exact_at(&mut buf, offset)
-                    .context("reading the part file back")?;
-                hasher.update(&buf);
-                *hashed += 1;
-            }
-            Ok(())
-        };
     loop {
         match rx.blocking_recv() {
-            Some(ToWriter::Chunk(index, data)) => {
-                if Digest::of(&data) != manifest[index as usize] {
+            Some(ToWriter::Chunk(index, chunk)) => {
+                let (offset, _) = chunk_range(size, chunk_size, index);
+                // Bounded by the chunk's announced length, itself at most 1 MiB.
+                let data = chunk
+                    .into_raw()
+                    .map_err(|e| ProtocolError(format!("server sent chunk {index}: {e}")))?
+                    .data;
+                if Digest::of_chunk(&data, offset, size) != Some(manifest[index as usize]) {
                     let _ = file.sync_data();
                     return Err(IntegrityError(format!(
                         "chunk {index} failed verification; the part file keeps the chunks verified so far"
                     ))
                     .into());
                 }
-                let (offset, _) = chunk_range(size, chunk_size, index);
                 file.write_all_at(&data, offset)
                     .context("writing the part file")?;
-                hash_held(index, &mut hasher, &mut hashed)?;
-                hasher.update(&data);
-                hashed = index + 1;
+                have[index as usize] = true;
             }
             Some(ToWriter::Finish) => {
-                hash_held(manifest.len() as u64, &mut hasher, &mut hashed)?;
+                if let Some(i) = have.iter().position(|&h| !h) {
+                    return Err(ProtocolError(format!("chunk {i} never arrived")).into());
+                }
                 file.set_len(size).context("sizing the part file")?;
                 file.sync_all().context("syncing the part file")?;
-                return Ok(Some(hasher.finalize()));
+                return Ok(Some(Digest::of_chunks(manifest)));
             }
             None => {
                 // Interrupted: keep what was written for the next run; the receiving

@@ -2,9 +2,11 @@
 //!
 //! `PutBegin` decides admission; on `PutReady` the server's manifest (if it holds
 //! chunks) says what can be skipped. A blocking reader task reads the file in chunk-sized
-//! blocks and hashes each chunk; a second blocking task computes the whole-file BLAKE3
-//! from the same buffers. The async loop sends the chunks the server lacks, keeping up
-//! to [`PUT_WINDOW`] unacknowledged, then commits with the whole-file digest.
+//! blocks into recycled buffers, hashes each chunk once (the whole-file digest follows
+//! from the chunk digests, [`Digest::of_chunks`]) and, with `--compress`, compresses
+//! the chunks the server lacks, so neither hashing nor zstd runs on the async threads.
+//! The async loop sends the chunks the server lacks, keeping up to [`PUT_WINDOW`]
+//! unacknowledged, then commits with the whole-file digest.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -19,8 +21,8 @@ use xfer_proto::{Chunk, Digest, PUT_WINDOW, Response, SNIFF_LEN};
 use super::progress::Progress;
 use super::ratelimit::Throttle;
 use super::{
-    Failure, FileFailure as _, Options, Outcome, check_chunk_size, chunk_count, chunk_range,
-    hash_file_async, must_send,
+    COMPRESS_LEVEL, Failure, FileFailure as _, Options, Outcome, check_chunk_size, chunk_count,
+    chunk_range, hash_file_async, must_send,
 };
 use crate::client::{Client, PutStart};
 use crate::error::{ConflictError, ProtocolError};
@@ -28,21 +30,99 @@ use crate::error::{ConflictError, ProtocolError};
 /// Chunks read ahead of the send loop.
 const READ_AHEAD: usize = 4;
 
-/// One chunk read and hashed.
-type ReadChunk = (u64, Bytes, Digest);
+/// What the reader hands the send loop for one chunk, in file order.
+enum ReadChunk {
+    /// The server already holds this chunk with the same digest: `len` bytes verified.
+    Held(u64),
+    /// A chunk to send (compressed when asked and worth it); `len` is its size in the file.
+    Send { chunk: Chunk, len: u64 },
+}
 
-/// Uploads `local` to `remote` (the exact destination path).
+/// What the reader needs to know about the transfer.
+struct ReadPlan {
+    transfer_id: u64,
+    size: u64,
+    chunk_size: u32,
+    /// The server's manifest of what it holds (empty when nothing).
+    held: Vec<Option<Digest>>,
+    compress: bool,
+}
+
+/// Where an upload goes: a path in the user's own space (`push`), or another user's
+/// inbox (`send`). Only the request that opens the transfer differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination<'a> {
+    /// This exact path in the user's own space (`PutBegin`).
+    Path(&'a str),
+    /// `inbox/<this user>/<name>` in the space of user `to` (`SendBegin`).
+    Inbox {
+        /// The recipient.
+        to: &'a str,
+        /// The file name there (one component).
+        name: &'a str,
+    },
+}
+
+impl<'a> From<&'a str> for Destination<'a> {
+    fn from(path: &'a str) -> Self {
+        Destination::Path(path)
+    }
+}
+
+impl<'a> From<&'a String> for Destination<'a> {
+    fn from(path: &'a String) -> Self {
+        Destination::Path(path)
+    }
+}
+
+impl Destination<'_> {
+    /// How messages and the progress bar name it: the path, or `@USER/NAME`.
+    pub fn label(&self) -> String {
+        match self {
+            Destination::Path(p) => (*p).to_string(),
+            Destination::Inbox { to, name } => format!("@{to}/{name}"),
+        }
+    }
+
+    /// What the upload does, for error context: ``pushing to `a/b` `` or
+    /// ``sending `b` to bob``.
+    pub fn action(&self) -> String {
+        match self {
+            Destination::Path(p) => format!("pushing to `{p}`"),
+            Destination::Inbox { to, name } => format!("sending `{name}` to {to}"),
+        }
+    }
+
+    /// Opens (or resumes) the transfer with `PutBegin` or `SendBegin`.
+    async fn begin(
+        &self,
+        client: &mut Client,
+        size: u64,
+        force: bool,
+        head: Bytes,
+    ) -> anyhow::Result<PutStart> {
+        match self {
+            Destination::Path(p) => client.put_begin(p, size, force, head).await,
+            Destination::Inbox { to, name } => client.send_begin(to, name, size, force, head).await,
+        }
+    }
+}
+
+/// Uploads `local` to `remote` (the exact destination path, or another user's inbox).
 ///
 /// # Errors
 /// [`Failure::File`] when the upload was refused or conflicts before any data flowed
 /// (the connection can go on); [`Failure::Fatal`] otherwise.
-pub async fn push_file(
+pub async fn push_file<'a>(
     client: &mut Client,
     local: &Path,
-    remote: &str,
+    remote: impl Into<Destination<'a>>,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Outcome, Failure> {
+    let dest = remote.into();
+    let label = dest.label();
+    let remote = label.as_str();
     let file = File::open(local)
         .with_context(|| format!("opening `{}`", local.display()))
         .file_failure()?;
@@ -61,10 +141,10 @@ pub async fn push_file(
         .with_context(|| format!("reading `{}`", local.display()))
         .file_failure()?;
 
-    let start = client
-        .put_begin(remote, size, opts.force, head)
+    let start = dest
+        .begin(client, size, opts.force, head)
         .await
-        .with_context(|| format!("pushing to `{remote}`"))
+        .with_context(|| dest.action())
         .file_failure()?;
     let (transfer_id, chunk_size, chunks_held) = match start {
         PutStart::Exists {
@@ -96,16 +176,14 @@ pub async fn push_file(
     };
 
     let (tx, mut rx) = mpsc::channel::<std::io::Result<ReadChunk>>(READ_AHEAD);
-    let (whole_tx, whole_rx) = std::sync::mpsc::sync_channel::<Bytes>(READ_AHEAD * 2);
-    let reader =
-        tokio::task::spawn_blocking(move || read_chunks(&file, size, chunk_size, &tx, &whole_tx));
-    let hasher = tokio::task::spawn_blocking(move || {
-        let mut h = Digest::hasher();
-        while let Ok(b) = whole_rx.recv() {
-            h.update(&b);
-        }
-        h.finalize()
-    });
+    let plan = ReadPlan {
+        transfer_id,
+        size,
+        chunk_size,
+        held,
+        compress: opts.compress,
+    };
+    let reader = tokio::task::spawn_blocking(move || read_chunks(&file, &plan, &tx));
 
     let fp = progress.file(remote, size, 0);
     let mut throttle = Throttle::new(opts.limit_rate);
@@ -114,22 +192,23 @@ pub async fn push_file(
     let mut transferred = 0u64;
     let mut first_sent: Option<u64> = None;
     while let Some(item) = rx.recv().await {
-        let (index, data, digest) =
-            item.with_context(|| format!("reading `{}`", local.display()))?;
-        let (offset, len) = chunk_range(size, chunk_size, index);
-        let len = len as u64;
-        if !must_send(&held, index, &digest) {
-            verified += len;
-            fp.inc(len);
-            continue;
-        }
+        let (chunk, len) = match item.with_context(|| format!("reading `{}`", local.display()))? {
+            ReadChunk::Held(len) => {
+                verified += len;
+                fp.inc(len);
+                continue;
+            }
+            ReadChunk::Send { chunk, len } => (chunk, len),
+        };
+        let offset = chunk.offset;
         first_sent.get_or_insert(offset);
         while in_flight.len() >= PUT_WINDOW {
             client.flush().await?;
             let len = await_ack(client, transfer_id, &mut in_flight).await?;
             fp.inc(len);
         }
-        let wait = throttle.take(len);
+        // The rate limit is on what crosses the network.
+        let wait = throttle.take(chunk.data.len() as u64);
         if !wait.is_zero() {
             client.flush().await?;
             // Count acknowledgements while waiting, so progress follows the server.
@@ -142,9 +221,7 @@ pub async fn push_file(
                 }
             }
         }
-        client
-            .feed_chunk(Chunk::raw(transfer_id, offset, digest, data))
-            .await?;
+        client.feed_chunk(chunk).await?;
         in_flight.push_back((offset, len));
         transferred += len;
         // Take in the acknowledgements that are already here (never waits).
@@ -155,13 +232,16 @@ pub async fn push_file(
             }
         }
     }
-    reader.await.context("file reader task failed")?;
+    let digests = reader
+        .await
+        .context("file reader task failed")?
+        .ok_or_else(|| anyhow!("reading `{}` stopped early", local.display()))?;
     client.flush().await?;
     while !in_flight.is_empty() {
         let len = await_ack(client, transfer_id, &mut in_flight).await?;
         fp.inc(len);
     }
-    let digest = hasher.await.context("hashing task failed")?;
+    let digest = Digest::of_chunks(&digests);
     fp.finish();
 
     let (committed_size, committed) = client
@@ -234,36 +314,99 @@ fn read_head(file: &File, size: u64) -> std::io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// Reads every chunk in order, hashing each, and hands it to the send loop and to the
-/// whole-file hasher. Stops quietly when the send loop has gone away.
+/// A chunk buffer that goes back to the reader's pool when the last `Bytes` viewing it
+/// is dropped (once the frame is encoded or the chunk compressed). Reused buffers are
+/// not zeroed again and stay warm in the cache; the pool never holds more buffers than
+/// were in flight at once (about `READ_AHEAD` + 2).
+struct Pooled {
+    buf: Vec<u8>,
+    home: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // The reader may have finished; then the buffer is simply freed.
+        let _ = self.home.send(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Reads every chunk in order into pooled buffers, hashing each, and hands it to the
+/// send loop (as a chunk to send, compressed if asked, or as one the server holds).
+/// Returns every chunk's digest, or `None` when it stopped early: after sending an
+/// error, or because the send loop has gone away.
 fn read_chunks(
     file: &File,
-    size: u64,
-    chunk_size: u32,
+    plan: &ReadPlan,
     tx: &mpsc::Sender<std::io::Result<ReadChunk>>,
-    whole: &std::sync::mpsc::SyncSender<Bytes>,
-) {
-    for index in 0..chunk_count(size, chunk_size) {
-        let (offset, len) = chunk_range(size, chunk_size, index);
-        let mut buf = vec![0u8; len];
-        let item = match file.read_exact_at(&mut buf, offset) {
-            Ok(()) => {
-                let data = Bytes::from(buf);
-                let digest = Digest::of(&data);
-                if whole.send(data.clone()).is_err() {
-                    return;
-                }
-                Ok((index, data, digest))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(std::io::Error::new(
-                e.kind(),
-                "the file shrank while it was being sent",
-            )),
-            Err(e) => Err(e),
-        };
+) -> Option<Vec<Digest>> {
+    let n = chunk_count(plan.size, plan.chunk_size);
+    let mut digests = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let (home, pool) = std::sync::mpsc::channel::<Vec<u8>>();
+    for index in 0..n {
+        // A recycled buffer, when one is back; `read_chunk` sizes it.
+        let buf = pool.try_recv().unwrap_or_default();
+        let item = read_chunk(file, plan, index, buf).map(|(buf, digest)| {
+            digests.push(digest);
+            let data = Bytes::from_owner(Pooled {
+                buf,
+                home: home.clone(),
+            });
+            prepare(plan, index, data, digest)
+        });
         let failed = item.is_err();
         if tx.blocking_send(item).is_err() || failed {
-            return;
+            return None;
         }
+    }
+    Some(digests)
+}
+
+/// Reads chunk `index` into `buf` and hashes it.
+fn read_chunk(
+    file: &File,
+    plan: &ReadPlan,
+    index: u64,
+    mut buf: Vec<u8>,
+) -> std::io::Result<(Vec<u8>, Digest)> {
+    let (offset, len) = chunk_range(plan.size, plan.chunk_size, index);
+    // Free for a recycled buffer: all chunks but the last have the same length.
+    buf.resize(len, 0);
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(e.kind(), "the file shrank while it was being sent")
+        } else {
+            e
+        }
+    })?;
+    let digest = Digest::of_chunk(&buf, offset, plan.size).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "chunk size {} cannot be hashed as a BLAKE3 subtree",
+            plan.chunk_size
+        ))
+    })?;
+    Ok((buf, digest))
+}
+
+/// What the send loop gets for a chunk read and hashed: skip it if the server holds it
+/// with this digest, else send it (compressed when asked and worth it).
+fn prepare(plan: &ReadPlan, index: u64, data: Bytes, digest: Digest) -> ReadChunk {
+    let (offset, len) = chunk_range(plan.size, plan.chunk_size, index);
+    if !must_send(&plan.held, index, &digest) {
+        return ReadChunk::Held(len as u64);
+    }
+    let chunk = Chunk::raw(plan.transfer_id, offset, digest, data);
+    ReadChunk::Send {
+        chunk: if plan.compress {
+            chunk.compress(COMPRESS_LEVEL)
+        } else {
+            chunk
+        },
+        len: len as u64,
     }
 }

@@ -1,12 +1,509 @@
-//! Chat requests of a session (placeholder until the hub lands).
+//! Chat requests of a session (15–22) and the events it pushes.
+//!
+//! `Say`, `History`, `Who` and `Channels` work on any authenticated connection.
+//! `ChatOpen` makes the connection a chat connection: it gets an inbox on the bus
+//! (direct messages, file notices, presence) and may `Join` channels, each a broadcast
+//! receiver. The request loop waits on those next to the socket ([`ChatState::next`])
+//! and writes what arrives as `Event` frames between responses. Replays (stored direct
+//! messages at `ChatOpen`, `Missed` notes) are queued in [`ChatState::pending`] and
+//! written right after the response that caused them.
+//!
+//! A connection that reads too slowly blocks only its own session on the socket
+//! write; meanwhile the bus skips it past (`Missed`), and nobody else waits.
 
-use xfer_proto::{ErrorCode, Request, Response};
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use super::Session;
+use futures_util::SinkExt;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use xfer_proto::{
+    ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Request, Response, Target,
+};
+
+use super::{End, Session, not_logged_in};
+use crate::chat::{
+    ChatError, ConnId, ConvKey, Envelope, Inbox, Subscriptions, TokenBucket, check_text,
+};
+use crate::config::ChatConfig;
+
+/// Events written per flush when many are ready at once.
+const MAX_EVENT_BATCH: usize = 64;
+/// Room left in a `Joined` frame for everything but the replayed messages' texts.
+const JOINED_BUDGET: usize = xfer_proto::MAX_FRAME_LEN - 64 * 1024;
+
+/// Something that arrived for this connection.
+pub(super) enum Incoming {
+    /// From the inbox.
+    Inbox(Arc<Envelope>),
+    /// From a channel, or how far this connection fell behind it.
+    Channel(String, Result<Arc<Envelope>, RecvError>),
+    /// Inbox events that did not fit, by conversation.
+    Dropped(Vec<(String, u64)>),
+}
+
+struct OpenChat {
+    inbox: Inbox,
+    channels: Subscriptions<Arc<Envelope>>,
+    /// Per channel (`#x`) or conversation (`@y`), the largest id already sent in a
+    /// replay: live copies up to it are skipped.
+    seen: HashMap<String, u64>,
+    /// Which source is polled first next time, so neither can starve the other.
+    inbox_first: bool,
+}
+
+/// The chat side of a session.
+pub(super) struct ChatState {
+    bucket: TokenBucket,
+    open: Option<OpenChat>,
+    /// Events to write right after the current response.
+    pub pending: VecDeque<ChatEvent>,
+}
+
+impl ChatState {
+    pub fn new(config: &ChatConfig) -> ChatState {
+        ChatState {
+            bucket: TokenBucket::new(
+                config.messages_per_sec,
+                config.message_burst,
+                Instant::now(),
+            ),
+            open: None,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Whether `ChatOpen` was accepted on this connection.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// This connection on the bus, once chat is open.
+    pub fn open_conn(&self) -> Option<ConnId> {
+        self.open.as_ref().map(|o| o.inbox.id)
+    }
+
+    /// Leaves the bus (channels, presence). Safe to call when not open.
+    pub fn close(&mut self) {
+        self.open = None;
+        self.pending.clear();
+    }
+
+    /// The next thing that arrived; pending forever while chat is not open.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the inbox and the channel receivers lose nothing unless it is
+    /// returned.
+    pub async fn next(&mut self) -> Incoming {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// What has already arrived, without waiting.
+    pub fn try_next(&mut self) -> Option<Incoming> {
+        match self.poll_next(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(incoming) => Some(incoming),
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        let Some(open) = &mut self.open else {
+            return Poll::Pending;
+        };
+        let dropped = open.inbox.take_drops();
+        if !dropped.is_empty() {
+            return Poll::Ready(Incoming::Dropped(dropped));
+        }
+        open.inbox_first = !open.inbox_first;
+        let order: [Source; 2] = if open.inbox_first {
+            [poll_inbox, poll_channels]
+        } else {
+            [poll_channels, poll_inbox]
+        };
+        // Both are polled before `Pending`, so both have registered a waker.
+        for poll in order {
+            if let Poll::Ready(incoming) = poll(open, cx) {
+                return Poll::Ready(incoming);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Turns what arrived into the events to write: skips this connection's own
+    /// events and live copies of what a replay already sent.
+    pub fn accept(&mut self, incoming: Incoming, me: &str, out: &mut Vec<ChatEvent>) {
+        let Some(open) = &mut self.open else {
+            return;
+        };
+        let envelope = match incoming {
+            Incoming::Dropped(counts) => {
+                out.extend(
+                    counts
+                        .into_iter()
+                        .map(|(target, count)| ChatEvent::Missed { target, count }),
+                );
+                return;
+            }
+            Incoming::Channel(target, Err(RecvError::Lagged(count))) => {
+                out.push(ChatEvent::Missed { target, count });
+                return;
+            }
+            Incoming::Channel(_, Err(RecvError::Closed)) => return,
+            Incoming::Inbox(envelope) | Incoming::Channel(_, Ok(envelope)) => envelope,
+        };
+        if envelope.origin == Some(open.inbox.id) {
+            return;
+        }
+        if let ChatEvent::Message(m) = &envelope.event {
+            let conversation = conversation_of(m, me);
+            if open
+                .seen
+                .get(&conversation)
+                .is_some_and(|&seen| m.id <= seen)
+            {
+                return;
+            }
+        }
+        out.push(envelope.event.clone());
+    }
+}
+
+type Source = fn(&mut OpenChat, &mut Context<'_>) -> Poll<Incoming>;
+
+fn poll_inbox(open: &mut OpenChat, cx: &mut Context<'_>) -> Poll<Incoming> {
+    open.inbox.poll_recv(cx).map(Incoming::Inbox)
+}
+
+fn poll_channels(open: &mut OpenChat, cx: &mut Context<'_>) -> Poll<Incoming> {
+    open.channels
+        .poll_next(cx)
+        .map(|(key, r)| Incoming::Channel(key, r))
+}
+
+/// The channel (`#x`) or, for `me`, the direct conversation (`@other`) of a message.
+fn conversation_of(m: &ChatMessage, me: &str) -> String {
+    if m.target.starts_with('#') || m.from == me {
+        m.target.clone()
+    } else {
+        format!("@{}", m.from)
+    }
+}
+
+fn chat_error(e: &ChatError) -> Response {
+    if let ChatError::Store(inner) = e
+        && e.code() == ErrorCode::Internal
+    {
+        tracing::error!(error = %inner, "chat store failure");
+    }
+    Response::error(e.code(), e.peer_message())
+}
+
+fn channel_name(s: &str) -> Result<String, ChatError> {
+    match Target::parse(s)? {
+        Target::Channel(name) => Ok(name),
+        Target::User(_) => Err(ChatError::BadTarget(xfer_proto::TargetError::BadChannel)),
+    }
+}
+
+/// Drops the oldest messages until the texts fit `budget` bytes; returns how many.
+fn fit(messages: &mut Vec<ChatMessage>, budget: usize) -> u64 {
+    let size = |m: &ChatMessage| {
+        128 + m.from.len()
+            + m.target.len()
+            + match &m.body {
+                MessageBody::Text(t) => t.len(),
+                MessageBody::File { path, .. } => path.len() + 48,
+            }
+    };
+    let mut total: usize = messages.iter().map(size).sum();
+    let mut cut = 0;
+    while total > budget && cut < messages.len() {
+        total -= size(&messages[cut]);
+        cut += 1;
+    }
+    messages.drain(..cut);
+    cut as u64
+}
 
 impl Session {
     /// Requests 15–22.
-    pub(super) async fn handle_chat(&mut self, _request: Request) -> Response {
-        Response::error(ErrorCode::BadRequest, "chat is not available yet")
+    pub(super) async fn handle_chat(&mut self, request: Request) -> Response {
+        let Some(auth) = &self.auth else {
+            return not_logged_in();
+        };
+        let user = auth.user.clone();
+        let result = match request {
+            Request::ChatOpen { after } => self.chat_open(&user, after).await,
+            Request::Join {
+                channel,
+                history,
+                after,
+            } => self.join(&channel, history, after).await,
+            Request::Part { channel } => self.part(&channel),
+            Request::Say { target, text } => self.say(&user, &target, text).await,
+            Request::History {
+                target,
+                count,
+                before,
+            } => self.chat_history(&user, &target, count, before).await,
+            Request::Who { channel } => self.who(channel.as_deref()),
+            Request::Channels => Ok(Response::Channels {
+                channels: self.state.chat.bus().channels(),
+            }),
+            Request::SetAway { away } => self.set_away(away),
+            _ => Ok(Response::error(ErrorCode::BadRequest, "unexpected request")),
+        };
+        result.unwrap_or_else(|e| chat_error(&e))
+    }
+
+    /// Refuses when the connection's bucket is empty; the connection stays usable.
+    fn throttle(&mut self) -> Result<(), ChatError> {
+        if self.chat.bucket.take(Instant::now()) {
+            Ok(())
+        } else {
+            Err(ChatError::Throttled {
+                per_sec: self.chat.bucket.per_sec(),
+                burst: self.chat.bucket.burst(),
+            })
+        }
+    }
+
+    fn open_id(&self) -> Result<ConnId, ChatError> {
+        self.chat.open_conn().ok_or(ChatError::NotOpen)
+    }
+
+    async fn chat_open(&mut self, user: &str, after: Option<u64>) -> Result<Response, ChatError> {
+        if self.chat.is_open() {
+            return Err(ChatError::AlreadyOpen);
+        }
+        let chat = self.state.chat.clone();
+        // Connect first, then read: whatever is stored from here on arrives live too,
+        // and `seen` tells the copies apart.
+        let inbox = chat.connect(user);
+        let replay = chat.replay(user, after).await?;
+        self.chat.open = Some(OpenChat {
+            inbox,
+            channels: Subscriptions::default(),
+            seen: replay.seen,
+            inbox_first: true,
+        });
+        let pending = &mut self.chat.pending;
+        pending.extend(
+            replay
+                .missed
+                .into_iter()
+                .map(|(target, count)| ChatEvent::Missed { target, count }),
+        );
+        pending.extend(replay.messages.into_iter().map(ChatEvent::Message));
+        Ok(Response::ChatOpened {
+            user: user.to_owned(),
+            last_id: chat.history().last_id(),
+        })
+    }
+
+    async fn join(
+        &mut self,
+        channel: &str,
+        history: u32,
+        after: Option<u64>,
+    ) -> Result<Response, ChatError> {
+        let id = self.open_id()?;
+        let name = channel_name(channel)?;
+        self.throttle()?;
+        let chat = self.state.chat.clone();
+        let joined = chat.bus().join(id, &name)?;
+        let key = ConvKey::Channel(name.clone());
+        let limit = MAX_HISTORY as usize;
+        let page = match after {
+            Some(after) => chat.history().after(&key, after, limit, |_| true).await,
+            None => {
+                let n = (history as usize).min(limit);
+                chat.history().last(&key, n, None).await
+            }
+        };
+        let mut page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = chat.bus().part(id, &name);
+                return Err(e.into());
+            }
+        };
+        let members_size: usize = joined.members.iter().map(|p| p.user.len() + 8).sum();
+        let cut = fit(
+            &mut page.messages,
+            JOINED_BUDGET.saturating_sub(members_size),
+        );
+        let target = format!("#{name}");
+        let skipped = page.skipped + cut;
+        if skipped > 0 {
+            self.chat.pending.push_back(ChatEvent::Missed {
+                target: target.clone(),
+                count: skipped,
+            });
+        }
+        if let Some(open) = &mut self.chat.open {
+            open.channels.insert(target.clone(), joined.receiver);
+            open.seen.insert(target.clone(), page.last_read);
+        }
+        Ok(Response::Joined {
+            channel: target,
+            members: joined.members,
+            history: page.messages,
+        })
+    }
+
+    fn part(&mut self, channel: &str) -> Result<Response, ChatError> {
+        let id = self.open_id()?;
+        let name = channel_name(channel)?;
+        self.throttle()?;
+        self.state.chat.bus().part(id, &name)?;
+        if let Some(open) = &mut self.chat.open {
+            let target = format!("#{name}");
+            open.channels.remove(&target);
+            open.seen.remove(&target);
+        }
+        Ok(Response::Ok)
+    }
+
+    async fn say(&mut self, user: &str, target: &str, text: String) -> Result<Response, ChatError> {
+        let target = Target::parse(target)?;
+        check_text(&text)?;
+        if let Target::User(to) = &target
+            && self.state.passwords.lookup(to).is_none()
+        {
+            return Err(ChatError::NoUser(to.clone()));
+        }
+        self.throttle()?;
+        let origin = self.chat.open_conn();
+        let message = self
+            .state
+            .chat
+            .post(origin, user, &target, MessageBody::Text(text))
+            .await?;
+        Ok(Response::Said {
+            id: message.id,
+            time_unix_ms: message.time_unix_ms,
+        })
+    }
+
+    async fn chat_history(
+        &mut self,
+        user: &str,
+        target: &str,
+        count: u32,
+        before: Option<u64>,
+    ) -> Result<Response, ChatError> {
+        let target = Target::parse(target)?;
+        let key = ConvKey::of(&target, user);
+        let history = self.state.chat.history();
+        if let Target::User(to) = &target
+            && !history.exists(&key)
+            && self.state.passwords.lookup(to).is_none()
+        {
+            return Err(ChatError::NoUser(to.clone()));
+        }
+        let count = count.min(MAX_HISTORY) as usize;
+        let page = history.last(&key, count, before).await?;
+        Ok(Response::History {
+            target: target.to_string(),
+            messages: page.messages,
+        })
+    }
+
+    fn who(&self, channel: Option<&str>) -> Result<Response, ChatError> {
+        let channel = channel.map(channel_name).transpose()?;
+        Ok(Response::Who {
+            users: self.state.chat.bus().who(channel.as_deref()),
+        })
+    }
+
+    fn set_away(&mut self, away: bool) -> Result<Response, ChatError> {
+        let id = self.open_id()?;
+        self.throttle()?;
+        self.state.chat.bus().set_away(id, away);
+        Ok(Response::Ok)
+    }
+
+    /// Writes what arrived, with whatever else is ready (one flush per batch).
+    pub(super) async fn deliver_chat(
+        &mut self,
+        first: Incoming,
+        shutdown: &CancellationToken,
+    ) -> Result<(), End> {
+        let Some(me) = self.auth.as_ref().map(|a| a.user.clone()) else {
+            self.chat.close();
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        self.chat.accept(first, &me, &mut events);
+        while events.len() < MAX_EVENT_BATCH {
+            let Some(more) = self.chat.try_next() else {
+                break;
+            };
+            self.chat.accept(more, &me, &mut events);
+        }
+        self.write_events(events, shutdown).await
+    }
+
+    /// Writes the events queued by the last request.
+    pub(super) async fn write_pending_chat(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), End> {
+        while !self.chat.pending.is_empty() {
+            let n = self.chat.pending.len().min(MAX_EVENT_BATCH);
+            let batch: Vec<ChatEvent> = self.chat.pending.drain(..n).collect();
+            self.write_events(batch, shutdown).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes events and flushes, giving up on a peer that does not read for the idle
+    /// time or when the server shuts down. Direct messages to this user that were
+    /// written raise the user's delivery marker.
+    async fn write_events(
+        &mut self,
+        events: Vec<ChatEvent>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), End> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let Some(me) = self.auth.as_ref().map(|a| a.user.clone()) else {
+            return Ok(());
+        };
+        let to_me = format!("@{me}");
+        let delivered = events
+            .iter()
+            .filter_map(|e| match e {
+                ChatEvent::Message(m) if m.target == to_me => Some(m.id),
+                _ => None,
+            })
+            .max();
+        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        let framed = &mut self.framed;
+        let write = async {
+            for event in events {
+                framed
+                    .feed(Frame::Message(Response::Event(Box::new(event))))
+                    .await?;
+            }
+            framed.flush().await
+        };
+        tokio::select! {
+            r = timeout(idle, write) => match r {
+                Ok(Ok(())) => {}
+                _ => return Err(End::PeerClosed),
+            },
+            () = shutdown.cancelled() => return Err(End::Shutdown),
+        }
+        if let Some(id) = delivered {
+            self.state.chat.delivered().advance(&me, id);
+        }
+        Ok(())
     }
 }

@@ -4,10 +4,11 @@
 //! login deadline; `Login` or `Authenticate` lifts both. Every failure a peer can
 //! cause ends in an error reply (when the peer still speaks xfer) and a closed
 //! connection, never in a panic or an effect on other sessions. File requests and
-//! chunk frames are served in `files.rs`; chat arrives with a later issue.
+//! chunk frames are served in `files.rs`; chat requests and pushed events in `chat.rs`.
 
 mod chat;
 mod files;
+mod send;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use xfer_proto::{
 use crate::accounts::{UserName, Verdict};
 use crate::audit::{self, Method};
 use crate::server::ServerState;
+use chat::ChatState;
 use files::Files;
 
 type Conn = Framed<TlsStream<TcpStream>, ServerCodec>;
@@ -64,6 +66,7 @@ pub async fn run(
         Instant::now() + Duration::from_secs(state.config.limits.login_timeout_secs);
     let mut session = Session {
         files: Files::new(state.storage.clone()),
+        chat: ChatState::new(&state.config.chat),
         state,
         peer,
         framed,
@@ -73,6 +76,8 @@ pub async fn run(
     };
     let end = session.serve(&shutdown).await;
     session.close_transfers().await;
+    // Leaves channels and, with the user's last connection, goes offline.
+    session.chat.close();
     match end {
         End::PeerClosed => debug!("connection closed by peer"),
         End::Protocol(ProtoError::Io(e)) => debug!(error = %e, "connection lost"),
@@ -151,12 +156,15 @@ struct Session {
     login_deadline: Instant,
     /// Open transfers and chunk frames being verified and written.
     files: Files,
+    /// Chat: rate limit, and once `ChatOpen` was accepted, this connection on the bus.
+    chat: ChatState,
 }
 
 /// What woke the request loop.
 enum Event {
     Frame(Result<Option<Result<Frame<Request>, ProtoError>>, tokio::time::error::Elapsed>),
     ChunkDone(files::ChunkOutcome),
+    Chat(chat::Incoming),
 }
 
 impl Session {
@@ -170,7 +178,9 @@ impl Session {
             // Every branch is cancel-safe: `Framed::next` keeps partial frames in its
             // buffer, and a chunk job is polled through `&mut JoinHandle`, never dropped.
             // Frames are not read while enough chunks wait: that is the backpressure.
+            // Chat events come last, so a busy room cannot starve this client's requests.
             let can_read = self.files.can_queue();
+            let chat_open = self.chat.is_open();
             let event = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -179,10 +189,17 @@ impl Session {
                 }
                 done = self.files.next_done() => Event::ChunkDone(done),
                 r = timeout_at(deadline, self.framed.next()), if can_read => Event::Frame(r),
+                incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
             };
             let next = match event {
                 Event::ChunkDone(done) => {
                     if let Err(end) = self.chunk_done(done).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Event::Chat(incoming) => {
+                    if let Err(end) = self.deliver_chat(incoming, shutdown).await {
                         return end;
                     }
                     continue;
@@ -249,11 +266,11 @@ impl Session {
                 transfer_id,
                 first,
                 count,
-                compress: _,
+                compress,
             } = request
             {
                 if let Err(end) = self
-                    .stream_chunks(transfer_id, first, count, shutdown)
+                    .stream_chunks(transfer_id, first, count, compress, shutdown)
                     .await
                 {
                     return end;
@@ -266,6 +283,10 @@ impl Session {
                 .map_or(true, |r| r.is_err())
             {
                 return End::PeerClosed;
+            }
+            // Replays and notes a chat request queued go right after its answer.
+            if let Err(end) = self.write_pending_chat(shutdown).await {
+                return end;
             }
             if self.auth.is_none()
                 && self.attempts >= self.state.config.login.max_attempts_per_connection
@@ -380,6 +401,8 @@ impl Session {
 
     fn authenticated(&mut self, user: String, token: Option<Secret>, expires_unix: u64) {
         tracing::Span::current().record("user", user.as_str());
+        // A chat connection belongs to the identity that opened it.
+        self.chat.close();
         // Only an authenticated peer may send full-size chunk frames.
         self.framed
             .codec_mut()
@@ -399,6 +422,7 @@ impl Session {
         let Some(auth) = self.auth.take() else {
             return not_logged_in();
         };
+        self.chat.close();
         if let Some(token) = auth.token {
             let st = self.state.clone();
             let revoked =

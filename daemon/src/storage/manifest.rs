@@ -8,12 +8,14 @@
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cap_std::fs::{Dir, Metadata, MetadataExt};
 use serde::{Deserialize, Serialize};
 use xfer_proto::Digest;
 
+use super::upload::DIGEST_SCHEME;
 use super::{CHUNK_SIZE, Download, StorageError, chunk_count, chunk_len, io_err};
 
 /// What identifies one version of a committed file.
@@ -51,6 +53,9 @@ pub(crate) struct Manifest {
 
 #[derive(Serialize, Deserialize)]
 struct ManifestFile {
+    /// [`DIGEST_SCHEME`] of `chunks`; a manifest of another scheme is recomputed.
+    #[serde(default)]
+    digests: u32,
     size: u64,
     mtime_ns: i128,
     digest: String,
@@ -62,7 +67,7 @@ impl Manifest {
     pub fn load(manifests: &Dir, stamp: Stamp) -> Option<Manifest> {
         let text = manifests.read(stamp.file_name()).ok()?;
         let f: ManifestFile = serde_json::from_slice(&text).ok()?;
-        if f.size != stamp.size || f.mtime_ns != stamp.mtime_ns {
+        if f.size != stamp.size || f.mtime_ns != stamp.mtime_ns || f.digests != DIGEST_SCHEME {
             return None;
         }
         let chunks = f
@@ -82,6 +87,7 @@ impl Manifest {
     /// Stores the manifest for `stamp` (atomically: temporary file, then rename).
     pub fn store(&self, manifests: &Dir, stamp: Stamp) -> Result<(), StorageError> {
         let f = ManifestFile {
+            digests: DIGEST_SCHEME,
             size: stamp.size,
             mtime_ns: stamp.mtime_ns,
             digest: self.digest.to_string(),
@@ -102,22 +108,19 @@ impl Manifest {
         let _ = manifests.remove_file(format!("{ino}.json"));
     }
 
-    /// Hashes a file: every chunk and the whole.
+    /// Hashes a file: every chunk, once; the whole-file digest follows from those.
     pub fn compute(file: &std::fs::File, size: u64) -> Result<Manifest, StorageError> {
-        let mut whole = Digest::hasher();
         let mut chunks = Vec::with_capacity(chunk_count(size) as usize);
         let mut buf = vec![0u8; CHUNK_SIZE as usize];
         let mut reader = file;
+        let changed = || StorageError::Conflict("the file changed while being hashed".into());
         for i in 0..chunk_count(size) {
             let len = chunk_len(size, i) as usize;
-            reader.read_exact(&mut buf[..len]).map_err(|_| {
-                StorageError::Conflict("the file changed while being hashed".into())
-            })?;
-            chunks.push(Digest::of(&buf[..len]));
-            whole.update(&buf[..len]);
+            reader.read_exact(&mut buf[..len]).map_err(|_| changed())?;
+            chunks.push(Digest::of_chunk(&buf[..len], i * CHUNK_SIZE, size).ok_or_else(changed)?);
         }
         Ok(Manifest {
-            digest: whole.finalize(),
+            digest: Digest::of_chunks(&chunks),
             chunks,
         })
     }
@@ -144,11 +147,58 @@ impl Manifest {
     }
 }
 
+/// Read buffers a download keeps for reuse: a chunk being sent, the next one being read,
+/// and one spare.
+const KEEP_READ_BUFFERS: usize = 3;
+
+/// Chunk buffers of one download, reused once the frame made from one is sent: a fresh
+/// 1 MiB buffer per chunk would be zeroed (and often faulted in) every time.
+#[derive(Default)]
+struct BufferPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut spare = self.lock();
+        if spare.len() < KEEP_READ_BUFFERS {
+            spare.push(buf);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        // A pool of plain buffers is consistent whatever a panicking holder did.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A chunk's data in a pooled buffer; goes back to the pool when the last `Bytes` viewing
+/// it is dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
 /// A committed file open for download.
 pub(crate) struct LocalDownload {
     file: std::fs::File,
     stamp: Stamp,
     manifest: Manifest,
+    buffers: Arc<BufferPool>,
 }
 
 impl LocalDownload {
@@ -157,6 +207,7 @@ impl LocalDownload {
             file,
             stamp,
             manifest,
+            buffers: Arc::default(),
         }
     }
 }
@@ -190,7 +241,9 @@ impl Download for LocalDownload {
                 StorageError::BadRequest("chunk index past the end of the file".into())
             })?;
         let len = chunk_len(self.stamp.size, index) as usize;
-        let mut buf = vec![0u8; len];
+        let mut buf = self.buffers.take();
+        // Free for a reused buffer: all chunks but the last have the same length.
+        buf.resize(len, 0);
         self.file
             .read_exact_at(&mut buf, index * CHUNK_SIZE)
             .map_err(|e| match e.kind() {
@@ -199,6 +252,12 @@ impl Download for LocalDownload {
                 }
                 _ => StorageError::io("reading a file", e),
             })?;
-        Ok((digest, Bytes::from(buf)))
+        Ok((
+            digest,
+            Bytes::from_owner(Pooled {
+                buf,
+                pool: self.buffers.clone(),
+            }),
+        ))
     }
 }

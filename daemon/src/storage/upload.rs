@@ -13,9 +13,11 @@
 //! last few entries to a crash only costs re-sending those chunks. Listings show the
 //! saved state, so what `ls` reports as received survives a crash of the daemon.
 //! On resume every recorded chunk is read back and re-hashed, so data damaged on disk
-//! is dropped from the held set and asked for again. The whole-file digest is computed
-//! incrementally as chunks arrive in order; at commit it is compared with the client's,
-//! the data is fsynced, renamed into place beneath the home and the directory fsynced.
+//! is dropped from the held set and asked for again. Chunk digests are BLAKE3 subtree
+//! chaining values ([`Digest::of_chunk`]), so the whole-file digest is derived from the
+//! verified chunk digests at commit ([`Digest::of_chunks`]) without reading or hashing
+//! the data again; it is compared with the client's, the data is fsynced, renamed into
+//! place beneath the home and the directory fsynced.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,9 +53,17 @@ pub(crate) fn meta_name(key: &str) -> String {
     format!("{key}.meta")
 }
 
+/// How chunk digests in `.meta` and manifest files are computed: 2 = subtree chaining
+/// values (protocol v2). Files written with another scheme (0 = absent: plain BLAKE3
+/// per chunk, protocol v1) are recomputed or discarded, never trusted.
+pub(crate) const DIGEST_SCHEME: u32 = 2;
+
 /// The `.meta` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PartialMeta {
+    /// [`DIGEST_SCHEME`] of `chunks`.
+    #[serde(default)]
+    pub digests: u32,
     /// Destination, normalized.
     pub path: String,
     pub size: u64,
@@ -105,9 +115,6 @@ struct Inner {
     file: std::fs::File,
     held: Vec<Option<Digest>>,
     held_count: u64,
-    /// Whole-file hash of chunks `0..hash_next`.
-    hasher: xfer_proto::checksum::Hasher,
-    hash_next: u64,
     unsaved: u32,
     last_saved: Instant,
     finished: bool,
@@ -145,9 +152,12 @@ impl LocalUpload {
         let n = chunk_count(size);
         let mut meta = PartialMeta::load(&space.partials, &key);
         if meta.as_ref().is_some_and(|m| {
-            m.size != size || m.chunk_size != CHUNK_SIZE || m.path != dest.as_str()
+            m.size != size
+                || m.chunk_size != CHUNK_SIZE
+                || m.path != dest.as_str()
+                || m.digests != DIGEST_SCHEME
         }) {
-            debug!(path = ?dest, "discarding a partial upload of another size");
+            debug!(path = ?dest, "discarding a partial upload of another size or format");
             remove_partial(&space.partials, &key)?;
             meta = None;
         }
@@ -172,8 +182,6 @@ impl LocalUpload {
         }
         let mut held = vec![None; n as usize];
         let mut held_count = 0;
-        let mut hasher = Digest::hasher();
-        let mut hash_next = 0;
         if let Some(meta) = &meta {
             let mut recorded: Vec<(u64, Digest)> = meta
                 .chunks
@@ -188,17 +196,13 @@ impl LocalUpload {
             for (i, digest) in recorded {
                 let len = chunk_len(size, i) as usize;
                 let ok = file.read_exact_at(&mut buf[..len], i * CHUNK_SIZE).is_ok()
-                    && Digest::of(&buf[..len]) == digest;
+                    && Digest::of_chunk(&buf[..len], i * CHUNK_SIZE, size) == Some(digest);
                 if !ok {
                     dropped += 1;
                     continue;
                 }
                 held[i as usize] = Some(digest);
                 held_count += 1;
-                if i == hash_next {
-                    hasher.update(&buf[..len]);
-                    hash_next += 1;
-                }
             }
             if dropped > 0 {
                 warn!(path = ?dest, dropped, "partial upload held damaged chunks; they will be sent again");
@@ -223,8 +227,6 @@ impl LocalUpload {
                 file,
                 held,
                 held_count,
-                hasher,
-                hash_next,
                 unsaved: 0,
                 last_saved: Instant::now(),
                 finished: false,
@@ -272,6 +274,7 @@ impl LocalUpload {
 
     fn save(&self, inner: &Inner) -> Result<(), StorageError> {
         let meta = PartialMeta {
+            digests: DIGEST_SCHEME,
             path: self.dest.as_str().to_owned(),
             size: self.size,
             chunk_size: CHUNK_SIZE,
@@ -285,25 +288,6 @@ impl LocalUpload {
                 .collect(),
         };
         meta.store(&self.space.partials, &self.key)
-    }
-
-    /// Feeds the whole-file hasher with every held chunk after `hash_next` that is on
-    /// disk in order, up to the first gap.
-    fn catch_up_hash(&self, inner: &mut Inner) -> Result<(), StorageError> {
-        let n = chunk_count(self.size);
-        let mut buf = Vec::new();
-        while inner.hash_next < n && inner.held[inner.hash_next as usize].is_some() {
-            let i = inner.hash_next;
-            let len = chunk_len(self.size, i) as usize;
-            buf.resize(len, 0);
-            inner
-                .file
-                .read_exact_at(&mut buf, i * CHUNK_SIZE)
-                .map_err(io_err("reading upload data"))?;
-            inner.hasher.update(&buf);
-            inner.hash_next += 1;
-        }
-        Ok(())
     }
 }
 
@@ -344,7 +328,7 @@ impl Upload for LocalUpload {
             )));
         }
         // The expensive part runs without the lock.
-        if Digest::of(data) != *digest {
+        if Digest::of_chunk(data, offset, self.size) != Some(*digest) {
             return Err(StorageError::ChecksumMismatch(format!(
                 "chunk at offset {offset} does not match its digest; it was discarded"
             )));
@@ -358,19 +342,8 @@ impl Upload for LocalUpload {
             .file
             .write_all_at(data, offset)
             .map_err(io_err("writing upload data"))?;
-        let previous = inner.held[index as usize].replace(*digest);
-        match previous {
-            None => inner.held_count += 1,
-            // The client's file changed: anything hashed from here on is stale.
-            Some(old) if old != *digest && index < inner.hash_next => {
-                inner.hasher = Digest::hasher();
-                inner.hash_next = 0;
-            }
-            Some(_) => {}
-        }
-        if index == inner.hash_next {
-            inner.hasher.update(data);
-            inner.hash_next += 1;
+        if inner.held[index as usize].replace(*digest).is_none() {
+            inner.held_count += 1;
         }
         inner.unsaved += 1;
         let since = inner.last_saved.elapsed();
@@ -412,8 +385,8 @@ impl Upload for LocalUpload {
                 n - inner.held_count
             )));
         }
-        self.catch_up_hash(&mut inner)?;
-        let whole = inner.hasher.finalize();
+        let chunks: Vec<Digest> = inner.held.iter().flatten().copied().collect();
+        let whole = Digest::of_chunks(&chunks);
         if whole != *digest {
             return Err(StorageError::ChecksumMismatch(format!(
                 "whole-file digest mismatch: the server assembled {whole}, the client announced {digest}"
@@ -471,11 +444,7 @@ impl Upload for LocalUpload {
         }
         let manifest = Manifest {
             digest: whole,
-            chunks: inner
-                .held
-                .iter()
-                .map(|d| d.expect("all chunks held"))
-                .collect(),
+            chunks,
         };
         if let Err(e) = manifest.store(&space.manifests, stamp) {
             warn!(error = %e, "storing the manifest of a committed file failed");

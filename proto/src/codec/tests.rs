@@ -340,3 +340,63 @@ fn targets_parse_and_refuse_what_they_should() {
     assert_eq!(Target::parse("@bob/../x"), Err(TargetError::BadUser));
     assert_eq!(Target::parse("#lab").unwrap().to_string(), "#lab");
 }
+
+/// Streams `n` chunk frames through a real `Framed`, keeping the last `hold` decoded
+/// chunks alive (as a transfer pipeline does), then one control message; returns the
+/// receiving codec's slab state as (slabs allocated, slabs kept).
+async fn stream_chunks(n: u64, hold: usize) -> (usize, usize) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let mut tx = Framed::new(a, ClientCodec::new(crate::MAX_FRAME_LEN));
+    let mut rx = Framed::new(b, ServerCodec::new(crate::MAX_FRAME_LEN));
+    let data: Bytes = (0..crate::CHUNK_SIZE).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&data);
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..n {
+            let chunk = Chunk::raw(1, i * crate::CHUNK_SIZE as u64, digest, sent.clone());
+            tx.send(Frame::Chunk(chunk)).await.unwrap();
+        }
+        tx.send(Frame::Message(Request::Ping)).await.unwrap();
+        tx
+    });
+    let mut held = std::collections::VecDeque::new();
+    for i in 0..n {
+        match rx.next().await.unwrap().unwrap() {
+            Frame::Chunk(c) => {
+                assert_eq!(c.offset, i * crate::CHUNK_SIZE as u64);
+                assert!(c.data == data, "chunk {i} arrived intact");
+                held.push_back(c);
+                if held.len() > hold {
+                    held.pop_front();
+                }
+            }
+            other => panic!("expected a chunk, got {other:?}"),
+        }
+    }
+    drop(held);
+    let last = rx.next().await.unwrap().unwrap();
+    assert_eq!(last, Frame::Message(Request::Ping));
+    let _tx = writer.await.unwrap();
+    let slabs = &rx.codec().slabs;
+    (slabs.allocated, slabs.shadows.len())
+}
+
+#[tokio::test]
+async fn chunk_frames_reuse_receive_buffers() {
+    // Four chunks alive at a time: a handful of buffers serve forty frames.
+    let (allocated, kept) = stream_chunks(40, 4).await;
+    assert!(
+        allocated <= 4 + 3,
+        "{allocated} receive buffers for 40 frames"
+    );
+    assert!(kept <= KEEP_SLABS, "an idle connection keeps {kept}");
+}
+
+#[tokio::test]
+async fn receive_buffers_are_bounded_when_every_chunk_is_held() {
+    // Nothing is ever released: past MAX_SLABS frames get plain allocations.
+    let n = MAX_SLABS as u64 + 10;
+    let (allocated, kept) = stream_chunks(n, n as usize).await;
+    assert_eq!(allocated, MAX_SLABS);
+    assert!(kept <= KEEP_SLABS, "an idle connection keeps {kept}");
+}

@@ -75,8 +75,8 @@ fn send_chunks(up: &dyn Upload, data: &[u8], range: std::ops::Range<u64>) {
     for i in range {
         let start = (i * CHUNK_SIZE) as usize;
         let chunk = &data[start..start + chunk_len(data.len() as u64, i) as usize];
-        up.write_chunk(i * CHUNK_SIZE, &Digest::of(chunk), chunk)
-            .unwrap();
+        let digest = Digest::of_chunk(chunk, i * CHUNK_SIZE, data.len() as u64).unwrap();
+        up.write_chunk(i * CHUNK_SIZE, &digest, chunk).unwrap();
     }
 }
 
@@ -140,7 +140,7 @@ fn upload_commit_list_and_download_round_trip() {
     let mut back = Vec::new();
     for i in 0..chunk_count(dl.size()) {
         let (d, bytes) = dl.read_chunk(i).unwrap();
-        assert_eq!(d, Digest::of(&bytes));
+        assert_eq!(Digest::of_chunk(&bytes, i * CHUNK_SIZE, dl.size()), Some(d));
         back.extend_from_slice(&bytes);
     }
     assert_eq!(back, data);
@@ -274,8 +274,9 @@ fn a_second_begin_takes_the_upload_over() {
     let second = f.ready("alice", "t", &data);
     assert_eq!(second.chunks_held(), 1);
     let chunk = &data[CHUNK_SIZE as usize..];
+    let digest = Digest::of_chunk(chunk, CHUNK_SIZE, data.len() as u64).unwrap();
     assert_eq!(
-        code(first.write_chunk(CHUNK_SIZE, &Digest::of(chunk), chunk)),
+        code(first.write_chunk(CHUNK_SIZE, &digest, chunk)),
         ErrorCode::Busy
     );
     send_chunks(&*second, &data, 1..2);

@@ -1,0 +1,16 @@
+//! The chat client: a connection that routes pushed events apart from answers
+//! ([`conn`]), what a session remembers to survive a dropped connection ([`state`]),
+//! the loop that drives it and reconnects ([`session`]), slash commands ([`command`],
+//! carried out in [`execute`]), how messages are shown ([`render`]), and the terminal
+//! side of interactive mode ([`terminal`]).
+//!
+//! `xfer chat` (in [`crate::cmd::chat`]) picks the mode; nothing here parses the
+//! command line or decides exit codes.
+
+pub mod command;
+pub mod conn;
+pub mod execute;
+pub mod render;
+pub mod session;
+pub mod state;
+pub mod terminal;

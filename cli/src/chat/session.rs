@@ -1,0 +1,581 @@
+//! A chat session that outlives its connections: one loop over pushed events, typed
+//! lines, a keep-alive ping and background file sends, which reconnects with backoff
+//! when the connection drops and replays what it missed.
+//!
+//! Replay: every message id is server-wide and increasing. The session keeps the
+//! largest id it has covered; after a reconnect it sends `ChatOpen { after }` and
+//! re-`Join`s each channel with `after`, and drops anything it already showed (by id).
+//! A `Missed` event (this connection read too slowly and the server dropped messages
+//! for it rather than make the room wait) is answered by paging `History` back to the
+//! last message seen there. Showing things is the [`Ui`]'s business; carrying out
+//! slash commands is in [`crate::chat::execute`].
+
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use xfer_proto::{ChatEvent, ChatMessage, ErrorCode, MAX_HISTORY};
+
+use super::conn::ChatConn;
+use super::state::{Backoff, State};
+use crate::cmd::open_session;
+use crate::error::{ErrorKind, RemoteError, error_kind};
+use crate::home::Home;
+use crate::output::escape_control;
+
+/// How often a quiet chat connection pings, well inside the server's idle timeout.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most messages one catch-up after lost messages fetches (older ones: `/history`).
+pub const MAX_CATCH_UP: usize = 10 * MAX_HISTORY as usize;
+
+/// Where a session shows things.
+pub trait Ui {
+    /// A message not shown before (`me` is this user).
+    fn message(&mut self, msg: &ChatMessage, me: &str);
+    /// A pushed event other than a message.
+    fn event(&mut self, event: &ChatEvent);
+    /// A line from the client: what a command did, the connection's state.
+    fn info(&mut self, text: &str);
+    /// Something failed; the session goes on.
+    fn error(&mut self, text: &str);
+    /// The session is ready for the next typed line (interactive mode shows a prompt).
+    fn ready(&mut self, _state: &State, _online: bool) {}
+    /// The output went away (a closed pipe): the session should end.
+    fn closed(&self) -> bool {
+        false
+    }
+}
+
+/// What the terminal side sends.
+#[derive(Debug)]
+pub enum Input {
+    /// A typed line.
+    Line(String),
+    /// Ctrl-C, Ctrl-D or end of input: leave.
+    End,
+}
+
+/// A file handed to someone in the background: the line to show when it ends.
+pub type TransferResult = std::result::Result<String, String>;
+
+/// A chat session: its state and, while connected, its connection.
+pub struct Session {
+    pub(crate) home: Home,
+    pub(crate) conn: Option<ChatConn>,
+    /// What survives reconnects.
+    pub state: State,
+    backoff: Backoff,
+    pub(crate) transfers: JoinSet<TransferResult>,
+}
+
+/// What woke the loop.
+enum Step {
+    Event(Result<ChatEvent>),
+    Input(Option<Input>),
+    Ping,
+    Transfer(TransferResult),
+}
+
+impl Session {
+    /// Connects with the saved login and opens chat; stored direct messages and file
+    /// notices follow as events.
+    ///
+    /// # Errors
+    /// As [`open_session`] and [`ChatConn::open`]: no retry on a first connection.
+    pub async fn open(home: &Home) -> Result<Session> {
+        let (_login, client) = open_session(home).await?;
+        let mut conn = ChatConn::new(client);
+        let (me, last_id) = conn.open(None).await?;
+        Ok(Session::with_conn(
+            home.clone(),
+            conn,
+            State::new(me, last_id),
+        ))
+    }
+
+    /// A session over an already opened chat connection.
+    pub fn with_conn(home: Home, conn: ChatConn, state: State) -> Session {
+        Session {
+            home,
+            conn: Some(conn),
+            state,
+            backoff: Backoff::default(),
+            transfers: JoinSet::new(),
+        }
+    }
+
+    /// The connection, or a network error while reconnecting.
+    pub(crate) fn conn(&mut self) -> Result<&mut ChatConn> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| crate::error::NetworkError::new("not connected").into())
+    }
+
+    /// Shows messages not shown before, in id order; returns how many it showed.
+    pub fn show_new(&mut self, mut messages: Vec<ChatMessage>, ui: &mut impl Ui) -> usize {
+        messages.sort_by_key(|m| m.id);
+        let mut shown = 0;
+        for m in &messages {
+            if self.state.accept(m) {
+                ui.message(m, &self.state.me);
+                shown += 1;
+            }
+        }
+        shown
+    }
+
+    /// Joins `channel` asking for its last `history` messages; returns `#name — members`
+    /// and those messages, for the caller to show (with [`Session::show_new`]).
+    ///
+    /// # Errors
+    /// As [`ChatConn::join`].
+    pub async fn join(
+        &mut self,
+        channel: &str,
+        history: u32,
+    ) -> Result<(String, Vec<ChatMessage>)> {
+        let (name, members, replay) = self.conn()?.join(channel, history, None).await?;
+        self.state.joined.insert(name.clone());
+        let line = format!(
+            "{} — {}",
+            escape_control(&name),
+            super::render::presence_list(&members)
+        );
+        Ok((line, replay))
+    }
+
+    /// Runs until the input ends, `/quit`, the output closes, or a failure that a
+    /// reconnect cannot fix (authentication, server identity, protocol).
+    ///
+    /// # Errors
+    /// That failure.
+    pub async fn run(
+        &mut self,
+        ui: &mut impl Ui,
+        mut input: Option<mpsc::Receiver<Input>>,
+    ) -> Result<()> {
+        let start = tokio::time::Instant::now() + PING_INTERVAL;
+        let mut ping = tokio::time::interval_at(start, PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ui.ready(&self.state, true);
+        while !ui.closed() {
+            let Some(conn) = self.conn.as_mut() else {
+                if self.wait_and_reconnect(ui, &mut input).await? {
+                    return self.finish(ui).await;
+                }
+                ping.reset();
+                continue;
+            };
+            let step = tokio::select! {
+                ev = conn.next_event() => Step::Event(ev),
+                line = next_input(&mut input) => Step::Input(line),
+                _ = ping.tick() => Step::Ping,
+                Some(done) = self.transfers.join_next(), if !self.transfers.is_empty() => {
+                    Step::Transfer(done.unwrap_or_else(|e| Err(format!("sending failed: {e}"))))
+                }
+            };
+            let result = match step {
+                Step::Event(Ok(ev)) => self.on_event(ev, ui).await,
+                Step::Event(Err(e)) => Err(e),
+                Step::Input(None | Some(Input::End)) => return self.finish(ui).await,
+                Step::Input(Some(Input::Line(line))) => {
+                    let handled = match self.execute_line(&line, ui).await {
+                        Ok(true) => return self.finish(ui).await,
+                        Ok(false) => Ok(()),
+                        Err(e) => self.connection_failed(e, ui),
+                    };
+                    // Exactly one prompt per line taken, once the line is dealt with.
+                    ui.ready(&self.state, self.conn.is_some());
+                    handled?;
+                    Ok(())
+                }
+                Step::Ping => self.ping().await,
+                Step::Transfer(Ok(line)) => {
+                    ui.info(&line);
+                    Ok(())
+                }
+                Step::Transfer(Err(line)) => {
+                    ui.error(&line);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                self.connection_failed(e, ui)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ping(&mut self) -> Result<()> {
+        self.conn()?.ping().await
+    }
+
+    /// Handles one pushed event.
+    async fn on_event(&mut self, event: ChatEvent, ui: &mut impl Ui) -> Result<()> {
+        match event {
+            ChatEvent::Message(m) => {
+                if self.state.accept(&m) {
+                    ui.message(&m, &self.state.me);
+                }
+                Ok(())
+            }
+            ChatEvent::Missed { ref target, count } => {
+                ui.event(&event);
+                let floor = self.state.floor_of(target, self.state.cursor());
+                let shown = self.catch_up(target, floor, ui).await?;
+                if (shown as u64) < count {
+                    // Older than anything shown here (e.g. more stored direct messages
+                    // than the server replays at connect): history still has them.
+                    ui.info(&format!(
+                        "{} of them predate this session; /history {count} in {} lists them",
+                        count - shown as u64,
+                        escape_control(target)
+                    ));
+                }
+                Ok(())
+            }
+            other => {
+                ui.event(&other);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fetches what `target` has after `floor`, newest page first, until a page reaches
+    /// `floor` (or [`MAX_CATCH_UP`]); shows what was not shown yet, in order, and
+    /// returns how many that was.
+    ///
+    /// # Errors
+    /// As [`ChatConn::history`].
+    pub async fn catch_up(&mut self, target: &str, floor: u64, ui: &mut impl Ui) -> Result<usize> {
+        let mut found: Vec<ChatMessage> = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self.conn()?.history(target, MAX_HISTORY, before).await?;
+            let Some(oldest) = page.first().map(|m| m.id) else {
+                break;
+            };
+            let full = page.len() >= MAX_HISTORY as usize;
+            found.extend(page.into_iter().filter(|m| m.id > floor));
+            if oldest <= floor || !full {
+                break;
+            }
+            if found.len() >= MAX_CATCH_UP {
+                ui.error(&format!(
+                    "more than {MAX_CATCH_UP} messages missed in {}; older ones: /history",
+                    escape_control(target)
+                ));
+                break;
+            }
+            before = Some(oldest);
+        }
+        Ok(self.show_new(found, ui))
+    }
+
+    /// A request or the connection failed: a lost connection starts reconnecting, a
+    /// refusal is shown, anything else ends the session.
+    fn connection_failed(&mut self, e: anyhow::Error, ui: &mut impl Ui) -> Result<()> {
+        if retryable(&e) {
+            ui.error(&format!("connection lost: {}", brief(&e)));
+            self.conn = None;
+            return Ok(());
+        }
+        if e.chain().any(|c| c.is::<RemoteError>()) {
+            ui.error(&escape_control(&format!("{e:#}")));
+            return Ok(());
+        }
+        Err(e)
+    }
+
+    /// Offline: waits out the backoff (still taking `/quit` and the end of input), then
+    /// tries once to reconnect. True when the user asked to leave meanwhile.
+    async fn wait_and_reconnect(
+        &mut self,
+        ui: &mut impl Ui,
+        input: &mut Option<mpsc::Receiver<Input>>,
+    ) -> Result<bool> {
+        let delay = self.backoff.next_delay();
+        ui.info(&format!("reconnecting in {:.1} s", delay.as_secs_f64()));
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                line = next_input(input) => match line {
+                    None | Some(Input::End) => return Ok(true),
+                    Some(Input::Line(l)) => {
+                        if super::command::parse(&l) == Ok(Some(super::command::Command::Quit)) {
+                            return Ok(true);
+                        }
+                        ui.error("not connected: nothing was sent; reconnecting");
+                        ui.ready(&self.state, false);
+                    }
+                },
+            }
+        }
+        match self.reconnect(ui).await {
+            Ok(()) => {
+                self.backoff.reset();
+                ui.info("reconnected");
+                Ok(false)
+            }
+            Err(e) if retryable(&e) => {
+                self.conn = None;
+                ui.error(&format!("reconnecting failed: {}", brief(&e)));
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a new connection and restores the session: chat with replay after the
+    /// cursor, every channel re-joined with the same replay, away again if it was.
+    async fn reconnect(&mut self, ui: &mut impl Ui) -> Result<()> {
+        let (_login, client) = open_session(&self.home).await?;
+        let mut conn = ChatConn::new(client);
+        let after = self.state.cursor();
+        conn.open(Some(after)).await?;
+        self.conn = Some(conn);
+        for channel in self.state.joined.clone() {
+            match self.conn()?.join(&channel, 0, Some(after)).await {
+                Ok((_, _, replay)) => {
+                    let full = replay.len() >= MAX_HISTORY as usize;
+                    self.show_new(replay, ui);
+                    if full {
+                        // More may have been said meanwhile than one answer carries.
+                        self.catch_up(&channel, after, ui).await?;
+                    }
+                }
+                Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
+                    ui.error(&format!(
+                        "could not re-join {}: {}",
+                        escape_control(&channel),
+                        escape_control(&format!("{e:#}"))
+                    ));
+                    self.state.joined.remove(&channel);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.state.away {
+            self.conn()?.set_away(true).await?;
+        }
+        Ok(())
+    }
+
+    /// Leaving: lets files being sent finish (re-running a send resumes it anyway).
+    async fn finish(&mut self, ui: &mut impl Ui) -> Result<()> {
+        if !self.transfers.is_empty() {
+            ui.info(&format!(
+                "waiting for {} file send(s) to finish (Ctrl-C stops; sending again resumes)",
+                self.transfers.len()
+            ));
+        }
+        while let Some(done) = self.transfers.join_next().await {
+            match done.unwrap_or_else(|e| Err(format!("sending failed: {e}"))) {
+                Ok(line) => ui.info(&line),
+                Err(line) => ui.error(&line),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The next input, or never when there is no input (follow mode).
+///
+/// # Cancel safety
+/// Cancel-safe, as `mpsc::Receiver::recv`.
+async fn next_input(input: &mut Option<mpsc::Receiver<Input>>) -> Option<Input> {
+    match input {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection failure in a few words for a chat line: what failed and its root
+/// cause, without the links some causes carry.
+fn brief(e: &anyhow::Error) -> String {
+    let top = e.to_string();
+    let root = e.root_cause().to_string();
+    let root = root.split(": http").next().unwrap_or_default();
+    let text = if root.is_empty() || top.contains(root) {
+        top
+    } else {
+        format!("{top} ({root})")
+    };
+    escape_control(&text).into_owned()
+}
+
+/// Whether reconnecting can fix `e`: the connection was lost, or the server is busy,
+/// restarting, or closed an idle connection.
+pub fn retryable(e: &anyhow::Error) -> bool {
+    if error_kind(e) == ErrorKind::Network {
+        return true;
+    }
+    e.chain().any(|c| {
+        c.downcast_ref::<RemoteError>().is_some_and(|r| {
+            matches!(
+                r.code,
+                ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::Timeout
+            )
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_util::codec::Framed;
+    use xfer_proto::{Frame, MessageBody, Request, Response, ServerCodec};
+
+    use super::*;
+    use crate::client::Client;
+    use crate::error::{AuthError, NetworkError, ProtocolError};
+    use crate::target::ServerAddr;
+
+    /// Records what a session shows.
+    #[derive(Default)]
+    struct Recorder {
+        messages: Vec<u64>,
+        events: usize,
+    }
+
+    impl Ui for Recorder {
+        fn message(&mut self, msg: &ChatMessage, _me: &str) {
+            self.messages.push(msg.id);
+        }
+        fn event(&mut self, _event: &ChatEvent) {
+            self.events += 1;
+        }
+        fn info(&mut self, _text: &str) {}
+        fn error(&mut self, _text: &str) {}
+    }
+
+    fn text(id: u64) -> ChatMessage {
+        ChatMessage {
+            id,
+            time_unix_ms: 0,
+            from: "bob".into(),
+            target: "#lab".into(),
+            body: MessageBody::Text(format!("m{id}")),
+        }
+    }
+
+    type Server = Framed<tokio::io::DuplexStream, ServerCodec>;
+
+    /// A session for alice (cursor at `last_id`) over an in-memory pipe; the server end.
+    fn session(last_id: u64) -> (Session, Server, tempfile::TempDir) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::open(Some(tmp.path().join("home"))).unwrap();
+        let client = Client::over_stream(a, ServerAddr::parse("test:1").unwrap());
+        let state = State::new("alice".into(), last_id);
+        let s = Session::with_conn(home, ChatConn::new(client), state);
+        let server = Framed::new(b, ServerCodec::new(xfer_proto::MAX_FRAME_LEN));
+        (s, server, tmp)
+    }
+
+    async fn push(server: &mut Server, event: ChatEvent) {
+        let frame = Frame::Message(Response::Event(Box::new(event)));
+        server.send(frame).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_session_pings_every_30_seconds() {
+        let (mut s, mut server, _tmp) = session(0);
+        let (tx, rx) = mpsc::channel(1);
+        let srv = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut at = Vec::new();
+            for _ in 0..3 {
+                match server.next().await {
+                    Some(Ok(Frame::Message(Request::Ping))) => {
+                        at.push(start.elapsed().as_secs());
+                        server.send(Frame::Message(Response::Pong)).await.unwrap();
+                    }
+                    other => panic!("expected a ping, got {other:?}"),
+                }
+            }
+            tx.send(Input::End).await.unwrap();
+            at
+        });
+        s.run(&mut Recorder::default(), Some(rx)).await.unwrap();
+        assert_eq!(srv.await.unwrap(), [30, 60, 90]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missed_messages_are_fetched_from_history_and_shown_once_in_order() {
+        let (mut s, mut server, _tmp) = session(10);
+        let (tx, rx) = mpsc::channel(1);
+        let srv = tokio::spawn(async move {
+            push(&mut server, ChatEvent::Message(text(11))).await;
+            push(&mut server, ChatEvent::Message(text(11))).await;
+            let missed = ChatEvent::Missed {
+                target: "#lab".into(),
+                count: 2,
+            };
+            push(&mut server, missed).await;
+            // The client pages back from the newest message to the last one it saw.
+            let Some(Ok(Frame::Message(Request::History { target, before, .. }))) =
+                server.next().await
+            else {
+                panic!("expected a history request")
+            };
+            assert_eq!((target.as_str(), before), ("#lab", None));
+            let history = Response::History {
+                target,
+                messages: (9..=15).map(text).collect(),
+            };
+            server.send(Frame::Message(history)).await.unwrap();
+            push(&mut server, ChatEvent::Message(text(15))).await;
+            push(&mut server, ChatEvent::Message(text(16))).await;
+            let _ = server.next().await;
+            drop(tx);
+        });
+        let mut ui = Recorder::default();
+        // Time is paused: this returns as soon as the session has nothing left to do.
+        let run = s.run(&mut ui, Some(rx));
+        let idle = tokio::time::timeout(std::time::Duration::from_secs(5), run).await;
+        assert!(idle.is_err(), "the session ended early: {idle:?}");
+        srv.abort();
+        assert_eq!(ui.messages, [11, 12, 13, 14, 15, 16]);
+        assert_eq!(ui.events, 1, "the missed note");
+        assert_eq!(s.state.cursor(), 16);
+    }
+
+    fn remote(code: ErrorCode) -> anyhow::Error {
+        RemoteError {
+            code,
+            message: "m".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn connection_failures_are_brief() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/x",
+        );
+        let e: anyhow::Error = NetworkError::with_source("connection to h:1 failed", io).into();
+        assert_eq!(
+            brief(&e),
+            "connection to h:1 failed (peer closed connection without sending TLS close_notify)"
+        );
+        assert_eq!(brief(&NetworkError::new("closed").into()), "closed");
+    }
+
+    #[test]
+    fn only_connection_trouble_is_retried() {
+        assert!(retryable(&NetworkError::new("closed").into()));
+        assert!(retryable(&remote(ErrorCode::ShuttingDown)));
+        assert!(retryable(&remote(ErrorCode::Busy)));
+        assert!(retryable(&remote(ErrorCode::Timeout)));
+        assert!(!retryable(&remote(ErrorCode::AuthFailed)));
+        assert!(!retryable(&remote(ErrorCode::NotFound)));
+        assert!(!retryable(&AuthError("expired".into()).into()));
+        assert!(!retryable(&ProtocolError("garbage".into()).into()));
+    }
+}

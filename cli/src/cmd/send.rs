@@ -1,0 +1,185 @@
+//! `xfer send USER LOCAL... [--force] [-q] [--limit-rate RATE]`: hand files to another
+//! user. Each lands in their inbox as `inbox/<you>/<NAME>`, uploaded with the same
+//! verified, resumable engine as `push` (re-running an interrupted send continues it);
+//! when it is committed the server tells the recipient in chat, at once if they are
+//! online, or when they next connect. Only the recipient can list or read their inbox.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use xfer_proto::valid_user_name;
+
+use crate::client::Client;
+use crate::cmd::{open_session, report_failures};
+use crate::error::UsageError;
+use crate::home::Home;
+use crate::output::{escape_control, human_bytes};
+use crate::transfer::progress::Progress;
+use crate::transfer::push::{Destination, push_file};
+use crate::transfer::ratelimit::parse_rate;
+use crate::transfer::{Failure, Options, Outcome, local_basename};
+
+/// Arguments of `xfer send`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipient's user name (`@` in front is allowed).
+    #[arg(value_name = "USER")]
+    pub user: String,
+    /// Files to hand over.
+    #[arg(value_name = "LOCAL", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Replace a different file you sent earlier under the same name.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// No progress and no per-file lines.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
+    #[arg(long, value_name = "RATE")]
+    pub limit_rate: Option<String>,
+}
+
+/// A recipient as typed (`bob` or `@bob`), checked against the account-name rule.
+///
+/// # Errors
+/// [`UsageError`] for anything else.
+pub fn recipient(user: &str) -> Result<String, UsageError> {
+    let name = user.strip_prefix('@').unwrap_or(user);
+    if valid_user_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(UsageError(format!(
+            "`{}` is not a user name (1 to 32 of a-z, A-Z, 0-9, '-', '_', '.', starting with a letter or digit)",
+            escape_control(user)
+        )))
+    }
+}
+
+/// Hands `local` to `to` under its file name over an open session.
+///
+/// # Errors
+/// As [`push_file`]; a local name that is not UTF-8 is a [`Failure::File`].
+pub async fn send_file(
+    client: &mut Client,
+    local: &Path,
+    to: &str,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<(String, Outcome), Failure> {
+    let name = local_basename(local).map_err(|e| Failure::File(e.into()))?;
+    let dest = Destination::Inbox { to, name: &name };
+    let outcome = push_file(client, local, dest, opts, progress).await?;
+    Ok((name, outcome))
+}
+
+/// The line shown when a file reached the recipient, e.g.
+/// `trip.mp4 -> bob  1.2 GiB  done, BLAKE3 9f2c0a11b3e4…`.
+pub fn sent_line(name: &str, to: &str, outcome: &Outcome) -> String {
+    let what = format!("{} -> {}", escape_control(name), escape_control(to));
+    match outcome {
+        Outcome::UpToDate => format!("{what}  already there (same content), nothing sent"),
+        Outcome::Done {
+            size,
+            digest,
+            verified,
+            resumed_at,
+            ..
+        } => {
+            let short = &digest.to_string()[..12];
+            let size = human_bytes(*size);
+            match resumed_at {
+                Some(at) => format!(
+                    "{what}  resuming at {} ({} verified)  …  done, {size}, BLAKE3 {short}…",
+                    human_bytes(*at),
+                    human_bytes(*verified)
+                ),
+                None => format!("{what}  {size}  done, BLAKE3 {short}…"),
+            }
+        }
+    }
+}
+
+/// Runs `xfer send`.
+///
+/// # Errors
+/// Not found (5: no such user or local file), conflict (6), refused (10: quota, type,
+/// size), integrity (7), network (8), local I/O (1), usage (2).
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let to = recipient(&args.user)?;
+    let limit_rate = match &args.limit_rate {
+        Some(r) => parse_rate(r)?,
+        None => None,
+    };
+    let mut total = 0;
+    for local in &args.files {
+        let meta = std::fs::metadata(local)
+            .with_context(|| format!("cannot read `{}`", local.display()))?;
+        if !meta.is_file() {
+            return Err(UsageError(format!(
+                "`{}` is not a regular file; only files can be sent",
+                local.display()
+            ))
+            .into());
+        }
+        local_basename(local)?;
+        total += meta.len();
+    }
+    let (_login, mut client) = open_session(home).await?;
+    let progress = Progress::new(args.quiet, args.files.len()).with_total_bytes(total);
+    let opts = Options {
+        force: args.force,
+        limit_rate,
+        ..Options::default()
+    };
+    let mut failures = Vec::new();
+    for local in &args.files {
+        match send_file(&mut client, local, &to, &opts, &progress).await {
+            Ok((name, outcome)) => {
+                if outcome == Outcome::UpToDate {
+                    progress.skipped(std::fs::metadata(local).map_or(0, |m| m.len()));
+                }
+                progress.result(&sent_line(&name, &to, &outcome));
+            }
+            Err(Failure::File(e)) => failures.push(e),
+            Err(Failure::Fatal(e)) => {
+                progress.finish();
+                return Err(e.context(format!("sending `{}` to {to}", local.display())));
+            }
+        }
+    }
+    progress.finish();
+    report_failures(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use xfer_proto::Digest;
+
+    use super::*;
+
+    #[test]
+    fn recipients_follow_the_account_rule() {
+        assert_eq!(recipient("bob").unwrap(), "bob");
+        assert_eq!(recipient("@Bob.x").unwrap(), "Bob.x");
+        for bad in ["", "@", "-bob", "a/b", "../x", "b\x1bob", &"x".repeat(33)] {
+            let e = recipient(bad).unwrap_err().to_string();
+            assert!(!e.contains('\x1b'), "{e}");
+        }
+    }
+
+    #[test]
+    fn result_lines() {
+        let done = Outcome::Done {
+            size: 2048,
+            digest: Digest([0x9f; 32]),
+            verified: 0,
+            resumed_at: None,
+            transferred: 2048,
+        };
+        assert_eq!(
+            sent_line("a.png", "bob", &done),
+            "a.png -> bob  2.0 KiB  done, BLAKE3 9f9f9f9f9f9f…"
+        );
+        assert!(sent_line("a", "bob", &Outcome::UpToDate).contains("already there"));
+    }
+}

@@ -1,0 +1,298 @@
+use std::io::Write as _;
+
+use super::logfile::MAX_RECORD_LEN;
+use super::*;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+fn config() -> HistoryConfig {
+    HistoryConfig {
+        max_messages: 0,
+        retention_ms: 0,
+        max_channels: 100,
+    }
+}
+
+fn lab() -> ConvKey {
+    ConvKey::Channel("lab".into())
+}
+
+fn text(s: &str) -> MessageBody {
+    MessageBody::Text(s.into())
+}
+
+fn texts(page: &Page) -> Vec<String> {
+    page.messages
+        .iter()
+        .map(|m| match &m.body {
+            MessageBody::Text(t) => t.clone(),
+            MessageBody::File { path, .. } => path.clone(),
+        })
+        .collect()
+}
+
+async fn say(h: &History, key: &ConvKey, s: &str) -> ChatMessage {
+    h.append(key, "alice", "#lab".into(), text(s), |_| {})
+        .await
+        .unwrap()
+}
+
+fn raw_line(id: u64, ts: u64, s: &str) -> Vec<u8> {
+    encode(&ChatMessage {
+        id,
+        time_unix_ms: ts,
+        from: "alice".into(),
+        target: "#lab".into(),
+        body: text(s),
+    })
+}
+
+#[tokio::test]
+async fn messages_come_back_in_order_and_survive_a_reopen() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    assert_eq!(h.last_id(), 0);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let delivered = std::cell::Cell::new(0);
+        let m = h
+            .append(
+                &lab(),
+                "alice",
+                "#lab".into(),
+                text(&format!("m{i}")),
+                |m| delivered.set(m.id),
+            )
+            .await
+            .unwrap();
+        assert_eq!(delivered.get(), m.id, "delivered with its id");
+        ids.push(m.id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(h.last_id(), ids[4]);
+    let page = h.last(&lab(), 3, None).await.unwrap();
+    assert_eq!(texts(&page), ["m2", "m3", "m4"]);
+    assert_eq!(page.last_read, ids[4]);
+    let page = h.last(&lab(), 10, Some(ids[2])).await.unwrap();
+    assert_eq!(texts(&page), ["m0", "m1"]);
+    let page = h.after(&lab(), ids[1], 2, |_| true).await.unwrap();
+    assert_eq!(texts(&page), ["m3", "m4"], "the newest of what is after");
+    assert_eq!(page.skipped, 1);
+    h.sync().await;
+    drop(h);
+
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    let page = h.last(&lab(), 10, None).await.unwrap();
+    assert_eq!(texts(&page), ["m0", "m1", "m2", "m3", "m4"]);
+    let next = say(&h, &lab(), "after restart").await;
+    assert!(next.id > ids[4], "ids keep increasing across a restart");
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_and_later_records_stay_readable() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    say(&h, &lab(), "one").await;
+    say(&h, &lab(), "two").await;
+    drop(h);
+    let log = dir.path().join("channels/lab.log");
+    let whole = std::fs::read(&log).unwrap();
+    // What a kill in the middle of a write leaves.
+    let torn = raw_line(3, 1, "three");
+    OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(&torn[..torn.len() / 2])
+        .unwrap();
+
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        whole,
+        "the torn tail is cut off"
+    );
+    let four = say(&h, &lab(), "four").await;
+    assert!(four.id > 3);
+    let page = h.last(&lab(), 10, None).await.unwrap();
+    assert_eq!(texts(&page), ["one", "two", "four"]);
+}
+
+#[tokio::test]
+async fn damaged_lines_are_skipped_not_fatal() {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::create_dir_all(dir.path().join("channels")).unwrap();
+    let mut data = raw_line(1, 1, "good");
+    data.extend_from_slice(b"\x00\xffnot json at all\n");
+    data.extend(vec![b'x'; MAX_RECORD_LEN + 10]);
+    data.push(b'\n');
+    data.extend(raw_line(2, 2, "also good"));
+    data.extend(raw_line(2, 3, "duplicate id"));
+    std::fs::write(dir.path().join("channels/lab.log"), &data).unwrap();
+    std::fs::write(dir.path().join("channels/notes.txt"), b"not a log").unwrap();
+
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    let page = h.last(&lab(), 10, None).await.unwrap();
+    assert_eq!(texts(&page), ["good", "also good"]);
+    assert!(h.last_id() >= 2);
+    let rewritten = std::fs::read(dir.path().join("channels/lab.log")).unwrap();
+    assert_eq!(rewritten.iter().filter(|&&b| b == b'\n').count(), 2);
+}
+
+#[tokio::test]
+async fn reading_backwards_handles_lines_across_blocks() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    // Control characters are escaped six-fold by JSON: lines far longer than a block.
+    let long = "\u{1b}[31m".repeat(300);
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let s = if i % 3 == 0 {
+            format!("{i}{long}")
+        } else {
+            format!("short {i}")
+        };
+        say(&h, &lab(), &s).await;
+        expected.push(s);
+    }
+    let page = h.last(&lab(), 200, None).await.unwrap();
+    assert_eq!(texts(&page), expected);
+    let page = h.last(&lab(), 7, None).await.unwrap();
+    assert_eq!(texts(&page), expected[33..]);
+}
+
+#[tokio::test]
+async fn retention_by_count_keeps_the_newest() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cfg = HistoryConfig {
+        max_messages: 4,
+        ..config()
+    };
+    let h = History::open(dir.path(), cfg, 0).unwrap();
+    for i in 0..6 {
+        say(&h, &lab(), &format!("m{i}")).await;
+    }
+    // 4 + 4/4 = 5 allowed before a compaction: the sixth triggered one.
+    let page = h.last(&lab(), 100, None).await.unwrap();
+    assert_eq!(texts(&page), ["m2", "m3", "m4", "m5"]);
+    say(&h, &lab(), "m6").await;
+    drop(h);
+    let h = History::open(dir.path(), cfg, 0).unwrap();
+    let page = h.last(&lab(), 100, None).await.unwrap();
+    assert_eq!(texts(&page), ["m3", "m4", "m5", "m6"], "compacted at start");
+}
+
+#[tokio::test]
+async fn retention_by_age_and_ids_never_go_back() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    let last = say(&h, &lab(), "old").await;
+    drop(h);
+    let now = crate::chat::now_unix_ms();
+    let cfg = HistoryConfig {
+        retention_ms: DAY_MS,
+        ..config()
+    };
+    // A day and a bit later: everything expired, the log goes.
+    let h = History::open(dir.path(), cfg, now + DAY_MS + 60_000).unwrap();
+    assert!(!h.exists(&lab()));
+    assert!(!dir.path().join("channels/lab.log").exists());
+    let next = say(&h, &lab(), "new").await;
+    assert!(next.id > last.id, "ids stay above removed ones");
+
+    // Periodic enforcement removes what aged while running.
+    let d = ConvKey::direct("bob", "alice");
+    h.append(&d, "alice", "@bob".into(), text("hi bob"), |_| {})
+        .await
+        .unwrap();
+    h.enforce_retention(now + 2 * DAY_MS).await;
+    assert!(!h.exists(&d));
+    assert!(h.conversations_of("bob").is_empty());
+}
+
+#[tokio::test]
+async fn new_channel_logs_are_limited() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cfg = HistoryConfig {
+        max_channels: 2,
+        ..config()
+    };
+    let h = History::open(dir.path(), cfg, 0).unwrap();
+    for name in ["a", "b"] {
+        h.append(
+            &ConvKey::Channel(name.into()),
+            "alice",
+            format!("#{name}"),
+            text("x"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    let err = h
+        .append(
+            &ConvKey::Channel("c".into()),
+            "alice",
+            "#c".into(),
+            text("x"),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HistoryError::TooManyChannels { max: 2 }),
+        "{err}"
+    );
+    // Existing channels and direct conversations still work.
+    say(&h, &ConvKey::Channel("a".into()), "y").await;
+    h.append(
+        &ConvKey::direct("alice", "bob"),
+        "alice",
+        "@bob".into(),
+        text("z"),
+        |_| {},
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn after_filters_and_reports_what_it_read() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    let key = ConvKey::direct("alice", "bob");
+    let a = h
+        .append(&key, "alice", "@bob".into(), text("to bob"), |_| {})
+        .await
+        .unwrap();
+    let b = h
+        .append(&key, "bob", "@alice".into(), text("to alice"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(h.conversations_of("bob"), std::slice::from_ref(&key));
+    assert_eq!(key.other("bob"), Some("alice"));
+    let page = h.after(&key, 0, 10, |m| m.target == "@bob").await.unwrap();
+    assert_eq!(texts(&page), ["to bob"]);
+    assert_eq!(page.last_read, b.id);
+    let page = h.after(&key, b.id, 10, |_| true).await.unwrap();
+    assert!(page.messages.is_empty());
+    assert_eq!(page.last_read, b.id);
+    assert!(a.id < b.id);
+}
+
+#[test]
+fn log_names_round_trip_and_refuse_strangers() {
+    for key in [
+        ConvKey::Channel("lab.x_1".into()),
+        ConvKey::direct("z", "a"),
+    ] {
+        let file = key.file();
+        let dir = file.parent().unwrap().to_str().unwrap();
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert_eq!(ConvKey::from_file(dir, name), Some(key));
+    }
+    assert_eq!(ConvKey::from_file("direct", "b+a.log"), None, "unsorted");
+    assert_eq!(ConvKey::from_file("channels", "Lab.log"), None);
+    assert_eq!(ConvKey::from_file("channels", "lab.txt"), None);
+    assert_eq!(ConvKey::from_file("direct", "a.log"), None);
+}

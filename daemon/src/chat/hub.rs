@@ -1,0 +1,322 @@
+//! [`InProcessHub`]: the [`ChatBus`] of one daemon.
+//!
+//! One `broadcast` channel per channel carries its messages, joins and parts; a reader
+//! that falls more than `channel_buffer` events behind loses the oldest and is told how
+//! many (`RecvError::Lagged`), and the room never waits for it. Direct messages, file
+//! notices and presence go to each connection's bounded [`Inbox`], which likewise
+//! drops its oldest event to make room and counts it. Presence changes go to every chat
+//! connection (a LAN server has few enough users that this is cheap, and `Who` without
+//! a channel lists the same people).
+//!
+//! All state is behind one `std::sync::Mutex`, held only for map updates and
+//! non-blocking sends, never across an `.await`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
+use xfer_proto::{ChannelInfo, ChatEvent, ChatMessage, Presence, PresenceState};
+
+use super::{ChatBus, ChatError, ConnId, Envelope, Inbox, InboxSender, JoinedChannel};
+
+/// Limits of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Events buffered per channel for its slowest reader.
+    pub channel_buffer: usize,
+    /// Events buffered per connection inbox.
+    pub connection_buffer: usize,
+    /// Channels with members at once.
+    pub max_channels: usize,
+    /// Channels one connection may be in.
+    pub max_joined: usize,
+}
+
+struct ConnEntry {
+    user: String,
+    inbox: InboxSender,
+    channels: HashSet<String>,
+}
+
+#[derive(Default)]
+struct UserEntry {
+    conns: Vec<ConnId>,
+    away: bool,
+}
+
+struct ChannelEntry {
+    tx: broadcast::Sender<Arc<Envelope>>,
+    /// Users in the channel and how many of their connections are.
+    members: BTreeMap<String, u32>,
+}
+
+#[derive(Default)]
+struct HubState {
+    next_conn: u64,
+    conns: HashMap<ConnId, ConnEntry>,
+    users: BTreeMap<String, UserEntry>,
+    channels: BTreeMap<String, ChannelEntry>,
+}
+
+impl HubState {
+    fn presence_of(&self, user: &str) -> Presence {
+        let state = match self.users.get(user) {
+            Some(u) if u.away => PresenceState::Away,
+            Some(_) => PresenceState::Online,
+            None => PresenceState::Offline,
+        };
+        Presence {
+            user: user.to_owned(),
+            state,
+        }
+    }
+
+    /// Tells every chat connection but `except` that `user` is now in `state`.
+    fn announce(&self, except: ConnId, user: &str, state: PresenceState) {
+        let envelope = Arc::new(Envelope {
+            origin: Some(except),
+            event: ChatEvent::Presence(Presence {
+                user: user.to_owned(),
+                state,
+            }),
+        });
+        for (id, c) in &self.conns {
+            if *id != except {
+                c.inbox.deliver(envelope.clone());
+            }
+        }
+    }
+
+    /// One connection of `user` leaves `channel`; the user leaves it with their last.
+    fn leave(&mut self, conn: ConnId, user: &str, channel: &str) {
+        let Some(entry) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let gone = match entry.members.get_mut(user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                entry.members.remove(user);
+                true
+            }
+            None => false,
+        };
+        if gone {
+            let _ = entry.tx.send(Arc::new(Envelope {
+                origin: Some(conn),
+                event: ChatEvent::Parted {
+                    channel: format!("#{channel}"),
+                    user: user.to_owned(),
+                },
+            }));
+        }
+        if entry.members.is_empty() {
+            self.channels.remove(channel);
+        }
+    }
+}
+
+/// The in-process chat bus.
+pub struct InProcessHub {
+    config: HubConfig,
+    state: Mutex<HubState>,
+}
+
+impl InProcessHub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> InProcessHub {
+        InProcessHub {
+            config,
+            state: Mutex::new(HubState::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ChatBus for InProcessHub {
+    fn connect(&self, user: &str) -> Inbox {
+        let mut st = self.state();
+        st.next_conn += 1;
+        let id = ConnId(st.next_conn);
+        let (inbox, sender) = Inbox::new(id, user, self.config.connection_buffer);
+        st.conns.insert(
+            id,
+            ConnEntry {
+                user: user.to_owned(),
+                inbox: sender,
+                channels: HashSet::new(),
+            },
+        );
+        let entry = st.users.entry(user.to_owned()).or_default();
+        entry.conns.push(id);
+        if entry.conns.len() == 1 {
+            st.announce(id, user, PresenceState::Online);
+        }
+        inbox
+    }
+
+    fn disconnect(&self, conn: ConnId) {
+        let mut st = self.state();
+        let Some(entry) = st.conns.remove(&conn) else {
+            return;
+        };
+        for channel in &entry.channels {
+            st.leave(conn, &entry.user, channel);
+        }
+        let last = match st.users.get_mut(&entry.user) {
+            Some(u) => {
+                u.conns.retain(|c| *c != conn);
+                u.conns.is_empty()
+            }
+            None => false,
+        };
+        if last {
+            st.users.remove(&entry.user);
+            st.announce(conn, &entry.user, PresenceState::Offline);
+        }
+    }
+
+    fn join(&self, conn: ConnId, channel: &str) -> Result<JoinedChannel, ChatError> {
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(c) = st.conns.get_mut(&conn) else {
+            return Err(ChatError::NotOpen);
+        };
+        let already = c.channels.contains(channel);
+        if !already && c.channels.len() >= self.config.max_joined {
+            return Err(ChatError::TooManyJoined {
+                max: self.config.max_joined,
+            });
+        }
+        if !st.channels.contains_key(channel) && st.channels.len() >= self.config.max_channels {
+            return Err(ChatError::TooManyChannels {
+                max: self.config.max_channels,
+            });
+        }
+        let user = c.user.clone();
+        let entry = st
+            .channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| ChannelEntry {
+                tx: broadcast::channel(self.config.channel_buffer.max(1)).0,
+                members: BTreeMap::new(),
+            });
+        if !already {
+            c.channels.insert(channel.to_owned());
+            let n = entry.members.entry(user.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                let _ = entry.tx.send(Arc::new(Envelope {
+                    origin: Some(conn),
+                    event: ChatEvent::Joined {
+                        channel: format!("#{channel}"),
+                        user,
+                    },
+                }));
+            }
+        }
+        // Subscribed after the announcement: the joiner has its answer instead.
+        let receiver = entry.tx.subscribe();
+        let members = entry.members.keys().cloned().collect::<Vec<_>>();
+        let members = members.iter().map(|u| st.presence_of(u)).collect();
+        Ok(JoinedChannel { receiver, members })
+    }
+
+    fn part(&self, conn: ConnId, channel: &str) -> Result<(), ChatError> {
+        let mut st = self.state();
+        let Some(c) = st.conns.get_mut(&conn) else {
+            return Err(ChatError::NotOpen);
+        };
+        if !c.channels.remove(channel) {
+            return Err(ChatError::NotMember(format!("#{channel}")));
+        }
+        let user = c.user.clone();
+        st.leave(conn, &user, channel);
+        Ok(())
+    }
+
+    fn publish(&self, origin: Option<ConnId>, message: &ChatMessage) {
+        let st = self.state();
+        let envelope = Arc::new(Envelope {
+            origin,
+            event: ChatEvent::Message(message.clone()),
+        });
+        if let Some(channel) = message.target.strip_prefix('#') {
+            if let Some(entry) = st.channels.get(channel) {
+                // No receivers is not an error: the message is stored anyway.
+                let _ = entry.tx.send(envelope);
+            }
+            return;
+        }
+        let Some(to) = message.target.strip_prefix('@') else {
+            return;
+        };
+        let parties = [to, message.from.as_str()];
+        let parties = if to == message.from {
+            &parties[..1]
+        } else {
+            &parties[..]
+        };
+        for user in parties {
+            let Some(u) = st.users.get(*user) else {
+                continue;
+            };
+            for id in &u.conns {
+                if Some(*id) != origin
+                    && let Some(c) = st.conns.get(id)
+                {
+                    c.inbox.deliver(envelope.clone());
+                }
+            }
+        }
+    }
+
+    fn who(&self, channel: Option<&str>) -> Vec<Presence> {
+        let st = self.state();
+        match channel {
+            Some(name) => st.channels.get(name).map_or_else(Vec::new, |c| {
+                c.members.keys().map(|u| st.presence_of(u)).collect()
+            }),
+            None => st.users.keys().map(|u| st.presence_of(u)).collect(),
+        }
+    }
+
+    fn channels(&self) -> Vec<ChannelInfo> {
+        self.state()
+            .channels
+            .iter()
+            .map(|(name, c)| ChannelInfo {
+                name: format!("#{name}"),
+                members: u32::try_from(c.members.len()).unwrap_or(u32::MAX),
+            })
+            .collect()
+    }
+
+    fn set_away(&self, conn: ConnId, away: bool) {
+        let mut st = self.state();
+        let Some(user) = st.conns.get(&conn).map(|c| c.user.clone()) else {
+            return;
+        };
+        let Some(u) = st.users.get_mut(&user) else {
+            return;
+        };
+        if u.away == away {
+            return;
+        }
+        u.away = away;
+        let state = if away {
+            PresenceState::Away
+        } else {
+            PresenceState::Online
+        };
+        st.announce(conn, &user, state);
+    }
+}
+
+#[cfg(test)]
+mod tests;

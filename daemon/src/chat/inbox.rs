@@ -1,0 +1,148 @@
+//! A chat connection's [`Inbox`]: a bounded queue that never makes its sender wait.
+//! When it is full the oldest event goes, and a dropped message is counted against its
+//! conversation, so a slow reader finds the newest events (including everyone's latest
+//! presence) and learns how many it lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use xfer_proto::ChatEvent;
+
+use super::{ChatBus, ConnId, Envelope};
+
+/// Counts what a connection's queue let go of, by conversation, until it is read.
+#[derive(Debug, Default)]
+pub struct Drops {
+    any: AtomicBool,
+    by_target: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Drops {
+    fn count(&self, target: String) {
+        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(target).or_insert(0) += 1;
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Takes the counts accumulated since the last call.
+    pub fn take(&self) -> Vec<(String, u64)> {
+        if !self.any.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *map).into_iter().collect()
+    }
+}
+
+/// The queue shared by an [`Inbox`] and its [`InboxSender`].
+#[derive(Debug)]
+struct Queue {
+    user: String,
+    capacity: usize,
+    items: Mutex<VecDeque<Arc<Envelope>>>,
+    waker: AtomicWaker,
+    drops: Drops,
+}
+
+/// The sending half of a connection's [`Inbox`], kept by the bus.
+#[derive(Debug, Clone)]
+pub struct InboxSender {
+    queue: Arc<Queue>,
+}
+
+impl InboxSender {
+    /// Queues an event without waiting, making room by dropping the oldest. Dropped
+    /// messages are counted per conversation (`@other`); dropped presence changes are
+    /// not (`Who` tells the current state).
+    pub fn deliver(&self, envelope: Arc<Envelope>) {
+        let q = &self.queue;
+        let evicted = {
+            let mut items = q.items.lock().unwrap_or_else(|p| p.into_inner());
+            let evicted = (items.len() >= q.capacity)
+                .then(|| items.pop_front())
+                .flatten();
+            items.push_back(envelope);
+            evicted
+        };
+        if let Some(old) = evicted
+            && let ChatEvent::Message(m) = &old.event
+        {
+            let other = if m.from == q.user {
+                m.target.clone()
+            } else {
+                format!("@{}", m.from)
+            };
+            q.drops.count(other);
+        }
+        q.waker.wake();
+    }
+}
+
+/// A chat connection's private queue: direct messages and notices to or from its user,
+/// and presence changes.
+pub struct Inbox {
+    /// This connection on the bus.
+    pub id: ConnId,
+    queue: Arc<Queue>,
+    bus: Option<Arc<dyn ChatBus>>,
+}
+
+impl Inbox {
+    /// A bounded inbox for `user` (capacity at least 1) and its sending half.
+    pub fn new(id: ConnId, user: &str, capacity: usize) -> (Inbox, InboxSender) {
+        let queue = Arc::new(Queue {
+            user: user.to_owned(),
+            capacity: capacity.max(1),
+            items: Mutex::new(VecDeque::new()),
+            waker: AtomicWaker::new(),
+            drops: Drops::default(),
+        });
+        let sender = InboxSender {
+            queue: queue.clone(),
+        };
+        let inbox = Inbox {
+            id,
+            queue,
+            bus: None,
+        };
+        (inbox, sender)
+    }
+
+    /// The next queued event, or `Pending` (woken when one arrives).
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Arc<Envelope>> {
+        // Registered before looking, so an event queued in between still wakes us.
+        self.queue.waker.register(cx.waker());
+        match self.try_recv() {
+            Some(e) => Poll::Ready(e),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The next queued event, if any.
+    pub fn try_recv(&self) -> Option<Arc<Envelope>> {
+        let mut items = self.queue.items.lock().unwrap_or_else(|p| p.into_inner());
+        items.pop_front()
+    }
+
+    /// Messages dropped since the last call, by conversation.
+    pub fn take_drops(&self) -> Vec<(String, u64)> {
+        self.queue.drops.take()
+    }
+
+    /// Makes dropping the inbox disconnect it from `bus`, so a session that ends in
+    /// any way leaves its channels and goes offline.
+    pub fn disconnect_on_drop(&mut self, bus: Arc<dyn ChatBus>) {
+        self.bus = Some(bus);
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.take() {
+            bus.disconnect(self.id);
+        }
+    }
+}

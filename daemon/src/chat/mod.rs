@@ -1,0 +1,372 @@
+//! Chat: channels, direct messages, presence and file notices.
+//!
+//! Three parts, each small:
+//! - [`ChatBus`] moves live events between connections. [`hub::InProcessHub`] is the
+//!   in-process implementation: a bounded `tokio::sync::broadcast` per channel and a
+//!   bounded [`Inbox`] per chat connection (direct messages, notices, presence). A slow
+//!   reader is skipped past and told how much it missed; a sender never waits.
+//! - [`history::History`] is the append-only store: one log per channel and per direct
+//!   conversation, server-wide message ids, retention.
+//! - [`delivered::Delivered`] remembers, per user, up to which message id direct
+//!   messages reached one of their connections, so that what arrived while they were
+//!   offline is replayed at their next `ChatOpen`.
+//!
+//! [`Chat`] ties them together for sessions. It does not parse requests or know about
+//! connections' sockets: that is `session/chat.rs`.
+
+pub mod delivered;
+pub mod history;
+pub mod hub;
+mod inbox;
+mod ratelimit;
+mod subscriptions;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use xfer_proto::{
+    ChannelInfo, ChatEvent, ChatMessage, ErrorCode, MessageBody, Presence, Target, TargetError,
+};
+
+use crate::config::ChatConfig;
+pub use delivered::Delivered;
+pub use history::{ConvKey, History, HistoryError};
+pub use hub::InProcessHub;
+pub use inbox::{Drops, Inbox, InboxSender};
+pub use ratelimit::TokenBucket;
+pub use subscriptions::Subscriptions;
+
+/// Identifies one chat connection on a bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// An event as it travels on the bus: `origin` is the connection that caused it, which
+/// does not get it back (it has its own answer, e.g. `Said`).
+#[derive(Debug)]
+pub struct Envelope {
+    /// The connection that caused the event, if any.
+    pub origin: Option<ConnId>,
+    /// The event.
+    pub event: ChatEvent,
+}
+
+/// What a connection in a channel receives: messages, joins and parts, in order.
+pub type ChannelReceiver = broadcast::Receiver<Arc<Envelope>>;
+
+/// What [`ChatBus::join`] hands back.
+pub struct JoinedChannel {
+    /// Live events of the channel from now on.
+    pub receiver: ChannelReceiver,
+    /// Who is in it now, including the joiner.
+    pub members: Vec<Presence>,
+}
+
+/// The live side of chat: who is connected, who is in which channel, and delivery.
+///
+/// Every method is synchronous and never waits on a reader: delivery goes into
+/// bounded queues that drop their oldest entry when full. A bus for several daemons (NATS, say) would implement this by
+/// forwarding into the same local queues.
+pub trait ChatBus: Send + Sync + 'static {
+    /// Registers a chat connection of `user` and returns its inbox. When it is the
+    /// user's first, everyone is told they are online.
+    fn connect(&self, user: &str) -> Inbox;
+    /// Ends a chat connection: it leaves its channels; a user's last one goes offline.
+    fn disconnect(&self, conn: ConnId);
+    /// Puts a connection in a channel (created on first use).
+    ///
+    /// # Errors
+    /// [`ChatError::TooManyJoined`], [`ChatError::TooManyChannels`].
+    fn join(&self, conn: ConnId, channel: &str) -> Result<JoinedChannel, ChatError>;
+    /// Takes a connection out of a channel.
+    ///
+    /// # Errors
+    /// [`ChatError::NotMember`].
+    fn part(&self, conn: ConnId, channel: &str) -> Result<(), ChatError>;
+    /// Delivers a stored message: to a channel's members, or to both parties of a direct
+    /// conversation (every connection of each except `origin`).
+    fn publish(&self, origin: Option<ConnId>, message: &ChatMessage);
+    /// The members of `channel` (empty if nobody is in it), or with `None` everyone
+    /// with a chat connection; sorted by name.
+    fn who(&self, channel: Option<&str>) -> Vec<Presence>;
+    /// Channels with members, sorted by name.
+    fn channels(&self) -> Vec<ChannelInfo>;
+    /// Marks the connection's user away or back.
+    fn set_away(&self, conn: ConnId, away: bool);
+}
+
+/// Why a chat request failed. [`ChatError::code`] and the `Display` text are what the
+/// peer sees; `Store` details are only logged.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The target does not parse.
+    #[error("{0}")]
+    BadTarget(#[from] TargetError),
+    /// A direct message or file to an account that does not exist.
+    #[error("no user {0}")]
+    NoUser(String),
+    /// The request needs `ChatOpen` first.
+    #[error("open chat first")]
+    NotOpen,
+    /// `ChatOpen` twice on one connection.
+    #[error("chat is already open on this connection")]
+    AlreadyOpen,
+    /// `Part` of a channel the connection is not in.
+    #[error("you are not in {0}")]
+    NotMember(String),
+    /// The connection is in as many channels as allowed.
+    #[error("at most {max} channels per connection; part one first")]
+    TooManyJoined {
+        /// The limit.
+        max: usize,
+    },
+    /// The server has as many channels as allowed.
+    #[error("this server already has its maximum of {max} channels; use an existing one")]
+    TooManyChannels {
+        /// The limit.
+        max: usize,
+    },
+    /// A message with no text.
+    #[error("empty message")]
+    Empty,
+    /// A message over the length limit.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    TooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A message containing NUL.
+    #[error("a message may not contain NUL characters")]
+    Nul,
+    /// Over the connection's rate limit.
+    #[error("sending too fast: at most {per_sec} per second (bursts of {burst}); wait a moment")]
+    Throttled {
+        /// Sustained rate.
+        per_sec: u32,
+        /// Burst.
+        burst: u32,
+    },
+    /// The history store failed.
+    #[error("chat history: {0}")]
+    Store(#[from] HistoryError),
+}
+
+impl ChatError {
+    /// The stable code for the peer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ChatError::BadTarget(_)
+            | ChatError::NotOpen
+            | ChatError::AlreadyOpen
+            | ChatError::Empty
+            | ChatError::Nul => ErrorCode::BadRequest,
+            ChatError::NoUser(_) | ChatError::NotMember(_) => ErrorCode::NotFound,
+            ChatError::TooManyJoined { .. } | ChatError::TooManyChannels { .. } => ErrorCode::Busy,
+            ChatError::TooLong { .. } => ErrorCode::TooLarge,
+            ChatError::Throttled { .. } => ErrorCode::RateLimited,
+            ChatError::Store(HistoryError::TooManyChannels { .. }) => ErrorCode::Busy,
+            ChatError::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// One line for the peer: no server paths, no OS errors.
+    pub fn peer_message(&self) -> String {
+        match self {
+            ChatError::Store(HistoryError::TooManyChannels { max }) => {
+                ChatError::TooManyChannels { max: *max }.to_string()
+            }
+            ChatError::Store(_) => "chat history failed on the server; see its log".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Checks a message text: not empty, at most `MAX_MESSAGE_LEN` bytes, no NUL. Other
+/// control characters are kept as data; clients escape them when printing.
+pub fn check_text(text: &str) -> Result<(), ChatError> {
+    if text.is_empty() {
+        return Err(ChatError::Empty);
+    }
+    if text.len() > xfer_proto::MAX_MESSAGE_LEN {
+        return Err(ChatError::TooLong {
+            len: text.len(),
+            max: xfer_proto::MAX_MESSAGE_LEN,
+        });
+    }
+    if text.contains('\0') {
+        return Err(ChatError::Nul);
+    }
+    Ok(())
+}
+
+/// Messages replayed to a user at `ChatOpen`, and what did not fit.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Conversations (`@user`) whose older messages were left out, and how many.
+    pub missed: Vec<(String, u64)>,
+    /// The messages, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Per conversation (`@user`), the largest id read: live events up to it are
+    /// already in `messages` (or in `missed`).
+    pub seen: HashMap<String, u64>,
+}
+
+/// The chat service shared by sessions: live bus, history and delivery markers.
+pub struct Chat {
+    bus: Arc<dyn ChatBus>,
+    history: History,
+    delivered: Delivered,
+    config: ChatConfig,
+}
+
+impl Chat {
+    /// Opens `<data_dir>/chat`: loads and compacts the history, reads the markers, and
+    /// starts an in-process bus.
+    ///
+    /// # Errors
+    /// When the directory or its files cannot be created or read (damaged records are
+    /// skipped, never fatal).
+    pub fn open(data_dir: &Path, config: &ChatConfig) -> std::io::Result<Chat> {
+        let dir = data_dir.join("chat");
+        let history = History::open(&dir, config.history_config(), now_unix_ms())?;
+        let delivered = Delivered::open(&dir.join("delivered.json"))?;
+        Ok(Chat {
+            bus: Arc::new(InProcessHub::new(config.hub_config())),
+            history,
+            delivered,
+            config: config.clone(),
+        })
+    }
+
+    /// Registers a chat connection of `user`; dropping the inbox disconnects it.
+    pub fn connect(&self, user: &str) -> Inbox {
+        let mut inbox = self.bus.connect(user);
+        inbox.disconnect_on_drop(self.bus.clone());
+        inbox
+    }
+
+    /// The live bus.
+    pub fn bus(&self) -> &Arc<dyn ChatBus> {
+        &self.bus
+    }
+
+    /// The history store.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The delivery markers.
+    pub fn delivered(&self) -> &Delivered {
+        &self.delivered
+    }
+
+    /// The `[chat]` configuration.
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    /// Stores a message from `from` to `target`, then delivers it live. Ids are
+    /// allocated, written and delivered in one order, so every reader sees increasing
+    /// ids and "after id" never skips anything.
+    ///
+    /// # Errors
+    /// A store failure, or too many channel logs.
+    pub async fn post(
+        &self,
+        origin: Option<ConnId>,
+        from: &str,
+        target: &Target,
+        body: MessageBody,
+    ) -> Result<ChatMessage, ChatError> {
+        let key = ConvKey::of(target, from);
+        let bus = &self.bus;
+        let message = self
+            .history
+            .append(&key, from, target.to_string(), body, |m| {
+                bus.publish(origin, m);
+            })
+            .await?;
+        Ok(message)
+    }
+
+    /// The direct messages and notices to replay at `ChatOpen`: with `after`, every
+    /// one to or from `user` with a larger id; without, those to `user` above their
+    /// delivery marker. At most `[chat] replay_max`, the newest; the rest are counted
+    /// per conversation in `missed`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn replay(&self, user: &str, after: Option<u64>) -> Result<Replay, ChatError> {
+        let (floor, only_to_user) = match after {
+            Some(id) => (id, false),
+            None => (self.delivered.get(user), true),
+        };
+        let max = self.config.replay_max as usize;
+        let me = format!("@{user}");
+        let mut all = Vec::new();
+        let mut replay = Replay::default();
+        for key in self.history.conversations_of(user) {
+            let Some(other) = key.other(user) else {
+                continue;
+            };
+            let other = format!("@{other}");
+            let page = self
+                .history
+                .after(&key, floor, max, {
+                    let me = me.clone();
+                    move |m| !only_to_user || m.target == me
+                })
+                .await?;
+            replay.seen.insert(other.clone(), page.last_read);
+            if page.skipped > 0 {
+                replay.missed.push((other.clone(), page.skipped));
+            }
+            all.extend(page.messages.into_iter().map(|m| (other.clone(), m)));
+        }
+        all.sort_by_key(|(_, m)| m.id);
+        let excess = all.len().saturating_sub(max);
+        let mut extra: BTreeMap<String, u64> = BTreeMap::new();
+        for (other, _) in all.drain(..excess) {
+            *extra.entry(other).or_insert(0) += 1;
+        }
+        for (other, n) in extra {
+            match replay.missed.iter_mut().find(|(t, _)| *t == other) {
+                Some((_, count)) => *count += n,
+                None => replay.missed.push((other, n)),
+            }
+        }
+        replay.missed.sort();
+        replay.messages = all.into_iter().map(|(_, m)| m).collect();
+        Ok(replay)
+    }
+
+    /// Makes stored messages durable: fsyncs logs written since the last call and
+    /// saves changed delivery markers.
+    pub async fn sync(&self) {
+        self.history.sync().await;
+        if !self.delivered.is_dirty() {
+            return;
+        }
+        let delivered = self.delivered.clone();
+        match tokio::task::spawn_blocking(move || delivered.save()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "saving chat delivery markers failed"),
+            Err(e) => tracing::error!(error = %e, "chat marker task failed"),
+        }
+    }
+
+    /// Applies retention to every log (age and count).
+    pub async fn enforce_retention(&self) {
+        self.history.enforce_retention(now_unix_ms()).await;
+    }
+}

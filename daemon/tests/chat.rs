@@ -1,0 +1,914 @@
+//! In-process chat: `xferd::serve` on 127.0.0.1:0 with a temporary data directory,
+//! driven by raw protocol clients over real TLS.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tempfile::TempDir;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use xfer_certs::PinnedVerifier;
+use xfer_proto::{
+    CHUNK_SIZE, ChatEvent, ChatMessage, Chunk, ClientCodec, Digest, EntryKind, ErrorCode, Frame,
+    Hello, MAX_MESSAGE_LEN, MessageBody, PresenceState, Request, Response, Secret,
+};
+use xferd::accounts::{PasswordFile, UserName, hash_password};
+use xferd::{Config, ServerState};
+
+const PASSWORD: &str = "correct horse battery";
+/// Generous: the machine is shared with other builds.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Server {
+    addr: SocketAddr,
+    fingerprint: xfer_certs::Fingerprint,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    config: Config,
+    _data: TempDir,
+}
+
+async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+    let data = TempDir::new().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data.path().join("data"),
+        ..Config::default()
+    };
+    config.storage.min_free_bytes = 0;
+    tweak(&mut config);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&config.data_dir)
+        .unwrap();
+    for user in ["alice", "bob", "carol"] {
+        let name: UserName = user.parse().unwrap();
+        let phc = hash_password(PASSWORD).unwrap();
+        PasswordFile::update(&config.password_file(), |f| f.add(&name, phc)).unwrap();
+    }
+    serve(config, data).await
+}
+
+async fn serve(config: Config, data: TempDir) -> Server {
+    let state = Arc::new(ServerState::open(config.clone()).await.unwrap());
+    let fingerprint = state.fingerprint;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(xferd::serve(state, listener, shutdown.clone()));
+    Server {
+        addr,
+        fingerprint,
+        shutdown,
+        task,
+        config,
+        _data: data,
+    }
+}
+
+impl Server {
+    /// A clean stop and a new server on the same data directory.
+    async fn restart(self) -> Server {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        serve(self.config, self._data).await
+    }
+}
+
+struct Conn {
+    framed: Framed<TlsStream<TcpStream>, ClientCodec>,
+    /// Events that arrived while waiting for a response.
+    events: VecDeque<ChatEvent>,
+}
+
+impl Conn {
+    async fn login(server: &Server, user: &str) -> Conn {
+        Self::login_with(server, user, None).await
+    }
+
+    /// Logs in; `recv_buffer` shrinks the socket's receive buffer (a slow reader that
+    /// the server notices early).
+    async fn login_with(server: &Server, user: &str, recv_buffer: Option<u32>) -> Conn {
+        let config =
+            xfer_certs::config::client_config_pinned(PinnedVerifier::new(Some(server.fingerprint)));
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(n) = recv_buffer {
+            socket.set_recv_buffer_size(n).unwrap();
+        }
+        let tcp = socket.connect(server.addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let mut framed = Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
+        framed
+            .send(Frame::Hello(Hello::current("test")))
+            .await
+            .unwrap();
+        assert!(matches!(framed.next().await, Some(Ok(Frame::Hello(_)))));
+        let mut conn = Conn {
+            framed,
+            events: VecDeque::new(),
+        };
+        let r = conn
+            .request(Request::Login {
+                user: user.into(),
+                password: Secret::new(PASSWORD),
+            })
+            .await;
+        assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+        conn
+    }
+
+    async fn frame(&mut self) -> Frame<Response> {
+        tokio::time::timeout(DEADLINE, self.framed.next())
+            .await
+            .expect("server answers in time")
+            .expect("connection open")
+            .expect("valid frame")
+    }
+
+    /// The next response, keeping events that arrive first.
+    async fn response(&mut self) -> Response {
+        loop {
+            match self.frame().await {
+                Frame::Message(Response::Event(e)) => self.events.push_back(*e),
+                Frame::Message(m) => return m,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    async fn request(&mut self, r: Request) -> Response {
+        self.framed.send(Frame::Message(r)).await.unwrap();
+        self.response().await
+    }
+
+    /// The next event.
+    async fn event(&mut self) -> ChatEvent {
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        match self.frame().await {
+            Frame::Message(Response::Event(e)) => *e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// The next message event, skipping presence, joins and parts.
+    async fn message(&mut self) -> ChatMessage {
+        loop {
+            match self.event().await {
+                ChatEvent::Message(m) => return m,
+                ChatEvent::Missed { target, count } => {
+                    panic!("unexpected: missed {count} of {target}")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every event that arrives before the answer to a ping (all the server had
+    /// queued for this connection at that moment).
+    async fn events_so_far(&mut self) -> Vec<ChatEvent> {
+        assert_eq!(self.request(Request::Ping).await, Response::Pong);
+        self.events.drain(..).collect()
+    }
+
+    async fn open(&mut self, after: Option<u64>) {
+        let r = self.request(Request::ChatOpen { after }).await;
+        assert!(matches!(r, Response::ChatOpened { .. }), "{r:?}");
+    }
+
+    async fn join(&mut self, channel: &str, history: u32) -> Vec<ChatMessage> {
+        match self
+            .request(Request::Join {
+                channel: channel.into(),
+                history,
+                after: None,
+            })
+            .await
+        {
+            Response::Joined { history, .. } => history,
+            other => panic!("join refused: {other:?}"),
+        }
+    }
+
+    async fn say(&mut self, target: &str, text: &str) -> u64 {
+        match self.try_say(target, text).await {
+            Response::Said { id, .. } => id,
+            other => panic!("say refused: {other:?}"),
+        }
+    }
+
+    async fn try_say(&mut self, target: &str, text: &str) -> Response {
+        self.request(Request::Say {
+            target: target.into(),
+            text: text.into(),
+        })
+        .await
+    }
+}
+
+fn text_of(m: &ChatMessage) -> &str {
+    match &m.body {
+        MessageBody::Text(t) => t,
+        MessageBody::File { path, .. } => path,
+    }
+}
+
+fn assert_error(r: Response, code: ErrorCode, needle: &str) {
+    match r {
+        Response::Error { code: c, message } => {
+            assert_eq!(c, code, "{message}");
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+        }
+        other => panic!("expected {code:?} error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_message_reaches_the_other_members_but_not_the_sender() {
+    let server = start(|_| {}).await;
+    let mut alice = Conn::login(&server, "alice").await;
+    let mut bob = Conn::login(&server, "bob").await;
+    alice.open(None).await;
+    bob.open(None).await;
+    alice.join("#lab", 0).await;
+    match bob
+        .request(Request::Join {
+            channel: "#LAB".into(),
+            history: 0,
+            after: None,
+        })
+        .await
+    {
+        Response::Joined {
+            channel, members, ..
+        } => {
+            assert_eq!(channel, "#lab", "names are folded to lowercase");
+            let names: Vec<_> = members.iter().map(|p| p.user.as_str()).collect();
+            assert_eq!(names, ["alice", "bob"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let id = alice.say("#lab", "hello \u{1b}[31mbob").await;
+    let m = bob.message().await;
+    assert_eq!(
+        (m.id, m.from.as_str(), m.target.as_str()),
+        (id, "alice", "#lab")
+    );
+    assert_eq!(
+        text_of(&m),
+        "hello \u{1b}[31mbob",
+        "control characters arrive as data"
+    );
+    let seen = alice.events_so_far().await;
+    assert!(
+        !seen.iter().any(|e| matches!(e, ChatEvent::Message(_))),
+        "no echo to the sender: {seen:?}"
+    );
+    assert!(seen.contains(&ChatEvent::Joined {
+        channel: "#lab".into(),
+        user: "bob".into()
+    }));
+
+    // A script says one line without ChatOpen or membership.
+    let mut script = Conn::login(&server, "carol").await;
+    let id2 = script.say("#lab", "from a script").await;
+    assert!(id2 > id);
+    assert_eq!(bob.message().await.id, id2);
+    assert_eq!(alice.message().await.id, id2);
+
+    // A direct message reaches the recipient and the sender's other chat connections.
+    let id3 = script.say("@bob", "psst").await;
+    let m = bob.message().await;
+    assert_eq!((m.id, m.target.as_str()), (id3, "@bob"));
+    let mut carol = Conn::login(&server, "carol").await;
+    carol.open(Some(id2)).await;
+    assert_eq!(
+        carol.message().await.id,
+        id3,
+        "after: replays both directions"
+    );
+
+    bob.request(Request::Part {
+        channel: "#lab".into(),
+    })
+    .await;
+    let parted = ChatEvent::Parted {
+        channel: "#lab".into(),
+        user: "bob".into(),
+    };
+    while alice.event().await != parted {}
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_and_join_replays_it() {
+    let server = start(|_| {}).await;
+    let mut alice = Conn::login(&server, "alice").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(alice.say("#lab", &format!("m{i}")).await);
+    }
+    let dm = alice.say("@bob", "private").await;
+    let server = server.restart().await;
+
+    let mut bob = Conn::login(&server, "bob").await;
+    let Response::History { target, messages } = bob
+        .request(Request::History {
+            target: "#lab".into(),
+            count: 3,
+            before: None,
+        })
+        .await
+    else {
+        panic!("history refused")
+    };
+    assert_eq!(target, "#lab");
+    assert_eq!(
+        messages.iter().map(text_of).collect::<Vec<_>>(),
+        ["m2", "m3", "m4"]
+    );
+    assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids[2..]);
+    let Response::History { messages, .. } = bob
+        .request(Request::History {
+            target: "#lab".into(),
+            count: 200,
+            before: Some(ids[2]),
+        })
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        messages.iter().map(text_of).collect::<Vec<_>>(),
+        ["m0", "m1"]
+    );
+    let Response::History { messages, .. } = bob
+        .request(Request::History {
+            target: "@alice".into(),
+            count: 10,
+            before: None,
+        })
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), [dm]);
+    let Response::History { messages, .. } = Conn::login(&server, "carol")
+        .await
+        .request(Request::History {
+            target: "@alice".into(),
+            count: 10,
+            before: None,
+        })
+        .await
+    else {
+        panic!()
+    };
+    assert!(messages.is_empty(), "carol sees only her own conversations");
+
+    bob.open(None).await;
+    let replayed = bob.join("#lab", 2).await;
+    assert_eq!(
+        replayed.iter().map(text_of).collect::<Vec<_>>(),
+        ["m3", "m4"]
+    );
+    let Response::Joined { history, .. } = bob
+        .request(Request::Join {
+            channel: "#lab".into(),
+            history: 0,
+            after: Some(ids[3]),
+        })
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(history.iter().map(text_of).collect::<Vec<_>>(), ["m4"]);
+    let next = alice_after_restart(&server).await;
+    assert!(next > dm, "ids keep increasing across a restart");
+    server.shutdown.cancel();
+}
+
+async fn alice_after_restart(server: &Server) -> u64 {
+    Conn::login(server, "alice")
+        .await
+        .say("#lab", "again")
+        .await
+}
+
+#[tokio::test]
+async fn an_offline_direct_message_is_delivered_once_at_next_chat_open() {
+    let server = start(|_| {}).await;
+    let mut alice = Conn::login(&server, "alice").await;
+    let id = alice.say("@bob", "while you were out").await;
+    let ch = alice.say("#lab", "not a direct message").await;
+
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    let m = bob.message().await;
+    assert_eq!((m.id, text_of(&m)), (id, "while you were out"));
+    assert!(bob.events_so_far().await.is_empty(), "nothing else: {ch}");
+    drop(bob);
+
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    assert!(
+        bob.events_so_far().await.is_empty(),
+        "delivered once, not again"
+    );
+    let mut again = Conn::login(&server, "bob").await;
+    again.open(Some(0)).await;
+    assert_eq!(
+        again.message().await.id,
+        id,
+        "with after: replayed on request"
+    );
+    drop((bob, again));
+
+    // The marker survives a restart.
+    let id2 = alice.say("@bob", "second").await;
+    drop(alice);
+    let server = server.restart().await;
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    let m = bob.message().await;
+    assert_eq!(m.id, id2);
+    assert!(bob.events_so_far().await.is_empty());
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_stalled_reader_delays_nobody_and_learns_what_it_missed() {
+    let server = start(|c| {
+        c.chat.channel_buffer = 64;
+        c.chat.messages_per_sec = 1_000_000;
+        c.chat.message_burst = 1_000_000;
+    })
+    .await;
+    // Never reads: its session blocks on the socket once the kernel buffers are full.
+    let mut stalled = Conn::login_with(&server, "carol", Some(16 * 1024)).await;
+    stalled.open(None).await;
+    stalled.join("#room", 0).await;
+    let mut healthy = Conn::login(&server, "bob").await;
+    healthy.open(None).await;
+    healthy.join("#room", 0).await;
+    let reader = tokio::spawn(async move {
+        loop {
+            if let ChatEvent::Message(m) = healthy.event().await
+                && text_of(&m) == "last"
+            {
+                return m.id;
+            }
+        }
+    });
+
+    // ~14 MB: far more than the stalled connection's buffers hold.
+    let mut sender = Conn::login(&server, "alice").await;
+    let filler = "x".repeat(3500);
+    for _ in 0..4000 {
+        sender.say("#room", &filler).await;
+    }
+    let last = sender.say("#room", "last").await;
+    let got = tokio::time::timeout(DEADLINE, reader)
+        .await
+        .expect("the healthy member is not held up by the stalled one")
+        .unwrap();
+    assert_eq!(got, last);
+
+    // Now the stalled one reads: the room went on without it, and it is told so.
+    let mut missed = 0;
+    let mut previous = 0;
+    loop {
+        match stalled.event().await {
+            ChatEvent::Missed { target, count } => {
+                assert_eq!(target, "#room");
+                missed += count;
+            }
+            ChatEvent::Message(m) => {
+                assert!(m.id > previous, "in order");
+                previous = m.id;
+                if m.id == last {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(missed > 0, "a slow reader is told how much it missed");
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
+    let server = start(|c| {
+        c.chat.connection_buffer = 16;
+        c.chat.messages_per_sec = 1_000_000;
+        c.chat.message_burst = 1_000_000;
+    })
+    .await;
+    let mut bob = Conn::login_with(&server, "bob", Some(16 * 1024)).await;
+    bob.open(None).await;
+    let mut alice = Conn::login(&server, "alice").await;
+    let filler = "y".repeat(3500);
+    for _ in 0..4000 {
+        alice.say("@bob", &filler).await;
+    }
+    let last = alice.say("@bob", "last").await;
+    let mut missed = 0;
+    loop {
+        match bob.event().await {
+            ChatEvent::Missed { target, count } => {
+                assert_eq!(target, "@alice", "counted against the conversation");
+                missed += count;
+            }
+            ChatEvent::Message(m) if m.id == last => break,
+            _ => {}
+        }
+    }
+    assert!(missed > 0);
+    // History has what the queue could not hold.
+    let Response::History { messages, .. } = bob
+        .request(Request::History {
+            target: "@alice".into(),
+            count: 200,
+            before: None,
+        })
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(messages.len(), 200);
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_rate_limit_refuses_then_recovers_and_the_connection_stays() {
+    let server = start(|c| {
+        c.chat.messages_per_sec = 1;
+        c.chat.message_burst = 3;
+    })
+    .await;
+    let mut alice = Conn::login(&server, "alice").await;
+    for i in 0..3 {
+        alice.say("#lab", &format!("{i}")).await;
+    }
+    assert_error(
+        alice.try_say("#lab", "one too many").await,
+        ErrorCode::RateLimited,
+        "sending too fast",
+    );
+    assert_eq!(alice.request(Request::Ping).await, Response::Pong);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    alice.say("#lab", "after a pause").await;
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn bad_targets_texts_and_states_are_refused_clearly() {
+    let server = start(|_| {}).await;
+    let mut alice = Conn::login(&server, "alice").await;
+    assert_error(
+        alice.try_say("lab", "x").await,
+        ErrorCode::BadRequest,
+        "#channel or @user",
+    );
+    assert_error(
+        alice.try_say("#no spaces", "x").await,
+        ErrorCode::BadRequest,
+        "channel name",
+    );
+    assert_error(
+        alice.try_say("@nobody", "x").await,
+        ErrorCode::NotFound,
+        "no user nobody",
+    );
+    assert_error(
+        alice.try_say("#lab", "").await,
+        ErrorCode::BadRequest,
+        "empty",
+    );
+    assert_error(
+        alice
+            .try_say("#lab", &"y".repeat(MAX_MESSAGE_LEN + 1))
+            .await,
+        ErrorCode::TooLarge,
+        "4000",
+    );
+    assert_error(
+        alice.try_say("#lab", "a\0b").await,
+        ErrorCode::BadRequest,
+        "NUL",
+    );
+    alice.say("#lab", &"é".repeat(MAX_MESSAGE_LEN / 2)).await;
+    let join = Request::Join {
+        channel: "#lab".into(),
+        history: 0,
+        after: None,
+    };
+    assert_error(
+        alice.request(join.clone()).await,
+        ErrorCode::BadRequest,
+        "open chat first",
+    );
+    assert_error(
+        alice.request(Request::SetAway { away: true }).await,
+        ErrorCode::BadRequest,
+        "open chat first",
+    );
+    alice.open(None).await;
+    assert_error(
+        alice.request(Request::ChatOpen { after: None }).await,
+        ErrorCode::BadRequest,
+        "already open",
+    );
+    assert_error(
+        alice
+            .request(Request::Join {
+                channel: "@bob".into(),
+                history: 0,
+                after: None,
+            })
+            .await,
+        ErrorCode::BadRequest,
+        "channel name",
+    );
+    assert_error(
+        alice
+            .request(Request::Part {
+                channel: "#elsewhere".into(),
+            })
+            .await,
+        ErrorCode::NotFound,
+        "not in #elsewhere",
+    );
+    assert_error(
+        alice
+            .request(Request::History {
+                target: "@nobody".into(),
+                count: 5,
+                before: None,
+            })
+            .await,
+        ErrorCode::NotFound,
+        "no user nobody",
+    );
+    // Still usable after every refusal.
+    alice.join("#lab", 1).await;
+    let mut anon_history = Conn::login(&server, "bob").await;
+    assert!(matches!(
+        anon_history
+            .request(Request::Who { channel: None })
+            .await,
+        Response::Who { users } if users.iter().any(|p| p.user == "alice")
+    ));
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn presence_who_and_channels_follow_connections() {
+    let server = start(|_| {}).await;
+    let mut alice = Conn::login(&server, "alice").await;
+    alice.open(None).await;
+    alice.join("#lab", 0).await;
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    bob.join("#lab", 0).await;
+    bob.join("#other", 0).await;
+    assert_eq!(
+        alice.event().await,
+        ChatEvent::Presence(xfer_proto::Presence {
+            user: "bob".into(),
+            state: PresenceState::Online
+        })
+    );
+    assert_eq!(
+        bob.request(Request::SetAway { away: true }).await,
+        Response::Ok
+    );
+    let Response::Who { users } = alice
+        .request(Request::Who {
+            channel: Some("#lab".into()),
+        })
+        .await
+    else {
+        panic!()
+    };
+    let states: Vec<_> = users.iter().map(|p| (p.user.as_str(), p.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("alice", PresenceState::Online),
+            ("bob", PresenceState::Away)
+        ]
+    );
+    let Response::Channels { channels } = alice.request(Request::Channels).await else {
+        panic!()
+    };
+    let listed: Vec<_> = channels
+        .iter()
+        .map(|c| (c.name.as_str(), c.members))
+        .collect();
+    assert_eq!(listed, [("#lab", 2), ("#other", 1)]);
+
+    drop(bob);
+    // Both arrive, in either order: presence by the inbox, the part by the channel.
+    let mut expected = vec![
+        ChatEvent::Presence(xfer_proto::Presence {
+            user: "bob".into(),
+            state: PresenceState::Offline,
+        }),
+        ChatEvent::Parted {
+            channel: "#lab".into(),
+            user: "bob".into(),
+        },
+    ];
+    while !expected.is_empty() {
+        let e = alice.event().await;
+        expected.retain(|x| *x != e);
+    }
+    let Response::Channels { channels } = alice.request(Request::Channels).await else {
+        panic!()
+    };
+    assert_eq!(channels.len(), 1, "an empty channel is gone: {channels:?}");
+    server.shutdown.cancel();
+}
+
+// ---------------------------------------------------------------------------------------
+// Files handed to people.
+// ---------------------------------------------------------------------------------------
+
+impl Conn {
+    async fn send_begin(&mut self, to: &str, name: &str, data: &[u8]) -> Response {
+        self.request(Request::SendBegin {
+            to: to.into(),
+            name: name.into(),
+            size: data.len() as u64,
+            force: false,
+            head: Bytes::copy_from_slice(&data[..data.len().min(512)]),
+        })
+        .await
+    }
+
+    async fn send_chunks(&mut self, id: u64, data: &[u8], indices: std::ops::Range<u64>) {
+        let n = indices.end - indices.start;
+        for i in indices {
+            let start = i as usize * CHUNK_SIZE;
+            let end = (start + CHUNK_SIZE).min(data.len());
+            let chunk = Bytes::copy_from_slice(&data[start..end]);
+            let digest = Digest::of_chunk(&chunk, start as u64, data.len() as u64)
+                .expect("a chunk of the file");
+            self.framed
+                .send(Frame::Chunk(Chunk::raw(id, start as u64, digest, chunk)))
+                .await
+                .unwrap();
+        }
+        for _ in 0..n {
+            let r = self.response().await;
+            assert!(matches!(r, Response::ChunkAck { .. }), "{r:?}");
+        }
+    }
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 1000) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
+    let server = start(|_| {}).await;
+    let payload = data(3 * CHUNK_SIZE + 123);
+    let mut alice = Conn::login(&server, "alice").await;
+    assert_error(
+        alice.send_begin("nobody", "f.bin", &payload).await,
+        ErrorCode::NotFound,
+        "no user nobody",
+    );
+    assert_error(
+        alice.send_begin("../bob", "f.bin", &payload).await,
+        ErrorCode::BadRequest,
+        "user name",
+    );
+    assert_error(
+        alice.send_begin("bob", "dir/f.bin", &payload).await,
+        ErrorCode::InvalidPath,
+        "one path component",
+    );
+    assert_error(
+        alice.send_begin("bob", "..", &payload).await,
+        ErrorCode::InvalidPath,
+        "",
+    );
+
+    // Interrupted after two chunks: the same send resumes from there.
+    let Response::PutReady { transfer_id, .. } = alice.send_begin("bob", "f.bin", &payload).await
+    else {
+        panic!("send refused")
+    };
+    alice.send_chunks(transfer_id, &payload, 0..2).await;
+    drop(alice);
+    let mut alice = Conn::login(&server, "alice").await;
+    let Response::PutReady {
+        transfer_id,
+        chunks_held,
+        ..
+    } = alice.send_begin("bob", "f.bin", &payload).await
+    else {
+        panic!("resume refused")
+    };
+    assert_eq!(chunks_held, 2, "resumed, not restarted");
+    alice.send_chunks(transfer_id, &payload, 2..4).await;
+    let digest = Digest::of(&payload);
+    assert_eq!(
+        alice
+            .request(Request::PutCommit {
+                transfer_id,
+                digest
+            })
+            .await,
+        Response::Committed {
+            size: payload.len() as u64,
+            digest
+        }
+    );
+    // Alice cannot see it: "inbox" is her own (empty) namespace.
+    assert_error(
+        alice
+            .request(Request::List {
+                path: "inbox".into(),
+            })
+            .await,
+        ErrorCode::NotFound,
+        "",
+    );
+
+    // Bob was offline: the notice waits for his next chat connection.
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    let m = bob.message().await;
+    assert_eq!((m.from.as_str(), m.target.as_str()), ("alice", "@bob"));
+    assert_eq!(
+        m.body,
+        MessageBody::File {
+            path: "inbox/alice/f.bin".into(),
+            size: payload.len() as u64,
+            digest
+        }
+    );
+    let Response::Listing { entries } = bob
+        .request(Request::List {
+            path: "inbox/alice".into(),
+        })
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (entries[0].name.as_str(), entries[0].kind),
+        ("f.bin", EntryKind::File)
+    );
+    let Response::GetReady {
+        digest: got, size, ..
+    } = bob
+        .request(Request::GetBegin {
+            path: "inbox/alice/f.bin".into(),
+        })
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!((got, size), (digest, payload.len() as u64));
+
+    // Live this time, and a second send of the same name without force conflicts.
+    let small = data(100);
+    let Response::PutReady { transfer_id, .. } = alice.send_begin("bob", "g.bin", &small).await
+    else {
+        panic!()
+    };
+    alice.send_chunks(transfer_id, &small, 0..1).await;
+    alice
+        .request(Request::PutCommit {
+            transfer_id,
+            digest: Digest::of(&small),
+        })
+        .await;
+    let m = bob.message().await;
+    assert!(matches!(m.body, MessageBody::File { ref path, .. } if path == "inbox/alice/g.bin"));
+    assert!(matches!(
+        alice.send_begin("bob", "g.bin", &small).await,
+        Response::Exists { size: 100, .. }
+    ));
+    server.shutdown.cancel();
+}
