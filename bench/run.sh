@@ -3,7 +3,8 @@
 # alternating, median of N runs; prints MB/s, the ratios xfer/sftp, and the CPU seconds
 # xfer and xferd spent per operation.
 #
-#   bench/run.sh [SIZE_MIB] [RUNS]      defaults: 1024 MiB, 3 runs
+#   bench/run.sh [SIZE_MIB] [RUNS]      defaults: 1024 MiB, 5 runs (medians of 3 swing
+#                                       by ±30 % on the shared 2-core VM)
 #
 # Both tools read and write under BENCH_DIR (default /dev/shm, a tmpfs): on this VM, disk
 # writeback throttling caps any writer at ~400 MB/s once a GiB is dirty, which measures the
@@ -11,21 +12,19 @@
 #
 # Memory: this VM returns freed memory to the host after ~2 s (virtio-balloon free page
 # reporting), and the first write into such memory costs up to ~2.5 s more per GiB than a
-# write into memory freed just before (see RESULTS.md); which kind a writer gets depends
-# on what every process on the machine freed lately. So, untimed, before each timed
-# operation a file of 1.5× SIZE is written and deleted (BENCH_WARM=0 turns this off), and
-# every timed operation also deletes its destination first, inside the timed region:
+# write into memory freed just before (see RESULTS.md). So every timed operation deletes
+# its destination first, inside the timed region, and writes into the memory that frees:
 # `sftp put` truncates the existing file when it opens it, `xfer push` is preceded by
 # `xfer rm`, both pulls `rm -f` the local file. `xfer push --force` over the existing
-# file (an atomic replace: the old file stays until the new one is complete) is timed
-# as its own row.
+# file is an atomic replace (the old file stays until the new one is complete, so the new
+# one lands in memory freed long ago); it is timed as its own row.
 #
 # Installs openssh-server/-client from Debian if missing and runs a private sshd on a
 # 127.0.0.1 port with its own config and host key (nothing system-wide is touched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
-RUNS=${2:-3}
+RUNS=${2:-5}
 
 if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
@@ -99,12 +98,6 @@ timed() {
   c0=$(cat "$W/c0"); c1=$(cat "$W/c1")
   echo "$(echo "$t1 - $t0" | bc -l) $(echo "$c1 - $c0" | bc -l) $(echo "$s1 - $s0" | bc -l)"
 }
-# Untimed: leaves recently freed memory for the next operation (see the header).
-warm() {
-  [ "${BENCH_WARM:-1}" = 1 ] || return 0
-  dd if=/dev/zero of="$W/warm" bs=1M count=$((SIZE_MIB * 3 / 2)) status=none
-  rm -f "$W/warm"
-}
 xfer_push() { "$XFER" rm bench.bin; "$XFER" push -q "$W/src.bin" bench.bin; }
 xfer_push_force() { "$XFER" push -q --force "$W/src.bin" bench.bin; }
 xfer_pull() { rm -f "$W/pull/bench.bin"; "$XFER" pull -q --force bench.bin "$W/pull/"; }
@@ -120,7 +113,6 @@ for i in $(seq "$RUNS"); do
       xpush) f=xfer_push ;; sput) f=sftp_put ;; xpull) f=xfer_pull ;; sget) f=sftp_get ;;
       xforce) f=xfer_push_force ;;
     esac
-    warm
     read -r wall cpu srv <<<"$(timed $f)"
     T[$k]+="$wall "; C[$k]+="$cpu "; S[$k]+="$srv "
   done

@@ -2,11 +2,12 @@
 //!
 //! Filesystem work always runs in `spawn_blocking`. Uploaded chunks are pipelined:
 //! while one chunk is verified and written in a blocking task (one task per chunk:
-//! hash, then positioned write), the session goes on reading and decrypting the next
-//! frames, up to [`MAX_QUEUED_CHUNKS`] waiting; beyond that it stops reading, which is
-//! the backpressure. Chunks are processed and acknowledged in arrival order, and any
-//! other request first waits until every earlier chunk is acknowledged, so responses
-//! keep request order. Downloads read the next chunk while the current one is sent.
+//! decompress if it came compressed, hash, then positioned write), the session goes on
+//! reading and decrypting the next frames, up to [`MAX_QUEUED_CHUNKS`] waiting; beyond
+//! that it stops reading, which is the backpressure. Chunks are processed and
+//! acknowledged in arrival order, and any other request first waits until every earlier
+//! chunk is acknowledged, so responses keep request order. Downloads read (and, when
+//! asked, compress) the next chunk in a blocking task while the current one is sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
