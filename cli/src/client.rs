@@ -373,6 +373,11 @@ impl Client {
             force,
             head,
         };
+        self.begin_upload(req).await
+    }
+
+    /// Sends `PutBegin` or `SendBegin` and reads the admission answer.
+    async fn begin_upload(&mut self, req: Request) -> Result<PutStart> {
         match self.request(req).await? {
             Response::PutReady {
                 transfer_id,
@@ -636,19 +641,7 @@ impl Client {
             force,
             head,
         };
-        match self.request(req).await? {
-            Response::PutReady {
-                transfer_id,
-                chunk_size,
-                chunks_held,
-            } => Ok(PutStart::Ready {
-                transfer_id,
-                chunk_size,
-                chunks_held,
-            }),
-            Response::Exists { size, digest } => Ok(PutStart::Exists { size, digest }),
-            _ => Err(self.unexpected("an upload answer")),
-        }
+        self.begin_upload(req).await
     }
 
     /// Reads the next frame, which must be a message, however long it takes: a chat

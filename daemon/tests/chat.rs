@@ -1,89 +1,29 @@
 //! In-process chat: `xferd::serve` on 127.0.0.1:0 with a temporary data directory,
 //! driven by raw protocol clients over real TLS.
 
+mod common;
+
+use common::Server;
+
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tempfile::TempDir;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::client::TlsStream;
-use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
-use xfer_certs::PinnedVerifier;
 use xfer_proto::{
-    CHUNK_SIZE, ChatEvent, ChatMessage, Chunk, ClientCodec, Digest, EntryKind, ErrorCode, Frame,
-    Hello, MAX_MESSAGE_LEN, MessageBody, PresenceState, Request, Response, Secret,
+    CHUNK_SIZE, ChatEvent, ChatMessage, Chunk, Digest, EntryKind, ErrorCode, Frame,
+    MAX_MESSAGE_LEN, MessageBody, PresenceState, Request, Response,
 };
-use xferd::accounts::{PasswordFile, UserName, hash_password};
-use xferd::{Config, ServerState};
 
-const PASSWORD: &str = "correct horse battery";
 /// Generous: the machine is shared with other builds.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Server {
-    addr: SocketAddr,
-    fingerprint: xfer_certs::Fingerprint,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    config: Config,
-    _data: TempDir,
-}
-
-async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
-    let data = TempDir::new().unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        data_dir: data.path().join("data"),
-        ..Config::default()
-    };
-    config.storage.min_free_bytes = 0;
-    tweak(&mut config);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&config.data_dir)
-        .unwrap();
-    for user in ["alice", "bob", "carol"] {
-        let name: UserName = user.parse().unwrap();
-        let phc = hash_password(PASSWORD).unwrap();
-        PasswordFile::update(&config.password_file(), |f| f.add(&name, phc)).unwrap();
-    }
-    serve(config, data).await
-}
-
-async fn serve(config: Config, data: TempDir) -> Server {
-    let state = Arc::new(ServerState::open(config.clone()).await.unwrap());
-    let fingerprint = state.fingerprint;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(xferd::serve(state, listener, shutdown.clone()));
-    Server {
-        addr,
-        fingerprint,
-        shutdown,
-        task,
-        config,
-        _data: data,
-    }
-}
-
-impl Server {
-    /// A clean stop and a new server on the same data directory.
-    async fn restart(self) -> Server {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-        serve(self.config, self._data).await
-    }
+async fn start(tweak: impl FnOnce(&mut xferd::Config)) -> Server {
+    common::start(&["alice", "bob", "carol"], tweak).await
 }
 
 struct Conn {
-    framed: Framed<TlsStream<TcpStream>, ClientCodec>,
+    framed: common::Raw,
     /// Events that arrived while waiting for a response.
     events: VecDeque<ChatEvent>,
 }
@@ -96,37 +36,10 @@ impl Conn {
     /// Logs in; `recv_buffer` shrinks the socket's receive buffer (a slow reader that
     /// the server notices early).
     async fn login_with(server: &Server, user: &str, recv_buffer: Option<u32>) -> Conn {
-        let config =
-            xfer_certs::config::client_config_pinned(PinnedVerifier::new(Some(server.fingerprint)));
-        let socket = TcpSocket::new_v4().unwrap();
-        if let Some(n) = recv_buffer {
-            socket.set_recv_buffer_size(n).unwrap();
-        }
-        let tcp = socket.connect(server.addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let mut framed = Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
-        framed
-            .send(Frame::Hello(Hello::current("test")))
-            .await
-            .unwrap();
-        assert!(matches!(framed.next().await, Some(Ok(Frame::Hello(_)))));
-        let mut conn = Conn {
-            framed,
+        Conn {
+            framed: common::login(server, user, recv_buffer).await,
             events: VecDeque::new(),
-        };
-        let r = conn
-            .request(Request::Login {
-                user: user.into(),
-                password: Secret::new(PASSWORD),
-            })
-            .await;
-        assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
-        conn
+        }
     }
 
     async fn frame(&mut self) -> Frame<Response> {

@@ -1,110 +1,31 @@
 //! In-process transfers: `xferd::serve` on 127.0.0.1:0 with a temporary data directory,
 //! driven by a raw protocol client over real TLS.
 
-use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
-use std::sync::Arc;
+mod common;
+
+use common::Server;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tempfile::TempDir;
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
-use xfer_certs::PinnedVerifier;
 use xfer_proto::{
-    CHUNK_SIZE, Chunk, ClientCodec, Digest, EntryKind, ErrorCode, Frame, Hello, PUT_WINDOW,
-    Request, Response, Secret,
+    CHUNK_SIZE, Chunk, Digest, EntryKind, ErrorCode, Frame, PUT_WINDOW, Request, Response,
 };
-use xferd::accounts::{PasswordFile, UserName, hash_password};
-use xferd::{Config, ServerState};
 
-const PASSWORD: &str = "correct horse battery";
-
-struct Server {
-    addr: SocketAddr,
-    fingerprint: xfer_certs::Fingerprint,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    data: TempDir,
-}
-
-async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
-    let data = TempDir::new().unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        data_dir: data.path().join("data"),
-        ..Config::default()
-    };
-    config.storage.min_free_bytes = 0;
-    tweak(&mut config);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&config.data_dir)
-        .unwrap();
-    for user in ["alice", "bob"] {
-        let name: UserName = user.parse().unwrap();
-        let phc = hash_password(PASSWORD).unwrap();
-        PasswordFile::update(&config.password_file(), |f| f.add(&name, phc)).unwrap();
-    }
-    let state = Arc::new(ServerState::open(config).await.unwrap());
-    let fingerprint = state.fingerprint;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(xferd::serve(state, listener, shutdown.clone()));
-    Server {
-        addr,
-        fingerprint,
-        shutdown,
-        task,
-        data,
-    }
-}
-
-impl Server {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-    }
-
-    fn home(&self, user: &str) -> std::path::PathBuf {
-        self.data.path().join("data/users").join(user).join("files")
-    }
+async fn start(tweak: impl FnOnce(&mut xferd::Config)) -> Server {
+    common::start(&["alice", "bob"], tweak).await
 }
 
 struct Conn {
-    framed: Framed<TlsStream<TcpStream>, ClientCodec>,
+    framed: common::Raw,
 }
 
 impl Conn {
     async fn login(server: &Server, user: &str) -> Conn {
-        let config =
-            xfer_certs::config::client_config_pinned(PinnedVerifier::new(Some(server.fingerprint)));
-        let tcp = TcpStream::connect(server.addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let mut framed = Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
-        framed
-            .send(Frame::Hello(Hello::current("test")))
-            .await
-            .unwrap();
-        assert!(matches!(framed.next().await, Some(Ok(Frame::Hello(_)))));
-        let mut conn = Conn { framed };
-        let r = conn
-            .request(Request::Login {
-                user: user.into(),
-                password: Secret::new(PASSWORD),
-            })
-            .await;
-        assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
-        conn
+        Conn {
+            framed: common::login(server, user, None).await,
+        }
     }
 
     async fn next(&mut self) -> Frame<Response> {
