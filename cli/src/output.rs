@@ -23,10 +23,12 @@ impl Format {
     }
 }
 
-/// Replaces C0 and C1 control characters and DEL with `\xNN` escapes, so
-/// text from a server cannot move the cursor, recolour or retitle a terminal.
+/// Replaces C0 and C1 control characters and DEL with `\xNN` escapes, and the
+/// bidirectional-text controls with `\u{NNNN}` escapes, so text from a server cannot
+/// move the cursor, recolour or retitle a terminal, nor make `invoice\u{202e}gpj.exe`
+/// read as `invoice…exe.jpg`.
 pub fn escape_control(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -36,10 +38,27 @@ pub fn escape_control(s: &str) -> Cow<'_, str> {
             c if c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
+            c if is_bidi_control(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
             c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || is_bidi_control(c)
+}
+
+/// The characters that reorder displayed text: the Arabic letter mark, LRM and RLM,
+/// the embeddings and overrides (LRE, RLE, PDF, LRO, RLO) and the isolates (LRI, RLI,
+/// FSI, PDI).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// `1.5 MiB`-style size with binary units; exact bytes below 1 KiB.
@@ -96,6 +115,28 @@ mod tests {
         assert_eq!(escape_control("del\x7f"), "del\\x7f");
         assert_eq!(escape_control("csi\u{9b}x"), "csi\\x9bx");
         assert_eq!(escape_control("back\\slash"), "back\\slash");
+    }
+
+    #[test]
+    fn escape_control_escapes_bidi_controls() {
+        assert_eq!(
+            escape_control("invoice\u{202e}gpj.exe"),
+            "invoice\\u{202e}gpj.exe"
+        );
+        for c in [
+            '\u{061c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}',
+            '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ] {
+            let s = format!("a{c}b");
+            let escaped = escape_control(&s);
+            assert_eq!(escaped, format!("a\\u{{{:04x}}}b", c as u32));
+            assert!(escaped.is_ascii(), "{escaped}");
+        }
+        // Neighbours that do not reorder text stay: ZWJ (emoji), the Hebrew and
+        // Arabic letters themselves.
+        for s in ["\u{200d}", "\u{2065}", "\u{202f}", "שלום", "سلام"] {
+            assert!(matches!(escape_control(s), Cow::Borrowed(_)), "{s:?}");
+        }
     }
 
     #[test]

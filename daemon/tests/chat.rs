@@ -429,28 +429,43 @@ async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
         c.chat.connection_buffer = 16;
         c.chat.messages_per_sec = 1_000_000;
         c.chat.message_burst = 1_000_000;
+        c.chat.replay_max = 10_000;
     })
     .await;
     let mut bob = Conn::login_with(&server, "bob", Some(16 * 1024)).await;
     bob.open(None).await;
     let mut alice = Conn::login(&server, "alice").await;
     let filler = "y".repeat(3500);
+    let mut sent = Vec::new();
     for _ in 0..4000 {
-        alice.say("@bob", &filler).await;
+        sent.push(alice.say("@bob", &filler).await);
     }
     let last = alice.say("@bob", "last").await;
+    sent.push(last);
     let mut missed = 0;
+    let mut received = std::collections::HashSet::new();
     loop {
         match bob.event().await {
             ChatEvent::Missed { target, count } => {
                 assert_eq!(target, "@alice", "counted against the conversation");
                 missed += count;
             }
-            ChatEvent::Message(m) if m.id == last => break,
+            ChatEvent::Message(m) => {
+                received.insert(m.id);
+                if m.id == last {
+                    break;
+                }
+            }
             _ => {}
         }
     }
     assert!(missed > 0);
+    let lost: Vec<u64> = sent
+        .iter()
+        .copied()
+        .filter(|id| !received.contains(id))
+        .collect();
+    assert_eq!(lost.len() as u64, missed, "every lost message was counted");
     // History has what the queue could not hold.
     let Response::History { messages, .. } = bob
         .request(Request::History {
@@ -463,6 +478,88 @@ async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
         panic!()
     };
     assert_eq!(messages.len(), 200);
+
+    // The delivery marker did not jump over what the queue dropped: bob's next chat
+    // connection replays it (with whatever followed, which may come twice).
+    drop(bob);
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    let replayed: std::collections::HashSet<u64> = bob
+        .events_so_far()
+        .await
+        .into_iter()
+        .map(|e| match e {
+            ChatEvent::Message(m) => m.id,
+            other => panic!("only messages expected, got {other:?}"),
+        })
+        .collect();
+    assert!(
+        lost.iter().all(|id| replayed.contains(id)),
+        "{} lost, {} replayed",
+        lost.len(),
+        replayed.len()
+    );
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_replay_keeps_the_newest_across_conversations_and_counts_the_rest() {
+    let users = ["bob", "u1", "u2", "u3", "u4", "u5"];
+    let server = common::start(&users, |c| c.chat.replay_max = 4).await;
+    let mut senders = Vec::new();
+    for u in &users[1..] {
+        senders.push(Conn::login(&server, u).await);
+    }
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        for s in &mut senders {
+            ids.push(s.say("@bob", &format!("round {round}")).await);
+        }
+    }
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    let events = bob.events_so_far().await;
+    let mut missed = std::collections::BTreeMap::new();
+    let mut got = Vec::new();
+    for e in events {
+        match e {
+            ChatEvent::Missed { target, count } => *missed.entry(target).or_insert(0) += count,
+            ChatEvent::Message(m) => got.push(m.id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, ids[ids.len() - 4..], "the newest 4, oldest first");
+    // u1 lost all three (its newest is the 5th newest); u2..u5 two each.
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("@u1".to_string(), 3),
+        ("@u2".to_string(), 2),
+        ("@u3".to_string(), 2),
+        ("@u4".to_string(), 2),
+        ("@u5".to_string(), 2),
+    ]
+    .into();
+    assert_eq!(missed, expected);
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn chat_open_after_an_id_acknowledges_what_lies_below_it() {
+    let server = start(|_| {}).await;
+    let mut alice = Conn::login(&server, "alice").await;
+    alice.say("@bob", "one").await;
+    let two = alice.say("@bob", "two").await;
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(Some(two)).await;
+    assert!(bob.events_so_far().await.is_empty());
+    drop(bob);
+    let mut bob = Conn::login(&server, "bob").await;
+    bob.open(None).await;
+    assert!(
+        bob.events_so_far().await.is_empty(),
+        "the client said it had everything up to {two}"
+    );
+    let three = alice.say("@bob", "three").await;
+    assert_eq!(bob.message().await.id, three);
     server.shutdown.cancel();
 }
 
@@ -480,11 +577,36 @@ async fn the_rate_limit_refuses_then_recovers_and_the_connection_stays() {
     assert_error(
         alice.try_say("#lab", "one too many").await,
         ErrorCode::RateLimited,
-        "sending too fast",
+        "too many chat requests",
     );
     assert_eq!(alice.request(Request::Ping).await, Response::Pong);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     alice.say("#lab", "after a pause").await;
+
+    // Reading history and opening chat take from the same bucket: a loop of them
+    // cannot make the server walk logs without limit.
+    let history = || Request::History {
+        target: "#lab".into(),
+        count: 200,
+        before: Some(1),
+    };
+    let mut bob = Conn::login(&server, "bob").await;
+    for _ in 0..3 {
+        let r = bob.request(history()).await;
+        assert!(matches!(r, Response::History { .. }), "{r:?}");
+    }
+    assert_error(
+        bob.request(history()).await,
+        ErrorCode::RateLimited,
+        "too many chat requests",
+    );
+    assert_error(
+        bob.request(Request::ChatOpen { after: None }).await,
+        ErrorCode::RateLimited,
+        "too many chat requests",
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bob.open(None).await;
     server.shutdown.cancel();
 }
 

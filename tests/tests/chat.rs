@@ -311,18 +311,38 @@ fn escape_sequences_in_messages_are_shown_escaped() {
         "raw control bytes reached the terminal: {raw:?}"
     );
 
+    // A right-to-left override would show "invoice\u{202e}gpj.exe" as "invoice…exe.jpg".
+    let spoof = "invoice\u{202e}gpj.exe";
+    let rlo = "\u{202e}".as_bytes();
+    let has_rlo = |b: &[u8]| b.windows(rlo.len()).any(|w| w == rlo);
+    say(&a, "#general", spoof);
+    wait_message(&f, "#general", "alice", "invoice\\u{202e}gpj.exe");
+    assert!(!has_rlo(&f.stdout_bytes()), "{}", f.stdout_so_far());
+
     let h = b.xfer(&["chat", "#general", "--history", "5"], "");
     assert!(!h.0.stdout.contains(&0x1b), "{}", h.stdout());
+    assert!(!has_rlo(&h.0.stdout), "{}", h.stdout());
     let j = b.xfer(&["chat", "#general", "--history", "5", "--json"], "");
     assert!(!j.0.stdout.contains(&0x1b), "{}", j.stdout());
-    let v: serde_json::Value = serde_json::from_str(j.stdout().trim()).unwrap();
-    assert_eq!(v["text"], hostile, "JSON carries the text exactly");
+    assert!(!has_rlo(&j.0.stdout), "{}", j.stdout());
+    let texts: Vec<serde_json::Value> = j
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].clone())
+        .collect();
+    assert_eq!(texts, [hostile, spoof], "JSON carries the texts exactly");
 
     // Interactive mode escapes too.
     let out = b.xfer(&["chat", "#general"], "/quit\n");
     assert_eq!(out.code(), 0, "{}", out.stderr());
     assert!(out.stdout().contains("\\x1b[2J"), "{}", out.stdout());
+    assert!(
+        out.stdout().contains("invoice\\u{202e}gpj.exe"),
+        "{}",
+        out.stdout()
+    );
     assert!(!out.0.stdout.contains(&0x1b), "{}", out.stdout());
+    assert!(!has_rlo(&out.0.stdout), "{}", out.stdout());
 }
 
 #[test]

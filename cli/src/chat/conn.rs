@@ -174,7 +174,20 @@ impl ChatConn {
             count,
             before,
         };
-        match self.request(req).await? {
+        // Reads share the connection's rate limit with messages; a catch-up after a
+        // reconnect may page through several conversations at once, so a read that
+        // is refused for going too fast waits for the bucket to refill and retries.
+        let mut retries = 0;
+        let answer = loop {
+            match self.request(req.clone()).await {
+                Err(e) if retries < HISTORY_RETRIES && is_rate_limited(&e) => {
+                    retries += 1;
+                    tokio::time::sleep(HISTORY_RETRY_PAUSE).await;
+                }
+                other => break other?,
+            }
+        };
+        match answer {
             Response::History { messages, .. } => Ok(messages),
             _ => Err(self.unexpected("history")),
         }
@@ -264,11 +277,21 @@ impl ChatConn {
     }
 }
 
+/// How often a rate-limited history read is retried, and how long it waits each time
+/// (the server refills its bucket at several requests a second).
+const HISTORY_RETRIES: u32 = 20;
+const HISTORY_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
+fn is_rate_limited(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::error::RemoteError>()
+        .is_some_and(|r| r.code == xfer_proto::ErrorCode::RateLimited)
+}
+
 #[cfg(test)]
 mod tests {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_util::codec::Framed;
-    use xfer_proto::{Frame, MessageBody, ServerCodec};
+    use xfer_proto::{ErrorCode, Frame, MessageBody, ServerCodec};
 
     use super::*;
     use crate::target::ServerAddr;
@@ -329,6 +352,32 @@ mod tests {
         drop(srv.await.unwrap());
         let err = conn.next_event().await.unwrap_err();
         assert_eq!(crate::exit_code(&err), 8, "{err:#}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_history_read_waits_and_retries() {
+        let (mut conn, mut server) = pair();
+        let srv = tokio::spawn(async move {
+            for _ in 0..2 {
+                let Some(Ok(Frame::Message(Request::History { .. }))) = server.next().await else {
+                    panic!("expected History")
+                };
+                let refused = Response::error(ErrorCode::RateLimited, "too many chat requests");
+                server.send(Frame::Message(refused)).await.unwrap();
+            }
+            let Some(Ok(Frame::Message(Request::History { target, .. }))) = server.next().await
+            else {
+                panic!("expected History")
+            };
+            let page = Response::History {
+                target,
+                messages: Vec::new(),
+            };
+            server.send(Frame::Message(page)).await.unwrap();
+            server
+        });
+        assert_eq!(conn.history("#general", 5, None).await.unwrap(), Vec::new());
+        drop(srv.await.unwrap());
     }
 
     #[tokio::test]

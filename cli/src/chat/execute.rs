@@ -99,7 +99,8 @@ impl Session {
         Ok(false)
     }
 
-    /// Says `text` to `target` and shows it as the server stored it.
+    /// Says `text` to `target` and shows it as the server stored it. Its id moves no
+    /// replay mark: messages queued for this connection may have smaller ids.
     async fn say(&mut self, target: &str, text: &str, ui: &mut impl Ui) -> Result<()> {
         if text.len() > MAX_MESSAGE_LEN {
             ui.error(&format!(
@@ -172,7 +173,8 @@ impl Session {
             escape_control(&target)
         ));
         for m in &messages {
-            // Shown again even if seen: the user asked for them.
+            // Shown again even if seen: the user asked for them. Not a stream: no
+            // replay mark moves.
             self.state.accept(m);
             ui.message(m, &self.state.me);
         }

@@ -13,7 +13,7 @@ use std::hash::{Hash as _, Hasher as _};
 use serde::Serialize;
 use xfer_proto::{ChannelInfo, ChatEvent, ChatMessage, MessageBody, Presence, PresenceState};
 
-use crate::output::{escape_control, human_bytes};
+use crate::output::{escape_control, human_bytes, is_bidi_control};
 
 /// `2026-11-21T10:02:03Z`: UTC, to the second (the `--follow` and `--json` time).
 pub fn utc_stamp(time_unix_ms: u64) -> String {
@@ -63,7 +63,9 @@ pub struct FileJson<'a> {
     blake3: String,
 }
 
-/// One `--json` line (JSON escapes control characters itself).
+/// One `--json` line. JSON escapes control characters itself; bidirectional-text
+/// controls are escaped here (`\u202e`: the same text once parsed), so the line cannot
+/// display reordered either.
 pub fn json_line(msg: &ChatMessage) -> String {
     let (text, file) = match &msg.body {
         MessageBody::Text(t) => (Some(t.as_str()), None),
@@ -85,7 +87,20 @@ pub fn json_line(msg: &ChatMessage) -> String {
         text,
         file,
     };
-    serde_json::to_string(&json).expect("a message always serialises")
+    let line = serde_json::to_string(&json).expect("a message always serialises");
+    if !line.chars().any(is_bidi_control) {
+        return line;
+    }
+    // Only string contents can hold them, where a `\uXXXX` escape means the same.
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if is_bidi_control(c) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether to colour output on a stream: only on a terminal, never with `NO_COLOR` set
@@ -349,6 +364,26 @@ mod tests {
                 "ab".repeat(32)
             )
         );
+    }
+
+    #[test]
+    fn bidi_controls_are_escaped_everywhere_a_message_is_shown() {
+        let spoof = "invoice\u{202e}gpj.exe";
+        let shown = [
+            follow_line(&text("eve", "#g", spoof)),
+            Style::new(false).message(&text("eve", "#g", spoof), "bob"),
+            json_line(&text("eve", "#g", spoof)),
+        ];
+        for line in &shown {
+            assert!(!line.contains('\u{202e}'), "{line}");
+            assert!(line.contains("invoice\\u"), "{line}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&shown[2]).unwrap();
+        assert_eq!(v["text"], spoof, "JSON still carries the text exactly");
+        let tricky = "\\\u{2066}\"";
+        let v: serde_json::Value =
+            serde_json::from_str(&json_line(&text("eve", "#g", tricky))).unwrap();
+        assert_eq!(v["text"], tricky);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! lines, a keep-alive ping and background file sends, which reconnects with backoff
 //! when the connection drops and replays what it missed.
 //!
-//! Replay: every message id is server-wide and increasing. The session keeps the
-//! largest id it has covered; after a reconnect it sends `ChatOpen { after }` and
-//! re-`Join`s each channel with `after`, and drops anything it already showed (by id).
-//! A `Missed` event (this connection read too slowly and the server dropped messages
-//! for it rather than make the room wait) is answered by paging `History` back to the
-//! last message seen there. Showing things is the [`Ui`]'s business; carrying out
+//! Replay: message ids are server-wide and increase within each stream (a channel, or
+//! the direct messages and notices of this user), though not across streams. The
+//! session keeps, per stream, the last id received on it (see [`State`]); after a
+//! reconnect it sends `ChatOpen { after }` with the direct-message stream's mark and
+//! re-`Join`s each channel after that channel's mark, and drops anything it already
+//! showed (by id). A `Missed` event (this connection read too slowly and the server
+//! dropped messages for it rather than make the room wait, or a replay was longer than
+//! one answer) is answered by paging `History` back to that conversation's mark. Showing things is the [`Ui`]'s business; carrying out
 //! slash commands is in [`crate::chat::execute`].
 
 use std::time::Duration;
@@ -138,6 +140,8 @@ impl Session {
     ) -> Result<(String, Vec<ChatMessage>)> {
         let (name, members, replay) = self.conn()?.join(channel, history, None).await?;
         self.state.joined.insert(name.clone());
+        // The channel's stream starts with this replay.
+        replay.iter().for_each(|m| self.state.received(m));
         let line = format!(
             "{} — {}",
             escape_control(&name),
@@ -216,6 +220,7 @@ impl Session {
     async fn on_event(&mut self, event: ChatEvent, ui: &mut impl Ui) -> Result<()> {
         match event {
             ChatEvent::Message(m) => {
+                self.state.received_live(&m);
                 if self.state.accept(&m) {
                     ui.message(&m, &self.state.me);
                 }
@@ -223,7 +228,7 @@ impl Session {
             }
             ChatEvent::Missed { ref target, count } => {
                 ui.event(&event);
-                let floor = self.state.floor_of(target, self.state.cursor());
+                let floor = self.state.missed_floor(target);
                 let shown = self.catch_up(target, floor, ui).await?;
                 if (shown as u64) < count {
                     // Older than anything shown here (e.g. more stored direct messages
@@ -245,7 +250,7 @@ impl Session {
 
     /// Fetches what `target` has after `floor`, newest page first, until a page reaches
     /// `floor` (or [`MAX_CATCH_UP`]); shows what was not shown yet, in order, and
-    /// returns how many that was.
+    /// returns how many that was. `target`'s mark moves to the newest fetched.
     ///
     /// # Errors
     /// As [`ChatConn::history`].
@@ -270,6 +275,9 @@ impl Session {
                 break;
             }
             before = Some(oldest);
+        }
+        if let Some(newest) = found.iter().map(|m| m.id).max() {
+            self.state.covered(target.to_string(), newest);
         }
         Ok(self.show_new(found, ui))
     }
@@ -330,23 +338,27 @@ impl Session {
         }
     }
 
-    /// Opens a new connection and restores the session: chat with replay after the
-    /// cursor, every channel re-joined with the same replay, away again if it was.
+    /// Opens a new connection and restores the session: chat with direct messages
+    /// replayed after the direct-message stream's mark, every channel re-joined with a
+    /// replay after its own mark, away again if it was.
     async fn reconnect(&mut self, ui: &mut impl Ui) -> Result<()> {
         let (_login, client) = open_session(&self.home).await?;
-        let mut conn = ChatConn::new(client);
-        let after = self.state.cursor();
-        conn.open(Some(after)).await?;
+        self.restore(ChatConn::new(client), ui).await
+    }
+
+    /// [`Session::reconnect`] over a new connection.
+    async fn restore(&mut self, mut conn: ChatConn, ui: &mut impl Ui) -> Result<()> {
+        conn.open(Some(self.state.direct_after())).await?;
         self.conn = Some(conn);
         for channel in self.state.joined.clone() {
+            let after = self.state.floor_of(&channel);
             match self.conn()?.join(&channel, 0, Some(after)).await {
                 Ok((_, _, replay)) => {
-                    let full = replay.len() >= MAX_HISTORY as usize;
+                    // The replay is the newest messages after `after`; if more were
+                    // said, a `Missed` follows and is caught up from `after`. The
+                    // mark moves with the first live message (or that catch-up).
+                    self.state.rejoined(&channel, after);
                     self.show_new(replay, ui);
-                    if full {
-                        // More may have been said meanwhile than one answer carries.
-                        self.catch_up(&channel, after, ui).await?;
-                    }
                 }
                 Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
                     ui.error(&format!(
@@ -440,6 +452,7 @@ mod tests {
     struct Recorder {
         messages: Vec<u64>,
         events: usize,
+        infos: Vec<String>,
     }
 
     impl Ui for Recorder {
@@ -449,8 +462,12 @@ mod tests {
         fn event(&mut self, _event: &ChatEvent) {
             self.events += 1;
         }
-        fn info(&mut self, _text: &str) {}
-        fn error(&mut self, _text: &str) {}
+        fn info(&mut self, text: &str) {
+            self.infos.push(text.to_string());
+        }
+        fn error(&mut self, text: &str) {
+            self.infos.push(text.to_string());
+        }
     }
 
     fn text(id: u64) -> ChatMessage {
@@ -542,7 +559,145 @@ mod tests {
         srv.abort();
         assert_eq!(ui.messages, [11, 12, 13, 14, 15, 16]);
         assert_eq!(ui.events, 1, "the missed note");
-        assert_eq!(s.state.cursor(), 16);
+        assert_eq!(s.state.floor_of("#lab"), 16);
+        assert_eq!(s.state.direct_after(), 10, "no direct message came");
+    }
+
+    fn dm(id: u64, from: &str, to: &str) -> ChatMessage {
+        ChatMessage {
+            id,
+            time_unix_ms: 0,
+            from: from.into(),
+            target: format!("@{to}"),
+            body: MessageBody::Text(format!("m{id}")),
+        }
+    }
+
+    /// An in-memory connection for alice and its server end.
+    fn pipe() -> (ChatConn, Server) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let client = Client::over_stream(a, ServerAddr::parse("test:1").unwrap());
+        let server = Framed::new(b, ServerCodec::new(xfer_proto::MAX_FRAME_LEN));
+        (ChatConn::new(client), server)
+    }
+
+    async fn request(server: &mut Server) -> Request {
+        match server.next().await {
+            Some(Ok(Frame::Message(r))) => r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_replays_each_stream_from_what_it_received() {
+        let (mut s, mut server, _tmp) = session(90);
+        s.state.joined.insert("#lab".into());
+        s.state.target = Some(xfer_proto::Target::Channel("lab".into()));
+        let srv = tokio::spawn(async move {
+            push(&mut server, ChatEvent::Message(text(95))).await;
+            push(&mut server, ChatEvent::Message(dm(96, "bob", "alice"))).await;
+            // bob's 100 in #lab is still queued when alice's line is stored as 101,
+            // and the server goes away before writing 100.
+            let Request::Say { target, .. } = request(&mut server).await else {
+                panic!("expected a say")
+            };
+            assert_eq!(target, "#lab");
+            let said = Response::Said {
+                id: 101,
+                time_unix_ms: 0,
+            };
+            server.send(Frame::Message(said)).await.unwrap();
+        });
+        let mut ui = Recorder::default();
+        for _ in 0..2 {
+            let ev = s.conn().unwrap().next_event().await.unwrap();
+            s.on_event(ev, &mut ui).await.unwrap();
+        }
+        assert!(!s.execute_line("hello", &mut ui).await.unwrap());
+        srv.await.unwrap();
+        assert_eq!(ui.messages, [95, 96, 101]);
+
+        let (conn, mut server) = pipe();
+        let srv = tokio::spawn(async move {
+            let Request::ChatOpen { after } = request(&mut server).await else {
+                panic!("expected ChatOpen")
+            };
+            assert_eq!(
+                after,
+                Some(96),
+                "direct messages after the last one received"
+            );
+            let opened = Response::ChatOpened {
+                user: "alice".into(),
+                last_id: 102,
+            };
+            server.send(Frame::Message(opened)).await.unwrap();
+            let Request::Join { channel, after, .. } = request(&mut server).await else {
+                panic!("expected Join")
+            };
+            assert_eq!(channel, "#lab");
+            assert_eq!(
+                after,
+                Some(95),
+                "#lab after its last message received, not 101"
+            );
+            let mut own = text(101);
+            own.from = "alice".into();
+            let joined = Response::Joined {
+                channel,
+                members: Vec::new(),
+                history: vec![text(100), own],
+            };
+            server.send(Frame::Message(joined)).await.unwrap();
+            server
+        });
+        s.restore(conn, &mut ui).await.unwrap();
+        let _server = srv.await.unwrap();
+        assert_eq!(ui.messages, [95, 96, 101, 100], "100 shown, 101 not twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missed_direct_messages_are_caught_up_from_that_conversation() {
+        let (mut s, mut server, _tmp) = session(10);
+        let (tx, rx) = mpsc::channel(1);
+        let srv = tokio::spawn(async move {
+            push(&mut server, ChatEvent::Message(dm(11, "bob", "alice"))).await;
+            push(&mut server, ChatEvent::Message(text(14))).await;
+            // 12 and 13 from bob were dropped from alice's queue.
+            let missed = ChatEvent::Missed {
+                target: "@bob".into(),
+                count: 2,
+            };
+            push(&mut server, missed).await;
+            let Request::History { target, before, .. } = request(&mut server).await else {
+                panic!("expected a history request")
+            };
+            assert_eq!((target.as_str(), before), ("@bob", None));
+            let history = Response::History {
+                target,
+                messages: vec![
+                    dm(11, "bob", "alice"),
+                    dm(12, "alice", "bob"),
+                    dm(13, "bob", "alice"),
+                ],
+            };
+            server.send(Frame::Message(history)).await.unwrap();
+            let _ = server.next().await;
+            drop(tx);
+        });
+        let mut ui = Recorder::default();
+        let run = s.run(&mut ui, Some(rx));
+        let idle = tokio::time::timeout(std::time::Duration::from_secs(5), run).await;
+        assert!(idle.is_err(), "the session ended early: {idle:?}");
+        srv.abort();
+        assert_eq!(ui.messages, [11, 14, 12, 13]);
+        assert!(
+            !ui.infos.iter().any(|i| i.contains("predate")),
+            "{:?}",
+            ui.infos
+        );
+        assert_eq!(s.state.floor_of("@bob"), 13);
+        assert_eq!(s.state.direct_after(), 11, "a catch-up is not the stream");
     }
 
     fn remote(code: ErrorCode) -> anyhow::Error {

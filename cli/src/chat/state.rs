@@ -1,9 +1,17 @@
 //! What a chat session remembers so a dropped connection costs nothing: the channels
-//! it is in, the current target, the last message id seen (to replay from), the ids
-//! recently shown (to drop duplicates of a replay) and the reconnect backoff.
+//! it is in, the current target, where each stream was read up to (to replay from),
+//! the ids recently shown (to drop duplicates of a replay) and the reconnect backoff.
 //!
 //! Pure state, no I/O: [`crate::chat::session`] drives it.
-
+//!
+//! Replay watermarks. The server numbers messages server-wide, but a connection does
+//! not receive them in id order across sources: each channel and the direct-message
+//! queue are separate streams, answers to requests (`Said`) jump ahead of queued
+//! events, and a restart drops what was still queued. Within one stream, though, ids
+//! only grow. So a reconnect replays each stream from the last id *received on that
+//! stream*: each channel from its own mark, direct messages and file notices from
+//! the mark of the direct-message stream. Messages this client said itself and
+//! `/history` answers never move a mark; duplicates of the overlap are dropped by id.
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::time::Duration;
@@ -59,11 +67,20 @@ pub struct State {
     pub target: Option<Target>,
     /// Marked away (re-applied after a reconnect).
     pub away: bool,
-    /// Largest message id known to be covered: the server's last id when the first
-    /// connection opened, or a larger id seen since. Replays start after it.
-    cursor: u64,
-    /// Largest id seen per target, where a catch-up after lost messages stops.
+    /// The server's last id when the first connection opened: the mark of a stream
+    /// nothing was received on yet.
+    start: u64,
+    /// Largest id received on the direct-message stream (direct messages to and from
+    /// this user, file notices): `ChatOpen { after }` on a reconnect.
+    direct: u64,
+    /// Largest id received per conversation (`#channel`, or `@other` for a direct
+    /// conversation, as the server names it in `Missed`), in stream order or by a
+    /// complete catch-up: where a re-`Join` replays from and a catch-up stops.
     last_in: HashMap<String, u64>,
+    /// Channels re-joined after a reconnect whose replay may have been cut short, and
+    /// the id it started after: the server reports the cut as `Missed` before any live
+    /// message of the channel, counting from there.
+    rejoined: HashMap<String, u64>,
     seen: RecentIds,
 }
 
@@ -75,22 +92,70 @@ impl State {
             joined: BTreeSet::new(),
             target: None,
             away: false,
-            cursor: last_id,
+            start: last_id,
+            direct: last_id,
             last_in: HashMap::new(),
+            rejoined: HashMap::new(),
             seen: RecentIds::default(),
         }
     }
 
-    /// Records a message; true if it is new and should be shown, false for a duplicate
-    /// (a replay of something already shown).
+    /// Records a message as shown; true if it is new and should be shown, false for a
+    /// duplicate (a replay of something already shown). Moves no replay mark.
     pub fn accept(&mut self, msg: &ChatMessage) -> bool {
-        if !self.seen.insert(msg.id) {
-            return false;
+        self.seen.insert(msg.id)
+    }
+
+    /// A message received on its stream, in the server's order (a pushed event or a
+    /// `Join` replay), shown or not: moves the marks of its conversation and, for a
+    /// direct message or notice, of the direct-message stream.
+    pub fn received(&mut self, msg: &ChatMessage) {
+        let conversation = self.conversation_of(msg);
+        if !conversation.starts_with('#') {
+            self.direct = self.direct.max(msg.id);
         }
-        self.cursor = self.cursor.max(msg.id);
-        let last = self.last_in.entry(msg.target.clone()).or_insert(0);
-        *last = (*last).max(msg.id);
-        true
+        self.covered(conversation, msg.id);
+    }
+
+    /// Everything of `conversation` up to `id` is known (a complete catch-up): moves its
+    /// mark, but not the direct-message stream's (other conversations may still have
+    /// older messages queued there).
+    pub fn covered(&mut self, conversation: String, id: u64) {
+        let last = self.last_in.entry(conversation).or_insert(0);
+        *last = (*last).max(id);
+    }
+
+    /// The conversation of a message as the server names it: the channel, or for a
+    /// direct message the other party (`@bob` for bob's message to this user as for
+    /// this user's message to bob).
+    pub fn conversation_of(&self, msg: &ChatMessage) -> String {
+        match msg.target.strip_prefix('@') {
+            Some(to) if to == self.me && msg.from != self.me => format!("@{}", msg.from),
+            _ => msg.target.clone(),
+        }
+    }
+
+    /// `channel` was re-joined with a replay after `after`.
+    pub fn rejoined(&mut self, channel: &str, after: u64) {
+        self.rejoined.insert(channel.to_string(), after);
+    }
+
+    /// A live message arrived on its stream: received, and for a re-joined channel the
+    /// replay (and any `Missed` for it) is over.
+    pub fn received_live(&mut self, msg: &ChatMessage) {
+        if msg.target.starts_with('#') {
+            self.rejoined.remove(&msg.target);
+        }
+        self.received(msg);
+    }
+
+    /// Where a catch-up after `Missed` for `conversation` stops: its mark, or where a
+    /// re-join's replay began if the server is reporting that replay cut short.
+    pub fn missed_floor(&mut self, conversation: &str) -> u64 {
+        let floor = self.floor_of(conversation);
+        self.rejoined
+            .remove(conversation)
+            .map_or(floor, |after| after.min(floor))
     }
 
     /// Whether a message id was already shown.
@@ -98,15 +163,18 @@ impl State {
         self.seen.contains(id)
     }
 
-    /// Replay after this id when reconnecting (`ChatOpen` and every re-`Join`).
-    pub fn cursor(&self) -> u64 {
-        self.cursor
+    /// Where a reconnect's `ChatOpen` replays direct messages and notices from.
+    pub fn direct_after(&self) -> u64 {
+        self.direct
     }
 
-    /// Where a catch-up of `target` can stop: the last id seen there, or the cursor's
-    /// start if nothing was.
-    pub fn floor_of(&self, target: &str, otherwise: u64) -> u64 {
-        self.last_in.get(target).copied().unwrap_or(otherwise)
+    /// Where `conversation` was read up to: where a re-`Join` replays from and a
+    /// catch-up after lost messages stops; the session's start if nothing was received.
+    pub fn floor_of(&self, conversation: &str) -> u64 {
+        self.last_in
+            .get(conversation)
+            .copied()
+            .unwrap_or(self.start)
     }
 
     /// The prompt: `#general> `, `@bob> `, or `> `; `(offline) ` in front while
@@ -183,23 +251,74 @@ mod tests {
         }
     }
 
+    fn from(id: u64, from: &str, target: &str) -> ChatMessage {
+        ChatMessage {
+            from: from.into(),
+            ..msg(id, target)
+        }
+    }
+
     #[test]
-    fn duplicates_are_dropped_and_the_cursor_only_grows() {
+    fn duplicates_are_dropped_and_marks_only_grow() {
         let mut s = State::new("alice".into(), 10);
-        assert_eq!(s.cursor(), 10);
-        assert!(
-            s.accept(&msg(4, "@alice")),
-            "an older replayed message is new"
-        );
-        assert_eq!(s.cursor(), 10, "the cursor never goes back");
+        assert_eq!((s.direct_after(), s.floor_of("#a")), (10, 10));
+        let old = msg(4, "@alice");
+        assert!(s.accept(&old), "an older replayed message is new");
+        s.received(&old);
+        assert_eq!(s.direct_after(), 10, "a mark never goes back");
+        assert_eq!(s.floor_of("@bob"), 4);
         assert!(s.accept(&msg(12, "#a")));
+        s.received(&msg(12, "#a"));
         assert!(!s.accept(&msg(12, "#a")), "a replay of 12 is a duplicate");
         assert!(s.accept(&msg(11, "#b")), "out of order but unseen");
-        assert_eq!(s.cursor(), 12);
+        s.received(&msg(11, "#b"));
         assert!(s.seen(11) && !s.seen(13));
-        assert_eq!(s.floor_of("#a", 0), 12);
-        assert_eq!(s.floor_of("#b", 0), 11);
-        assert_eq!(s.floor_of("#c", 7), 7);
+        assert_eq!(s.floor_of("#a"), 12);
+        assert_eq!(s.floor_of("#b"), 11);
+        assert_eq!(s.floor_of("#c"), 10, "nothing received: the start");
+        assert_eq!(s.direct_after(), 10, "channel messages leave the DM mark");
+    }
+
+    #[test]
+    fn marks_move_per_stream_only_on_what_was_received() {
+        // bob's 100 in #lab is still queued for alice when her own 101 is answered.
+        let mut s = State::new("alice".into(), 90);
+        s.received(&msg(95, "#lab"));
+        assert!(s.accept(&from(101, "alice", "#lab")), "her own line, shown");
+        assert!(s.accept(&from(102, "alice", "@bob")));
+        assert_eq!(s.floor_of("#lab"), 95, "a reconnect re-joins #lab after 95");
+        assert_eq!(s.direct_after(), 90, "and replays direct messages after 90");
+        // Direct messages: received from the DM stream, keyed by the other party.
+        s.received(&from(103, "bob", "@alice"));
+        s.received(&from(104, "alice", "@carol"));
+        assert_eq!((s.floor_of("@bob"), s.floor_of("@carol")), (103, 104));
+        assert_eq!(s.floor_of("@alice"), 90, "never keyed by the recipient");
+        assert_eq!(s.direct_after(), 104);
+        // A catch-up of one conversation moves its mark, not the DM stream's.
+        s.covered("@bob".into(), 120);
+        assert_eq!((s.floor_of("@bob"), s.direct_after()), (120, 104));
+    }
+
+    #[test]
+    fn a_cut_short_rejoin_replay_is_caught_up_from_where_it_began() {
+        let mut s = State::new("alice".into(), 10);
+        s.received(&msg(20, "#lab"));
+        s.rejoined("#lab", 20);
+        assert_eq!(s.missed_floor("#lab"), 20);
+        s.covered("#lab".into(), 500);
+        assert_eq!(s.missed_floor("#lab"), 500, "a Missed is answered once");
+        s.rejoined("#lab", 500);
+        s.received_live(&msg(501, "#lab"));
+        assert_eq!(s.missed_floor("#lab"), 501, "live messages end the replay");
+    }
+
+    #[test]
+    fn conversations_are_named_as_the_server_names_them() {
+        let s = State::new("alice".into(), 0);
+        assert_eq!(s.conversation_of(&from(1, "bob", "@alice")), "@bob");
+        assert_eq!(s.conversation_of(&from(1, "alice", "@bob")), "@bob");
+        assert_eq!(s.conversation_of(&from(1, "alice", "@alice")), "@alice");
+        assert_eq!(s.conversation_of(&from(1, "bob", "#lab")), "#lab");
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Per-user delivery markers: the largest id of a direct message or file notice to the
-//! user that reached one of their chat connections. `ChatOpen` without `after` replays
-//! what lies above it, so messages sent while a user was offline arrive once.
+//! user that was written and flushed to one of their chat connections (never past one
+//! that connection's queue dropped), or that the client acknowledged with
+//! `ChatOpen { after }`. `ChatOpen` without `after` replays what lies above it, so
+//! messages sent while a user was offline arrive. A marker tells what reached a
+//! socket, not what a client showed: a client killed before printing a flushed
+//! message only gets it back by opening with `after`.
 //!
 //! Markers live in memory and are saved to `<data_dir>/chat/delivered.json` (atomic
 //! rewrite) about once a second when changed, and at shutdown. After a crash a marker
-//! may be up to a second behind: a message can then be replayed a second time, never
-//! lost.
+//! may be up to a second behind: a message can then be replayed a second time.
 
 use std::collections::BTreeMap;
 use std::io;

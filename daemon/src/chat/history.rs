@@ -39,6 +39,11 @@ use logfile::{ConvMeta, append_line, compact, decode, encode, read_back, scan_li
 
 /// Ids reserved on disk at a time: a restart skips at most this many.
 const ID_BLOCK: u64 = 1000;
+/// Bytes one read may walk back through a log. A request that would need more (a
+/// `before` or `after` far in the past of a huge log) gets what lies within it, so no
+/// request can make the server read a whole unbounded log. With the default retention
+/// (10,000 records, compacted at 12,500, each at most a few KB) a log stays below it.
+const SCAN_LIMIT: u64 = 64 * 1024 * 1024;
 /// Retention and limits of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryConfig {
@@ -105,6 +110,8 @@ pub struct History {
     /// Logs written since the last fsync; `true` entries were created (their directory
     /// needs an fsync too).
     dirty: Mutex<HashMap<PathBuf, bool>>,
+    /// Bytes one read may walk back ([`SCAN_LIMIT`]; smaller in tests).
+    scan_limit: u64,
 }
 
 impl History {
@@ -163,6 +170,7 @@ impl History {
             last_id: AtomicU64::new(next_id - 1),
             convs: Mutex::new(convs),
             dirty: Mutex::new(HashMap::new()),
+            scan_limit: SCAN_LIMIT,
         })
     }
 
@@ -280,7 +288,7 @@ impl History {
     }
 
     /// The last `count` messages of `key` (with `before`, only those with smaller ids),
-    /// oldest first.
+    /// oldest first; only the newest 64 MiB of the log are looked at.
     ///
     /// # Errors
     /// When the log cannot be read.
@@ -295,9 +303,10 @@ impl History {
         }
         let path = self.path(key);
         let before = before.unwrap_or(u64::MAX);
+        let limit = self.scan_limit;
         blocking(move || {
             let mut page = Page::default();
-            read_back(&path, |m| {
+            read_back(&path, limit, |m| {
                 page.last_read = page.last_read.max(m.id);
                 if m.id < before {
                     page.messages.push(m);
@@ -312,7 +321,9 @@ impl History {
     }
 
     /// The messages of `key` with ids above `after` that `filter` accepts, at most
-    /// `max` (the newest), oldest first; the rest are counted in `skipped`.
+    /// `max` (the newest), oldest first; the rest are counted in `skipped`. Only the
+    /// newest 64 MiB of the log are looked at: beyond that nothing is returned or
+    /// counted.
     ///
     /// # Errors
     /// When the log cannot be read.
@@ -331,9 +342,10 @@ impl History {
             });
         }
         let path = self.path(key);
+        let limit = self.scan_limit;
         blocking(move || {
             let mut page = Page::default();
-            read_back(&path, |m| {
+            read_back(&path, limit, |m| {
                 if m.id <= after {
                     page.last_read = page.last_read.max(m.id);
                     return false;

@@ -4,7 +4,7 @@
 //! presence) and learns how many it lost.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -45,6 +45,9 @@ struct Queue {
     items: Mutex<VecDeque<Arc<Envelope>>>,
     waker: AtomicWaker,
     drops: Drops,
+    /// The smallest id of a message to `user` that was dropped (`u64::MAX`: none).
+    /// Set while the queue is locked, so whoever pops a later message sees it.
+    first_dropped_to_user: AtomicU64,
 }
 
 /// The sending half of a connection's [`Inbox`], kept by the bus.
@@ -64,6 +67,12 @@ impl InboxSender {
             let evicted = (items.len() >= q.capacity)
                 .then(|| items.pop_front())
                 .flatten();
+            if let Some(old) = &evicted
+                && let ChatEvent::Message(m) = &old.event
+                && m.target.strip_prefix('@') == Some(q.user.as_str())
+            {
+                q.first_dropped_to_user.fetch_min(m.id, Ordering::AcqRel);
+            }
             items.push_back(envelope);
             evicted
         };
@@ -99,6 +108,7 @@ impl Inbox {
             items: Mutex::new(VecDeque::new()),
             waker: AtomicWaker::new(),
             drops: Drops::default(),
+            first_dropped_to_user: AtomicU64::new(u64::MAX),
         });
         let sender = InboxSender {
             queue: queue.clone(),
@@ -132,6 +142,14 @@ impl Inbox {
         self.queue.drops.take()
     }
 
+    /// The smallest id of a direct message or notice to this user that the queue let
+    /// go of, if any. Whatever this connection writes after popping a later event, this
+    /// already tells of the drop.
+    pub fn first_dropped_to_user(&self) -> Option<u64> {
+        let id = self.queue.first_dropped_to_user.load(Ordering::Acquire);
+        (id != u64::MAX).then_some(id)
+    }
+
     /// Makes dropping the inbox disconnect it from `bus`, so a session that ends in
     /// any way leaves its channels and goes offline.
     pub fn disconnect_on_drop(&mut self, bus: Arc<dyn ChatBus>) {
@@ -144,5 +162,51 @@ impl Drop for Inbox {
         if let Some(bus) = self.bus.take() {
             bus.disconnect(self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use xfer_proto::{ChatMessage, MessageBody, Presence, PresenceState};
+
+    use super::*;
+
+    fn dm(id: u64, from: &str, to: &str) -> Arc<Envelope> {
+        Arc::new(Envelope {
+            origin: None,
+            event: ChatEvent::Message(ChatMessage {
+                id,
+                time_unix_ms: 0,
+                from: from.into(),
+                target: format!("@{to}"),
+                body: MessageBody::Text("hi".into()),
+            }),
+        })
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_remembers_the_first_dropped_message_to_its_user() {
+        let (inbox, sender) = Inbox::new(ConnId(1), "bob", 2);
+        sender.deliver(dm(3, "bob", "alice"));
+        sender.deliver(dm(5, "alice", "bob"));
+        sender.deliver(dm(7, "alice", "bob"));
+        assert_eq!(
+            inbox.first_dropped_to_user(),
+            None,
+            "bob's own message went"
+        );
+        sender.deliver(Arc::new(Envelope {
+            origin: None,
+            event: ChatEvent::Presence(Presence {
+                user: "carol".into(),
+                state: PresenceState::Online,
+            }),
+        }));
+        sender.deliver(dm(9, "alice", "bob"));
+        assert_eq!(inbox.first_dropped_to_user(), Some(5));
+        assert_eq!(inbox.take_drops(), [("@alice".to_string(), 3)]);
+        let left: Vec<_> = std::iter::from_fn(|| inbox.try_recv()).collect();
+        assert_eq!(left.len(), 2);
+        assert!(matches!(&left[1].event, ChatEvent::Message(m) if m.id == 9));
     }
 }

@@ -142,7 +142,9 @@ pub enum ChatError {
     #[error("a message may not contain NUL characters")]
     Nul,
     /// Over the connection's rate limit.
-    #[error("sending too fast: at most {per_sec} per second (bursts of {burst}); wait a moment")]
+    #[error(
+        "too many chat requests: at most {per_sec} per second (bursts of {burst}); wait a moment"
+    )]
     Throttled {
         /// Sustained rate.
         per_sec: u32,
@@ -207,6 +209,22 @@ pub fn check_text(text: &str) -> Result<(), ChatError> {
         return Err(ChatError::Nul);
     }
     Ok(())
+}
+
+/// Keeps the `max` newest of `kept` (by id, in no particular order), counting what it
+/// lets go of per conversation in `missed`.
+fn keep_newest(
+    kept: &mut Vec<(String, ChatMessage)>,
+    max: usize,
+    missed: &mut BTreeMap<String, u64>,
+) {
+    if kept.len() <= max {
+        return;
+    }
+    kept.sort_unstable_by_key(|(_, m)| std::cmp::Reverse(m.id));
+    for (other, _) in kept.drain(max..) {
+        *missed.entry(other).or_insert(0) += 1;
+    }
 }
 
 /// Messages replayed to a user at `ChatOpen`, and what did not fit.
@@ -302,7 +320,9 @@ impl Chat {
     /// The direct messages and notices to replay at `ChatOpen`: with `after`, every
     /// one to or from `user` with a larger id; without, those to `user` above their
     /// delivery marker. At most `[chat] replay_max`, the newest; the rest are counted
-    /// per conversation in `missed`.
+    /// per conversation in `missed`. Conversations are read one at a time and merged
+    /// into the newest `replay_max`, so memory stays at about twice that however many
+    /// conversations the user has.
     ///
     /// # Errors
     /// A store failure.
@@ -313,7 +333,8 @@ impl Chat {
         };
         let max = self.config.replay_max as usize;
         let me = format!("@{user}");
-        let mut all = Vec::new();
+        let mut kept: Vec<(String, ChatMessage)> = Vec::new();
+        let mut missed: BTreeMap<String, u64> = BTreeMap::new();
         let mut replay = Replay::default();
         for key in self.history.conversations_of(user) {
             let Some(other) = key.other(user) else {
@@ -329,24 +350,14 @@ impl Chat {
                 .await?;
             replay.seen.insert(other.clone(), page.last_read);
             if page.skipped > 0 {
-                replay.missed.push((other.clone(), page.skipped));
+                *missed.entry(other.clone()).or_insert(0) += page.skipped;
             }
-            all.extend(page.messages.into_iter().map(|m| (other.clone(), m)));
+            kept.extend(page.messages.into_iter().map(|m| (other.clone(), m)));
+            keep_newest(&mut kept, max, &mut missed);
         }
-        all.sort_by_key(|(_, m)| m.id);
-        let excess = all.len().saturating_sub(max);
-        let mut extra: BTreeMap<String, u64> = BTreeMap::new();
-        for (other, _) in all.drain(..excess) {
-            *extra.entry(other).or_insert(0) += 1;
-        }
-        for (other, n) in extra {
-            match replay.missed.iter_mut().find(|(t, _)| *t == other) {
-                Some((_, count)) => *count += n,
-                None => replay.missed.push((other, n)),
-            }
-        }
-        replay.missed.sort();
-        replay.messages = all.into_iter().map(|(_, m)| m).collect();
+        kept.sort_unstable_by_key(|(_, m)| m.id);
+        replay.missed = missed.into_iter().collect();
+        replay.messages = kept.into_iter().map(|(_, m)| m).collect();
         Ok(replay)
     }
 
@@ -368,5 +379,42 @@ impl Chat {
     /// Applies retention to every log (age and count).
     pub async fn enforce_retention(&self) {
         self.history.enforce_retention(now_unix_ms()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64) -> ChatMessage {
+        ChatMessage {
+            id,
+            time_unix_ms: 0,
+            from: "x".into(),
+            target: "@me".into(),
+            body: MessageBody::Text(id.to_string()),
+        }
+    }
+
+    #[test]
+    fn merging_conversations_keeps_the_newest_and_counts_the_rest() {
+        let mut kept = Vec::new();
+        let mut missed = BTreeMap::new();
+        // 50 conversations of 10 messages, ids interleaved across them.
+        for c in 0..50u64 {
+            kept.extend((0..10u64).map(|i| (format!("@u{c:02}"), message(i * 50 + c + 1))));
+            keep_newest(&mut kept, 20, &mut missed);
+            assert!(kept.len() <= 20, "never more than replay_max held");
+        }
+        let mut ids: Vec<u64> = kept.iter().map(|(_, m)| m.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (481..=500).collect::<Vec<_>>(), "the 20 newest");
+        assert_eq!(missed.values().sum::<u64>(), 480);
+        assert_eq!(
+            missed.get("@u00"),
+            Some(&10),
+            "all of the oldest conversation"
+        );
+        assert_eq!(missed.get("@u49"), Some(&9), "all but its newest");
     }
 }

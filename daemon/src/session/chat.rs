@@ -52,6 +52,9 @@ struct OpenChat {
     /// Per channel (`#x`) or conversation (`@y`), the largest id already sent in a
     /// replay: live copies up to it are skipped.
     seen: HashMap<String, u64>,
+    /// Whether the `ChatOpen` replay included the user's own direct messages (it does
+    /// only with `after`); if not, `seen` must not hide live copies of them.
+    own_replayed: bool,
     /// Which source is polled first next time, so neither can starve the other.
     inbox_first: bool,
 }
@@ -160,10 +163,12 @@ impl ChatState {
         }
         if let ChatEvent::Message(m) = &envelope.event {
             let conversation = conversation_of(m, me);
-            if open
-                .seen
-                .get(&conversation)
-                .is_some_and(|&seen| m.id <= seen)
+            let replayable = open.own_replayed || m.from != me || m.target.starts_with('#');
+            if replayable
+                && open
+                    .seen
+                    .get(&conversation)
+                    .is_some_and(|&seen| m.id <= seen)
             {
                 return;
             }
@@ -280,15 +285,22 @@ impl Session {
         if self.chat.is_open() {
             return Err(ChatError::AlreadyOpen);
         }
+        self.throttle()?;
         let chat = self.state.chat.clone();
         // Connect first, then read: whatever is stored from here on arrives live too,
         // and `seen` tells the copies apart.
         let inbox = chat.connect(user);
         let replay = chat.replay(user, after).await?;
+        if let Some(id) = after {
+            // The client has everything up to `id`: later replays need not repeat it.
+            chat.delivered()
+                .advance(user, id.min(chat.history().last_id()));
+        }
         self.chat.open = Some(OpenChat {
             inbox,
             channels: Subscriptions::default(),
             seen: replay.seen,
+            own_replayed: after.is_some(),
             inbox_first: true,
         });
         let pending = &mut self.chat.pending;
@@ -399,13 +411,14 @@ impl Session {
     ) -> Result<Response, ChatError> {
         let target = Target::parse(target)?;
         let key = ConvKey::of(&target, user);
-        let history = self.state.chat.history();
         if let Target::User(to) = &target
-            && !history.exists(&key)
+            && !self.state.chat.history().exists(&key)
             && self.state.passwords.lookup(to).is_none()
         {
             return Err(ChatError::NoUser(to.clone()));
         }
+        self.throttle()?;
+        let history = self.state.chat.history();
         let count = count.min(MAX_HISTORY) as usize;
         let page = history.last(&key, count, before).await?;
         Ok(Response::History {
@@ -464,7 +477,8 @@ impl Session {
 
     /// Writes events and flushes, giving up on a peer that does not read for the idle
     /// time or when the server shuts down. Direct messages to this user that were
-    /// written raise the user's delivery marker.
+    /// written raise the user's delivery marker, but never to or past one that this
+    /// connection's queue dropped: that one is replayed at the next `ChatOpen`.
     async fn write_events(
         &mut self,
         events: Vec<ChatEvent>,
@@ -484,6 +498,17 @@ impl Session {
                 _ => None,
             })
             .max();
+        // Read after the events were taken from the queue: a drop before any of them is
+        // already recorded.
+        let hole = self
+            .chat
+            .open
+            .as_ref()
+            .and_then(|o| o.inbox.first_dropped_to_user());
+        let delivered = match (delivered, hole) {
+            (Some(id), Some(hole)) => Some(id.min(hole.saturating_sub(1))),
+            (d, _) => d,
+        };
         let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
         let framed = &mut self.framed;
         let write = async {

@@ -224,15 +224,22 @@ pub(super) fn scan_lines(mut r: impl BufRead, mut f: impl FnMut(Option<&[u8]>)) 
 }
 
 /// Walks a log from its end towards its start, calling `visit` with each record (newest
-/// first) until it returns `false`. Lines that do not decode are skipped; bytes after
-/// the last newline (a torn write in progress or left by a crash) are ignored.
-pub(super) fn read_back(path: &Path, mut visit: impl FnMut(ChatMessage) -> bool) -> io::Result<()> {
+/// first) until it returns `false` or about `max_bytes` of the file have been read
+/// (whole blocks; a record straddling the limit is not visited). Lines that do not
+/// decode are skipped; bytes after the last newline (a torn write in progress or left
+/// by a crash) are ignored.
+pub(super) fn read_back(
+    path: &Path,
+    max_bytes: u64,
+    mut visit: impl FnMut(ChatMessage) -> bool,
+) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut pos = file.metadata()?.len();
+    let len = file.metadata()?.len();
+    let mut pos = len;
     let mut block = vec![0u8; BLOCK];
     // The later part of the line being assembled (it ends just before a newline).
     let mut carry: Vec<u8> = Vec::new();
@@ -254,6 +261,9 @@ pub(super) fn read_back(path: &Path, mut visit: impl FnMut(ChatMessage) -> bool)
         m.is_none_or(&mut visit)
     };
     while pos > 0 {
+        if len - pos >= max_bytes {
+            return Ok(());
+        }
         let start = pos.saturating_sub(BLOCK as u64);
         let n = (pos - start) as usize;
         file.read_exact_at(&mut block[..n], start)?;

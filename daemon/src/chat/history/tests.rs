@@ -296,3 +296,39 @@ fn log_names_round_trip_and_refuse_strangers() {
     assert_eq!(ConvKey::from_file("channels", "lab.txt"), None);
     assert_eq!(ConvKey::from_file("direct", "a.log"), None);
 }
+
+#[tokio::test]
+async fn a_read_walks_back_at_most_the_scan_limit() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut h = History::open(dir.path(), config(), 0).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(say(&h, &lab(), &format!("message {i:04}")).await.id);
+    }
+    let full = h.last(&lab(), 1000, None).await.unwrap();
+    assert_eq!(full.messages.len(), 200, "unlimited, everything is read");
+
+    // Records are ~80 bytes: 3 blocks of 1,000 bytes hold a few dozen.
+    h.scan_limit = 3000;
+    let newest = h.last(&lab(), 5, None).await.unwrap();
+    assert_eq!(texts(&newest).last().unwrap(), "message 0199");
+    assert_eq!(
+        newest.messages.len(),
+        5,
+        "the newest are well within the limit"
+    );
+
+    let far_back = h.last(&lab(), 10, Some(ids[0] + 1)).await.unwrap();
+    assert!(
+        far_back.messages.is_empty(),
+        "paging far back in a huge log stops at the limit"
+    );
+    let page = h.after(&lab(), 0, 1000, |_| true).await.unwrap();
+    let n = page.messages.len() as u64 + page.skipped;
+    assert!(
+        n > 10 && n < 60,
+        "only the newest records are looked at: {n}"
+    );
+    assert_eq!(page.messages.last().unwrap().id, ids[199]);
+    assert_eq!(page.last_read, ids[199]);
+}
