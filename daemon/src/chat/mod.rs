@@ -333,6 +333,12 @@ impl Chat {
         };
         let max = self.config.replay_max as usize;
         let me = format!("@{user}");
+        // One point in time for every conversation: messages stored while the logs are
+        // read come live (the connection's inbox is registered before this), so the
+        // replay never holds a later id of one conversation than a message of another
+        // that is still on its way — a client that resumes "after" the last id it saw
+        // then skips nothing.
+        let ceiling = self.history.last_id();
         let mut kept: Vec<(String, ChatMessage)> = Vec::new();
         let mut missed: BTreeMap<String, u64> = BTreeMap::new();
         let mut replay = Replay::default();
@@ -345,10 +351,12 @@ impl Chat {
                 .history
                 .after(&key, floor, max, {
                     let me = me.clone();
-                    move |m| !only_to_user || m.target == me
+                    move |m| m.id <= ceiling && (!only_to_user || m.target == me)
                 })
                 .await?;
-            replay.seen.insert(other.clone(), page.last_read);
+            replay
+                .seen
+                .insert(other.clone(), page.last_read.min(ceiling));
             if page.skipped > 0 {
                 *missed.entry(other.clone()).or_insert(0) += page.skipped;
             }
