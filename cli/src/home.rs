@@ -128,11 +128,12 @@ pub struct Logins {
 }
 
 impl Logins {
-    /// Adds or replaces `login` and makes it current.
-    pub fn insert_current(&mut self, login: SavedLogin) {
+    /// Adds or replaces `login` and makes it current; returns the login it replaced.
+    pub fn insert_current(&mut self, login: SavedLogin) -> Option<SavedLogin> {
         let key = login.key();
-        self.logins.insert(key.clone(), login);
+        let replaced = self.logins.insert(key.clone(), login);
         self.current = Some(key);
+        replaced
     }
 
     /// Removes the login under `key`, clearing `current` if it was that one.

@@ -99,6 +99,29 @@ async fn unknown_user_and_wrong_password_get_byte_identical_replies() {
 }
 
 #[test]
+fn logging_in_again_revokes_the_session_it_replaces() {
+    let d = Daemon::start();
+    let c = Client::new();
+    c.login(&d, "alice", PASSWORD);
+    let first = std::fs::read(c.home().join("logins.toml")).unwrap();
+    c.login(&d, "alice", PASSWORD);
+    assert_eq!(c.xfer(&["whoami"], "").code(), 0, "the new session works");
+    assert!(
+        d.wait_for_log("event=\"logout\""),
+        "the old session was revoked"
+    );
+    // Put the first token back: the server must refuse it now.
+    std::fs::write(c.home().join("logins.toml"), first).unwrap();
+    let out = c.xfer(&["whoami"], "");
+    assert_eq!(
+        out.code(),
+        3,
+        "replaced token still works: {}",
+        out.stdout()
+    );
+}
+
+#[test]
 fn logout_revokes_the_token_on_the_server() {
     let d = Daemon::start();
     let c = Client::new();

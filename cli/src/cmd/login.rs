@@ -103,15 +103,22 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     };
 
     let mut logins = home.load_logins()?;
-    logins.insert_current(SavedLogin {
+    let replaced = logins.insert_current(SavedLogin {
         user: target.user.clone(),
         host: target.server.host.clone(),
         port: target.server.port,
-        token,
+        token: token.clone(),
         expires_unix,
         ca,
     });
     home.save_logins(&logins)?;
+    // The session this login replaces would otherwise stay valid on the server until
+    // it expires, with nothing on this machine able to use or revoke it any more.
+    // Best effort: an old token the server already dropped (expired, password changed)
+    // or a server that cannot be reached now changes nothing about this login.
+    if let Some(old) = replaced.filter(|old| old.token != token) {
+        let _ = super::logout::revoke(home, &old).await;
+    }
     println!(
         "Logged in as {} on {}.",
         escape_control(&user),

@@ -44,7 +44,11 @@ pub async fn run(home: &Home, _args: Args) -> Result<()> {
     }
 }
 
-async fn revoke(home: &Home, login: &SavedLogin) -> Result<()> {
+/// Revokes `login`'s session on its server.
+///
+/// # Errors
+/// The server cannot be reached or verified, or no longer accepts the token.
+pub(crate) async fn revoke(home: &Home, login: &SavedLogin) -> Result<()> {
     let mut client = trust::connect_saved(home, login).await?;
     client.authenticate(&login.token).await?;
     client.logout().await
