@@ -78,28 +78,37 @@ fn an_upload_in_progress_is_never_listed_or_stored_as_a_file() {
     let final_path = d.files_dir("alice").join("slow.bin");
 
     let mut push = uploader.spawn(&["push", "-q", "--limit-rate", "5M", &path]);
+    // The server commits a moment before the client exits, so a look may see the
+    // committed file while the process still runs. What must never be seen is a file
+    // under the final name, on disk or in a listing, that is not the complete upload.
+    let digest = blake3_hex(&data);
     let mut looks = 0;
     let mut saw_partial = false;
     while !push.finished() {
-        // Order matters: the process may finish between the checks; only observations
-        // made while it was still running count.
-        let on_disk = final_path.exists();
+        let mut complete = false;
+        if let Ok(on_disk) = std::fs::read(&final_path) {
+            assert!(
+                on_disk == data,
+                "a file exists under the final name before the upload completed"
+            );
+            complete = true;
+        }
         let listed = watcher.ls_json(&[]);
         let partials = watcher.ls_json(&["--partial"]);
-        if push.finished() {
-            break;
-        }
-        assert!(
-            !on_disk,
-            "a file exists under the final name before the commit"
-        );
         for e in listed.iter().chain(&partials) {
-            if e["name"] == "slow.bin" {
-                assert_ne!(e["kind"], "file", "listed as complete while uploading: {e}");
-                saw_partial |= e["kind"] == "partial";
+            if e["name"] != "slow.bin" {
+                continue;
+            }
+            if e["kind"] == "file" {
+                assert_eq!(e["digest"], digest, "listed as a file before complete: {e}");
+                complete = true;
+            } else if e["kind"] == "partial" {
+                saw_partial = true;
             }
         }
-        looks += 1;
+        if !complete {
+            looks += 1;
+        }
     }
     let out = push.wait(DEADLINE);
     assert_eq!(out.code(), 0, "{}", out.stderr());
