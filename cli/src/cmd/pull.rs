@@ -20,10 +20,9 @@ use crate::home::Home;
 use crate::output::escape_control;
 use crate::preview::Preview;
 use crate::transfer::progress::Progress;
-use crate::transfer::ratelimit::parse_rate;
 use crate::transfer::{
-    Failure, Options, Outcome, check_name, normalize_remote, outcome_line, pull::pull_file,
-    remote_basename, remote_join, split_sources,
+    Failure, Options, Outcome, TransferFlags, check_name, normalize_remote, outcome_line,
+    pull::pull_file, remote_basename, remote_join, split_sources,
 };
 
 /// Arguments of `xfer pull`.
@@ -38,12 +37,9 @@ pub struct Args {
     /// Replace existing local files.
     #[arg(short = 'f', long)]
     pub force: bool,
-    /// No progress and no per-file lines.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-    /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
-    #[arg(long, value_name = "RATE")]
-    pub limit_rate: Option<String>,
+    /// Progress and rate.
+    #[command(flatten)]
+    pub transfer: TransferFlags,
     /// Ask for zstd-compressed chunks: helps for text, logs and sparse images over a slow
     /// link; chunks that do not shrink (media, archives) travel raw.
     #[arg(long)]
@@ -94,10 +90,7 @@ pub fn destination(remote: &str, local: &str, local_is_dir: bool) -> Result<Path
 /// Not found (5), conflict (6), integrity (7), network (8), protocol (9), refused (10),
 /// local I/O (1), usage (2).
 pub async fn run(home: &Home, args: Args) -> Result<()> {
-    let limit_rate = match &args.limit_rate {
-        Some(r) => parse_rate(r)?,
-        None => None,
-    };
+    let limit_rate = args.transfer.limit_rate()?;
     let (remotes, local) = split_sources(args.paths);
     let local = local.unwrap_or_else(|| ".".to_string());
     let (_login, mut client) = open_session(home).await?;
@@ -141,13 +134,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     }
 
     let files = steps.iter().filter(|s| matches!(s, Step::File(..))).count();
-    let progress = Progress::new(args.quiet, files);
+    let progress = Progress::new(args.transfer.quiet, files);
     let opts = Options {
         force: args.force,
         limit_rate,
         compress: args.compress,
     };
-    let preview = Preview::new(args.preview, args.quiet, &progress);
+    let preview = Preview::new(args.preview, args.transfer.quiet, &progress);
     let mut failures = Vec::new();
     for step in steps {
         match step {

@@ -17,10 +17,9 @@ use crate::error::UsageError;
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::transfer::progress::Progress;
-use crate::transfer::ratelimit::parse_rate;
 use crate::transfer::{
-    Failure, Options, Outcome, local_basename, normalize_remote, outcome_line, push::push_file,
-    remote_join, remote_names_dir, split_sources,
+    Failure, Options, Outcome, TransferFlags, local_basename, normalize_remote, outcome_line,
+    push::push_file, remote_join, remote_names_dir, split_sources,
 };
 
 /// Arguments of `xfer push`.
@@ -35,12 +34,9 @@ pub struct Args {
     /// Replace existing remote files.
     #[arg(short = 'f', long)]
     pub force: bool,
-    /// No progress and no per-file lines.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-    /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
-    #[arg(long, value_name = "RATE")]
-    pub limit_rate: Option<String>,
+    /// Progress and rate.
+    #[command(flatten)]
+    pub transfer: TransferFlags,
     /// Send zstd-compressed chunks: helps for text, logs and sparse images over a slow
     /// link; chunks that do not shrink (media, archives) travel raw.
     #[arg(long)]
@@ -78,10 +74,7 @@ pub fn destination(local: &Path, remote: &str, remote_is_dir: bool) -> Result<St
 /// # Errors
 /// Conflict (6), refused (10), integrity (7), network (8), local I/O (1), usage (2).
 pub async fn run(home: &Home, args: Args) -> Result<()> {
-    let limit_rate = match &args.limit_rate {
-        Some(r) => parse_rate(r)?,
-        None => None,
-    };
+    let limit_rate = args.transfer.limit_rate()?;
     let (locals, remote) = split_sources(args.paths);
     let remote = match remote {
         Some(r) => r.into_string().map_err(|r| {
@@ -134,7 +127,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             Step::Mkdir(_) => None,
         })
         .sum();
-    let progress = Progress::new(args.quiet, files).with_total_bytes(total);
+    let progress = Progress::new(args.transfer.quiet, files).with_total_bytes(total);
     let opts = Options {
         force: args.force,
         limit_rate,

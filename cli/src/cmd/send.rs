@@ -13,11 +13,10 @@ use crate::client::Client;
 use crate::cmd::{open_session, report_failures};
 use crate::error::UsageError;
 use crate::home::Home;
-use crate::output::{escape_control, human_bytes};
+use crate::output::escape_control;
 use crate::transfer::progress::Progress;
 use crate::transfer::push::{Destination, push_file};
-use crate::transfer::ratelimit::parse_rate;
-use crate::transfer::{Failure, Options, Outcome, local_basename};
+use crate::transfer::{Failure, Options, Outcome, TransferFlags, local_basename, result_line};
 
 /// Arguments of `xfer send`.
 #[derive(Debug, clap::Args)]
@@ -31,12 +30,9 @@ pub struct Args {
     /// Replace a different file you sent earlier under the same name.
     #[arg(short = 'f', long)]
     pub force: bool,
-    /// No progress and no per-file lines.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-    /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
-    #[arg(long, value_name = "RATE")]
-    pub limit_rate: Option<String>,
+    /// Progress and rate.
+    #[command(flatten)]
+    pub transfer: TransferFlags,
 }
 
 /// A recipient as typed (`bob` or `@bob`), checked against the account-name rule.
@@ -75,28 +71,12 @@ pub async fn send_file(
 /// The line shown when a file reached the recipient, e.g.
 /// `trip.mp4 -> bob  1.2 GiB  done, BLAKE3 9f2c0a11b3e4…`.
 pub fn sent_line(name: &str, to: &str, outcome: &Outcome) -> String {
-    let what = format!("{} -> {}", escape_control(name), escape_control(to));
-    match outcome {
-        Outcome::UpToDate => format!("{what}  already there (same content), nothing sent"),
-        Outcome::Done {
-            size,
-            digest,
-            verified,
-            resumed_at,
-            ..
-        } => {
-            let short = &digest.to_string()[..12];
-            let size = human_bytes(*size);
-            match resumed_at {
-                Some(at) => format!(
-                    "{what}  resuming at {} ({} verified)  …  done, {size}, BLAKE3 {short}…",
-                    human_bytes(*at),
-                    human_bytes(*verified)
-                ),
-                None => format!("{what}  {size}  done, BLAKE3 {short}…"),
-            }
-        }
-    }
+    let label = format!("{} -> {}", escape_control(name), escape_control(to));
+    result_line(
+        &label,
+        "  already there (same content), nothing sent",
+        outcome,
+    )
 }
 
 /// Runs `xfer send`.
@@ -106,10 +86,7 @@ pub fn sent_line(name: &str, to: &str, outcome: &Outcome) -> String {
 /// size), integrity (7), network (8), local I/O (1), usage (2).
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let to = recipient(&args.user)?;
-    let limit_rate = match &args.limit_rate {
-        Some(r) => parse_rate(r)?,
-        None => None,
-    };
+    let limit_rate = args.transfer.limit_rate()?;
     let mut total = 0;
     for local in &args.files {
         let meta = std::fs::metadata(local)
@@ -125,7 +102,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         total += meta.len();
     }
     let (_login, mut client) = open_session(home).await?;
-    let progress = Progress::new(args.quiet, args.files.len()).with_total_bytes(total);
+    let progress = Progress::new(args.transfer.quiet, args.files.len()).with_total_bytes(total);
     let opts = Options {
         force: args.force,
         limit_rate,

@@ -125,12 +125,40 @@ pub async fn hash_file_async(path: &Path) -> anyhow::Result<Digest> {
         .with_context(|| format!("reading `{}`", path.display()))
 }
 
+/// Flags every transfer command (`push`, `pull`, `send`) takes.
+#[derive(Debug, clap::Args)]
+pub struct TransferFlags {
+    /// No progress and no per-file lines.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Limit the transfer rate, in bytes per second (e.g. 500K, 10M).
+    #[arg(long, value_name = "RATE")]
+    pub limit_rate: Option<String>,
+}
+
+impl TransferFlags {
+    /// The `--limit-rate` in bytes per second, if one was given.
+    ///
+    /// # Errors
+    /// [`crate::error::UsageError`] for a rate that does not parse.
+    pub fn limit_rate(&self) -> Result<Option<u64>, crate::error::UsageError> {
+        self.limit_rate
+            .as_deref()
+            .map_or(Ok(None), ratelimit::parse_rate)
+    }
+}
+
 /// The result line printed on stdout for a file, e.g.
 /// `docs/a.txt  1.0 MiB  done, BLAKE3 9f2c0a11b3e4…`.
 pub fn outcome_line(name: &str, outcome: &Outcome) -> String {
-    let name = crate::output::escape_control(name);
+    result_line(&crate::output::escape_control(name), " up to date", outcome)
+}
+
+/// A result line for `label` (already escaped for printing): `up_to_date` follows it
+/// when nothing had to travel; otherwise size, resume point and digest.
+pub fn result_line(label: &str, up_to_date: &str, outcome: &Outcome) -> String {
     match outcome {
-        Outcome::UpToDate => format!("{name} up to date"),
+        Outcome::UpToDate => format!("{label}{up_to_date}"),
         Outcome::Done {
             size,
             digest,
@@ -143,11 +171,11 @@ pub fn outcome_line(name: &str, outcome: &Outcome) -> String {
             let size = crate::output::human_bytes(*size);
             match resumed_at {
                 Some(at) => format!(
-                    "{name}  resuming at {} ({} verified)  …  done, {size}, BLAKE3 {short}…",
+                    "{label}  resuming at {} ({} verified)  …  done, {size}, BLAKE3 {short}…",
                     crate::output::human_bytes(*at),
                     crate::output::human_bytes(*verified),
                 ),
-                None => format!("{name}  {size}  done, BLAKE3 {short}…"),
+                None => format!("{label}  {size}  done, BLAKE3 {short}…"),
             }
         }
     }

@@ -383,20 +383,8 @@ impl Session {
                 self.send_begin(storage, &user, to, &name, size, force, head)
                     .await
             }
-            Request::GetChunks { .. }
-            | Request::ChatOpen { .. }
-            | Request::Join { .. }
-            | Request::Part { .. }
-            | Request::Say { .. }
-            | Request::History { .. }
-            | Request::Who { .. }
-            | Request::Channels
-            | Request::SetAway { .. }
-            | Request::Login { .. }
-            | Request::Authenticate { .. }
-            | Request::Logout
-            | Request::WhoAmI
-            | Request::Ping => Err(Response::error(ErrorCode::BadRequest, "unexpected request")),
+            // Streamed (`GetChunks`) or served elsewhere (session and chat requests).
+            _ => Err(Response::error(ErrorCode::BadRequest, "unexpected request")),
         };
         result.unwrap_or_else(|r| r)
     }

@@ -304,14 +304,7 @@ impl Session {
             Request::Authenticate { token } => self.authenticate(token).await,
             Request::Logout => self.logout().await,
             Request::WhoAmI => self.whoami().await,
-            chat_request @ (Request::ChatOpen { .. }
-            | Request::Join { .. }
-            | Request::Part { .. }
-            | Request::Say { .. }
-            | Request::History { .. }
-            | Request::Who { .. }
-            | Request::Channels
-            | Request::SetAway { .. }) => self.handle_chat(chat_request).await,
+            chat_request if chat_request.is_chat() => self.handle_chat(chat_request).await,
             file_request => self.handle_file(file_request).await,
         }
     }

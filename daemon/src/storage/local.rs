@@ -248,13 +248,22 @@ impl LocalStorage {
         }
     }
 
-    fn existing_digest(space: &UserSpace, path: &RelPath) -> Result<Option<Digest>, StorageError> {
+    /// Opens `path` beneath the user's home for reading, with its metadata.
+    fn open_file(
+        space: &UserSpace,
+        path: &RelPath,
+    ) -> Result<(std::fs::File, cap_std::fs::Metadata), StorageError> {
         let file = space
             .home
             .open(path.as_path())
             .map_err(io_err("opening a file"))?
             .into_std();
         let meta = cap_std::fs::Metadata::from_file(&file).map_err(io_err("reading metadata"))?;
+        Ok((file, meta))
+    }
+
+    fn existing_digest(space: &UserSpace, path: &RelPath) -> Result<Option<Digest>, StorageError> {
+        let (file, meta) = Self::open_file(space, path)?;
         Ok(Some(
             Manifest::load_or_compute(&space.manifests, &file, Stamp::of(&meta))?.digest,
         ))
@@ -558,12 +567,7 @@ impl Storage for LocalStorage {
             return Err(StorageError::BadRequest("the home is a directory".into()));
         }
         let space = self.space(user)?;
-        let file = space
-            .home
-            .open(path.as_path())
-            .map_err(io_err("opening a file"))?
-            .into_std();
-        let meta = cap_std::fs::Metadata::from_file(&file).map_err(io_err("reading metadata"))?;
+        let (file, meta) = Self::open_file(&space, path)?;
         if !meta.is_file() {
             return Err(StorageError::BadRequest(format!(
                 "`{path}` is a directory, not a file"
