@@ -287,6 +287,30 @@ mod tests {
     }
 
     #[test]
+    fn overrides_win_and_messages_say_where_the_data_dir_came_from() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let file = tmp.path().join("xferd.toml");
+        std::fs::write(&file, "data_dir = \"d\"\n").unwrap();
+        let loaded = load(Some(&file)).unwrap();
+        assert_eq!(loaded.config.data_dir, tmp.path().join("d"));
+        assert_eq!(loaded.data_dir_origin(), file.display().to_string());
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:1".into()),
+            data_dir: Some("/srv/other".into()),
+        };
+        let loaded = loaded.with_overrides(&overrides).unwrap();
+        assert_eq!(loaded.config.listen, "127.0.0.1:1");
+        assert_eq!(loaded.config.data_dir, Path::new("/srv/other"));
+        assert_eq!(loaded.data_dir_origin(), "--data-dir");
+        let bad = Overrides {
+            listen: Some("nowhere".into()),
+            data_dir: None,
+        };
+        let err = load(Some(&file)).unwrap().with_overrides(&bad).unwrap_err();
+        assert!(err.to_string().contains("`listen`"), "{err}");
+    }
+
+    #[test]
     fn resolve_joins_relative_and_keeps_absolute() {
         let base = Path::new("/etc/xferd");
         let joined = resolve(base, Path::new("./data"));
