@@ -2,8 +2,16 @@
 //!
 //! `Config::default()` matches `config/xferd.toml` (a unit test checks this), so the
 //! daemon runs with no file at all. Unknown keys are rejected, and `validate()` names
-//! the key at fault. Relative `password_file` and `[tls]` paths resolve against
-//! `data_dir`; `data_dir` itself resolves against the working directory.
+//! the key at fault. Which file is used is decided in [`discover`], for the daemon and
+//! every admin command alike.
+//!
+//! Paths in a file are relative to that file, not to the working directory of whoever
+//! runs `xferd`: a relative `data_dir` (and the default `./xferd-data` when the file
+//! does not set it) resolves against the file's directory, and relative `password_file`
+//! and `[tls]` paths resolve against `data_dir`. New path keys should follow the same
+//! rule (resolve them in [`Config::load`]).
+
+pub mod discover;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -274,20 +282,53 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+    /// A value in a config file is out of range ([`ConfigError::Invalid`] plus the file).
+    #[error("config `{path}`: key `{key}` {message}")]
+    InvalidIn {
+        /// The file.
+        path: PathBuf,
+        /// The key, dotted.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file named by `--config` or `$XFERD_CONFIG` does not exist.
+    #[error(
+        "config file `{path}` (from {via}) does not exist; fix the path, or create it with `xferd --config {path} init`"
+    )]
+    Missing {
+        /// The file, absolute.
+        path: PathBuf,
+        /// `--config` or `$XFERD_CONFIG`.
+        via: &'static str,
+    },
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads a config file, resolves its relative paths against the file's directory
+    /// (see the module comment) and validates it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
+        let path = discover::absolute(path);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
             source,
         })?;
-        let config = Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.clone(),
             message,
         })?;
-        config.validate()?;
+        // Validated before resolving, so that `data_dir = ""` is an error, not the
+        // file's own directory.
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, message } => ConfigError::InvalidIn {
+                path: path.clone(),
+                key,
+                message,
+            },
+            other => other,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        config.data_dir = discover::resolve(dir, &config.data_dir);
         Ok(config)
     }
 
@@ -556,6 +597,53 @@ mod tests {
             Config::parse("[chat]\nhistory_days = 5\n")
                 .unwrap_err()
                 .contains("history_days")
+        );
+    }
+
+    #[test]
+    fn relative_paths_in_a_file_resolve_against_its_directory() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = tmp.path().join("etc");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("xferd.toml");
+        let text = "data_dir = \"./data\"\npassword_file = \"pw\"\n[tls]\ncert = \"c.pem\"\nkey = \"/k.pem\"\n";
+        std::fs::write(&file, text).unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.data_dir.to_str(), dir.join("data").to_str());
+        assert_eq!(c.password_file(), dir.join("data/pw"));
+        assert_eq!(c.cert_path(), dir.join("data/c.pem"));
+        assert_eq!(c.key_path(), Path::new("/k.pem"));
+
+        std::fs::write(&file, "data_dir = \"/srv/x\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.data_dir, Path::new("/srv/x"));
+        assert_eq!(c.password_file(), Path::new("/srv/x/passwd"));
+
+        // The default data directory is next to the file too (unless systemd sets one).
+        std::fs::write(&file, "").unwrap();
+        let c = Config::load(&file).unwrap();
+        if std::env::var_os("STATE_DIRECTORY").is_none() {
+            assert_eq!(c.data_dir.to_str(), dir.join("xferd-data").to_str());
+            assert_eq!(c.cert_path(), dir.join("xferd-data/tls/cert.pem"));
+        }
+
+        std::fs::write(&file, "data_dir = \"\"\n").unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("data_dir") && err.contains("xferd.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_a_file_names_the_file_and_the_key() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let file = tmp.path().join("x.toml");
+        std::fs::write(&file, "[limits]\nmax_connections = 0\n").unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("limits.max_connections") && err.contains(&*file.to_string_lossy()),
+            "{err}"
         );
     }
 

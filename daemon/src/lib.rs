@@ -3,13 +3,15 @@
 //! [`ServerState::open`] prepares everything a server needs (data directory, TLS
 //! identity, password file, session store, users' storage) and refuses unsafe set-ups; [`serve`]
 //! runs the accept loop until its cancellation token fires, then drains sessions.
-//! Argument parsing, logging set-up and signals live in `main.rs`.
+//! Argument parsing and signals live in `main.rs`; config discovery in [`config::discover`],
+//! the never-failing log writer in [`logging`].
 
 pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod chat;
 pub mod config;
+pub mod logging;
 pub mod server;
 pub mod session;
 pub mod storage;

@@ -10,14 +10,24 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use xferd::admin::user::PasswordSource;
+use xferd::config::discover::{self, Loaded, Overrides};
 use xferd::{Config, ServerState};
+
+/// Prints a line on stdout, ignoring a closed or full stdout: what it reports has
+/// already happened, and a broken pipe must not turn that into a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// TLS-secured, authenticated file transfer and chat daemon.
 #[derive(Parser)]
 #[command(name = "xferd", version, about)]
 struct Cli {
-    /// Configuration file (TOML). Without one, built-in defaults apply.
-    #[arg(long, short, global = true, env = "XFERD_CONFIG", value_name = "FILE")]
+    /// Configuration file (TOML). Without it: $XFERD_CONFIG, else ./xferd.toml, else
+    /// /etc/xferd/xferd.toml, else built-in defaults.
+    #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen address, overriding `listen` (port 0 picks a free port and prints it).
     #[arg(long, global = true, value_name = "ADDR")]
@@ -40,6 +50,8 @@ enum Command {
     User(UserCommand),
     /// Print the certificate fingerprint that clients pin.
     Fingerprint,
+    /// Validate the config and the files it names, then print `config OK: FILE`.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +63,9 @@ enum UserCommand {
         /// Read the password as one line from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Create the data directory if it does not exist (a new server).
+        #[arg(long)]
+        create: bool,
     },
     /// Delete a user; their sessions stop working.
     Del {
@@ -71,46 +86,80 @@ enum UserCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    xferd::logging::init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xferd: {e:#}");
+            let _ = writeln!(std::io::stderr(), "xferd: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    apply_overrides(cli, &mut config);
-    config.validate()?;
-    Ok(config)
-}
-
-fn apply_overrides(cli: &Cli, config: &mut Config) {
-    if let Some(listen) = &cli.listen {
-        config.listen = listen.clone();
+impl Cli {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+        }
     }
-    if let Some(dir) = &cli.data_dir {
-        config.data_dir = dir.clone();
+
+    /// The config by the documented discovery order, with the command-line overrides.
+    fn load(&self) -> anyhow::Result<Loaded> {
+        let loaded = discover::load(self.config.as_deref())?;
+        Ok(loaded.with_overrides(&self.overrides())?)
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        None | Some(Command::Serve) => serve(cli.load()?.config),
+        Some(Command::Init) => init(&cli),
+        Some(Command::Fingerprint) => {
+            say!("{}", xferd::admin::fingerprint::describe(&cli.load()?)?);
+            Ok(())
+        }
+        Some(Command::Check) => {
+            let loaded = cli.load()?;
+            xferd::admin::check::check(&loaded.config)?;
+            say!("config OK: {}", loaded.source);
+            Ok(())
+        }
+        Some(Command::User(cmd)) => user(&cli.load()?, cmd),
+    }
+}
+
+fn init(cli: &Cli) -> anyhow::Result<()> {
+    let path = discover::init_target(cli.config.as_deref());
+    let overrides = cli.overrides();
+    let report = xferd::admin::init::init(&path, &overrides)?;
+    if report.wrote_config {
+        say!("wrote {}", path.display());
+    } else if overrides.listen.is_some() || overrides.data_dir.is_some() {
+        say!(
+            "kept existing {} (--listen/--data-dir applied to this run only; edit the file to keep them)",
+            path.display()
+        );
+    } else {
+        say!("kept existing {}", path.display());
+    }
+    if report.created_data_dir {
+        say!("created data directory {}", report.data_dir.display());
+    }
+    if let Some(cert) = &report.generated_cert {
+        say!("generated a self-signed certificate {}", cert.display());
+    }
+    say!("certificate fingerprint {}", report.fingerprint);
+    let cmd = format!("xferd --config {}", path.display());
+    say!("next steps:");
+    say!("  add a user:     {cmd} user add NAME");
+    say!("  start xferd:    {cmd}");
+    say!("  tell users the fingerprint above; `xfer login` shows it on first contact");
+    Ok(())
+}
+
+fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
+    use xferd::admin::user;
     let source = |stdin: bool| {
         if stdin {
             PasswordSource::Stdin
@@ -118,62 +167,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             PasswordSource::Prompt
         }
     };
-    match &cli.command {
-        None | Some(Command::Serve) => serve(load_config(&cli)?),
-        Some(Command::Init) => {
-            let path = cli
-                .config
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("xferd.toml"));
-            let report = xferd::admin::init::init(&path, |c| apply_overrides(&cli, c))?;
-            if report.wrote_config {
-                println!("wrote {}", path.display());
-            } else {
-                println!("kept existing {}", path.display());
-            }
-            if report.generated_cert {
-                println!("generated a self-signed certificate");
-            }
-            println!("certificate fingerprint {}", report.fingerprint);
-            Ok(())
+    let create = matches!(cmd, UserCommand::Add { create: true, .. });
+    user::require_data_dir(loaded, create)?;
+    let config = &loaded.config;
+    let file = config.password_file();
+    match cmd {
+        UserCommand::Add {
+            name,
+            password_stdin,
+            ..
+        } => {
+            user::add(config, name, source(*password_stdin))?;
+            say!("added user {name} to {}", file.display());
         }
-        Some(Command::Fingerprint) => {
-            println!(
-                "{}",
-                xferd::admin::fingerprint::fingerprint(&load_config(&cli)?)?
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            user::passwd(config, name, source(*password_stdin))?;
+            say!(
+                "changed password of {name} in {}; their sessions were ended",
+                file.display()
             );
-            Ok(())
         }
-        Some(Command::User(cmd)) => {
-            let config = load_config(&cli)?;
-            match cmd {
-                UserCommand::Add {
-                    name,
-                    password_stdin,
-                } => {
-                    xferd::admin::user::add(&config, name, source(*password_stdin))?;
-                    println!("added user {name}");
-                }
-                UserCommand::Passwd {
-                    name,
-                    password_stdin,
-                } => {
-                    xferd::admin::user::passwd(&config, name, source(*password_stdin))?;
-                    println!("changed password of {name}; their sessions were ended");
-                }
-                UserCommand::Del { name } => {
-                    xferd::admin::user::del(&config, name)?;
-                    println!("deleted user {name}; their sessions were ended");
-                }
-                UserCommand::List => {
-                    for user in xferd::admin::user::list(&config)? {
-                        println!("{user}");
-                    }
-                }
+        UserCommand::Del { name } => {
+            user::del(config, name)?;
+            say!(
+                "deleted user {name} from {}; their sessions were ended",
+                file.display()
+            );
+        }
+        UserCommand::List => {
+            for name in user::list(config)? {
+                say!("{name}");
             }
-            Ok(())
         }
     }
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -185,16 +215,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {addr}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
-        // Tests and scripts read these two lines instead of polling the port.
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "xferd {} listening on {bound}",
-            env!("CARGO_PKG_VERSION")
-        )?;
-        writeln!(out, "certificate fingerprint {}", state.fingerprint)?;
-        out.flush()?;
-        drop(out);
+        // Tests and scripts read these two lines instead of polling the port. Best
+        // effort: a closed stdout must not stop a daemon that is otherwise fine.
+        say!("xferd {} listening on {bound}", env!("CARGO_PKG_VERSION"));
+        say!("certificate fingerprint {}", state.fingerprint);
+        let _ = std::io::stdout().flush();
         info!(%bound, fingerprint = %state.fingerprint, "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
@@ -207,7 +232,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// SIGINT or SIGTERM starts a graceful drain; a second one exits at once.
+/// SIGINT or SIGTERM starts a graceful drain; a second one exits at once. The drain
+/// starts before anything is logged, so that no trouble with the log can delay it.
 async fn stop_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -217,11 +243,12 @@ async fn stop_on_signal(token: CancellationToken) {
         warn!("cannot install signal handlers; stop xferd with SIGKILL");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received, shutting down"),
-        _ = int.recv() => info!("SIGINT received, shutting down"),
-    }
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
     token.cancel();
+    info!(signal = name, "{name} received, shutting down");
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -93,15 +93,22 @@ impl Daemon {
         listen: &str,
         extra: &[&str],
     ) -> Result<Daemon, String> {
-        std::fs::create_dir_all(data_dir.parent().expect("data dir has a parent")).unwrap();
-        let log = data_dir.with_extension(format!("log.{}", unique()));
-        let mut child = Command::new(bin("xferd"))
-            .arg("--data-dir")
+        let mut cmd = xferd_command();
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", listen])
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// Runs `cmd` (from [`xferd_command`], arguments set by the caller) as a daemon
+    /// whose data directory is `data_dir`, reading its address from stdout; its log
+    /// goes to a file next to `data_dir`. Err carries the log when it exits instead.
+    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Result<Daemon, String> {
+        std::fs::create_dir_all(data_dir.parent().expect("data dir has a parent")).unwrap();
+        let log = data_dir.with_extension(format!("log.{}", unique()));
+        let mut child = cmd
             .env("RUST_LOG", "info")
-            .env_remove("XFERD_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -223,22 +230,29 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// `xferd` on built-in defaults, whatever config files this machine has: tests name
+/// their files and directories themselves. An empty config file (`/dev/null`, as with
+/// `ssh -F /dev/null`) stops the search for `./xferd.toml` and `/etc/xferd/xferd.toml`.
+pub fn xferd_command() -> Command {
+    let mut cmd = Command::new(bin("xferd"));
+    cmd.env("XFERD_CONFIG", "/dev/null");
+    cmd
+}
+
 /// Runs `xferd --data-dir DIR ARGS…` with `stdin` and returns its output.
 pub fn xferd(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
     run(
-        Command::new(bin("xferd"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args),
+        xferd_command().arg("--data-dir").arg(data_dir).args(args),
         stdin,
     )
 }
 
-/// Adds a user with `xferd user add NAME --password-stdin`.
+/// Adds a user with `xferd user add NAME --password-stdin --create` (the data directory
+/// is made on the first user).
 pub fn add_user(data_dir: &Path, name: &str, password: &str) {
     let out = xferd(
         data_dir,
-        &["user", "add", name, "--password-stdin"],
+        &["user", "add", name, "--password-stdin", "--create"],
         &format!("{password}\n"),
     );
     assert!(

@@ -1,6 +1,7 @@
 //! One test binary, one module per capability (ripgrep's `tests/tests.rs` layout).
 
 mod admin;
+mod admin_path;
 mod chat;
 mod chat_server;
 mod compress;
@@ -9,6 +10,7 @@ mod files;
 mod hostile;
 mod identity;
 mod lifecycle;
+mod logging;
 mod login;
 mod preview;
 mod resume;

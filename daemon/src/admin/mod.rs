@@ -1,7 +1,9 @@
-//! The administrative subcommands: `xferd init`, `xferd user …`, `xferd fingerprint`.
-//! They work on the files directly (no running daemon needed); the daemon notices a
-//! changed password file on its own.
+//! The administrative subcommands: `xferd init`, `xferd user …`, `xferd fingerprint`,
+//! `xferd check`. They work on the files directly (no running daemon needed); the
+//! daemon notices a changed password file on its own. All of them find the config the
+//! same way (`config::discover`).
 
+pub mod check;
 pub mod fingerprint;
 pub mod init;
 pub mod user;

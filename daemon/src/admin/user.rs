@@ -2,6 +2,9 @@
 //!
 //! Passwords are read twice from the terminal, or once from stdin with
 //! `--password-stdin`; they are hashed with argon2id before anything is written.
+//! None of them creates a data directory unless asked (`user add --create`): a missing
+//! one almost always means the wrong config, and a new empty one is invisible to the
+//! running daemon.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -9,6 +12,7 @@ use anyhow::{Context, bail};
 
 use crate::Config;
 use crate::accounts::{PasswordFile, UserName, hash_password};
+use crate::config::discover::Loaded;
 
 /// Shortest password accepted. Length is the one rule worth enforcing (NIST 800-63B).
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -26,7 +30,6 @@ pub enum PasswordSource {
 pub fn add(config: &Config, name: &str, source: PasswordSource) -> anyhow::Result<()> {
     let name: UserName = name.parse()?;
     let phc = hash_password(&read_new_password(source)?)?;
-    ensure_dir(config)?;
     PasswordFile::update(&config.password_file(), |f| f.add(&name, phc))?;
     Ok(())
 }
@@ -57,10 +60,32 @@ pub fn list(config: &Config) -> anyhow::Result<Vec<UserName>> {
     Ok(PasswordFile::load(&config.password_file())?.users())
 }
 
-fn ensure_dir(config: &Config) -> anyhow::Result<()> {
+/// Checks, before any prompt, that the data directory and the password file's directory
+/// exist; with `create`, makes them (mode 0700) instead.
+///
+/// # Errors
+/// One line naming the directory, where its path came from, and what to do.
+pub fn require_data_dir(loaded: &Loaded, create: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    let config = &loaded.config;
     let file = config.password_file();
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dirs = [Some(config.data_dir.as_path()), file.parent()];
+    for dir in dirs.into_iter().flatten() {
+        if dir.as_os_str().is_empty() || dir.is_dir() {
+            continue;
+        }
+        if !create {
+            let what = if dir == config.data_dir {
+                "data directory"
+            } else {
+                "password file directory"
+            };
+            bail!(
+                "{what} `{}` (from {}) does not exist; point at the server's config with `xferd --config FILE user …`, or start a new server there with `xferd user add --create NAME`",
+                dir.display(),
+                loaded.data_dir_origin()
+            );
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
