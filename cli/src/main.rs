@@ -14,8 +14,10 @@ use xfer::output::escape_control;
 #[derive(Debug, Parser)]
 #[command(name = "xfer", version, about)]
 struct Cli {
-    /// Where to keep known hosts, saved logins and transfer state.
-    #[arg(long, global = true, env = "XFER_HOME", value_name = "DIR")]
+    /// Where to keep known hosts, saved logins and transfer state [env: XFER_HOME].
+    // Read from the environment by hand: clap shows an env-backed value in every usage
+    // line as if it were a required argument.
+    #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -32,8 +34,10 @@ enum Command {
     /// List a remote directory.
     Ls(cmd::ls::Args),
     /// Upload files (resumes an interrupted upload).
+    #[command(override_usage = "xfer push [OPTIONS] LOCAL... [REMOTE]")]
     Push(cmd::push::Args),
     /// Download files (resumes an interrupted download).
+    #[command(override_usage = "xfer pull [OPTIONS] REMOTE... [LOCAL]")]
     Pull(cmd::pull::Args),
     /// Remove a remote file or directory.
     Rm(cmd::rm::Args),
@@ -52,7 +56,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("xfer: {}", escape_control(&format!("{err:#}")));
+            let text = xfer::error::strip_os_error(&format!("{err:#}"));
+            eprintln!("xfer: {}", escape_control(&text));
             ExitCode::from(xfer::exit_code(&err))
         }
     }
@@ -63,7 +68,11 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let home = Home::open(cli.home)?;
+    let home = Home::open(cli.home.or_else(|| {
+        std::env::var_os("XFER_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }))?;
     runtime.block_on(async {
         match cli.command {
             Command::Login(args) => cmd::login::run(&home, args).await,

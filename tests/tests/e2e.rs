@@ -3,6 +3,7 @@
 mod admin;
 mod chat;
 mod chat_server;
+mod client_ux;
 mod compress;
 mod confinement;
 mod files;
