@@ -56,10 +56,26 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let text = xfer::error::strip_os_error(&format!("{err:#}"));
-            eprintln!("xfer: {}", escape_control(&text));
+            eprintln!("xfer: {}", message(&err));
             ExitCode::from(xfer::exit_code(&err))
         }
+    }
+}
+
+/// The error as printed: one line, escaped, without `os error N` tails; a changed server
+/// certificate is the one exception, a short block of lines (as OpenSSH's warning).
+fn message(err: &anyhow::Error) -> String {
+    let block = err.chain().find_map(|c| match c.downcast_ref() {
+        Some(changed @ xfer::error::HostKeyError::Changed { .. }) => Some(changed.to_string()),
+        _ => None,
+    });
+    match block {
+        Some(block) => block
+            .lines()
+            .map(|l| escape_control(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => escape_control(&xfer::error::strip_os_error(&format!("{err:#}"))).into_owned(),
     }
 }
 

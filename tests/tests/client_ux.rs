@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::net::TcpListener;
 
 use tempfile::TempDir;
-use xfer_e2e::{CHUNK, Client, Daemon, alice, random_bytes, write_file};
+use xfer_e2e::{CHUNK, Client, Daemon, PASSWORD, alice, random_bytes, write_file};
 
 #[test]
 fn a_missing_local_file_exits_5_for_push_send_and_push_r() {
@@ -129,4 +129,27 @@ fn a_send_to_an_unknown_user_says_its_cause_once() {
     assert_eq!(out.code(), 5, "{}", out.stderr());
     let err = out.stderr();
     assert_eq!(err.matches("carol").count(), 1, "{err}");
+}
+
+#[test]
+fn login_without_a_user_takes_the_local_account_name_as_ssh_does() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let out = c.xfer_env(
+        &[
+            "login",
+            &d.host_port(),
+            "--password-stdin",
+            "--fingerprint",
+            &d.fingerprint,
+        ],
+        &[("USER", "alice")],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        out.stdout().contains("Logged in as alice"),
+        "{}",
+        out.stdout()
+    );
 }
