@@ -151,8 +151,7 @@ impl Client {
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                     .cloned();
-                let msg = format!("TLS handshake with {hp} failed");
-                let error = NetworkError::with_source(msg, e).into();
+                let error = handshake_failure(&hp, e).into();
                 return Err(ConnectError::Tls { error, rustls });
             }
             Err(_) => {
@@ -164,6 +163,14 @@ impl Client {
                 });
             }
         };
+        if tls.get_ref().1.alpn_protocol() != Some(xfer_certs::ALPN) {
+            return Err(ConnectError::Hello(
+                NetworkError::new(format!(
+                    "{hp} is a TLS server but not an xferd (no xfer ALPN); check the port"
+                ))
+                .into(),
+            ));
+        }
         let mut client = Client {
             framed: Framed::new(Box::new(tls), ClientCodec::new(xfer_proto::MAX_FRAME_LEN)),
             server: server.clone(),
@@ -601,6 +608,12 @@ impl Client {
 
     fn proto_error(&self, e: ProtoError) -> anyhow::Error {
         match e {
+            // A peer that vanishes without TLS close_notify: rustls's text for it ends in
+            // a documentation URL, which tells a user nothing.
+            ProtoError::Io(io) if closed_by_peer(&io) => {
+                NetworkError::new(format!("the server {} closed the connection", self.server))
+                    .into()
+            }
             ProtoError::Io(io) => {
                 NetworkError::with_source(format!("connection to {} failed", self.server), io)
                     .into()
@@ -660,5 +673,37 @@ impl Client {
             Frame::Message(resp) => Ok(resp),
             _ => Err(self.unexpected("a message")),
         }
+    }
+}
+
+/// Whether an I/O error means the peer closed or reset the connection.
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
+/// A failed TLS handshake in plain words: the usual causes are a port that is not
+/// xferd's (another protocol, or another TLS server) and a peer that hung up.
+fn handshake_failure(hp: &str, e: std::io::Error) -> NetworkError {
+    let rustls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls {
+        Some(rustls::Error::InvalidMessage(_)) => {
+            NetworkError::new(format!("{hp} does not speak TLS — is this an xferd port?"))
+        }
+        Some(
+            rustls::Error::NoApplicationProtocol
+            | rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol),
+        ) => NetworkError::new(format!(
+            "{hp} is a TLS server but not an xferd (no xfer ALPN); check the port"
+        )),
+        _ if closed_by_peer(&e) => NetworkError::new(format!(
+            "{hp} closed the connection during the TLS handshake — is this an xferd port?"
+        )),
+        _ => NetworkError::with_source(format!("TLS handshake with {hp} failed"), e),
     }
 }

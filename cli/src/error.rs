@@ -122,9 +122,11 @@ pub enum HostKeyError {
     },
     /// The server presents another certificate than the one pinned in known hosts.
     #[error(
-        "certificate of {host_port} changed: pinned {pinned} ({} line {line}), now {actual}; \
-         this may be an attack. If `xferd fingerprint` on the server prints {actual}, re-pin with \
-         `xfer login {user}@{host_port} --fingerprint {actual}`",
+        "the certificate of {host_port} has CHANGED; this may be an attack.\n  \
+         pinned: {pinned}  ({} line {line})\n  \
+         now:    {actual}\n\
+         Nothing was sent. If `xferd fingerprint` on the server prints the new one, re-pin with:\n  \
+         xfer login {user}@{host_port} --fingerprint {actual}",
         path.display()
     )]
     Changed {
@@ -210,6 +212,57 @@ pub struct IntegrityError(pub String);
 #[error("{0}")]
 pub struct ProtocolError(pub String);
 
+/// A local file or directory named on the command line could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LocalError {
+    /// What failed, naming the path, in plain words (no `os error N`).
+    pub message: String,
+    /// Whether the path does not exist (exit 5) rather than failing otherwise (exit 1).
+    pub not_found: bool,
+}
+
+impl LocalError {
+    /// Reading `path` failed with `e`.
+    pub fn reading(path: &std::path::Path, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let shown = path.display();
+        let message = match e.kind() {
+            ErrorKind::NotFound => format!("no such local file or directory `{shown}`"),
+            ErrorKind::PermissionDenied => format!("no permission to read `{shown}`"),
+            _ => format!("cannot read `{shown}`: {}", plain_io(e)),
+        };
+        LocalError {
+            message,
+            not_found: e.kind() == ErrorKind::NotFound,
+        }
+    }
+}
+
+/// An I/O error's text without the `(os error N)` tail people do not need.
+pub fn plain_io(e: &std::io::Error) -> String {
+    strip_os_error(&e.to_string())
+}
+
+/// `text` with every ` (os error N)` removed.
+pub fn strip_os_error(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        let tail = &rest[at + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && tail.as_bytes().get(digits) == Some(&b')') {
+            out.push_str(&rest[..at]);
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(&rest[..at + 1]);
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The server answered a request with `Response::Error`.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -246,6 +299,18 @@ pub fn error_kind(err: &anyhow::Error) -> ErrorKind {
         }
         if let Some(remote) = cause.downcast_ref::<RemoteError>() {
             return ErrorKind::from_code(remote.code);
+        }
+        if let Some(local) = cause.downcast_ref::<LocalError>() {
+            return if local.not_found {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::Other
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::NotFound
+        {
+            return ErrorKind::NotFound;
         }
     }
     ErrorKind::Other
@@ -326,6 +391,21 @@ mod tests {
     }
 
     #[test]
+    fn os_error_tails_are_dropped() {
+        assert_eq!(
+            strip_os_error("a: No such file or directory (os error 2)"),
+            "a: No such file or directory"
+        );
+        assert_eq!(strip_os_error("x (os error 13) y (os error 1)"), "x y");
+        assert_eq!(strip_os_error("keep (os error x)"), "keep (os error x)");
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err: anyhow::Error =
+            LocalError::reading(std::path::Path::new("a.bin"), &missing).into();
+        assert_eq!(exit_code(&err), 5);
+        assert_eq!(err.to_string(), "no such local file or directory `a.bin`");
+    }
+
+    #[test]
     fn typed_error_is_found_under_context() {
         let err: anyhow::Result<()> = Err(NetworkError::with_source(
             "cannot connect to h:1",
@@ -358,6 +438,7 @@ mod tests {
             msg.contains("xfer login alice@lab:7070 --fingerprint SHA256:"),
             "{msg}"
         );
-        assert!(!msg.contains('\n'));
+        // A short block, as OpenSSH's banner, rather than one 400-character line.
+        assert!(msg.lines().count() <= 6, "{msg}");
     }
 }

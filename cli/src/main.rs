@@ -14,8 +14,10 @@ use xfer::output::escape_control;
 #[derive(Debug, Parser)]
 #[command(name = "xfer", version, about)]
 struct Cli {
-    /// Where to keep known hosts, saved logins and transfer state.
-    #[arg(long, global = true, env = "XFER_HOME", value_name = "DIR")]
+    /// Where to keep known hosts, saved logins and transfer state [env: XFER_HOME].
+    // Read from the environment by hand: clap shows an env-backed value in every usage
+    // line as if it were a required argument.
+    #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -32,8 +34,10 @@ enum Command {
     /// List a remote directory.
     Ls(cmd::ls::Args),
     /// Upload files (resumes an interrupted upload).
+    #[command(override_usage = "xfer push [OPTIONS] LOCAL... [REMOTE]")]
     Push(cmd::push::Args),
     /// Download files (resumes an interrupted download).
+    #[command(override_usage = "xfer pull [OPTIONS] REMOTE... [LOCAL]")]
     Pull(cmd::pull::Args),
     /// Remove a remote file or directory.
     Rm(cmd::rm::Args),
@@ -52,9 +56,26 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("xfer: {}", escape_control(&format!("{err:#}")));
+            eprintln!("xfer: {}", message(&err));
             ExitCode::from(xfer::exit_code(&err))
         }
+    }
+}
+
+/// The error as printed: one line, escaped, without `os error N` tails; a changed server
+/// certificate is the one exception, a short block of lines (as OpenSSH's warning).
+fn message(err: &anyhow::Error) -> String {
+    let block = err.chain().find_map(|c| match c.downcast_ref() {
+        Some(changed @ xfer::error::HostKeyError::Changed { .. }) => Some(changed.to_string()),
+        _ => None,
+    });
+    match block {
+        Some(block) => block
+            .lines()
+            .map(|l| escape_control(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => escape_control(&xfer::error::strip_os_error(&format!("{err:#}"))).into_owned(),
     }
 }
 
@@ -63,7 +84,11 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let home = Home::open(cli.home)?;
+    let home = Home::open(cli.home.or_else(|| {
+        std::env::var_os("XFER_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }))?;
     runtime.block_on(async {
         match cli.command {
             Command::Login(args) => cmd::login::run(&home, args).await,

@@ -98,6 +98,26 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Parses `[USER@]HOST[:PORT]`: without `USER@`, the user is `default_user` (the
+    /// local account name, as ssh does).
+    ///
+    /// # Errors
+    /// [`UsageError`] for a bad target, or no user at all.
+    pub fn with_default_user(s: &str, default_user: Option<&str>) -> Result<Self, UsageError> {
+        if s.contains('@') {
+            return s.parse();
+        }
+        match default_user {
+            Some(user) => format!("{user}@{s}").parse(),
+            None => Err(UsageError(format!(
+                "no user name in `{}` and $USER is not set; write USER@HOST",
+                crate::output::escape_control(s)
+            ))),
+        }
+    }
+}
+
 impl FromStr for Target {
     type Err = UsageError;
 
@@ -153,6 +173,16 @@ mod tests {
             assert_eq!(t.server.port, port, "{input}");
             assert_eq!(t.key(), key, "{input}");
         }
+    }
+
+    #[test]
+    fn the_user_defaults_to_the_local_account() {
+        let t = Target::with_default_user("nas.lan", Some("carol")).unwrap();
+        assert_eq!(t.key(), "carol@nas.lan:7443");
+        let t = Target::with_default_user("bob@nas.lan:1", Some("carol")).unwrap();
+        assert_eq!(t.key(), "bob@nas.lan:1");
+        let e = Target::with_default_user("nas.lan", None).unwrap_err();
+        assert!(e.to_string().contains("USER@HOST"), "{e}");
     }
 
     #[test]

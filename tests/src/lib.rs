@@ -315,6 +315,18 @@ impl Client {
         ))
     }
 
+    /// `xfer ARGS…` with this home, `stdin` and extra environment variables.
+    pub fn xfer_env(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Out {
+        let mut cmd = Command::new(bin("xfer"));
+        cmd.args(args)
+            .env("XFER_HOME", self.home.path())
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Out(run(&mut cmd, stdin))
+    }
+
     /// Logs in as `user` trusting the daemon's printed fingerprint; asserts success.
     pub fn login(&self, d: &Daemon, user: &str, password: &str) -> Out {
         let target = format!("{user}@{}", d.host_port());

@@ -4,6 +4,7 @@ mod admin;
 mod admin_path;
 mod chat;
 mod chat_server;
+mod client_ux;
 mod compress;
 mod confinement;
 mod files;

@@ -212,7 +212,8 @@ impl Session {
             let progress = Progress::new(true, 1);
             match send_file(&mut client, &path, &to, &Options::default(), &progress).await {
                 Ok((name, outcome)) => Ok(sent_line(&name, &to, &outcome)),
-                Err(e) => Err(failed(e.into_error())),
+                // The engine's error names the file and the recipient already.
+                Err(e) => Err(escape_control(&format!("{:#}", e.into_error())).into_owned()),
             }
         });
     }

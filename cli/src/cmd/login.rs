@@ -22,8 +22,8 @@ const MAX_PASSWORD_TRIES: u32 = 3;
 /// Arguments of `xfer login`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Who to log in as, where; the port defaults to 7443.
-    #[arg(value_name = "USER@HOST[:PORT]")]
+    /// Who to log in as, where; the user defaults to $USER, the port to 7443.
+    #[arg(value_name = "[USER@]HOST[:PORT]")]
     pub target: String,
     /// Read the password from the first line of standard input.
     #[arg(long)]
@@ -45,7 +45,7 @@ pub struct Args {
 /// Bad target or fingerprint (usage), untrusted server (host key), wrong password (auth),
 /// network and protocol errors.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
-    let target: Target = args.target.parse()?;
+    let target = Target::with_default_user(&args.target, local_user().as_deref())?;
     let explicit = args
         .fingerprint
         .as_deref()
@@ -88,7 +88,12 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut tries = 0;
     let (user, token, expires_unix) = loop {
         tries += 1;
-        let password = read_password(args.password_stdin).await?;
+        let prompt = format!(
+            "{}@{} password: ",
+            escape_control(&target.user),
+            target.server.host
+        );
+        let password = read_password(args.password_stdin, prompt).await?;
         match client.login(&target.user, password).await {
             Ok(session) => break session,
             Err(e)
@@ -127,11 +132,19 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The local account name, as ssh takes it: `$USER`, then `$LOGNAME`.
+fn local_user() -> Option<String> {
+    ["USER", "LOGNAME"]
+        .into_iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty())
+}
+
 /// The password: the first line of stdin (without its line ending), or asked on the terminal.
-async fn read_password(from_stdin: bool) -> Result<Secret> {
+async fn read_password(from_stdin: bool, prompt: String) -> Result<Secret> {
     tokio::task::spawn_blocking(move || -> Result<Secret> {
         if !from_stdin {
-            let pw = rpassword::prompt_password("Password: ").context("reading the password")?;
+            let pw = rpassword::prompt_password(prompt).context("reading the password")?;
             return Ok(Secret::new(pw));
         }
         let mut line = String::new();

@@ -15,7 +15,7 @@ use crate::transfer::{check_name, normalize_remote};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Remote directory or file (default: your home).
-    #[arg(value_name = "PATH", default_value = "")]
+    #[arg(value_name = "PATH", default_value = "", hide_default_value = true)]
     pub path: String,
     /// Long format: size, modification time (UTC), BLAKE3, upload progress.
     #[arg(short = 'l', long = "long")]

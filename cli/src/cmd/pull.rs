@@ -29,7 +29,7 @@ use crate::transfer::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Remote files (or directories with -r), then optionally the local destination.
-    #[arg(value_name = "REMOTE... [LOCAL]", required = true)]
+    #[arg(value_name = "REMOTE", required = true)]
     pub paths: Vec<String>,
     /// Pull directories recursively.
     #[arg(short = 'r', long)]
@@ -154,7 +154,21 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                             preview.show(&dest, &progress).await;
                         }
                     }
-                    Err(Failure::File(e)) => failures.push(e),
+                    Err(Failure::File(e)) => {
+                        // A directory named without -r: say how to pull it, as push does.
+                        if !args.recursive
+                            && remote_kind(&mut client, &remote).await.ok().flatten()
+                                == Some(EntryKind::Dir)
+                        {
+                            progress.finish();
+                            return Err(UsageError(format!(
+                                "`{}` is a directory; use -r to pull it with its contents",
+                                escape_control(&remote)
+                            ))
+                            .into());
+                        }
+                        failures.push(e);
+                    }
                     Err(Failure::Fatal(e)) => {
                         progress.finish();
                         failures.push(e.context(format!("pulling `{remote}`")));

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use xfer_proto::EntryKind;
 
 use crate::cmd::{open_session, remote_kind, report_failures};
-use crate::error::UsageError;
+use crate::error::{LocalError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::transfer::progress::Progress;
@@ -26,7 +26,7 @@ use crate::transfer::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Local files (or directories with -r), then optionally the remote destination.
-    #[arg(value_name = "LOCAL... [REMOTE]", required = true)]
+    #[arg(value_name = "LOCAL", required = true)]
     pub paths: Vec<OsString>,
     /// Push directories recursively.
     #[arg(short = 'r', long)]
@@ -88,8 +88,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let locals: Vec<PathBuf> = locals.into_iter().map(PathBuf::from).collect();
     let mut any_dir = false;
     for local in &locals {
-        let meta = std::fs::metadata(local)
-            .with_context(|| format!("cannot read `{}`", local.display()))?;
+        let meta = std::fs::metadata(local).map_err(|e| LocalError::reading(local, &e))?;
         if meta.is_dir() {
             if !args.recursive {
                 return Err(UsageError(format!(

@@ -6,12 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use xfer_proto::valid_user_name;
 
 use crate::client::Client;
 use crate::cmd::{open_session, report_failures};
-use crate::error::UsageError;
+use crate::error::{LocalError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::transfer::progress::Progress;
@@ -89,8 +89,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let limit_rate = args.transfer.limit_rate()?;
     let mut total = 0;
     for local in &args.files {
-        let meta = std::fs::metadata(local)
-            .with_context(|| format!("cannot read `{}`", local.display()))?;
+        let meta = std::fs::metadata(local).map_err(|e| LocalError::reading(local, &e))?;
         if !meta.is_file() {
             return Err(UsageError(format!(
                 "`{}` is not a regular file; only files can be sent",
@@ -118,9 +117,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 progress.result(&sent_line(&name, &to, &outcome));
             }
             Err(Failure::File(e)) => failures.push(e),
+            // The engine's error already names the file and the recipient.
             Err(Failure::Fatal(e)) => {
                 progress.finish();
-                return Err(e.context(format!("sending `{}` to {to}", local.display())));
+                failures.push(e);
+                return report_failures(failures);
             }
         }
     }

@@ -77,7 +77,7 @@ impl Progress {
             if !self.total_known {
                 total.inc_length(size);
             }
-            total.inc(already);
+            skip_ahead(total, already);
         }
         let bar = self.multi.as_ref().map(|m| {
             let bar = match &self.total {
@@ -88,8 +88,7 @@ impl Progress {
                 "{msg} {binary_bytes}/{binary_total_bytes} [{bar:30}] {binary_bytes_per_sec} ETA {eta}",
             ));
             bar.set_message(name.clone());
-            bar.set_position(already);
-            bar.reset_eta();
+            skip_ahead(&bar, already);
             bar
         });
         FileProgress {
@@ -139,6 +138,18 @@ impl Progress {
             t.finish_and_clear();
         }
     }
+}
+
+/// Advances `bar` by `n` bytes that did not move in this run (held by the peer, or
+/// already verified here), keeping them out of the rate and the ETA: the tick makes the
+/// estimator take in the new position, and the reset then forgets the jump.
+fn skip_ahead(bar: &ProgressBar, n: u64) {
+    if n == 0 {
+        return;
+    }
+    bar.inc(n);
+    bar.tick();
+    bar.reset_eta();
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -193,6 +204,23 @@ impl FileProgress {
         }
     }
 
+    /// `n` more bytes are already there (the peer holds them, verified): progress, but
+    /// not counted in the rate or the ETA, which describe what moves in this run.
+    pub fn held(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            skip_ahead(bar, n);
+        }
+        if let Some(total) = &self.total {
+            skip_ahead(total, n);
+        }
+        if self.mode == Mode::Plain {
+            self.plain
+                .lock()
+                .expect("progress lock is never poisoned")
+                .done += n;
+        }
+    }
+
     /// The file is finished (or abandoned): remove its bar.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
@@ -204,5 +232,21 @@ impl FileProgress {
 impl Drop for FileProgress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bytes_advance_the_bar_but_not_the_rate() {
+        let bar = ProgressBar::hidden();
+        bar.set_length(10 << 30);
+        skip_ahead(&bar, 8 << 30);
+        assert_eq!(bar.position(), 8 << 30);
+        // Nothing moved since: a rate built from the 8 GiB jump would be huge.
+        bar.tick();
+        assert!(bar.per_sec() < 1.0, "{}", bar.per_sec());
     }
 }

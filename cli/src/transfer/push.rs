@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use xfer_proto::{Chunk, Digest, PUT_WINDOW, Response, SNIFF_LEN};
+use xfer_proto::{Chunk, Digest, ErrorCode, PUT_WINDOW, Response, SNIFF_LEN};
 
 use super::progress::Progress;
 use super::ratelimit::Throttle;
@@ -25,7 +25,7 @@ use super::{
     chunk_range, hash_file_async, must_send,
 };
 use crate::client::{Client, PutStart};
-use crate::error::{ConflictError, ProtocolError};
+use crate::error::{ConflictError, ProtocolError, is_remote};
 
 /// Chunks read ahead of the send loop.
 const READ_AHEAD: usize = 4;
@@ -93,6 +93,10 @@ impl Destination<'_> {
         }
     }
 
+    fn is_inbox(&self) -> bool {
+        matches!(self, Destination::Inbox { .. })
+    }
+
     /// Opens (or resumes) the transfer with `PutBegin` or `SendBegin`.
     async fn begin(
         &self,
@@ -141,11 +145,12 @@ pub async fn push_file<'a>(
         .with_context(|| format!("reading `{}`", local.display()))
         .file_failure()?;
 
-    let start = dest
-        .begin(client, size, opts.force, head)
-        .await
-        .with_context(|| dest.action())
-        .file_failure()?;
+    let start = match dest.begin(client, size, opts.force, head).await {
+        // "no user carol" says everything; "sending `f` to carol: " would say it twice.
+        Err(e) if dest.is_inbox() && is_remote(&e, ErrorCode::NotFound) => Err(e),
+        r => r.with_context(|| dest.action()),
+    }
+    .file_failure()?;
     let (transfer_id, chunk_size, chunks_held) = match start {
         PutStart::Exists {
             size: remote_size,
@@ -195,7 +200,7 @@ pub async fn push_file<'a>(
         let (chunk, len) = match item.with_context(|| format!("reading `{}`", local.display()))? {
             ReadChunk::Held(len) => {
                 verified += len;
-                fp.inc(len);
+                fp.held(len);
                 continue;
             }
             ReadChunk::Send { chunk, len } => (chunk, len),
