@@ -10,6 +10,7 @@ pub mod admin;
 pub mod audit;
 pub mod chat;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod storage;

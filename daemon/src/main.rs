@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use xferd::admin::user::PasswordSource;
+use xferd::metrics::Exporter;
 use xferd::{Config, ServerState};
 
 /// TLS-secured, authenticated file transfer and chat daemon.
@@ -185,6 +186,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {addr}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
+        let metrics = Exporter::bind(&state.config.metrics, state.metrics.clone()).await?;
         // Tests and scripts read these two lines instead of polling the port.
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -193,6 +195,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             env!("CARGO_PKG_VERSION")
         )?;
         writeln!(out, "certificate fingerprint {}", state.fingerprint)?;
+        if let Some(m) = &metrics {
+            writeln!(out, "metrics listening on {}", m.local_addr())?;
+        }
         out.flush()?;
         drop(out);
         info!(%bound, fingerprint = %state.fingerprint, "listening");
@@ -200,6 +205,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        if let Some(m) = metrics {
+            tokio::spawn(m.run(shutdown.clone()));
+        }
         xferd::serve(state, listener, shutdown).await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         info!("stopped");

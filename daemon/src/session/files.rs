@@ -233,6 +233,9 @@ impl Session {
     /// Answers a finished chunk job and starts the next.
     pub(super) async fn chunk_done(&mut self, outcome: ChunkOutcome) -> Result<(), End> {
         self.files.running = None;
+        if let Ok(done) = &outcome {
+            self.state.metrics.chunk_received(done.len, &done.result);
+        }
         let response = match outcome {
             Err(e) => internal_error("writing a chunk", &e),
             Ok(done) => match done.result {
@@ -299,6 +302,7 @@ impl Session {
                         resumed: t.first_index.is_some_and(|i| i > 0),
                         duration_ms: millis(t.started),
                     });
+                    self.state.metrics.download_completed();
                 }
             }
         }
@@ -498,6 +502,7 @@ impl Session {
                     Some(to) => self.file_sent(to, &record, committed.digest).await,
                     None => audit::upload(&record),
                 }
+                self.state.metrics.upload_committed(record.resumed_from);
                 Ok(Response::Committed {
                     size: committed.size,
                     digest: committed.digest,
