@@ -85,11 +85,17 @@ mod tests {
 
     #[test]
     fn remote_needs_allow_remote_and_errors_name_the_key() {
-        let err = cfg("0.0.0.0:9464", false).validate().unwrap_err().to_string();
+        let err = cfg("0.0.0.0:9464", false)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("metrics.listen"), "{err}");
         assert!(err.contains("metrics.allow_remote"), "{err}");
         cfg("0.0.0.0:9464", true).validate().unwrap();
-        let err = cfg("localhost:9464", false).validate().unwrap_err().to_string();
+        let err = cfg("localhost:9464", false)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("metrics.listen"), "{err}");
         assert!(err.contains("127.0.0.1:9464"), "{err}");
     }

@@ -131,7 +131,10 @@ async fn serve_one(tcp: TcpStream, metrics: Arc<Metrics>) {
 /// `GET /metrics` (or `HEAD`) gets the exposition; anything else a short text error.
 fn respond(method: &Method, path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
     if path != "/metrics" {
-        return text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
     }
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");

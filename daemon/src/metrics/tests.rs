@@ -51,7 +51,10 @@ fn every_family_has_help_and_type_and_starts_at_zero() {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         assert!(line.starts_with("xferd_"), "{line}");
     }
-    assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
     for result in [
         "password_ok",
         "token_ok",
@@ -163,8 +166,12 @@ fn the_codec_counts_frames_errors_chunks_and_chat_without_changing_them() {
     // Two requests in, read back through the metered decoder.
     let mut client = ClientCodec::new(xfer_proto::MAX_FRAME_LEN);
     let mut wire = BytesMut::new();
-    client.encode(Frame::Message(Request::Ping), &mut wire).unwrap();
-    client.encode(Frame::Message(Request::WhoAmI), &mut wire).unwrap();
+    client
+        .encode(Frame::Message(Request::Ping), &mut wire)
+        .unwrap();
+    client
+        .encode(Frame::Message(Request::WhoAmI), &mut wire)
+        .unwrap();
     let sent_in = wire.len() as f64;
     while metered.decode(&mut wire).unwrap().is_some() {}
 
@@ -248,7 +255,10 @@ async fn a_client_that_never_finishes_its_request_is_dropped() {
         listen: "127.0.0.1:0".into(),
         allow_remote: false,
     };
-    let exporter = Exporter::bind(&config, Arc::default()).await.unwrap().unwrap();
+    let exporter = Exporter::bind(&config, Arc::default())
+        .await
+        .unwrap()
+        .unwrap();
     let addr = exporter.local_addr();
     let shutdown = CancellationToken::new();
     tokio::spawn(exporter.run(shutdown.clone()));

@@ -1,0 +1,166 @@
+//! Metrics: the `[metrics]` listener serves Prometheus text that counts what the real
+//! client did, byte for byte; it is off unless configured and refuses remote addresses.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use tempfile::TempDir;
+use xfer_e2e::{CHUNK, Client, DEADLINE, Daemon, alice, random_bytes, write_file};
+
+const ON: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+
+/// A plain HTTP/1.1 GET; returns the status code, the headers and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut tcp = TcpStream::connect(addr).expect("connect to the metrics listener");
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response)
+        .expect("read the response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// The scrape, asserting a 200 in the Prometheus text format.
+fn scrape(d: &Daemon) -> String {
+    let (status, head, body) = get(d.metrics_addr(), "/metrics");
+    assert_eq!(status, 200, "{head}\n{body}");
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body
+}
+
+/// The value of one series (name and labels exactly as exported).
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+#[test]
+fn a_login_a_push_and_a_pull_show_up_byte_for_byte() {
+    let d = Daemon::start_with(&["alice"], Some(ON));
+    let before = scrape(&d);
+    assert_eq!(
+        value(&before, "xferd_logins_total{result=\"password_ok\"}"),
+        0
+    );
+
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let size = 3 * CHUNK + 12_345;
+    let path = write_file(local.path(), "m.bin", &random_bytes(size, 7));
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "push: {}", out.stderr());
+    let back = TempDir::new().unwrap();
+    let out = c.xfer(
+        &["pull", "m.bin", &format!("{}/", back.path().display())],
+        "",
+    );
+    assert_eq!(out.code(), 0, "pull: {}", out.stderr());
+
+    let m = scrape(&d);
+    let size = size as u64;
+    assert_eq!(value(&m, "xferd_logins_total{result=\"password_ok\"}"), 1);
+    assert_eq!(value(&m, "xferd_logins_total{result=\"failed\"}"), 0);
+    assert!(
+        value(&m, "xferd_logins_total{result=\"token_ok\"}") >= 2,
+        "{m}"
+    );
+    assert_eq!(value(&m, "xferd_file_bytes_total{direction=\"in\"}"), size);
+    assert_eq!(value(&m, "xferd_file_bytes_total{direction=\"out\"}"), size);
+    assert_eq!(value(&m, "xferd_files_total{direction=\"in\"}"), 1);
+    assert_eq!(value(&m, "xferd_files_total{direction=\"out\"}"), 1);
+    assert_eq!(value(&m, "xferd_upload_resumes_total"), 0);
+    assert_eq!(value(&m, "xferd_chunk_verify_failures_total"), 0);
+    // The frames carried the file's data plus their headers and control messages.
+    assert!(
+        value(&m, "xferd_wire_bytes_total{direction=\"in\"}") > size / 2,
+        "{m}"
+    );
+    // login, push and pull each connected once (the scrapes are not counted).
+    assert!(value(&m, "xferd_connections_accepted_total") >= 3, "{m}");
+    assert_eq!(value(&m, "xferd_errors_sent_total{code=\"AuthFailed\"}"), 0);
+    let version = format!(
+        "xferd_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&m, &version), 1);
+}
+
+#[test]
+fn a_failed_login_is_counted_as_failed_and_as_an_error_sent() {
+    let d = Daemon::start_with(&["alice"], Some(ON));
+    let c = Client::new();
+    let out = c.xfer(
+        &[
+            "login",
+            &format!("alice@{}", d.host_port()),
+            "--password-stdin",
+            "--fingerprint",
+            &d.fingerprint,
+        ],
+        "not the password\n",
+    );
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    let m = scrape(&d);
+    assert_eq!(value(&m, "xferd_logins_total{result=\"failed\"}"), 1);
+    assert_eq!(value(&m, "xferd_logins_total{result=\"password_ok\"}"), 0);
+    assert_eq!(value(&m, "xferd_errors_sent_total{code=\"AuthFailed\"}"), 1);
+}
+
+#[test]
+fn only_the_metrics_path_is_served() {
+    let d = Daemon::start_with(&[], Some(ON));
+    let addr = d.metrics_addr();
+    for path in ["/", "/metrics/", "/favicon.ico", "/metricsx"] {
+        let (status, head, _) = get(addr, path);
+        assert_eq!(status, 404, "{path}: {head}");
+    }
+    assert!(d.wait_for_log("metrics listening on 127.0.0.1:"));
+}
+
+#[test]
+fn metrics_are_off_by_default() {
+    let d = Daemon::start();
+    // The metrics line would be logged before this one.
+    assert!(d.wait_for_log(" listening bound="), "{}", d.log());
+    assert!(!d.log().contains("metrics"), "{}", d.log());
+}
+
+#[test]
+fn a_non_loopback_metrics_address_is_refused_unless_allowed() {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("x.toml");
+    std::fs::write(&cfg, "[metrics]\nlisten = \"0.0.0.0:0\"\n").unwrap();
+    let err = Daemon::start_in(&data, &["--config", cfg.to_str().unwrap()])
+        .err()
+        .expect("xferd refuses to start");
+    assert!(err.contains("metrics.listen"), "{err}");
+    assert!(err.contains("metrics.allow_remote"), "{err}");
+
+    std::fs::write(
+        &cfg,
+        "[metrics]\nlisten = \"0.0.0.0:0\"\nallow_remote = true\n",
+    )
+    .unwrap();
+    let d = Daemon::start_in(&data, &["--config", cfg.to_str().unwrap()]).expect("starts");
+    let addr = d.metrics_addr();
+    assert!(addr.ip().is_unspecified(), "{addr}");
+    let local = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    assert_eq!(get(local, "/metrics").0, 200);
+}
