@@ -2,8 +2,8 @@
 //!
 //! Off by default. The endpoint is plain HTTP without authentication, so a
 //! non-loopback address is refused unless `allow_remote` says the admin means it:
-//! counters reveal activity (who is busy, when), not content, but that is still not
-//! for every host on the LAN.
+//! counters reveal activity (how busy, and when), not names or content, but that is
+//! still not for every host on the LAN.
 
 use std::net::SocketAddr;
 
