@@ -4,8 +4,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
+use futures_util::SinkExt;
 use tempfile::TempDir;
-use xfer_e2e::{CHUNK, Client, DEADLINE, Daemon, alice, random_bytes, write_file};
+use xfer_e2e::{
+    CHUNK, Client, DEADLINE, Daemon, MIB, PASSWORD, RawConn, alice, audit_u64, poll, random_bytes,
+    write_file,
+};
+use xfer_proto::{Chunk, Digest, ErrorCode, Frame, Request, Response};
 
 const ON: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
@@ -163,4 +168,79 @@ fn a_non_loopback_metrics_address_is_refused_unless_allowed() {
     assert!(addr.ip().is_unspecified(), "{addr}");
     let local = SocketAddr::from(([127, 0, 0, 1], addr.port()));
     assert_eq!(get(local, "/metrics").0, 200);
+}
+
+#[test]
+fn a_resumed_push_counts_one_resume_and_the_bytes_it_skipped() {
+    let d = Daemon::start_with(&["alice"], Some(ON));
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let size = 30 * CHUNK + 999;
+    let path = write_file(local.path(), "r.bin", &random_bytes(size, 8));
+    let mut push = c.spawn(&["push", "-q", "--limit-rate", "5M", &path]);
+    let held = poll(DEADLINE, || {
+        assert!(!push.finished(), "push ended before it could be cut");
+        c.partial_received("r.bin").filter(|&r| r >= 4 * MIB)
+    });
+    assert!(held.is_some(), "the server never held 4 MiB of r.bin");
+    push.kill9();
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+
+    let line = poll(DEADLINE, || d.audit_events("upload").pop()).expect("upload audited");
+    let resumed = audit_u64(&line, "resumed_from").expect("resumed_from=");
+    let received = audit_u64(&line, "bytes_received").expect("bytes_received=");
+    assert!(resumed >= 4 * MIB, "{line}");
+    let m = scrape(&d);
+    assert_eq!(value(&m, "xferd_upload_resumes_total"), 1);
+    assert_eq!(value(&m, "xferd_upload_resumed_bytes_total"), resumed);
+    assert_eq!(value(&m, "xferd_files_total{direction=\"in\"}"), 1);
+    // Every verified chunk counts once: what the first run left plus what the second sent.
+    assert_eq!(
+        value(&m, "xferd_file_bytes_total{direction=\"in\"}"),
+        resumed + received,
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_that_fails_its_digest_counts_as_a_verify_failure() {
+    let d = tokio::task::block_in_place(|| Daemon::start_with(&["alice"], Some(ON)));
+    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
+    assert!(conn.login("alice", PASSWORD).await.is_some());
+    let data = b"twelve bytes".to_vec();
+    let r = conn
+        .request(Request::PutBegin {
+            path: "bad.txt".into(),
+            size: data.len() as u64,
+            force: false,
+            head: data.clone().into(),
+        })
+        .await;
+    let Some(Response::PutReady { transfer_id, .. }) = r else {
+        panic!("upload not admitted: {r:?}");
+    };
+    let wrong = Digest::of(b"something else");
+    conn.framed
+        .send(Frame::Chunk(Chunk::raw(transfer_id, 0, wrong, data.into())))
+        .await
+        .unwrap();
+    let reply = conn.next().await;
+    assert!(
+        matches!(
+            reply,
+            Some(Response::Error {
+                code: ErrorCode::ChecksumMismatch,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    let m = tokio::task::block_in_place(|| scrape(&d));
+    assert_eq!(value(&m, "xferd_chunk_verify_failures_total"), 1);
+    assert_eq!(
+        value(&m, "xferd_errors_sent_total{code=\"ChecksumMismatch\"}"),
+        1
+    );
+    assert_eq!(value(&m, "xferd_file_bytes_total{direction=\"in\"}"), 0);
 }

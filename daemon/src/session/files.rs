@@ -312,8 +312,10 @@ impl Session {
     /// Ends every transfer (connection end, logout, new login): waits for the chunk
     /// being written, then saves upload state.
     pub(super) async fn close_transfers(&mut self) {
-        if let Some(job) = self.files.running.take() {
-            let _ = job.await;
+        if let Some(job) = self.files.running.take()
+            && let Ok(done) = job.await
+        {
+            self.state.metrics.chunk_received(done.len, &done.result);
         }
         self.files.queue.clear();
         let ids: Vec<u64> = self.files.transfers.keys().copied().collect();
