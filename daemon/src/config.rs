@@ -43,6 +43,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Chat: history retention, rate limits, buffers.
     pub chat: ChatConfig,
+    /// Prometheus metrics listener (off by default).
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[tls]`
@@ -213,6 +215,7 @@ impl Default for Config {
             login: LoginConfig::default(),
             storage: StorageConfig::default(),
             chat: ChatConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }
@@ -419,7 +422,7 @@ impl Config {
         if c.replay_max == 0 {
             return invalid("chat.replay_max", "must be > 0");
         }
-        Ok(())
+        self.metrics.validate()
     }
 
     /// Where chat history and delivery markers live.

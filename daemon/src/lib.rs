@@ -12,6 +12,7 @@ pub mod audit;
 pub mod chat;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod storage;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use xferd::admin::user::PasswordSource;
 use xferd::config::discover::{self, Loaded, Overrides};
+use xferd::metrics::Exporter;
 use xferd::{Config, ServerState};
 
 /// Prints a line on stdout, ignoring a closed or full stdout: what it reports has
@@ -215,16 +216,23 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {addr}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
-        // Tests and scripts read these two lines instead of polling the port. Best
-        // effort: a closed stdout must not stop a daemon that is otherwise fine.
+        let metrics = Exporter::bind(&state.config.metrics, state.metrics.clone()).await?;
+        // Tests and scripts read these lines instead of polling the port. Best effort: a
+        // closed stdout must not stop a daemon that is otherwise fine.
         say!("xferd {} listening on {bound}", env!("CARGO_PKG_VERSION"));
         say!("certificate fingerprint {}", state.fingerprint);
+        if let Some(m) = &metrics {
+            say!("metrics listening on {}", m.local_addr());
+        }
         let _ = std::io::stdout().flush();
         info!(%bound, fingerprint = %state.fingerprint, "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        if let Some(m) = metrics {
+            tokio::spawn(m.run(shutdown.clone()));
+        }
         xferd::serve(state, listener, shutdown).await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         info!("stopped");

@@ -51,6 +51,8 @@ pub struct ServerState {
     pub storage: Arc<dyn Storage>,
     /// Chat: live bus, history, delivery markers.
     pub chat: Arc<Chat>,
+    /// Counters for the metrics endpoint.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ServerState {
@@ -97,6 +99,7 @@ impl ServerState {
         Ok(ServerState {
             storage: Arc::new(storage),
             chat: Arc::new(chat),
+            metrics: Arc::default(),
             tls: TlsAcceptor::from(tls_config),
             fingerprint,
             passwords,
@@ -185,6 +188,7 @@ async fn handle(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
+    let _open = state.metrics.connection_accepted();
     let _ = tcp.set_nodelay(true);
     crate::session::run(state, tcp, peer, shutdown).await;
 }

@@ -67,6 +67,9 @@ pub struct Daemon {
     /// Its data directory.
     pub data_dir: PathBuf,
     log: PathBuf,
+    /// Lines printed after the first two (e.g. `metrics listening on ADDR`).
+    later_lines: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    metrics_addr: OnceLock<SocketAddr>,
     _tmp: Option<TempDir>,
 }
 
@@ -133,14 +136,22 @@ impl Daemon {
                 }
             }
         }
-        // Keep draining stdout so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining stdout so the daemon never blocks on a full pipe; later lines
+        // are kept for `Daemon::stdout_line`.
+        let (tx, later_lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         Ok(Daemon {
             child: Some(child),
             addr: addr.expect("set above"),
             fingerprint: fingerprint.expect("set above"),
             data_dir: data_dir.to_owned(),
             log,
+            later_lines: std::sync::Mutex::new(later_lines),
+            metrics_addr: OnceLock::new(),
             _tmp: None,
         })
     }
@@ -148,6 +159,31 @@ impl Daemon {
     /// `127.0.0.1:PORT` for use in `alice@…` targets.
     pub fn host_port(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The next line the daemon printed on stdout after its address and fingerprint
+    /// that starts with `prefix`, without the prefix; `None` if none came within
+    /// [`DEADLINE`]. Skipped lines are consumed.
+    pub fn stdout_line(&self, prefix: &str) -> Option<String> {
+        let later = self.later_lines.lock().expect("not poisoned");
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.checked_sub(start.elapsed())?;
+            let line = later.recv_timeout(left).ok()?;
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Some(rest.trim().to_owned());
+            }
+        }
+    }
+
+    /// The metrics listener's address, from its `metrics listening on ADDR` line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        *self.metrics_addr.get_or_init(|| {
+            self.stdout_line("metrics listening on ")
+                .expect("xferd printed `metrics listening on ADDR`")
+                .parse()
+                .expect("an address after `metrics listening on`")
+        })
     }
 
     /// Everything the daemon logged so far.

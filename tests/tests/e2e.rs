@@ -13,5 +13,6 @@ mod identity;
 mod lifecycle;
 mod logging;
 mod login;
+mod metrics;
 mod preview;
 mod resume;

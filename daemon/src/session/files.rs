@@ -233,6 +233,9 @@ impl Session {
     /// Answers a finished chunk job and starts the next.
     pub(super) async fn chunk_done(&mut self, outcome: ChunkOutcome) -> Result<(), End> {
         self.files.running = None;
+        if let Ok(done) = &outcome {
+            self.state.metrics.chunk_received(done.len, &done.result);
+        }
         let response = match outcome {
             Err(e) => internal_error("writing a chunk", &e),
             Ok(done) => match done.result {
@@ -299,6 +302,7 @@ impl Session {
                         resumed: t.first_index.is_some_and(|i| i > 0),
                         duration_ms: millis(t.started),
                     });
+                    self.state.metrics.download_completed();
                 }
             }
         }
@@ -308,8 +312,10 @@ impl Session {
     /// Ends every transfer (connection end, logout, new login): waits for the chunk
     /// being written, then saves upload state.
     pub(super) async fn close_transfers(&mut self) {
-        if let Some(job) = self.files.running.take() {
-            let _ = job.await;
+        if let Some(job) = self.files.running.take()
+            && let Ok(done) = job.await
+        {
+            self.state.metrics.chunk_received(done.len, &done.result);
         }
         self.files.queue.clear();
         let ids: Vec<u64> = self.files.transfers.keys().copied().collect();
@@ -498,6 +504,7 @@ impl Session {
                     Some(to) => self.file_sent(to, &record, committed.digest).await,
                     None => audit::upload(&record),
                 }
+                self.state.metrics.upload_committed(record.resumed_from);
                 Ok(Response::Committed {
                     size: committed.size,
                     digest: committed.digest,

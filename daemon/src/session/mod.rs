@@ -28,11 +28,12 @@ use xfer_proto::{
 
 use crate::accounts::{UserName, Verdict};
 use crate::audit::{self, Method};
+use crate::metrics::{LoginResult, MeteredCodec};
 use crate::server::ServerState;
 use chat::ChatState;
 use files::Files;
 
-type Conn = Framed<TlsStream<TcpStream>, ServerCodec>;
+type Conn = Framed<TlsStream<TcpStream>, MeteredCodec>;
 
 /// Longest user name kept as a throttle key; longer names are cut (they cannot exist).
 const MAX_THROTTLE_NAME: usize = 64;
@@ -93,7 +94,8 @@ async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Re
         Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
         Ok(Ok(tls)) => tls,
     };
-    let mut framed = Framed::new(tls, ServerCodec::default());
+    let codec = MeteredCodec::new(ServerCodec::default(), state.metrics.clone());
+    let mut framed = Framed::new(tls, codec);
     let hello = match timeout_at(deadline, framed.next()).await {
         Err(_) => return Err("no hello before the handshake deadline".into()),
         Ok(None) => return Err("closed before hello".into()),
@@ -323,6 +325,7 @@ impl Session {
                 .admit(ip, throttle_key, std::time::Instant::now())
         {
             audit::login_throttled(&user, self.peer, retry_after);
+            state.metrics.login(LoginResult::Throttled);
             let secs = retry_after.as_secs().max(1);
             return Response::error(
                 ErrorCode::Throttled,
@@ -342,6 +345,7 @@ impl Session {
             .await;
         let Some(phc) = phc.filter(|_| ok) else {
             audit::login_failed(&user, self.peer, user_known);
+            state.metrics.login(LoginResult::Failed);
             return Response::error(ErrorCode::AuthFailed, "invalid user name or password");
         };
         state
@@ -358,6 +362,7 @@ impl Session {
             Err(e) => return internal_error("creating a session", &e),
         };
         audit::login_succeeded(&user, self.peer, Method::Password);
+        state.metrics.login(LoginResult::PasswordOk);
         let token = Secret::new(session.token);
         self.authenticated(user.clone(), Some(token.clone()), session.expires_unix);
         Response::LoggedIn {
@@ -378,12 +383,14 @@ impl Session {
         );
         let Some(info) = validated else {
             audit::token_refused(self.peer);
+            state.metrics.login(LoginResult::TokenRefused);
             return Response::error(
                 ErrorCode::AuthFailed,
                 "session expired or was revoked; log in again",
             );
         };
         audit::login_succeeded(&info.user, self.peer, Method::Token);
+        state.metrics.login(LoginResult::TokenOk);
         self.authenticated(info.user.clone(), Some(token), info.expires_unix);
         Response::LoggedIn {
             user: info.user,
