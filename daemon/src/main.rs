@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use xferd::admin::user::PasswordSource;
+use xferd::control::Control;
+use xferd::control::server::ControlSocket;
+use xferd::reload::{ConfigLoader, Reloader};
 use xferd::{Config, ServerState};
+
+use xferd::admin::control;
 
 /// TLS-secured, authenticated file transfer and chat daemon.
 #[derive(Parser)]
@@ -40,6 +45,19 @@ enum Command {
     User(UserCommand),
     /// Print the certificate fingerprint that clients pin.
     Fingerprint,
+    /// Show the running daemon's connections, transfers and chat members.
+    Status {
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End every connection of USER on the running daemon now.
+    Kick {
+        /// Account name.
+        user: String,
+    },
+    /// Make the running daemon re-read its configuration (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -119,7 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     match &cli.command {
-        None | Some(Command::Serve) => serve(load_config(&cli)?),
+        None | Some(Command::Serve) => serve(load_config(&cli)?, config_loader(&cli)),
         Some(Command::Init) => {
             let path = cli
                 .config
@@ -144,6 +162,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Status { json }) => control::status(&load_config(&cli)?, *json),
+        Some(Command::Kick { user }) => control::kick(&load_config(&cli)?, user),
+        Some(Command::Reload) => {
+            // The daemon would refuse this file too; say that nothing changed.
+            let config = load_config(&cli).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#}; the running xferd was not asked and keeps its configuration"
+                )
+            })?;
+            control::reload(&config)
+        }
         Some(Command::User(cmd)) => {
             let config = load_config(&cli)?;
             match cmd {
@@ -160,10 +189,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     xferd::admin::user::passwd(&config, name, source(*password_stdin))?;
                     println!("changed password of {name}; their sessions were ended");
+                    control::end_connections(&config, name);
                 }
                 UserCommand::Del { name } => {
                     xferd::admin::user::del(&config, name)?;
                     println!("deleted user {name}; their sessions were ended");
+                    control::end_connections(&config, name);
                 }
                 UserCommand::List => {
                     for user in xferd::admin::user::list(&config)? {
@@ -176,11 +207,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// How a reload reads the configuration: the file the daemon started with, and the
+/// same command-line overrides.
+fn config_loader(cli: &Cli) -> (Option<PathBuf>, ConfigLoader) {
+    let path = cli.config.clone();
+    let (listen, data_dir) = (cli.listen.clone(), cli.data_dir.clone());
+    let source = path.clone();
+    let load = move || -> anyhow::Result<Config> {
+        let mut config = match &path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = &listen {
+            config.listen = listen.clone();
+        }
+        if let Some(dir) = &data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    };
+    (source, Arc::new(load))
+}
+
+fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let addr = config.listen_addr().expect("validated");
+        let control_path = config.control_socket_path();
         let state = Arc::new(ServerState::open(config).await?);
+        let control_socket = ControlSocket::bind(&control_path)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
@@ -192,19 +248,37 @@ fn serve(config: Config) -> anyhow::Result<()> {
             "xferd {} listening on {bound}",
             env!("CARGO_PKG_VERSION")
         )?;
-        writeln!(out, "certificate fingerprint {}", state.fingerprint)?;
+        writeln!(out, "certificate fingerprint {}", state.fingerprint())?;
         out.flush()?;
         drop(out);
-        info!(%bound, fingerprint = %state.fingerprint, "listening");
+        info!(%bound, fingerprint = %state.fingerprint(), "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        let reloader = Arc::new(Reloader::new(state.clone(), source, loader));
+        tokio::spawn(reload_on_sighup(reloader.clone()));
+        info!(path = %control_socket.path().display(), "control socket ready");
+        let control = Arc::new(Control::new(state.clone(), reloader));
+        let control_task = tokio::spawn(control_socket.serve(control, shutdown.clone()));
         xferd::serve(state, listener, shutdown).await;
+        let _ = control_task.await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         info!("stopped");
         Ok(())
     })
+}
+
+/// Each SIGHUP reloads the configuration; the outcome is logged by the reloader.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot install the SIGHUP handler; reload with `xferd reload`");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = reloader.reload("SIGHUP").await;
+    }
 }
 
 /// SIGINT or SIGTERM starts a graceful drain; a second one exits at once.
