@@ -235,12 +235,18 @@ fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> a
     runtime.block_on(async move {
         let addr = config.listen_addr().expect("validated");
         let control_path = config.control_socket_path();
+        // Before anything touches the data directory a live daemon may be using.
+        ControlSocket::refuse_if_running(&control_path)?;
         let state = Arc::new(ServerState::open(config).await?);
         let control_socket = ControlSocket::bind(&control_path)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
+        let reloader = Arc::new(Reloader::new(state.clone(), source, loader));
+        reload_on_sighup(reloader.clone());
+        let shutdown = CancellationToken::new();
+        stop_on_signal(shutdown.clone());
         // Tests and scripts read these two lines instead of polling the port.
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -253,11 +259,6 @@ fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> a
         drop(out);
         info!(%bound, fingerprint = %state.fingerprint(), "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        let reloader = Arc::new(Reloader::new(state.clone(), source, loader));
-        tokio::spawn(reload_on_sighup(reloader.clone()));
         info!(path = %control_socket.path().display(), "control socket ready");
         let control = Arc::new(Control::new(state.clone(), reloader));
         let control_task = tokio::spawn(control_socket.serve(control, shutdown.clone()));
@@ -270,27 +271,41 @@ fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> a
 }
 
 /// Each SIGHUP reloads the configuration; the outcome is logged by the reloader.
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
+///
+/// The handler is installed here, synchronously, so that a SIGHUP sent right after
+/// `READY=1` reloads instead of killing the daemon (SIGHUP's default action).
+fn reload_on_sighup(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         warn!("cannot install the SIGHUP handler; reload with `xferd reload`");
         return;
     };
-    while hup.recv().await.is_some() {
-        let _ = reloader.reload("SIGHUP").await;
-    }
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    });
 }
 
-/// SIGINT or SIGTERM starts a graceful drain; a second one exits at once.
-async fn stop_on_signal(token: CancellationToken) {
+/// SIGINT or SIGTERM starts a graceful drain; a second one exits at once. The handlers
+/// are installed before this returns, so a SIGTERM right after `READY=1` drains too.
+fn stop_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(term), Ok(int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
         warn!("cannot install signal handlers; stop xferd with SIGKILL");
         return;
     };
+    tokio::spawn(stop_on(term, int, token));
+}
+
+async fn stop_on(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    token: CancellationToken,
+) {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received, shutting down"),
         _ = int.recv() => info!("SIGINT received, shutting down"),

@@ -93,6 +93,17 @@ impl Daemon {
         listen: &str,
         extra: &[&str],
     ) -> Result<Daemon, String> {
+        Self::start_with_env(data_dir, listen, extra, &[])
+    }
+
+    /// Like [`Daemon::start_listening`] with extra environment variables (e.g. a fake
+    /// `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<Daemon, String> {
         std::fs::create_dir_all(data_dir.parent().expect("data dir has a parent")).unwrap();
         let log = data_dir.with_extension(format!("log.{}", unique()));
         let mut child = Command::new(bin("xferd"))
@@ -100,6 +111,7 @@ impl Daemon {
             .arg(data_dir)
             .args(["--listen", listen])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("XFERD_CONFIG")
             .stdin(Stdio::null())
@@ -193,6 +205,38 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends a signal (e.g. "HUP") without waiting for anything.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits until `needle` occurs in the log more than `seen` times (for events that
+    /// repeat, such as reloads); false at the deadline.
+    pub fn wait_for_log_count(&self, needle: &str, seen: usize) -> bool {
+        poll(DEADLINE, || {
+            (self.log().matches(needle).count() > seen).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Runs an admin command (`xferd ARGS…`) against this daemon's data directory and
+    /// config file, as an admin on the same host would.
+    pub fn admin(&self, args: &[&str]) -> Out {
+        let mut all = config_args(&self.data_dir);
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        Out(xferd(&self.data_dir, &all, ""))
+    }
+
+    /// The config file [`Daemon::start_with`] wrote (it may not exist).
+    pub fn config_file(&self) -> PathBuf {
+        config_path(&self.data_dir)
     }
 
     /// Whether the process is still running.

@@ -38,6 +38,24 @@ impl ControlSocket {
     /// Another daemon answers on `path`; `path` is something other than a socket; or
     /// it cannot be bound (missing directory, permissions).
     pub fn bind(path: &Path) -> anyhow::Result<ControlSocket> {
+        Self::refuse_if_running(path)?;
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding control socket `{}`", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting mode 0600 on `{}`", path.display()))?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Fails if a live daemon answers on `path`; removes a stale socket left by one
+    /// that died. Called before start-up touches the data directory, and again by
+    /// [`ControlSocket::bind`].
+    ///
+    /// # Errors
+    /// Another daemon answers; `path` is not a socket; a stale one cannot be removed.
+    pub fn refuse_if_running(path: &Path) -> anyhow::Result<()> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
                 bail!(
@@ -55,14 +73,7 @@ impl ControlSocket {
                 .with_context(|| format!("removing stale control socket `{}`", path.display()))?;
             info!(path = %path.display(), "removed a stale control socket");
         }
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("binding control socket `{}`", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("setting mode 0600 on `{}`", path.display()))?;
-        Ok(ControlSocket {
-            listener,
-            path: path.to_owned(),
-        })
+        Ok(())
     }
 
     /// The socket's path.
