@@ -114,6 +114,8 @@ impl Daemon {
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("XFERD_CONFIG")
+            // Under systemd this would put every test daemon's control socket in one place.
+            .env_remove("RUNTIME_DIRECTORY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -273,7 +275,8 @@ pub fn xferd(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
         Command::new(bin("xferd"))
             .arg("--data-dir")
             .arg(data_dir)
-            .args(args),
+            .args(args)
+            .env_remove("RUNTIME_DIRECTORY"),
         stdin,
     )
 }

@@ -250,6 +250,50 @@ fn status_lists_a_running_push_with_its_progress() {
     assert!(!pushing.finished(), "the push ended before it was seen");
 }
 
+#[test]
+fn a_kicked_upload_keeps_its_verified_chunks_and_resumes() {
+    let d = Daemon::start_with(&["alice"], None);
+    let c = logged_in(&d, "alice");
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(16 * CHUNK, 5);
+    let path = write_file(local.path(), "big.bin", &data);
+    let pushing = c.spawn(&["push", "-q", "--limit-rate", "2M", &path]);
+    // Wait until the server holds some of it.
+    poll(DEADLINE, || {
+        c.partial_received("big.bin").filter(|&n| n > 0)
+    })
+    .expect("the upload never started");
+
+    let out = d.admin(&["kick", "alice"]);
+    assert!(
+        out.stdout().contains("ended 1 connection of alice"),
+        "{}",
+        out.stdout()
+    );
+    let ended = pushing.wait(DEADLINE);
+    assert_ne!(ended.code(), 0, "the push was not ended by the kick");
+    assert!(
+        ended
+            .stderr()
+            .contains("ended by the server's administrator"),
+        "{}",
+        ended.stderr()
+    );
+
+    let again = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    let line = d
+        .audit_events("upload")
+        .pop()
+        .expect("an upload audit line");
+    let resumed = xfer_e2e::audit_u64(&line, "resumed_from").expect("resumed_from=");
+    assert!(resumed > 0, "the re-run started over: {line}");
+    assert_eq!(
+        std::fs::read(d.files_dir("alice").join("big.bin")).unwrap(),
+        data
+    );
+}
+
 /// `xferd ARGS…` must end bob's `--follow` at once, leaving alice's alone.
 /// Returns the daemon and both clients with their `--follow`s, still running.
 fn ends_bobs_chat(args: &[&str], expect_stdout: &str) -> (Daemon, [(Client, Running); 2]) {
@@ -257,6 +301,8 @@ fn ends_bobs_chat(args: &[&str], expect_stdout: &str) -> (Daemon, [(Client, Runn
     let (bob, alice) = (logged_in(&d, "bob"), logged_in(&d, "alice"));
     let bob_watch = follow(&bob, &["#lab"]);
     let alice_watch = follow(&alice, &["#lab"]);
+    let status = d.admin(&["status"]).stdout();
+    assert!(status.contains("  #lab: alice, bob"), "{status}");
     let out = d.admin(args);
     let kicked_at = Instant::now();
     assert_eq!(out.code(), 0, "{}", out.stderr());

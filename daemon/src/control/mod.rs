@@ -123,7 +123,12 @@ impl Control {
             .channels()
             .into_iter()
             .map(|c| ChannelMembers {
-                members: bus.who(Some(&c.name)).into_iter().map(|p| p.user).collect(),
+                // The bus names channels without their `#`.
+                members: bus
+                    .who(Some(c.name.trim_start_matches('#')))
+                    .into_iter()
+                    .map(|p| p.user)
+                    .collect(),
                 channel: c.name,
             })
             .collect();
