@@ -367,6 +367,23 @@ mod tests {
     }
 
     #[test]
+    fn reconfigure_applies_new_bursts_and_keeps_counted_failures() {
+        let t = Throttle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let src = ip("10.9.9.7");
+        for _ in 0..3 {
+            assert_eq!(t.admit(src, "x", now), Verdict::Allow);
+        }
+        t.reconfigure(ThrottleConfig {
+            source_burst: 3,
+            ..ThrottleConfig::default()
+        });
+        assert!(matches!(t.admit(src, "x", now), Verdict::Deny { .. }));
+        t.reconfigure(ThrottleConfig::default());
+        assert_eq!(t.admit(src, "x", now), Verdict::Allow);
+    }
+
+    #[test]
     fn refund_returns_exactly_one_reservation() {
         let t = Throttle::new(ThrottleConfig::default());
         let now = Instant::now();
