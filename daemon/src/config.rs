@@ -33,6 +33,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `name:PHC` password file; default `<data_dir>/passwd`.
     pub password_file: Option<PathBuf>,
+    /// The admin's control socket; default `$RUNTIME_DIRECTORY/control.sock` under
+    /// systemd, else `<data_dir>/control.sock`.
+    pub control_socket: Option<PathBuf>,
     /// TLS identity.
     pub tls: TlsConfig,
     /// Resource bounds.
@@ -210,6 +213,7 @@ impl Default for Config {
             listen: format!("0.0.0.0:{}", xfer_proto::DEFAULT_PORT),
             data_dir: default_data_dir(),
             password_file: None,
+            control_socket: None,
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             login: LoginConfig::default(),
@@ -249,13 +253,16 @@ impl Default for LoginConfig {
 
 /// `$STATE_DIRECTORY` under systemd (`StateDirectory=xferd`), else `./xferd-data`.
 fn default_data_dir() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
-        .and_then(|v| {
-            // systemd passes a colon-separated list when several are configured.
-            let s = v.to_string_lossy().split(':').next()?.to_owned();
-            (!s.is_empty()).then(|| PathBuf::from(s))
-        })
-        .unwrap_or_else(|| PathBuf::from("./xferd-data"))
+    first_env_dir("STATE_DIRECTORY").unwrap_or_else(|| PathBuf::from("./xferd-data"))
+}
+
+/// The first directory of a systemd `*_DIRECTORY` variable, if set.
+fn first_env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).and_then(|v| {
+        // systemd passes a colon-separated list when several are configured.
+        let s = v.to_string_lossy().split(':').next()?.to_owned();
+        (!s.is_empty()).then(|| PathBuf::from(s))
+    })
 }
 
 /// A configuration problem, naming the file or key at fault.
@@ -450,6 +457,17 @@ impl Config {
     /// The password file's path.
     pub fn password_file(&self) -> PathBuf {
         self.under_data_dir(&self.password_file, "passwd")
+    }
+
+    /// The control socket's path: `control_socket` (relative to `data_dir`), else
+    /// `$RUNTIME_DIRECTORY/control.sock` under systemd, else `<data_dir>/control.sock`.
+    pub fn control_socket_path(&self) -> PathBuf {
+        if let Some(p) = &self.control_socket {
+            return self.data_dir.join(p);
+        }
+        first_env_dir("RUNTIME_DIRECTORY")
+            .unwrap_or_else(|| self.data_dir.clone())
+            .join("control.sock")
     }
 
     /// The certificate's path.

@@ -1,7 +1,7 @@
 //! `xferd`: argument parsing, logging, signals and dispatch. The work is in the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,8 +10,12 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use xferd::admin::user::PasswordSource;
+use xferd::admin::control;
 use xferd::config::discover::{self, Loaded, Overrides};
+use xferd::control::Control;
+use xferd::control::server::ControlSocket;
 use xferd::metrics::Exporter;
+use xferd::reload::{ConfigLoader, Reloader};
 use xferd::{Config, ServerState};
 
 /// Prints a line on stdout, ignoring a closed or full stdout: what it reports has
@@ -53,6 +57,19 @@ enum Command {
     Fingerprint,
     /// Validate the config and the files it names, then print `config OK: FILE`.
     Check,
+    /// Show the running daemon's connections, transfers and chat members.
+    Status {
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End every connection of USER on the running daemon now.
+    Kick {
+        /// Account name.
+        user: String,
+    },
+    /// Make the running daemon re-read its configuration (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -114,7 +131,11 @@ impl Cli {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        None | Some(Command::Serve) => serve(cli.load()?.config),
+        None | Some(Command::Serve) => {
+            let loaded = cli.load()?;
+            let loader = config_loader(&loaded, cli.overrides());
+            serve(loaded.config, loader)
+        }
         Some(Command::Init) => init(&cli),
         Some(Command::Fingerprint) => {
             say!("{}", xferd::admin::fingerprint::describe(&cli.load()?)?);
@@ -125,6 +146,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             xferd::admin::check::check(&loaded.config)?;
             say!("config OK: {}", loaded.source);
             Ok(())
+        }
+        Some(Command::Status { json }) => control::status(&cli.load()?.config, *json),
+        Some(Command::Kick { user }) => control::kick(&cli.load()?.config, user),
+        Some(Command::Reload) => {
+            // The daemon would refuse this file too; say that nothing changed.
+            let loaded = cli.load().map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#}; the running xferd was not asked and keeps its configuration"
+                )
+            })?;
+            control::reload(&loaded.config)
         }
         Some(Command::User(cmd)) => user(&cli.load()?, cmd),
     }
@@ -190,6 +222,7 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
                 "changed password of {name} in {}; their sessions were ended",
                 file.display()
             );
+            control::end_connections(config, name);
         }
         UserCommand::Del { name } => {
             user::del(config, name)?;
@@ -197,6 +230,7 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
                 "deleted user {name} from {}; their sessions were ended",
                 file.display()
             );
+            control::end_connections(config, name);
         }
         UserCommand::List => {
             for name in user::list(config)? {
@@ -207,50 +241,107 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// How a reload reads the configuration: the file the daemon started with (or the
+/// built-in defaults), resolved the same way, with the same command-line overrides.
+fn config_loader(loaded: &Loaded, overrides: Overrides) -> (Option<PathBuf>, ConfigLoader) {
+    let path = loaded.source.path().map(Path::to_path_buf);
+    let source = path.clone();
+    let load = move || -> anyhow::Result<Config> {
+        let mut config = match &path {
+            Some(p) => Config::load(p)?,
+            None => {
+                let mut config = Config::default();
+                config.data_dir = discover::absolute(&config.data_dir);
+                config
+            }
+        };
+        overrides.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    };
+    (source, Arc::new(load))
+}
+
+fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let addr = config.listen_addr().expect("validated");
+        let control_path = config.control_socket_path();
+        // Before anything touches the data directory a live daemon may be using.
+        ControlSocket::refuse_if_running(&control_path)?;
         let state = Arc::new(ServerState::open(config).await?);
+        let control_socket = ControlSocket::bind(&control_path)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
-        let metrics = Exporter::bind(&state.config.metrics, state.metrics.clone()).await?;
+        let metrics = Exporter::bind(&state.config().metrics, state.metrics.clone()).await?;
+        let reloader = Arc::new(Reloader::new(state.clone(), source, loader));
+        reload_on_sighup(reloader.clone());
+        let shutdown = CancellationToken::new();
+        stop_on_signal(shutdown.clone());
         // Tests and scripts read these lines instead of polling the port. Best effort: a
         // closed stdout must not stop a daemon that is otherwise fine.
         say!("xferd {} listening on {bound}", env!("CARGO_PKG_VERSION"));
-        say!("certificate fingerprint {}", state.fingerprint);
+        say!("certificate fingerprint {}", state.fingerprint());
         if let Some(m) = &metrics {
             say!("metrics listening on {}", m.local_addr());
         }
         let _ = std::io::stdout().flush();
-        info!(%bound, fingerprint = %state.fingerprint, "listening");
+        info!(%bound, fingerprint = %state.fingerprint(), "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+        info!(path = %control_socket.path().display(), "control socket ready");
+        let control = Arc::new(Control::new(state.clone(), reloader));
+        let control_task = tokio::spawn(control_socket.serve(control, shutdown.clone()));
         if let Some(m) = metrics {
             tokio::spawn(m.run(shutdown.clone()));
         }
         xferd::serve(state, listener, shutdown).await;
+        let _ = control_task.await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         info!("stopped");
         Ok(())
     })
 }
 
-/// SIGINT or SIGTERM starts a graceful drain; a second one exits at once. The drain
-/// starts before anything is logged, so that no trouble with the log can delay it.
-async fn stop_on_signal(token: CancellationToken) {
+/// Each SIGHUP reloads the configuration; the outcome is logged by the reloader.
+///
+/// The handler is installed here, synchronously, so that a SIGHUP sent right after
+/// `READY=1` reloads instead of killing the daemon (SIGHUP's default action).
+fn reload_on_sighup(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot install the SIGHUP handler; reload with `xferd reload`");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    });
+}
+
+/// SIGINT or SIGTERM starts a graceful drain; a second one exits at once. The handlers
+/// are installed before this returns, so a SIGTERM right after `READY=1` drains too.
+fn stop_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(term), Ok(int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
         warn!("cannot install signal handlers; stop xferd with SIGKILL");
         return;
     };
+    tokio::spawn(stop_on(term, int, token));
+}
+
+/// The drain starts before anything is logged, so that no trouble with the log can
+/// delay it.
+async fn stop_on(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    token: CancellationToken,
+) {
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +18,7 @@ use xfer_certs::Fingerprint;
 use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
 use crate::chat::Chat;
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::storage::{LocalStorage, Storage};
 
 /// How often expired session tokens are purged from the store.
@@ -33,12 +34,15 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Everything sessions share; one `Arc` of it is handed to each connection.
 pub struct ServerState {
-    /// The validated configuration.
-    pub config: Config,
-    /// The TLS acceptor (TLS 1.3 only).
-    pub tls: TlsAcceptor,
-    /// Fingerprint of the certificate served.
-    pub fingerprint: Fingerprint,
+    /// The validated configuration; replaced whole by a reload ([`ServerState::config`]).
+    config: RwLock<Arc<Config>>,
+    /// The TLS acceptor (TLS 1.3 only) and its certificate's fingerprint; a reload
+    /// swaps both for new handshakes.
+    tls: RwLock<(TlsAcceptor, Fingerprint)>,
+    /// When the daemon started, for `xferd status`.
+    pub started: Instant,
+    /// Live connections, for `xferd status` and `xferd kick`.
+    pub connections: Connections,
     /// The password file, re-read when `xferd user …` changes it.
     pub passwords: LivePasswordFile,
     /// Session tokens.
@@ -77,9 +81,7 @@ impl ServerState {
                 key.display()
             );
         }
-        let tls_config = xfer_certs::config::load_server_config(&cert, &key)?;
-        let chain = xfer_certs::pem::load_certs(&cert)?;
-        let fingerprint = Fingerprint::of_der(&chain[0]);
+        let tls = load_tls(&cert, &key)?;
 
         let passwords = LivePasswordFile::open(&config.password_file())?;
         if passwords.user_count() == 0 {
@@ -100,15 +102,58 @@ impl ServerState {
             storage: Arc::new(storage),
             chat: Arc::new(chat),
             metrics: Arc::default(),
-            tls: TlsAcceptor::from(tls_config),
-            fingerprint,
+            tls: RwLock::new(tls),
+            started: Instant::now(),
+            connections: Connections::default(),
             passwords,
             sessions,
             verifier: Verifier::new(config.hash_permits()).await,
             throttle: Throttle::new(config.throttle()),
-            config,
+            config: RwLock::new(Arc::new(config)),
         })
     }
+
+    /// The configuration in force now. Take it once per decision: a reload may replace
+    /// it between two calls.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The TLS acceptor for a new handshake.
+    pub fn tls(&self) -> TlsAcceptor {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// The fingerprint of the certificate served to new connections.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Installs a reloaded configuration; see `reload.rs`, which checks it first.
+    pub(crate) fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// Serves a new certificate and key to handshakes from now on.
+    pub(crate) fn set_tls(&self, tls: (TlsAcceptor, Fingerprint)) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+    }
+}
+
+/// Reads a certificate chain and key into an acceptor, with the leaf's fingerprint.
+///
+/// # Errors
+/// Names the file at fault (unreadable, malformed, a key readable by others).
+pub(crate) fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<(TlsAcceptor, Fingerprint)> {
+    let tls_config = xfer_certs::config::load_server_config(cert, key)?;
+    let chain = xfer_certs::pem::load_certs(cert)?;
+    let leaf = chain
+        .first()
+        .with_context(|| format!("certificate file `{}` holds no certificate", cert.display()))?;
+    Ok((TlsAcceptor::from(tls_config), Fingerprint::of_der(leaf)))
 }
 
 /// Creates the data directory (mode 0700) if needed and warns if others can read it.
@@ -136,11 +181,13 @@ fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 /// request for up to `limits.shutdown_grace_secs` before returning.
 pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
+    let mut capacity = state.config().limits.max_connections;
+    let limit = Arc::new(Semaphore::new(capacity));
     tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
     tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
     tracker.spawn(maintain_chat(state.clone(), shutdown.clone()));
     loop {
+        capacity = resize(&limit, capacity, state.config().limits.max_connections);
         // The permit is taken before accepting: at the limit, new clients wait in the
         // kernel's backlog instead of costing memory here.
         let permit = tokio::select! {
@@ -171,7 +218,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     }
     info!("no longer accepting connections; draining sessions");
     tracker.close();
-    let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
+    let grace = Duration::from_secs(state.config().limits.shutdown_grace_secs);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(
             remaining = tracker.len(),
@@ -180,6 +227,24 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     }
     // Everything acknowledged is already written; make it durable too.
     state.chat.sync().await;
+}
+
+/// Follows a reloaded `limits.max_connections`: a raise frees permits at once; a cut
+/// takes the excess permits out as connections end (the semaphore is fair, so the
+/// accept loop waits behind it). Returns the new capacity.
+fn resize(limit: &Arc<Semaphore>, current: usize, wanted: usize) -> usize {
+    if wanted > current {
+        limit.add_permits(wanted - current);
+    } else if wanted < current {
+        let excess = u32::try_from(current - wanted).unwrap_or(u32::MAX);
+        let limit = limit.clone();
+        tokio::spawn(async move {
+            if let Ok(permits) = limit.acquire_many_owned(excess).await {
+                permits.forget();
+            }
+        });
+    }
+    wanted
 }
 
 async fn handle(
@@ -214,7 +279,7 @@ async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {
 
 /// Removes abandoned partial uploads; sweeps at least twice per `partial_ttl_secs`.
 async fn expire_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
-    let period = Duration::from_secs(state.config.storage.partial_ttl_secs / 2)
+    let period = Duration::from_secs(state.config().storage.partial_ttl_secs / 2)
         .clamp(Duration::from_secs(1), PARTIAL_SWEEP_MAX_INTERVAL);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

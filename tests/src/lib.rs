@@ -96,11 +96,23 @@ impl Daemon {
         listen: &str,
         extra: &[&str],
     ) -> Result<Daemon, String> {
+        Self::start_with_env(data_dir, listen, extra, &[])
+    }
+
+    /// Like [`Daemon::start_listening`] with extra environment variables (e.g. a fake
+    /// `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<Daemon, String> {
         let mut cmd = xferd_command();
         cmd.arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", listen])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         Self::spawn(cmd, data_dir)
     }
 
@@ -238,6 +250,38 @@ impl Daemon {
         }
     }
 
+    /// Sends a signal (e.g. "HUP") without waiting for anything.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits until `needle` occurs in the log more than `seen` times (for events that
+    /// repeat, such as reloads); false at the deadline.
+    pub fn wait_for_log_count(&self, needle: &str, seen: usize) -> bool {
+        poll(DEADLINE, || {
+            (self.log().matches(needle).count() > seen).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Runs an admin command (`xferd ARGS…`) against this daemon's data directory and
+    /// config file, as an admin on the same host would.
+    pub fn admin(&self, args: &[&str]) -> Out {
+        let mut all = config_args(&self.data_dir);
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        Out(xferd(&self.data_dir, &all, ""))
+    }
+
+    /// The config file [`Daemon::start_with`] wrote (it may not exist).
+    pub fn config_file(&self) -> PathBuf {
+        config_path(&self.data_dir)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -271,7 +315,9 @@ fn unique() -> u64 {
 /// `ssh -F /dev/null`) stops the search for `./xferd.toml` and `/etc/xferd/xferd.toml`.
 pub fn xferd_command() -> Command {
     let mut cmd = Command::new(bin("xferd"));
-    cmd.env("XFERD_CONFIG", "/dev/null");
+    cmd.env("XFERD_CONFIG", "/dev/null")
+        // Under systemd this would put every test daemon's control socket in one place.
+        .env_remove("RUNTIME_DIRECTORY");
     cmd
 }
 

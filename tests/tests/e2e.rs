@@ -14,5 +14,6 @@ mod lifecycle;
 mod logging;
 mod login;
 mod metrics;
+mod operate;
 mod preview;
 mod resume;

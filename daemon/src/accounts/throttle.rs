@@ -171,8 +171,27 @@ fn make_room<K: Eq + Hash + Copy, V>(
     }
 }
 
-#[derive(Debug, Default)]
+/// The limits in force; replaced whole by [`Throttle::reconfigure`].
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    source_rate: Rate,
+    user_rate: Rate,
+    max_entries: usize,
+}
+
+impl Limits {
+    fn new(cfg: &ThrottleConfig) -> Self {
+        Self {
+            source_rate: Rate::new(cfg.source_burst, cfg.source_refill_secs),
+            user_rate: Rate::new(cfg.user_burst, cfg.user_refill_secs),
+            max_entries: cfg.max_entries.max(1),
+        }
+    }
+}
+
+#[derive(Debug)]
 struct State {
+    limits: Limits,
     sources: HashMap<SourceKey, Bucket>,
     names: HashMap<NameKey, Bucket>,
     pairs: HashMap<(SourceKey, NameKey), PairRecord>,
@@ -182,9 +201,6 @@ struct State {
 /// across `.await`.
 #[derive(Debug)]
 pub struct Throttle {
-    source_rate: Rate,
-    user_rate: Rate,
-    max_entries: usize,
     state: Mutex<State>,
 }
 
@@ -192,11 +208,19 @@ impl Throttle {
     /// A throttle with limits `cfg` (a burst of 0 counts as 1, `max_entries` of 0 as 1).
     pub fn new(cfg: ThrottleConfig) -> Self {
         Self {
-            source_rate: Rate::new(cfg.source_burst, cfg.source_refill_secs),
-            user_rate: Rate::new(cfg.user_burst, cfg.user_refill_secs),
-            max_entries: cfg.max_entries.max(1),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                limits: Limits::new(&cfg),
+                sources: HashMap::new(),
+                names: HashMap::new(),
+                pairs: HashMap::new(),
+            }),
         }
+    }
+
+    /// Applies new limits (a config reload). Failures already counted stay counted.
+    pub fn reconfigure(&self, cfg: ThrottleConfig) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.limits = Limits::new(&cfg);
     }
 
     /// To call before verifying. Denied if the source's bucket is empty. If the user name's
@@ -223,22 +247,23 @@ impl Throttle {
     }
 
     fn check_locked(&self, state: &State, src: SourceKey, name: NameKey, now: Instant) -> Verdict {
+        let limits = state.limits;
         if let Some(wait) = state
             .sources
             .get(&src)
-            .and_then(|b| self.source_rate.wait(b, now))
+            .and_then(|b| limits.source_rate.wait(b, now))
         {
             return Verdict::Deny { retry_after: wait };
         }
         if let Some(wait) = state
             .names
             .get(&name)
-            .and_then(|b| self.user_rate.wait(b, now))
+            .and_then(|b| limits.user_rate.wait(b, now))
         {
             let pair_failures = state
                 .pairs
                 .get(&(src, name))
-                .map_or(0, |p| p.failures_at(now, self.user_rate.window()));
+                .map_or(0, |p| p.failures_at(now, limits.user_rate.window()));
             if pair_failures > PAIR_FAILURES_TOLERATED {
                 return Verdict::Deny { retry_after: wait };
             }
@@ -254,8 +279,9 @@ impl Throttle {
     }
 
     fn fail_locked(&self, state: &mut State, src: SourceKey, name: NameKey, now: Instant) {
-        let max = self.max_entries;
-        let user_window = self.user_rate.window();
+        let limits = state.limits;
+        let max = limits.max_entries;
+        let user_window = limits.user_rate.window();
 
         let fresh = Bucket {
             full_at: now,
@@ -267,7 +293,7 @@ impl Throttle {
             });
         }
         let bucket = state.sources.entry(src).or_insert(fresh);
-        self.source_rate.consume(bucket, now);
+        limits.source_rate.consume(bucket, now);
 
         if !state.names.contains_key(&name) {
             make_room(&mut state.names, max, |b| {
@@ -275,7 +301,7 @@ impl Throttle {
             });
         }
         let bucket = state.names.entry(name).or_insert(fresh);
-        self.user_rate.consume(bucket, now);
+        limits.user_rate.consume(bucket, now);
 
         if !state.pairs.contains_key(&(src, name)) {
             make_room(&mut state.pairs, max, |p| {
@@ -312,13 +338,14 @@ impl Throttle {
     pub fn refund(&self, source: IpAddr, user: &str, now: Instant) {
         let (src, name) = (SourceKey::of(source), name_key(user));
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = state.limits;
         let give_back = |bucket: Option<&mut Bucket>, interval: Duration| {
             if let Some(b) = bucket {
                 b.full_at = b.full_at.checked_sub(interval).unwrap_or(now).max(now);
             }
         };
-        give_back(state.sources.get_mut(&src), self.source_rate.interval);
-        give_back(state.names.get_mut(&name), self.user_rate.interval);
+        give_back(state.sources.get_mut(&src), limits.source_rate.interval);
+        give_back(state.names.get_mut(&name), limits.user_rate.interval);
         state.pairs.remove(&(src, name));
     }
 }
@@ -337,6 +364,23 @@ mod tests {
             .filter(|_| t.admit(src, "alice", now) == Verdict::Allow)
             .count();
         assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn reconfigure_applies_new_bursts_and_keeps_counted_failures() {
+        let t = Throttle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let src = ip("10.9.9.7");
+        for _ in 0..3 {
+            assert_eq!(t.admit(src, "x", now), Verdict::Allow);
+        }
+        t.reconfigure(ThrottleConfig {
+            source_burst: 3,
+            ..ThrottleConfig::default()
+        });
+        assert!(matches!(t.admit(src, "x", now), Verdict::Deny { .. }));
+        t.reconfigure(ThrottleConfig::default());
+        assert_eq!(t.admit(src, "x", now), Verdict::Allow);
     }
 
     #[test]

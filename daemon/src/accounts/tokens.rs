@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -80,7 +80,8 @@ struct StoredSession {
 #[derive(Debug)]
 pub struct SessionStore {
     path: PathBuf,
-    ttl: Duration,
+    /// Lifetime of new sessions, in seconds; changed by a config reload.
+    ttl_secs: AtomicU64,
     sessions: Mutex<HashMap<TokenHash, Record>>,
     /// Serialises persisting so that a later snapshot never lands before an earlier one, while
     /// `validate` only ever waits for the short `sessions` lock.
@@ -90,6 +91,11 @@ pub struct SessionStore {
 }
 
 impl SessionStore {
+    /// Sets the lifetime of sessions created from now on (existing ones keep theirs).
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_secs.store(ttl.as_secs(), Ordering::Relaxed);
+    }
+
     /// Loads `path` (missing = no sessions), dropping expired records. New sessions live `ttl`.
     ///
     /// # Errors
@@ -117,7 +123,7 @@ impl SessionStore {
         };
         Ok(Self {
             path: path.to_owned(),
-            ttl,
+            ttl_secs: AtomicU64::new(ttl.as_secs()),
             sessions: Mutex::new(sessions),
             write_lock: Mutex::new(()),
             forgotten: AtomicBool::new(false),
@@ -136,7 +142,7 @@ impl SessionStore {
             .map_err(|e| io::Error::other(format!("system random number generator failed: {e}")))?;
         let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
         let key = token_hash(&token);
-        let expires_unix = now_unix.saturating_add(self.ttl.as_secs());
+        let expires_unix = now_unix.saturating_add(self.ttl_secs.load(Ordering::Relaxed));
         let record = Record {
             user: user.to_owned(),
             created_unix: now_unix,

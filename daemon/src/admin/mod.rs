@@ -4,6 +4,7 @@
 //! same way (`config::discover`).
 
 pub mod check;
+pub mod control;
 pub mod fingerprint;
 pub mod init;
 pub mod user;

@@ -102,7 +102,8 @@ pub struct Page {
 /// The history store. See the module documentation.
 pub struct History {
     dir: PathBuf,
-    config: HistoryConfig,
+    /// Replaced by a config reload; a leaf lock.
+    config: Mutex<HistoryConfig>,
     /// Serialises id allocation, appends, live delivery and compaction.
     writer: tokio::sync::Mutex<Writer>,
     last_id: AtomicU64,
@@ -115,6 +116,16 @@ pub struct History {
 }
 
 impl History {
+    fn config(&self) -> HistoryConfig {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies new retention and channel limits (a config reload); the next sweep
+    /// enforces them.
+    pub fn reconfigure(&self, config: HistoryConfig) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
     /// Opens (creating) the store in `dir`: scans every log, cuts torn tails, applies
     /// retention, and reserves the next block of ids. Blocking: call it at start-up.
     ///
@@ -165,7 +176,7 @@ impl History {
         info!(conversations = convs.len(), next_id, "chat history loaded");
         Ok(History {
             dir: dir.to_owned(),
-            config,
+            config: Mutex::new(config),
             writer: tokio::sync::Mutex::new(Writer { next_id, reserved }),
             last_id: AtomicU64::new(next_id - 1),
             convs: Mutex::new(convs),
@@ -225,9 +236,9 @@ impl History {
                     .keys()
                     .filter(|k| matches!(k, ConvKey::Channel(_)))
                     .count();
-                if channels >= self.config.max_channels {
+                if channels >= self.config().max_channels {
                     return Err(HistoryError::TooManyChannels {
-                        max: self.config.max_channels,
+                        max: self.config().max_channels,
                     });
                 }
             }
@@ -279,7 +290,7 @@ impl History {
             *dirty.entry(path).or_insert(false) |= created;
         }
         deliver(&message);
-        let max = self.config.max_messages;
+        let max = self.config().max_messages;
         if max > 0 && count > max + max / 4 {
             self.compact_locked(key, crate::chat::now_unix_ms()).await;
         }
@@ -405,7 +416,7 @@ impl History {
         let keys: Vec<ConvKey> = self
             .convs()
             .iter()
-            .filter(|(_, m)| needs_compaction(m, &self.config, now_ms))
+            .filter(|(_, m)| needs_compaction(m, &self.config(), now_ms))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
@@ -417,7 +428,7 @@ impl History {
     /// Rewrites one log under the writer lock (held by the caller).
     async fn compact_locked(&self, key: &ConvKey, now_ms: u64) {
         let path = self.path(key);
-        let config = self.config;
+        let config = self.config();
         let result = blocking(move || {
             compact(&path, cutoff(&config, now_ms), config.max_messages)
                 .map_err(io_err("compacting a chat log"))

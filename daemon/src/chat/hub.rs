@@ -120,7 +120,8 @@ impl HubState {
 
 /// The in-process chat bus.
 pub struct InProcessHub {
-    config: HubConfig,
+    /// Replaced whole by a config reload; a leaf lock, never held with `state`'s.
+    config: Mutex<HubConfig>,
     state: Mutex<HubState>,
 }
 
@@ -128,9 +129,13 @@ impl InProcessHub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> InProcessHub {
         InProcessHub {
-            config,
+            config: Mutex::new(config),
             state: Mutex::new(HubState::default()),
         }
+    }
+
+    fn config(&self) -> HubConfig {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn state(&self) -> MutexGuard<'_, HubState> {
@@ -139,11 +144,15 @@ impl InProcessHub {
 }
 
 impl ChatBus for InProcessHub {
+    fn reconfigure(&self, config: HubConfig) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
     fn connect(&self, user: &str) -> Inbox {
         let mut st = self.state();
         st.next_conn += 1;
         let id = ConnId(st.next_conn);
-        let (inbox, sender) = Inbox::new(id, user, self.config.connection_buffer);
+        let (inbox, sender) = Inbox::new(id, user, self.config().connection_buffer);
         st.conns.insert(
             id,
             ConnEntry {
@@ -188,14 +197,14 @@ impl ChatBus for InProcessHub {
             return Err(ChatError::NotOpen);
         };
         let already = c.channels.contains(channel);
-        if !already && c.channels.len() >= self.config.max_joined {
+        if !already && c.channels.len() >= self.config().max_joined {
             return Err(ChatError::TooManyJoined {
-                max: self.config.max_joined,
+                max: self.config().max_joined,
             });
         }
-        if !st.channels.contains_key(channel) && st.channels.len() >= self.config.max_channels {
+        if !st.channels.contains_key(channel) && st.channels.len() >= self.config().max_channels {
             return Err(ChatError::TooManyChannels {
-                max: self.config.max_channels,
+                max: self.config().max_channels,
             });
         }
         let user = c.user.clone();
@@ -203,7 +212,7 @@ impl ChatBus for InProcessHub {
             .channels
             .entry(channel.to_owned())
             .or_insert_with(|| ChannelEntry {
-                tx: broadcast::channel(self.config.channel_buffer.max(1)).0,
+                tx: broadcast::channel(self.config().channel_buffer.max(1)).0,
                 members: BTreeMap::new(),
             });
         if !already {

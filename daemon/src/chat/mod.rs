@@ -69,6 +69,8 @@ pub struct JoinedChannel {
 /// bounded queues that drop their oldest entry when full. A bus for several daemons (NATS, say) would implement this by
 /// forwarding into the same local queues.
 pub trait ChatBus: Send + Sync + 'static {
+    /// Applies new limits (a config reload) to connections and joins from now on.
+    fn reconfigure(&self, config: hub::HubConfig);
     /// Registers a chat connection of `user` and returns its inbox. When it is the
     /// user's first, everyone is told they are online.
     fn connect(&self, user: &str) -> Inbox;
@@ -244,7 +246,8 @@ pub struct Chat {
     bus: Arc<dyn ChatBus>,
     history: History,
     delivered: Delivered,
-    config: ChatConfig,
+    /// Replaced by a config reload; a leaf lock.
+    config: std::sync::Mutex<ChatConfig>,
 }
 
 impl Chat {
@@ -262,7 +265,7 @@ impl Chat {
             bus: Arc::new(InProcessHub::new(config.hub_config())),
             history,
             delivered,
-            config: config.clone(),
+            config: std::sync::Mutex::new(config.clone()),
         })
     }
 
@@ -288,9 +291,20 @@ impl Chat {
         &self.delivered
     }
 
-    /// The `[chat]` configuration.
-    pub fn config(&self) -> &ChatConfig {
-        &self.config
+    /// The `[chat]` configuration in force.
+    pub fn config(&self) -> ChatConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a new `[chat]` configuration (a config reload): limits on joins, new
+    /// connections and replays apply from now on, retention at the next sweep.
+    pub fn reconfigure(&self, config: &ChatConfig) {
+        self.history.reconfigure(config.history_config());
+        self.bus.reconfigure(config.hub_config());
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
     }
 
     /// Stores a message from `from` to `target`, then delivers it live. Ids are
@@ -331,7 +345,7 @@ impl Chat {
             Some(id) => (id, false),
             None => (self.delivered.get(user), true),
         };
-        let max = self.config.replay_max as usize;
+        let max = self.config().replay_max as usize;
         let me = format!("@{user}");
         // One point in time for every conversation: messages stored while the logs are
         // read come live (the connection's inbox is registered before this), so the

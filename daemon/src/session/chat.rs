@@ -509,7 +509,7 @@ impl Session {
             (Some(id), Some(hole)) => Some(id.min(hole.saturating_sub(1))),
             (d, _) => d,
         };
-        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
         let framed = &mut self.framed;
         let write = async {
             for event in events {

@@ -23,6 +23,7 @@ use xfer_proto::{
 
 use super::{End, Session, internal_error, not_logged_in};
 use crate::audit;
+use crate::connections::{Direction, Tracked};
 use crate::storage::{
     self, Download, PutBegun, PutRequest, RelPath, Storage, StorageError, Upload,
 };
@@ -57,6 +58,8 @@ struct UploadTransfer {
     wire_bytes: u64,
     /// For `SendBegin`: the recipient, in whose namespace `path` is.
     send_to: Option<String>,
+    /// Progress shown by `xferd status`, listed while this transfer is open.
+    tracked: Tracked,
 }
 
 struct DownloadTransfer {
@@ -68,6 +71,8 @@ struct DownloadTransfer {
     wire_bytes: u64,
     first_index: Option<u64>,
     last_sent: bool,
+    /// Progress shown by `xferd status`, listed while this transfer is open.
+    tracked: Tracked,
 }
 
 enum Transfer {
@@ -203,7 +208,7 @@ fn millis(since: Instant) -> u64 {
 
 impl Session {
     async fn send(&mut self, response: Response) -> Result<(), End> {
-        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
         match timeout(idle, self.framed.send(Frame::Message(response))).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::PeerClosed),
@@ -245,6 +250,7 @@ impl Session {
                     {
                         t.bytes_received += done.len;
                         t.wire_bytes += done.wire;
+                        t.tracked.progress().add(done.len);
                     }
                     Response::ChunkAck {
                         transfer_id: done.transfer_id,
@@ -437,6 +443,10 @@ impl Session {
             PutBegun::Exists { size, digest } => Ok(Response::Exists { size, digest }),
             PutBegun::Ready(upload) => {
                 let chunks_held = upload.chunks_held();
+                let tracked = self
+                    .registration
+                    .track(id, path.as_str(), Direction::Upload, size);
+                tracked.progress().add(upload.resumed_from());
                 self.files.transfers.insert(
                     id,
                     Transfer::Upload(UploadTransfer {
@@ -446,6 +456,7 @@ impl Session {
                         bytes_received: 0,
                         wire_bytes: 0,
                         send_to,
+                        tracked,
                     }),
                 );
                 Ok(Response::PutReady {
@@ -535,6 +546,9 @@ impl Session {
             chunk_size: storage::CHUNK_SIZE as u32,
             modified_unix: download.modified_unix(),
         };
+        let tracked =
+            self.registration
+                .track(id, path.as_str(), Direction::Download, download.size());
         self.files.transfers.insert(
             id,
             Transfer::Download(DownloadTransfer {
@@ -546,6 +560,7 @@ impl Session {
                 first_index: None,
                 // An empty file is complete without any chunk.
                 last_sent: empty,
+                tracked,
             }),
         );
         Ok(response)
@@ -591,7 +606,7 @@ impl Session {
                 })
             })
         };
-        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
         let mut next = Some(read(first));
         for index in first..end {
             let current = next.take().expect("one read is always in flight").await;
@@ -624,6 +639,9 @@ impl Session {
                 t.bytes_sent += len;
                 t.wire_bytes += wire;
                 t.first_index.get_or_insert(index);
+                t.tracked
+                    .progress()
+                    .reach(index * storage::CHUNK_SIZE + len);
                 t.last_sent |= index + 1 == n;
             }
         }

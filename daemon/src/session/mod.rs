@@ -29,6 +29,7 @@ use xfer_proto::{
 use crate::accounts::{UserName, Verdict};
 use crate::audit::{self, Method};
 use crate::metrics::{LoginResult, MeteredCodec};
+use crate::connections::Registration;
 use crate::server::ServerState;
 use chat::ChatState;
 use files::Files;
@@ -44,6 +45,7 @@ enum End {
     PeerClosed,
     Idle,
     Shutdown,
+    Kicked,
     TooManyAttempts,
     Protocol(ProtoError),
 }
@@ -55,7 +57,11 @@ pub async fn run(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(state.config.limits.handshake_timeout_secs);
+    let config = state.config();
+    let registration = state.connections.register(peer, &shutdown);
+    // A kick or the shutdown: the session ends the same way on either.
+    let stop = registration.stop_token();
+    let deadline = Instant::now() + Duration::from_secs(config.limits.handshake_timeout_secs);
     let framed = match handshake(&state, tcp, deadline).await {
         Ok(f) => f,
         Err(reason) => {
@@ -63,11 +69,11 @@ pub async fn run(
             return;
         }
     };
-    let login_deadline =
-        Instant::now() + Duration::from_secs(state.config.limits.login_timeout_secs);
+    let login_deadline = Instant::now() + Duration::from_secs(config.limits.login_timeout_secs);
     let mut session = Session {
         files: Files::new(state.storage.clone()),
-        chat: ChatState::new(&state.config.chat),
+        chat: ChatState::new(&config.chat),
+        registration,
         state,
         peer,
         framed,
@@ -75,7 +81,7 @@ pub async fn run(
         attempts: 0,
         login_deadline,
     };
-    let end = session.serve(&shutdown).await;
+    let end = session.serve(&stop).await;
     session.close_transfers().await;
     // Leaves channels and, with the user's last connection, goes offline.
     session.chat.close();
@@ -89,7 +95,7 @@ pub async fn run(
 /// TLS handshake and hello exchange, both within `deadline`. The server always answers
 /// a well-formed hello with its own, so a client of another version can say which.
 async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Result<Conn, String> {
-    let tls = match timeout_at(deadline, state.tls.accept(tcp)).await {
+    let tls = match timeout_at(deadline, state.tls().accept(tcp)).await {
         Err(_) => return Err("TLS handshake timed out".into()),
         Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
         Ok(Ok(tls)) => tls,
@@ -160,6 +166,8 @@ struct Session {
     files: Files,
     /// Chat: rate limit, and once `ChatOpen` was accepted, this connection on the bus.
     chat: ChatState,
+    /// This connection in the admin's registry (`xferd status`, `xferd kick`).
+    registration: Registration,
 }
 
 /// What woke the request loop.
@@ -171,7 +179,7 @@ enum Event {
 
 impl Session {
     async fn serve(&mut self, shutdown: &CancellationToken) -> End {
-        let idle = Duration::from_secs(self.state.config.limits.idle_timeout_secs);
+        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
         loop {
             let deadline = match self.auth {
                 Some(_) => Instant::now() + idle,
@@ -185,10 +193,7 @@ impl Session {
             let chat_open = self.chat.is_open();
             let event = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
-                    reply_error(&mut self.framed, ErrorCode::ShuttingDown, "server is shutting down; retry shortly").await;
-                    return End::Shutdown;
-                }
+                () = shutdown.cancelled() => return self.stopped().await,
                 done = self.files.next_done() => Event::ChunkDone(done),
                 r = timeout_at(deadline, self.framed.next()), if can_read => Event::Frame(r),
                 incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
@@ -291,11 +296,24 @@ impl Session {
                 return end;
             }
             if self.auth.is_none()
-                && self.attempts >= self.state.config.login.max_attempts_per_connection
+                && self.attempts >= self.state.config().login.max_attempts_per_connection
             {
                 return End::TooManyAttempts;
             }
         }
+    }
+
+    /// Tells the peer why the connection ends: the admin kicked it, or the server is
+    /// shutting down.
+    async fn stopped(&mut self) -> End {
+        if self.registration.kicked() {
+            let message = "your connection was ended by the server's administrator";
+            reply_error(&mut self.framed, ErrorCode::PermissionDenied, message).await;
+            return End::Kicked;
+        }
+        let message = "server is shutting down; retry shortly";
+        reply_error(&mut self.framed, ErrorCode::ShuttingDown, message).await;
+        End::Shutdown
     }
 
     /// One request, one response.
@@ -401,6 +419,7 @@ impl Session {
 
     fn authenticated(&mut self, user: String, token: Option<Secret>, expires_unix: u64) {
         tracing::Span::current().record("user", user.as_str());
+        self.registration.set_user(Some(&user));
         // A chat connection belongs to the identity that opened it.
         self.chat.close();
         // Only an authenticated peer may send full-size chunk frames.
@@ -436,6 +455,7 @@ impl Session {
         self.framed
             .codec_mut()
             .set_max_frame_length(xfer_proto::MAX_PREAUTH_FRAME_LEN);
+        self.registration.set_user(None);
         audit::logout(&auth.user, self.peer);
         Response::Ok
     }

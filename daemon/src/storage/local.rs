@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -46,12 +46,27 @@ impl UserSpace {
     }
 }
 
+/// The `[storage]` settings in force, with the type policy built from them.
+struct Settings {
+    config: StorageConfig,
+    policy: Arc<TypePolicy>,
+}
+
+impl Settings {
+    fn new(config: StorageConfig) -> Arc<Settings> {
+        Arc::new(Settings {
+            policy: Arc::new(TypePolicy::new(&config.type_rules)),
+            config,
+        })
+    }
+}
+
 /// Users' files under `<data_dir>/users`.
 pub struct LocalStorage {
     data_dir: PathBuf,
     users_dir: PathBuf,
-    config: StorageConfig,
-    policy: Arc<TypePolicy>,
+    /// Quotas, limits and type rules; replaced whole by a config reload.
+    settings: RwLock<Arc<Settings>>,
     spaces: Mutex<HashMap<String, Arc<UserSpace>>>,
     /// Uploads open on some connection, by (user, key): a second `PutBegin` for the same
     /// destination takes the upload over (the first connection may be dead but not yet
@@ -73,11 +88,18 @@ impl LocalStorage {
         Ok(LocalStorage {
             data_dir: data_dir.to_owned(),
             users_dir,
-            policy: Arc::new(TypePolicy::new(&config.type_rules)),
-            config,
+            settings: RwLock::new(Settings::new(config)),
             spaces: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The settings in force now; an operation takes them once and keeps them.
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn space(&self, user: &str) -> Result<Arc<UserSpace>, StorageError> {
@@ -153,7 +175,7 @@ impl LocalStorage {
         }
         // Data without state (a crash between the two) or stray temporaries.
         if let Ok(entries) = space.partials.entries() {
-            let ttl = std::time::Duration::from_secs(self.config.partial_ttl_secs);
+            let ttl = std::time::Duration::from_secs(self.settings().config.partial_ttl_secs);
             for e in entries.flatten() {
                 let Ok(name) = e.file_name().into_string() else {
                     continue;
@@ -271,11 +293,15 @@ impl LocalStorage {
 }
 
 impl Storage for LocalStorage {
+    fn reconfigure(&self, config: StorageConfig) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Settings::new(config);
+    }
+
     fn usage(&self, user: &str) -> Result<Usage, StorageError> {
         let space = self.space(user)?;
         Ok(Usage {
             used_bytes: self.usage_of(&space, None),
-            limit_bytes: (self.config.quota_bytes > 0).then_some(self.config.quota_bytes),
+            limit_bytes: Some(self.settings().config.quota_bytes).filter(|&q| q > 0),
         })
     }
 
@@ -480,10 +506,11 @@ impl Storage for LocalStorage {
             force,
             head,
         } = request;
+        let settings = self.settings();
         if path.is_home() {
             return Err(PathError::Home.into());
         }
-        let max = self.config.max_file_bytes;
+        let max = settings.config.max_file_bytes;
         if max > 0 && size > max {
             return Err(StorageError::TooLarge { size, max });
         }
@@ -517,7 +544,7 @@ impl Storage for LocalStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(StorageError::io("checking the destination", e)),
         };
-        self.policy.check(&path, &head)?;
+        settings.policy.check(&path, &head)?;
 
         let now = crate::now_unix();
         self.expire_user(user, &space, now);
@@ -529,18 +556,18 @@ impl Storage for LocalStorage {
         let already = PartialMeta::load(&space.partials, &key)
             .filter(|m| m.size == size && m.path == path.as_str())
             .map_or(0, |m| m.received());
-        if self.config.quota_bytes > 0 {
+        if settings.config.quota_bytes > 0 {
             let used = self
                 .usage_of(&space, Some(&key))
                 .saturating_sub(replaced_size);
-            let limit = self.config.quota_bytes;
+            let limit = settings.config.quota_bytes;
             if used.saturating_add(size) > limit {
                 return Err(StorageError::QuotaExceeded { used, limit, size });
             }
         }
         let needed = size.saturating_sub(already);
         let free = self.free_bytes()?;
-        if needed > free.saturating_sub(self.config.min_free_bytes) {
+        if needed > free.saturating_sub(settings.config.min_free_bytes) {
             warn!(user, size, free, "upload refused: not enough free space");
             return Err(StorageError::NoSpace);
         }
@@ -554,8 +581,8 @@ impl Storage for LocalStorage {
             path,
             size,
             force,
-            self.config.partial_ttl_secs,
-            self.policy.clone(),
+            settings.config.partial_ttl_secs,
+            settings.policy.clone(),
             now,
         )?);
         self.register(user, &upload);

@@ -100,6 +100,9 @@ pub struct Committed {
 
 /// Users' files.
 pub trait Storage: Send + Sync + 'static {
+    /// Applies new `[storage]` settings (a config reload) to operations that start from
+    /// now on; uploads already open keep the type rules they began with.
+    fn reconfigure(&self, config: crate::config::StorageConfig);
     /// Bytes stored by `user` and their quota.
     fn usage(&self, user: &str) -> Result<Usage, StorageError>;
     /// A directory's entries (with partial uploads into it), or one file's, by name.

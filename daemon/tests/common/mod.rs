@@ -57,7 +57,7 @@ pub async fn start(users: &[&str], tweak: impl FnOnce(&mut Config)) -> Server {
 
 async fn serve(config: Config, data: TempDir) -> Server {
     let state = Arc::new(ServerState::open(config.clone()).await.unwrap());
-    let fingerprint = state.fingerprint;
+    let fingerprint = state.fingerprint();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();

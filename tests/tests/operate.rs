@@ -1,0 +1,366 @@
+//! Operating a running daemon: reload (SIGHUP and `xferd reload`), systemd
+//! notifications, and the control socket (`xferd status`, `kick`, `user del`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use xfer_e2e::{
+    CHUNK, Client, DEADLINE, Daemon, PASSWORD, Running, poll, random_bytes, write_file,
+};
+
+/// The bound for a kick to reach the client.
+const KICK_DEADLINE: Duration = Duration::from_secs(1);
+
+fn logged_in(d: &Daemon, user: &str) -> Client {
+    let c = Client::new();
+    c.login(d, user, PASSWORD);
+    c
+}
+
+/// `xfer chat ARGS… --follow`, once it says it is following.
+fn follow(c: &Client, args: &[&str]) -> Running {
+    let mut all = vec!["chat"];
+    all.extend_from_slice(args);
+    all.push("--follow");
+    let f = c.spawn(&all);
+    assert!(
+        f.wait_stderr(DEADLINE, "xfer: following "),
+        "xfer {all:?} did not start following: {}",
+        f.stderr_so_far()
+    );
+    f
+}
+
+/// Pushes `len` bytes as `name`; the finished command.
+fn push(c: &Client, dir: &Path, name: &str, len: usize) -> xfer_e2e::Out {
+    let path = write_file(dir, name, &random_bytes(len, len as u64));
+    c.xfer(&["push", "-q", &path], "")
+}
+
+/// Rewrites the config file and sends SIGHUP, then waits for the outcome in the log.
+fn reload_with(d: &Daemon, toml: &str, outcome: &str) {
+    let before = d.log().matches(outcome).count();
+    std::fs::write(d.config_file(), toml).unwrap();
+    d.signal("HUP");
+    assert!(
+        d.wait_for_log_count(outcome, before),
+        "no {outcome:?} after SIGHUP: {}",
+        d.log()
+    );
+}
+
+#[test]
+fn sighup_lowers_a_quota_live_and_a_broken_config_keeps_the_old_one() {
+    let d = Daemon::start_with(&["alice"], Some("[storage]\nquota_bytes = 0\n"));
+    let c = logged_in(&d, "alice");
+    let local = TempDir::new().unwrap();
+    let first = push(&c, local.path(), "a.bin", 100_000);
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+
+    reload_with(&d, "[storage]\nquota_bytes = 150000\n", "reloaded ");
+    let over = push(&c, local.path(), "b.bin", 100_000);
+    assert_ne!(over.code(), 0, "the lowered quota did not bite");
+    assert!(over.stderr().contains("quota"), "{}", over.stderr());
+
+    // A typo: the daemon names it in one line and keeps the 150 kB quota.
+    reload_with(
+        &d,
+        "[storage]\nquota_bytes = 0\nquota_byte = 1\n",
+        "reload failed",
+    );
+    let line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("reload failed"))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(
+        line.contains("the running configuration stays") && line.contains("quota_byte"),
+        "{line}"
+    );
+    let still = push(&c, local.path(), "b.bin", 100_000);
+    assert!(still.stderr().contains("quota"), "{}", still.stderr());
+
+    // `xferd reload` reports a failure the daemon finds (a missing certificate) and
+    // exits non-zero; the old configuration still applies.
+    std::fs::write(
+        d.config_file(),
+        "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    )
+    .unwrap();
+    let out = d.admin(&["reload"]);
+    assert_ne!(out.code(), 0, "{}", out.stdout());
+    assert!(
+        out.stderr().contains("/nonexistent/cert.pem")
+            && out.stderr().contains("the running configuration stays"),
+        "{}",
+        out.stderr()
+    );
+    let still = push(&c, local.path(), "b.bin", 100_000);
+    assert!(still.stderr().contains("quota"), "{}", still.stderr());
+
+    // And a good one over the socket lifts it.
+    std::fs::write(d.config_file(), "[storage]\nquota_bytes = 0\n").unwrap();
+    let out = d.admin(&["reload"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(out.stdout().starts_with("reloaded "), "{}", out.stdout());
+    let fits = push(&c, local.path(), "b.bin", 100_000);
+    assert_eq!(fits.code(), 0, "{}", fits.stderr());
+}
+
+#[test]
+fn sighup_serves_a_new_certificate_and_open_chat_stays_connected() {
+    let d = Daemon::start_with(&["alice", "bob"], Some(""));
+    let bob = logged_in(&d, "bob");
+    let watching = follow(&bob, &["#lab"]);
+
+    let certs = TempDir::new().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let new_fp = xfer_certs::generate::ensure_identity(&cert, &key, &["127.0.0.1".into()])
+        .unwrap()
+        .expect("a new identity")
+        .to_string();
+    assert_ne!(new_fp, d.fingerprint);
+    let toml = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    reload_with(&d, &toml, "new connections get certificate");
+
+    // A new client pinned to the new certificate gets in; one pinned to the old does not.
+    let alice = Client::new();
+    let target = format!("alice@{}", d.host_port());
+    let login = |fp: &str| {
+        alice.xfer(
+            &["login", &target, "--password-stdin", "--fingerprint", fp],
+            &format!("{PASSWORD}\n"),
+        )
+    };
+    assert_ne!(
+        login(&d.fingerprint).code(),
+        0,
+        "the old certificate is still served"
+    );
+    let ok = login(&new_fp);
+    assert_eq!(ok.code(), 0, "{}", ok.stderr());
+
+    // bob's connection, opened before the reload, still carries messages.
+    let out = alice.xfer(&["chat", "#lab", "--say", "after the reload"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        watching
+            .wait_stdout(DEADLINE, |s| s.contains("after the reload"))
+            .is_some(),
+        "bob missed the message: {}",
+        watching.stderr_so_far()
+    );
+    assert!(
+        !watching.stderr_so_far().contains("connection lost"),
+        "{}",
+        watching.stderr_so_far()
+    );
+}
+
+/// Reads the next READY, RELOADING or STOPPING notification (skipping others, such as
+/// STATUS), failing after [`DEADLINE`].
+fn next_notification(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .expect("a notification before the deadline");
+        let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
+        if ["READY=", "RELOADING=", "STOPPING="]
+            .iter()
+            .any(|k| text.lines().any(|l| l.starts_with(k)))
+        {
+            return text;
+        }
+    }
+}
+
+#[test]
+fn notify_socket_sees_ready_reloading_ready_stopping_in_order() {
+    let tmp = TempDir::new().unwrap();
+    let notify_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&notify_path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let data = tmp.path().join("data");
+    let mut d = Daemon::start_with_env(
+        &data,
+        "127.0.0.1:0",
+        &[],
+        &[("NOTIFY_SOCKET", notify_path.as_path())],
+    )
+    .expect("xferd starts");
+
+    assert_eq!(next_notification(&sock), "READY=1");
+    d.signal("HUP");
+    let reloading = next_notification(&sock);
+    let mut lines = reloading.lines();
+    assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading}");
+    let usec = lines
+        .next()
+        .and_then(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading}");
+    assert_eq!(next_notification(&sock), "READY=1");
+    assert_eq!(d.signal_and_wait("TERM"), Some(0));
+    assert_eq!(next_notification(&sock), "STOPPING=1");
+}
+
+#[test]
+fn status_lists_a_running_push_with_its_progress() {
+    let d = Daemon::start_with(&["alice"], None);
+    let c = logged_in(&d, "alice");
+    let local = TempDir::new().unwrap();
+    let size = 16 * CHUNK;
+    let path = write_file(local.path(), "big.bin", &random_bytes(size, 3));
+    let mut pushing = c.spawn(&["push", "-q", "--limit-rate", "2M", &path]);
+
+    let in_flight = poll(DEADLINE, || {
+        let out = d.admin(&["status", "--json"]);
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let status: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+        status["connections"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["user"] == "alice")
+            .flat_map(|c| c["transfers"].as_array().cloned().unwrap_or_default())
+            .find(|t| {
+                t["path"] == "big.bin"
+                    && t["direction"] == "upload"
+                    && t["done_bytes"].as_u64().is_some_and(|n| n > 0)
+            })
+    })
+    .expect("the push never showed in `xferd status` with progress");
+    assert_eq!(in_flight["total_bytes"].as_u64(), Some(size as u64));
+    assert!(in_flight["done_bytes"].as_u64().unwrap() < size as u64);
+
+    let text = d.admin(&["status"]).stdout();
+    assert!(
+        text.contains("alice") && text.contains("127.0.0.1:"),
+        "{text}"
+    );
+    assert!(text.contains("upload   big.bin"), "{text}");
+    assert!(!pushing.finished(), "the push ended before it was seen");
+}
+
+#[test]
+fn a_kicked_upload_keeps_its_verified_chunks_and_resumes() {
+    let d = Daemon::start_with(&["alice"], None);
+    let c = logged_in(&d, "alice");
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(16 * CHUNK, 5);
+    let path = write_file(local.path(), "big.bin", &data);
+    let pushing = c.spawn(&["push", "-q", "--limit-rate", "2M", &path]);
+    // Wait until the server holds some of it.
+    poll(DEADLINE, || {
+        c.partial_received("big.bin").filter(|&n| n > 0)
+    })
+    .expect("the upload never started");
+
+    let out = d.admin(&["kick", "alice"]);
+    assert!(
+        out.stdout().contains("ended 1 connection of alice"),
+        "{}",
+        out.stdout()
+    );
+    let ended = pushing.wait(DEADLINE);
+    assert_ne!(ended.code(), 0, "the push was not ended by the kick");
+    assert!(
+        ended
+            .stderr()
+            .contains("ended by the server's administrator"),
+        "{}",
+        ended.stderr()
+    );
+
+    let again = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    let line = d
+        .audit_events("upload")
+        .pop()
+        .expect("an upload audit line");
+    let resumed = xfer_e2e::audit_u64(&line, "resumed_from").expect("resumed_from=");
+    assert!(resumed > 0, "the re-run started over: {line}");
+    assert_eq!(
+        std::fs::read(d.files_dir("alice").join("big.bin")).unwrap(),
+        data
+    );
+}
+
+/// `xferd ARGS…` must end bob's `--follow` at once, leaving alice's alone.
+/// Returns the daemon and both clients with their `--follow`s, still running.
+fn ends_bobs_chat(args: &[&str], expect_stdout: &str) -> (Daemon, [(Client, Running); 2]) {
+    let d = Daemon::start_with(&["alice", "bob"], None);
+    let (bob, alice) = (logged_in(&d, "bob"), logged_in(&d, "alice"));
+    let bob_watch = follow(&bob, &["#lab"]);
+    let alice_watch = follow(&alice, &["#lab"]);
+    let status = d.admin(&["status"]).stdout();
+    assert!(status.contains("  #lab: alice, bob"), "{status}");
+    let out = d.admin(args);
+    let kicked_at = Instant::now();
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(out.stdout().contains(expect_stdout), "{}", out.stdout());
+    assert!(
+        bob_watch.wait_stderr(KICK_DEADLINE, "ended by the server's administrator"),
+        "bob's chat was not ended within {KICK_DEADLINE:?} (after {:?}): {}",
+        kicked_at.elapsed(),
+        bob_watch.stderr_so_far()
+    );
+    assert!(
+        !alice_watch.stderr_so_far().contains("ended by"),
+        "{}",
+        alice_watch.stderr_so_far()
+    );
+    (d, [(bob, bob_watch), (alice, alice_watch)])
+}
+
+#[test]
+fn kick_ends_a_users_chat_within_a_second() {
+    let (d, [_, (_alice, alice_watch)]) =
+        ends_bobs_chat(&["kick", "bob"], "ended 1 connection of bob");
+    assert!(d.wait_for_log("connections ended by the admin"));
+    assert!(!alice_watch.stderr_so_far().contains("connection lost"));
+}
+
+#[test]
+fn user_del_ends_the_users_open_connections() {
+    let (_d, [(_bob, bob_watch), _]) = ends_bobs_chat(
+        &["user", "del", "bob"],
+        "ended 1 connection of bob on the running xferd",
+    );
+    // The account is gone, so the client cannot come back and gives up.
+    let out = bob_watch.wait(DEADLINE);
+    assert_ne!(out.code(), 0, "{}", out.stderr());
+}
+
+#[test]
+fn the_control_socket_is_owner_only_and_guards_against_a_second_daemon() {
+    let d = Daemon::start_with(&["alice"], None);
+    let socket = d.data_dir.join("control.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {:o}", mode & 0o777);
+
+    let second = Daemon::start_in(&d.data_dir, &[]).err().expect("refused");
+    assert!(
+        second.contains("another xferd is running") && second.contains("control.sock"),
+        "{second}"
+    );
+    // The first daemon still answers.
+    assert_eq!(d.admin(&["status"]).code(), 0);
+}
+
+#[test]
+fn control_commands_without_a_daemon_say_so() {
+    let tmp = TempDir::new().unwrap();
+    let out = xfer_e2e::xferd(&tmp.path().join("data"), &["status"], "");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no xferd is running"), "{err}");
+}
