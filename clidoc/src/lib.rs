@@ -71,20 +71,33 @@ pub fn write_man_pages(cmd: Command, dir: &Path) -> io::Result<Vec<PathBuf>> {
     // subcommand would only add a page about itself.
     let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
+    // Every page names the program and version it documents (`xfer 0.1.0`), as the
+    // top-level one does; subcommands carry no version of their own.
+    let source = format!(
+        "{} {}",
+        cmd.get_name(),
+        cmd.get_version().unwrap_or_default()
+    );
     let mut written = Vec::new();
-    write_tree(cmd, dir, &mut written)?;
+    write_tree(cmd, &source, dir, &mut written)?;
     Ok(written)
 }
 
-fn write_tree(cmd: Command, dir: &Path, written: &mut Vec<PathBuf>) -> io::Result<()> {
+fn write_tree(
+    cmd: Command,
+    source: &str,
+    dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> io::Result<()> {
     let subs: Vec<Command> = cmd
         .get_subcommands()
         .filter(|s| !s.is_hide_set())
         .cloned()
         .collect();
-    written.push(clap_mangen::Man::new(cmd).generate_to(dir)?);
+    let page = clap_mangen::Man::new(cmd).source(source);
+    written.push(page.generate_to(dir)?);
     for sub in subs {
-        write_tree(sub, dir, written)?;
+        write_tree(sub, source, dir, written)?;
     }
     Ok(())
 }

@@ -10,5 +10,6 @@ mod hostile;
 mod identity;
 mod lifecycle;
 mod login;
+mod packaging;
 mod preview;
 mod resume;
