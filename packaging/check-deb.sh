@@ -12,10 +12,15 @@ cd "$(dirname "$0")/.."
 fail() { echo "check-deb.sh: FAILED: $*" >&2; exit 1; }
 ok() { echo "check-deb.sh: ok: $*"; }
 
-deb=${1:-$(ls -t target/debian/xferd_*.deb 2>/dev/null | head -n 1)}
+deb=${1:-}
+[ -n "$deb" ] || deb=$(ls -t target/debian/xferd_*.deb 2>/dev/null | head -n 1 || true)
 [ -f "$deb" ] || fail "no target/debian/xferd_*.deb; run packaging/build-deb.sh first"
 [ "$(id -u)" = 0 ] || fail "run as root (it installs the package)"
 command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing: apt-get install systemd"
+
+# The package depends on procps (/bin/kill, the unit's ExecReload, which verify checks
+# too); a minimal image may lack it.
+dpkg -s procps >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq procps; }
 
 # --- the unit, as shipped in the repository -------------------------------------------
 unit=systemd/xferd.service
@@ -42,8 +47,6 @@ fi
 ok "systemd-analyze verify $unit"
 
 # --- install ---------------------------------------------------------------------------
-# The package depends on procps (/bin/kill for ExecReload); a minimal image may lack it.
-dpkg -s procps >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq procps; }
 # Re-include man pages and docs in case dpkg is told to drop them (slim images).
 dpkg_install() {
     dpkg --path-include='/usr/share/man/man1/xfer*' --path-include='/usr/share/doc/xferd/*' \
