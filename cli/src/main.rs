@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use xfer::cmd;
 use xfer::home::Home;
 use xfer::output::escape_control;
@@ -49,6 +49,10 @@ enum Command {
     Send(cmd::send::Args),
     /// Chat in #channels and with @people (interactive, or --say/--history/--follow).
     Chat(cmd::chat::Args),
+    /// Print a shell completion script: `xfer completions bash > /etc/bash_completion.d/xfer`.
+    Completions(xfer_clidoc::CompletionsArgs),
+    /// Write man pages: xfer.1 and one per subcommand into DIR, or xfer.1 to stdout.
+    Man(xfer_clidoc::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +84,14 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // These describe the command line itself: no home directory, no server.
+    match &cli.command {
+        Command::Completions(args) => {
+            return Ok(xfer_clidoc::print_completions(Cli::command(), args)?);
+        }
+        Command::Man(args) => return Ok(xfer_clidoc::print_man(Cli::command(), args)?),
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -102,14 +114,13 @@ fn run(cli: Cli) -> Result<()> {
             Command::Mv(args) => cmd::mv::run(&home, args).await,
             Command::Send(args) => cmd::send::run(&home, args).await,
             Command::Chat(args) => cmd::chat::run(&home, args).await,
+            Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         }
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
-
     use super::*;
 
     #[test]

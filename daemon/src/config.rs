@@ -676,4 +676,36 @@ mod tests {
         let c = Config::parse("data_dir = \"/srv/x\"\npassword_file = \"/etc/pw\"\n").unwrap();
         assert_eq!(c.password_file(), Path::new("/etc/pw"));
     }
+
+    /// The Debian package's /etc/xferd/xferd.toml is this example plus the paths the
+    /// package sets up (the unit's RuntimeDirectory holds the socket), and it validates.
+    #[test]
+    fn packaged_config_is_the_example_with_the_package_paths() {
+        const PACKAGED: &str = include_str!("../../packaging/xferd.toml");
+        const PATHS: [&str; 2] = ["data_dir", "control_socket"];
+        let mut packaged: toml::Table = toml::from_str(PACKAGED).unwrap();
+        assert_eq!(packaged["data_dir"].as_str(), Some("/var/lib/xferd"));
+        assert_eq!(
+            packaged["control_socket"].as_str(),
+            Some("/run/xferd/control.sock")
+        );
+        // Until the control socket's key exists in this schema, validate without it.
+        let mut checked = packaged.clone();
+        if Config::parse("control_socket = \"/run/x.sock\"").is_err() {
+            checked.remove("control_socket");
+        }
+        let config: Config = checked.try_into().unwrap();
+        config.validate().unwrap();
+
+        let mut example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        for key in PATHS {
+            packaged.remove(key);
+            example.remove(key);
+        }
+        assert_eq!(
+            packaged, example,
+            "packaging/xferd.toml must set every key config/xferd.toml sets, to the same \
+             value, besides {PATHS:?}: copy the changed lines (with their comments)"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use xferd::admin::user::PasswordSource;
@@ -70,6 +70,10 @@ enum Command {
     },
     /// Make the running daemon re-read its configuration (as SIGHUP does).
     Reload,
+    /// Print a shell completion script: `xferd completions bash > /etc/bash_completion.d/xferd`.
+    Completions(xfer_clidoc::CompletionsArgs),
+    /// Write man pages: xferd.1 and one per subcommand into DIR, or xferd.1 to stdout.
+    Man(xfer_clidoc::ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let loader = config_loader(&loaded, cli.overrides());
             serve(loaded.config, loader)
         }
+        // These describe the command line itself: no config file, no data directory.
+        Some(Command::Completions(args)) => {
+            Ok(xfer_clidoc::print_completions(Cli::command(), args)?)
+        }
+        Some(Command::Man(args)) => Ok(xfer_clidoc::print_man(Cli::command(), args)?),
         Some(Command::Init) => init(&cli),
         Some(Command::Fingerprint) => {
             say!("{}", xferd::admin::fingerprint::describe(&cli.load()?)?);

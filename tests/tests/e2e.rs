@@ -15,5 +15,6 @@ mod logging;
 mod login;
 mod metrics;
 mod operate;
+mod packaging;
 mod preview;
 mod resume;
