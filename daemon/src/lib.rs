@@ -6,6 +6,7 @@
 //! Argument parsing, logging set-up and signals live in `main.rs`.
 
 pub mod accounts;
+pub mod admission;
 pub mod admin;
 pub mod audit;
 pub mod chat;

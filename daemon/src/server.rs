@@ -1,5 +1,6 @@
-//! The server: shared state, the accept loop, the connection limit and the drain on
-//! shutdown. Everything that happens on one connection is in `session.rs`.
+//! The server: shared state, the accept loop, admission at accept and the drain on
+//! shutdown. Everything that happens on one connection is in `session/`; the limits
+//! themselves are in `admission/`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +16,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use xfer_certs::Fingerprint;
 
 use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
+use crate::admission::{Admission, PreAuthGuard};
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::storage::{LocalStorage, Storage};
@@ -51,6 +52,8 @@ pub struct ServerState {
     pub storage: Arc<dyn Storage>,
     /// Chat: live bus, history, delivery markers.
     pub chat: Arc<Chat>,
+    /// Connection, transfer and bandwidth limits.
+    pub admission: Admission,
 }
 
 impl ServerState {
@@ -103,6 +106,7 @@ impl ServerState {
             sessions,
             verifier: Verifier::new(config.hash_permits()).await,
             throttle: Throttle::new(config.throttle()),
+            admission: Admission::new(config.limits.max_connections),
             config,
         })
     }
@@ -131,20 +135,19 @@ fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Accepts connections until `shutdown` fires, then lets sessions finish their current
 /// request for up to `limits.shutdown_grace_secs` before returning.
+///
+/// Every connection is accepted at once and admitted as unauthenticated or closed
+/// ([`Admission::admit`]); the `max_connections` slots are taken at login. The listener
+/// is closed as soon as shutdown starts, so new clients are refused instead of queued.
 pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
     tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
     tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
     tracker.spawn(maintain_chat(state.clone(), shutdown.clone()));
     loop {
-        // The permit is taken before accepting: at the limit, new clients wait in the
-        // kernel's backlog instead of costing memory here.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            () = shutdown.cancelled() => break,
-        };
         let (tcp, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -153,19 +156,19 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::time::Instant::now();
+        let Some(preauth) = state.admission.admit(peer, &state.config.limits) else {
+            // Closed at once: the peer sees the connection end before any TLS.
+            drop(tcp);
+            continue;
         };
         let state = state.clone();
         let shutdown = shutdown.clone();
         let span = info_span!("conn", %peer, user = tracing::field::Empty);
-        tracker.spawn(
-            async move {
-                handle(state, tcp, peer, shutdown).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        tracker.spawn(handle(state, tcp, peer, accepted, preauth, shutdown).instrument(span));
     }
+    drop(listener);
     info!("no longer accepting connections; draining sessions");
     tracker.close();
     let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
@@ -183,10 +186,12 @@ async fn handle(
     state: Arc<ServerState>,
     tcp: TcpStream,
     peer: SocketAddr,
+    accepted: tokio::time::Instant,
+    preauth: PreAuthGuard,
     shutdown: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
-    crate::session::run(state, tcp, peer, shutdown).await;
+    crate::session::run(state, tcp, peer, accepted, preauth, shutdown).await;
 }
 
 async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {
