@@ -1,6 +1,7 @@
 //! One test binary, one module per capability (ripgrep's `tests/tests.rs` layout).
 
 mod admin;
+mod admission;
 mod chat;
 mod chat_server;
 mod compress;
