@@ -539,13 +539,19 @@ mod tests {
     #[test]
     fn admission_limits_are_validated_by_key() {
         for (toml, key) in [
-            ("unauthenticated_per_source = 0", "limits.unauthenticated_per_source"),
+            (
+                "unauthenticated_per_source = 0",
+                "limits.unauthenticated_per_source",
+            ),
             ("unauthenticated_start = 0", "limits.unauthenticated_start"),
             (
                 "unauthenticated_start = 10\nunauthenticated_full = 9",
                 "limits.unauthenticated_full",
             ),
-            ("max_transfers_per_user = 0", "limits.max_transfers_per_user"),
+            (
+                "max_transfers_per_user = 0",
+                "limits.max_transfers_per_user",
+            ),
         ] {
             let c = Config::parse(&format!("[limits]\n{toml}\n")).unwrap();
             let err = c.validate().unwrap_err().to_string();

@@ -6,8 +6,8 @@
 //! Argument parsing, logging set-up and signals live in `main.rs`.
 
 pub mod accounts;
-pub mod admission;
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod chat;
 pub mod config;

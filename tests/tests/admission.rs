@@ -11,8 +11,8 @@ use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use xfer_e2e::{
-    Client, DEADLINE, Daemon, MIB, PASSWORD, RawConn, alice, audit_field, audit_u64, blake3_hex, poll,
-    random_bytes, write_file,
+    Client, DEADLINE, Daemon, MIB, PASSWORD, RawConn, alice, audit_field, audit_u64, blake3_hex,
+    poll, random_bytes, write_file,
 };
 use xfer_proto::{ErrorCode, Frame, Request, Response};
 
@@ -21,7 +21,9 @@ const MARGIN: Duration = Duration::from_secs(10);
 
 async fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(source, 0)).expect("bind source");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind source");
     socket.connect(addr).await.expect("connect")
 }
 
@@ -57,13 +59,22 @@ async fn idle_connections_from_one_address_neither_stop_a_login_from_another_nor
 
     let c = Client::new();
     let mut cmd = std::process::Command::new(xfer_e2e::bin("xfer"));
-    cmd.args(["login", &format!("alice@{}", d.host_port()), "--password-stdin"])
-        .args(["--fingerprint", &d.fingerprint])
-        .env("XFER_HOME", c.home());
-    let login = tokio::task::spawn_blocking(move || xfer_e2e::run(&mut cmd, &format!("{PASSWORD}\n")))
-        .await
-        .unwrap();
-    assert!(login.status.success(), "login: {}", String::from_utf8_lossy(&login.stderr));
+    cmd.args([
+        "login",
+        &format!("alice@{}", d.host_port()),
+        "--password-stdin",
+    ])
+    .args(["--fingerprint", &d.fingerprint])
+    .env("XFER_HOME", c.home());
+    let login =
+        tokio::task::spawn_blocking(move || xfer_e2e::run(&mut cmd, &format!("{PASSWORD}\n")))
+            .await
+            .unwrap();
+    assert!(
+        login.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
     // Event, not time: the login got in while part of the flood was still held open,
     // so it did not have to wait for the flood to time out.
     let open = flood.iter().filter(|t| !is_closed(t)).count();
@@ -74,7 +85,9 @@ async fn idle_connections_from_one_address_neither_stop_a_login_from_another_nor
     for (i, mut tcp) in flood.into_iter().enumerate() {
         waits.spawn(async move {
             let mut buf = [0u8; 64];
-            let closed = tokio::time::timeout_at(tokio::time::Instant::from_std(limit), tcp.read(&mut buf)).await;
+            let closed =
+                tokio::time::timeout_at(tokio::time::Instant::from_std(limit), tcp.read(&mut buf))
+                    .await;
             assert!(
                 matches!(closed, Ok(Ok(0) | Err(_))),
                 "idle connection {i} still open {:?} after it started: {closed:?}",
@@ -86,7 +99,10 @@ async fn idle_connections_from_one_address_neither_stop_a_login_from_another_nor
         r.expect("every idle connection is closed by the deadline");
     }
     // Logged when it bites, once per burst: not one line per refused connection.
-    let refusals = d.log().matches("refusing connections not yet logged in").count();
+    let refusals = d
+        .log()
+        .matches("refusing connections not yet logged in")
+        .count();
     assert!(
         (1..=2).contains(&refusals),
         "{refusals} refusal lines:\n{}",
@@ -97,7 +113,8 @@ async fn idle_connections_from_one_address_neither_stop_a_login_from_another_nor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_flooding_pings_before_login_is_cut_at_the_login_deadline() {
     const LOGIN_SECS: u64 = 3;
-    let config = format!("[limits]\nhandshake_timeout_secs = 2\nlogin_timeout_secs = {LOGIN_SECS}\n");
+    let config =
+        format!("[limits]\nhandshake_timeout_secs = 2\nlogin_timeout_secs = {LOGIN_SECS}\n");
     let d = Daemon::start_with(&["alice"], Some(&config));
     let started = Instant::now();
     let conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
@@ -124,7 +141,10 @@ async fn a_client_flooding_pings_before_login_is_cut_at_the_login_deadline() {
     };
     let cut = tokio::time::timeout(limit, read_all).await;
     writer.abort();
-    assert!(cut.is_ok(), "a ping flood kept a connection without login open {limit:?}");
+    assert!(
+        cut.is_ok(),
+        "a ping flood kept a connection without login open {limit:?}"
+    );
     assert!(pongs > 0, "the flood was answered until the deadline");
     assert!(
         matches!(
@@ -149,7 +169,11 @@ fn a_transfer_beyond_the_per_user_cap_is_refused_as_busy() {
     let big = write_file(local.path(), "big.bin", &random_bytes(32 * MIB as usize, 2));
     let mut push = c.spawn(&["push", "-q", "--limit-rate", "1M", &big]);
     let held = poll(DEADLINE, || c.partial_received("big.bin"));
-    assert!(held.is_some(), "big.bin never started: {}", push.stderr_so_far());
+    assert!(
+        held.is_some(),
+        "big.bin never started: {}",
+        push.stderr_so_far()
+    );
 
     // Another connection of the same user: an upload and a download are both refused.
     let other = write_file(local.path(), "other.bin", &random_bytes(1000, 3));
@@ -160,8 +184,9 @@ fn a_transfer_beyond_the_per_user_cap_is_refused_as_busy() {
         let out = c.xfer(&args, "");
         assert_eq!(out.code(), 1, "{args:?}: {}", out.stderr());
         assert!(
-            out.stderr()
-                .contains("alice already has 1 transfers in progress (limits.max_transfers_per_user)"),
+            out.stderr().contains(
+                "alice already has 1 transfers in progress (limits.max_transfers_per_user)"
+            ),
             "{args:?}: {}",
             out.stderr()
         );
@@ -170,8 +195,13 @@ fn a_transfer_beyond_the_per_user_cap_is_refused_as_busy() {
 
     // The place comes back when the transfer ends.
     push.kill9();
-    let pushed = poll(DEADLINE, || (c.xfer(&["push", "-q", &other], "").code() == 0).then_some(()));
-    assert!(pushed.is_some(), "the slot was not freed when the push ended");
+    let pushed = poll(DEADLINE, || {
+        (c.xfer(&["push", "-q", &other], "").code() == 0).then_some(())
+    });
+    assert!(
+        pushed.is_some(),
+        "the slot was not freed when the push ended"
+    );
 }
 
 #[test]
@@ -214,8 +244,11 @@ fn sigterm_during_an_upload_exits_zero_in_time_and_the_rerun_resumes() {
     drop(data);
 
     let push = c.spawn(&["push", "-q", "--limit-rate", "16M", &path]);
-    let before = poll(DEADLINE, || c.partial_received("huge.bin").filter(|&r| r >= 16 * MIB));
-    let before = before.unwrap_or_else(|| panic!("upload never got going: {}", push.stderr_so_far()));
+    let before = poll(DEADLINE, || {
+        c.partial_received("huge.bin").filter(|&r| r >= 16 * MIB)
+    });
+    let before =
+        before.unwrap_or_else(|| panic!("upload never got going: {}", push.stderr_so_far()));
 
     let (code, took, d) = d.stop_and_restart("TERM");
     assert_eq!(code, Some(0), "xferd exit code after SIGTERM");
@@ -224,27 +257,50 @@ fn sigterm_during_an_upload_exits_zero_in_time_and_the_rerun_resumes() {
         "xferd took {took:?} to exit (grace {GRACE_SECS} s)"
     );
     let out = push.wait(DEADLINE);
-    assert_ne!(out.code(), 0, "the interrupted push reports failure");
+    assert_eq!(
+        out.code(),
+        1,
+        "the interrupted push fails: {}",
+        out.stderr()
+    );
     assert!(
         out.stderr().contains("shutting down"),
         "the push says why it stopped: {}",
         out.stderr()
     );
     // The checkpoint kept at least what the server had saved before the signal.
-    let held = c.partial_received("huge.bin").expect("partial survives the restart");
-    assert!(held >= before, "held {held} after the restart, {before} before");
+    let held = c
+        .partial_received("huge.bin")
+        .expect("partial survives the restart");
+    assert!(
+        held >= before,
+        "held {held} after the restart, {before} before"
+    );
 
     let out = c.xfer(&["push", "-q", &path], "");
     assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
     let line = poll(DEADLINE, || {
-        d.audit_events("upload").into_iter().find(|l| l.contains("huge.bin"))
+        d.audit_events("upload")
+            .into_iter()
+            .find(|l| l.contains("huge.bin"))
     })
     .unwrap_or_else(|| panic!("no upload audit line:\n{}", d.log()));
     let resumed = audit_u64(&line, "resumed_from").expect("resumed_from=");
-    assert!(resumed >= held, "resumed from {resumed}, held {held}: {line}");
-    assert_eq!(audit_field(&line, "digest").as_deref(), Some(digest.as_str()), "{line}");
+    assert!(
+        resumed >= held,
+        "resumed from {resumed}, held {held}: {line}"
+    );
+    assert_eq!(
+        audit_field(&line, "digest").as_deref(),
+        Some(digest.as_str()),
+        "{line}"
+    );
     let stored = std::fs::read(d.files_dir("alice").join("huge.bin")).expect("committed file");
-    assert_eq!(blake3_hex(&stored), digest, "stored file differs from the source");
+    assert_eq!(
+        blake3_hex(&stored),
+        digest,
+        "stored file differs from the source"
+    );
 }
 
 #[test]
@@ -253,7 +309,11 @@ fn chat_users_are_told_the_server_is_restarting_and_reconnect() {
     let b = Client::new();
     b.login(&d, "bob", PASSWORD);
     let f = b.spawn(&["chat", "#general", "--follow"]);
-    assert!(f.wait_stderr(DEADLINE, "xfer: following "), "{}", f.stderr_so_far());
+    assert!(
+        f.wait_stderr(DEADLINE, "xfer: following "),
+        "{}",
+        f.stderr_so_far()
+    );
 
     let (code, _, d) = d.stop_and_restart("TERM");
     assert_eq!(code, Some(0));
@@ -262,6 +322,10 @@ fn chat_users_are_told_the_server_is_restarting_and_reconnect() {
         "{}",
         f.stderr_so_far()
     );
-    assert!(f.wait_stderr(DEADLINE, "reconnected"), "{}", f.stderr_so_far());
+    assert!(
+        f.wait_stderr(DEADLINE, "reconnected"),
+        "{}",
+        f.stderr_so_far()
+    );
     drop(d);
 }

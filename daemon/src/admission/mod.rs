@@ -243,8 +243,14 @@ mod tests {
         let a = Admission::new(4);
         let one = a.begin_transfer("alice", 2).expect("first");
         let two = a.begin_transfer("alice", 2).expect("second");
-        assert!(a.begin_transfer("alice", 2).is_none(), "third is over the cap");
-        assert!(a.begin_transfer("bob", 2).is_some(), "bob has his own count");
+        assert!(
+            a.begin_transfer("alice", 2).is_none(),
+            "third is over the cap"
+        );
+        assert!(
+            a.begin_transfer("bob", 2).is_some(),
+            "bob has his own count"
+        );
         drop(one);
         let three = a.begin_transfer("alice", 2).expect("a slot was freed");
         drop((two, three));

@@ -34,9 +34,7 @@ pub enum Refusal {
     #[error("{0} connections not yet logged in (limits.unauthenticated_full)")]
     Full(usize),
     /// Dropped at random between `limits.unauthenticated_start` and `_full`.
-    #[error(
-        "{0} connections not yet logged in, dropping at random (limits.unauthenticated_start)"
-    )]
+    #[error("{0} connections not yet logged in, dropping at random (limits.unauthenticated_start)")]
     Dropped(usize),
 }
 
@@ -147,7 +145,9 @@ mod tests {
             gate.admit(ip(1), &LIMITS, u32::MAX).err(),
             Some(Refusal::PerSource(3))
         );
-        let other = gate.admit(ip(2), &LIMITS, u32::MAX).expect("another source");
+        let other = gate
+            .admit(ip(2), &LIMITS, u32::MAX)
+            .expect("another source");
         drop(held);
         assert_eq!(gate.total(), 1);
         assert!(gate.admit(ip(1), &LIMITS, 0).is_ok(), "places were freed");
@@ -182,10 +182,7 @@ mod tests {
         held.push(gate.admit(ip(12), &LIMITS, 4).unwrap());
         held.push(gate.admit(ip(13), &LIMITS, 4).unwrap());
         // total 8 = full: refused whatever the roll.
-        assert_eq!(
-            gate.admit(ip(14), &LIMITS, 4).err(),
-            Some(Refusal::Full(8))
-        );
+        assert_eq!(gate.admit(ip(14), &LIMITS, 4).err(), Some(Refusal::Full(8)));
         held.pop();
         assert!(gate.admit(ip(14), &LIMITS, 4).is_ok());
     }

@@ -116,7 +116,11 @@ enum Refused {
 
 /// TLS handshake and hello exchange, both within `deadline`. The server always answers
 /// a well-formed hello with its own, so a client of another version can say which.
-async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Result<Conn, Refused> {
+async fn handshake(
+    state: &ServerState,
+    tcp: TcpStream,
+    deadline: Instant,
+) -> Result<Conn, Refused> {
     let tls = match timeout_at(deadline, state.tls.accept(tcp)).await {
         Err(_) => return Err(Refused::Timeout("TLS handshake timed out")),
         Ok(Err(e)) => return Err(Refused::Failed(format!("TLS handshake failed: {e}"))),
