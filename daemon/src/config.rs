@@ -66,16 +66,27 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Connections served at once; further clients wait in the listen backlog.
+    /// Logged-in connections served at once; a login beyond it is refused as busy.
     pub max_connections: usize,
-    /// Time allowed for the TLS handshake and the hello exchange.
+    /// From accept: time allowed for the TLS handshake and the hello exchange.
     pub handshake_timeout_secs: u64,
-    /// Time an unauthenticated connection may take to log in.
+    /// From accept: time allowed for handshake, hello and login together.
     pub login_timeout_secs: u64,
     /// An authenticated connection with no traffic for this long is closed.
     pub idle_timeout_secs: u64,
     /// On shutdown, how long sessions get to finish their current request.
     pub shutdown_grace_secs: u64,
+    /// Connections not yet logged in from one source address; more are refused.
+    pub unauthenticated_per_source: usize,
+    /// From this many connections not yet logged in (all sources), new ones are
+    /// dropped with a probability rising to 1 at `unauthenticated_full`.
+    pub unauthenticated_start: usize,
+    /// Connections not yet logged in (all sources) beyond which all new ones are refused.
+    pub unauthenticated_full: usize,
+    /// Uploads and downloads one user may have in progress, over all connections.
+    pub max_transfers_per_user: usize,
+    /// Bytes per second one user's transfers may move together (0 = no cap).
+    pub user_bytes_per_sec: u64,
 }
 
 /// `[storage]`
@@ -232,6 +243,11 @@ impl Default for LimitsConfig {
             login_timeout_secs: 120,
             idle_timeout_secs: 900,
             shutdown_grace_secs: 10,
+            unauthenticated_per_source: 32,
+            unauthenticated_start: 64,
+            unauthenticated_full: 256,
+            max_transfers_per_user: 16,
+            user_bytes_per_sec: 0,
         }
     }
 }
@@ -367,6 +383,21 @@ impl Config {
         }
         if l.handshake_timeout_secs == 0 || l.login_timeout_secs == 0 || l.idle_timeout_secs == 0 {
             return invalid("limits.*_timeout_secs", "must be > 0");
+        }
+        if l.unauthenticated_per_source == 0 {
+            return invalid("limits.unauthenticated_per_source", "must be > 0");
+        }
+        if l.unauthenticated_start == 0 {
+            return invalid("limits.unauthenticated_start", "must be > 0");
+        }
+        if l.unauthenticated_full < l.unauthenticated_start {
+            return invalid(
+                "limits.unauthenticated_full",
+                "must be >= limits.unauthenticated_start",
+            );
+        }
+        if l.max_transfers_per_user == 0 {
+            return invalid("limits.max_transfers_per_user", "must be > 0");
         }
         let g = &self.login;
         if g.session_ttl_secs < 60 {
@@ -565,6 +596,31 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn admission_limits_are_validated_by_key() {
+        for (toml, key) in [
+            (
+                "unauthenticated_per_source = 0",
+                "limits.unauthenticated_per_source",
+            ),
+            ("unauthenticated_start = 0", "limits.unauthenticated_start"),
+            (
+                "unauthenticated_start = 10\nunauthenticated_full = 9",
+                "limits.unauthenticated_full",
+            ),
+            (
+                "max_transfers_per_user = 0",
+                "limits.max_transfers_per_user",
+            ),
+        ] {
+            let c = Config::parse(&format!("[limits]\n{toml}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = Config::parse("[limits]\nuser_bytes_per_sec = 1000000\n").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

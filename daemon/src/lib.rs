@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod chat;
 pub mod config;

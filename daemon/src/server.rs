@@ -1,5 +1,6 @@
-//! The server: shared state, the accept loop, the connection limit and the drain on
-//! shutdown. Everything that happens on one connection is in `session.rs`.
+//! The server: shared state, the accept loop, admission at accept and the drain on
+//! shutdown. Everything that happens on one connection is in `session/`; the limits
+//! themselves are in `admission/`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +16,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use xfer_certs::Fingerprint;
 
 use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
+use crate::admission::{Admission, PreAuthGuard};
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::connections::Connections;
@@ -57,6 +58,8 @@ pub struct ServerState {
     pub chat: Arc<Chat>,
     /// Counters for the metrics endpoint.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Connection, transfer and bandwidth limits.
+    pub admission: Admission,
 }
 
 impl ServerState {
@@ -109,6 +112,7 @@ impl ServerState {
             sessions,
             verifier: Verifier::new(config.hash_permits()).await,
             throttle: Throttle::new(config.throttle()),
+            admission: Admission::new(config.limits.max_connections),
             config: RwLock::new(Arc::new(config)),
         })
     }
@@ -179,22 +183,23 @@ fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Accepts connections until `shutdown` fires, then lets sessions finish their current
 /// request for up to `limits.shutdown_grace_secs` before returning.
+///
+/// Every connection is accepted at once and admitted as unauthenticated or closed
+/// ([`Admission::admit`]); the `max_connections` slots are taken at login. The listener
+/// is closed as soon as shutdown starts, so new clients are refused instead of queued.
 pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let mut capacity = state.config().limits.max_connections;
-    let limit = Arc::new(Semaphore::new(capacity));
     tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
     tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
     tracker.spawn(maintain_chat(state.clone(), shutdown.clone()));
     loop {
-        capacity = resize(&limit, capacity, state.config().limits.max_connections);
-        // The permit is taken before accepting: at the limit, new clients wait in the
-        // kernel's backlog instead of costing memory here.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            () = shutdown.cancelled() => break,
-        };
+        // A reload may have changed `max_connections`.
+        state
+            .admission
+            .set_max_connections(state.config().limits.max_connections);
         let (tcp, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -203,19 +208,19 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::time::Instant::now();
+        let Some(preauth) = state.admission.admit(peer, &state.config().limits) else {
+            // Closed at once: the peer sees the connection end before any TLS.
+            drop(tcp);
+            continue;
         };
         let state = state.clone();
         let shutdown = shutdown.clone();
         let span = info_span!("conn", %peer, user = tracing::field::Empty);
-        tracker.spawn(
-            async move {
-                handle(state, tcp, peer, shutdown).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        tracker.spawn(handle(state, tcp, peer, accepted, preauth, shutdown).instrument(span));
     }
+    drop(listener);
     info!("no longer accepting connections; draining sessions");
     tracker.close();
     let grace = Duration::from_secs(state.config().limits.shutdown_grace_secs);
@@ -229,33 +234,17 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     state.chat.sync().await;
 }
 
-/// Follows a reloaded `limits.max_connections`: a raise frees permits at once; a cut
-/// takes the excess permits out as connections end (the semaphore is fair, so the
-/// accept loop waits behind it). Returns the new capacity.
-fn resize(limit: &Arc<Semaphore>, current: usize, wanted: usize) -> usize {
-    if wanted > current {
-        limit.add_permits(wanted - current);
-    } else if wanted < current {
-        let excess = u32::try_from(current - wanted).unwrap_or(u32::MAX);
-        let limit = limit.clone();
-        tokio::spawn(async move {
-            if let Ok(permits) = limit.acquire_many_owned(excess).await {
-                permits.forget();
-            }
-        });
-    }
-    wanted
-}
-
 async fn handle(
     state: Arc<ServerState>,
     tcp: TcpStream,
     peer: SocketAddr,
+    accepted: tokio::time::Instant,
+    preauth: PreAuthGuard,
     shutdown: CancellationToken,
 ) {
     let _open = state.metrics.connection_accepted();
     let _ = tcp.set_nodelay(true);
-    crate::session::run(state, tcp, peer, shutdown).await;
+    crate::session::run(state, tcp, peer, accepted, preauth, shutdown).await;
 }
 
 async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {

@@ -598,10 +598,21 @@ impl Daemon {
 
     /// `kill -9` the daemon, then start it again on the same data directory, address and
     /// config. The returned handle owns the temp dir from now on.
-    pub fn kill9_and_restart(mut self) -> Daemon {
+    pub fn kill9_and_restart(self) -> Daemon {
+        let (code, _, d) = self.stop_and_restart("KILL");
+        assert_eq!(code, None, "killed by a signal");
+        d
+    }
+
+    /// Sends `sig` (e.g. "TERM"), waits for the exit, then starts the daemon again on the
+    /// same data directory, address and config. Returns the exit code, how long the
+    /// exit took after the signal, and the new handle (which owns the temp dir).
+    pub fn stop_and_restart(mut self, sig: &str) -> (Option<i32>, Duration, Daemon) {
         let tmp = self.keep_data();
         let listen = self.host_port();
-        assert_eq!(self.signal_and_wait("KILL"), None, "killed by a signal");
+        let start = Instant::now();
+        let code = self.signal_and_wait(sig);
+        let took = start.elapsed();
         let extra = config_args(&self.data_dir);
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         // The port can linger briefly; retry binding it for a while.
@@ -614,7 +625,7 @@ impl Daemon {
             }
         };
         d._tmp = tmp;
-        d
+        (code, took, d)
     }
 
     /// `<data>/users/<user>/files`: the user's committed files.

@@ -483,7 +483,12 @@ fn two_hundred_clients_lose_no_messages() {
     const PROCESSES: usize = 3;
     let names: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let d = Daemon::start_with(&name_refs, Some(FAST_CONFIG));
+    // 200 connections from one address at once, all before login: more than the
+    // default `unauthenticated_per_source` (32) and `unauthenticated_start` (64) allow.
+    let config = format!(
+        "{FAST_CONFIG}[limits]\nunauthenticated_per_source = 256\nunauthenticated_start = 256\n"
+    );
+    let d = Daemon::start_with(&name_refs, Some(&config));
 
     // A few real `xfer chat --follow` processes...
     let followers: Vec<(Client, Running)> = (0..PROCESSES)

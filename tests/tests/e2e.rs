@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_path;
+mod admission;
 mod chat;
 mod chat_server;
 mod client_ux;

@@ -285,6 +285,12 @@ impl Session {
     /// A request or the connection failed: a lost connection starts reconnecting, a
     /// refusal is shown, anything else ends the session.
     fn connection_failed(&mut self, e: anyhow::Error, ui: &mut impl Ui) -> Result<()> {
+        if shutting_down(&e) {
+            // A restart (or maintenance): expected, so said plainly, not as a failure.
+            ui.info("the server is shutting down or restarting; reconnecting when it is back");
+            self.conn = None;
+            return Ok(());
+        }
         if retryable(&e) {
             ui.error(&format!("connection lost: {}", brief(&e)));
             self.conn = None;
@@ -418,6 +424,14 @@ fn brief(e: &anyhow::Error) -> String {
         format!("{top} ({root})")
     };
     escape_control(&text).into_owned()
+}
+
+/// Whether the server said it is shutting down (it drains on SIGTERM).
+fn shutting_down(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<RemoteError>()
+            .is_some_and(|r| r.code == ErrorCode::ShuttingDown)
+    })
 }
 
 /// Whether reconnecting can fix `e`: the connection was lost, or the server is busy,

@@ -8,6 +8,12 @@
 //! acknowledged in arrival order, and any other request first waits until every earlier
 //! chunk is acknowledged, so responses keep request order. Downloads read (and, when
 //! asked, compress) the next chunk in a blocking task while the current one is sent.
+//!
+//! Each transfer holds one of its user's `limits.max_transfers_per_user` places. With
+//! `limits.user_bytes_per_sec`, every chunk is charged to the user's shared bucket:
+//! an upload stops reading frames until the bucket allows (chunks already read are
+//! still written and acknowledged), a download waits before sending. On shutdown the
+//! chunks already read are written and the upload's state saved ([`Session::checkpoint`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use xfer_proto::{
 };
 
 use super::{End, Session, internal_error, not_logged_in};
+use crate::admission::TransferSlot;
 use crate::audit;
 use crate::connections::{Direction, Tracked};
 use crate::storage::{
@@ -60,6 +67,8 @@ struct UploadTransfer {
     send_to: Option<String>,
     /// Progress shown by `xferd status`, listed while this transfer is open.
     tracked: Tracked,
+    /// The user's place for this transfer.
+    _slot: TransferSlot,
 }
 
 struct DownloadTransfer {
@@ -73,6 +82,8 @@ struct DownloadTransfer {
     last_sent: bool,
     /// Progress shown by `xferd status`, listed while this transfer is open.
     tracked: Tracked,
+    /// The user's place for this transfer.
+    _slot: TransferSlot,
 }
 
 enum Transfer {
@@ -87,6 +98,8 @@ pub(super) struct Files {
     next_id: u64,
     queue: VecDeque<Chunk>,
     running: Option<JoinHandle<ChunkDone>>,
+    /// Set while the user's bandwidth cap holds further chunk frames back.
+    paused_until: Option<tokio::time::Instant>,
 }
 
 impl Files {
@@ -97,12 +110,23 @@ impl Files {
             next_id: 1,
             queue: VecDeque::new(),
             running: None,
+            paused_until: None,
         }
     }
 
     /// Whether another chunk frame may be read now.
     pub fn can_queue(&self) -> bool {
-        self.queue.len() < MAX_QUEUED_CHUNKS
+        self.queue.len() < MAX_QUEUED_CHUNKS && self.paused_until.is_none()
+    }
+
+    /// Until when the user's bandwidth cap holds chunk frames back, if it does.
+    pub fn paused_until(&self) -> Option<tokio::time::Instant> {
+        self.paused_until
+    }
+
+    /// The bandwidth pause is over.
+    pub fn resume(&mut self) {
+        self.paused_until = None;
     }
 
     /// The running chunk job's outcome; pending forever when none runs.
@@ -215,10 +239,52 @@ impl Session {
         }
     }
 
-    /// Takes a chunk frame into the pipeline.
+    /// Takes a chunk frame into the pipeline, charging it to the user's bandwidth.
     pub(super) async fn queue_chunk(&mut self, chunk: Chunk) -> Result<(), End> {
+        if let Some(auth) = &self.auth {
+            let rate = self.state.config().limits.user_bytes_per_sec;
+            let wire = chunk.data.len() as u64;
+            self.files.paused_until = self.state.admission.charge(&auth.user, wire, rate);
+        }
         self.files.queue.push_back(chunk);
         self.pump().await
+    }
+
+    /// On shutdown: writes the chunks already read (without acknowledging them: the
+    /// client learns what is held when it resumes), then saves every upload's state,
+    /// so a resume after the restart starts from everything received.
+    pub(super) async fn checkpoint(&mut self) {
+        loop {
+            if let Some(job) = self.files.running.take() {
+                let _ = job.await;
+            }
+            let Some(chunk) = self.files.queue.pop_front() else {
+                break;
+            };
+            // A chunk that cannot be taken is dropped; the client sends it again.
+            let _ = self.files.start_chunk(chunk);
+        }
+        self.close_transfers().await;
+    }
+
+    /// A place for one more transfer of the logged-in user, or the reply refusing it.
+    fn transfer_slot(&self) -> Result<TransferSlot, Response> {
+        let Some(auth) = &self.auth else {
+            return Err(not_logged_in());
+        };
+        let max = self.state.config().limits.max_transfers_per_user;
+        self.state
+            .admission
+            .begin_transfer(&auth.user, max)
+            .ok_or_else(|| {
+                Response::error(
+                    ErrorCode::Busy,
+                    format!(
+                        "{} already has {max} transfers in progress (limits.max_transfers_per_user); retry when one ends",
+                        auth.user
+                    ),
+                )
+            })
     }
 
     /// Starts the next queued chunk if none is running, answering at once the chunks
@@ -432,6 +498,7 @@ impl Session {
             ));
         }
         let id = self.files.open_slot()?;
+        let slot = self.transfer_slot()?;
         let request = PutRequest {
             path: path.clone(),
             size,
@@ -457,6 +524,7 @@ impl Session {
                         wire_bytes: 0,
                         send_to,
                         tracked,
+                        _slot: slot,
                     }),
                 );
                 Ok(Response::PutReady {
@@ -536,6 +604,7 @@ impl Session {
     ) -> Result<Response, Response> {
         let path = parse_entry(path)?;
         let id = self.files.open_slot()?;
+        let slot = self.transfer_slot()?;
         let p = path.clone();
         let download = blocking(move || storage.open_download(&user, &p)).await?;
         let empty = storage::chunk_count(download.size()) == 0;
@@ -561,6 +630,7 @@ impl Session {
                 // An empty file is complete without any chunk.
                 last_sent: empty,
                 tracked,
+                _slot: slot,
             }),
         );
         Ok(response)
@@ -631,6 +701,14 @@ impl Session {
                 ChunkEncoding::Zstd { raw_len } => u64::from(raw_len),
             };
             let wire = chunk.data.len() as u64;
+            if !self.pace_download(wire, shutdown).await {
+                return self
+                    .send(Response::error(
+                        ErrorCode::ShuttingDown,
+                        "server is shutting down; retry shortly",
+                    ))
+                    .await;
+            }
             match timeout(idle, self.framed.send(Frame::Chunk(chunk))).await {
                 Ok(Ok(())) => {}
                 _ => return Err(End::PeerClosed),
@@ -646,5 +724,21 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Waits as the user's bandwidth cap says before sending `wire` bytes; false when
+    /// shutdown came first.
+    async fn pace_download(&self, wire: u64, shutdown: &CancellationToken) -> bool {
+        let Some(auth) = &self.auth else {
+            return true;
+        };
+        let rate = self.state.config().limits.user_bytes_per_sec;
+        let Some(until) = self.state.admission.charge(&auth.user, wire, rate) else {
+            return true;
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => true,
+            () = shutdown.cancelled() => false,
+        }
     }
 }

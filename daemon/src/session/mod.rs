@@ -1,7 +1,9 @@
 //! One connection: TLS handshake and hello under a deadline, then the request loop.
 //!
 //! A connection starts unauthenticated, with the small pre-auth frame limit and a
-//! login deadline; `Login` or `Authenticate` lifts both. Every failure a peer can
+//! login deadline counted from accept, which covers the handshake too and which no
+//! request extends; `Login` or `Authenticate` lifts both, and takes one of the
+//! `max_connections` slots in place of the connection's unauthenticated place. Every failure a peer can
 //! cause ends in an error reply (when the peer still speaks xfer) and a closed
 //! connection, never in a panic or an effect on other sessions. File requests and
 //! chunk frames are served in `files.rs`; chat requests and pushed events in `chat.rs`.
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,7 @@ use xfer_proto::{
 };
 
 use crate::accounts::{UserName, Verdict};
+use crate::admission::PreAuthGuard;
 use crate::audit::{self, Method};
 use crate::metrics::{LoginResult, MeteredCodec};
 use crate::connections::Registration;
@@ -44,6 +47,7 @@ const MAX_THROTTLE_NAME: usize = 64;
 enum End {
     PeerClosed,
     Idle,
+    LoginDeadline,
     Shutdown,
     Kicked,
     TooManyAttempts,
@@ -51,25 +55,34 @@ enum End {
 }
 
 /// Serves one accepted TCP connection to its end. Never panics on peer input.
+/// `preauth` is the connection's unauthenticated place, given up at login.
 pub async fn run(
     state: Arc<ServerState>,
     tcp: TcpStream,
     peer: SocketAddr,
+    accepted: Instant,
+    preauth: PreAuthGuard,
     shutdown: CancellationToken,
 ) {
     let config = state.config();
     let registration = state.connections.register(peer, &shutdown);
     // A kick or the shutdown: the session ends the same way on either.
     let stop = registration.stop_token();
-    let deadline = Instant::now() + Duration::from_secs(config.limits.handshake_timeout_secs);
+    let limits = &config.limits;
+    let login_deadline = accepted + Duration::from_secs(limits.login_timeout_secs);
+    let deadline =
+        (accepted + Duration::from_secs(limits.handshake_timeout_secs)).min(login_deadline);
     let framed = match handshake(&state, tcp, deadline).await {
         Ok(f) => f,
-        Err(reason) => {
-            info!(reason, "connection refused during handshake");
+        Err(Refused::Timeout(reason)) => {
+            state.admission.login_deadline_reached(peer, reason);
+            return;
+        }
+        Err(Refused::Failed(reason)) => {
+            state.admission.handshake_failed(peer, &reason);
             return;
         }
     };
-    let login_deadline = Instant::now() + Duration::from_secs(config.limits.login_timeout_secs);
     let mut session = Session {
         files: Files::new(state.storage.clone()),
         chat: ChatState::new(&config.chat),
@@ -80,6 +93,8 @@ pub async fn run(
         auth: None,
         attempts: 0,
         login_deadline,
+        preauth: Some(preauth),
+        slot: None,
     };
     let end = session.serve(&stop).await;
     session.close_transfers().await;
@@ -88,23 +103,42 @@ pub async fn run(
     match end {
         End::PeerClosed => debug!("connection closed by peer"),
         End::Protocol(ProtoError::Io(e)) => debug!(error = %e, "connection lost"),
+        End::LoginDeadline => {
+            debug!("not logged in within limits.login_timeout_secs");
+            session
+                .state
+                .admission
+                .login_deadline_reached(peer, "not logged in in time");
+        }
         end => info!(?end, "connection closed"),
     }
 }
 
+/// Why a handshake did not complete.
+enum Refused {
+    /// The deadline passed.
+    Timeout(&'static str),
+    /// The peer did something else.
+    Failed(String),
+}
+
 /// TLS handshake and hello exchange, both within `deadline`. The server always answers
 /// a well-formed hello with its own, so a client of another version can say which.
-async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Result<Conn, String> {
+async fn handshake(
+    state: &ServerState,
+    tcp: TcpStream,
+    deadline: Instant,
+) -> Result<Conn, Refused> {
     let tls = match timeout_at(deadline, state.tls().accept(tcp)).await {
-        Err(_) => return Err("TLS handshake timed out".into()),
-        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Err(_) => return Err(Refused::Timeout("TLS handshake timed out")),
+        Ok(Err(e)) => return Err(Refused::Failed(format!("TLS handshake failed: {e}"))),
         Ok(Ok(tls)) => tls,
     };
     let codec = MeteredCodec::new(ServerCodec::default(), state.metrics.clone());
     let mut framed = Framed::new(tls, codec);
     let hello = match timeout_at(deadline, framed.next()).await {
-        Err(_) => return Err("no hello before the handshake deadline".into()),
-        Ok(None) => return Err("closed before hello".into()),
+        Err(_) => return Err(Refused::Timeout("no hello before the handshake deadline")),
+        Ok(None) => return Err(Refused::Failed("closed before hello".into())),
         Ok(Some(Ok(Frame::Hello(h)))) => h,
         Ok(Some(Ok(_))) => {
             reply_error(
@@ -113,7 +147,7 @@ async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Re
                 "expected a hello frame first",
             )
             .await;
-            return Err("first frame was not a hello".into());
+            return Err(Refused::Failed("first frame was not a hello".into()));
         }
         Ok(Some(Err(e))) => {
             reply_error(
@@ -122,7 +156,7 @@ async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Re
                 &format!("expected an xfer hello: {e}"),
             )
             .await;
-            return Err(format!("bad hello: {e}"));
+            return Err(Refused::Failed(format!("bad hello: {e}")));
         }
     };
     let ours = Frame::Hello(Hello::current(crate::SOFTWARE));
@@ -130,13 +164,13 @@ async fn handshake(state: &ServerState, tcp: TcpStream, deadline: Instant) -> Re
         .await
         .map_or(true, |r| r.is_err())
     {
-        return Err("could not send hello".into());
+        return Err(Refused::Failed("could not send hello".into()));
     }
     if hello.version != PROTOCOL_VERSION {
-        return Err(format!(
+        return Err(Refused::Failed(format!(
             "client {:?} speaks protocol v{}, this server v{PROTOCOL_VERSION}",
             hello.software, hello.version
-        ));
+        )));
     }
     debug!(client = ?hello.software, "hello");
     Ok(framed)
@@ -161,7 +195,12 @@ struct Session {
     framed: Conn,
     auth: Option<Auth>,
     attempts: u32,
+    /// From accept: handshake, hello and login must be done by then.
     login_deadline: Instant,
+    /// This connection's place among those not yet logged in; `None` once logged in.
+    preauth: Option<PreAuthGuard>,
+    /// Its `max_connections` slot, taken at the first login.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Open transfers and chunk frames being verified and written.
     files: Files,
     /// Chat: rate limit, and once `ChatOpen` was accepted, this connection on the bus.
@@ -175,12 +214,25 @@ enum Event {
     Frame(Result<Option<Result<Frame<Request>, ProtoError>>, tokio::time::error::Elapsed>),
     ChunkDone(files::ChunkOutcome),
     Chat(chat::Incoming),
+    /// The bandwidth pause is over: frames may be read again.
+    Resume,
 }
 
 impl Session {
     async fn serve(&mut self, shutdown: &CancellationToken) -> End {
         let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
         loop {
+            // Checked here too because a peer that keeps frames coming never lets the
+            // read below time out: requests before login do not extend the deadline.
+            if self.auth.is_none() && Instant::now() >= self.login_deadline {
+                reply_error(
+                    &mut self.framed,
+                    ErrorCode::Timeout,
+                    "not logged in for too long; closing",
+                )
+                .await;
+                return End::LoginDeadline;
+            }
             let deadline = match self.auth {
                 Some(_) => Instant::now() + idle,
                 None => self.login_deadline,
@@ -191,14 +243,20 @@ impl Session {
             // Chat events come last, so a busy room cannot starve this client's requests.
             let can_read = self.files.can_queue();
             let chat_open = self.chat.is_open();
+            let paused = self.files.paused_until();
             let event = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return self.stopped().await,
                 done = self.files.next_done() => Event::ChunkDone(done),
+                () = sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => Event::Resume,
                 r = timeout_at(deadline, self.framed.next()), if can_read => Event::Frame(r),
                 incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
             };
             let next = match event {
+                Event::Resume => {
+                    self.files.resume();
+                    continue;
+                }
                 Event::ChunkDone(done) => {
                     if let Err(end) = self.chunk_done(done).await {
                         return end;
@@ -214,16 +272,13 @@ impl Session {
                 Event::Frame(r) => r,
             };
             let frame = match next {
+                // Before login this is the login deadline, checked at the loop's top.
+                Err(_) if self.auth.is_none() => continue,
                 Err(_) => {
-                    let what = if self.auth.is_some() {
-                        "idle"
-                    } else {
-                        "not logged in"
-                    };
                     reply_error(
                         &mut self.framed,
                         ErrorCode::Timeout,
-                        &format!("{what} for too long; closing"),
+                        "idle for too long; closing",
                     )
                     .await;
                     return End::Idle;
@@ -306,6 +361,8 @@ impl Session {
     /// Tells the peer why the connection ends: the admin kicked it, or the server is
     /// shutting down.
     async fn stopped(&mut self) -> End {
+        // Data first: the upload is saved before the peer hears why it ends.
+        self.checkpoint().await;
         if self.registration.kicked() {
             let message = "your connection was ended by the server's administrator";
             reply_error(&mut self.framed, ErrorCode::PermissionDenied, message).await;
@@ -369,6 +426,9 @@ impl Session {
         state
             .throttle
             .refund(ip, throttle_key, std::time::Instant::now());
+        if let Err(busy) = self.take_slot(&user) {
+            return busy;
+        }
         let st = state.clone();
         let name = user.clone();
         let created =
@@ -407,6 +467,9 @@ impl Session {
                 "session expired or was revoked; log in again",
             );
         };
+        if let Err(busy) = self.take_slot(&info.user) {
+            return busy;
+        }
         audit::login_succeeded(&info.user, self.peer, Method::Token);
         state.metrics.login(LoginResult::TokenOk);
         self.authenticated(info.user.clone(), Some(token), info.expires_unix);
@@ -417,9 +480,25 @@ impl Session {
         }
     }
 
+    /// Takes one of the `max_connections` slots (once per connection), or the reply
+    /// refusing the login.
+    fn take_slot(&mut self, user: &str) -> Result<(), Response> {
+        if self.slot.is_none() {
+            self.slot = Some(self.state.admission.connection_slot(user).ok_or_else(|| {
+                Response::error(
+                    ErrorCode::Busy,
+                    "server is at its connection limit (limits.max_connections); retry shortly",
+                )
+            })?);
+        }
+        Ok(())
+    }
+
     fn authenticated(&mut self, user: String, token: Option<Secret>, expires_unix: u64) {
         tracing::Span::current().record("user", user.as_str());
         self.registration.set_user(Some(&user));
+        // Counted among logged-in connections from now on.
+        self.preauth = None;
         // A chat connection belongs to the identity that opened it.
         self.chat.close();
         // Only an authenticated peer may send full-size chunk frames.
