@@ -31,8 +31,8 @@ use xfer_proto::{
 use crate::accounts::{UserName, Verdict};
 use crate::admission::PreAuthGuard;
 use crate::audit::{self, Method};
-use crate::metrics::{LoginResult, MeteredCodec};
 use crate::connections::Registration;
+use crate::metrics::{LoginResult, MeteredCodec};
 use crate::server::ServerState;
 use chat::ChatState;
 use files::Files;
