@@ -1,11 +1,11 @@
 //! Admission: who may hold what, and how fast, before and after login.
 //!
 //! Connections not yet logged in are counted apart from logged-in ones
-//! ([`preauth`]): per source address and overall, with random early drop between a
+//! (`preauth`): per source address and overall, with random early drop between a
 //! start and a full mark (as sshd's MaxStartups), so one host flooding the port cannot
 //! lock the others out. A connection takes one of `max_connections` slots only when it
 //! logs in. Logged-in users are bounded in transfers in progress and, optionally, in
-//! bytes per second ([`rate`]), both over all their connections.
+//! bytes per second (`rate`), both over all their connections.
 //!
 //! Every limit is logged when it bites, but at most once per [`BURST_WINDOW`] with the
 //! number of hits left unlogged, so a peer cannot write unbounded log lines. This
