@@ -14,8 +14,8 @@ use xfer_e2e::{
 };
 use xfer_proto::{ChatEvent, MessageBody, Request, Response};
 
-/// Most messages `xfer chat` fetches from history after being told it missed some
-/// (`MAX_CATCH_UP` in cli/src/chat/session.rs).
+/// Most missed messages `xfer chat` fetches from history after one notice; a notice of
+/// more leaves the oldest to `/history` (`MAX_CATCH_UP` in cli/src/chat/session.rs).
 const MAX_CATCH_UP: usize = 2000;
 
 /// Chat limits out of the way for tests that flood on purpose.

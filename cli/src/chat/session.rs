@@ -29,7 +29,8 @@ use crate::output::escape_control;
 /// How often a quiet chat connection pings, well inside the server's idle timeout.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Most messages one catch-up after lost messages fetches (older ones: `/history`).
+/// Most missed messages one catch-up fetches: a notice of more stops the walk back
+/// after this many (older ones: `/history`).
 pub const MAX_CATCH_UP: usize = 10 * MAX_HISTORY as usize;
 
 /// Where a session shows things.
