@@ -29,7 +29,8 @@ use crate::output::escape_control;
 /// How often a quiet chat connection pings, well inside the server's idle timeout.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Most messages one catch-up after lost messages fetches (older ones: `/history`).
+/// Most missed messages one catch-up fetches: a notice of more stops the walk back
+/// after this many (older ones: `/history`).
 pub const MAX_CATCH_UP: usize = 10 * MAX_HISTORY as usize;
 
 /// Where a session shows things.
@@ -229,7 +230,7 @@ impl Session {
             ChatEvent::Missed { ref target, count } => {
                 ui.event(&event);
                 let floor = self.state.missed_floor(target);
-                let shown = self.catch_up(target, floor, ui).await?;
+                let shown = self.catch_up(target, floor, count, ui).await?;
                 if (shown as u64) < count {
                     // Older than anything shown here (e.g. more stored direct messages
                     // than the server replays at connect): history still has them.
@@ -249,12 +250,23 @@ impl Session {
     }
 
     /// Fetches what `target` has after `floor`, newest page first, until a page reaches
-    /// `floor` (or [`MAX_CATCH_UP`]); shows what was not shown yet, in order, and
-    /// returns how many that was. `target`'s mark moves to the newest fetched.
+    /// `floor`; shows what was not shown yet, in order, and returns how many that was.
+    /// `target`'s mark moves to the newest fetched.
+    ///
+    /// The `missed` messages lie just above `floor`, but paging starts at the newest,
+    /// so the walk also fetches what is still on its way here live (up to the server's
+    /// buffer for this connection). [`MAX_CATCH_UP`] therefore limits the walk only
+    /// when more than that many were missed: a smaller gap is always fetched whole.
     ///
     /// # Errors
     /// As [`ChatConn::history`].
-    pub async fn catch_up(&mut self, target: &str, floor: u64, ui: &mut impl Ui) -> Result<usize> {
+    pub async fn catch_up(
+        &mut self,
+        target: &str,
+        floor: u64,
+        missed: u64,
+        ui: &mut impl Ui,
+    ) -> Result<usize> {
         let mut found: Vec<ChatMessage> = Vec::new();
         let mut before = None;
         loop {
@@ -267,7 +279,7 @@ impl Session {
             if oldest <= floor || !full {
                 break;
             }
-            if found.len() >= MAX_CATCH_UP {
+            if missed > MAX_CATCH_UP as u64 && found.len() >= MAX_CATCH_UP {
                 ui.error(&format!(
                     "more than {MAX_CATCH_UP} messages missed in {}; older ones: /history",
                     escape_control(target)
@@ -575,6 +587,65 @@ mod tests {
         assert_eq!(ui.events, 1, "the missed note");
         assert_eq!(s.state.floor_of("#lab"), 16);
         assert_eq!(s.state.direct_after(), 10, "no direct message came");
+    }
+
+    /// Answers `History` for #lab as a store holding messages 1..=`newest` would.
+    fn serve_history(mut server: Server, newest: u64) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(Ok(Frame::Message(Request::History {
+                target,
+                count,
+                before,
+            }))) = server.next().await
+            {
+                let end = before.unwrap_or(newest + 1);
+                let start = end.saturating_sub(u64::from(count)).max(1);
+                let history = Response::History {
+                    target,
+                    messages: (start..end).map(text).collect(),
+                };
+                server.send(Frame::Message(history)).await.unwrap();
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_missed_gap_is_fetched_whole_though_newer_messages_fill_the_walk() {
+        // A stopped reader got #lab up to 996, lost the next 981 (its server buffer held
+        // the newest 1024, on their way live): paging back from 3001 to 996 takes 2005
+        // messages, more than MAX_CATCH_UP, yet only 981 were missed.
+        let (mut s, server, _tmp) = session(996);
+        let srv = serve_history(server, 3001);
+        let missed = ChatEvent::Missed {
+            target: "#lab".into(),
+            count: 981,
+        };
+        let mut ui = Recorder::default();
+        s.on_event(missed, &mut ui).await.unwrap();
+        srv.abort();
+        assert_eq!(ui.messages, (997..=3001).collect::<Vec<_>>());
+        assert!(ui.infos.is_empty(), "{:?}", ui.infos);
+        assert_eq!(s.state.floor_of("#lab"), 3001);
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_of_more_than_max_catch_up_missed_stops_and_says_so() {
+        let (mut s, server, _tmp) = session(0);
+        let srv = serve_history(server, 3001);
+        let missed = ChatEvent::Missed {
+            target: "#lab".into(),
+            count: 2500,
+        };
+        let mut ui = Recorder::default();
+        s.on_event(missed, &mut ui).await.unwrap();
+        srv.abort();
+        let newest: Vec<u64> = (3001 - MAX_CATCH_UP as u64 + 1..=3001).collect();
+        assert_eq!(ui.messages, newest);
+        assert!(
+            ui.infos[0].starts_with("more than 2000 messages missed in #lab"),
+            "{:?}",
+            ui.infos
+        );
     }
 
     fn dm(id: u64, from: &str, to: &str) -> ChatMessage {
