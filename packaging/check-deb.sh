@@ -13,8 +13,8 @@ fail() { echo "check-deb.sh: FAILED: $*" >&2; exit 1; }
 ok() { echo "check-deb.sh: ok: $*"; }
 
 deb=${1:-}
-[ -n "$deb" ] || deb=$(ls -t target/debian/xferd_*.deb 2>/dev/null | head -n 1 || true)
-[ -f "$deb" ] || fail "no target/debian/xferd_*.deb; run packaging/build-deb.sh first"
+[ -n "$deb" ] || deb=$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/xferd_*.deb 2>/dev/null | head -n 1 || true)
+[ -f "$deb" ] || fail "no ${CARGO_TARGET_DIR:-target}/debian/xferd_*.deb; run packaging/build-deb.sh first"
 [ "$(id -u)" = 0 ] || fail "run as root (it installs the package)"
 command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing: apt-get install systemd"
 

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::ThrottleConfig;
 
+/// Longest unix socket path (`sun_path` is 108 bytes on Linux, with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// The example configuration shipped in `config/`; `xferd init` writes it out.
 pub const EXAMPLE: &str = include_str!("../../config/xferd.toml");
 
@@ -33,8 +36,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `name:PHC` password file; default `<data_dir>/passwd`.
     pub password_file: Option<PathBuf>,
-    /// The admin's control socket; default `$RUNTIME_DIRECTORY/control.sock` under
-    /// systemd, else `<data_dir>/control.sock`.
+    /// The admin's control socket; default `<data_dir>/control.sock`.
     pub control_socket: Option<PathBuf>,
     /// TLS identity.
     pub tls: TlsConfig,
@@ -377,6 +379,17 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
         }
+        // sockaddr_un holds 108 bytes with the terminating NUL.
+        let socket = self.control_socket_path();
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return invalid(
+                "control_socket",
+                &format!(
+                    "`{}` is longer than the {MAX_SOCKET_PATH} bytes a unix socket path may have; set control_socket to a shorter absolute path such as /run/xferd/control.sock",
+                    socket.display()
+                ),
+            );
+        }
         let l = &self.limits;
         if l.max_connections == 0 {
             return invalid("limits.max_connections", "must be > 0");
@@ -491,14 +504,13 @@ impl Config {
     }
 
     /// The control socket's path: `control_socket` (relative to `data_dir`), else
-    /// `$RUNTIME_DIRECTORY/control.sock` under systemd, else `<data_dir>/control.sock`.
+    /// `<data_dir>/control.sock`. Never taken from the environment: the admin's
+    /// `xferd status` in a shell must find the socket the daemon under systemd made.
     pub fn control_socket_path(&self) -> PathBuf {
-        if let Some(p) = &self.control_socket {
-            return self.data_dir.join(p);
+        match &self.control_socket {
+            Some(p) => self.data_dir.join(p),
+            None => self.data_dir.join("control.sock"),
         }
-        first_env_dir("RUNTIME_DIRECTORY")
-            .unwrap_or_else(|| self.data_dir.clone())
-            .join("control.sock")
     }
 
     /// The certificate's path.
@@ -549,6 +561,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_control_socket_path_too_long_for_a_unix_socket_names_the_key() {
+        let mut config = Config {
+            data_dir: PathBuf::from(format!("/srv/{}", "d".repeat(120))),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("control_socket"), "{err}");
+        config.control_socket = Some("/run/xferd/control.sock".into());
+        config.validate().unwrap();
+    }
 
     #[test]
     fn example_file_parses_and_matches_defaults() {

@@ -228,7 +228,7 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
         } => {
             user::passwd(config, name, source(*password_stdin))?;
             say!(
-                "changed password of {name} in {}; their sessions were ended",
+                "changed password of {name} in {}; their sessions were revoked",
                 file.display()
             );
             control::end_connections(config, name);
@@ -236,7 +236,7 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
         UserCommand::Del { name } => {
             user::del(config, name)?;
             say!(
-                "deleted user {name} from {}; their sessions were ended",
+                "deleted user {name} from {}; their sessions were revoked",
                 file.display()
             );
             control::end_connections(config, name);
@@ -286,8 +286,8 @@ fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> a
         let bound = listener.local_addr().context("reading the bound address")?;
         let metrics = Exporter::bind(&state.config().metrics, state.metrics.clone()).await?;
         let reloader = Arc::new(Reloader::new(state.clone(), source, loader));
-        reload_on_sighup(reloader.clone());
         let shutdown = CancellationToken::new();
+        reload_on_sighup(reloader.clone(), shutdown.clone());
         stop_on_signal(shutdown.clone());
         // Tests and scripts read these lines instead of polling the port. Best effort: a
         // closed stdout must not stop a daemon that is otherwise fine.
@@ -307,7 +307,6 @@ fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> a
         }
         xferd::serve(state, listener, shutdown).await;
         let _ = control_task.await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         info!("stopped");
         Ok(())
     })
@@ -317,14 +316,21 @@ fn serve(config: Config, (source, loader): (Option<PathBuf>, ConfigLoader)) -> a
 ///
 /// The handler is installed here, synchronously, so that a SIGHUP sent right after
 /// `READY=1` reloads instead of killing the daemon (SIGHUP's default action).
-fn reload_on_sighup(reloader: Arc<Reloader>) {
+/// Once the drain has started, SIGHUP is ignored: a reload would tell systemd READY=1
+/// after STOPPING=1.
+fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         warn!("cannot install the SIGHUP handler; reload with `xferd reload`");
         return;
     };
     tokio::spawn(async move {
-        while hup.recv().await.is_some() {
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
             let _ = reloader.reload("SIGHUP").await;
         }
     });
@@ -356,6 +362,8 @@ async fn stop_on(
         _ = int.recv() => "SIGINT",
     };
     token.cancel();
+    // systemd hears it when the drain starts, not when it ends.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!(signal = name, "{name} received, shutting down");
     tokio::select! {
         _ = term.recv() => {}

@@ -148,6 +148,9 @@ pub fn apply(
         .sessions
         .set_ttl(Duration::from_secs(new.login.session_ttl_secs));
     state.set_tls(tls);
+    state
+        .admission
+        .set_max_connections(new.limits.max_connections);
     state.set_config(new);
     if !restart_needed.is_empty() {
         warn!(
@@ -185,6 +188,17 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
     if new.login.max_concurrent_hashes != old.login.max_concurrent_hashes {
         changed.push("login.max_concurrent_hashes");
         new.login.max_concurrent_hashes = old.login.max_concurrent_hashes;
+    }
+    // The metrics listener is bound once at start: a new address (or a withdrawn
+    // `allow_remote`) would look applied while the old listener kept serving.
+    if new.metrics != old.metrics {
+        changed.push("metrics");
+        new.metrics = old.metrics.clone();
+    }
+    // A generated certificate is made once; new names need a new certificate.
+    if old.tls_is_generated() && new.tls.names != old.tls.names {
+        changed.push("tls.names");
+        new.tls.names = old.tls.names.clone();
     }
     changed
 }

@@ -193,10 +193,6 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
     tracker.spawn(maintain_chat(state.clone(), shutdown.clone()));
     loop {
-        // A reload may have changed `max_connections`.
-        state
-            .admission
-            .set_max_connections(state.config().limits.max_connections);
         let (tcp, peer) = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -267,16 +263,10 @@ async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {
 }
 
 /// Removes abandoned partial uploads; sweeps at least twice per `partial_ttl_secs`.
+/// The period is taken anew each round, so a reloaded `partial_ttl_secs` applies from the
+/// next sweep.
 async fn expire_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
-    let period = Duration::from_secs(state.config().storage.partial_ttl_secs / 2)
-        .clamp(Duration::from_secs(1), PARTIAL_SWEEP_MAX_INTERVAL);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
         let storage = state.storage.clone();
         match tokio::task::spawn_blocking(move || storage.expire_partials(crate::now_unix())).await
         {
@@ -284,6 +274,12 @@ async fn expire_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "expiring partial uploads failed"),
             Err(e) => error!(error = %e, "partial expiry task failed"),
+        }
+        let period = Duration::from_secs(state.config().storage.partial_ttl_secs / 2)
+            .clamp(Duration::from_secs(1), PARTIAL_SWEEP_MAX_INTERVAL);
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `xferd status`, `xferd kick USER`, `xferd reload`: ask the running daemon over its
 //! control socket, found through the same configuration the daemon reads.
 
+use std::io::Write as _;
+
 use anyhow::bail;
 
 use crate::Config;
@@ -23,9 +25,9 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         bail!("unexpected reply from xferd to `status`");
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        say(&format!("{}\n", serde_json::to_string_pretty(&status)?));
     } else {
-        print!("{}", render::status(&status));
+        say(&render::status(&status));
     }
     Ok(())
 }
@@ -44,7 +46,7 @@ pub fn kick(config: &Config, user: &str) -> anyhow::Result<()> {
     else {
         bail!("unexpected reply from xferd to `kick`");
     };
-    println!("ended {}", connections_of(connections, user));
+    say(&format!("ended {}\n", connections_of(connections, user)));
     Ok(())
 }
 
@@ -56,7 +58,7 @@ pub fn reload(config: &Config) -> anyhow::Result<()> {
     let ControlReply::Reloaded { message } = ask(config, &ControlRequest::Reload)? else {
         bail!("unexpected reply from xferd to `reload`");
     };
-    println!("{message}");
+    say(&format!("{message}\n"));
     Ok(())
 }
 
@@ -69,23 +71,37 @@ pub fn end_connections(config: &Config, user: &str) {
     };
     match request(&config.control_socket_path(), &req) {
         Ok(ControlReply::Kicked { connections, .. }) if connections > 0 => {
-            println!(
-                "ended {} on the running xferd",
+            say(&format!(
+                "ended {} on the running xferd\n",
                 connections_of(connections, user)
-            );
+            ));
         }
         Ok(ControlReply::Kicked { .. }) | Err(ClientError::NotRunning(_)) => {}
         Ok(ControlReply::Error { message }) => {
-            eprintln!("xferd: warning: could not end {user}'s open connections: {message}");
+            warn(&format!(
+                "could not end {user}'s open connections: {message}"
+            ));
         }
-        Ok(_) => eprintln!("xferd: warning: unexpected reply from xferd to `kick`"),
-        Err(e) => eprintln!(
-            "xferd: warning: could not end {user}'s open connections: {e}; they stay open until they close"
-        ),
+        Ok(_) => warn("unexpected reply from xferd to `kick`"),
+        Err(e) => warn(&format!(
+            "could not end {user}'s open connections: {e}; they stay open until they close"
+        )),
     }
 }
 
 fn connections_of(n: usize, user: &str) -> String {
     let s = if n == 1 { "" } else { "s" };
     format!("{n} connection{s} of {user}")
+}
+
+/// Writes to stdout, ignoring a closed pipe (`xferd status | head -1`): what it reports
+/// has already happened.
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn warn(text: &str) {
+    let _ = writeln!(std::io::stderr(), "xferd: warning: {text}");
 }

@@ -50,6 +50,16 @@ pub struct PreAuthGate {
     counts: Mutex<Counts>,
 }
 
+/// The source a connection is counted against: an IPv4 address (also when it arrives
+/// IPv4-mapped on a dual-stack socket), or an IPv6 /64 — one host can use a whole /64,
+/// as the login throttle also assumes.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 impl PreAuthGate {
     /// Admits a connection from `ip`, or says why not. `roll` is a uniformly random
     /// number, passed in so that tests can choose it.
@@ -59,8 +69,7 @@ impl PreAuthGate {
         limits: &PreAuthLimits,
         roll: u32,
     ) -> Result<PreAuthGuard, Refusal> {
-        // An IPv4 client on a dual-stack socket is the same source as over IPv4.
-        let ip = ip.to_canonical();
+        let ip = source_of(ip);
         let mut c = self.lock();
         let from_source = c.by_source.get(&ip).copied().unwrap_or(0);
         if from_source >= limits.per_source {
@@ -133,6 +142,17 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source_of(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -519,12 +519,16 @@ impl Session {
             }
             framed.flush().await
         };
-        tokio::select! {
+        let stopped = tokio::select! {
             r = timeout(idle, write) => match r {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => false,
                 _ => return Err(End::PeerClosed),
             },
-            () = shutdown.cancelled() => return Err(End::Shutdown),
+            () = shutdown.cancelled() => true,
+        };
+        // A kick or the shutdown: uploads are checkpointed and the peer told which.
+        if stopped {
+            return Err(self.stopped().await);
         }
         if let Some(id) = delivered {
             self.state.chat.delivered().advance(&me, id);

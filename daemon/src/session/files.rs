@@ -688,13 +688,9 @@ impl Session {
                 Ok(Err(e)) => return self.send(storage_error(&e)).await,
                 Err(e) => return self.send(internal_error("reading a chunk", &e)).await,
             };
+            // A kick or the shutdown: the peer hears which, as on every other path.
             if shutdown.is_cancelled() {
-                return self
-                    .send(Response::error(
-                        ErrorCode::ShuttingDown,
-                        "server is shutting down; retry shortly",
-                    ))
-                    .await;
+                return Err(self.stopped().await);
             }
             let len = match chunk.encoding {
                 ChunkEncoding::Raw => chunk.data.len() as u64,
@@ -702,12 +698,7 @@ impl Session {
             };
             let wire = chunk.data.len() as u64;
             if !self.pace_download(wire, shutdown).await {
-                return self
-                    .send(Response::error(
-                        ErrorCode::ShuttingDown,
-                        "server is shutting down; retry shortly",
-                    ))
-                    .await;
+                return Err(self.stopped().await);
             }
             match timeout(idle, self.framed.send(Frame::Chunk(chunk))).await {
                 Ok(Ok(())) => {}

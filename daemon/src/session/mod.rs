@@ -72,7 +72,16 @@ pub async fn run(
     let login_deadline = accepted + Duration::from_secs(limits.login_timeout_secs);
     let deadline =
         (accepted + Duration::from_secs(limits.handshake_timeout_secs)).min(login_deadline);
-    let framed = match handshake(&state, tcp, deadline).await {
+    // A shutdown (or kick) does not wait for a handshake to finish or time out: an idle
+    // peer must not hold the drain for the whole grace period.
+    let handshook = tokio::select! {
+        r = handshake(&state, tcp, deadline) => r,
+        () = stop.cancelled() => {
+            debug!("stopped during the handshake");
+            return;
+        }
+    };
+    let framed = match handshook {
         Ok(f) => f,
         Err(Refused::Timeout(reason)) => {
             state.admission.login_deadline_reached(peer, reason);
