@@ -19,6 +19,7 @@
 //! the data again; it is compared with the client's, the data is fsynced, renamed into
 //! place beneath the home and the directory fsynced.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -113,8 +114,9 @@ pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageErr
 
 struct Inner {
     file: std::fs::File,
-    held: Vec<Option<Digest>>,
-    held_count: u64,
+    /// Verified chunks by index: grows with what arrived, never with the declared size
+    /// (a peer may declare terabytes and send nothing).
+    held: BTreeMap<u64, Digest>,
     unsaved: u32,
     last_saved: Instant,
     finished: bool,
@@ -180,8 +182,7 @@ impl LocalUpload {
             file.set_len(size)
                 .map_err(io_err("preparing upload data"))?;
         }
-        let mut held = vec![None; n as usize];
-        let mut held_count = 0;
+        let mut held = BTreeMap::new();
         if let Some(meta) = &meta {
             let mut recorded: Vec<(u64, Digest)> = meta
                 .chunks
@@ -201,17 +202,13 @@ impl LocalUpload {
                     dropped += 1;
                     continue;
                 }
-                held[i as usize] = Some(digest);
-                held_count += 1;
+                held.insert(i, digest);
             }
             if dropped > 0 {
                 warn!(path = ?dest, dropped, "partial upload held damaged chunks; they will be sent again");
             }
         }
-        let resumed_from = (0..n)
-            .filter(|&i| held[i as usize].is_some())
-            .map(|i| chunk_len(size, i))
-            .sum();
+        let resumed_from = held.keys().map(|&i| chunk_len(size, i)).sum();
         let upload = LocalUpload {
             created_unix: meta.as_ref().map_or(now_unix, |m| m.created_unix),
             space,
@@ -226,7 +223,6 @@ impl LocalUpload {
             inner: Mutex::new(Inner {
                 file,
                 held,
-                held_count,
                 unsaved: 0,
                 last_saved: Instant::now(),
                 finished: false,
@@ -239,6 +235,12 @@ impl LocalUpload {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Entries allocated for the held-chunk index (tests: it grows with what arrived).
+    #[cfg(test)]
+    pub fn held_slots(&self) -> usize {
+        self.lock().held.len()
     }
 
     /// Stops this handle: later writes and commits are refused, the state is saved.
@@ -283,8 +285,7 @@ impl LocalUpload {
             chunks: inner
                 .held
                 .iter()
-                .enumerate()
-                .filter_map(|(i, d)| Some((i as u64, d.as_ref()?.to_string())))
+                .map(|(&i, d)| (i, d.to_string()))
                 .collect(),
         };
         meta.store(&self.space.partials, &self.key)
@@ -301,15 +302,14 @@ impl Upload for LocalUpload {
     }
 
     fn chunks_held(&self) -> u64 {
-        self.lock().held_count
+        self.lock().held.len() as u64
     }
 
     fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
         let inner = self.lock();
-        let n = inner.held.len() as u64;
-        let start = first.min(n) as usize;
-        let end = first.saturating_add(count).min(n) as usize;
-        inner.held[start..end].to_vec()
+        let n = chunk_count(self.size);
+        let (start, end) = (first.min(n), first.saturating_add(count).min(n));
+        (start..end).map(|i| inner.held.get(&i).copied()).collect()
     }
 
     fn write_chunk(&self, offset: u64, digest: &Digest, data: &[u8]) -> Result<(), StorageError> {
@@ -342,9 +342,7 @@ impl Upload for LocalUpload {
             .file
             .write_all_at(data, offset)
             .map_err(io_err("writing upload data"))?;
-        if inner.held[index as usize].replace(*digest).is_none() {
-            inner.held_count += 1;
-        }
+        inner.held.insert(index, *digest);
         inner.unsaved += 1;
         let since = inner.last_saved.elapsed();
         if (inner.unsaved >= SAVE_EVERY_CHUNKS && since >= SAVE_MIN_INTERVAL)
@@ -379,13 +377,15 @@ impl Upload for LocalUpload {
         let mut inner = self.lock();
         self.check_live(&inner)?;
         let n = chunk_count(self.size);
-        if inner.held_count < n {
+        let held = inner.held.len() as u64;
+        if held < n {
             return Err(StorageError::BadRequest(format!(
                 "upload incomplete: {} of {n} chunks missing",
-                n - inner.held_count
+                n - held
             )));
         }
-        let chunks: Vec<Digest> = inner.held.iter().flatten().copied().collect();
+        // Keys are the indexes below `n` (checked on write), in order: all of them.
+        let chunks: Vec<Digest> = inner.held.values().copied().collect();
         let whole = Digest::of_chunks(&chunks);
         if whole != *digest {
             return Err(StorageError::ChecksumMismatch(format!(
