@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use xfer_proto::Digest;
 
 use super::local::UserSpace;
@@ -76,9 +76,31 @@ pub(crate) struct PartialMeta {
 }
 
 impl PartialMeta {
+    /// The state of partial `key`, if there is a live one.
+    ///
+    /// State whose data file is gone describes nothing: the commit's rename moved the
+    /// data into place and the daemon died (or the unlink failed) before the state was
+    /// removed, or a removal stopped halfway. Such state is removed here, on every
+    /// access (listing, usage, `PutBegin`, the sweep at start), instead of being listed
+    /// as a partial beside the committed file and counted twice.
     pub fn load(partials: &Dir, key: &str) -> Option<PartialMeta> {
         let bytes = partials.read(meta_name(key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let meta: PartialMeta = serde_json::from_slice(&bytes).ok()?;
+        match partials.symlink_metadata(part_name(key)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match partials.remove_file(meta_name(key)) {
+                    Ok(()) => {
+                        info!(path = ?meta.path, "removed the state of an upload whose data is gone (committed before a crash)")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        warn!(path = ?meta.path, error = %e, "removing the state of a committed upload failed")
+                    }
+                }
+                None
+            }
+            _ => Some(meta),
+        }
     }
 
     pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
@@ -449,8 +471,13 @@ impl Upload for LocalUpload {
         if let Err(e) = manifest.store(&space.manifests, stamp) {
             warn!(error = %e, "storing the manifest of a committed file failed");
         }
-        if let Err(e) = space.partials.remove_file(meta_name(&self.key)) {
-            warn!(error = %e, "removing the state of a committed upload failed");
+        // After the rename, so a crash in between leaves state without data, which
+        // `PartialMeta::load` recognises and removes; a listing may have done so already.
+        match space.partials.remove_file(meta_name(&self.key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                warn!(error = %e, "removing the state of a committed upload failed; it is removed on next access");
+            }
+            _ => {}
         }
         Ok(Committed {
             size: self.size,
