@@ -17,7 +17,8 @@
 //! chaining values ([`Digest::of_chunk`]), so the whole-file digest is derived from the
 //! verified chunk digests at commit ([`Digest::of_chunks`]) without reading or hashing
 //! the data again; it is compared with the client's, the data is fsynced, renamed into
-//! place beneath the home and the directory fsynced.
+//! place beneath the home and the directory fsynced. The state is removed last: state
+//! a crash left without its data is recognised and removed by [`PartialMeta::load`].
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
