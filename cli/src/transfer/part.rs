@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConflictError;
 
 /// Format of the record (the `xfer_part` field); anything else is not ours.
-const RECORD_FORMAT: u32 = 1;
+pub const RECORD_FORMAT: u32 = 1;
 
 /// What a part file holds: the remote file it is a download of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
