@@ -300,3 +300,89 @@ fn abandoned_partials_expire_and_are_removed_by_the_daemon() {
     assert!(gone.is_some(), "the expired partial was removed");
     assert!(!d.files_dir("alice").join("big.bin").exists());
 }
+
+#[test]
+fn a_users_own_part_file_is_left_untouched_by_pull() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(3 * CHUNK + 7, 31);
+    let path = write_file(local.path(), "x", &data);
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    // The user's own file, named like a part file and holding the remote file's prefix
+    // (so a resume would even find chunks that verify).
+    let dest = TempDir::new().unwrap();
+    let mine = dest.path().join("x.xfer-part");
+    let content = data[..2 * CHUNK].to_vec();
+    std::fs::write(&mine, &content).unwrap();
+    let before = std::fs::metadata(&mine).unwrap();
+    let dest_arg = format!("{}/", dest.path().display());
+    let out = c.xfer(&["pull", "x", &dest_arg], "");
+    assert_eq!(out.code(), 6, "a conflict: {}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("x.xfer-part exists and was not made by xfer"),
+        "says which file and why: {}",
+        out.stderr()
+    );
+    let after = std::fs::metadata(&mine).expect("the user's file is still there");
+    assert_eq!(std::fs::read(&mine).unwrap(), content, "not modified");
+    assert_eq!((after.ino(), after.mtime()), (before.ino(), before.mtime()));
+    assert!(
+        !dest.path().join("x").exists(),
+        "nothing renamed into place"
+    );
+
+    // Moved away, the pull goes through and leaves neither part file nor record.
+    std::fs::rename(&mine, dest.path().join("mine")).unwrap();
+    let out = c.xfer(&["pull", "-q", "x", &dest_arg], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(std::fs::read(dest.path().join("x")).unwrap(), data);
+    assert!(!dest.path().join("x.xfer-part").exists());
+    assert!(!dest.path().join("x.xfer-part.json").exists());
+}
+
+#[test]
+fn upload_state_left_by_a_crash_after_commit_is_not_a_partial() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(SIZE, 37);
+    let path = write_file(local.path(), "big.bin", &data);
+
+    // The upload's saved state as it was while data still arrived...
+    let mut push = push_until(&c, &path, "big.bin", CUT_AT);
+    push.kill9();
+    let metas: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(d.partials_dir("alice"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "meta"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    assert_eq!(metas.len(), 1, "one upload in progress");
+    // ...then committed, then the state put back: what a crash (or a failed unlink)
+    // between the commit's rename and the state's removal leaves.
+    let out = c.xfer(&["push", "-q", &path], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    for (p, bytes) in &metas {
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    let entries: Vec<_> = c
+        .ls_json(&[])
+        .into_iter()
+        .filter(|e| e["name"] == "big.bin")
+        .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(entries, ["file"], "listed once, as the file");
+    assert!(c.ls_json(&["--partial"]).is_empty(), "no partial");
+    let who: serde_json::Value =
+        serde_json::from_str(&c.xfer(&["whoami", "--json"], "").stdout()).unwrap();
+    assert_eq!(who["quota_used_bytes"], SIZE as u64, "counted once: {who}");
+    assert!(!metas[0].0.exists(), "the stale state was removed");
+}

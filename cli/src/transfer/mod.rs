@@ -7,6 +7,7 @@
 //! [`Digest::of_chunk`]) and is checked by the receiver before it is used. The
 //! whole-file BLAKE3 follows from the chunk digests, so each byte is hashed once.
 
+pub mod part;
 pub mod progress;
 pub mod pull;
 pub mod push;

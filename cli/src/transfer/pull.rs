@@ -1,6 +1,7 @@
 //! The download engine: one remote file into one local path over an open session.
 //!
-//! Data goes into `NAME.xfer-part` beside the destination. On a re-run the part file's
+//! Data goes into `NAME.xfer-part` beside the destination, recorded as xfer's in
+//! `NAME.xfer-part.json` ([`part`]; a user's own file of that name is never touched). On a re-run the part file's
 //! chunks are re-verified against the server's manifest (the source of truth) and only
 //! missing or bad ones are requested, in contiguous `GetChunks` runs with the next run
 //! requested before the current one has arrived. The manifest must add up to the
@@ -11,7 +12,7 @@
 //! place, and the directory fsynced.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -20,6 +21,7 @@ use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
 use xfer_proto::{Chunk, ChunkEncoding, Digest, Request};
 
+use super::part::{self, PartRecord};
 use super::progress::Progress;
 use super::ratelimit::Throttle;
 use super::{
@@ -95,17 +97,16 @@ pub async fn pull_file(
     let manifest = std::sync::Arc::new(manifest);
 
     let part = part_path(dest);
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-    {
+    let record = PartRecord::new(
+        client.server().to_string(),
+        remote.to_owned(),
+        size,
+        get.digest.to_string(),
+    );
+    let file = match part::open_part(&part, &record) {
         Ok(f) => f,
         Err(e) => {
             close_quietly(client, id).await?;
-            let e = anyhow::Error::new(e).context(format!("opening `{}`", part.display()));
             return Err(Failure::File(e));
         }
     };
@@ -211,6 +212,7 @@ pub async fn pull_file(
     close_quietly(client, id).await?;
     install(&part, dest, get.modified_unix)
         .with_context(|| format!("moving `{}` into place", part.display()))?;
+    part::forget(&part);
     Ok(Outcome::Done {
         size,
         digest,

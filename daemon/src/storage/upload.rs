@@ -17,8 +17,10 @@
 //! chaining values ([`Digest::of_chunk`]), so the whole-file digest is derived from the
 //! verified chunk digests at commit ([`Digest::of_chunks`]) without reading or hashing
 //! the data again; it is compared with the client's, the data is fsynced, renamed into
-//! place beneath the home and the directory fsynced.
+//! place beneath the home and the directory fsynced. The state is removed last: state
+//! a crash left without its data is recognised and removed by [`PartialMeta::load`].
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use xfer_proto::Digest;
 
 use super::local::UserSpace;
@@ -75,9 +77,31 @@ pub(crate) struct PartialMeta {
 }
 
 impl PartialMeta {
+    /// The state of partial `key`, if there is a live one.
+    ///
+    /// State whose data file is gone describes nothing: the commit's rename moved the
+    /// data into place and the daemon died (or the unlink failed) before the state was
+    /// removed, or a removal stopped halfway. Such state is removed here, on every
+    /// access (listing, usage, `PutBegin`, the sweep at start), instead of being listed
+    /// as a partial beside the committed file and counted twice.
     pub fn load(partials: &Dir, key: &str) -> Option<PartialMeta> {
         let bytes = partials.read(meta_name(key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let meta: PartialMeta = serde_json::from_slice(&bytes).ok()?;
+        match partials.symlink_metadata(part_name(key)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match partials.remove_file(meta_name(key)) {
+                    Ok(()) => {
+                        info!(path = ?meta.path, "removed the state of an upload whose data is gone (committed before a crash)")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        warn!(path = ?meta.path, error = %e, "removing the state of a committed upload failed")
+                    }
+                }
+                None
+            }
+            _ => Some(meta),
+        }
     }
 
     pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
@@ -113,8 +137,9 @@ pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageErr
 
 struct Inner {
     file: std::fs::File,
-    held: Vec<Option<Digest>>,
-    held_count: u64,
+    /// Verified chunks by index: grows with what arrived, never with the declared size
+    /// (a peer may declare terabytes and send nothing).
+    held: BTreeMap<u64, Digest>,
     unsaved: u32,
     last_saved: Instant,
     finished: bool,
@@ -180,8 +205,7 @@ impl LocalUpload {
             file.set_len(size)
                 .map_err(io_err("preparing upload data"))?;
         }
-        let mut held = vec![None; n as usize];
-        let mut held_count = 0;
+        let mut held = BTreeMap::new();
         if let Some(meta) = &meta {
             let mut recorded: Vec<(u64, Digest)> = meta
                 .chunks
@@ -201,17 +225,13 @@ impl LocalUpload {
                     dropped += 1;
                     continue;
                 }
-                held[i as usize] = Some(digest);
-                held_count += 1;
+                held.insert(i, digest);
             }
             if dropped > 0 {
                 warn!(path = ?dest, dropped, "partial upload held damaged chunks; they will be sent again");
             }
         }
-        let resumed_from = (0..n)
-            .filter(|&i| held[i as usize].is_some())
-            .map(|i| chunk_len(size, i))
-            .sum();
+        let resumed_from = held.keys().map(|&i| chunk_len(size, i)).sum();
         let upload = LocalUpload {
             created_unix: meta.as_ref().map_or(now_unix, |m| m.created_unix),
             space,
@@ -226,7 +246,6 @@ impl LocalUpload {
             inner: Mutex::new(Inner {
                 file,
                 held,
-                held_count,
                 unsaved: 0,
                 last_saved: Instant::now(),
                 finished: false,
@@ -239,6 +258,12 @@ impl LocalUpload {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Entries allocated for the held-chunk index (tests: it grows with what arrived).
+    #[cfg(test)]
+    pub fn held_slots(&self) -> usize {
+        self.lock().held.len()
     }
 
     /// Stops this handle: later writes and commits are refused, the state is saved.
@@ -283,8 +308,7 @@ impl LocalUpload {
             chunks: inner
                 .held
                 .iter()
-                .enumerate()
-                .filter_map(|(i, d)| Some((i as u64, d.as_ref()?.to_string())))
+                .map(|(&i, d)| (i, d.to_string()))
                 .collect(),
         };
         meta.store(&self.space.partials, &self.key)
@@ -301,15 +325,14 @@ impl Upload for LocalUpload {
     }
 
     fn chunks_held(&self) -> u64 {
-        self.lock().held_count
+        self.lock().held.len() as u64
     }
 
     fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
         let inner = self.lock();
-        let n = inner.held.len() as u64;
-        let start = first.min(n) as usize;
-        let end = first.saturating_add(count).min(n) as usize;
-        inner.held[start..end].to_vec()
+        let n = chunk_count(self.size);
+        let (start, end) = (first.min(n), first.saturating_add(count).min(n));
+        (start..end).map(|i| inner.held.get(&i).copied()).collect()
     }
 
     fn write_chunk(&self, offset: u64, digest: &Digest, data: &[u8]) -> Result<(), StorageError> {
@@ -342,9 +365,7 @@ impl Upload for LocalUpload {
             .file
             .write_all_at(data, offset)
             .map_err(io_err("writing upload data"))?;
-        if inner.held[index as usize].replace(*digest).is_none() {
-            inner.held_count += 1;
-        }
+        inner.held.insert(index, *digest);
         inner.unsaved += 1;
         let since = inner.last_saved.elapsed();
         if (inner.unsaved >= SAVE_EVERY_CHUNKS && since >= SAVE_MIN_INTERVAL)
@@ -379,13 +400,15 @@ impl Upload for LocalUpload {
         let mut inner = self.lock();
         self.check_live(&inner)?;
         let n = chunk_count(self.size);
-        if inner.held_count < n {
+        let held = inner.held.len() as u64;
+        if held < n {
             return Err(StorageError::BadRequest(format!(
                 "upload incomplete: {} of {n} chunks missing",
-                n - inner.held_count
+                n - held
             )));
         }
-        let chunks: Vec<Digest> = inner.held.iter().flatten().copied().collect();
+        // Keys are the indexes below `n` (checked on write), in order: all of them.
+        let chunks: Vec<Digest> = inner.held.values().copied().collect();
         let whole = Digest::of_chunks(&chunks);
         if whole != *digest {
             return Err(StorageError::ChecksumMismatch(format!(
@@ -449,8 +472,13 @@ impl Upload for LocalUpload {
         if let Err(e) = manifest.store(&space.manifests, stamp) {
             warn!(error = %e, "storing the manifest of a committed file failed");
         }
-        if let Err(e) = space.partials.remove_file(meta_name(&self.key)) {
-            warn!(error = %e, "removing the state of a committed upload failed");
+        // After the rename, so a crash in between leaves state without data, which
+        // `PartialMeta::load` recognises and removes; a listing may have done so already.
+        match space.partials.remove_file(meta_name(&self.key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                warn!(error = %e, "removing the state of a committed upload failed; it is removed on next access");
+            }
+            _ => {}
         }
         Ok(Committed {
             size: self.size,

@@ -1,0 +1,184 @@
+//! Part files xfer made, told apart from a user's own files of the same name.
+//!
+//! A download goes into `NAME.xfer-part`; beside it `NAME.xfer-part.json` records that
+//! xfer created that part file and for which remote file (server, path, size, BLAKE3).
+//! The record is written before the part file is created and removed after the part
+//! file is renamed into place, so a crash at any point leaves either no part file or
+//! one with its record. A `NAME.xfer-part` (or `.json`) without a valid record is the
+//! user's: it is never opened for writing, truncated or renamed; the pull stops with a
+//! conflict naming it. A part recorded for another size or digest (the remote file
+//! changed) is started over; one for the same content is resumed, its chunks
+//! re-verified against the server's manifest as always.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConflictError;
+
+/// Format of the record (the `xfer_part` field); anything else is not ours.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// What a part file holds: the remote file it is a download of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// Always [`RECORD_FORMAT`]: marks the record (and so the part file) as xfer's.
+    pub xfer_part: u32,
+    pub server: String,
+    pub remote: String,
+    pub size: u64,
+    /// Hex BLAKE3 of the whole remote file.
+    pub digest: String,
+}
+
+impl PartRecord {
+    pub fn new(server: String, remote: String, size: u64, digest: String) -> PartRecord {
+        PartRecord {
+            xfer_part: RECORD_FORMAT,
+            server,
+            remote,
+            size,
+            digest,
+        }
+    }
+}
+
+/// The record of part file `part`: `NAME.xfer-part.json`.
+pub fn record_path(part: &Path) -> PathBuf {
+    let mut name = part.file_name().unwrap_or_default().to_os_string();
+    name.push(".json");
+    part.with_file_name(name)
+}
+
+/// The record at `path`: `Ok(None)` if there is none, an error if something that is
+/// not an xfer record is there.
+fn read_record(path: &Path) -> Result<Option<PartRecord>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("checking `{}`", path.display())),
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(not_ours(path)),
+    }
+    let text = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
+    match serde_json::from_slice::<PartRecord>(&text) {
+        Ok(r) if r.xfer_part == RECORD_FORMAT => Ok(Some(r)),
+        _ => Err(not_ours(path)),
+    }
+}
+
+fn not_ours(path: &Path) -> anyhow::Error {
+    ConflictError(format!(
+        "{} exists and was not made by xfer; it was left untouched: move or remove it, then pull again",
+        path.display()
+    ))
+    .into()
+}
+
+fn write_record(path: &Path, record: &PartRecord) -> Result<()> {
+    let json = serde_json::to_vec(record).expect("a part record always serialises");
+    std::fs::write(path, json).with_context(|| format!("writing `{}`", path.display()))
+}
+
+/// Opens `part` for a download of `record`'s file: resumes a part xfer made for the same
+/// content, starts over one it made for other content, creates one (record first)
+/// if there is none. A part file without a valid record is a conflict and untouched.
+pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
+    let record_file = record_path(part);
+    let recorded = read_record(&record_file)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    match std::fs::symlink_metadata(part) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            write_record(&record_file, record)?;
+            // Exclusive: a part file that appeared meanwhile is not taken over.
+            options.create_new(true);
+            match options.open(part) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(not_ours(part)),
+                r => r.with_context(|| format!("creating `{}`", part.display())),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("checking `{}`", part.display())),
+        Ok(m) if !m.is_file() => Err(not_ours(part)),
+        Ok(_) => {
+            let Some(recorded) = recorded else {
+                return Err(not_ours(part));
+            };
+            let file = options
+                .open(part)
+                .with_context(|| format!("opening `{}`", part.display()))?;
+            if (recorded.size, &recorded.digest) != (record.size, &record.digest) {
+                file.set_len(0)
+                    .with_context(|| format!("starting `{}` over", part.display()))?;
+            }
+            if recorded != *record {
+                write_record(&record_file, record)?;
+            }
+            Ok(file)
+        }
+    }
+}
+
+/// Removes the record of a part file that was renamed into place (best effort: a
+/// record without its part file is rewritten by the next download).
+pub fn forget(part: &Path) {
+    let _ = std::fs::remove_file(record_path(part));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(size: u64) -> PartRecord {
+        PartRecord::new("h:1".into(), "f".into(), size, "ab".into())
+    }
+
+    #[test]
+    fn a_users_part_file_is_refused_and_left_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let part = tmp.path().join("x.xfer-part");
+        std::fs::write(&part, b"mine").unwrap();
+        let err = open_part(&part, &rec(10)).unwrap_err();
+        assert!(err.is::<ConflictError>(), "{err:#}");
+        assert!(err.to_string().contains("not made by xfer"), "{err}");
+        assert_eq!(std::fs::read(&part).unwrap(), b"mine");
+        assert!(!record_path(&part).exists());
+
+        // Nor is a user's file where the record goes.
+        std::fs::remove_file(&part).unwrap();
+        std::fs::write(record_path(&part), b"{}").unwrap();
+        assert!(open_part(&part, &rec(10)).is_err());
+        assert!(!part.exists());
+        assert_eq!(std::fs::read(record_path(&part)).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn xfers_own_part_is_resumed_or_started_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let part = tmp.path().join("x.xfer-part");
+        drop(open_part(&part, &rec(10)).unwrap());
+        std::fs::write(&part, b"12345").unwrap();
+        assert_eq!(
+            open_part(&part, &rec(10))
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .len(),
+            5
+        );
+        // The remote file changed: what the part holds is not of it.
+        assert_eq!(
+            open_part(&part, &rec(11))
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(read_record(&record_path(&part)).unwrap(), Some(rec(11)));
+        forget(&part);
+        assert!(!record_path(&part).exists());
+    }
+}
