@@ -486,3 +486,65 @@ async fn a_symlink_swapped_in_during_an_upload_is_not_followed_at_commit() {
     }
     tokio::task::block_in_place(|| w.assert_canaries());
 }
+
+/// Audit defect 8: a path of valid names that the kernel refuses as too long (4,096
+/// bytes; Linux's limit counts the NUL) passed validation, and `ls`, `rm`, `mkdir`,
+/// `push` answered "internal error" with an ERROR line in the log — a peer could write
+/// ERROR lines at will. It is the peer's error: `InvalidPath` (exit 10), logged quietly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_too_long_for_the_filesystem_is_an_invalid_path_not_an_internal_error() {
+    let w = tokio::task::block_in_place(World::new);
+    let over = vec!["d".repeat(240); 17].join("/");
+    assert_eq!(over.len(), 4096);
+    tokio::task::block_in_place(|| {
+        let payload = w.local.path().join("payload.txt").display().to_string();
+        let over = over.as_str();
+        for (what, args) in [
+            ("ls", vec!["ls", "-l", over]),
+            ("rm", vec!["rm", "-r", over]),
+            ("mkdir", vec!["mkdir", "-p", over]),
+            ("push", vec!["push", "-q", "--force", &payload, over]),
+            ("mv", vec!["mv", "--force", "inside.txt", over]),
+        ] {
+            let out = w.alice.xfer(&args, "");
+            assert_eq!(out.code(), 10, "{what}: {}", out.stderr());
+            assert!(
+                out.stderr().contains("path refused"),
+                "{what}: {}",
+                out.stderr()
+            );
+        }
+    });
+    let mut conn = login(&w).await;
+    for req in path_requests(&over) {
+        let shown = format!("{req:?}");
+        let r = conn.request(req).await;
+        assert!(
+            matches!(
+                r,
+                Some(Response::Error {
+                    code: ErrorCode::InvalidPath,
+                    ..
+                })
+            ),
+            "{}…: {r:?}",
+            &shown[..40]
+        );
+    }
+    tokio::task::block_in_place(|| {
+        // The longest path accepted (16 names of 255 bytes: 4,095) works end to end.
+        let max = vec!["m".repeat(255); 16].join("/");
+        let payload = w.local.path().join("payload.txt").display().to_string();
+        let out = w.alice.xfer(&["push", "-q", &payload, &max], "");
+        assert_eq!(out.code(), 0, "push to 4,095 bytes: {}", out.stderr());
+        let listed = w.alice.ls_json(&[&max]);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["size"], 8, "{listed:?}");
+        let out = w.alice.xfer(&["rm", &max], "");
+        assert_eq!(out.code(), 0, "rm at 4,095 bytes: {}", out.stderr());
+        w.assert_canaries();
+        let log = w.d.log();
+        let errors: Vec<_> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(errors.is_empty(), "ERROR lines a peer caused: {errors:#?}");
+    });
+}

@@ -271,11 +271,14 @@ impl StorageError {
         const ENOTDIR: i32 = 20;
         const EISDIR: i32 = 21;
         const ENOSPC: i32 = 28;
+        const ENAMETOOLONG: i32 = 36;
         const ELOOP: i32 = 40;
         const ENOTEMPTY: i32 = 39;
         const EDQUOT: i32 = 122;
         match (e.kind(), e.raw_os_error()) {
             (_, Some(ENOSPC | EDQUOT)) => StorageError::NoSpace,
+            // The peer's path, too long for this filesystem: their error, not ours.
+            (_, Some(ENAMETOOLONG)) => StorageError::Path(PathError::TooLongForServer),
             (io::ErrorKind::NotFound, _) => StorageError::NotFound,
             // cap-std reports an escape attempt as PermissionDenied; openat2 as EXDEV.
             (io::ErrorKind::PermissionDenied, _) | (_, Some(EXDEV | ELOOP)) => StorageError::Escape,
@@ -295,4 +298,16 @@ impl StorageError {
 /// `map_err` helper: `.map_err(io_err("reading a directory"))`.
 pub(crate) fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> StorageError {
     move |e| StorageError::io(context, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_too_long_for_the_filesystem_is_an_invalid_path_not_internal() {
+        let e = StorageError::io("listing", io::Error::from_raw_os_error(36));
+        assert_eq!(e.code(), ErrorCode::InvalidPath);
+        assert!(e.peer_message().contains("too long"), "{e}");
+    }
 }
