@@ -462,6 +462,7 @@ impl Storage for LocalStorage {
                 "cannot move a directory into itself".into(),
             ));
         }
+        let settings = self.settings();
         let space = self.space(user)?;
         let _lock = space.lock_mutations();
         let home = &space.home;
@@ -491,6 +492,10 @@ impl Storage for LocalStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(StorageError::io("reading metadata", e)),
         };
+        // Under the lock: nothing can be slipped in between the check and the rename.
+        settings
+            .policy
+            .check_move(home, from, to, from_meta.is_dir())?;
         home.rename(from.as_path(), home, to.as_path())
             .map_err(io_err("renaming"))?;
         if let Some(ino) = replaced {

@@ -210,7 +210,8 @@ pub enum StorageError {
         max: u64,
     },
     /// The content type is not accepted at that place.
-    #[error("{detected} is not accepted in `{dir}`; accepted there: {}", accepted.join(", "))]
+    #[error("{}{detected} is not accepted in `{dir}`; accepted there: {}",
+        file.as_ref().map(|f| format!("`{f}`: ")).unwrap_or_default(), accepted.join(", "))]
     TypeRejected {
         /// What the content looks like (`unknown` if not recognised).
         detected: String,
@@ -218,7 +219,12 @@ pub enum StorageError {
         dir: String,
         /// The rule's types.
         accepted: Vec<String>,
+        /// The stored file refused, when a move was (not named for an upload).
+        file: Option<String>,
     },
+    /// A move the type policy cannot check (a directory too large to walk).
+    #[error("{0}")]
+    Unchecked(String),
     /// Data did not match its digest.
     #[error("{0}")]
     ChecksumMismatch(String),
@@ -247,7 +253,9 @@ impl StorageError {
             StorageError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             StorageError::NoSpace => ErrorCode::NoSpace,
             StorageError::TooLarge { .. } => ErrorCode::TooLarge,
-            StorageError::TypeRejected { .. } => ErrorCode::TypeRejected,
+            StorageError::TypeRejected { .. } | StorageError::Unchecked(_) => {
+                ErrorCode::TypeRejected
+            }
             StorageError::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
             StorageError::Busy(_) => ErrorCode::Busy,
             StorageError::Io { .. } => ErrorCode::Internal,
