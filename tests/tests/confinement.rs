@@ -548,3 +548,108 @@ async fn a_path_too_long_for_the_filesystem_is_an_invalid_path_not_an_internal_e
         assert!(errors.is_empty(), "ERROR lines a peer caused: {errors:#?}");
     });
 }
+
+/// Every file and directory beneath `dir` whose mode is not 0600 (files) or 0700
+/// (directories), with the mode; and the names seen.
+fn not_private(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut wrong, mut seen) = (Vec::new(), Vec::new());
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            let shown = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            if mode != want {
+                wrong.push(format!("{shown}: {mode:o}"));
+            }
+            seen.push(shown);
+        }
+    }
+    (wrong, seen)
+}
+
+/// Audit defect 14 (modes): `.meta` and manifest files were created as the umask
+/// allowed (0644) while everything else is 0600. Under a permissive umask (022), every
+/// file the daemon writes for a user is 0600 and every directory 0700: committed files,
+/// partial data and state, manifests, and directories made by `mkdir` and by uploads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_files_and_upload_state_are_private_whatever_the_umask() {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    xfer_e2e::add_user(&data, "alice", PASSWORD);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(xfer_e2e::bin("xferd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("XFERD_CONFIG", "/dev/null")
+        .env_remove("RUNTIME_DIRECTORY");
+    let d = Daemon::spawn(cmd, &data).expect("xferd starts");
+    tokio::task::block_in_place(|| {
+        let alice = xfer_e2e::alice(&d);
+        let local = TempDir::new().unwrap();
+        let f = xfer_e2e::write_file(
+            local.path(),
+            "f.bin",
+            &xfer_e2e::random_bytes(xfer_e2e::CHUNK + 5, 1),
+        );
+        for args in [
+            vec!["mkdir", "-p", "made/by/mkdir"],
+            vec!["push", "-q", &f, "made/by/push/"],
+        ] {
+            let out = alice.xfer(&args, "");
+            assert_eq!(out.code(), 0, "{args:?}: {}", out.stderr());
+        }
+    });
+    // An interrupted push: admitted (data and state saved), then the peer goes away.
+    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
+    let r = conn
+        .request(Request::Login {
+            user: "alice".into(),
+            password: Secret::new(PASSWORD),
+        })
+        .await;
+    assert!(matches!(r, Some(Response::LoggedIn { .. })), "{r:?}");
+    let r = conn
+        .request(Request::PutBegin {
+            path: "half/way/done.bin".into(),
+            size: 3 * xfer_e2e::CHUNK as u64,
+            force: false,
+            head: b"data".to_vec().into(),
+        })
+        .await;
+    assert!(matches!(r, Some(Response::PutReady { .. })), "{r:?}");
+    drop(conn);
+    tokio::task::block_in_place(|| {
+        let user = data.join("users/alice");
+        let (wrong, seen) = not_private(&user);
+        for expected in [
+            "files/made/by/mkdir",
+            "files/made/by/push/f.bin",
+            "files/half/way",
+            "manifests",
+        ] {
+            assert!(seen.iter().any(|s| s == expected), "{expected} in {seen:?}");
+        }
+        for ext in [".part", ".meta"] {
+            assert!(
+                seen.iter()
+                    .any(|s| s.starts_with("partials/") && s.ends_with(ext)),
+                "a partial's {ext} in {seen:?}"
+            );
+        }
+        assert!(
+            seen.iter()
+                .any(|s| s.starts_with("manifests/") && s.ends_with(".json")),
+            "a manifest in {seen:?}"
+        );
+        assert!(wrong.is_empty(), "not 0600/0700: {wrong:#?}");
+    });
+}

@@ -10,11 +10,13 @@
 //! - `upload.rs`: resumable uploads: `.part` data, `.meta` state, verify, commit.
 //! - `manifest.rs`: chunk digests kept for committed files; downloads.
 //! - `policy.rs`: the content-type policy.
+//! - `private.rs`: files 0600 and directories 0700, whatever the umask.
 
 mod local;
 mod manifest;
 mod path;
 mod policy;
+mod private;
 mod upload;
 
 use std::io;
