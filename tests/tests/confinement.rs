@@ -486,3 +486,170 @@ async fn a_symlink_swapped_in_during_an_upload_is_not_followed_at_commit() {
     }
     tokio::task::block_in_place(|| w.assert_canaries());
 }
+
+/// Audit defect 8: a path of valid names that the kernel refuses as too long (4,096
+/// bytes; Linux's limit counts the NUL) passed validation, and `ls`, `rm`, `mkdir`,
+/// `push` answered "internal error" with an ERROR line in the log — a peer could write
+/// ERROR lines at will. It is the peer's error: `InvalidPath` (exit 10), logged quietly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_too_long_for_the_filesystem_is_an_invalid_path_not_an_internal_error() {
+    let w = tokio::task::block_in_place(World::new);
+    let over = vec!["d".repeat(240); 17].join("/");
+    assert_eq!(over.len(), 4096);
+    tokio::task::block_in_place(|| {
+        let payload = w.local.path().join("payload.txt").display().to_string();
+        let over = over.as_str();
+        for (what, args) in [
+            ("ls", vec!["ls", "-l", over]),
+            ("rm", vec!["rm", "-r", over]),
+            ("mkdir", vec!["mkdir", "-p", over]),
+            ("push", vec!["push", "-q", "--force", &payload, over]),
+            ("mv", vec!["mv", "--force", "inside.txt", over]),
+        ] {
+            let out = w.alice.xfer(&args, "");
+            assert_eq!(out.code(), 10, "{what}: {}", out.stderr());
+            assert!(
+                out.stderr().contains("path refused"),
+                "{what}: {}",
+                out.stderr()
+            );
+        }
+    });
+    let mut conn = login(&w).await;
+    for req in path_requests(&over) {
+        let shown = format!("{req:?}");
+        let r = conn.request(req).await;
+        assert!(
+            matches!(
+                r,
+                Some(Response::Error {
+                    code: ErrorCode::InvalidPath,
+                    ..
+                })
+            ),
+            "{}…: {r:?}",
+            &shown[..40]
+        );
+    }
+    tokio::task::block_in_place(|| {
+        // The longest path accepted (16 names of 255 bytes: 4,095) works end to end.
+        let max = vec!["m".repeat(255); 16].join("/");
+        let payload = w.local.path().join("payload.txt").display().to_string();
+        let out = w.alice.xfer(&["push", "-q", &payload, &max], "");
+        assert_eq!(out.code(), 0, "push to 4,095 bytes: {}", out.stderr());
+        let listed = w.alice.ls_json(&[&max]);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["size"], 8, "{listed:?}");
+        let out = w.alice.xfer(&["rm", &max], "");
+        assert_eq!(out.code(), 0, "rm at 4,095 bytes: {}", out.stderr());
+        w.assert_canaries();
+        let log = w.d.log();
+        let errors: Vec<_> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(errors.is_empty(), "ERROR lines a peer caused: {errors:#?}");
+    });
+}
+
+/// Every file and directory beneath `dir` whose mode is not 0600 (files) or 0700
+/// (directories), with the mode; and the names seen.
+fn not_private(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut wrong, mut seen) = (Vec::new(), Vec::new());
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            let shown = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            if mode != want {
+                wrong.push(format!("{shown}: {mode:o}"));
+            }
+            seen.push(shown);
+        }
+    }
+    (wrong, seen)
+}
+
+/// Audit defect 14 (modes): `.meta` and manifest files were created as the umask
+/// allowed (0644) while everything else is 0600. Under a permissive umask (022), every
+/// file the daemon writes for a user is 0600 and every directory 0700: committed files,
+/// partial data and state, manifests, and directories made by `mkdir` and by uploads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_files_and_upload_state_are_private_whatever_the_umask() {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    xfer_e2e::add_user(&data, "alice", PASSWORD);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(xfer_e2e::bin("xferd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("XFERD_CONFIG", "/dev/null")
+        .env_remove("RUNTIME_DIRECTORY");
+    let d = Daemon::spawn(cmd, &data).expect("xferd starts");
+    tokio::task::block_in_place(|| {
+        let alice = xfer_e2e::alice(&d);
+        let local = TempDir::new().unwrap();
+        let f = xfer_e2e::write_file(
+            local.path(),
+            "f.bin",
+            &xfer_e2e::random_bytes(xfer_e2e::CHUNK + 5, 1),
+        );
+        for args in [
+            vec!["mkdir", "-p", "made/by/mkdir"],
+            vec!["push", "-q", &f, "made/by/push/"],
+        ] {
+            let out = alice.xfer(&args, "");
+            assert_eq!(out.code(), 0, "{args:?}: {}", out.stderr());
+        }
+    });
+    // An interrupted push: admitted (data and state saved), then the peer goes away.
+    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
+    let r = conn
+        .request(Request::Login {
+            user: "alice".into(),
+            password: Secret::new(PASSWORD),
+        })
+        .await;
+    assert!(matches!(r, Some(Response::LoggedIn { .. })), "{r:?}");
+    let r = conn
+        .request(Request::PutBegin {
+            path: "half/way/done.bin".into(),
+            size: 3 * xfer_e2e::CHUNK as u64,
+            force: false,
+            head: b"data".to_vec().into(),
+        })
+        .await;
+    assert!(matches!(r, Some(Response::PutReady { .. })), "{r:?}");
+    drop(conn);
+    tokio::task::block_in_place(|| {
+        let user = data.join("users/alice");
+        let (wrong, seen) = not_private(&user);
+        for expected in [
+            "files/made/by/mkdir",
+            "files/made/by/push/f.bin",
+            "files/half/way",
+            "manifests",
+        ] {
+            assert!(seen.iter().any(|s| s == expected), "{expected} in {seen:?}");
+        }
+        for ext in [".part", ".meta"] {
+            assert!(
+                seen.iter()
+                    .any(|s| s.starts_with("partials/") && s.ends_with(ext)),
+                "a partial's {ext} in {seen:?}"
+            );
+        }
+        assert!(
+            seen.iter()
+                .any(|s| s.starts_with("manifests/") && s.ends_with(".json")),
+            "a manifest in {seen:?}"
+        );
+        assert!(wrong.is_empty(), "not 0600/0700: {wrong:#?}");
+    });
+}

@@ -310,6 +310,85 @@ fn type_policy_goes_by_content_not_by_extension() {
     assert_eq!(out.code(), 0, "{}", out.stderr());
 }
 
+/// Audit defect 5: `push evil.exe tmp/` then `mv tmp/evil.exe images/` (or
+/// `mv staging images`) put refused content under the rule. A move is checked like an
+/// upload: a file by its content, a directory by the content of every file in it.
+#[test]
+fn mv_cannot_bring_refused_content_under_a_type_rule() {
+    let d = start_with_storage(
+        "[[storage.type_rules]]\ndir = \"images\"\n\
+         accept = [\"image/jpeg\", \"image/png\", \"image/gif\", \"image/webp\"]",
+    );
+    let c = alice(&d);
+    let files = d.files_dir("alice");
+    let local = TempDir::new().unwrap();
+    let mut exe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0".to_vec();
+    exe.resize(4096, 0);
+    let evil = write_file(local.path(), "evil.exe", &exe);
+    let pic = write_file(local.path(), "pic.png", PNG);
+    let ok = |args: &[&str]| {
+        let out = c.xfer(args, "");
+        assert_eq!(out.code(), 0, "{args:?}: {}", out.stderr());
+    };
+    let refused = |args: &[&str], naming: &str| {
+        let out = c.xfer(args, "");
+        assert_eq!(out.code(), 10, "{args:?} must be refused: {}", out.stderr());
+        let said = out.stderr();
+        assert!(
+            said.contains(naming) && said.contains("not accepted in `images`"),
+            "{args:?}: the refusal names {naming}: {said}"
+        );
+    };
+    ok(&["mkdir", "-p", "images"]);
+    ok(&["mkdir", "-p", "tmp"]);
+    ok(&["push", "-q", &evil, "tmp/"]);
+    ok(&["push", "-q", &pic, "tmp/"]);
+
+    // A file, by its content, whatever its new name.
+    refused(&["mv", "tmp/evil.exe", "images/"], "`tmp/evil.exe`");
+    refused(
+        &["mv", "tmp/evil.exe", "images/holiday.png"],
+        "`tmp/evil.exe`",
+    );
+    assert!(files.join("tmp/evil.exe").exists());
+    assert!(!files.join("images/evil.exe").exists());
+    assert!(!files.join("images/holiday.png").exists());
+    ok(&["mv", "tmp/pic.png", "images/"]);
+
+    // A directory, by its contents at any depth: moved in, or renamed to be the rule's.
+    ok(&["mkdir", "-p", "staging/deep"]);
+    ok(&["push", "-q", &pic, "staging/"]);
+    ok(&["push", "-q", &evil, "staging/deep/"]);
+    refused(
+        &["mv", "staging", "images/staging"],
+        "`staging/deep/evil.exe`",
+    );
+    ok(&["mv", "images", "gallery"]);
+    refused(&["mv", "staging", "images"], "`staging/deep/evil.exe`");
+    assert!(files.join("staging/deep/evil.exe").exists());
+    assert!(!files.join("images").exists());
+    // Once the directory holds only accepted content it may go there.
+    ok(&["rm", "staging/deep/evil.exe"]);
+    ok(&["mv", "staging", "images"]);
+    assert!(files.join("images/pic.png").exists());
+    // Outside any rule, anything moves.
+    ok(&["mv", "tmp/evil.exe", "gallery/evil.exe"]);
+
+    // The walk is bounded: a directory too large to check is refused, clearly.
+    let big = files.join("big");
+    for i in 0..10_001 {
+        std::fs::create_dir_all(big.join(format!("d{i}"))).unwrap();
+    }
+    let out = c.xfer(&["mv", "big", "images/big"], "");
+    assert_eq!(out.code(), 10, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("more than 10000 entries"),
+        "{}",
+        out.stderr()
+    );
+    assert!(big.exists() && !files.join("images/big").exists());
+}
+
 /// A tmpfs mounted for one test, unmounted on drop (after the daemon using it is gone).
 struct Tmpfs {
     dir: std::path::PathBuf,

@@ -169,6 +169,52 @@ async fn login_attempts_per_connection_are_bounded() {
     assert_eq!(r, None, "connection must be closed after 3 attempts");
 }
 
+/// Audit defect 11: a logged-in connection was an unlimited guessing channel.
+#[tokio::test]
+async fn failed_attempts_count_on_an_authenticated_connection_too() {
+    let d = Daemon::start_with(&["alice", "bob"], None);
+    let failed = |r: &Option<Response>| {
+        matches!(
+            r,
+            Some(Response::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            })
+        )
+    };
+    for guess in ["password", "token"] {
+        let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
+        // Successful logins are not failures: logging in twice leaves all 3 attempts.
+        for _ in 0..2 {
+            let r = conn
+                .request(Request::Login {
+                    user: "alice".into(),
+                    password: Secret::new(PASSWORD),
+                })
+                .await;
+            assert!(matches!(r, Some(Response::LoggedIn { .. })), "{r:?}");
+        }
+        for i in 0..3 {
+            let req = match guess {
+                "password" => Request::Login {
+                    user: "bob".into(),
+                    password: Secret::new(format!("wrong-{i}")),
+                },
+                _ => Request::Authenticate {
+                    token: Secret::new(format!("xft1_not-a-token-{i}")),
+                },
+            };
+            let r = conn.request(req).await;
+            assert!(failed(&r), "{guess} guess {i}: {r:?}");
+        }
+        let r = conn.request(Request::Ping).await;
+        assert_eq!(
+            r, None,
+            "{guess}: the authenticated connection must be closed after 3 failed attempts"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_thousand_wrong_passwords_are_throttled_while_a_correct_login_elsewhere_succeeds() {
     let d = Daemon::start();

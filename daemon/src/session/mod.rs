@@ -359,9 +359,8 @@ impl Session {
             if let Err(end) = self.write_pending_chat(shutdown).await {
                 return end;
             }
-            if self.auth.is_none()
-                && self.attempts >= self.state.config().login.max_attempts_per_connection
-            {
+            // Authenticated or not: a logged-in connection is no free guessing channel.
+            if self.attempts >= self.state.config().login.max_attempts_per_connection {
                 return End::TooManyAttempts;
             }
         }
@@ -386,8 +385,14 @@ impl Session {
     async fn handle(&mut self, request: Request) -> Response {
         match request {
             Request::Ping => Response::Pong,
-            Request::Login { user, password } => self.login(user, password).await,
-            Request::Authenticate { token } => self.authenticate(token).await,
+            Request::Login { user, password } => {
+                let response = self.login(user, password).await;
+                self.count_attempt(response)
+            }
+            Request::Authenticate { token } => {
+                let response = self.authenticate(token).await;
+                self.count_attempt(response)
+            }
             Request::Logout => self.logout().await,
             Request::WhoAmI => self.whoami().await,
             chat_request if chat_request.is_chat() => self.handle_chat(chat_request).await,
@@ -395,8 +400,16 @@ impl Session {
         }
     }
 
+    /// Counts a `Login` or `Authenticate` that did not log in (wrong secret, throttled,
+    /// refused), whatever the connection's state; the loop closes it at the limit.
+    fn count_attempt(&mut self, response: Response) -> Response {
+        if !matches!(response, Response::LoggedIn { .. }) {
+            self.attempts = self.attempts.saturating_add(1);
+        }
+        response
+    }
+
     async fn login(&mut self, user: String, password: Secret) -> Response {
-        self.attempts += 1;
         // Transfers belong to the identity that opened them.
         self.close_transfers().await;
         let state = self.state.clone();
@@ -460,7 +473,6 @@ impl Session {
     }
 
     async fn authenticate(&mut self, token: Secret) -> Response {
-        self.attempts += 1;
         self.close_transfers().await;
         let state = self.state.clone();
         let validated = state.sessions.validate(

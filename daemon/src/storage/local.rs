@@ -6,7 +6,7 @@
 //!                         manifests/   chunk digests of committed files (<inode>.json)
 //! ```
 //!
-//! All directories are created mode 0700 on first use. Every path from a peer is
+//! Directories are created mode 0700 and files 0600 (`private.rs`). Every path from a peer is
 //! resolved beneath `files/` through a cap-std [`Dir`] (openat2 `RESOLVE_BENEATH` on
 //! Linux), so `..` tricks and symlinks pointing outside the home fail as
 //! [`StorageError::Escape`] whatever string checks might have missed.
@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use xfer_proto::{Digest, Entry, EntryKind};
 
 use super::manifest::{LocalDownload, Manifest, Stamp};
+use super::private;
 use super::upload::{LocalUpload, PartialMeta, remove_partial};
 use super::{
     Download, PathError, PutBegun, PutRequest, RelPath, Storage, StorageError, TypePolicy, Usage,
@@ -376,12 +377,7 @@ impl Storage for LocalStorage {
         }
         let space = self.space(user)?;
         let _lock = space.lock_mutations();
-        let result = if parents {
-            space.home.create_dir_all(path.as_path())
-        } else {
-            space.home.create_dir(path.as_path())
-        };
-        match result {
+        match private::create_dir(&space.home, path.as_path(), parents) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StorageError::Conflict(
                 "something with that name exists".into(),
             )),
@@ -462,6 +458,7 @@ impl Storage for LocalStorage {
                 "cannot move a directory into itself".into(),
             ));
         }
+        let settings = self.settings();
         let space = self.space(user)?;
         let _lock = space.lock_mutations();
         let home = &space.home;
@@ -491,6 +488,10 @@ impl Storage for LocalStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(StorageError::io("reading metadata", e)),
         };
+        // Under the lock: nothing can be slipped in between the check and the rename.
+        settings
+            .policy
+            .check_move(home, from, to, from_meta.is_dir())?;
         home.rename(from.as_path(), home, to.as_path())
             .map_err(io_err("renaming"))?;
         if let Some(ino) = replaced {
@@ -573,7 +574,7 @@ impl Storage for LocalStorage {
         }
         // Parents exist from now on, so the upload shows as a partial where it will land.
         if !parent.is_home() {
-            home.create_dir_all(parent.as_path())
+            private::create_dir(home, parent.as_path(), true)
                 .map_err(io_err("creating directories"))?;
         }
         let upload = Arc::new(LocalUpload::open(

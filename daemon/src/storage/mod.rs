@@ -10,11 +10,13 @@
 //! - `upload.rs`: resumable uploads: `.part` data, `.meta` state, verify, commit.
 //! - `manifest.rs`: chunk digests kept for committed files; downloads.
 //! - `policy.rs`: the content-type policy.
+//! - `private.rs`: files 0600 and directories 0700, whatever the umask.
 
 mod local;
 mod manifest;
 mod path;
 mod policy;
+mod private;
 mod upload;
 
 use std::io;
@@ -210,7 +212,8 @@ pub enum StorageError {
         max: u64,
     },
     /// The content type is not accepted at that place.
-    #[error("{detected} is not accepted in `{dir}`; accepted there: {}", accepted.join(", "))]
+    #[error("{}{detected} is not accepted in `{dir}`; accepted there: {}",
+        file.as_ref().map(|f| format!("`{f}`: ")).unwrap_or_default(), accepted.join(", "))]
     TypeRejected {
         /// What the content looks like (`unknown` if not recognised).
         detected: String,
@@ -218,7 +221,12 @@ pub enum StorageError {
         dir: String,
         /// The rule's types.
         accepted: Vec<String>,
+        /// The stored file refused, when a move was (not named for an upload).
+        file: Option<String>,
     },
+    /// A move the type policy cannot check (a directory too large to walk).
+    #[error("{0}")]
+    Unchecked(String),
     /// Data did not match its digest.
     #[error("{0}")]
     ChecksumMismatch(String),
@@ -247,7 +255,9 @@ impl StorageError {
             StorageError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             StorageError::NoSpace => ErrorCode::NoSpace,
             StorageError::TooLarge { .. } => ErrorCode::TooLarge,
-            StorageError::TypeRejected { .. } => ErrorCode::TypeRejected,
+            StorageError::TypeRejected { .. } | StorageError::Unchecked(_) => {
+                ErrorCode::TypeRejected
+            }
             StorageError::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
             StorageError::Busy(_) => ErrorCode::Busy,
             StorageError::Io { .. } => ErrorCode::Internal,
@@ -271,11 +281,14 @@ impl StorageError {
         const ENOTDIR: i32 = 20;
         const EISDIR: i32 = 21;
         const ENOSPC: i32 = 28;
+        const ENAMETOOLONG: i32 = 36;
         const ELOOP: i32 = 40;
         const ENOTEMPTY: i32 = 39;
         const EDQUOT: i32 = 122;
         match (e.kind(), e.raw_os_error()) {
             (_, Some(ENOSPC | EDQUOT)) => StorageError::NoSpace,
+            // The peer's path, too long for this filesystem: their error, not ours.
+            (_, Some(ENAMETOOLONG)) => StorageError::Path(PathError::TooLongForServer),
             (io::ErrorKind::NotFound, _) => StorageError::NotFound,
             // cap-std reports an escape attempt as PermissionDenied; openat2 as EXDEV.
             (io::ErrorKind::PermissionDenied, _) | (_, Some(EXDEV | ELOOP)) => StorageError::Escape,
@@ -295,4 +308,16 @@ impl StorageError {
 /// `map_err` helper: `.map_err(io_err("reading a directory"))`.
 pub(crate) fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> StorageError {
     move |e| StorageError::io(context, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_too_long_for_the_filesystem_is_an_invalid_path_not_internal() {
+        let e = StorageError::io("listing", io::Error::from_raw_os_error(36));
+        assert_eq!(e.code(), ErrorCode::InvalidPath);
+        assert!(e.peer_message().contains("too long"), "{e}");
+    }
 }

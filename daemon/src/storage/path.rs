@@ -3,15 +3,18 @@
 //! A path is UTF-8, `/`-separated and relative to the user's home. Refused (see
 //! `docs/PROTOCOL.md`, "Paths"): absolute paths, `..` and `.` components, empty
 //! components (`a//b`, a trailing `/`), NUL, backslashes, control characters, components
-//! over 255 bytes, paths over 4,096 bytes and names beginning with `.xfer` (reserved).
+//! over 255 bytes, paths over 4,095 bytes and names beginning with `.xfer` (reserved).
+//! Those two limits are what Linux filesystems take (`NAME_MAX`, and `PATH_MAX` less the
+//! terminating NUL for the home-relative path handed to `openat`), so a valid path never
+//! reaches the kernel only to fail there as "name too long".
 //! Validation is only the first line: resolution then happens beneath the home directory
 //! with fd-relative opens (cap-std), so a symlink pointing out is refused as well.
 
 use std::fmt;
 use std::path::Path;
 
-/// Longest path accepted, in bytes.
-pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest path accepted, in bytes: Linux's `PATH_MAX` (4,096) counts the NUL.
+pub const MAX_PATH_BYTES: usize = 4095;
 /// Longest path component accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 /// Names starting with this (ASCII case-insensitively) are reserved for xfer itself.
@@ -47,6 +50,10 @@ pub enum PathError {
     /// Over `MAX_PATH_BYTES`.
     #[error("path refused: longer than {MAX_PATH_BYTES} bytes")]
     PathTooLong,
+    /// The server's filesystem refused the name or path as too long (`ENAMETOOLONG`),
+    /// e.g. one with a shorter name limit than 255 bytes.
+    #[error("path refused: too long for the server's filesystem")]
+    TooLongForServer,
     /// A name beginning with `.xfer`.
     #[error("path refused: names beginning with `.xfer` are reserved")]
     Reserved,
@@ -241,6 +248,10 @@ mod tests {
         let long = vec!["d".repeat(200); 21].join("/");
         assert!(long.len() > MAX_PATH_BYTES);
         assert_eq!(refused(&long), PathError::PathTooLong);
+        // Exactly 4,096 bytes of valid names: one more than the kernel takes.
+        let over = vec!["d".repeat(240); 17].join("/");
+        assert_eq!(over.len(), 4096);
+        assert_eq!(refused(&over), PathError::PathTooLong);
         assert_eq!(refused(".xfer-part"), PathError::Reserved);
         assert_eq!(refused("a/.xferstate"), PathError::Reserved);
         assert_eq!(refused("a/.XFER"), PathError::Reserved);
@@ -268,7 +279,7 @@ mod tests {
         }
         assert!(RelPath::parse(&"n".repeat(255)).is_ok());
         let max = vec!["d".repeat(255); 16].join("/");
-        assert_eq!(max.len(), MAX_PATH_BYTES - 1);
+        assert_eq!(max.len(), MAX_PATH_BYTES);
         assert!(RelPath::parse(&max).is_ok());
     }
 

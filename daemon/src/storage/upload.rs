@@ -107,9 +107,7 @@ impl PartialMeta {
     pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
         let json = serde_json::to_vec(self).expect("partial meta always serialises");
         let tmp = format!("{}.tmp", meta_name(key));
-        partials
-            .write(&tmp, json)
-            .map_err(io_err("saving upload state"))?;
+        super::private::write(partials, &tmp, &json).map_err(io_err("saving upload state"))?;
         partials
             .rename(&tmp, partials, meta_name(key))
             .map_err(io_err("saving upload state"))
@@ -429,9 +427,10 @@ impl Upload for LocalUpload {
                         "`{parent}` is a file, not a directory"
                     )));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => home
-                    .create_dir_all(parent.as_path())
-                    .map_err(io_err("creating directories"))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    super::private::create_dir(home, parent.as_path(), true)
+                        .map_err(io_err("creating directories"))?;
+                }
                 Err(e) => return Err(StorageError::io("checking the destination", e)),
             }
         }
