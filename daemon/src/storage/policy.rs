@@ -100,7 +100,7 @@ impl TypePolicy {
     ///
     /// # Errors
     /// [`StorageError::TypeRejected`] naming the first file refused, or
-    /// [`StorageError::Unchecked`] for a directory over [`MAX_MOVE_CHECK_ENTRIES`].
+    /// [`StorageError::Unchecked`] for a directory over `MAX_MOVE_CHECK_ENTRIES` entries.
     pub fn check_move(
         &self,
         home: &Dir,
