@@ -746,6 +746,20 @@ impl Client {
         }
     }
 
+    /// Starts `xfer chat ARGS… --follow` and waits until it says it is following.
+    pub fn follow(&self, args: &[&str]) -> Running {
+        let mut all = vec!["chat"];
+        all.extend_from_slice(args);
+        all.push("--follow");
+        let f = self.spawn(&all);
+        assert!(
+            f.wait_stderr(DEADLINE, "xfer: following "),
+            "xfer {all:?} did not start following: {}",
+            f.stderr_so_far()
+        );
+        f
+    }
+
     /// `xfer ls ARGS… --json`, asserting success; the parsed array.
     pub fn ls_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let mut all = vec!["ls"];

@@ -41,20 +41,6 @@ fn alice_and_bob() -> (Daemon, Client, Client) {
     (d, a, b)
 }
 
-/// Starts `xfer chat ARGS… --follow` and waits until it says it is following.
-fn follow(c: &Client, args: &[&str]) -> Running {
-    let mut all = vec!["chat"];
-    all.extend_from_slice(args);
-    all.push("--follow");
-    let f = c.spawn(&all);
-    assert!(
-        f.wait_stderr(DEADLINE, "xfer: following "),
-        "xfer {all:?} did not start following: {}",
-        f.stderr_so_far()
-    );
-    f
-}
-
 fn say(c: &Client, target: &str, text: &str) {
     let out = c.xfer(&["chat", target, "--say", text], "");
     assert_eq!(out.code(), 0, "--say failed: {}", out.stderr());
@@ -100,8 +86,8 @@ fn wait_message(f: &Running, target: &str, from: &str, text: &str) -> String {
 #[test]
 fn a_said_line_reaches_a_follower_and_outlives_a_daemon_restart() {
     let (d, a, b) = alice_and_bob();
-    let f = follow(&b, &["#general"]);
-    let fj = follow(&b, &["#general", "--json"]);
+    let f = b.follow(&["#general"]);
+    let fj = b.follow(&["#general", "--json"]);
     say(&a, "#general", "hi");
     wait_message(&f, "#general", "alice", "hi");
 
@@ -142,7 +128,7 @@ fn a_said_line_reaches_a_follower_and_outlives_a_daemon_restart() {
 fn a_direct_message_to_an_offline_user_arrives_when_they_connect() {
     let (_d, a, b) = alice_and_bob();
     say(&a, "@bob", "are you there?");
-    let f = follow(&b, &[]);
+    let f = b.follow(&[]);
     wait_message(&f, "@bob", "alice", "are you there?");
 
     // And live, while connected.
@@ -192,7 +178,7 @@ fn a_file_sent_to_an_offline_user_is_announced_pulled_intact_and_private() {
     assert_eq!(out.code(), 6, "conflict: {}", out.stderr());
 
     // bob hears of it when he next connects.
-    let f = follow(&b, &[]);
+    let f = b.follow(&[]);
     let notice = format!(
         " @bob [alice] file inbox/alice/photo.bin {} {}",
         data.len(),
@@ -301,7 +287,7 @@ fn an_interrupted_send_resumes_when_run_again() {
 #[test]
 fn escape_sequences_in_messages_are_shown_escaped() {
     let (_d, a, b) = alice_and_bob();
-    let f = follow(&b, &["#general"]);
+    let f = b.follow(&["#general"]);
     let hostile = "\x1b[2J\x1b]0;pwned\x07";
     say(&a, "#general", hostile);
     wait_message(&f, "#general", "alice", "\\x1b[2J\\x1b]0;pwned\\x07");
@@ -348,7 +334,7 @@ fn escape_sequences_in_messages_are_shown_escaped() {
 #[test]
 fn interactive_chat_reads_piped_lines() {
     let (_d, a, b) = alice_and_bob();
-    let f = follow(&b, &["#x"]);
+    let f = b.follow(&["#x"]);
     let script = "/join #x\nhello from a pipe\n//slash literal\n/who\n/nonsense\n/quit\nnot sent\n";
     let out = a.xfer(&["chat"], script);
     assert_eq!(out.code(), 0, "{}", out.stderr());
@@ -398,8 +384,8 @@ async fn flood(d: &Daemon, count: usize) -> Instant {
 fn a_stopped_reader_does_not_delay_the_others() {
     const FLOOD: usize = 3000;
     let (d, c) = users(&["alice", "bob", "carol"], Some(FAST_CONFIG));
-    let healthy = follow(&c[1], &["#flood"]);
-    let stopped = follow(&c[2], &["#flood"]);
+    let healthy = c[1].follow(&["#flood"]);
+    let stopped = c[2].follow(&["#flood"]);
     stopped.signal("STOP");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -495,7 +481,7 @@ fn two_hundred_clients_lose_no_messages() {
         .map(|i| {
             let c = Client::new();
             c.login(&d, &names[i], PASSWORD);
-            let f = follow(&c, &["#crowd"]);
+            let f = c.follow(&["#crowd"]);
             (c, f)
         })
         .collect();

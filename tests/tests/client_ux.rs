@@ -67,17 +67,12 @@ fn usage_lines_do_not_claim_an_env_backed_flag_is_required() {
     );
 }
 
-#[test]
-fn a_port_that_does_not_speak_tls_is_named_plainly() {
-    // A plain TCP server that answers garbage, as an HTTP server would.
+/// `xfer login alice@ADDR` against a plain TCP server that treats each connection with
+/// `serve`; the client's stderr, after asserting the network exit code (8).
+fn login_against(serve: fn(std::net::TcpStream)) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            let mut s = s;
-            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-        }
-    });
+    std::thread::spawn(move || listener.incoming().flatten().for_each(serve));
     let c = Client::new();
     let out = c.xfer(
         &[
@@ -89,32 +84,22 @@ fn a_port_that_does_not_speak_tls_is_named_plainly() {
         "x\n",
     );
     assert_eq!(out.code(), 8, "{}", out.stderr());
-    let err = out.stderr();
+    out.stderr()
+}
+
+#[test]
+fn a_port_that_does_not_speak_tls_is_named_plainly() {
+    // Answers garbage, as an HTTP server would.
+    let err = login_against(|mut s| {
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    });
     assert!(err.contains("does not speak TLS"), "{err}");
     assert!(!err.contains("InvalidContentType"), "{err}");
 }
 
 #[test]
 fn a_peer_that_closes_at_once_is_reported_without_a_docs_url() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            drop(s);
-        }
-    });
-    let c = Client::new();
-    let out = c.xfer(
-        &[
-            "login",
-            &format!("alice@{addr}"),
-            "--accept-new",
-            "--password-stdin",
-        ],
-        "x\n",
-    );
-    assert_eq!(out.code(), 8, "{}", out.stderr());
-    let err = out.stderr();
+    let err = login_against(drop);
     assert!(!err.contains("https://"), "{err}");
     assert!(err.contains("closed the connection"), "{err}");
 }

@@ -610,13 +610,7 @@ async fn a_users_files_and_upload_state_are_private_whatever_the_umask() {
     });
     // An interrupted push: admitted (data and state saved), then the peer goes away.
     let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
-    let r = conn
-        .request(Request::Login {
-            user: "alice".into(),
-            password: Secret::new(PASSWORD),
-        })
-        .await;
-    assert!(matches!(r, Some(Response::LoggedIn { .. })), "{r:?}");
+    assert!(conn.login("alice", PASSWORD).await.is_some());
     let r = conn
         .request(Request::PutBegin {
             path: "half/way/done.bin".into(),

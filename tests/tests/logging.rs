@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xfer_e2e::{Client, PASSWORD, add_user, xferd_command};
 
@@ -11,12 +11,14 @@ use xfer_e2e::{Client, PASSWORD, add_user, xferd_command};
 const EXIT_DEADLINE: Duration = Duration::from_secs(10 + 5);
 
 /// Kills the child if the test fails before it exits.
-struct Guard(Child);
+struct Guard(Option<Child>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -35,8 +37,8 @@ fn a_closed_stderr_neither_stops_logins_nor_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning xferd");
-    let mut guard = Guard(child);
-    let mut lines = BufReader::new(guard.0.stdout.take().unwrap()).lines();
+    let mut guard = Guard(Some(child));
+    let mut lines = BufReader::new(child_of(&mut guard).stdout.take().unwrap()).lines();
     let addr = lines.next().unwrap().unwrap();
     let addr = addr.split(" listening on ").nth(1).expect("listening line");
     let fp = lines.next().unwrap().unwrap();
@@ -45,7 +47,7 @@ fn a_closed_stderr_neither_stops_logins_nor_sigterm() {
         .expect("fingerprint line");
     std::thread::spawn(move || lines.for_each(drop));
     // The reader goes away: from now on every write to stderr fails with EPIPE.
-    drop(guard.0.stderr.take());
+    drop(child_of(&mut guard).stderr.take());
 
     let c = Client::new();
     let login = |password: &str| {
@@ -77,7 +79,7 @@ fn a_closed_stderr_neither_stops_logins_nor_sigterm() {
     assert_eq!(out.code(), 0, "{}", out.stderr());
 
     // SIGTERM is logged too; it must still drain and exit 0.
-    let pid = guard.0.id().to_string();
+    let pid = child_of(&mut guard).id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -85,16 +87,22 @@ fn a_closed_stderr_neither_stops_logins_nor_sigterm() {
             .unwrap()
             .success()
     );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
+    // Wait for the exit itself, not in steps: a thread owns the child and reports it.
+    let mut child = guard.0.take().expect("running");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(EXIT_DEADLINE) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("xferd still running {EXIT_DEADLINE:?} after SIGTERM");
         }
-        assert!(
-            start.elapsed() < EXIT_DEADLINE,
-            "xferd still running {EXIT_DEADLINE:?} after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+fn child_of(guard: &mut Guard) -> &mut Child {
+    guard.0.as_mut().expect("running")
 }

@@ -22,20 +22,6 @@ fn logged_in(d: &Daemon, user: &str) -> Client {
     c
 }
 
-/// `xfer chat ARGS… --follow`, once it says it is following.
-fn follow(c: &Client, args: &[&str]) -> Running {
-    let mut all = vec!["chat"];
-    all.extend_from_slice(args);
-    all.push("--follow");
-    let f = c.spawn(&all);
-    assert!(
-        f.wait_stderr(DEADLINE, "xfer: following "),
-        "xfer {all:?} did not start following: {}",
-        f.stderr_so_far()
-    );
-    f
-}
-
 /// Pushes `len` bytes as `name`; the finished command.
 fn push(c: &Client, dir: &Path, name: &str, len: usize) -> xfer_e2e::Out {
     let path = write_file(dir, name, &random_bytes(len, len as u64));
@@ -117,7 +103,7 @@ fn sighup_lowers_a_quota_live_and_a_broken_config_keeps_the_old_one() {
 fn sighup_serves_a_new_certificate_and_open_chat_stays_connected() {
     let d = Daemon::start_with(&["alice", "bob"], Some(""));
     let bob = logged_in(&d, "bob");
-    let watching = follow(&bob, &["#lab"]);
+    let watching = bob.follow(&["#lab"]);
 
     let certs = TempDir::new().unwrap();
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
@@ -301,8 +287,8 @@ fn a_kicked_upload_keeps_its_verified_chunks_and_resumes() {
 fn ends_bobs_chat(args: &[&str], expect_stdout: &str) -> (Daemon, [(Client, Running); 2]) {
     let d = Daemon::start_with(&["alice", "bob"], None);
     let (bob, alice) = (logged_in(&d, "bob"), logged_in(&d, "alice"));
-    let bob_watch = follow(&bob, &["#lab"]);
-    let alice_watch = follow(&alice, &["#lab"]);
+    let bob_watch = bob.follow(&["#lab"]);
+    let alice_watch = alice.follow(&["#lab"]);
     let status = d.admin(&["status"]).stdout();
     assert!(status.contains("  #lab: alice, bob"), "{status}");
     let out = d.admin(args);
