@@ -449,27 +449,38 @@ impl Upload for LocalUpload {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(StorageError::io("checking the destination", e)),
         };
+        // The manifest goes in first (keyed by inode and stamp, which the rename keeps), so
+        // a listing never sees the committed name without its digest.
+        let stamp =
+            Stamp::of(&Metadata::from_file(&inner.file).map_err(io_err("reading file metadata"))?);
+        let manifest = Manifest {
+            digest: whole,
+            chunks,
+        };
+        let stored = match manifest.store(&space.manifests, stamp) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "storing the manifest of a committed file failed");
+                false
+            }
+        };
         // Atomic: the name shows the old file (or none) until it shows the complete one.
-        space
+        if let Err(e) = space
             .partials
             .rename(part_name(&self.key), home, self.dest.as_path())
-            .map_err(io_err("moving the upload into place"))?;
+        {
+            if stored {
+                Manifest::remove(&space.manifests, stamp.ino);
+            }
+            return Err(StorageError::io("moving the upload into place", e));
+        }
         // cap-std opens directories O_PATH, which cannot be fsynced: open it for reading.
         home.open(parent.as_path())
             .and_then(|d| d.sync_all())
             .map_err(io_err("syncing a directory"))?;
         inner.finished = true;
-        let stamp =
-            Stamp::of(&Metadata::from_file(&inner.file).map_err(io_err("reading file metadata"))?);
         if let Some(old) = replaced.filter(|&ino| ino != stamp.ino) {
             Manifest::remove(&space.manifests, old);
-        }
-        let manifest = Manifest {
-            digest: whole,
-            chunks,
-        };
-        if let Err(e) = manifest.store(&space.manifests, stamp) {
-            warn!(error = %e, "storing the manifest of a committed file failed");
         }
         // After the rename, so a crash in between leaves state without data, which
         // `PartialMeta::load` recognises and removes; a listing may have done so already.
