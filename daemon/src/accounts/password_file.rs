@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use argon2::{ARGON2ID_IDENT, Argon2, Params, PasswordHash, PasswordHasher};
@@ -414,8 +414,16 @@ struct LiveState {
 }
 
 /// Watches the password file for changes made by `xferd user ...` while the daemon runs.
-#[derive(Debug)]
+///
+/// Every look-up stats the file and may re-read it: blocking work, which async code does
+/// through [`Self::find`] so it runs off the async worker threads.
+#[derive(Debug, Clone)]
 pub struct LivePasswordFile {
+    inner: Arc<Live>,
+}
+
+#[derive(Debug)]
+struct Live {
     path: PathBuf,
     state: Mutex<LiveState>,
 }
@@ -429,26 +437,48 @@ impl LivePasswordFile {
         let stamp = stamp(path);
         let file = PasswordFile::load(path)?;
         Ok(Self {
-            path: path.to_owned(),
-            state: Mutex::new(LiveState {
-                stamp,
-                failed: None,
-                file,
+            inner: Arc::new(Live {
+                path: path.to_owned(),
+                state: Mutex::new(LiveState {
+                    stamp,
+                    failed: None,
+                    file,
+                }),
             }),
         })
+    }
+
+    /// [`Self::lookup`] on a blocking thread, for async code: the stat (and any re-read)
+    /// and the lock never hold up an async worker.
+    pub async fn find(&self, user: &str) -> Option<String> {
+        let (live, user) = (self.inner.clone(), user.to_owned());
+        match tokio::task::spawn_blocking(move || live.lookup(&user)).await {
+            Ok(phc) => phc,
+            Err(error) => {
+                tracing::error!(%error, "password file look-up failed");
+                None
+            }
+        }
     }
 
     /// The PHC for `user`, re-reading the file first if its (mtime, size, inode) changed. If the
     /// re-read fails (malformed, insecure mode), logs an error once per change and keeps serving
     /// the last good contents.
+    /// Blocks on a stat and maybe a read: call [`Self::find`] from async code.
     pub fn lookup(&self, user: &str) -> Option<String> {
-        let state = self.refreshed();
-        state.file.get(user).map(str::to_owned)
+        self.inner.lookup(user)
     }
 
     /// Number of accounts (after the same refresh as [`Self::lookup`]).
     pub fn user_count(&self) -> usize {
-        self.refreshed().file.entries().count()
+        self.inner.refreshed().file.entries().count()
+    }
+}
+
+impl Live {
+    fn lookup(&self, user: &str) -> Option<String> {
+        let state = self.refreshed();
+        state.file.get(user).map(str::to_owned)
     }
 
     fn refreshed(&self) -> std::sync::MutexGuard<'_, LiveState> {
