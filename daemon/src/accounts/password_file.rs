@@ -723,4 +723,24 @@ mod tests {
         write_mode(&path, "", 0o600);
         assert_eq!(live.lookup("alice"), None);
     }
+
+    /// `find` is `lookup` run on a blocking thread: same answers, same refresh, and it
+    /// works on a single-threaded runtime.
+    #[tokio::test(flavor = "current_thread")]
+    async fn find_answers_like_lookup_and_sees_edits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("passwd");
+        let live = LivePasswordFile::open(&path).expect("open missing");
+        assert_eq!(live.find("alice").await, None);
+
+        let alice: UserName = "alice".parse().expect("name");
+        PasswordFile::update(&path, |f| f.add(&alice, fake_phc(0))).expect("add");
+        assert_eq!(live.find("alice").await, Some(fake_phc(0)));
+        assert_eq!(live.lookup("alice"), live.find("alice").await);
+
+        write_mode(&path, "alice:not a phc\n", 0o600);
+        assert_eq!(live.find("alice").await, Some(fake_phc(0)));
+        write_mode(&path, "", 0o600);
+        assert_eq!(live.find("alice").await, None);
+    }
 }

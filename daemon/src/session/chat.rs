@@ -254,7 +254,11 @@ impl ChatState {
         self.open_conn().ok_or(ChatError::NotOpen)
     }
 
-    pub async fn chat_open(&mut self, user: &str, after: Option<u64>) -> Result<Response, ChatError> {
+    pub async fn chat_open(
+        &mut self,
+        user: &str,
+        after: Option<u64>,
+    ) -> Result<Response, ChatError> {
         if self.is_open() {
             return Err(ChatError::AlreadyOpen);
         }
@@ -354,7 +358,12 @@ impl ChatState {
         Ok(Response::Ok)
     }
 
-    pub async fn say(&mut self, user: &str, target: &str, text: String) -> Result<Response, ChatError> {
+    pub async fn say(
+        &mut self,
+        user: &str,
+        target: &str,
+        text: String,
+    ) -> Result<Response, ChatError> {
         let target = Target::parse(target)?;
         check_text(&text)?;
         if let Target::User(to) = &target

@@ -20,7 +20,7 @@ use xfer_proto::{
 };
 
 use super::End;
-use crate::metrics::{Metrics, MeteredCodec};
+use crate::metrics::{MeteredCodec, Metrics};
 
 /// A connection carrying xfer frames, after any handshake of its own (TLS, upgrade).
 pub trait Transport:

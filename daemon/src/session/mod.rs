@@ -19,6 +19,8 @@ mod chat;
 mod files;
 mod link;
 mod send;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -303,9 +305,7 @@ impl<T: Transport> Session<T> {
         self.link.send(response).await?;
         // Replays and notes a chat request queued go right after its answer.
         let me = self.auth.user();
-        self.chat
-            .write_pending(me, &mut self.link, shutdown)
-            .await
+        self.chat.write_pending(me, &mut self.link, shutdown).await
     }
 
     /// The one place requests are routed: every variant is named, so a new one does not
