@@ -338,10 +338,7 @@ impl<T: Transport> Session<T> {
                 path,
                 recursive,
                 partial,
-            } => {
-                let files = &mut self.files;
-                files.remove(me()?, &path, recursive, partial).await?
-            }
+            } => self.files.remove(me()?, &path, recursive, partial).await?,
             Request::Rename { from, to, force } => {
                 self.files.rename(me()?, &from, &to, force).await?
             }
@@ -352,8 +349,7 @@ impl<T: Transport> Session<T> {
                 head,
             } => {
                 let user = me()?.to_owned();
-                let files = &mut self.files;
-                files
+                self.files
                     .put_begin(&self.registration, user, &path, size, force, head, None)
                     .await?
             }
@@ -370,12 +366,14 @@ impl<T: Transport> Session<T> {
                 digest,
             } => {
                 let origin = self.chat.open_conn();
-                let files = &mut self.files;
-                files.put_commit(me()?, transfer_id, digest, origin).await?
+                self.files
+                    .put_commit(me()?, transfer_id, digest, origin)
+                    .await?
             }
             Request::GetBegin { path } => {
-                let files = &mut self.files;
-                files.get_begin(&self.registration, me()?, &path).await?
+                self.files
+                    .get_begin(&self.registration, me()?, &path)
+                    .await?
             }
             Request::GetChunks {
                 transfer_id,
@@ -383,9 +381,16 @@ impl<T: Transport> Session<T> {
                 count,
                 compress,
             } => {
-                let (files, link) = (&mut self.files, &mut self.link);
-                files
-                    .stream_chunks(me()?, link, transfer_id, first, count, compress, shutdown)
+                self.files
+                    .stream_chunks(
+                        me()?,
+                        &mut self.link,
+                        transfer_id,
+                        first,
+                        count,
+                        compress,
+                        shutdown,
+                    )
                     .await?;
                 return Ok(None);
             }
@@ -400,8 +405,7 @@ impl<T: Transport> Session<T> {
                 force,
                 head,
             } => {
-                let files = &mut self.files;
-                files
+                self.files
                     .send_begin(&self.registration, me()?, to, &name, size, force, head)
                     .await?
             }
@@ -424,8 +428,9 @@ impl<T: Transport> Session<T> {
                 count,
                 before,
             } => {
-                let chat = &mut self.chat;
-                chat.chat_history(me()?, &target, count, before).await?
+                self.chat
+                    .chat_history(me()?, &target, count, before)
+                    .await?
             }
             Request::Who { channel } => {
                 me()?;

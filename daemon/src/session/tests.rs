@@ -439,3 +439,29 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
         .await;
     assert_eq!(code(&nobody), Some(ErrorCode::NotFound), "{nobody:?}");
 }
+
+#[tokio::test]
+async fn a_kick_or_the_shutdown_tells_the_peer_which_and_ends_the_session() {
+    let mut server = Server::start(&["alice"]).await;
+    let mut kicked = server.connect().await;
+    assert!(matches!(
+        kicked.login("alice", PASSWORD).await,
+        Response::LoggedIn { .. }
+    ));
+    assert_eq!(server.state.connections.kick("alice"), 1);
+    let told = kicked.response().await;
+    assert_eq!(code(&told), Some(ErrorCode::PermissionDenied), "{told:?}");
+    let end = timeout(PATIENCE, kicked.io.next())
+        .await
+        .expect("closed in time");
+    assert!(end.is_none(), "the connection must close, got {end:?}");
+
+    let mut stopped = server.connect().await;
+    assert!(matches!(
+        stopped.login("alice", PASSWORD).await,
+        Response::LoggedIn { .. }
+    ));
+    server.shutdown.cancel();
+    let told = stopped.response().await;
+    assert_eq!(code(&told), Some(ErrorCode::ShuttingDown), "{told:?}");
+}
