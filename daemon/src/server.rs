@@ -32,7 +32,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// request for up to `limits.shutdown_grace_secs` before returning.
 ///
 /// Every connection is accepted at once and admitted as unauthenticated or closed
-/// ([`Admission::admit`]); the `max_connections` slots are taken at login. The listener
+/// ([`crate::admission::Admission::admit`]); the `max_connections` slots are taken at login. The listener
 /// is closed as soon as shutdown starts, so new clients are refused instead of queued.
 pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();

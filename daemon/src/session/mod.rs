@@ -8,11 +8,11 @@
 //! failure a peer can cause ends in an error reply (when the peer still speaks xfer) and
 //! a closed connection, never in a panic or an effect on other sessions.
 //!
-//! Every request is routed in one place, [`Session::route`], one `match` naming every
-//! variant, to the handler that owns its state: [`Auth`] (`auth.rs`), [`Files`]
-//! (`files.rs`, `send.rs`: transfers and the chunk pipeline), [`ChatState`] (`chat.rs`:
+//! Every request is routed in one place, `Session::route`, one `match` naming every
+//! variant, to the handler that owns its state: `Auth` (`auth.rs`), `Files`
+//! (`files.rs`, `send.rs`: transfers and the chunk pipeline), `ChatState` (`chat.rs`:
 //! chat requests and pushed events). Handlers that write frames themselves get the
-//! [`Link`] (`link.rs`).
+//! `Link` (`link.rs`).
 
 mod auth;
 mod chat;
