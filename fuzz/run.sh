@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-30}
 shift || true
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || {
+    echo "fuzz: no nightly toolchain and none could be installed; fuzzing skipped" >&2
+    exit 0
+  }
+fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
