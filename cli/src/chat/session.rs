@@ -21,7 +21,7 @@ use xfer_proto::{ChatEvent, ChatMessage, ErrorCode, MAX_HISTORY};
 
 use super::conn::ChatConn;
 use super::state::{Backoff, State};
-use crate::cmd::open_session;
+use crate::session::open_session;
 use crate::error::{ErrorKind, RemoteError, error_kind};
 use crate::home::Home;
 use crate::output::escape_control;

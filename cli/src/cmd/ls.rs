@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use xfer_proto::{Entry, EntryKind};
 
-use crate::cmd::open_session;
+use crate::session::open_session;
 use crate::home::Home;
 use crate::output::{Format, escape_control, format_utc};
 use crate::transfer::{check_name, normalize_remote};

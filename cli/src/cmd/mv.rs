@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, Result};
 
-use crate::cmd::open_session;
+use crate::session::open_session;
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::transfer::{normalize_remote, remote_basename, remote_join, remote_names_dir};

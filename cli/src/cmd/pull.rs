@@ -14,7 +14,8 @@ use xfer_proto::EntryKind;
 
 use crate::client::Client;
 use crate::cmd::ls::check_listing;
-use crate::cmd::{open_session, remote_kind, report_failures};
+use crate::cmd::{remote_kind, report_failures};
+use crate::session::open_session;
 use crate::error::UsageError;
 use crate::home::Home;
 use crate::output::escape_control;

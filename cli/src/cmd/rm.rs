@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, Result};
 
-use crate::cmd::open_session;
+use crate::session::open_session;
 use crate::error::UsageError;
 use crate::home::Home;
 use crate::output::escape_control;

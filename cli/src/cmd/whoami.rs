@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::client::Identity;
-use crate::cmd::open_session;
+use crate::session::open_session;
 use crate::home::Home;
 use crate::output::{Format, escape_control, format_utc, human_bytes};
 
