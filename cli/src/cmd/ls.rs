@@ -6,9 +6,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use xfer_proto::{Entry, EntryKind};
 
-use crate::session::open_session;
 use crate::home::Home;
 use crate::output::{Format, escape_control, format_utc, print_line, print_lines};
+use crate::session::open_session;
 use crate::transfer::{check_name, normalize_remote};
 
 /// Arguments of `xfer ls`.

@@ -15,11 +15,11 @@ use xfer_proto::EntryKind;
 use crate::client::Client;
 use crate::cmd::ls::check_listing;
 use crate::cmd::{remote_kind, report_failures};
-use crate::session::open_session;
 use crate::error::UsageError;
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::preview::Preview;
+use crate::session::open_session;
 use crate::transfer::progress::Progress;
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, check_name, normalize_remote, outcome_line,

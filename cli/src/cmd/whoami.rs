@@ -5,9 +5,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::client::Identity;
-use crate::session::open_session;
 use crate::home::Home;
 use crate::output::{Format, escape_control, format_utc, human_bytes, print_line, print_lines};
+use crate::session::open_session;
 
 /// Arguments of `xfer whoami`.
 #[derive(Debug, clap::Args)]
