@@ -178,12 +178,12 @@ fn file_messages_round_trip() {
         },
         Request::ChatOpen { after: Some(41) },
         Request::Join {
-            channel: "#general".into(),
+            channel: "general".parse().unwrap(),
             history: 20,
             after: None,
         },
         Request::Say {
-            target: "@bob".into(),
+            target: "@bob".parse().unwrap(),
             text: "é\u{1b}[2J".repeat(500),
         },
         Request::SendBegin {
@@ -204,7 +204,9 @@ fn file_messages_round_trip() {
         id: u64::MAX,
         time_unix_ms: u64::MAX,
         from: "u".repeat(crate::MAX_USER_LEN),
-        target: format!("#{}", "c".repeat(crate::MAX_CHANNEL_LEN)),
+        target: format!("#{}", "c".repeat(crate::MAX_CHANNEL_LEN))
+            .parse()
+            .unwrap(),
         body: crate::MessageBody::Text("x".repeat(crate::MAX_MESSAGE_LEN)),
     };
     let history = Response::History {
@@ -325,9 +327,9 @@ fn targets_parse_and_refuse_what_they_should() {
     use crate::{Target, TargetError};
     assert_eq!(
         Target::parse("#General"),
-        Ok(Target::Channel("general".into()))
+        Ok(Target::Channel("general".parse().unwrap()))
     );
-    assert_eq!(Target::parse("@bob"), Ok(Target::User("bob".into())));
+    assert_eq!(Target::parse("@bob"), Ok(Target::User("bob".parse().unwrap())));
     assert_eq!(Target::parse("bob"), Err(TargetError::NoSigil));
     assert_eq!(Target::parse("#"), Err(TargetError::BadChannel));
     assert_eq!(Target::parse("#a b"), Err(TargetError::BadChannel));
