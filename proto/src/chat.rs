@@ -105,6 +105,22 @@ impl fmt::Display for Target {
     }
 }
 
+/// Compares with the typed form, `#lab` or `@bob`.
+impl PartialEq<str> for Target {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Target::Channel(c) => other.strip_prefix('#') == Some(c.as_str()),
+            Target::User(u) => other.strip_prefix('@') == Some(u.as_str()),
+        }
+    }
+}
+
+impl PartialEq<&str> for Target {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
 impl From<ChannelName> for Target {
     fn from(c: ChannelName) -> Target {
         Target::Channel(c)
@@ -256,6 +272,9 @@ mod tests {
     fn targets_parse_print_and_refuse_clearly() {
         assert_eq!(Target::parse("#Lab").unwrap().to_string(), "#lab");
         assert_eq!(Target::parse("@Carol").unwrap().to_string(), "@Carol");
+        assert_eq!(Target::parse("#lab").unwrap(), "#lab");
+        assert_ne!(Target::parse("#lab").unwrap(), "@lab");
+        assert_ne!(Target::parse("@bob").unwrap(), "bob");
         for (bad, says) in [
             ("lab", "#channel or @user"),
             ("#no spaces", "channel name"),

@@ -390,8 +390,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Join`].
     Joined {
-        /// `#name` as the server normalised it.
-        channel: String,
+        /// The channel.
+        channel: ChannelName,
         /// Who is in it now, including this user.
         members: Vec<Presence>,
         /// Replayed messages, oldest first.

@@ -100,13 +100,6 @@ macro_rules! name_impls {
             }
         }
 
-        impl FromStr for $name {
-            type Err = $err;
-            fn from_str(s: &str) -> Result<Self, $err> {
-                $name::new(s)
-            }
-        }
-
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -119,15 +112,9 @@ macro_rules! name_impls {
             }
         }
 
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.0 == other
-            }
-        }
-
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
+                *self == **other
             }
         }
     };
@@ -135,6 +122,34 @@ macro_rules! name_impls {
 
 name_impls!(UserName, InvalidUserName);
 name_impls!(ChannelName, InvalidChannelName);
+
+impl FromStr for UserName {
+    type Err = InvalidUserName;
+    fn from_str(s: &str) -> Result<Self, InvalidUserName> {
+        UserName::new(s)
+    }
+}
+
+/// Parses what a person types: `#name` or `name`.
+impl FromStr for ChannelName {
+    type Err = InvalidChannelName;
+    fn from_str(s: &str) -> Result<Self, InvalidChannelName> {
+        ChannelName::new(s.strip_prefix('#').unwrap_or(s))
+    }
+}
+
+impl PartialEq<str> for UserName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+/// Compares with the typed form, `#lab`, as [`fmt::Display`] writes it.
+impl PartialEq<str> for ChannelName {
+    fn eq(&self, other: &str) -> bool {
+        other.strip_prefix('#') == Some(self.0.as_str())
+    }
+}
 
 impl fmt::Display for UserName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -204,6 +219,11 @@ mod tests {
         let lab = ChannelName::new("Lab").unwrap();
         assert_eq!(lab.as_str(), "lab");
         assert_eq!(lab.to_string(), "#lab");
+        assert_eq!(lab, "#lab");
+        assert_ne!(lab, "lab");
+        assert_eq!("#Lab".parse::<ChannelName>().unwrap(), lab);
+        assert_eq!("lab".parse::<ChannelName>().unwrap(), lab);
+        assert!("##lab".parse::<ChannelName>().is_err());
         for bad in ["", "no spaces", "#lab", "a/b", &"x".repeat(MAX_CHANNEL_LEN + 1)] {
             assert!(ChannelName::new(bad).is_err(), "{bad:?}");
         }
@@ -217,7 +237,7 @@ mod tests {
         assert!(postcard::from_bytes::<UserName>(&bad).is_err());
         let upper = postcard::to_stdvec("LAB").unwrap();
         // A channel name on the wire is already lowercase; decoding folds like parsing.
-        assert_eq!(postcard::from_bytes::<ChannelName>(&upper).unwrap(), "lab");
+        assert_eq!(postcard::from_bytes::<ChannelName>(&upper).unwrap(), "#lab");
         let bad = postcard::to_stdvec("no spaces").unwrap();
         assert!(postcard::from_bytes::<ChannelName>(&bad).is_err());
     }

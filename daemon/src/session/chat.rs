@@ -350,7 +350,7 @@ impl Session {
             open.seen.insert(target, page.last_read);
         }
         Ok(Response::Joined {
-            channel: channel.to_string(),
+            channel: channel.clone(),
             members: joined.members,
             history: page.messages,
         })
