@@ -12,6 +12,7 @@ pub mod chat;
 pub mod checksum;
 pub mod codec;
 pub mod error;
+pub mod layout;
 pub mod message;
 pub mod names;
 
@@ -22,6 +23,7 @@ pub use chat::{
 pub use checksum::Digest;
 pub use codec::{ClientCodec, Frame, ServerCodec, XferCodec};
 pub use error::{ErrorCode, ProtoError};
+pub use layout::{BadChunkSize, BufferPool, COMPRESS_LEVEL, ChunkLayout};
 pub use message::{
     Chunk, ChunkEncoding, Entry, EntryKind, Hello, Request, Response, Secret, WhoAmI,
 };
