@@ -622,7 +622,7 @@ async fn bad_targets_texts_and_states_are_refused_clearly() {
     for (variant, fields) in [
         (18, [&[0, 9][..], b"no spaces", &[1, b'x']].concat()), // Say #no spaces
         (18, [&[1, 6][..], b"../bob", &[1, b'x']].concat()),    // Say @../bob
-        (16, [&[3][..], b"@ob", &[0, 0]].concat()),              // Join "@ob"
+        (16, [&[3][..], b"@ob", &[0, 0]].concat()),             // Join "@ob"
     ] {
         let mut raw = Conn::login(&server, "alice").await;
         let mut frame = ((fields.len() + 2) as u32).to_be_bytes().to_vec();
@@ -891,7 +891,10 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     let mut bob = Conn::login(&server, "bob").await;
     bob.open(None).await;
     let m = bob.message().await;
-    assert_eq!((m.from.as_str(), m.target.to_string().as_str()), ("alice", "@bob"));
+    assert_eq!(
+        (m.from.as_str(), m.target.to_string().as_str()),
+        ("alice", "@bob")
+    );
     assert_eq!(
         m.body,
         MessageBody::File {

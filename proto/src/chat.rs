@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(message("alice", "#lab").conversation("alice"), t("#lab"));
         assert_eq!(message("bob", "@alice").conversation("alice"), t("@bob"));
         assert_eq!(message("alice", "@bob").conversation("alice"), t("@bob"));
-        assert_eq!(message("alice", "@alice").conversation("alice"), t("@alice"));
+        assert_eq!(
+            message("alice", "@alice").conversation("alice"),
+            t("@alice")
+        );
         assert_eq!(message("alice", "@bob").conversation("bob"), t("@alice"));
     }
 

@@ -195,7 +195,11 @@ mod tests {
         assert_eq!(&view[..], b"cd");
         drop(view);
         let again = pool.take(4);
-        assert_eq!((again.as_ptr(), again.len()), (ptr, 4), "the same allocation");
+        assert_eq!(
+            (again.as_ptr(), again.len()),
+            (ptr, 4),
+            "the same allocation"
+        );
         drop(pool.bytes(again));
         drop(pool.bytes(vec![0; 3]));
         assert_eq!(pool.lock().len(), 1, "at most `keep` spare");

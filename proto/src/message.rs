@@ -10,7 +10,9 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelInfo, ChannelName, ChatEvent, ChatMessage, Digest, ErrorCode, Presence, Target};
+use crate::{
+    ChannelInfo, ChannelName, ChatEvent, ChatMessage, Digest, ErrorCode, Presence, Target,
+};
 
 /// The first frame each side sends. Its layout is frozen across protocol versions
 /// so that any two builds can tell each other which version they speak.

@@ -224,7 +224,13 @@ mod tests {
         assert_eq!("#Lab".parse::<ChannelName>().unwrap(), lab);
         assert_eq!("lab".parse::<ChannelName>().unwrap(), lab);
         assert!("##lab".parse::<ChannelName>().is_err());
-        for bad in ["", "no spaces", "#lab", "a/b", &"x".repeat(MAX_CHANNEL_LEN + 1)] {
+        for bad in [
+            "",
+            "no spaces",
+            "#lab",
+            "a/b",
+            &"x".repeat(MAX_CHANNEL_LEN + 1),
+        ] {
             assert!(ChannelName::new(bad).is_err(), "{bad:?}");
         }
     }

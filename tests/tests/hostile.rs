@@ -173,7 +173,8 @@ fn the_client_names_a_protocol_version_mismatch() {
     );
     assert_eq!(out.code(), 9, "protocol errors exit 9: {}", out.stderr());
     assert!(
-        out.stderr().contains("speaks xfer protocol v999, this client speaks v3"),
+        out.stderr()
+            .contains("speaks xfer protocol v999, this client speaks v3"),
         "{}",
         out.stderr()
     );

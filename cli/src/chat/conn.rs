@@ -201,11 +201,7 @@ impl ChatConn {
     ///
     /// # Errors
     /// As [`ChatConn::request`].
-    pub async fn history_last(
-        &mut self,
-        target: &Target,
-        count: u32,
-    ) -> Result<Vec<ChatMessage>> {
+    pub async fn history_last(&mut self, target: &Target, count: u32) -> Result<Vec<ChatMessage>> {
         let mut pages: Vec<Vec<ChatMessage>> = Vec::new();
         let mut have = 0u32;
         let mut before = None;
@@ -467,7 +463,10 @@ mod tests {
             server.send(Frame::Message(e)).await.unwrap();
             server
         });
-        let err = conn.say(&Target::parse("@zed").unwrap(), "hi").await.unwrap_err();
+        let err = conn
+            .say(&Target::parse("@zed").unwrap(), "hi")
+            .await
+            .unwrap_err();
         assert_eq!(crate::exit_code(&err), 5, "{err:#}");
         assert!(format!("{err:#}").contains("no user zed"));
     }

@@ -128,11 +128,7 @@ impl Session {
         Ok(())
     }
 
-    async fn part_command(
-        &mut self,
-        channel: Option<ChannelName>,
-        ui: &mut impl Ui,
-    ) -> Result<()> {
+    async fn part_command(&mut self, channel: Option<ChannelName>, ui: &mut impl Ui) -> Result<()> {
         let channel = match (channel, &self.state.target) {
             (Some(c), _) => c,
             (None, Some(Target::Channel(c))) => c.clone(),

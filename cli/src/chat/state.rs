@@ -281,12 +281,19 @@ mod tests {
         s.received(&msg(95, "#lab"));
         assert!(s.accept(&from(101, "alice", "#lab")), "her own line, shown");
         assert!(s.accept(&from(102, "alice", "@bob")));
-        assert_eq!(s.floor_of(&t("#lab")), 95, "a reconnect re-joins #lab after 95");
+        assert_eq!(
+            s.floor_of(&t("#lab")),
+            95,
+            "a reconnect re-joins #lab after 95"
+        );
         assert_eq!(s.direct_after(), 90, "and replays direct messages after 90");
         // Direct messages: received from the DM stream, keyed by the other party.
         s.received(&from(103, "bob", "@alice"));
         s.received(&from(104, "alice", "@carol"));
-        assert_eq!((s.floor_of(&t("@bob")), s.floor_of(&t("@carol"))), (103, 104));
+        assert_eq!(
+            (s.floor_of(&t("@bob")), s.floor_of(&t("@carol"))),
+            (103, 104)
+        );
         assert_eq!(s.floor_of(&t("@alice")), 90, "never keyed by the recipient");
         assert_eq!(s.direct_after(), 104);
         // A catch-up of one conversation moves its mark, not the DM stream's.
@@ -305,7 +312,11 @@ mod tests {
         assert_eq!(s.missed_floor(&t("#lab")), 500, "a Missed is answered once");
         s.rejoined(&lab, 500);
         s.received_live(&msg(501, "#lab"));
-        assert_eq!(s.missed_floor(&t("#lab")), 501, "live messages end the replay");
+        assert_eq!(
+            s.missed_floor(&t("#lab")),
+            501,
+            "live messages end the replay"
+        );
     }
 
     #[test]

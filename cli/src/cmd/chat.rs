@@ -173,10 +173,7 @@ async fn interactive(home: &Home, target: Option<Target>) -> Result<()> {
             session.show_new(replay, &mut ui);
         }
         Some(t @ Target::User(_)) => {
-            let messages = session
-                .conn()?
-                .history_last(t, JOIN_HISTORY)
-                .await?;
+            let messages = session.conn()?.history_last(t, JOIN_HISTORY).await?;
             ui.info(&format!("talking to {t}"));
             session.show_new(messages, &mut ui);
         }
@@ -275,7 +272,10 @@ mod tests {
             parse_target("#General").unwrap(),
             Target::Channel("general".parse().unwrap())
         );
-        assert_eq!(parse_target("@bob").unwrap(), Target::User("bob".parse().unwrap()));
+        assert_eq!(
+            parse_target("@bob").unwrap(),
+            Target::User("bob".parse().unwrap())
+        );
         let e = parse_target("general").unwrap_err().to_string();
         assert!(e.contains("'#general'") && e.contains("@general"), "{e}");
         let e = parse_target("#no way").unwrap_err().to_string();

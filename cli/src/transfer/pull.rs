@@ -123,18 +123,12 @@ pub async fn pull_file(
         .filter(|&i| good[i as usize])
         .map(|i| layout.chunk_len(i))
         .sum();
-    let resumed_at = (verified > 0).then(|| {
-        needed
-            .first()
-            .map_or(size, |&i| layout.offset(i))
-    });
+    let resumed_at = (verified > 0).then(|| needed.first().map_or(size, |&i| layout.offset(i)));
 
     let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_AHEAD);
     let writer = {
         let manifest = manifest.clone();
-        tokio::task::spawn_blocking(move || {
-            write_chunks(file, layout, &manifest, good, rx)
-        })
+        tokio::task::spawn_blocking(move || write_chunks(file, layout, &manifest, good, rx))
     };
 
     let fp = progress.file(&dest.display().to_string(), size, verified);

@@ -199,10 +199,7 @@ mod tests {
         }));
         sender.deliver(dm(9, "alice", "bob"));
         assert_eq!(inbox.first_dropped_to_user(), Some(5));
-        assert_eq!(
-            inbox.take_drops(),
-            [(Target::parse("@alice").unwrap(), 3)]
-        );
+        assert_eq!(inbox.take_drops(), [(Target::parse("@alice").unwrap(), 3)]);
         let left: Vec<_> = std::iter::from_fn(|| inbox.try_recv()).collect();
         assert_eq!(left.len(), 2);
         assert!(matches!(&left[1].event, ChatEvent::Message(m) if m.id == 9));

@@ -27,8 +27,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use xfer_proto::{
-    ChannelInfo, ChatEvent, ChatMessage, ErrorCode, MessageBody, Presence, Target, TargetError,
-    UserName,
+    ChannelInfo, ChatEvent, ChatMessage, ErrorCode, MessageBody, Presence, Target, UserName,
 };
 
 use crate::config::ChatConfig;
@@ -103,9 +102,6 @@ pub trait ChatBus: Send + Sync + 'static {
 /// peer sees; `Store` details are only logged.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    /// The target does not parse.
-    #[error("{0}")]
-    BadTarget(#[from] TargetError),
     /// A direct message or file to an account that does not exist.
     #[error("no user {0}")]
     NoUser(String),
@@ -163,11 +159,9 @@ impl ChatError {
     /// The stable code for the peer.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ChatError::BadTarget(_)
-            | ChatError::NotOpen
-            | ChatError::AlreadyOpen
-            | ChatError::Empty
-            | ChatError::Nul => ErrorCode::BadRequest,
+            ChatError::NotOpen | ChatError::AlreadyOpen | ChatError::Empty | ChatError::Nul => {
+                ErrorCode::BadRequest
+            }
             ChatError::NoUser(_) | ChatError::NotMember(_) => ErrorCode::NotFound,
             ChatError::TooManyJoined { .. } | ChatError::TooManyChannels { .. } => ErrorCode::Busy,
             ChatError::TooLong { .. } => ErrorCode::TooLarge,

@@ -481,9 +481,7 @@ impl Session {
         let delivered = events
             .iter()
             .filter_map(|e| match e {
-                ChatEvent::Message(m) if m.target.user().is_some_and(|to| *to == *me) => {
-                    Some(m.id)
-                }
+                ChatEvent::Message(m) if m.target.user().is_some_and(|to| *to == *me) => Some(m.id),
                 _ => None,
             })
             .max();

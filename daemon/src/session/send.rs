@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use xfer_proto::{ErrorCode, MessageBody, Response, Target, TargetError, UserName, valid_user_name};
+use xfer_proto::{
+    ErrorCode, MessageBody, Response, Target, TargetError, UserName, valid_user_name,
+};
 
 use super::Session;
 use crate::audit;

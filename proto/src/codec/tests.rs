@@ -350,7 +350,10 @@ fn targets_parse_and_refuse_what_they_should() {
         Target::parse("#General"),
         Ok(Target::Channel("general".parse().unwrap()))
     );
-    assert_eq!(Target::parse("@bob"), Ok(Target::User("bob".parse().unwrap())));
+    assert_eq!(
+        Target::parse("@bob"),
+        Ok(Target::User("bob".parse().unwrap()))
+    );
     assert_eq!(Target::parse("bob"), Err(TargetError::NoSigil));
     assert_eq!(Target::parse("#"), Err(TargetError::BadChannel));
     assert_eq!(Target::parse("#a b"), Err(TargetError::BadChannel));

@@ -60,13 +60,9 @@ async fn messages_come_back_in_order_and_survive_a_reopen() {
     for i in 0..5 {
         let delivered = std::cell::Cell::new(0);
         let m = h
-            .append(
-                &lab(),
-                "alice",
-                t("#lab"),
-                text(&format!("m{i}")),
-                |m| delivered.set(m.id),
-            )
+            .append(&lab(), "alice", t("#lab"), text(&format!("m{i}")), |m| {
+                delivered.set(m.id)
+            })
             .await
             .unwrap();
         assert_eq!(delivered.get(), m.id, "delivered with its id");
@@ -275,7 +271,10 @@ async fn after_filters_and_reports_what_it_read() {
         .unwrap();
     assert_eq!(h.conversations_of("bob"), std::slice::from_ref(&key));
     assert_eq!(key.other("bob"), Some("alice"));
-    let page = h.after(&key, 0, 10, |m| m.target == t("@bob")).await.unwrap();
+    let page = h
+        .after(&key, 0, 10, |m| m.target == t("@bob"))
+        .await
+        .unwrap();
     assert_eq!(texts(&page), ["to bob"]);
     assert_eq!(page.last_read, b.id);
     let page = h.after(&key, b.id, 10, |_| true).await.unwrap();
@@ -368,13 +367,26 @@ async fn a_version_2_history_directory_opens_with_its_messages_intact() {
             (3, "bob".into(), "#lab".into(), "hi alice".into()),
         ]
     );
-    let ab = h.last(&ConvKey::direct("alice", "bob"), 10, None).await.unwrap();
+    let ab = h
+        .last(&ConvKey::direct("alice", "bob"), 10, None)
+        .await
+        .unwrap();
     assert_eq!(
         summary(&ab),
         [
             (2, "alice".into(), "@bob".into(), "hi bob".into()),
-            (4, "bob".into(), "@alice".into(), "hi alice, privately".into()),
-            (5, "alice".into(), "@bob".into(), "inbox/alice/hello.txt".into()),
+            (
+                4,
+                "bob".into(),
+                "@alice".into(),
+                "hi alice, privately".into()
+            ),
+            (
+                5,
+                "alice".into(),
+                "@bob".into(),
+                "inbox/alice/hello.txt".into()
+            ),
         ]
     );
     let MessageBody::File { size, digest, .. } = &ab.messages[2].body else {
@@ -392,7 +404,11 @@ async fn a_version_2_history_directory_opens_with_its_messages_intact() {
     assert_eq!(h.conversations_of("alice").len(), 2);
     let before = h.last_id();
     let next = say(&h, &lab(), "after the upgrade").await;
-    assert!(next.id > before, "ids keep increasing: {} after {before}", next.id);
+    assert!(
+        next.id > before,
+        "ids keep increasing: {} after {before}",
+        next.id
+    );
     let reopened = History::open(dir.path(), config(), 0).unwrap();
     let channel = reopened.last(&lab(), 10, None).await.unwrap();
     assert_eq!(channel.messages.len(), 3);
