@@ -22,7 +22,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use xfer_proto::{
-    ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Request, Response, Target,
+    ChannelName, ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Request,
+    Response, Target,
 };
 
 use super::{End, Session, not_logged_in};
@@ -41,17 +42,17 @@ pub(super) enum Incoming {
     /// From the inbox.
     Inbox(Arc<Envelope>),
     /// From a channel, or how far this connection fell behind it.
-    Channel(String, Result<Arc<Envelope>, RecvError>),
+    Channel(ChannelName, Result<Arc<Envelope>, RecvError>),
     /// Inbox events that did not fit, by conversation.
-    Dropped(Vec<(String, u64)>),
+    Dropped(Vec<(Target, u64)>),
 }
 
 struct OpenChat {
     inbox: Inbox,
-    channels: Subscriptions<Arc<Envelope>>,
+    channels: Subscriptions<ChannelName, Arc<Envelope>>,
     /// Per channel (`#x`) or conversation (`@y`), the largest id already sent in a
     /// replay: live copies up to it are skipped.
-    seen: HashMap<String, u64>,
+    seen: HashMap<Target, u64>,
     /// Whether the `ChatOpen` replay included the user's own direct messages (it does
     /// only with `after`); if not, `seen` must not hide live copies of them.
     own_replayed: bool,
@@ -151,8 +152,11 @@ impl ChatState {
                 );
                 return;
             }
-            Incoming::Channel(target, Err(RecvError::Lagged(count))) => {
-                out.push(ChatEvent::Missed { target, count });
+            Incoming::Channel(channel, Err(RecvError::Lagged(count))) => {
+                out.push(ChatEvent::Missed {
+                    target: Target::Channel(channel),
+                    count,
+                });
                 return;
             }
             Incoming::Channel(_, Err(RecvError::Closed)) => return,
@@ -162,8 +166,8 @@ impl ChatState {
             return;
         }
         if let ChatEvent::Message(m) = &envelope.event {
-            let conversation = conversation_of(m, me);
-            let replayable = open.own_replayed || m.from != me || m.target.starts_with('#');
+            let conversation = m.conversation(me);
+            let replayable = open.own_replayed || m.from != me || m.target.channel().is_some();
             if replayable
                 && open
                     .seen
@@ -189,15 +193,6 @@ fn poll_channels(open: &mut OpenChat, cx: &mut Context<'_>) -> Poll<Incoming> {
         .map(|(key, r)| Incoming::Channel(key, r))
 }
 
-/// The channel (`#x`) or, for `me`, the direct conversation (`@other`) of a message.
-fn conversation_of(m: &ChatMessage, me: &str) -> String {
-    if m.target.starts_with('#') || m.from == me {
-        m.target.clone()
-    } else {
-        format!("@{}", m.from)
-    }
-}
-
 fn chat_error(e: &ChatError) -> Response {
     if let ChatError::Store(inner) = e
         && e.code() == ErrorCode::Internal
@@ -207,18 +202,11 @@ fn chat_error(e: &ChatError) -> Response {
     Response::error(e.code(), e.peer_message())
 }
 
-fn channel_name(s: &str) -> Result<String, ChatError> {
-    match Target::parse(s)? {
-        Target::Channel(name) => Ok(name),
-        Target::User(_) => Err(ChatError::BadTarget(xfer_proto::TargetError::BadChannel)),
-    }
-}
-
 /// Drops the oldest messages until the texts fit `budget` bytes; returns how many.
 fn fit(messages: &mut Vec<ChatMessage>, budget: usize) -> u64 {
     let size = |m: &ChatMessage| {
         128 + m.from.len()
-            + m.target.len()
+            + m.target.name().len()
             + match &m.body {
                 MessageBody::Text(t) => t.len(),
                 MessageBody::File { path, .. } => path.len() + 48,
@@ -255,7 +243,7 @@ impl Session {
                 count,
                 before,
             } => self.chat_history(&user, &target, count, before).await,
-            Request::Who { channel } => self.who(channel.as_deref()),
+            Request::Who { channel } => self.who(channel.as_ref()),
             Request::Channels => Ok(Response::Channels {
                 channels: self.state.chat.bus().channels(),
             }),
@@ -319,16 +307,16 @@ impl Session {
 
     async fn join(
         &mut self,
-        channel: &str,
+        channel: &ChannelName,
         history: u32,
         after: Option<u64>,
     ) -> Result<Response, ChatError> {
         let id = self.open_id()?;
-        let name = channel_name(channel)?;
+        let name = channel.as_str();
         self.throttle()?;
         let chat = self.state.chat.clone();
-        let joined = chat.bus().join(id, &name)?;
-        let key = ConvKey::Channel(name.clone());
+        let joined = chat.bus().join(id, name)?;
+        let key = ConvKey::Channel(name.to_owned());
         let limit = MAX_HISTORY as usize;
         let page = match after {
             Some(after) => chat.history().after(&key, after, limit, |_| true).await,
@@ -340,7 +328,7 @@ impl Session {
         let mut page = match page {
             Ok(p) => p,
             Err(e) => {
-                let _ = chat.bus().part(id, &name);
+                let _ = chat.bus().part(id, name);
                 return Err(e.into());
             }
         };
@@ -349,7 +337,7 @@ impl Session {
             &mut page.messages,
             JOINED_BUDGET.saturating_sub(members_size),
         );
-        let target = format!("#{name}");
+        let target = Target::Channel(channel.clone());
         let skipped = page.skipped + cut;
         if skipped > 0 {
             self.chat.pending.push_back(ChatEvent::Missed {
@@ -358,43 +346,45 @@ impl Session {
             });
         }
         if let Some(open) = &mut self.chat.open {
-            open.channels.insert(target.clone(), joined.receiver);
-            open.seen.insert(target.clone(), page.last_read);
+            open.channels.insert(channel.clone(), joined.receiver);
+            open.seen.insert(target, page.last_read);
         }
         Ok(Response::Joined {
-            channel: target,
+            channel: channel.clone(),
             members: joined.members,
             history: page.messages,
         })
     }
 
-    fn part(&mut self, channel: &str) -> Result<Response, ChatError> {
+    fn part(&mut self, channel: &ChannelName) -> Result<Response, ChatError> {
         let id = self.open_id()?;
-        let name = channel_name(channel)?;
         self.throttle()?;
-        self.state.chat.bus().part(id, &name)?;
+        self.state.chat.bus().part(id, channel.as_str())?;
         if let Some(open) = &mut self.chat.open {
-            let target = format!("#{name}");
-            open.channels.remove(&target);
-            open.seen.remove(&target);
+            open.channels.remove(channel.as_str());
+            open.seen.remove(&Target::Channel(channel.clone()));
         }
         Ok(Response::Ok)
     }
 
-    async fn say(&mut self, user: &str, target: &str, text: String) -> Result<Response, ChatError> {
-        let target = Target::parse(target)?;
+    async fn say(
+        &mut self,
+        user: &str,
+        target: &Target,
+        text: String,
+    ) -> Result<Response, ChatError> {
         check_text(&text)?;
-        if let Target::User(to) = &target
-            && self.state.passwords.lookup(to).is_none()
+        if let Target::User(to) = target
+            && self.state.passwords.lookup(to.as_str()).is_none()
         {
-            return Err(ChatError::NoUser(to.clone()));
+            return Err(ChatError::NoUser(to.to_string()));
         }
         self.throttle()?;
         let origin = self.chat.open_conn();
         let message = self
             .state
             .chat
-            .post(origin, user, &target, MessageBody::Text(text))
+            .post(origin, user, target, MessageBody::Text(text))
             .await?;
         Ok(Response::Said {
             id: message.id,
@@ -405,32 +395,30 @@ impl Session {
     async fn chat_history(
         &mut self,
         user: &str,
-        target: &str,
+        target: &Target,
         count: u32,
         before: Option<u64>,
     ) -> Result<Response, ChatError> {
-        let target = Target::parse(target)?;
-        let key = ConvKey::of(&target, user);
-        if let Target::User(to) = &target
+        let key = ConvKey::of(target, user);
+        if let Target::User(to) = target
             && !self.state.chat.history().exists(&key)
-            && self.state.passwords.lookup(to).is_none()
+            && self.state.passwords.lookup(to.as_str()).is_none()
         {
-            return Err(ChatError::NoUser(to.clone()));
+            return Err(ChatError::NoUser(to.to_string()));
         }
         self.throttle()?;
         let history = self.state.chat.history();
         let count = count.min(MAX_HISTORY) as usize;
         let page = history.last(&key, count, before).await?;
         Ok(Response::History {
-            target: target.to_string(),
+            target: target.clone(),
             messages: page.messages,
         })
     }
 
-    fn who(&self, channel: Option<&str>) -> Result<Response, ChatError> {
-        let channel = channel.map(channel_name).transpose()?;
+    fn who(&self, channel: Option<&ChannelName>) -> Result<Response, ChatError> {
         Ok(Response::Who {
-            users: self.state.chat.bus().who(channel.as_deref()),
+            users: self.state.chat.bus().who(channel.map(ChannelName::as_str)),
         })
     }
 
@@ -490,11 +478,10 @@ impl Session {
         let Some(me) = self.auth.as_ref().map(|a| a.user.clone()) else {
             return Ok(());
         };
-        let to_me = format!("@{me}");
         let delivered = events
             .iter()
             .filter_map(|e| match e {
-                ChatEvent::Message(m) if m.target == to_me => Some(m.id),
+                ChatEvent::Message(m) if m.target.user().is_some_and(|to| *to == *me) => Some(m.id),
                 _ => None,
             })
             .max();

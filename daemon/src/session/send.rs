@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use xfer_proto::{ErrorCode, MessageBody, Response, Target, TargetError, valid_user_name};
+use xfer_proto::{
+    ErrorCode, MessageBody, Response, Target, TargetError, UserName, valid_user_name,
+};
 
 use super::Session;
 use crate::audit;
@@ -69,7 +71,12 @@ impl Session {
             size: record.bytes,
             digest,
         };
-        let target = Target::User(to.to_owned());
+        // `to` passed the account-name rule at `SendBegin`.
+        let Ok(to_name) = UserName::new(to) else {
+            tracing::error!(to, "a sent file's recipient is no user name");
+            return;
+        };
+        let target = Target::User(to_name);
         if let Err(e) = self
             .state
             .chat
