@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::Digest;
+use crate::names::{ChannelName, UserName};
 
 /// Longest message text in bytes (UTF-8). Longer texts are refused with `TooLarge`.
 pub const MAX_MESSAGE_LEN: usize = 4000;
@@ -18,19 +19,17 @@ pub const MAX_MESSAGE_LEN: usize = 4000;
 /// Most messages one `Join` or `History` answer carries (200 × 4,000 bytes fits a frame).
 pub const MAX_HISTORY: u32 = 200;
 
-/// Longest channel name in bytes, without the `#`.
-pub const MAX_CHANNEL_LEN: usize = 32;
-
-/// Longest user name in bytes (the daemon's account-name rule).
-pub const MAX_USER_LEN: usize = 32;
-
 /// Where a message goes: a channel or a direct conversation with one user.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// On the wire (postcard) a target is its variant index (`0` channel, `1` user, one
+/// byte) and the bare name as a length-prefixed string: `#lab` is `00 03 6c 61 62`,
+/// exactly as long as the string `"#lab"` would be.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Target {
-    /// `#name`: every member of the channel. The name is stored without `#`, lowercase.
-    Channel(String),
-    /// `@name`: a direct conversation with that user. Stored without `@`.
-    User(String),
+    /// `#name`: every member of the channel.
+    Channel(ChannelName),
+    /// `@name`: a direct conversation with that user.
+    User(UserName),
 }
 
 /// Why a target string was refused.
@@ -53,18 +52,13 @@ impl Target {
     /// Parses `#channel` (case-insensitive, stored lowercase) or `@user`.
     pub fn parse(s: &str) -> Result<Target, TargetError> {
         if let Some(name) = s.strip_prefix('#') {
-            let name = name.to_ascii_lowercase();
-            if valid_channel_name(&name) {
-                Ok(Target::Channel(name))
-            } else {
-                Err(TargetError::BadChannel)
-            }
+            ChannelName::new(name)
+                .map(Target::Channel)
+                .map_err(|_| TargetError::BadChannel)
         } else if let Some(name) = s.strip_prefix('@') {
-            if valid_user_name(name) {
-                Ok(Target::User(name.to_owned()))
-            } else {
-                Err(TargetError::BadUser)
-            }
+            UserName::new(name)
+                .map(Target::User)
+                .map_err(|_| TargetError::BadUser)
         } else {
             Err(TargetError::NoSigil)
         }
@@ -73,37 +67,70 @@ impl Target {
     /// The bare name, without sigil.
     pub fn name(&self) -> &str {
         match self {
-            Target::Channel(n) | Target::User(n) => n,
+            Target::Channel(n) => n.as_str(),
+            Target::User(n) => n.as_str(),
         }
+    }
+
+    /// The channel, if this is one.
+    pub fn channel(&self) -> Option<&ChannelName> {
+        match self {
+            Target::Channel(c) => Some(c),
+            Target::User(_) => None,
+        }
+    }
+
+    /// The user, if this is a direct conversation.
+    pub fn user(&self) -> Option<&UserName> {
+        match self {
+            Target::User(u) => Some(u),
+            Target::Channel(_) => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Target, TargetError> {
+        Target::parse(s)
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Channel(n) => write!(f, "#{n}"),
+            Target::Channel(n) => write!(f, "{n}"),
             Target::User(n) => write!(f, "@{n}"),
         }
     }
 }
 
-/// A channel name without `#`: 1 to [`MAX_CHANNEL_LEN`] of `a-z 0-9 - _ .`.
-pub fn valid_channel_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_CHANNEL_LEN
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
+/// Compares with the typed form, `#lab` or `@bob`.
+impl PartialEq<str> for Target {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Target::Channel(c) => other.strip_prefix('#') == Some(c.as_str()),
+            Target::User(u) => other.strip_prefix('@') == Some(u.as_str()),
+        }
+    }
 }
 
-/// A user name: 1 to [`MAX_USER_LEN`] of `a-z A-Z 0-9 - _ .`, starting with a letter or digit.
-pub fn valid_user_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_USER_LEN
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+impl PartialEq<&str> for Target {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl From<ChannelName> for Target {
+    fn from(c: ChannelName) -> Target {
+        Target::Channel(c)
+    }
+}
+
+impl From<UserName> for Target {
+    fn from(u: UserName) -> Target {
+        Target::User(u)
+    }
 }
 
 /// What a message says.
@@ -131,11 +158,27 @@ pub struct ChatMessage {
     pub time_unix_ms: u64,
     /// Sender's account name.
     pub from: String,
-    /// `#channel`, or `@user` for a direct message (the recipient as the sender named it).
-    /// A client shows a direct conversation under the other party's name.
-    pub target: String,
+    /// The channel, or for a direct message the recipient. A client shows a direct
+    /// conversation under the other party's name: see [`ChatMessage::conversation`].
+    pub target: Target,
     /// The content.
     pub body: MessageBody,
+}
+
+impl ChatMessage {
+    /// The conversation this message belongs to as `me` sees it: its channel, or for a
+    /// direct message the other party (`@bob` for bob's message to `me` as for `me`'s
+    /// message to bob; `@me` for a note to oneself). The one rule every side uses.
+    pub fn conversation(&self, me: &str) -> Target {
+        match &self.target {
+            Target::User(_) if self.from != me => match UserName::new(self.from.as_str()) {
+                Ok(from) => Target::User(from),
+                // A sender is always an account; an impossible one keeps the target.
+                Err(_) => self.target.clone(),
+            },
+            target => target.clone(),
+        }
+    }
 }
 
 /// Whether a user is reachable in chat.
@@ -193,9 +236,71 @@ pub enum ChatEvent {
     /// This connection read too slowly and `count` messages of `target` were dropped for
     /// it (the room did not wait); `History` fetches them.
     Missed {
-        /// `#channel` or `@user`.
-        target: String,
+        /// The conversation, as [`ChatMessage::conversation`] names it.
+        target: Target,
         /// How many.
         count: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(from: &str, target: &str) -> ChatMessage {
+        ChatMessage {
+            id: 1,
+            time_unix_ms: 0,
+            from: from.into(),
+            target: Target::parse(target).unwrap(),
+            body: MessageBody::Text("hi".into()),
+        }
+    }
+
+    #[test]
+    fn a_message_belongs_to_its_channel_or_to_the_other_party() {
+        let t = |s: &str| Target::parse(s).unwrap();
+        assert_eq!(message("bob", "#lab").conversation("alice"), t("#lab"));
+        assert_eq!(message("alice", "#lab").conversation("alice"), t("#lab"));
+        assert_eq!(message("bob", "@alice").conversation("alice"), t("@bob"));
+        assert_eq!(message("alice", "@bob").conversation("alice"), t("@bob"));
+        assert_eq!(
+            message("alice", "@alice").conversation("alice"),
+            t("@alice")
+        );
+        assert_eq!(message("alice", "@bob").conversation("bob"), t("@alice"));
+    }
+
+    #[test]
+    fn targets_parse_print_and_refuse_clearly() {
+        assert_eq!(Target::parse("#Lab").unwrap().to_string(), "#lab");
+        assert_eq!(Target::parse("@Carol").unwrap().to_string(), "@Carol");
+        assert_eq!(Target::parse("#lab").unwrap(), "#lab");
+        assert_ne!(Target::parse("#lab").unwrap(), "@lab");
+        assert_ne!(Target::parse("@bob").unwrap(), "bob");
+        for (bad, says) in [
+            ("lab", "#channel or @user"),
+            ("#no spaces", "channel name"),
+            ("#", "channel name"),
+            ("@../bob", "user name"),
+            ("@", "user name"),
+        ] {
+            let e = Target::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_target_on_the_wire_is_a_variant_byte_and_the_bare_name() {
+        let lab = postcard::to_stdvec(&Target::parse("#lab").unwrap()).unwrap();
+        assert_eq!(lab, [0, 3, b'l', b'a', b'b']);
+        let bob = postcard::to_stdvec(&Target::parse("@bob").unwrap()).unwrap();
+        assert_eq!(bob, [1, 3, b'b', b'o', b'b']);
+        assert_eq!(
+            postcard::from_bytes::<Target>(&bob).unwrap(),
+            Target::parse("@bob").unwrap()
+        );
+        assert!(postcard::from_bytes::<Target>(&[1, 2, b'.', b'x']).is_err());
+        assert!(postcard::from_bytes::<Target>(&[2, 1, b'x']).is_err());
+    }
 }

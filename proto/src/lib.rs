@@ -12,24 +12,31 @@ pub mod chat;
 pub mod checksum;
 pub mod codec;
 pub mod error;
+pub mod layout;
 pub mod message;
+pub mod names;
 
 pub use chat::{
-    ChannelInfo, ChatEvent, ChatMessage, MAX_CHANNEL_LEN, MAX_HISTORY, MAX_MESSAGE_LEN,
-    MAX_USER_LEN, MessageBody, Presence, PresenceState, Target, TargetError, valid_channel_name,
-    valid_user_name,
+    ChannelInfo, ChatEvent, ChatMessage, MAX_HISTORY, MAX_MESSAGE_LEN, MessageBody, Presence,
+    PresenceState, Target, TargetError,
 };
 pub use checksum::Digest;
 pub use codec::{ClientCodec, Frame, ServerCodec, XferCodec};
 pub use error::{ErrorCode, ProtoError};
+pub use layout::{BadChunkSize, BufferPool, COMPRESS_LEVEL, ChunkLayout};
 pub use message::{
     Chunk, ChunkEncoding, Entry, EntryKind, Hello, Request, Response, Secret, WhoAmI,
+};
+pub use names::{
+    ChannelName, InvalidChannelName, InvalidUserName, MAX_CHANNEL_LEN, MAX_USER_LEN, UserName,
+    valid_channel_name, valid_user_name,
 };
 
 /// The protocol version this build speaks. Both ends must agree exactly; the [`Hello`]
 /// exchange that compares them has a layout frozen across all versions. Version 2 made
-/// chunk digests BLAKE3 subtree chaining values ([`Digest::of_chunk`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// chunk digests BLAKE3 subtree chaining values ([`Digest::of_chunk`]); version 3 carries
+/// chat targets and channel names typed ([`Target`], [`ChannelName`]) instead of strings.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Size of a file-data chunk in bytes (1 MiB): large enough that per-chunk overhead
 /// (frame header, digest, acknowledgement) is negligible, small enough that a bounded

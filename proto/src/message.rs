@@ -10,7 +10,9 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelInfo, ChatEvent, ChatMessage, Digest, ErrorCode, Presence};
+use crate::{
+    ChannelInfo, ChannelName, ChatEvent, ChatMessage, Digest, ErrorCode, Presence, Target,
+};
 
 /// The first frame each side sends. Its layout is frozen across protocol versions
 /// so that any two builds can tell each other which version they speak.
@@ -177,8 +179,8 @@ pub enum Request {
     /// Joins a channel (created on first use); answered by [`Response::Joined`].
     /// Needs `ChatOpen` first.
     Join {
-        /// `#name`.
-        channel: String,
+        /// The channel.
+        channel: ChannelName,
         /// Replay the last `history` messages (at most [`crate::MAX_HISTORY`]).
         history: u32,
         /// Instead, replay the messages after this id (reconnect), at most `MAX_HISTORY`.
@@ -186,14 +188,14 @@ pub enum Request {
     },
     /// Leaves a channel; answered by `Ok`.
     Part {
-        /// `#name`.
-        channel: String,
+        /// The channel.
+        channel: ChannelName,
     },
     /// Sends a message to `#channel` or `@user`; answered by [`Response::Said`]. Needs no
     /// `ChatOpen` (scripts say one line and leave) and no membership.
     Say {
         /// `#channel` or `@user`.
-        target: String,
+        target: Target,
         /// At most [`crate::MAX_MESSAGE_LEN`] bytes.
         text: String,
     },
@@ -201,7 +203,7 @@ pub enum Request {
     /// answered by [`Response::History`], oldest first.
     History {
         /// `#channel` or `@user`.
-        target: String,
+        target: Target,
         /// How many (at most [`crate::MAX_HISTORY`]).
         count: u32,
         /// Only messages with a smaller id (paging backwards).
@@ -210,8 +212,8 @@ pub enum Request {
     /// Who is online: the members of `channel`, or every user with a chat connection;
     /// answered by [`Response::Who`].
     Who {
-        /// `#name`, or `None` for everyone online.
-        channel: Option<String>,
+        /// The channel, or `None` for everyone online.
+        channel: Option<ChannelName>,
     },
     /// Lists channels that have members now; answered by [`Response::Channels`].
     Channels,
@@ -390,8 +392,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Join`].
     Joined {
-        /// `#name` as the server normalised it.
-        channel: String,
+        /// The channel.
+        channel: ChannelName,
         /// Who is in it now, including this user.
         members: Vec<Presence>,
         /// Replayed messages, oldest first.
@@ -407,7 +409,7 @@ pub enum Response {
     /// Answer to [`Request::History`].
     History {
         /// `#channel` or `@user` as asked.
-        target: String,
+        target: Target,
         /// Oldest first.
         messages: Vec<ChatMessage>,
     },

@@ -364,7 +364,7 @@ async fn flood(d: &Daemon, count: usize) -> Instant {
     let filler = "x".repeat(3990);
     for i in 0..count {
         let req = Request::Say {
-            target: "#flood".into(),
+            target: "#flood".parse().unwrap(),
             text: format!("{i:05} {filler}"),
         };
         let r = conn.request(req).await;
@@ -372,7 +372,7 @@ async fn flood(d: &Daemon, count: usize) -> Instant {
     }
     let sent = Instant::now();
     let req = Request::Say {
-        target: "#flood".into(),
+        target: "#flood".parse().unwrap(),
         text: "MARKER".into(),
     };
     let r = conn.request(req).await;
@@ -571,7 +571,7 @@ async fn crowd_member(
         .await;
     assert!(matches!(r, Some(Response::ChatOpened { .. })), "{i}: {r:?}");
     let join = Request::Join {
-        channel: "#crowd".into(),
+        channel: "#crowd".parse().unwrap(),
         history: 0,
         after: None,
     };
@@ -582,7 +582,7 @@ async fn crowd_member(
     for k in 0..per_conn {
         let text = format!("c{i:03}-{k}");
         let say = Request::Say {
-            target: "#crowd".into(),
+            target: "#crowd".parse().unwrap(),
             text: text.clone(),
         };
         let r = c.request_collecting(say, &mut events).await;

@@ -95,7 +95,7 @@ impl ChatConn {
     async fn say(&mut self, target: &str, text: &str) -> u64 {
         match self
             .request(Request::Say {
-                target: target.into(),
+                target: target.parse().unwrap(),
                 text: text.into(),
             })
             .await
@@ -108,7 +108,7 @@ impl ChatConn {
     async fn history(&mut self, target: &str) -> Vec<ChatMessage> {
         match self
             .request(Request::History {
-                target: target.into(),
+                target: target.parse().unwrap(),
                 count: 200,
                 before: None,
             })
@@ -208,7 +208,7 @@ async fn two_hundred_chat_connections_lose_nothing() {
         ));
         assert!(matches!(
             c.request(Request::Join {
-                channel: "#all".into(),
+                channel: "#all".parse().unwrap(),
                 history: 0,
                 after: None,
             })

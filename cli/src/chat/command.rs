@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use xfer_proto::{MAX_HISTORY, Target, valid_user_name};
+use xfer_proto::{ChannelName, MAX_HISTORY, TargetError, UserName};
 
 /// Messages `/history` shows when no count is given.
 pub const DEFAULT_HISTORY: u32 = 20;
@@ -17,18 +17,18 @@ pub enum Command {
     /// Text for the current target (`//text` becomes `/text`).
     Say(String),
     /// `/join #channel`: join it (or switch to it) and make it the current target.
-    Join(String),
+    Join(ChannelName),
     /// `/part [#channel]`: leave it (default: the current channel).
-    Part(Option<String>),
+    Part(Option<ChannelName>),
     /// `/msg USER text`: a direct message, without changing the current target.
     Msg {
-        /// The recipient, without `@`.
-        to: String,
+        /// The recipient.
+        to: UserName,
         /// The text.
         text: String,
     },
     /// `/query USER`: make the direct conversation with USER the current target.
-    Query(String),
+    Query(UserName),
     /// `/who [#channel|*]`: members of a channel (default: the current one), or with
     /// `*` (or outside a channel) everyone online.
     Who(WhoScope),
@@ -56,8 +56,8 @@ pub enum Command {
 pub enum WhoScope {
     /// The current channel, or everyone online when the target is not a channel.
     Current,
-    /// This channel (`#name`).
-    Channel(String),
+    /// This channel.
+    Channel(ChannelName),
     /// Everyone online.
     Everyone,
 }
@@ -134,7 +134,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                 return Err("usage: /send USER PATH".into());
             }
             Command::Send {
-                to: user(to)?,
+                to: user(to)?.into(),
                 path: expand_home(path),
             }
         }
@@ -183,35 +183,26 @@ fn no_args(usage: &str, args: &str, cmd: Command) -> Result<Command, String> {
     }
 }
 
-/// `#name` (a missing `#` is added), validated and lowercased.
-fn channel(arg: &str) -> Result<String, String> {
-    let with_sigil = if arg.starts_with('#') {
-        arg.to_string()
-    } else {
-        format!("#{arg}")
-    };
-    match Target::parse(&with_sigil) {
-        Ok(t @ Target::Channel(_)) => Ok(t.to_string()),
-        Ok(Target::User(_)) | Err(_) => Err(format!(
+/// `#name` or `name`, validated and lowercased.
+fn channel(arg: &str) -> Result<ChannelName, String> {
+    ChannelName::new(arg.strip_prefix('#').unwrap_or(arg)).map_err(|_| {
+        format!(
             "`{}` is not a channel: {}",
             crate::output::escape_control(arg),
-            xfer_proto::TargetError::BadChannel
-        )),
-    }
+            TargetError::BadChannel
+        )
+    })
 }
 
 /// A user name, with or without `@`.
-fn user(arg: &str) -> Result<String, String> {
-    let name = arg.strip_prefix('@').unwrap_or(arg);
-    if valid_user_name(name) {
-        Ok(name.to_string())
-    } else {
-        Err(format!(
+fn user(arg: &str) -> Result<UserName, String> {
+    UserName::new(arg.strip_prefix('@').unwrap_or(arg)).map_err(|_| {
+        format!(
             "`{}` is not a user name: {}",
             crate::output::escape_control(arg),
-            xfer_proto::TargetError::BadUser
-        ))
-    }
+            TargetError::BadUser
+        )
+    })
 }
 
 /// `~/x` is `$HOME/x`; anything else is taken as it is.
@@ -225,6 +216,14 @@ fn expand_home(path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ch(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    fn u(name: &str) -> UserName {
+        UserName::new(name).unwrap()
+    }
 
     fn ok(line: &str) -> Command {
         parse(line).unwrap().unwrap()
@@ -243,18 +242,18 @@ mod tests {
 
     #[test]
     fn channel_commands() {
-        assert_eq!(ok("/join #Lab"), Command::Join("#lab".into()));
-        assert_eq!(ok("/join lab"), Command::Join("#lab".into()));
-        assert_eq!(ok("/JOIN #a-b_c.d"), Command::Join("#a-b_c.d".into()));
+        assert_eq!(ok("/join #Lab"), Command::Join(ch("lab")));
+        assert_eq!(ok("/join lab"), Command::Join(ch("lab")));
+        assert_eq!(ok("/JOIN #a-b_c.d"), Command::Join(ch("a-b_c.d")));
         assert!(parse("/join").is_err());
         assert!(parse("/join #a #b").is_err());
         assert!(parse("/join #bad!name").is_err());
         assert!(parse("/join @bob").is_err());
         assert_eq!(ok("/part"), Command::Part(None));
-        assert_eq!(ok("/part #x"), Command::Part(Some("#x".into())));
+        assert_eq!(ok("/part #x"), Command::Part(Some(ch("x"))));
         assert_eq!(ok("/who"), Command::Who(WhoScope::Current));
         assert_eq!(ok("/who *"), Command::Who(WhoScope::Everyone));
-        assert_eq!(ok("/who #x"), Command::Who(WhoScope::Channel("#x".into())));
+        assert_eq!(ok("/who #x"), Command::Who(WhoScope::Channel(ch("x"))));
         assert_eq!(ok("/channels"), Command::Channels);
         assert!(parse("/channels extra").is_err());
     }
@@ -264,21 +263,21 @@ mod tests {
         assert_eq!(
             ok("/msg bob  hi  there "),
             Command::Msg {
-                to: "bob".into(),
+                to: u("bob"),
                 text: "hi  there".into()
             }
         );
         assert_eq!(
             ok("/msg @bob hi").clone(),
             Command::Msg {
-                to: "bob".into(),
+                to: u("bob"),
                 text: "hi".into()
             }
         );
         assert!(parse("/msg bob").is_err());
         assert!(parse("/msg bob   ").is_err());
         assert!(parse("/msg b\x1bad hi").is_err());
-        assert_eq!(ok("/query @Bob"), Command::Query("Bob".into()));
+        assert_eq!(ok("/query @Bob"), Command::Query(u("Bob")));
         assert_eq!(
             ok("/send bob my file.png"),
             Command::Send {

@@ -11,7 +11,10 @@
 use std::collections::VecDeque;
 
 use anyhow::Result;
-use xfer_proto::{ChannelInfo, ChatEvent, ChatMessage, MAX_HISTORY, Presence, Request, Response};
+use xfer_proto::{
+    ChannelInfo, ChannelName, ChatEvent, ChatMessage, MAX_HISTORY, Presence, Request, Response,
+    Target,
+};
 
 use crate::client::Client;
 use crate::error::{NetworkError, ProtocolError};
@@ -103,19 +106,19 @@ impl ChatConn {
         }
     }
 
-    /// Joins `channel` (`#name`), replaying its last `history` messages or those after
-    /// `after`; returns the normalised name, the members and the replayed messages.
+    /// Joins `channel`, replaying its last `history` messages or those after `after`;
+    /// returns the channel, the members and the replayed messages.
     ///
     /// # Errors
     /// As [`ChatConn::request`].
     pub async fn join(
         &mut self,
-        channel: &str,
+        channel: &ChannelName,
         history: u32,
         after: Option<u64>,
-    ) -> Result<(String, Vec<Presence>, Vec<ChatMessage>)> {
+    ) -> Result<(ChannelName, Vec<Presence>, Vec<ChatMessage>)> {
         let req = Request::Join {
-            channel: channel.to_string(),
+            channel: channel.clone(),
             history,
             after,
         };
@@ -133,9 +136,9 @@ impl ChatConn {
     ///
     /// # Errors
     /// As [`ChatConn::request`].
-    pub async fn part(&mut self, channel: &str) -> Result<()> {
+    pub async fn part(&mut self, channel: &ChannelName) -> Result<()> {
         let req = Request::Part {
-            channel: channel.to_string(),
+            channel: channel.clone(),
         };
         match self.request(req).await? {
             Response::Ok => Ok(()),
@@ -143,14 +146,14 @@ impl ChatConn {
         }
     }
 
-    /// Says `text` to `target` (`#channel` or `@user`); returns the message id and the
-    /// server's time (ms since the epoch).
+    /// Says `text` to `target`; returns the message id and the server's time (ms since
+    /// the epoch).
     ///
     /// # Errors
     /// As [`ChatConn::request`].
-    pub async fn say(&mut self, target: &str, text: &str) -> Result<(u64, u64)> {
+    pub async fn say(&mut self, target: &Target, text: &str) -> Result<(u64, u64)> {
         let req = Request::Say {
-            target: target.to_string(),
+            target: target.clone(),
             text: text.to_string(),
         };
         match self.request(req).await? {
@@ -165,12 +168,12 @@ impl ChatConn {
     /// As [`ChatConn::request`].
     pub async fn history(
         &mut self,
-        target: &str,
+        target: &Target,
         count: u32,
         before: Option<u64>,
     ) -> Result<Vec<ChatMessage>> {
         let req = Request::History {
-            target: target.to_string(),
+            target: target.clone(),
             count,
             before,
         };
@@ -198,7 +201,7 @@ impl ChatConn {
     ///
     /// # Errors
     /// As [`ChatConn::request`].
-    pub async fn history_last(&mut self, target: &str, count: u32) -> Result<Vec<ChatMessage>> {
+    pub async fn history_last(&mut self, target: &Target, count: u32) -> Result<Vec<ChatMessage>> {
         let mut pages: Vec<Vec<ChatMessage>> = Vec::new();
         let mut have = 0u32;
         let mut before = None;
@@ -224,9 +227,9 @@ impl ChatConn {
     ///
     /// # Errors
     /// As [`ChatConn::request`].
-    pub async fn who(&mut self, channel: Option<&str>) -> Result<Vec<Presence>> {
+    pub async fn who(&mut self, channel: Option<&ChannelName>) -> Result<Vec<Presence>> {
         let req = Request::Who {
-            channel: channel.map(str::to_string),
+            channel: channel.cloned(),
         };
         match self.request(req).await? {
             Response::Who { users } => Ok(users),
@@ -296,12 +299,16 @@ mod tests {
     use super::*;
     use crate::target::ServerAddr;
 
+    fn general() -> Target {
+        Target::parse("#general").unwrap()
+    }
+
     fn msg(id: u64, text: &str) -> ChatEvent {
         ChatEvent::Message(ChatMessage {
             id,
             time_unix_ms: 0,
             from: "bob".into(),
-            target: "#general".into(),
+            target: general(),
             body: MessageBody::Text(text.into()),
         })
     }
@@ -325,7 +332,7 @@ mod tests {
             else {
                 panic!("expected Say")
             };
-            assert_eq!((target.as_str(), text.as_str()), ("#general", "hi"));
+            assert_eq!((target, text.as_str()), (general(), "hi"));
             for (id, t) in [(1, "one"), (2, "two")] {
                 server
                     .send(Frame::Message(Response::Event(Box::new(msg(id, t)))))
@@ -343,7 +350,7 @@ mod tests {
                 .unwrap();
             server
         });
-        assert_eq!(conn.say("#general", "hi").await.unwrap(), (3, 9));
+        assert_eq!(conn.say(&general(), "hi").await.unwrap(), (3, 9));
         assert!(conn.has_queued_events());
         assert_eq!(conn.next_event().await.unwrap(), msg(1, "one"));
         assert_eq!(conn.next_event().await.unwrap(), msg(2, "two"));
@@ -376,7 +383,7 @@ mod tests {
             server.send(Frame::Message(page)).await.unwrap();
             server
         });
-        assert_eq!(conn.history("#general", 5, None).await.unwrap(), Vec::new());
+        assert_eq!(conn.history(&general(), 5, None).await.unwrap(), Vec::new());
         drop(srv.await.unwrap());
     }
 
@@ -427,7 +434,7 @@ mod tests {
                     })
                     .collect();
                 let h = Response::History {
-                    target: "#general".into(),
+                    target: general(),
                     messages,
                 };
                 server.send(Frame::Message(h)).await.unwrap();
@@ -435,12 +442,12 @@ mod tests {
         });
         let ids = |v: Vec<ChatMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(conn.history_last("#general", 3).await.unwrap()),
+            ids(conn.history_last(&general(), 3).await.unwrap()),
             [448, 449, 450]
         );
-        let all = ids(conn.history_last("#general", 1000).await.unwrap());
+        let all = ids(conn.history_last(&general(), 1000).await.unwrap());
         assert_eq!(all, (1..=450).collect::<Vec<_>>());
-        let some = ids(conn.history_last("#general", 250).await.unwrap());
+        let some = ids(conn.history_last(&general(), 250).await.unwrap());
         assert_eq!(some, (201..=450).collect::<Vec<_>>());
     }
 
@@ -456,7 +463,10 @@ mod tests {
             server.send(Frame::Message(e)).await.unwrap();
             server
         });
-        let err = conn.say("@zed", "hi").await.unwrap_err();
+        let err = conn
+            .say(&Target::parse("@zed").unwrap(), "hi")
+            .await
+            .unwrap_err();
         assert_eq!(crate::exit_code(&err), 5, "{err:#}");
         assert!(format!("{err:#}").contains("no user zed"));
     }

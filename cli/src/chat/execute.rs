@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use xfer_proto::{ChatMessage, MAX_MESSAGE_LEN, MessageBody, Target};
+use xfer_proto::{ChannelName, ChatMessage, MAX_MESSAGE_LEN, MessageBody, Target};
 
 use super::command::{self, Command, HELP, WhoScope};
 use super::render::{channel_list, presence_list};
@@ -47,35 +47,30 @@ impl Session {
     async fn execute(&mut self, cmd: Command, ui: &mut impl Ui) -> Result<bool> {
         match cmd {
             Command::Say(text) => match self.state.target.clone() {
-                Some(target) => self.say(&target.to_string(), &text, ui).await?,
+                Some(target) => self.say(&target, &text, ui).await?,
                 None => ui.error("no current target: /join #channel or /query USER first"),
             },
-            Command::Msg { to, text } => self.say(&format!("@{to}"), &text, ui).await?,
+            Command::Msg { to, text } => self.say(&Target::User(to), &text, ui).await?,
             Command::Join(channel) => self.join_command(&channel, ui).await?,
             Command::Part(channel) => self.part_command(channel, ui).await?,
             Command::Query(user) => {
                 ui.info(&format!(
-                    "now talking to @{} (/history shows earlier messages)",
-                    escape_control(&user)
+                    "now talking to @{user} (/history shows earlier messages)"
                 ));
                 self.state.target = Some(Target::User(user));
             }
             Command::Who(scope) => {
                 let channel = match scope {
                     WhoScope::Current => match &self.state.target {
-                        Some(t @ Target::Channel(_)) => Some(t.to_string()),
+                        Some(Target::Channel(c)) => Some(c.clone()),
                         _ => None,
                     },
                     WhoScope::Channel(c) => Some(c),
                     WhoScope::Everyone => None,
                 };
-                let users = self.conn()?.who(channel.as_deref()).await?;
-                let scope = channel.as_deref().unwrap_or("online");
-                ui.info(&format!(
-                    "{}: {}",
-                    escape_control(scope),
-                    presence_list(&users)
-                ));
+                let users = self.conn()?.who(channel.as_ref()).await?;
+                let scope = channel.map_or_else(|| "online".to_owned(), |c| c.to_string());
+                ui.info(&format!("{scope}: {}", presence_list(&users)));
             }
             Command::Channels => {
                 let channels = self.conn()?.channels().await?;
@@ -101,7 +96,7 @@ impl Session {
 
     /// Says `text` to `target` and shows it as the server stored it. Its id moves no
     /// replay mark: messages queued for this connection may have smaller ids.
-    async fn say(&mut self, target: &str, text: &str, ui: &mut impl Ui) -> Result<()> {
+    async fn say(&mut self, target: &Target, text: &str, ui: &mut impl Ui) -> Result<()> {
         if text.len() > MAX_MESSAGE_LEN {
             ui.error(&format!(
                 "not sent: the message is {} bytes; at most {MAX_MESSAGE_LEN} fit",
@@ -114,64 +109,54 @@ impl Session {
             id,
             time_unix_ms,
             from: self.state.me.clone(),
-            target: target.to_string(),
+            target: target.clone(),
             body: MessageBody::Text(text.to_string()),
         };
         self.show_new(vec![msg], ui);
         Ok(())
     }
 
-    async fn join_command(&mut self, channel: &str, ui: &mut impl Ui) -> Result<()> {
+    async fn join_command(&mut self, channel: &ChannelName, ui: &mut impl Ui) -> Result<()> {
         if !self.state.joined.contains(channel) {
             let (members, replay) = self.join(channel, JOIN_HISTORY).await?;
             ui.info(&format!("joined {members}"));
             self.show_new(replay, ui);
         } else {
-            ui.info(&format!("now talking in {}", escape_control(channel)));
+            ui.info(&format!("now talking in {channel}"));
         }
-        if let Ok(t) = Target::parse(channel) {
-            self.state.target = Some(t);
-        }
+        self.state.target = Some(Target::Channel(channel.clone()));
         Ok(())
     }
 
-    async fn part_command(&mut self, channel: Option<String>, ui: &mut impl Ui) -> Result<()> {
+    async fn part_command(&mut self, channel: Option<ChannelName>, ui: &mut impl Ui) -> Result<()> {
         let channel = match (channel, &self.state.target) {
             (Some(c), _) => c,
-            (None, Some(t @ Target::Channel(_))) => t.to_string(),
+            (None, Some(Target::Channel(c))) => c.clone(),
             (None, _) => {
                 ui.error("not in a channel: /part #channel");
                 return Ok(());
             }
         };
         if !self.state.joined.contains(&channel) {
-            ui.error(&format!("you are not in {}", escape_control(&channel)));
+            ui.error(&format!("you are not in {channel}"));
             return Ok(());
         }
         self.conn()?.part(&channel).await?;
         self.state.joined.remove(&channel);
-        if self.state.target.as_ref().map(Target::to_string) == Some(channel.clone()) {
-            self.state.target = self
-                .state
-                .joined
-                .first()
-                .and_then(|c| Target::parse(c).ok());
+        if self.state.target.as_ref().and_then(Target::channel) == Some(&channel) {
+            self.state.target = self.state.joined.first().cloned().map(Target::Channel);
         }
-        ui.info(&format!("left {}", escape_control(&channel)));
+        ui.info(&format!("left {channel}"));
         Ok(())
     }
 
     async fn history_command(&mut self, count: u32, ui: &mut impl Ui) -> Result<()> {
-        let Some(target) = self.state.target.as_ref().map(Target::to_string) else {
+        let Some(target) = self.state.target.clone() else {
             ui.error("no current target: /join #channel or /query USER first");
             return Ok(());
         };
         let messages = self.conn()?.history_last(&target, count).await?;
-        ui.info(&format!(
-            "last {} message(s) in {}",
-            messages.len(),
-            escape_control(&target)
-        ));
+        ui.info(&format!("last {} message(s) in {target}", messages.len()));
         for m in &messages {
             // Shown again even if seen: the user asked for them. Not a stream: no
             // replay mark moves.

@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 use std::hash::{Hash as _, Hasher as _};
 
 use serde::Serialize;
-use xfer_proto::{ChannelInfo, ChatEvent, ChatMessage, MessageBody, Presence, PresenceState};
+use xfer_proto::{
+    ChannelInfo, ChatEvent, ChatMessage, MessageBody, Presence, PresenceState, UserName,
+};
 
 use crate::output::{escape_control, human_bytes, is_bidi_control};
 
@@ -30,7 +32,7 @@ pub fn utc_stamp(time_unix_ms: u64) -> String {
 /// message. Text is escaped, so a message is always exactly one line.
 pub fn follow_line(msg: &ChatMessage) -> String {
     let time = utc_stamp(msg.time_unix_ms);
-    let target = escape_control(&msg.target);
+    let target = msg.target.to_string();
     let from = escape_control(&msg.from);
     match &msg.body {
         MessageBody::Text(text) => format!("{time} {target} <{from}> {}", escape_control(text)),
@@ -83,7 +85,7 @@ pub fn json_line(msg: &ChatMessage) -> String {
         time: utc_stamp(msg.time_unix_ms),
         time_unix_ms: msg.time_unix_ms,
         from: &msg.from,
-        target: &msg.target,
+        target: &msg.target.to_string(),
         text,
         file,
     };
@@ -173,13 +175,14 @@ impl Style {
     pub fn message(&self, msg: &ChatMessage, me: &str) -> String {
         let mut out = self.clock(msg.time_unix_ms);
         out.push(' ');
-        let dm_to = msg.target.strip_prefix('@');
+        let target = msg.target.to_string();
+        let dm_to = msg.target.user().map(UserName::as_str);
         match (&msg.body, dm_to) {
             (MessageBody::Text(text), None) => {
                 let _ = write!(
                     out,
                     "{} <{}> {}",
-                    self.paint(CYAN, &escape_control(&msg.target)),
+                    self.paint(CYAN, &target),
                     self.nick(&msg.from, me),
                     escape_control(text)
                 );
@@ -202,8 +205,8 @@ impl Style {
                     &hex[..12]
                 );
                 if msg.from == me {
-                    let to = escape_control(dm_to.unwrap_or(&msg.target));
-                    let _ = write!(out, "-> sent {what} to {}", self.paint(MAGENTA, &to));
+                    let to = dm_to.unwrap_or(&target);
+                    let _ = write!(out, "-> sent {what} to {}", self.paint(MAGENTA, to));
                 } else {
                     let _ = write!(
                         out,
@@ -257,12 +260,9 @@ impl Style {
 
 /// `missed 12 messages in #lab; fetching them from history` (the server skipped this
 /// connection ahead rather than wait for it, or had more to replay than it sends).
-pub fn missed_text(target: &str, count: u64) -> String {
+pub fn missed_text(target: &xfer_proto::Target, count: u64) -> String {
     let s = if count == 1 { "" } else { "s" };
-    format!(
-        "missed {count} message{s} in {}; fetching them from history",
-        escape_control(target)
-    )
+    format!("missed {count} message{s} in {target}; fetching them from history")
 }
 
 /// `online`, `away`, `offline`.
@@ -314,7 +314,7 @@ mod tests {
             id: 7,
             time_unix_ms: 1_795_773_723_456,
             from: from.into(),
-            target: target.into(),
+            target: target.parse().unwrap(),
             body: MessageBody::Text(t.into()),
         }
     }
@@ -324,7 +324,7 @@ mod tests {
             id: 8,
             time_unix_ms: 0,
             from: from.into(),
-            target: format!("@{to}"),
+            target: format!("@{to}").parse().unwrap(),
             body: MessageBody::File {
                 path: format!("inbox/{from}/a\x1bb.png"),
                 size: 1536,
@@ -469,7 +469,7 @@ mod tests {
         assert_eq!(channel_list(&chans), "#lab (2)");
         let missed = Style::new(false)
             .event(&ChatEvent::Missed {
-                target: "#lab".into(),
+                target: "#lab".parse().unwrap(),
                 count: 3,
             })
             .unwrap();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use xfer_proto::{ChatEvent, ChatMessage, ErrorCode, MAX_HISTORY};
+use xfer_proto::{ChannelName, ChatEvent, ChatMessage, ErrorCode, MAX_HISTORY, Target};
 
 use super::conn::ChatConn;
 use super::state::{Backoff, State};
@@ -136,18 +136,14 @@ impl Session {
     /// As [`ChatConn::join`].
     pub async fn join(
         &mut self,
-        channel: &str,
+        channel: &ChannelName,
         history: u32,
     ) -> Result<(String, Vec<ChatMessage>)> {
         let (name, members, replay) = self.conn()?.join(channel, history, None).await?;
-        self.state.joined.insert(name.clone());
+        let line = format!("{name} — {}", super::render::presence_list(&members));
+        self.state.joined.insert(name);
         // The channel's stream starts with this replay.
         replay.iter().for_each(|m| self.state.received(m));
-        let line = format!(
-            "{} — {}",
-            escape_control(&name),
-            super::render::presence_list(&members)
-        );
         Ok((line, replay))
     }
 
@@ -235,9 +231,8 @@ impl Session {
                     // Older than anything shown here (e.g. more stored direct messages
                     // than the server replays at connect): history still has them.
                     ui.info(&format!(
-                        "{} of them predate this session; /history {count} in {} lists them",
+                        "{} of them predate this session; /history {count} in {target} lists them",
                         count - shown as u64,
-                        escape_control(target)
                     ));
                 }
                 Ok(())
@@ -262,7 +257,7 @@ impl Session {
     /// As [`ChatConn::history`].
     pub async fn catch_up(
         &mut self,
-        target: &str,
+        target: &Target,
         floor: u64,
         missed: u64,
         ui: &mut impl Ui,
@@ -281,15 +276,14 @@ impl Session {
             }
             if missed > MAX_CATCH_UP as u64 && found.len() >= MAX_CATCH_UP {
                 ui.error(&format!(
-                    "more than {MAX_CATCH_UP} messages missed in {}; older ones: /history",
-                    escape_control(target)
+                    "more than {MAX_CATCH_UP} messages missed in {target}; older ones: /history",
                 ));
                 break;
             }
             before = Some(oldest);
         }
         if let Some(newest) = found.iter().map(|m| m.id).max() {
-            self.state.covered(target.to_string(), newest);
+            self.state.covered(target.clone(), newest);
         }
         Ok(self.show_new(found, ui))
     }
@@ -369,7 +363,7 @@ impl Session {
         conn.open(Some(self.state.direct_after())).await?;
         self.conn = Some(conn);
         for channel in self.state.joined.clone() {
-            let after = self.state.floor_of(&channel);
+            let after = self.state.floor_of(&Target::Channel(channel.clone()));
             match self.conn()?.join(&channel, 0, Some(after)).await {
                 Ok((_, _, replay)) => {
                     // The replay is the newest messages after `after`; if more were
@@ -380,8 +374,7 @@ impl Session {
                 }
                 Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
                     ui.error(&format!(
-                        "could not re-join {}: {}",
-                        escape_control(&channel),
+                        "could not re-join {channel}: {}",
                         escape_control(&format!("{e:#}"))
                     ));
                     self.state.joined.remove(&channel);
@@ -469,6 +462,10 @@ mod tests {
     use xfer_proto::{Frame, MessageBody, Request, Response, ServerCodec};
 
     use super::*;
+
+    fn tg(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
     use crate::client::Client;
     use crate::error::{AuthError, NetworkError, ProtocolError};
     use crate::target::ServerAddr;
@@ -501,7 +498,7 @@ mod tests {
             id,
             time_unix_ms: 0,
             from: "bob".into(),
-            target: "#lab".into(),
+            target: tg("#lab"),
             body: MessageBody::Text(format!("m{id}")),
         }
     }
@@ -556,7 +553,7 @@ mod tests {
             push(&mut server, ChatEvent::Message(text(11))).await;
             push(&mut server, ChatEvent::Message(text(11))).await;
             let missed = ChatEvent::Missed {
-                target: "#lab".into(),
+                target: tg("#lab"),
                 count: 2,
             };
             push(&mut server, missed).await;
@@ -566,7 +563,7 @@ mod tests {
             else {
                 panic!("expected a history request")
             };
-            assert_eq!((target.as_str(), before), ("#lab", None));
+            assert_eq!((&target, before), (&tg("#lab"), None));
             let history = Response::History {
                 target,
                 messages: (9..=15).map(text).collect(),
@@ -585,7 +582,7 @@ mod tests {
         srv.abort();
         assert_eq!(ui.messages, [11, 12, 13, 14, 15, 16]);
         assert_eq!(ui.events, 1, "the missed note");
-        assert_eq!(s.state.floor_of("#lab"), 16);
+        assert_eq!(s.state.floor_of(&tg("#lab")), 16);
         assert_eq!(s.state.direct_after(), 10, "no direct message came");
     }
 
@@ -617,7 +614,7 @@ mod tests {
         let (mut s, server, _tmp) = session(996);
         let srv = serve_history(server, 3001);
         let missed = ChatEvent::Missed {
-            target: "#lab".into(),
+            target: tg("#lab"),
             count: 981,
         };
         let mut ui = Recorder::default();
@@ -625,7 +622,7 @@ mod tests {
         srv.abort();
         assert_eq!(ui.messages, (997..=3001).collect::<Vec<_>>());
         assert!(ui.infos.is_empty(), "{:?}", ui.infos);
-        assert_eq!(s.state.floor_of("#lab"), 3001);
+        assert_eq!(s.state.floor_of(&tg("#lab")), 3001);
     }
 
     #[tokio::test]
@@ -633,7 +630,7 @@ mod tests {
         let (mut s, server, _tmp) = session(0);
         let srv = serve_history(server, 3001);
         let missed = ChatEvent::Missed {
-            target: "#lab".into(),
+            target: tg("#lab"),
             count: 2500,
         };
         let mut ui = Recorder::default();
@@ -653,7 +650,7 @@ mod tests {
             id,
             time_unix_ms: 0,
             from: from.into(),
-            target: format!("@{to}"),
+            target: tg(&format!("@{to}")),
             body: MessageBody::Text(format!("m{id}")),
         }
     }
@@ -676,8 +673,8 @@ mod tests {
     #[tokio::test]
     async fn a_reconnect_replays_each_stream_from_what_it_received() {
         let (mut s, mut server, _tmp) = session(90);
-        s.state.joined.insert("#lab".into());
-        s.state.target = Some(xfer_proto::Target::Channel("lab".into()));
+        s.state.joined.insert("lab".parse().unwrap());
+        s.state.target = Some(tg("#lab"));
         let srv = tokio::spawn(async move {
             push(&mut server, ChatEvent::Message(text(95))).await;
             push(&mut server, ChatEvent::Message(dm(96, "bob", "alice"))).await;
@@ -686,7 +683,7 @@ mod tests {
             let Request::Say { target, .. } = request(&mut server).await else {
                 panic!("expected a say")
             };
-            assert_eq!(target, "#lab");
+            assert_eq!(target, tg("#lab"));
             let said = Response::Said {
                 id: 101,
                 time_unix_ms: 0,
@@ -750,14 +747,14 @@ mod tests {
             push(&mut server, ChatEvent::Message(text(14))).await;
             // 12 and 13 from bob were dropped from alice's queue.
             let missed = ChatEvent::Missed {
-                target: "@bob".into(),
+                target: tg("@bob"),
                 count: 2,
             };
             push(&mut server, missed).await;
             let Request::History { target, before, .. } = request(&mut server).await else {
                 panic!("expected a history request")
             };
-            assert_eq!((target.as_str(), before), ("@bob", None));
+            assert_eq!((&target, before), (&tg("@bob"), None));
             let history = Response::History {
                 target,
                 messages: vec![
@@ -781,7 +778,7 @@ mod tests {
             "{:?}",
             ui.infos
         );
-        assert_eq!(s.state.floor_of("@bob"), 13);
+        assert_eq!(s.state.floor_of(&tg("@bob")), 13);
         assert_eq!(s.state.direct_after(), 11, "a catch-up is not the stream");
     }
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::time::Duration;
 
-use xfer_proto::{ChatMessage, Target};
+use xfer_proto::{ChannelName, ChatMessage, Target};
 
 /// How many recent message ids are remembered for de-duplication. A replay after a
 /// reconnect covers at most a few pages of history, far fewer than this.
@@ -61,8 +61,8 @@ impl RecentIds {
 pub struct State {
     /// This user's account name.
     pub me: String,
-    /// Channels joined (`#name`), re-joined after a reconnect.
-    pub joined: BTreeSet<String>,
+    /// Channels joined, re-joined after a reconnect.
+    pub joined: BTreeSet<ChannelName>,
     /// Where a line without `/` goes (interactive mode).
     pub target: Option<Target>,
     /// Marked away (re-applied after a reconnect).
@@ -73,14 +73,14 @@ pub struct State {
     /// Largest id received on the direct-message stream (direct messages to and from
     /// this user, file notices): `ChatOpen { after }` on a reconnect.
     direct: u64,
-    /// Largest id received per conversation (`#channel`, or `@other` for a direct
-    /// conversation, as the server names it in `Missed`), in stream order or by a
-    /// complete catch-up: where a re-`Join` replays from and a catch-up stops.
-    last_in: HashMap<String, u64>,
+    /// Largest id received per conversation ([`ChatMessage::conversation`], as the
+    /// server names it in `Missed`), in stream order or by a complete catch-up: where a
+    /// re-`Join` replays from and a catch-up stops.
+    last_in: HashMap<Target, u64>,
     /// Channels re-joined after a reconnect whose replay may have been cut short, and
     /// the id it started after: the server reports the cut as `Missed` before any live
     /// message of the channel, counting from there.
-    rejoined: HashMap<String, u64>,
+    rejoined: HashMap<ChannelName, u64>,
     seen: RecentIds,
 }
 
@@ -110,8 +110,8 @@ impl State {
     /// `Join` replay), shown or not: moves the marks of its conversation and, for a
     /// direct message or notice, of the direct-message stream.
     pub fn received(&mut self, msg: &ChatMessage) {
-        let conversation = self.conversation_of(msg);
-        if !conversation.starts_with('#') {
+        let conversation = msg.conversation(&self.me);
+        if conversation.channel().is_none() {
             self.direct = self.direct.max(msg.id);
         }
         self.covered(conversation, msg.id);
@@ -120,41 +120,32 @@ impl State {
     /// Everything of `conversation` up to `id` is known (a complete catch-up): moves its
     /// mark, but not the direct-message stream's (other conversations may still have
     /// older messages queued there).
-    pub fn covered(&mut self, conversation: String, id: u64) {
+    pub fn covered(&mut self, conversation: Target, id: u64) {
         let last = self.last_in.entry(conversation).or_insert(0);
         *last = (*last).max(id);
     }
 
-    /// The conversation of a message as the server names it: the channel, or for a
-    /// direct message the other party (`@bob` for bob's message to this user as for
-    /// this user's message to bob).
-    pub fn conversation_of(&self, msg: &ChatMessage) -> String {
-        match msg.target.strip_prefix('@') {
-            Some(to) if to == self.me && msg.from != self.me => format!("@{}", msg.from),
-            _ => msg.target.clone(),
-        }
-    }
-
     /// `channel` was re-joined with a replay after `after`.
-    pub fn rejoined(&mut self, channel: &str, after: u64) {
-        self.rejoined.insert(channel.to_string(), after);
+    pub fn rejoined(&mut self, channel: &ChannelName, after: u64) {
+        self.rejoined.insert(channel.clone(), after);
     }
 
     /// A live message arrived on its stream: received, and for a re-joined channel the
     /// replay (and any `Missed` for it) is over.
     pub fn received_live(&mut self, msg: &ChatMessage) {
-        if msg.target.starts_with('#') {
-            self.rejoined.remove(&msg.target);
+        if let Some(channel) = msg.target.channel() {
+            self.rejoined.remove(channel);
         }
         self.received(msg);
     }
 
     /// Where a catch-up after `Missed` for `conversation` stops: its mark, or where a
     /// re-join's replay began if the server is reporting that replay cut short.
-    pub fn missed_floor(&mut self, conversation: &str) -> u64 {
+    pub fn missed_floor(&mut self, conversation: &Target) -> u64 {
         let floor = self.floor_of(conversation);
-        self.rejoined
-            .remove(conversation)
+        conversation
+            .channel()
+            .and_then(|c| self.rejoined.remove(c))
             .map_or(floor, |after| after.min(floor))
     }
 
@@ -170,7 +161,7 @@ impl State {
 
     /// Where `conversation` was read up to: where a re-`Join` replays from and a
     /// catch-up after lost messages stops; the session's start if nothing was received.
-    pub fn floor_of(&self, conversation: &str) -> u64 {
+    pub fn floor_of(&self, conversation: &Target) -> u64 {
         self.last_in
             .get(conversation)
             .copied()
@@ -241,12 +232,16 @@ mod tests {
 
     use super::*;
 
+    fn t(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
+
     fn msg(id: u64, target: &str) -> ChatMessage {
         ChatMessage {
             id,
             time_unix_ms: 0,
             from: "bob".into(),
-            target: target.into(),
+            target: t(target),
             body: MessageBody::Text("x".into()),
         }
     }
@@ -261,21 +256,21 @@ mod tests {
     #[test]
     fn duplicates_are_dropped_and_marks_only_grow() {
         let mut s = State::new("alice".into(), 10);
-        assert_eq!((s.direct_after(), s.floor_of("#a")), (10, 10));
+        assert_eq!((s.direct_after(), s.floor_of(&t("#a"))), (10, 10));
         let old = msg(4, "@alice");
         assert!(s.accept(&old), "an older replayed message is new");
         s.received(&old);
         assert_eq!(s.direct_after(), 10, "a mark never goes back");
-        assert_eq!(s.floor_of("@bob"), 4);
+        assert_eq!(s.floor_of(&t("@bob")), 4);
         assert!(s.accept(&msg(12, "#a")));
         s.received(&msg(12, "#a"));
         assert!(!s.accept(&msg(12, "#a")), "a replay of 12 is a duplicate");
         assert!(s.accept(&msg(11, "#b")), "out of order but unseen");
         s.received(&msg(11, "#b"));
         assert!(s.seen(11) && !s.seen(13));
-        assert_eq!(s.floor_of("#a"), 12);
-        assert_eq!(s.floor_of("#b"), 11);
-        assert_eq!(s.floor_of("#c"), 10, "nothing received: the start");
+        assert_eq!(s.floor_of(&t("#a")), 12);
+        assert_eq!(s.floor_of(&t("#b")), 11);
+        assert_eq!(s.floor_of(&t("#c")), 10, "nothing received: the start");
         assert_eq!(s.direct_after(), 10, "channel messages leave the DM mark");
     }
 
@@ -286,39 +281,52 @@ mod tests {
         s.received(&msg(95, "#lab"));
         assert!(s.accept(&from(101, "alice", "#lab")), "her own line, shown");
         assert!(s.accept(&from(102, "alice", "@bob")));
-        assert_eq!(s.floor_of("#lab"), 95, "a reconnect re-joins #lab after 95");
+        assert_eq!(
+            s.floor_of(&t("#lab")),
+            95,
+            "a reconnect re-joins #lab after 95"
+        );
         assert_eq!(s.direct_after(), 90, "and replays direct messages after 90");
         // Direct messages: received from the DM stream, keyed by the other party.
         s.received(&from(103, "bob", "@alice"));
         s.received(&from(104, "alice", "@carol"));
-        assert_eq!((s.floor_of("@bob"), s.floor_of("@carol")), (103, 104));
-        assert_eq!(s.floor_of("@alice"), 90, "never keyed by the recipient");
+        assert_eq!(
+            (s.floor_of(&t("@bob")), s.floor_of(&t("@carol"))),
+            (103, 104)
+        );
+        assert_eq!(s.floor_of(&t("@alice")), 90, "never keyed by the recipient");
         assert_eq!(s.direct_after(), 104);
         // A catch-up of one conversation moves its mark, not the DM stream's.
-        s.covered("@bob".into(), 120);
-        assert_eq!((s.floor_of("@bob"), s.direct_after()), (120, 104));
+        s.covered(t("@bob"), 120);
+        assert_eq!((s.floor_of(&t("@bob")), s.direct_after()), (120, 104));
     }
 
     #[test]
     fn a_cut_short_rejoin_replay_is_caught_up_from_where_it_began() {
         let mut s = State::new("alice".into(), 10);
         s.received(&msg(20, "#lab"));
-        s.rejoined("#lab", 20);
-        assert_eq!(s.missed_floor("#lab"), 20);
-        s.covered("#lab".into(), 500);
-        assert_eq!(s.missed_floor("#lab"), 500, "a Missed is answered once");
-        s.rejoined("#lab", 500);
+        let lab = ChannelName::new("lab").unwrap();
+        s.rejoined(&lab, 20);
+        assert_eq!(s.missed_floor(&t("#lab")), 20);
+        s.covered(t("#lab"), 500);
+        assert_eq!(s.missed_floor(&t("#lab")), 500, "a Missed is answered once");
+        s.rejoined(&lab, 500);
         s.received_live(&msg(501, "#lab"));
-        assert_eq!(s.missed_floor("#lab"), 501, "live messages end the replay");
+        assert_eq!(
+            s.missed_floor(&t("#lab")),
+            501,
+            "live messages end the replay"
+        );
     }
 
     #[test]
     fn conversations_are_named_as_the_server_names_them() {
         let s = State::new("alice".into(), 0);
-        assert_eq!(s.conversation_of(&from(1, "bob", "@alice")), "@bob");
-        assert_eq!(s.conversation_of(&from(1, "alice", "@bob")), "@bob");
-        assert_eq!(s.conversation_of(&from(1, "alice", "@alice")), "@alice");
-        assert_eq!(s.conversation_of(&from(1, "bob", "#lab")), "#lab");
+        let of = |m: ChatMessage| m.conversation(&s.me);
+        assert_eq!(of(from(1, "bob", "@alice")), t("@bob"));
+        assert_eq!(of(from(1, "alice", "@bob")), t("@bob"));
+        assert_eq!(of(from(1, "alice", "@alice")), t("@alice"));
+        assert_eq!(of(from(1, "bob", "#lab")), t("#lab"));
     }
 
     #[test]
@@ -366,9 +374,9 @@ mod tests {
     fn prompts() {
         let mut s = State::new("alice".into(), 0);
         assert_eq!(s.prompt(true), "> ");
-        s.target = Some(Target::Channel("lab".into()));
+        s.target = Some(t("#lab"));
         assert_eq!(s.prompt(true), "#lab> ");
-        s.target = Some(Target::User("bob".into()));
+        s.target = Some(t("@bob"));
         assert_eq!(s.prompt(false), "(offline) @bob> ");
     }
 }

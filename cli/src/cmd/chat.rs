@@ -108,7 +108,7 @@ async fn say(home: &Home, target: &Target, text: &str) -> Result<()> {
     }
     let (_login, client) = open_session(home).await?;
     ChatConn::new(client)
-        .say(&target.to_string(), text)
+        .say(target, text)
         .await
         .with_context(|| format!("saying to {target}"))?;
     Ok(())
@@ -117,7 +117,7 @@ async fn say(home: &Home, target: &Target, text: &str) -> Result<()> {
 async fn history(home: &Home, target: &Target, count: u32, json: bool) -> Result<()> {
     let (_login, client) = open_session(home).await?;
     let messages = ChatConn::new(client)
-        .history_last(&target.to_string(), count)
+        .history_last(target, count)
         .await
         .with_context(|| format!("reading the history of {target}"))?;
     let mut ui = FollowUi::new(json);
@@ -132,9 +132,9 @@ async fn follow(home: &Home, target: Option<&Target>, count: u32, json: bool) ->
     let mut session = Session::open(home).await?;
     let me = escape_control(&session.state.me).into_owned();
     let what = match target {
-        Some(t @ Target::Channel(_)) => {
+        Some(t @ Target::Channel(c)) => {
             let (members, replay) = session
-                .join(&t.to_string(), count)
+                .join(c, count)
                 .await
                 .with_context(|| format!("joining {t}"))?;
             session.show_new(replay, &mut ui);
@@ -142,7 +142,7 @@ async fn follow(home: &Home, target: Option<&Target>, count: u32, json: bool) ->
         }
         Some(t @ Target::User(_)) => {
             if count > 0 {
-                let messages = session.conn()?.history_last(&t.to_string(), count).await?;
+                let messages = session.conn()?.history_last(t, count).await?;
                 session.show_new(messages, &mut ui);
             }
             format!("direct messages and file notices to {me}")
@@ -164,19 +164,16 @@ async fn interactive(home: &Home, target: Option<Target>) -> Result<()> {
         escape_control(&session.state.me)
     ));
     match &target {
-        Some(t @ Target::Channel(_)) => {
+        Some(t @ Target::Channel(c)) => {
             let (members, replay) = session
-                .join(&t.to_string(), JOIN_HISTORY)
+                .join(c, JOIN_HISTORY)
                 .await
                 .with_context(|| format!("joining {t}"))?;
             ui.info(&format!("joined {members}"));
             session.show_new(replay, &mut ui);
         }
         Some(t @ Target::User(_)) => {
-            let messages = session
-                .conn()?
-                .history_last(&t.to_string(), JOIN_HISTORY)
-                .await?;
+            let messages = session.conn()?.history_last(t, JOIN_HISTORY).await?;
             ui.info(&format!("talking to {t}"));
             session.show_new(messages, &mut ui);
         }
@@ -273,9 +270,12 @@ mod tests {
     fn targets_need_a_sigil() {
         assert_eq!(
             parse_target("#General").unwrap(),
-            Target::Channel("general".into())
+            Target::Channel("general".parse().unwrap())
         );
-        assert_eq!(parse_target("@bob").unwrap(), Target::User("bob".into()));
+        assert_eq!(
+            parse_target("@bob").unwrap(),
+            Target::User("bob".parse().unwrap())
+        );
         let e = parse_target("general").unwrap_err().to_string();
         assert!(e.contains("'#general'") && e.contains("@general"), "{e}");
         let e = parse_target("#no way").unwrap_err().to_string();

@@ -20,7 +20,7 @@ mod engine_tests;
 
 use std::path::{Path, PathBuf};
 
-use xfer_proto::Digest;
+use xfer_proto::{ChunkLayout, Digest};
 
 use crate::error::{ProtocolError, UsageError};
 
@@ -36,10 +36,8 @@ pub struct Options {
     pub compress: bool,
 }
 
-/// zstd level for `--compress`. Level 1 compresses source code about 2× faster than
-/// level 3 (≈600 vs ≈290 MB/s per core, measured in bench/RESULTS.md) for output only
-/// ~12 % larger, so it stays ahead of a gigabit link on one core.
-pub const COMPRESS_LEVEL: i32 = 1;
+/// zstd level for `--compress`: the protocol's.
+pub use xfer_proto::COMPRESS_LEVEL;
 
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,32 +182,18 @@ pub fn result_line(label: &str, up_to_date: &str, outcome: &Outcome) -> String {
     }
 }
 
-/// Number of chunks of a file of `size` bytes.
-pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
-    size.div_ceil(u64::from(chunk_size.max(1)))
-}
-
-/// Byte range `(offset, len)` of chunk `index`.
-pub fn chunk_range(size: u64, chunk_size: u32, index: u64) -> (u64, usize) {
-    let cs = u64::from(chunk_size);
-    let start = index * cs;
-    let end = (start + cs).min(size);
-    (start, end.saturating_sub(start) as usize)
-}
-
-/// Checks a chunk size announced by the server: a power of two (so chunks are subtrees
-/// of the file's BLAKE3 tree), at least 1 KiB, and small enough to fit a frame.
+/// The chunks of a file of `size` bytes as the server announced them: a chunk size that
+/// is a power of two (so chunks are subtrees of the file's BLAKE3 tree), at least 1 KiB,
+/// and small enough to fit a frame.
 ///
 /// # Errors
-/// [`ProtocolError`] otherwise.
-pub fn check_chunk_size(chunk_size: u32) -> Result<(), ProtocolError> {
-    let allowed = xfer_proto::checksum::MIN_CHUNK_SIZE..=xfer_proto::CHUNK_SIZE;
-    if !chunk_size.is_power_of_two() || !allowed.contains(&(chunk_size as usize)) {
-        return Err(ProtocolError(format!(
+/// [`ProtocolError`] for any other chunk size.
+pub fn chunk_layout(size: u64, chunk_size: u32) -> Result<ChunkLayout, ProtocolError> {
+    ChunkLayout::new(size, chunk_size).map_err(|_| {
+        ProtocolError(format!(
             "server announced an unusable chunk size of {chunk_size} bytes"
-        )));
-    }
-    Ok(())
+        ))
+    })
 }
 
 /// Whether chunk `index`, whose local digest is `local`, must be uploaded given the
@@ -361,22 +345,20 @@ mod tests {
 
     #[test]
     fn chunk_math() {
-        assert_eq!(chunk_count(0, 4), 0);
-        assert_eq!(chunk_count(1, 4), 1);
-        assert_eq!(chunk_count(4, 4), 1);
-        assert_eq!(chunk_count(5, 4), 2);
-        assert_eq!(chunk_range(10, 4, 0), (0, 4));
-        assert_eq!(chunk_range(10, 4, 2), (8, 2));
-        assert!(check_chunk_size(0).is_err());
-        assert!(check_chunk_size(1 << 20).is_ok());
-        assert!(check_chunk_size(1024).is_ok());
-        assert!(
-            check_chunk_size(512).is_err(),
-            "smaller than a BLAKE3 chunk"
-        );
-        assert!(check_chunk_size(1000).is_err(), "not a power of two");
-        assert!(check_chunk_size((1 << 20) + 1).is_err());
-        assert!(check_chunk_size(1 << 21).is_err());
+        let count = |size| chunk_layout(size, 1024).unwrap().count();
+        assert_eq!((count(0), count(1), count(1024), count(1025)), (0, 1, 1, 2));
+        let l = chunk_layout(2500, 1024).unwrap();
+        assert_eq!((l.offset(0), l.chunk_len(0)), (0, 1024));
+        assert_eq!((l.offset(2), l.chunk_len(2)), (2048, 452));
+        let check = |cs| chunk_layout(10, cs).map(|_| ());
+        assert!(check(0).is_err());
+        assert!(check(1 << 20).is_ok());
+        assert!(check(1024).is_ok());
+        assert!(check(512).is_err(), "smaller than a BLAKE3 chunk");
+        assert!(check(1000).is_err(), "not a power of two");
+        assert!(check((1 << 20) + 1).is_err());
+        let e = check(1 << 21).unwrap_err().to_string();
+        assert!(e.contains("unusable chunk size of 2097152 bytes"), "{e}");
     }
 
     #[test]

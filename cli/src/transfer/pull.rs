@@ -21,14 +21,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
-use xfer_proto::{Chunk, ChunkEncoding, Digest, Request};
+use xfer_proto::{Chunk, ChunkEncoding, ChunkLayout, Digest, Request};
 
 use super::part::{self, PartRecord};
 use super::progress::Progress;
 use super::ratelimit::Throttle;
 use super::{
-    Failure, FileFailure as _, Options, Outcome, batch_runs, check_chunk_size, chunk_count,
-    chunk_range, hash_file_async, part_path,
+    Failure, FileFailure as _, Options, Outcome, batch_runs, chunk_layout, hash_file_async,
+    part_path,
 };
 use crate::client::Client;
 use crate::error::{ConflictError, IntegrityError, ProtocolError, RemoteError};
@@ -55,7 +55,7 @@ struct Download<'a> {
     part: PathBuf,
     id: u64,
     size: u64,
-    chunk_size: u32,
+    layout: ChunkLayout,
     modified_unix: u64,
     /// The server's chunk digests, checked to add up to the announced digest.
     manifest: Arc<Vec<Digest>>,
@@ -131,9 +131,9 @@ async fn begin<'a>(
             return Err(Failure::File(e));
         }
     }
-    check_chunk_size(get.chunk_size)?;
-    let (size, chunk_size) = (get.size, get.chunk_size);
-    let n = chunk_count(size, chunk_size);
+    let layout = chunk_layout(get.size, get.chunk_size)?;
+    let size = get.size;
+    let n = layout.count();
     let manifest: Vec<Digest> = client
         .manifest(id, 0, n)
         .await?
@@ -170,19 +170,19 @@ async fn begin<'a>(
     let good = {
         let file = file.try_clone().context("duplicating a file handle")?;
         let manifest = manifest.clone();
-        tokio::task::spawn_blocking(move || verify_part(&file, size, chunk_size, &manifest))
+        tokio::task::spawn_blocking(move || verify_part(&file, layout, &manifest))
             .await
             .context("verification task failed")?
             .with_context(|| format!("reading `{}`", part.display()))?
     };
     let verified: u64 = (0..n)
         .filter(|&i| good[i as usize])
-        .map(|i| chunk_range(size, chunk_size, i).1 as u64)
+        .map(|i| layout.chunk_len(i))
         .sum();
     let resumed_at = (verified > 0).then(|| {
         (0..n)
             .find(|&i| !good[i as usize])
-            .map_or(size, |i| chunk_range(size, chunk_size, i).0)
+            .map_or(size, |i| layout.offset(i))
     });
     let download = Download {
         remote,
@@ -190,7 +190,7 @@ async fn begin<'a>(
         part,
         id,
         size,
-        chunk_size,
+        layout,
         modified_unix: get.modified_unix,
         manifest,
         verified,
@@ -214,7 +214,7 @@ async fn pipeline(
         remote,
         id,
         size,
-        chunk_size,
+        layout,
         ref manifest,
         ..
     } = *download;
@@ -224,9 +224,7 @@ async fn pipeline(
     let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_AHEAD);
     let writer = {
         let manifest = manifest.clone();
-        tokio::task::spawn_blocking(move || {
-            write_chunks(file, size, chunk_size, &manifest, good, rx)
-        })
+        tokio::task::spawn_blocking(move || write_chunks(file, layout, &manifest, good, rx))
     };
 
     let fp = progress.file(
@@ -246,7 +244,7 @@ async fn pipeline(
         while let Some(&(first, count)) = pending.front() {
             for index in first..first + count {
                 let chunk = client.recv_chunk().await?;
-                let (offset, len) = chunk_range(size, chunk_size, index);
+                let (offset, len) = (layout.offset(index), layout.chunk_len(index) as usize);
                 let raw_len = match chunk.encoding {
                     ChunkEncoding::Raw => chunk.data.len(),
                     ChunkEncoding::Zstd { raw_len } => raw_len as usize,
@@ -387,10 +385,10 @@ async fn request_run(
 /// matching); trims the file if it is longer than the remote one.
 fn verify_part(
     file: &File,
-    size: u64,
-    chunk_size: u32,
+    layout: ChunkLayout,
     manifest: &[Digest],
 ) -> std::io::Result<Vec<bool>> {
+    let size = layout.size();
     let n = manifest.len() as u64;
     let mut len = file.metadata()?.len();
     if len > size {
@@ -398,9 +396,9 @@ fn verify_part(
         len = size;
     }
     let mut good = vec![false; manifest.len()];
-    let mut buf = vec![0u8; chunk_size as usize];
+    let mut buf = vec![0u8; layout.chunk_size() as usize];
     for i in 0..n {
-        let (offset, clen) = chunk_range(size, chunk_size, i);
+        let (offset, clen) = (layout.offset(i), layout.chunk_len(i) as usize);
         if offset + clen as u64 > len {
             break;
         }
@@ -417,16 +415,16 @@ fn verify_part(
 /// when the sender went away without finishing.
 fn write_chunks(
     file: File,
-    size: u64,
-    chunk_size: u32,
+    layout: ChunkLayout,
     manifest: &[Digest],
     mut have: Vec<bool>,
     mut rx: mpsc::Receiver<ToWriter>,
 ) -> Result<Option<Digest>> {
+    let size = layout.size();
     loop {
         match rx.blocking_recv() {
             Some(ToWriter::Chunk(index, chunk)) => {
-                let (offset, _) = chunk_range(size, chunk_size, index);
+                let offset = layout.offset(index);
                 // Bounded by the chunk's announced length, itself at most 1 MiB.
                 let data = chunk
                     .into_raw()

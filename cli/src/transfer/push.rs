@@ -17,13 +17,15 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use xfer_proto::{Chunk, Digest, ErrorCode, PUT_WINDOW, Response, SNIFF_LEN};
+use xfer_proto::{
+    BufferPool, Chunk, ChunkLayout, Digest, ErrorCode, PUT_WINDOW, Response, SNIFF_LEN,
+};
 
 use super::progress::Progress;
 use super::ratelimit::Throttle;
 use super::{
-    COMPRESS_LEVEL, Failure, FileFailure as _, Options, Outcome, check_chunk_size, chunk_count,
-    chunk_range, hash_file_async, must_send,
+    COMPRESS_LEVEL, Failure, FileFailure as _, Options, Outcome, chunk_layout, hash_file_async,
+    must_send,
 };
 use crate::client::{Client, PutStart};
 use crate::error::{ConflictError, ProtocolError, is_remote};
@@ -43,7 +45,7 @@ enum ReadChunk {
 struct ReadPlan {
     transfer_id: u64,
     size: u64,
-    chunk_size: u32,
+    layout: ChunkLayout,
     /// The server's manifest of what it holds (empty when nothing).
     held: Vec<Option<Digest>>,
     compress: bool,
@@ -222,8 +224,8 @@ async fn begin<'a>(
             chunks_held,
         } => (transfer_id, chunk_size, chunks_held),
     };
-    check_chunk_size(chunk_size)?;
-    let n = chunk_count(size, chunk_size);
+    let layout = chunk_layout(size, chunk_size)?;
+    let n = layout.count();
     let held = if chunks_held > 0 {
         client.manifest(transfer_id, 0, n).await?
     } else {
@@ -239,7 +241,7 @@ async fn begin<'a>(
     let plan = ReadPlan {
         transfer_id,
         size,
-        chunk_size,
+        layout,
         held,
         compress: opts.compress,
     };
@@ -402,27 +404,9 @@ fn read_head(file: &File, size: u64) -> std::io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// A chunk buffer that goes back to the reader's pool when the last `Bytes` viewing it
-/// is dropped (once the frame is encoded or the chunk compressed). Reused buffers are
-/// not zeroed again and stay warm in the cache; the pool never holds more buffers than
-/// were in flight at once (about `READ_AHEAD` + 2).
-struct Pooled {
-    buf: Vec<u8>,
-    home: std::sync::mpsc::Sender<Vec<u8>>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        // The reader may have finished; then the buffer is simply freed.
-        let _ = self.home.send(std::mem::take(&mut self.buf));
-    }
-}
+/// Spare chunk buffers the reader keeps: about as many as are in flight at once (the
+/// read-ahead, the one being sent and the one being read).
+const KEEP_READ_BUFFERS: usize = READ_AHEAD + 2;
 
 /// Reads every chunk in order into pooled buffers, hashing each, and hands it to the
 /// send loop (as a chunk to send, compressed if asked, or as one the server holds).
@@ -433,19 +417,16 @@ fn read_chunks(
     plan: &ReadPlan,
     tx: &mpsc::Sender<std::io::Result<ReadChunk>>,
 ) -> Option<Vec<Digest>> {
-    let n = chunk_count(plan.size, plan.chunk_size);
+    let n = plan.layout.count();
     let mut digests = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-    let (home, pool) = std::sync::mpsc::channel::<Vec<u8>>();
+    let pool = BufferPool::new(KEEP_READ_BUFFERS);
     for index in 0..n {
-        // A recycled buffer, when one is back; `read_chunk` sizes it.
-        let buf = pool.try_recv().unwrap_or_default();
+        // A recycled buffer, when one is back (once its frame is encoded or the chunk
+        // compressed).
+        let buf = pool.take(plan.layout.chunk_len(index) as usize);
         let item = read_chunk(file, plan, index, buf).map(|(buf, digest)| {
             digests.push(digest);
-            let data = Bytes::from_owner(Pooled {
-                buf,
-                home: home.clone(),
-            });
-            prepare(plan, index, data, digest)
+            prepare(plan, index, pool.bytes(buf), digest)
         });
         let failed = item.is_err();
         if tx.blocking_send(item).is_err() || failed {
@@ -462,9 +443,7 @@ fn read_chunk(
     index: u64,
     mut buf: Vec<u8>,
 ) -> std::io::Result<(Vec<u8>, Digest)> {
-    let (offset, len) = chunk_range(plan.size, plan.chunk_size, index);
-    // Free for a recycled buffer: all chunks but the last have the same length.
-    buf.resize(len, 0);
+    let offset = plan.layout.offset(index);
     file.read_exact_at(&mut buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             std::io::Error::new(e.kind(), "the file shrank while it was being sent")
@@ -475,7 +454,7 @@ fn read_chunk(
     let digest = Digest::of_chunk(&buf, offset, plan.size).ok_or_else(|| {
         std::io::Error::other(format!(
             "chunk size {} cannot be hashed as a BLAKE3 subtree",
-            plan.chunk_size
+            plan.layout.chunk_size()
         ))
     })?;
     Ok((buf, digest))
@@ -484,9 +463,9 @@ fn read_chunk(
 /// What the send loop gets for a chunk read and hashed: skip it if the server holds it
 /// with this digest, else send it (compressed when asked and worth it).
 fn prepare(plan: &ReadPlan, index: u64, data: Bytes, digest: Digest) -> ReadChunk {
-    let (offset, len) = chunk_range(plan.size, plan.chunk_size, index);
+    let (offset, len) = (plan.layout.offset(index), plan.layout.chunk_len(index));
     if !must_send(&plan.held, index, &digest) {
-        return ReadChunk::Held(len as u64);
+        return ReadChunk::Held(len);
     }
     let chunk = Chunk::raw(plan.transfer_id, offset, digest, data);
     ReadChunk::Send {
@@ -495,6 +474,6 @@ fn prepare(plan: &ReadPlan, index: u64, data: Bytes, digest: Digest) -> ReadChun
         } else {
             chunk
         },
-        len: len as u64,
+        len,
     }
 }

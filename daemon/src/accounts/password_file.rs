@@ -11,7 +11,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -19,46 +18,14 @@ use argon2::{ARGON2ID_IDENT, Argon2, Params, PasswordHash, PasswordHasher};
 
 use super::write_atomic;
 
-/// Longest accepted user name, in bytes (names are ASCII).
-const MAX_USER_NAME_LEN: usize = 32;
-
 /// Weakest accepted argon2id cost: OWASP's m=19 MiB, t=2, p=1 (argon2's defaults).
 const MIN_M_COST_KIB: u32 = Params::DEFAULT_M_COST;
 const MIN_T_COST: u32 = Params::DEFAULT_T_COST;
 const ARGON2_VERSION_0X13: u32 = 0x13;
 
-/// A validated account name: 1..=32 chars, ASCII letters/digits/'_'/'-'/'.', first char a letter
-/// or digit. (It becomes a directory name later, so no '/', no leading '.'.)
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserName(String);
-
-impl UserName {
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for UserName {
-    type Err = PasswordFileError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut chars = s.chars();
-        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if first_ok && rest_ok && s.len() <= MAX_USER_NAME_LEN {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(PasswordFileError::BadUserName(s.to_owned()))
-        }
-    }
-}
-
-impl fmt::Display for UserName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// A validated account name: the protocol's one account-name rule (it becomes a
+/// directory name later, so no '/', no leading '.').
+pub use xfer_proto::UserName;
 
 /// One account: its name and its argon2id PHC string.
 #[derive(Clone)]
@@ -96,10 +63,6 @@ pub enum PasswordFileError {
         p = path.display()
     )]
     InsecureMode { path: PathBuf, mode: u32 },
-    #[error(
-        "invalid user name `{0}`: use 1 to 32 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit"
-    )]
-    BadUserName(String),
     #[error("user `{0}` already exists")]
     UserExists(String),
     #[error("no user `{0}`")]
@@ -194,7 +157,7 @@ impl PasswordFile {
             };
             let user: UserName = name
                 .parse()
-                .map_err(|e: PasswordFileError| malformed(number, e.to_string()))?;
+                .map_err(|e: xfer_proto::InvalidUserName| malformed(number, e.to_string()))?;
             check_phc(phc).map_err(|problem| match problem {
                 PhcProblem::Weak => PasswordFileError::WeakHash {
                     path: path.to_owned(),
@@ -202,7 +165,7 @@ impl PasswordFile {
                 },
                 PhcProblem::Invalid(message) => malformed(number, message),
             })?;
-            if let Some(first) = first_seen.insert(user.0.clone(), number) {
+            if let Some(first) = first_seen.insert(user.to_string(), number) {
                 return Err(malformed(
                     number,
                     format!("duplicate user `{user}` (first on line {first})"),
@@ -293,7 +256,7 @@ impl PasswordFile {
     /// `UserExists` if the name is taken.
     pub fn add(&mut self, user: &UserName, phc: String) -> Result<(), PasswordFileError> {
         if self.get(user.as_str()).is_some() {
-            return Err(PasswordFileError::UserExists(user.0.clone()));
+            return Err(PasswordFileError::UserExists(user.to_string()));
         }
         self.lines.push(Line::Entry(Entry {
             user: user.clone(),
@@ -309,7 +272,7 @@ impl PasswordFile {
     pub fn set(&mut self, user: &UserName, phc: String) -> Result<(), PasswordFileError> {
         let entry = self
             .entry_mut(user.as_str())
-            .ok_or_else(|| PasswordFileError::NoSuchUser(user.0.clone()))?;
+            .ok_or_else(|| PasswordFileError::NoSuchUser(user.to_string()))?;
         entry.phc = phc;
         Ok(())
     }

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{info, warn};
-use xfer_proto::{ChatMessage, MessageBody};
+use xfer_proto::{ChatMessage, MessageBody, Target};
 
 pub use key::ConvKey;
 pub(super) use logfile::write_atomic;
@@ -224,7 +224,7 @@ impl History {
         &self,
         key: &ConvKey,
         from: &str,
-        target: String,
+        target: Target,
         body: MessageBody,
         deliver: impl FnOnce(&ChatMessage),
     ) -> Result<ChatMessage, HistoryError> {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
-use xfer_proto::{ChannelInfo, ChatEvent, ChatMessage, Presence, PresenceState};
+use xfer_proto::{ChannelInfo, ChatEvent, ChatMessage, Presence, PresenceState, UserName};
 
 use super::{ChatBus, ChatError, ConnId, Envelope, Inbox, InboxSender, JoinedChannel};
 
@@ -255,14 +255,14 @@ impl ChatBus for InProcessHub {
             origin,
             event: ChatEvent::Message(message.clone()),
         });
-        if let Some(channel) = message.target.strip_prefix('#') {
-            if let Some(entry) = st.channels.get(channel) {
+        if let Some(channel) = message.target.channel() {
+            if let Some(entry) = st.channels.get(channel.as_str()) {
                 // No receivers is not an error: the message is stored anyway.
                 let _ = entry.tx.send(envelope);
             }
             return;
         }
-        let Some(to) = message.target.strip_prefix('@') else {
+        let Some(to) = message.target.user().map(UserName::as_str) else {
             return;
         };
         let parties = [to, message.from.as_str()];

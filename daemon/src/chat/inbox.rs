@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
-use xfer_proto::ChatEvent;
+use xfer_proto::{ChatEvent, Target};
 
 use super::{ChatBus, ConnId, Envelope};
 
@@ -17,18 +17,18 @@ use super::{ChatBus, ConnId, Envelope};
 #[derive(Debug, Default)]
 pub struct Drops {
     any: AtomicBool,
-    by_target: Mutex<BTreeMap<String, u64>>,
+    by_target: Mutex<BTreeMap<Target, u64>>,
 }
 
 impl Drops {
-    fn count(&self, target: String) {
+    fn count(&self, target: Target) {
         let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(target).or_insert(0) += 1;
         self.any.store(true, Ordering::Release);
     }
 
     /// Takes the counts accumulated since the last call.
-    pub fn take(&self) -> Vec<(String, u64)> {
+    pub fn take(&self) -> Vec<(Target, u64)> {
         if !self.any.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
@@ -69,7 +69,7 @@ impl InboxSender {
                 .flatten();
             if let Some(old) = &evicted
                 && let ChatEvent::Message(m) = &old.event
-                && m.target.strip_prefix('@') == Some(q.user.as_str())
+                && m.target.user().is_some_and(|to| to == q.user.as_str())
             {
                 q.first_dropped_to_user.fetch_min(m.id, Ordering::AcqRel);
             }
@@ -79,12 +79,7 @@ impl InboxSender {
         if let Some(old) = evicted
             && let ChatEvent::Message(m) = &old.event
         {
-            let other = if m.from == q.user {
-                m.target.clone()
-            } else {
-                format!("@{}", m.from)
-            };
-            q.drops.count(other);
+            q.drops.count(m.conversation(&q.user));
         }
         q.waker.wake();
     }
@@ -138,7 +133,7 @@ impl Inbox {
     }
 
     /// Messages dropped since the last call, by conversation.
-    pub fn take_drops(&self) -> Vec<(String, u64)> {
+    pub fn take_drops(&self) -> Vec<(Target, u64)> {
         self.queue.drops.take()
     }
 
@@ -178,7 +173,7 @@ mod tests {
                 id,
                 time_unix_ms: 0,
                 from: from.into(),
-                target: format!("@{to}"),
+                target: Target::parse(&format!("@{to}")).unwrap(),
                 body: MessageBody::Text("hi".into()),
             }),
         })
@@ -204,7 +199,7 @@ mod tests {
         }));
         sender.deliver(dm(9, "alice", "bob"));
         assert_eq!(inbox.first_dropped_to_user(), Some(5));
-        assert_eq!(inbox.take_drops(), [("@alice".to_string(), 3)]);
+        assert_eq!(inbox.take_drops(), [(Target::parse("@alice").unwrap(), 3)]);
         let left: Vec<_> = std::iter::from_fn(|| inbox.try_recv()).collect();
         assert_eq!(left.len(), 2);
         assert!(matches!(&left[1].event, ChatEvent::Message(m) if m.id == 9));

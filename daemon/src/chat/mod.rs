@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use xfer_proto::{
-    ChannelInfo, ChatEvent, ChatMessage, ErrorCode, MessageBody, Presence, Target, TargetError,
+    ChannelInfo, ChatEvent, ChatMessage, ErrorCode, MessageBody, Presence, Target, UserName,
 };
 
 use crate::config::ChatConfig;
@@ -102,9 +102,6 @@ pub trait ChatBus: Send + Sync + 'static {
 /// peer sees; `Store` details are only logged.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    /// The target does not parse.
-    #[error("{0}")]
-    BadTarget(#[from] TargetError),
     /// A direct message or file to an account that does not exist.
     #[error("no user {0}")]
     NoUser(String),
@@ -162,11 +159,9 @@ impl ChatError {
     /// The stable code for the peer.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ChatError::BadTarget(_)
-            | ChatError::NotOpen
-            | ChatError::AlreadyOpen
-            | ChatError::Empty
-            | ChatError::Nul => ErrorCode::BadRequest,
+            ChatError::NotOpen | ChatError::AlreadyOpen | ChatError::Empty | ChatError::Nul => {
+                ErrorCode::BadRequest
+            }
             ChatError::NoUser(_) | ChatError::NotMember(_) => ErrorCode::NotFound,
             ChatError::TooManyJoined { .. } | ChatError::TooManyChannels { .. } => ErrorCode::Busy,
             ChatError::TooLong { .. } => ErrorCode::TooLarge,
@@ -215,10 +210,10 @@ pub fn check_text(text: &str) -> Result<(), ChatError> {
 
 /// Keeps the `max` newest of `kept` (by id, in no particular order), counting what it
 /// lets go of per conversation in `missed`.
-fn keep_newest(
-    kept: &mut Vec<(String, ChatMessage)>,
+fn keep_newest<K: Ord>(
+    kept: &mut Vec<(K, ChatMessage)>,
     max: usize,
-    missed: &mut BTreeMap<String, u64>,
+    missed: &mut BTreeMap<K, u64>,
 ) {
     if kept.len() <= max {
         return;
@@ -233,12 +228,12 @@ fn keep_newest(
 #[derive(Debug, Default)]
 pub struct Replay {
     /// Conversations (`@user`) whose older messages were left out, and how many.
-    pub missed: Vec<(String, u64)>,
+    pub missed: Vec<(Target, u64)>,
     /// The messages, oldest first.
     pub messages: Vec<ChatMessage>,
     /// Per conversation (`@user`), the largest id read: live events up to it are
     /// already in `messages` (or in `missed`).
-    pub seen: HashMap<String, u64>,
+    pub seen: HashMap<Target, u64>,
 }
 
 /// The chat service shared by sessions: live bus, history and delivery markers.
@@ -324,7 +319,7 @@ impl Chat {
         let bus = &self.bus;
         let message = self
             .history
-            .append(&key, from, target.to_string(), body, |m| {
+            .append(&key, from, target.clone(), body, |m| {
                 bus.publish(origin, m);
             })
             .await?;
@@ -346,26 +341,29 @@ impl Chat {
             None => (self.delivered.get(user), true),
         };
         let max = self.config().replay_max as usize;
-        let me = format!("@{user}");
         // One point in time for every conversation: messages stored while the logs are
         // read come live (the connection's inbox is registered before this), so the
         // replay never holds a later id of one conversation than a message of another
         // that is still on its way — a client that resumes "after" the last id it saw
         // then skips nothing.
         let ceiling = self.history.last_id();
-        let mut kept: Vec<(String, ChatMessage)> = Vec::new();
-        let mut missed: BTreeMap<String, u64> = BTreeMap::new();
+        let mut kept: Vec<(Target, ChatMessage)> = Vec::new();
+        let mut missed: BTreeMap<Target, u64> = BTreeMap::new();
         let mut replay = Replay::default();
         for key in self.history.conversations_of(user) {
-            let Some(other) = key.other(user) else {
+            // A direct log's names were checked when the store was opened.
+            let Some(other) = key.other(user).and_then(|o| UserName::new(o).ok()) else {
                 continue;
             };
-            let other = format!("@{other}");
+            let other = Target::User(other);
             let page = self
                 .history
                 .after(&key, floor, max, {
-                    let me = me.clone();
-                    move |m| m.id <= ceiling && (!only_to_user || m.target == me)
+                    let me = user.to_owned();
+                    move |m| {
+                        m.id <= ceiling
+                            && (!only_to_user || m.target.user().is_some_and(|to| *to == *me))
+                    }
                 })
                 .await?;
             replay
@@ -413,7 +411,7 @@ mod tests {
             id,
             time_unix_ms: 0,
             from: "x".into(),
-            target: "@me".into(),
+            target: Target::parse("@me").unwrap(),
             body: MessageBody::Text(id.to_string()),
         }
     }
@@ -424,7 +422,8 @@ mod tests {
         let mut missed = BTreeMap::new();
         // 50 conversations of 10 messages, ids interleaved across them.
         for c in 0..50u64 {
-            kept.extend((0..10u64).map(|i| (format!("@u{c:02}"), message(i * 50 + c + 1))));
+            let other = Target::parse(&format!("@u{c:02}")).unwrap();
+            kept.extend((0..10u64).map(|i| (other.clone(), message(i * 50 + c + 1))));
             keep_newest(&mut kept, 20, &mut missed);
             assert!(kept.len() <= 20, "never more than replay_max held");
         }
@@ -433,10 +432,14 @@ mod tests {
         assert_eq!(ids, (481..=500).collect::<Vec<_>>(), "the 20 newest");
         assert_eq!(missed.values().sum::<u64>(), 480);
         assert_eq!(
-            missed.get("@u00"),
+            missed.get(&Target::parse("@u00").unwrap()),
             Some(&10),
             "all of the oldest conversation"
         );
-        assert_eq!(missed.get("@u49"), Some(&9), "all but its newest");
+        assert_eq!(
+            missed.get(&Target::parse("@u49").unwrap()),
+            Some(&9),
+            "all but its newest"
+        );
     }
 }

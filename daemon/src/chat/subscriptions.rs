@@ -5,6 +5,7 @@
 //! is allocation-free and a result is never lost: a finished future is replaced by the
 //! next `recv` in the same poll that hands its value out.
 
+use std::borrow::Borrow;
 use std::future::poll_fn;
 use std::task::{Context, Poll};
 
@@ -18,18 +19,18 @@ async fn recv<T: Clone>(mut rx: broadcast::Receiver<T>) -> Recv<T> {
     (r, rx)
 }
 
-struct Sub<T> {
-    key: String,
+struct Sub<K, T> {
+    key: K,
     fut: ReusableBoxFuture<'static, Recv<T>>,
 }
 
-/// Broadcast receivers by key, polled fairly (round robin).
-pub struct Subscriptions<T> {
-    subs: Vec<Sub<T>>,
+/// Broadcast receivers by key (e.g. a channel name), polled fairly (round robin).
+pub struct Subscriptions<K, T> {
+    subs: Vec<Sub<K, T>>,
     next: usize,
 }
 
-impl<T> Default for Subscriptions<T> {
+impl<K, T> Default for Subscriptions<K, T> {
     fn default() -> Self {
         Subscriptions {
             subs: Vec::new(),
@@ -38,10 +39,10 @@ impl<T> Default for Subscriptions<T> {
     }
 }
 
-impl<T: Clone + Send + 'static> Subscriptions<T> {
+impl<K: Borrow<str> + Clone, T: Clone + Send + 'static> Subscriptions<K, T> {
     /// Adds (or replaces) the receiver under `key`.
-    pub fn insert(&mut self, key: String, rx: broadcast::Receiver<T>) {
-        self.remove(&key);
+    pub fn insert(&mut self, key: K, rx: broadcast::Receiver<T>) {
+        self.remove(key.borrow());
         self.subs.push(Sub {
             key,
             fut: ReusableBoxFuture::new(recv(rx)),
@@ -51,13 +52,13 @@ impl<T: Clone + Send + 'static> Subscriptions<T> {
     /// Drops the receiver under `key`; whether there was one.
     pub fn remove(&mut self, key: &str) -> bool {
         let before = self.subs.len();
-        self.subs.retain(|s| s.key != key);
+        self.subs.retain(|s| s.key.borrow() != key);
         before != self.subs.len()
     }
 
     /// Whether `key` is subscribed.
     pub fn contains(&self, key: &str) -> bool {
-        self.subs.iter().any(|s| s.key == key)
+        self.subs.iter().any(|s| s.key.borrow() == key)
     }
 
     /// Number of receivers.
@@ -72,7 +73,7 @@ impl<T: Clone + Send + 'static> Subscriptions<T> {
 
     /// The keys, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.subs.iter().map(|s| s.key.as_str())
+        self.subs.iter().map(|s| s.key.borrow())
     }
 
     /// The next value (or lag report) of any receiver. A closed channel's receiver is
@@ -80,12 +81,12 @@ impl<T: Clone + Send + 'static> Subscriptions<T> {
     ///
     /// # Cancel safety
     /// Cancel-safe: nothing is taken from a receiver unless it is returned.
-    pub async fn next(&mut self) -> (String, Result<T, RecvError>) {
+    pub async fn next(&mut self) -> (K, Result<T, RecvError>) {
         poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// [`Subscriptions::next`] as a poll function.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(String, Result<T, RecvError>)> {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(K, Result<T, RecvError>)> {
         // Every receiver is polled before `Pending` is returned, so each has a waker.
         let len = self.subs.len();
         let mut closed = Vec::new();
@@ -123,7 +124,7 @@ mod tests {
     async fn values_lag_and_closed_channels() {
         let (a_tx, a_rx) = broadcast::channel(2);
         let (b_tx, b_rx) = broadcast::channel(2);
-        let mut subs = Subscriptions::default();
+        let mut subs = Subscriptions::<String, _>::default();
         subs.insert("a".into(), a_rx);
         subs.insert("b".into(), b_rx);
         b_tx.send(1).unwrap();
@@ -152,7 +153,7 @@ mod tests {
     async fn every_receiver_gets_a_turn() {
         let (a_tx, a_rx) = broadcast::channel(64);
         let (b_tx, b_rx) = broadcast::channel(64);
-        let mut subs = Subscriptions::default();
+        let mut subs = Subscriptions::<String, _>::default();
         subs.insert("a".into(), a_rx);
         subs.insert("b".into(), b_rx);
         for v in 0..10 {

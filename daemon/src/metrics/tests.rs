@@ -131,7 +131,7 @@ fn message(from: &str, text: &str) -> ChatMessage {
         id: 1,
         time_unix_ms: 0,
         from: from.into(),
-        target: "#lab".into(),
+        target: xfer_proto::Target::parse("#lab").unwrap(),
         body: MessageBody::Text(text.into()),
     }
 }

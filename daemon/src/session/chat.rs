@@ -21,7 +21,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use xfer_proto::{
-    ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Response, Target,
+    ChannelName, ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Response,
+    Target,
 };
 
 use super::End;
@@ -41,17 +42,17 @@ pub(super) enum Incoming {
     /// From the inbox.
     Inbox(Arc<Envelope>),
     /// From a channel, or how far this connection fell behind it.
-    Channel(String, Result<Arc<Envelope>, RecvError>),
+    Channel(ChannelName, Result<Arc<Envelope>, RecvError>),
     /// Inbox events that did not fit, by conversation.
-    Dropped(Vec<(String, u64)>),
+    Dropped(Vec<(Target, u64)>),
 }
 
 struct OpenChat {
     inbox: Inbox,
-    channels: Subscriptions<Arc<Envelope>>,
+    channels: Subscriptions<ChannelName, Arc<Envelope>>,
     /// Per channel (`#x`) or conversation (`@y`), the largest id already sent in a
     /// replay: live copies up to it are skipped.
-    seen: HashMap<String, u64>,
+    seen: HashMap<Target, u64>,
     /// Whether the `ChatOpen` replay included the user's own direct messages (it does
     /// only with `after`); if not, `seen` must not hide live copies of them.
     own_replayed: bool,
@@ -154,8 +155,11 @@ impl ChatState {
                 );
                 return;
             }
-            Incoming::Channel(target, Err(RecvError::Lagged(count))) => {
-                out.push(ChatEvent::Missed { target, count });
+            Incoming::Channel(channel, Err(RecvError::Lagged(count))) => {
+                out.push(ChatEvent::Missed {
+                    target: Target::Channel(channel),
+                    count,
+                });
                 return;
             }
             Incoming::Channel(_, Err(RecvError::Closed)) => return,
@@ -165,8 +169,8 @@ impl ChatState {
             return;
         }
         if let ChatEvent::Message(m) = &envelope.event {
-            let conversation = conversation_of(m, me);
-            let replayable = open.own_replayed || m.from != me || m.target.starts_with('#');
+            let conversation = m.conversation(me);
+            let replayable = open.own_replayed || m.from != me || m.target.channel().is_some();
             if replayable
                 && open
                     .seen
@@ -192,15 +196,6 @@ fn poll_channels(open: &mut OpenChat, cx: &mut Context<'_>) -> Poll<Incoming> {
         .map(|(key, r)| Incoming::Channel(key, r))
 }
 
-/// The channel (`#x`) or, for `me`, the direct conversation (`@other`) of a message.
-fn conversation_of(m: &ChatMessage, me: &str) -> String {
-    if m.target.starts_with('#') || m.from == me {
-        m.target.clone()
-    } else {
-        format!("@{}", m.from)
-    }
-}
-
 pub(super) fn chat_error(e: &ChatError) -> Response {
     if let ChatError::Store(inner) = e
         && e.code() == ErrorCode::Internal
@@ -210,18 +205,11 @@ pub(super) fn chat_error(e: &ChatError) -> Response {
     Response::error(e.code(), e.peer_message())
 }
 
-fn channel_name(s: &str) -> Result<String, ChatError> {
-    match Target::parse(s)? {
-        Target::Channel(name) => Ok(name),
-        Target::User(_) => Err(ChatError::BadTarget(xfer_proto::TargetError::BadChannel)),
-    }
-}
-
 /// Drops the oldest messages until the texts fit `budget` bytes; returns how many.
 fn fit(messages: &mut Vec<ChatMessage>, budget: usize) -> u64 {
     let size = |m: &ChatMessage| {
         128 + m.from.len()
-            + m.target.len()
+            + m.target.name().len()
             + match &m.body {
                 MessageBody::Text(t) => t.len(),
                 MessageBody::File { path, .. } => path.len() + 48,
@@ -296,16 +284,16 @@ impl ChatState {
 
     pub async fn join(
         &mut self,
-        channel: &str,
+        channel: &ChannelName,
         history: u32,
         after: Option<u64>,
     ) -> Result<Response, ChatError> {
         let id = self.open_id()?;
-        let name = channel_name(channel)?;
+        let name = channel.as_str();
         self.throttle()?;
         let chat = self.state.chat.clone();
-        let joined = chat.bus().join(id, &name)?;
-        let key = ConvKey::Channel(name.clone());
+        let joined = chat.bus().join(id, name)?;
+        let key = ConvKey::Channel(name.to_owned());
         let limit = MAX_HISTORY as usize;
         let page = match after {
             Some(after) => chat.history().after(&key, after, limit, |_| true).await,
@@ -317,7 +305,7 @@ impl ChatState {
         let mut page = match page {
             Ok(p) => p,
             Err(e) => {
-                let _ = chat.bus().part(id, &name);
+                let _ = chat.bus().part(id, name);
                 return Err(e.into());
             }
         };
@@ -326,7 +314,7 @@ impl ChatState {
             &mut page.messages,
             JOINED_BUDGET.saturating_sub(members_size),
         );
-        let target = format!("#{name}");
+        let target = Target::Channel(channel.clone());
         let skipped = page.skipped + cut;
         if skipped > 0 {
             self.pending.push_back(ChatEvent::Missed {
@@ -335,25 +323,23 @@ impl ChatState {
             });
         }
         if let Some(open) = &mut self.open {
-            open.channels.insert(target.clone(), joined.receiver);
-            open.seen.insert(target.clone(), page.last_read);
+            open.channels.insert(channel.clone(), joined.receiver);
+            open.seen.insert(target, page.last_read);
         }
         Ok(Response::Joined {
-            channel: target,
+            channel: channel.clone(),
             members: joined.members,
             history: page.messages,
         })
     }
 
-    pub fn part(&mut self, channel: &str) -> Result<Response, ChatError> {
+    pub fn part(&mut self, channel: &ChannelName) -> Result<Response, ChatError> {
         let id = self.open_id()?;
-        let name = channel_name(channel)?;
         self.throttle()?;
-        self.state.chat.bus().part(id, &name)?;
+        self.state.chat.bus().part(id, channel.as_str())?;
         if let Some(open) = &mut self.open {
-            let target = format!("#{name}");
-            open.channels.remove(&target);
-            open.seen.remove(&target);
+            open.channels.remove(channel.as_str());
+            open.seen.remove(&Target::Channel(channel.clone()));
         }
         Ok(Response::Ok)
     }
@@ -361,22 +347,21 @@ impl ChatState {
     pub async fn say(
         &mut self,
         user: &str,
-        target: &str,
+        target: &Target,
         text: String,
     ) -> Result<Response, ChatError> {
-        let target = Target::parse(target)?;
         check_text(&text)?;
-        if let Target::User(to) = &target
-            && self.state.passwords.find(to).await.is_none()
+        if let Target::User(to) = target
+            && self.state.passwords.find(to.as_str()).await.is_none()
         {
-            return Err(ChatError::NoUser(to.clone()));
+            return Err(ChatError::NoUser(to.to_string()));
         }
         self.throttle()?;
         let origin = self.open_conn();
         let message = self
             .state
             .chat
-            .post(origin, user, &target, MessageBody::Text(text))
+            .post(origin, user, target, MessageBody::Text(text))
             .await?;
         Ok(Response::Said {
             id: message.id,
@@ -387,24 +372,23 @@ impl ChatState {
     pub async fn chat_history(
         &mut self,
         user: &str,
-        target: &str,
+        target: &Target,
         count: u32,
         before: Option<u64>,
     ) -> Result<Response, ChatError> {
-        let target = Target::parse(target)?;
-        let key = ConvKey::of(&target, user);
-        if let Target::User(to) = &target
+        let key = ConvKey::of(target, user);
+        if let Target::User(to) = target
             && !self.state.chat.history().exists(&key)
-            && self.state.passwords.find(to).await.is_none()
+            && self.state.passwords.find(to.as_str()).await.is_none()
         {
-            return Err(ChatError::NoUser(to.clone()));
+            return Err(ChatError::NoUser(to.to_string()));
         }
         self.throttle()?;
         let history = self.state.chat.history();
         let count = count.min(MAX_HISTORY) as usize;
         let page = history.last(&key, count, before).await?;
         Ok(Response::History {
-            target: target.to_string(),
+            target: target.clone(),
             messages: page.messages,
         })
     }
@@ -415,10 +399,9 @@ impl ChatState {
         }
     }
 
-    pub fn who(&self, channel: Option<&str>) -> Result<Response, ChatError> {
-        let channel = channel.map(channel_name).transpose()?;
+    pub fn who(&self, channel: Option<&ChannelName>) -> Result<Response, ChatError> {
         Ok(Response::Who {
-            users: self.state.chat.bus().who(channel.as_deref()),
+            users: self.state.chat.bus().who(channel.map(ChannelName::as_str)),
         })
     }
 
@@ -485,11 +468,10 @@ impl ChatState {
         if events.is_empty() {
             return Ok(());
         }
-        let to_me = format!("@{me}");
         let delivered = events
             .iter()
             .filter_map(|e| match e {
-                ChatEvent::Message(m) if m.target == to_me => Some(m.id),
+                ChatEvent::Message(m) if m.target.user().is_some_and(|to| *to == *me) => Some(m.id),
                 _ => None,
             })
             .max();

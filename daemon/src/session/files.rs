@@ -41,9 +41,9 @@ use crate::storage::{
 pub const MAX_TRANSFERS: usize = 8;
 /// Chunk frames read ahead of the one being written (16 MiB at most).
 pub const MAX_QUEUED_CHUNKS: usize = xfer_proto::PUT_WINDOW;
-/// zstd level for downloads that ask for compression: the cheapest level, because the
-/// server compresses for every such client (≈600 MB/s per core on source code).
-pub const COMPRESS_LEVEL: i32 = 1;
+/// zstd level for downloads that ask for compression: the protocol's, the cheapest
+/// level, because the server compresses for every such client.
+pub use xfer_proto::COMPRESS_LEVEL;
 
 /// Result of one chunk job.
 pub(super) type ChunkOutcome = Result<ChunkDone, JoinError>;

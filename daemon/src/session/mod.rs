@@ -434,7 +434,7 @@ impl<T: Transport> Session<T> {
             }
             Request::Who { channel } => {
                 me()?;
-                self.chat.who(channel.as_deref())?
+                self.chat.who(channel.as_ref())?
             }
             Request::Channels => {
                 me()?;

@@ -7,7 +7,9 @@
 //! commit the recipient gets a `File` message, stored in the sender's and recipient's
 //! direct conversation: live if they are connected, otherwise at their next `ChatOpen`.
 
-use xfer_proto::{ErrorCode, MessageBody, Response, Target, TargetError, valid_user_name};
+use xfer_proto::{
+    ErrorCode, MessageBody, Response, Target, TargetError, UserName, valid_user_name,
+};
 
 use super::files::Files;
 use crate::audit;
@@ -70,7 +72,12 @@ impl Files {
             size: record.bytes,
             digest,
         };
-        let target = Target::User(to.to_owned());
+        // `to` passed the account-name rule at `SendBegin`.
+        let Ok(to_name) = UserName::new(to) else {
+            tracing::error!(to, "a sent file's recipient is no user name");
+            return;
+        };
+        let target = Target::User(to_name);
         if let Err(e) = self
             .state()
             .chat

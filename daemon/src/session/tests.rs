@@ -16,8 +16,8 @@ use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use xfer_proto::{
-    ChatEvent, Chunk, ClientCodec, Digest, ErrorCode, Frame, Hello, MessageBody, Request, Response,
-    Secret,
+    ChannelName, ChatEvent, Chunk, ClientCodec, Digest, ErrorCode, Frame, Hello, MessageBody,
+    Request, Response, Secret, Target,
 };
 
 use super::{Accepted, framed, run};
@@ -151,6 +151,10 @@ impl Client {
             }
         }
     }
+}
+
+fn general() -> ChannelName {
+    "#general".parse().expect("a channel name")
 }
 
 fn code(response: &Response) -> Option<ErrorCode> {
@@ -386,7 +390,7 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
         let opened = c.ask(Request::ChatOpen { after: None }).await;
         assert!(matches!(opened, Response::ChatOpened { .. }), "{opened:?}");
         let join = Request::Join {
-            channel: "#general".into(),
+            channel: general(),
             history: 10,
             after: None,
         };
@@ -394,7 +398,7 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
         assert!(matches!(joined, Response::Joined { .. }), "{joined:?}");
     }
     let say = Request::Say {
-        target: "#general".into(),
+        target: Target::Channel(general()),
         text: "hello bob".into(),
     };
     let Response::Said { id, .. } = alice.ask(say).await else {
@@ -406,7 +410,7 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
 
     let history = bob
         .ask(Request::History {
-            target: "#general".into(),
+            target: Target::Channel(general()),
             count: 10,
             before: None,
         })
@@ -425,7 +429,7 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
     ));
     let early = carol
         .ask(Request::Join {
-            channel: "#general".into(),
+            channel: general(),
             history: 0,
             after: None,
         })
@@ -433,7 +437,7 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
     assert!(code(&early).is_some(), "{early:?}");
     let nobody = alice
         .ask(Request::Say {
-            target: "@nobody".into(),
+            target: Target::parse("@nobody").expect("a user target"),
             text: "hi".into(),
         })
         .await;

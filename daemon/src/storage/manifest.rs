@@ -8,15 +8,15 @@
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cap_std::fs::{Dir, Metadata, MetadataExt};
 use serde::{Deserialize, Serialize};
-use xfer_proto::Digest;
+use xfer_proto::{BufferPool, ChunkLayout, Digest};
 
 use super::upload::DIGEST_SCHEME;
-use super::{CHUNK_SIZE, Download, StorageError, chunk_count, chunk_len, io_err};
+use super::{Download, StorageError, io_err};
 
 /// What identifies one version of a committed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl Manifest {
             .iter()
             .map(|h| h.parse().ok())
             .collect::<Option<Vec<Digest>>>()?;
-        if chunks.len() as u64 != chunk_count(stamp.size) {
+        if chunks.len() as u64 != ChunkLayout::standard(stamp.size).count() {
             return None;
         }
         Some(Manifest {
@@ -108,14 +108,16 @@ impl Manifest {
 
     /// Hashes a file: every chunk, once; the whole-file digest follows from those.
     pub fn compute(file: &std::fs::File, size: u64) -> Result<Manifest, StorageError> {
-        let mut chunks = Vec::with_capacity(chunk_count(size) as usize);
-        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        let layout = ChunkLayout::standard(size);
+        let mut chunks = Vec::with_capacity(layout.count() as usize);
+        let mut buf = vec![0u8; layout.chunk_size() as usize];
         let mut reader = file;
         let changed = || StorageError::Conflict("the file changed while being hashed".into());
-        for i in 0..chunk_count(size) {
-            let len = chunk_len(size, i) as usize;
+        for i in 0..layout.count() {
+            let len = layout.chunk_len(i) as usize;
             reader.read_exact(&mut buf[..len]).map_err(|_| changed())?;
-            chunks.push(Digest::of_chunk(&buf[..len], i * CHUNK_SIZE, size).ok_or_else(changed)?);
+            let digest = Digest::of_chunk(&buf[..len], layout.offset(i), size);
+            chunks.push(digest.ok_or_else(changed)?);
         }
         Ok(Manifest {
             digest: Digest::of_chunks(&chunks),
@@ -149,48 +151,6 @@ impl Manifest {
 /// and one spare.
 const KEEP_READ_BUFFERS: usize = 3;
 
-/// Chunk buffers of one download, reused once the frame made from one is sent: a fresh
-/// 1 MiB buffer per chunk would be zeroed (and often faulted in) every time.
-#[derive(Default)]
-struct BufferPool(Mutex<Vec<Vec<u8>>>);
-
-impl BufferPool {
-    fn take(&self) -> Vec<u8> {
-        self.lock().pop().unwrap_or_default()
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        let mut spare = self.lock();
-        if spare.len() < KEEP_READ_BUFFERS {
-            spare.push(buf);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        // A pool of plain buffers is consistent whatever a panicking holder did.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A chunk's data in a pooled buffer; goes back to the pool when the last `Bytes` viewing
-/// it is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    pool: Arc<BufferPool>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buf));
-    }
-}
-
 /// A committed file open for download.
 pub(crate) struct LocalDownload {
     file: std::fs::File,
@@ -205,7 +165,7 @@ impl LocalDownload {
             file,
             stamp,
             manifest,
-            buffers: Arc::default(),
+            buffers: BufferPool::new(KEEP_READ_BUFFERS),
         }
     }
 }
@@ -238,24 +198,16 @@ impl Download for LocalDownload {
             .ok_or_else(|| {
                 StorageError::BadRequest("chunk index past the end of the file".into())
             })?;
-        let len = chunk_len(self.stamp.size, index) as usize;
-        let mut buf = self.buffers.take();
-        // Free for a reused buffer: all chunks but the last have the same length.
-        buf.resize(len, 0);
+        let layout = ChunkLayout::standard(self.stamp.size);
+        let mut buf = self.buffers.take(layout.chunk_len(index) as usize);
         self.file
-            .read_exact_at(&mut buf, index * CHUNK_SIZE)
+            .read_exact_at(&mut buf, layout.offset(index))
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
                     StorageError::Conflict("the file shrank while being downloaded".into())
                 }
                 _ => StorageError::io("reading a file", e),
             })?;
-        Ok((
-            digest,
-            Bytes::from_owner(Pooled {
-                buf,
-                pool: self.buffers.clone(),
-            }),
-        ))
+        Ok((digest, self.buffers.bytes(buf)))
     }
 }

@@ -23,7 +23,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use xfer_proto::{Digest, Entry, ErrorCode};
+use xfer_proto::{ChunkLayout, Digest, Entry, ErrorCode};
 
 pub use local::LocalStorage;
 pub use path::{PathError, RelPath};
@@ -32,15 +32,14 @@ pub use policy::TypePolicy;
 /// Chunk size of every transfer (the protocol's `CHUNK_SIZE`).
 pub const CHUNK_SIZE: u64 = xfer_proto::CHUNK_SIZE as u64;
 
-/// Number of chunks of a file of `size` bytes.
+/// Number of chunks of a file of `size` bytes ([`ChunkLayout::standard`]).
 pub fn chunk_count(size: u64) -> u64 {
-    size.div_ceil(CHUNK_SIZE)
+    ChunkLayout::standard(size).count()
 }
 
 /// Length of chunk `index` of a file of `size` bytes (0 past the end).
 pub fn chunk_len(size: u64, index: u64) -> u64 {
-    size.saturating_sub(index.saturating_mul(CHUNK_SIZE))
-        .min(CHUNK_SIZE)
+    ChunkLayout::standard(size).chunk_len(index)
 }
 
 /// What a user stores and may store.

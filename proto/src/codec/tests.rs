@@ -132,6 +132,27 @@ fn hello_from_a_future_version_still_decodes() {
     assert_eq!(h.software.len(), MAX_SOFTWARE_LEN);
 }
 
+/// The hello is frozen: version 3 writes the bytes every earlier version reads, and
+/// reads a version-2 peer's hello, so either side can name the mismatch.
+#[test]
+fn the_hello_layout_is_frozen_across_versions() {
+    let mut buf = BytesMut::new();
+    ServerCodec::default()
+        .encode(Frame::Hello(Hello::current("xferd/0.1.0")), &mut buf)
+        .unwrap();
+    let mut frozen = vec![0, 0, 0, 18, 0x00, b'X', b'F', b'E', b'R', 0, 3];
+    frozen.extend_from_slice(b"xferd/0.1.0");
+    assert_eq!(crate::PROTOCOL_VERSION, 3);
+    assert_eq!(&buf[..], &frozen[..]);
+    // What a version-2 client sends.
+    let mut v2 = BytesMut::from(&[0, 0, 0, 13, 0x00, b'X', b'F', b'E', b'R', 0, 2][..]);
+    v2.extend_from_slice(b"xfer/0");
+    let Some(Frame::Hello(h)) = ServerCodec::default().decode(&mut v2).unwrap() else {
+        panic!("expected hello")
+    };
+    assert_eq!((h.version, h.software.as_str()), (2, "xfer/0"));
+}
+
 #[tokio::test]
 async fn partial_frames_wait_for_more_bytes() {
     let (mut a, b) = tokio::io::duplex(64);
@@ -178,12 +199,12 @@ fn file_messages_round_trip() {
         },
         Request::ChatOpen { after: Some(41) },
         Request::Join {
-            channel: "#general".into(),
+            channel: "general".parse().unwrap(),
             history: 20,
             after: None,
         },
         Request::Say {
-            target: "@bob".into(),
+            target: "@bob".parse().unwrap(),
             text: "é\u{1b}[2J".repeat(500),
         },
         Request::SendBegin {
@@ -204,7 +225,9 @@ fn file_messages_round_trip() {
         id: u64::MAX,
         time_unix_ms: u64::MAX,
         from: "u".repeat(crate::MAX_USER_LEN),
-        target: format!("#{}", "c".repeat(crate::MAX_CHANNEL_LEN)),
+        target: format!("#{}", "c".repeat(crate::MAX_CHANNEL_LEN))
+            .parse()
+            .unwrap(),
         body: crate::MessageBody::Text("x".repeat(crate::MAX_MESSAGE_LEN)),
     };
     let history = Response::History {
@@ -325,9 +348,12 @@ fn targets_parse_and_refuse_what_they_should() {
     use crate::{Target, TargetError};
     assert_eq!(
         Target::parse("#General"),
-        Ok(Target::Channel("general".into()))
+        Ok(Target::Channel("general".parse().unwrap()))
     );
-    assert_eq!(Target::parse("@bob"), Ok(Target::User("bob".into())));
+    assert_eq!(
+        Target::parse("@bob"),
+        Ok(Target::User("bob".parse().unwrap()))
+    );
     assert_eq!(Target::parse("bob"), Err(TargetError::NoSigil));
     assert_eq!(Target::parse("#"), Err(TargetError::BadChannel));
     assert_eq!(Target::parse("#a b"), Err(TargetError::BadChannel));

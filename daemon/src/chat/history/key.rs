@@ -17,8 +17,8 @@ impl ConvKey {
     /// The conversation a message from `from` to `target` belongs to.
     pub fn of(target: &Target, from: &str) -> ConvKey {
         match target {
-            Target::Channel(name) => ConvKey::Channel(name.clone()),
-            Target::User(to) => ConvKey::direct(from, to),
+            Target::Channel(name) => ConvKey::Channel(name.as_str().to_owned()),
+            Target::User(to) => ConvKey::direct(from, to.as_str()),
         }
     }
 

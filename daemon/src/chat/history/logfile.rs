@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use xfer_proto::{ChatMessage, MessageBody};
+use xfer_proto::{ChatMessage, MessageBody, Target};
 
 /// A line longer than this is damage, not a record (a record is at most ~25 KB:
 /// 4,000 bytes of text whose control characters JSON escapes six-fold).
@@ -32,7 +32,9 @@ pub(super) struct ConvMeta {
     pub last_id: u64,
 }
 
-/// A record as written (borrowing) and read.
+/// A record as written (borrowing) and read. The target is stored as the text a user
+/// types (`#lab`, `@bob`), as protocol version 2 wrote it, so logs of either version
+/// read alike; it is parsed back into a [`Target`] here, at the edge.
 #[derive(Serialize, Deserialize)]
 struct Record<'a> {
     id: u64,
@@ -72,7 +74,7 @@ impl<'a> Record<'a> {
             id: m.id,
             ts: m.time_unix_ms,
             from: Cow::Borrowed(&m.from),
-            to: Cow::Borrowed(&m.target),
+            to: Cow::Owned(m.target.to_string()),
             text,
             file,
         }
@@ -92,7 +94,7 @@ impl<'a> Record<'a> {
             id: self.id,
             time_unix_ms: self.ts,
             from: self.from.into_owned(),
-            target: self.to.into_owned(),
+            target: Target::parse(&self.to).ok()?,
             body,
         })
     }

@@ -17,6 +17,10 @@ fn lab() -> ConvKey {
     ConvKey::Channel("lab".into())
 }
 
+fn t(s: &str) -> Target {
+    Target::parse(s).unwrap()
+}
+
 fn text(s: &str) -> MessageBody {
     MessageBody::Text(s.into())
 }
@@ -32,7 +36,7 @@ fn texts(page: &Page) -> Vec<String> {
 }
 
 async fn say(h: &History, key: &ConvKey, s: &str) -> ChatMessage {
-    h.append(key, "alice", "#lab".into(), text(s), |_| {})
+    h.append(key, "alice", t("#lab"), text(s), |_| {})
         .await
         .unwrap()
 }
@@ -42,7 +46,7 @@ fn raw_line(id: u64, ts: u64, s: &str) -> Vec<u8> {
         id,
         time_unix_ms: ts,
         from: "alice".into(),
-        target: "#lab".into(),
+        target: t("#lab"),
         body: text(s),
     })
 }
@@ -56,13 +60,9 @@ async fn messages_come_back_in_order_and_survive_a_reopen() {
     for i in 0..5 {
         let delivered = std::cell::Cell::new(0);
         let m = h
-            .append(
-                &lab(),
-                "alice",
-                "#lab".into(),
-                text(&format!("m{i}")),
-                |m| delivered.set(m.id),
-            )
+            .append(&lab(), "alice", t("#lab"), text(&format!("m{i}")), |m| {
+                delivered.set(m.id)
+            })
             .await
             .unwrap();
         assert_eq!(delivered.get(), m.id, "delivered with its id");
@@ -202,7 +202,7 @@ async fn retention_by_age_and_ids_never_go_back() {
 
     // Periodic enforcement removes what aged while running.
     let d = ConvKey::direct("bob", "alice");
-    h.append(&d, "alice", "@bob".into(), text("hi bob"), |_| {})
+    h.append(&d, "alice", t("@bob"), text("hi bob"), |_| {})
         .await
         .unwrap();
     h.enforce_retention(now + 2 * DAY_MS).await;
@@ -222,7 +222,7 @@ async fn new_channel_logs_are_limited() {
         h.append(
             &ConvKey::Channel(name.into()),
             "alice",
-            format!("#{name}"),
+            t(&format!("#{name}")),
             text("x"),
             |_| {},
         )
@@ -233,7 +233,7 @@ async fn new_channel_logs_are_limited() {
         .append(
             &ConvKey::Channel("c".into()),
             "alice",
-            "#c".into(),
+            t("#c"),
             text("x"),
             |_| {},
         )
@@ -248,7 +248,7 @@ async fn new_channel_logs_are_limited() {
     h.append(
         &ConvKey::direct("alice", "bob"),
         "alice",
-        "@bob".into(),
+        t("@bob"),
         text("z"),
         |_| {},
     )
@@ -262,16 +262,19 @@ async fn after_filters_and_reports_what_it_read() {
     let h = History::open(dir.path(), config(), 0).unwrap();
     let key = ConvKey::direct("alice", "bob");
     let a = h
-        .append(&key, "alice", "@bob".into(), text("to bob"), |_| {})
+        .append(&key, "alice", t("@bob"), text("to bob"), |_| {})
         .await
         .unwrap();
     let b = h
-        .append(&key, "bob", "@alice".into(), text("to alice"), |_| {})
+        .append(&key, "bob", t("@alice"), text("to alice"), |_| {})
         .await
         .unwrap();
     assert_eq!(h.conversations_of("bob"), std::slice::from_ref(&key));
     assert_eq!(key.other("bob"), Some("alice"));
-    let page = h.after(&key, 0, 10, |m| m.target == "@bob").await.unwrap();
+    let page = h
+        .after(&key, 0, 10, |m| m.target == t("@bob"))
+        .await
+        .unwrap();
     assert_eq!(texts(&page), ["to bob"]);
     assert_eq!(page.last_read, b.id);
     let page = h.after(&key, b.id, 10, |_| true).await.unwrap();
@@ -331,4 +334,89 @@ async fn a_read_walks_back_at_most_the_scan_limit() {
     );
     assert_eq!(page.messages.last().unwrap().id, ids[199]);
     assert_eq!(page.last_read, ids[199]);
+}
+
+/// A history directory written by protocol version 2 (`fixtures/v2`, made with that
+/// version's `History::append`: `#lab`, alice+bob with a file notice, Carol+alice)
+/// opens with every message intact, and new messages continue its ids.
+#[tokio::test]
+async fn a_version_2_history_directory_opens_with_its_messages_intact() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/chat/history/fixtures/v2");
+    let dir = tempfile::TempDir::new().unwrap();
+    for sub in ["channels", "direct"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(fixture.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(fixture.join("ids"), dir.path().join("ids")).unwrap();
+    let h = History::open(dir.path(), config(), 0).unwrap();
+    assert!(h.last_id() >= 6, "{}", h.last_id());
+    let summary = |page: &Page| -> Vec<(u64, String, String, String)> {
+        page.messages
+            .iter()
+            .map(|m| (m.id, m.from.clone(), m.target.to_string(), texts_of(m)))
+            .collect()
+    };
+    let channel = h.last(&lab(), 10, None).await.unwrap();
+    assert_eq!(
+        summary(&channel),
+        [
+            (1, "alice".into(), "#lab".into(), "hello lab".into()),
+            (3, "bob".into(), "#lab".into(), "hi alice".into()),
+        ]
+    );
+    let ab = h
+        .last(&ConvKey::direct("alice", "bob"), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&ab),
+        [
+            (2, "alice".into(), "@bob".into(), "hi bob".into()),
+            (
+                4,
+                "bob".into(),
+                "@alice".into(),
+                "hi alice, privately".into()
+            ),
+            (
+                5,
+                "alice".into(),
+                "@bob".into(),
+                "inbox/alice/hello.txt".into()
+            ),
+        ]
+    );
+    let MessageBody::File { size, digest, .. } = &ab.messages[2].body else {
+        panic!("a file notice: {:?}", ab.messages[2]);
+    };
+    assert_eq!((*size, *digest), (6, xfer_proto::Digest::of(b"hello\n")));
+    assert_eq!(ab.messages[1].conversation("alice"), t("@bob"));
+    let key = ConvKey::direct("alice", "Carol");
+    let carol = h.after(&key, 0, 10, |_| true).await.unwrap();
+    assert_eq!(
+        summary(&carol),
+        [(6, "Carol".into(), "@alice".into(), "from Carol".into())]
+    );
+    assert_eq!(carol.messages[0].conversation("alice"), t("@Carol"));
+    assert_eq!(h.conversations_of("alice").len(), 2);
+    let before = h.last_id();
+    let next = say(&h, &lab(), "after the upgrade").await;
+    assert!(
+        next.id > before,
+        "ids keep increasing: {} after {before}",
+        next.id
+    );
+    let reopened = History::open(dir.path(), config(), 0).unwrap();
+    let channel = reopened.last(&lab(), 10, None).await.unwrap();
+    assert_eq!(channel.messages.len(), 3);
+}
+
+fn texts_of(m: &ChatMessage) -> String {
+    match &m.body {
+        MessageBody::Text(t) => t.clone(),
+        MessageBody::File { path, .. } => path.clone(),
+    }
 }

@@ -17,7 +17,7 @@ fn message(id: u64, from: &str, target: &str) -> ChatMessage {
         id,
         time_unix_ms: 0,
         from: from.into(),
-        target: target.into(),
+        target: xfer_proto::Target::parse(target).unwrap(),
         body: MessageBody::Text(format!("m{id}")),
     }
 }
@@ -139,7 +139,10 @@ fn a_full_inbox_drops_the_oldest_and_counts_them_by_conversation() {
     assert_eq!(kept, [5, 6], "the newest are kept");
     assert_eq!(
         bob.take_drops(),
-        [("@alice".to_owned(), 3), ("@carol".to_owned(), 1)]
+        [
+            (xfer_proto::Target::parse("@alice").unwrap(), 3),
+            (xfer_proto::Target::parse("@carol").unwrap(), 1)
+        ]
     );
     assert!(bob.take_drops().is_empty(), "taken once");
 }
