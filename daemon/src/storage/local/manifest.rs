@@ -1,5 +1,4 @@
-//! Manifests of committed files (every chunk's digest and the whole file's), and
-//! downloads served from them.
+//! Manifests of committed files: every chunk's digest and the whole file's.
 //!
 //! A manifest is written at commit into `<user>/manifests/<inode>.json` and is valid only
 //! while the file's size and modification time (to the nanosecond) still match; a stale
@@ -7,16 +6,18 @@
 //! needs it. Listings never hash: they show no digest instead.
 
 use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use cap_std::fs::{Dir, Metadata, MetadataExt};
 use serde::{Deserialize, Serialize};
 use xfer_proto::Digest;
 
-use super::upload::DIGEST_SCHEME;
-use super::{CHUNK_SIZE, Download, StorageError, chunk_count, chunk_len, io_err};
+use super::private;
+use crate::storage::{CHUNK_SIZE, StorageError, chunk_count, chunk_len, io_err};
+
+/// How chunk digests in `.meta` and manifest files are computed: 2 = subtree chaining
+/// values (protocol v2). Files written with another scheme (0 = absent: plain BLAKE3
+/// per chunk, protocol v1) are recomputed or discarded, never trusted.
+pub(crate) const DIGEST_SCHEME: u32 = 2;
 
 /// What identifies one version of a committed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +96,7 @@ impl Manifest {
         };
         let json = serde_json::to_vec(&f).expect("a manifest always serialises");
         let tmp = format!("{}.tmp", stamp.file_name());
-        super::private::write(manifests, &tmp, &json).map_err(io_err("writing a manifest"))?;
+        private::write(manifests, &tmp, &json).map_err(io_err("writing a manifest"))?;
         manifests
             .rename(&tmp, manifests, stamp.file_name())
             .map_err(io_err("writing a manifest"))
@@ -142,120 +143,5 @@ impl Manifest {
             tracing::warn!(error = %e, "could not store a file manifest");
         }
         Ok(m)
-    }
-}
-
-/// Read buffers a download keeps for reuse: a chunk being sent, the next one being read,
-/// and one spare.
-const KEEP_READ_BUFFERS: usize = 3;
-
-/// Chunk buffers of one download, reused once the frame made from one is sent: a fresh
-/// 1 MiB buffer per chunk would be zeroed (and often faulted in) every time.
-#[derive(Default)]
-struct BufferPool(Mutex<Vec<Vec<u8>>>);
-
-impl BufferPool {
-    fn take(&self) -> Vec<u8> {
-        self.lock().pop().unwrap_or_default()
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        let mut spare = self.lock();
-        if spare.len() < KEEP_READ_BUFFERS {
-            spare.push(buf);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        // A pool of plain buffers is consistent whatever a panicking holder did.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A chunk's data in a pooled buffer; goes back to the pool when the last `Bytes` viewing
-/// it is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    pool: Arc<BufferPool>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buf));
-    }
-}
-
-/// A committed file open for download.
-pub(crate) struct LocalDownload {
-    file: std::fs::File,
-    stamp: Stamp,
-    manifest: Manifest,
-    buffers: Arc<BufferPool>,
-}
-
-impl LocalDownload {
-    pub fn new(file: std::fs::File, stamp: Stamp, manifest: Manifest) -> Self {
-        LocalDownload {
-            file,
-            stamp,
-            manifest,
-            buffers: Arc::default(),
-        }
-    }
-}
-
-impl Download for LocalDownload {
-    fn size(&self) -> u64 {
-        self.stamp.size
-    }
-
-    fn digest(&self) -> Digest {
-        self.manifest.digest
-    }
-
-    fn modified_unix(&self) -> u64 {
-        self.stamp.modified_unix()
-    }
-
-    fn chunk_digests(&self, first: u64, count: u64) -> Vec<Digest> {
-        let n = self.manifest.chunks.len() as u64;
-        let start = first.min(n);
-        let end = first.saturating_add(count).min(n);
-        self.manifest.chunks[start as usize..end as usize].to_vec()
-    }
-
-    fn read_chunk(&self, index: u64) -> Result<(Digest, Bytes), StorageError> {
-        let digest = *self
-            .manifest
-            .chunks
-            .get(usize::try_from(index).unwrap_or(usize::MAX))
-            .ok_or_else(|| {
-                StorageError::BadRequest("chunk index past the end of the file".into())
-            })?;
-        let len = chunk_len(self.stamp.size, index) as usize;
-        let mut buf = self.buffers.take();
-        // Free for a reused buffer: all chunks but the last have the same length.
-        buf.resize(len, 0);
-        self.file
-            .read_exact_at(&mut buf, index * CHUNK_SIZE)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    StorageError::Conflict("the file shrank while being downloaded".into())
-                }
-                _ => StorageError::io("reading a file", e),
-            })?;
-        Ok((
-            digest,
-            Bytes::from_owner(Pooled {
-                buf,
-                pool: self.buffers.clone(),
-            }),
-        ))
     }
 }
