@@ -2,10 +2,12 @@ use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 use tempfile::TempDir;
-use xfer_proto::ErrorCode;
+use xfer_proto::{Digest, EntryKind, ErrorCode};
 
 use super::*;
 use crate::storage::{CHUNK_SIZE, Upload, chunk_count, chunk_len};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 mod resume_state;
 
