@@ -30,7 +30,7 @@ pub(crate) fn meta_name(key: &str) -> String {
 /// The `.meta` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PartialMeta {
-    /// [`DIGEST_SCHEME`] of `chunks`.
+    /// [`DIGEST_SCHEME`](super::manifest::DIGEST_SCHEME) of `chunks`.
     #[serde(default)]
     pub digests: u32,
     /// Destination, normalized.

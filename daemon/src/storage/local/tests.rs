@@ -587,3 +587,43 @@ async fn users_are_separate() {
         ErrorCode::BadRequest
     );
 }
+
+/// The refusal's text, checking it is a conflict.
+fn conflict<T>(r: Result<T, StorageError>) -> String {
+    match r {
+        Ok(_) => panic!("expected a conflict"),
+        Err(e) => {
+            assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+            e.to_string()
+        }
+    }
+}
+
+#[tokio::test]
+async fn upload_commit_and_rename_share_one_destination_check() {
+    let f = fixture();
+    let s = &f.storage;
+    f.put("alice", "file", b"a file").await;
+    f.put("alice", "other", b"another").await;
+    s.mkdir("alice", &p("dir"), false).await.unwrap();
+    // A directory at the destination: the same refusal from all three.
+    let at_begin = conflict(f.begin("alice", "dir", b"x", true).await);
+    let at_rename = conflict(s.rename("alice", &p("other"), &p("dir"), true).await);
+    let up = f.ready("alice", "late", b"late").await;
+    send_chunks(&*up, b"late", 0..1).await;
+    s.mkdir("alice", &p("late"), false).await.unwrap();
+    let at_commit = conflict(up.commit(Digest::of(b"late")).await);
+    assert_eq!(at_begin, "a directory exists at the destination");
+    assert_eq!(at_rename, at_begin);
+    assert_eq!(at_commit, at_begin);
+    // A file where the parent directory should be.
+    let at_begin = conflict(f.begin("alice", "file/x", b"x", true).await);
+    let at_rename = conflict(s.rename("alice", &p("other"), &p("file/x"), true).await);
+    assert_eq!(at_begin, "`file` is a file, not a directory");
+    assert_eq!(at_rename, at_begin);
+    // A file at the destination: replaced only with force.
+    let taken = conflict(s.rename("alice", &p("other"), &p("file"), false).await);
+    assert!(taken.contains("use force"), "{taken}");
+    s.rename("alice", &p("other"), &p("file"), true).await.unwrap();
+    assert_eq!(std::fs::read(f.home("alice").join("file")).unwrap(), b"another");
+}
