@@ -362,8 +362,7 @@ impl Session {
             .to_owned();
         match transfer {
             Transfer::Upload(t) => {
-                if let Err(Response::Error { message, .. }) = answer(t.upload.persist()).await
-                {
+                if let Err(Response::Error { message, .. }) = answer(t.upload.persist()).await {
                     tracing::warn!(path = ?t.path, message, "saving upload state failed");
                 }
             }

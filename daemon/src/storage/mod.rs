@@ -159,8 +159,12 @@ pub trait Upload: Send + Sync {
     /// Digests of chunks `first..first+count` (clipped to the file), `None` where not held.
     fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>>;
     /// Verifies one chunk against `digest`, then writes it at `offset`.
-    async fn write_chunk(&self, offset: u64, digest: Digest, data: Bytes)
-    -> Result<(), StorageError>;
+    async fn write_chunk(
+        &self,
+        offset: u64,
+        digest: Digest,
+        data: Bytes,
+    ) -> Result<(), StorageError>;
     /// Saves the resume state (which chunks are held).
     async fn persist(&self) -> Result<(), StorageError>;
     /// Checks completeness and the whole-file digest, then puts the file in place.

@@ -97,7 +97,12 @@ impl TypePolicy {
     ///
     /// # Errors
     /// [`StorageError::TypeRejected`] naming `shown`.
-    pub fn check_stored(&self, dir: &RelPath, head: &[u8], shown: &str) -> Result<(), StorageError> {
+    pub fn check_stored(
+        &self,
+        dir: &RelPath,
+        head: &[u8],
+        shown: &str,
+    ) -> Result<(), StorageError> {
         self.check_in(dir, head).map_err(|e| match e {
             StorageError::TypeRejected {
                 detected,

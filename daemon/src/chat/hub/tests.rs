@@ -180,7 +180,7 @@ fn a_full_inbox_drops_the_oldest_and_counts_them_by_conversation() {
 
 #[test]
 fn presence_goes_to_everyone_and_follows_the_last_connection() {
-    let hub = Arc::new(hub(16));
+    let hub = hub(16);
     let mut alice = hub.connect("alice");
     let mut bob1 = hub.connect("bob");
     assert_eq!(drain(&mut alice), [presence("bob", PresenceState::Online)]);

@@ -213,9 +213,7 @@ impl Local {
             .filter(|m| m.size == size && m.path == path.as_str())
             .map_or(0, |m| m.received());
         if settings.config.quota_bytes > 0 {
-            let used = space
-                .used_bytes(Some(&key))
-                .saturating_sub(replaced_size);
+            let used = space.used_bytes(Some(&key)).saturating_sub(replaced_size);
             let limit = settings.config.quota_bytes;
             if used.saturating_add(size) > limit {
                 return Err(StorageError::QuotaExceeded { used, limit, size });
@@ -275,7 +273,11 @@ fn existing_digest(space: &UserSpace, path: &RelPath) -> Result<xfer_proto::Dige
 #[async_trait]
 impl Storage for LocalStorage {
     fn reconfigure(&self, config: StorageConfig) {
-        *self.local.settings.write().unwrap_or_else(|p| p.into_inner()) = Settings::new(config);
+        *self
+            .local
+            .settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Settings::new(config);
     }
 
     async fn usage(&self, user: &str) -> Result<Usage, StorageError> {

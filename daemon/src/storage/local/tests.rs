@@ -50,15 +50,17 @@ impl Fixture {
         data: &[u8],
         force: bool,
     ) -> Result<PutBegun, StorageError> {
-        self.storage.begin_upload(
-            user,
-            PutRequest {
-                path: RelPath::parse(path)?,
-                size: data.len() as u64,
-                force,
-                head: Bytes::copy_from_slice(&data[..data.len().min(512)]),
-            },
-        ).await
+        self.storage
+            .begin_upload(
+                user,
+                PutRequest {
+                    path: RelPath::parse(path)?,
+                    size: data.len() as u64,
+                    force,
+                    head: Bytes::copy_from_slice(&data[..data.len().min(512)]),
+                },
+            )
+            .await
     }
 
     async fn ready(&self, user: &str, path: &str, data: &[u8]) -> Arc<dyn Upload> {
@@ -80,7 +82,9 @@ async fn send_chunks(up: &dyn Upload, data: &[u8], range: std::ops::Range<u64>) 
         let start = (i * CHUNK_SIZE) as usize;
         let chunk = &data[start..start + chunk_len(data.len() as u64, i) as usize];
         let digest = Digest::of_chunk(chunk, i * CHUNK_SIZE, data.len() as u64).unwrap();
-        up.write_chunk(i * CHUNK_SIZE, digest, Bytes::copy_from_slice(chunk)).await.unwrap();
+        up.write_chunk(i * CHUNK_SIZE, digest, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
     }
 }
 
@@ -133,13 +137,20 @@ async fn upload_commit_list_and_download_round_trip() {
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].kind, EntryKind::File);
     assert_eq!(listing[0].digest, Some(Digest::of(&data)));
-    assert_eq!(f.storage.list("alice", &p("docs/a.bin")).await.unwrap(), listing);
+    assert_eq!(
+        f.storage.list("alice", &p("docs/a.bin")).await.unwrap(),
+        listing
+    );
     assert_eq!(
         std::fs::read_dir(f.partials("alice")).unwrap().count(),
         0,
         "no partial left behind"
     );
-    let dl = f.storage.open_download("alice", &p("docs/a.bin")).await.unwrap();
+    let dl = f
+        .storage
+        .open_download("alice", &p("docs/a.bin"))
+        .await
+        .unwrap();
     assert_eq!(dl.digest(), Digest::of(&data));
     let mut back = Vec::new();
     for i in 0..chunk_count(dl.size()) {
@@ -186,25 +197,44 @@ async fn bad_chunks_are_discarded_and_commit_checks_everything() {
     let up = f.ready("alice", "x", &data).await;
     let first = &data[..CHUNK_SIZE as usize];
     // Wrong digest: refused before anything is written or recorded.
-    let e = up.write_chunk(0, Digest::of(b"other"), Bytes::copy_from_slice(first)).await.unwrap_err();
+    let e = up
+        .write_chunk(0, Digest::of(b"other"), Bytes::copy_from_slice(first))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::ChecksumMismatch);
     assert_eq!(up.chunks_held(), 0);
     // Misaligned, out of range or wrongly sized chunks.
     assert_eq!(
-        code(up.write_chunk(1, Digest::of(first), Bytes::copy_from_slice(first)).await),
+        code(
+            up.write_chunk(1, Digest::of(first), Bytes::copy_from_slice(first))
+                .await
+        ),
         ErrorCode::BadRequest
     );
     assert_eq!(
-        code(up.write_chunk(2 * CHUNK_SIZE, Digest::of(b"a"), Bytes::copy_from_slice(b"a")).await),
+        code(
+            up.write_chunk(
+                2 * CHUNK_SIZE,
+                Digest::of(b"a"),
+                Bytes::copy_from_slice(b"a")
+            )
+            .await
+        ),
         ErrorCode::BadRequest
     );
     assert_eq!(
-        code(up.write_chunk(CHUNK_SIZE, Digest::of(b"a"), Bytes::copy_from_slice(b"a")).await),
+        code(
+            up.write_chunk(CHUNK_SIZE, Digest::of(b"a"), Bytes::copy_from_slice(b"a"))
+                .await
+        ),
         ErrorCode::BadRequest
     );
     send_chunks(&*up, &data, 0..1).await;
     // Incomplete.
-    assert_eq!(code(up.commit(Digest::of(&data)).await), ErrorCode::BadRequest);
+    assert_eq!(
+        code(up.commit(Digest::of(&data)).await),
+        ErrorCode::BadRequest
+    );
     send_chunks(&*up, &data, 1..2).await;
     // Wrong whole digest: refused, nothing in place, the partial kept.
     assert_eq!(
@@ -280,7 +310,11 @@ async fn a_second_begin_takes_the_upload_over() {
     let chunk = &data[CHUNK_SIZE as usize..];
     let digest = Digest::of_chunk(chunk, CHUNK_SIZE, data.len() as u64).unwrap();
     assert_eq!(
-        code(first.write_chunk(CHUNK_SIZE, digest, Bytes::copy_from_slice(chunk)).await),
+        code(
+            first
+                .write_chunk(CHUNK_SIZE, digest, Bytes::copy_from_slice(chunk))
+                .await
+        ),
         ErrorCode::Busy
     );
     send_chunks(&*second, &data, 1..2).await;
@@ -292,7 +326,10 @@ async fn quota_counts_files_and_partials() {
     let f = fixture_with(|c| c.quota_bytes = 3 * CHUNK_SIZE);
     let two = random(2 * CHUNK_SIZE as usize, 7);
     f.put("alice", "two", &two).await;
-    assert_eq!(f.storage.usage("alice").await.unwrap().used_bytes, 2 * CHUNK_SIZE);
+    assert_eq!(
+        f.storage.usage("alice").await.unwrap().used_bytes,
+        2 * CHUNK_SIZE
+    );
     assert_eq!(
         f.storage.usage("alice").await.unwrap().limit_bytes,
         Some(3 * CHUNK_SIZE)
@@ -303,7 +340,10 @@ async fn quota_counts_files_and_partials() {
     );
     let one = random(CHUNK_SIZE as usize, 8);
     let _partial = f.ready("alice", "p1", &one).await;
-    assert_eq!(f.storage.usage("alice").await.unwrap().used_bytes, 3 * CHUNK_SIZE);
+    assert_eq!(
+        f.storage.usage("alice").await.unwrap().used_bytes,
+        3 * CHUNK_SIZE
+    );
     assert_eq!(
         code(f.begin("alice", "p2", b"x", false).await),
         ErrorCode::QuotaExceeded
@@ -330,7 +370,8 @@ async fn size_space_and_type_admission() {
     png.resize(90, 0);
     f.put("alice", "images/pic.txt", &png).await;
     let e = f
-        .begin("alice", "images/pic.png", b"hello, plain text", false).await
+        .begin("alice", "images/pic.png", b"hello, plain text", false)
+        .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::TypeRejected);
     assert!(
@@ -349,7 +390,8 @@ async fn size_space_and_type_admission() {
                 force: false,
                 head: Bytes::from_static(PNG),
             },
-        ).await
+        )
+        .await
         .unwrap()
     {
         PutBegun::Ready(u) => u,
@@ -357,11 +399,17 @@ async fn size_space_and_type_admission() {
     };
     let text = b"not an image at all!";
     assert_eq!(
-        code(up.write_chunk(0, Digest::of(text), Bytes::copy_from_slice(text)).await),
+        code(
+            up.write_chunk(0, Digest::of(text), Bytes::copy_from_slice(text))
+                .await
+        ),
         ErrorCode::TypeRejected
     );
     let f = fixture_with(|c| c.min_free_bytes = u64::MAX);
-    assert_eq!(code(f.begin("alice", "x", b"x", false).await), ErrorCode::NoSpace);
+    assert_eq!(
+        code(f.begin("alice", "x", b"x", false).await),
+        ErrorCode::NoSpace
+    );
 }
 
 #[tokio::test]
@@ -376,7 +424,10 @@ async fn partials_expire_and_stop_counting() {
     assert_eq!(f.storage.expire_partials(later).await.unwrap(), 0);
     drop(up);
     assert_eq!(f.storage.list("alice", &p("dir")).await.unwrap().len(), 1);
-    assert_eq!(f.storage.expire_partials(crate::now_unix()).await.unwrap(), 0);
+    assert_eq!(
+        f.storage.expire_partials(crate::now_unix()).await.unwrap(),
+        0
+    );
     assert_eq!(f.storage.expire_partials(later).await.unwrap(), 1);
     assert!(f.storage.list("alice", &p("dir")).await.unwrap().is_empty());
     assert_eq!(f.storage.usage("alice").await.unwrap().used_bytes, 0);
@@ -390,7 +441,8 @@ async fn remove_partial_and_namespace_operations() {
     let up = f.ready("alice", "a/b/file", &data).await;
     drop(up);
     f.storage
-        .remove("alice", &p("a/b/file"), false, true).await
+        .remove("alice", &p("a/b/file"), false, true)
+        .await
         .unwrap();
     assert_eq!(
         code(f.storage.remove("alice", &p("a/b/file"), false, true).await),
@@ -416,12 +468,14 @@ async fn remove_partial_and_namespace_operations() {
     assert_eq!(
         code(
             f.storage
-                .rename("alice", &p("other"), &p("a/b/file"), false).await
+                .rename("alice", &p("other"), &p("a/b/file"), false)
+                .await
         ),
         ErrorCode::Conflict
     );
     f.storage
-        .rename("alice", &p("other"), &p("a/b/file"), true).await
+        .rename("alice", &p("other"), &p("a/b/file"), true)
+        .await
         .unwrap();
     assert_eq!(
         std::fs::read(f.home("alice").join("a/b/file")).unwrap(),
@@ -436,7 +490,8 @@ async fn remove_partial_and_namespace_operations() {
         ErrorCode::Conflict
     );
     f.storage
-        .rename("alice", &p("a"), &p("x/a"), false).await
+        .rename("alice", &p("a"), &p("x/a"), false)
+        .await
         .unwrap();
     assert_eq!(
         code(f.storage.rename("alice", &p("gone"), &p("y"), false).await),
@@ -447,15 +502,26 @@ async fn remove_partial_and_namespace_operations() {
         code(f.storage.remove("alice", &p("x"), false, false).await),
         ErrorCode::Conflict
     );
-    f.storage.remove("alice", &p("x"), true, false).await.unwrap();
-    assert_eq!(code(f.storage.list("alice", &p("x")).await), ErrorCode::NotFound);
+    f.storage
+        .remove("alice", &p("x"), true, false)
+        .await
+        .unwrap();
     assert_eq!(
-        code(f.storage.remove("alice", &RelPath::home(), true, false).await),
+        code(f.storage.list("alice", &p("x")).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            f.storage
+                .remove("alice", &RelPath::home(), true, false)
+                .await
+        ),
         ErrorCode::InvalidPath
     );
     let names: Vec<String> = f
         .storage
-        .list("alice", &RelPath::home()).await
+        .list("alice", &RelPath::home())
+        .await
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -484,50 +550,41 @@ async fn symlinks_pointing_out_are_refused_everywhere() {
             refused(code(s.list("alice", &inside("canary")).await)),
             "list {dir}/canary"
         );
-        assert!(refused(code(s.open_download("alice", &inside("canary")).await)));
-        assert!(refused(code(s.open_download("alice", &inside("passwd")).await)));
-        assert!(refused(code(s.open_download("alice", &inside("secret")).await)));
-        assert!(refused(code(f.begin(
-            "alice",
-            &format!("{dir}/new"),
-            b"x",
-            true
-        ).await)));
-        assert!(refused(code(f.begin(
-            "alice",
-            &format!("{dir}/canary"),
-            b"x",
-            true
-        ).await)));
-        assert!(refused(code(s.remove(
-            "alice",
-            &inside("canary"),
-            false,
-            false
-        ).await)));
-        assert!(refused(code(s.remove(
-            "alice",
-            &inside("secret"),
-            false,
-            false
-        ).await)));
+        assert!(refused(code(
+            s.open_download("alice", &inside("canary")).await
+        )));
+        assert!(refused(code(
+            s.open_download("alice", &inside("passwd")).await
+        )));
+        assert!(refused(code(
+            s.open_download("alice", &inside("secret")).await
+        )));
+        assert!(refused(code(
+            f.begin("alice", &format!("{dir}/new"), b"x", true).await
+        )));
+        assert!(refused(code(
+            f.begin("alice", &format!("{dir}/canary"), b"x", true).await
+        )));
+        assert!(refused(code(
+            s.remove("alice", &inside("canary"), false, false).await
+        )));
+        assert!(refused(code(
+            s.remove("alice", &inside("secret"), false, false).await
+        )));
         assert!(refused(code(s.mkdir("alice", &inside("made"), true).await)));
-        assert!(refused(code(s.rename(
-            "alice",
-            &inside("secret"),
-            &p("stolen"),
-            true
-        ).await)));
-        assert!(refused(code(s.rename(
-            "alice",
-            &p("mine"),
-            &inside("planted"),
-            true
-        ).await)));
+        assert!(refused(code(
+            s.rename("alice", &inside("secret"), &p("stolen"), true)
+                .await
+        )));
+        assert!(refused(code(
+            s.rename("alice", &p("mine"), &inside("planted"), true)
+                .await
+        )));
     }
     // The home listing does not resolve them either.
     let names: Vec<String> = s
-        .list("alice", &RelPath::home()).await
+        .list("alice", &RelPath::home())
+        .await
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -560,7 +617,10 @@ async fn a_symlink_swapped_in_during_an_upload_is_refused_at_commit() {
     let home = f.home("alice");
     std::fs::remove_dir(home.join("d")).unwrap();
     std::os::unix::fs::symlink(&outside, home.join("d")).unwrap();
-    assert_eq!(code(up.commit(Digest::of(&data)).await), ErrorCode::InvalidPath);
+    assert_eq!(
+        code(up.commit(Digest::of(&data)).await),
+        ErrorCode::InvalidPath
+    );
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
 
@@ -578,7 +638,8 @@ async fn users_are_separate() {
     );
     assert!(
         f.storage
-            .list("alice", &RelPath::home()).await
+            .list("alice", &RelPath::home())
+            .await
             .unwrap()
             .is_empty()
     );
@@ -624,6 +685,11 @@ async fn upload_commit_and_rename_share_one_destination_check() {
     // A file at the destination: replaced only with force.
     let taken = conflict(s.rename("alice", &p("other"), &p("file"), false).await);
     assert!(taken.contains("use force"), "{taken}");
-    s.rename("alice", &p("other"), &p("file"), true).await.unwrap();
-    assert_eq!(std::fs::read(f.home("alice").join("file")).unwrap(), b"another");
+    s.rename("alice", &p("other"), &p("file"), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(f.home("alice").join("file")).unwrap(),
+        b"another"
+    );
 }

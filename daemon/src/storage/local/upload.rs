@@ -243,7 +243,12 @@ impl LocalUpload {
         (start..end).map(|i| inner.held.get(&i).copied()).collect()
     }
 
-    pub fn write_chunk(&self, offset: u64, digest: &Digest, data: &[u8]) -> Result<(), StorageError> {
+    pub fn write_chunk(
+        &self,
+        offset: u64,
+        digest: &Digest,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
         let n = chunk_count(self.size);
         if !offset.is_multiple_of(CHUNK_SIZE) || offset / CHUNK_SIZE >= n {
             return Err(StorageError::BadRequest(format!(

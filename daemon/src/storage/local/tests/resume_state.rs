@@ -1,8 +1,8 @@
 //! Upload state under abuse and crashes: memory grows with what was received, not what
 //! was declared; a partial whose data was already committed is not shown or counted.
 
-use super::*;
 use super::upload::LocalUpload;
+use super::*;
 
 const TIB: u64 = 1 << 40;
 
