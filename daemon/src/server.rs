@@ -20,7 +20,8 @@ use crate::admission::{Admission, PreAuthGuard};
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::connections::Connections;
-use crate::storage::{LocalStorage, Storage};
+use crate::storage::Storage;
+use crate::storage::local::LocalStorage;
 
 /// How often expired session tokens are purged from the store.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -268,12 +269,10 @@ async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {
 async fn expire_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
     loop {
         let storage = state.storage.clone();
-        match tokio::task::spawn_blocking(move || storage.expire_partials(crate::now_unix())).await
-        {
-            Ok(Ok(n)) if n > 0 => info!(removed = n, "abandoned partial uploads removed"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => error!(error = %e, "expiring partial uploads failed"),
-            Err(e) => error!(error = %e, "partial expiry task failed"),
+        match storage.expire_partials(crate::now_unix()).await {
+            Ok(n) if n > 0 => info!(removed = n, "abandoned partial uploads removed"),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "expiring partial uploads failed"),
         }
         let period = Duration::from_secs(state.config().storage.partial_ttl_secs / 2)
             .clamp(Duration::from_secs(1), PARTIAL_SWEEP_MAX_INTERVAL);
