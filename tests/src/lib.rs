@@ -170,6 +170,11 @@ impl Daemon {
         })
     }
 
+    /// A raw protocol connection logged in as `user` with [`PASSWORD`].
+    pub async fn raw_login(&self, user: &str) -> RawConn {
+        RawConn::logged_in(self.addr, &self.fingerprint, user, Dial::default()).await
+    }
+
     /// `127.0.0.1:PORT` for use in `alice@…` targets.
     pub fn host_port(&self) -> String {
         self.addr.to_string()

@@ -33,6 +33,9 @@ pub struct Dial {
     pub source: Option<IpAddr>,
     /// Shrinks the socket's receive buffer: a slow reader that the server notices early.
     pub recv_buffer: Option<u32>,
+    /// Sends small frames at once (`TCP_NODELAY`), as the in-process tests' request
+    /// loops want; off by default, so flooding peers write as they always did.
+    pub nodelay: bool,
 }
 
 /// A TLS connection that trusts exactly `fingerprint`, optionally from a chosen local
@@ -66,7 +69,7 @@ pub async fn tls_dial(
         socket.set_recv_buffer_size(n)?;
     }
     let tcp = socket.connect(addr).await?;
-    tcp.set_nodelay(true)?;
+    tcp.set_nodelay(dial.nodelay)?;
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use xfer_e2e::raw::chat::text_of;
-use xfer_e2e::{Dial, assert_error, random_bytes};
+use xfer_e2e::{assert_error, random_bytes};
 use xfer_proto::{
     CHUNK_SIZE, ChatEvent, Digest, EntryKind, ErrorCode, MAX_MESSAGE_LEN, MessageBody,
     PresenceState, Request, Response,
@@ -14,12 +14,6 @@ use super::server::{self, Server};
 
 /// Generous: the machine is shared with other builds.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A socket with a small receive buffer: a reader that stalls fills it early.
-const SLOW_READER: Dial = Dial {
-    source: None,
-    recv_buffer: Some(16 * 1024),
-};
 
 async fn start(tweak: impl FnOnce(&mut xferd::Config)) -> Server {
     server::start(&["alice", "bob", "carol"], tweak).await
@@ -245,7 +239,7 @@ async fn a_stalled_reader_delays_nobody_and_learns_what_it_missed() {
     })
     .await;
     // Never reads: its session blocks on the socket once the kernel buffers are full.
-    let mut stalled = server.login_with("carol", SLOW_READER).await;
+    let mut stalled = server.login_with("carol", Some(16 * 1024)).await;
     stalled.open(None).await;
     stalled.join("#room", 0).await;
     let mut healthy = server.login("bob").await;
@@ -306,7 +300,7 @@ async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
         c.chat.replay_max = 10_000;
     })
     .await;
-    let mut bob = server.login_with("bob", SLOW_READER).await;
+    let mut bob = server.login_with("bob", Some(16 * 1024)).await;
     bob.open(None).await;
     let mut alice = server.login("alice").await;
     let filler = "y".repeat(3500);

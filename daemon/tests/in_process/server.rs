@@ -77,14 +77,20 @@ impl Server {
         serve(self.config, self.data).await
     }
 
-    /// A raw connection logged in as `user` (password [`PASSWORD`]).
+    /// A raw connection logged in as `user` (password [`PASSWORD`]), with
+    /// `TCP_NODELAY`.
     pub async fn login(&self, user: &str) -> RawConn {
-        self.login_with(user, Dial::default()).await
+        self.login_with(user, None).await
     }
 
-    /// Like [`Server::login`] on a socket opened as `dial` says (e.g. a small receive
-    /// buffer: a slow reader the server notices early).
-    pub async fn login_with(&self, user: &str, dial: Dial) -> RawConn {
+    /// Like [`Server::login`]; `recv_buffer` shrinks the socket's receive buffer (a slow
+    /// reader the server notices early).
+    pub async fn login_with(&self, user: &str, recv_buffer: Option<u32>) -> RawConn {
+        let dial = Dial {
+            recv_buffer,
+            nodelay: true,
+            ..Dial::default()
+        };
         RawConn::logged_in(self.addr, &self.fingerprint, user, dial).await
     }
 
