@@ -5,6 +5,7 @@
 #
 #   bench/run.sh [SIZE_MIB] [RUNS]      defaults: 1024 MiB, 5 runs (medians of 3 swing
 #                                       by ±30 % on the shared 2-core VM)
+#   XFER_BIN_DIR=DIR bench/run.sh …     the binaries in DIR instead of a fresh release build
 #
 # Both tools read and write under BENCH_DIR (default /dev/shm, a tmpfs): on this VM, disk
 # writeback throttling caps any writer at ~400 MB/s once a GiB is dirty, which measures the
@@ -29,9 +30,16 @@ RUNS=${2:-5}
 if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
 fi
-cargo build --release --quiet -p xferd -p xfer
-XFERD=$PWD/target/release/xferd
-XFER=$PWD/target/release/xfer
+# XFER_BIN_DIR=dir: benchmark the xfer and xferd found there (e.g. an older build, to
+# compare before and after a change) instead of building this tree's release binaries.
+if [ -n "${XFER_BIN_DIR:-}" ]; then
+  BIN=$(cd "$XFER_BIN_DIR" && pwd)
+else
+  cargo build --release --quiet -p xferd -p xfer
+  BIN=$PWD/target/release
+fi
+XFERD=$BIN/xferd
+XFER=$BIN/xfer
 
 W=$(mktemp -d "${BENCH_DIR:-/dev/shm}/xfer-bench.XXXXXX")
 cleanup() {

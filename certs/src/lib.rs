@@ -7,6 +7,8 @@
 //! does no networking and no prompting: deciding whether to trust an unknown or changed
 //! fingerprint is the caller's job.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod fingerprint;

@@ -1,5 +1,6 @@
 //! `xfer`: parse the command line, run the subcommand, print any error as one line on
-//! stderr and exit with the code of its kind (see [`xfer::ErrorKind`]).
+//! stderr and exit with the code of its kind (see [`xfer::ErrorKind`]). A stdout whose
+//! reader went away (`xfer ls | head -1`) ends the command quietly with 0.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::{CommandFactory as _, Parser, Subcommand};
 use xfer::cmd;
 use xfer::home::Home;
-use xfer::output::escape_control;
+use xfer::output::{StdoutError, escape_control};
 
 /// Log in to an xferd server, move files, chat.
 #[derive(Debug, Parser)]
@@ -59,6 +60,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has what it wanted; saying so on stderr would be noise.
+        Err(err) if StdoutError::is_closed(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("xfer: {}", message(&err));
             ExitCode::from(xfer::exit_code(&err))
@@ -83,13 +86,25 @@ fn message(err: &anyhow::Error) -> String {
     }
 }
 
+/// An error of `xfer completions` or `xfer man`: a broken pipe can only be stdout's
+/// (pages written into a directory are files); anything else stays as it was.
+fn written(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutError::Closed.into()
+    } else {
+        e.into()
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     // These describe the command line itself: no home directory, no server.
     match &cli.command {
         Command::Completions(args) => {
-            return Ok(xfer_clidoc::print_completions(Cli::command(), args)?);
+            return xfer_clidoc::print_completions(Cli::command(), args).map_err(written);
         }
-        Command::Man(args) => return Ok(xfer_clidoc::print_man(Cli::command(), args)?),
+        Command::Man(args) => {
+            return xfer_clidoc::print_man(Cli::command(), args).map_err(written);
+        }
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()

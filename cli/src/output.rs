@@ -1,11 +1,69 @@
 //! Rendering for people and for scripts: `--json`, control-character escaping of
-//! server-provided text, byte sizes and dates.
+//! server-provided text, byte sizes and dates, and writing results on stdout.
 //!
 //! Anything a server sends (error messages, user names, file names) can contain terminal
 //! escape sequences; it goes through [`escape_control`] before it reaches a terminal.
+//!
+//! Results go through [`print_line`] and [`print_lines`], never `println!`: Rust ignores
+//! SIGPIPE, so `println!` panics when the reader of a pipe has gone (`xfer ls | head -1`).
+//! A closed stdout is [`StdoutError::Closed`] instead, which `main` turns into a quiet
+//! exit 0, as ripgrep does.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
+use std::io::{self, Write as _};
+
+/// Writing a result on stdout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StdoutError {
+    /// The reader went away (`| head -1`): nothing more is wanted, so the command
+    /// stops and exits 0 without a message.
+    #[error("stdout was closed")]
+    Closed,
+    /// Any other write error (e.g. a full disk behind a redirection): reported.
+    #[error("writing to stdout")]
+    Write(#[source] io::Error),
+}
+
+impl From<io::Error> for StdoutError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            StdoutError::Closed
+        } else {
+            StdoutError::Write(e)
+        }
+    }
+}
+
+impl StdoutError {
+    /// Whether `err` (anywhere in its chain) is a closed stdout.
+    pub fn is_closed(err: &anyhow::Error) -> bool {
+        err.chain()
+            .any(|c| matches!(c.downcast_ref(), Some(StdoutError::Closed)))
+    }
+}
+
+/// Writes `line` and a newline on stdout (flushed, as `println!` does).
+///
+/// # Errors
+/// [`StdoutError::Closed`] when the reader has gone; [`StdoutError::Write`] otherwise.
+pub fn print_line(line: impl Display) -> Result<(), StdoutError> {
+    print_lines([line])
+}
+
+/// Writes each of `lines` and a newline on stdout, holding the lock throughout; stops
+/// at the first failed write.
+///
+/// # Errors
+/// As [`print_line`].
+pub fn print_lines<T: Display>(lines: impl IntoIterator<Item = T>) -> Result<(), StdoutError> {
+    let mut out = io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
 
 /// How a command renders its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +195,19 @@ mod tests {
         for s in ["\u{200d}", "\u{2065}", "\u{202f}", "שלום", "سلام"] {
             assert!(matches!(escape_control(s), Cow::Borrowed(_)), "{s:?}");
         }
+    }
+
+    #[test]
+    fn only_a_broken_pipe_is_a_closed_stdout() {
+        let closed = StdoutError::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(matches!(closed, StdoutError::Closed));
+        let err = anyhow::Error::from(closed).context("listing");
+        assert!(StdoutError::is_closed(&err));
+        let full = StdoutError::from(io::Error::from(io::ErrorKind::StorageFull));
+        assert!(!StdoutError::is_closed(&full.into()));
+        // A server that went away is a network error, never a closed stdout.
+        let net = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(!StdoutError::is_closed(&net));
     }
 
     #[test]

@@ -17,5 +17,6 @@ mod login;
 mod metrics;
 mod operate;
 mod packaging;
+mod pipe;
 mod preview;
 mod resume;

@@ -11,11 +11,11 @@ use xfer_proto::{ChatMessage, MAX_MESSAGE_LEN, MessageBody, Target};
 use super::command::{self, Command, HELP, WhoScope};
 use super::render::{channel_list, presence_list};
 use super::session::{Session, Ui, retryable};
-use crate::cmd::open_session;
-use crate::cmd::send::{send_file, sent_line};
 use crate::error::RemoteError;
 use crate::output::escape_control;
+use crate::session::open_session;
 use crate::transfer::progress::Progress;
+use crate::transfer::send::{send_file, sent_line};
 use crate::transfer::{Options, local_basename};
 
 /// Messages shown when joining a channel in interactive mode.

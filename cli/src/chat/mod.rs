@@ -4,8 +4,9 @@
 //! carried out in [`execute`]), how messages are shown ([`render`]), and the terminal
 //! side of interactive mode ([`terminal`]).
 //!
-//! `xfer chat` (in [`crate::cmd::chat`]) picks the mode; nothing here parses the
-//! command line or decides exit codes.
+//! The `xfer chat` command picks the mode; nothing here parses the command line or
+//! decides exit codes, and nothing here imports the commands: connections come from
+//! [`crate::session`], file sends from [`crate::transfer::send`].
 
 pub mod command;
 pub mod conn;

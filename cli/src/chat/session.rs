@@ -21,10 +21,10 @@ use xfer_proto::{ChatEvent, ChatMessage, ErrorCode, MAX_HISTORY};
 
 use super::conn::ChatConn;
 use super::state::{Backoff, State};
-use crate::cmd::open_session;
 use crate::error::{ErrorKind, RemoteError, error_kind};
 use crate::home::Home;
 use crate::output::escape_control;
+use crate::session::open_session;
 
 /// How often a quiet chat connection pings, well inside the server's idle timeout.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);

@@ -21,10 +21,10 @@ use crate::chat::execute::JOIN_HISTORY;
 use crate::chat::render::{follow_line, json_line, missed_text};
 use crate::chat::session::{Session, Ui};
 use crate::chat::terminal::{InteractiveUi, Terminal};
-use crate::cmd::open_session;
 use crate::error::UsageError;
 use crate::home::Home;
 use crate::output::escape_control;
+use crate::session::open_session;
 
 /// Arguments of `xfer chat`.
 #[derive(Debug, clap::Args)]

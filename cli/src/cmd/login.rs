@@ -12,7 +12,7 @@ use xfer_proto::{ErrorCode, Secret};
 
 use crate::error::{UsageError, is_remote};
 use crate::home::{Home, SavedLogin};
-use crate::output::escape_control;
+use crate::output::{escape_control, print_line};
 use crate::target::Target;
 use crate::trust::{self, OnUnknown, PinPolicy};
 
@@ -124,11 +124,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     if let Some(old) = replaced.filter(|old| old.token != token) {
         let _ = super::logout::revoke(home, &old).await;
     }
-    println!(
+    print_line(format_args!(
         "Logged in as {} on {}.",
         escape_control(&user),
         target.server
-    );
+    ))?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use xfer_proto::ErrorCode;
 
 use crate::error::{AuthError, is_remote};
 use crate::home::{Home, SavedLogin};
+use crate::output::print_line;
 use crate::trust;
 
 /// Arguments of `xfer logout`.
@@ -31,7 +32,11 @@ pub async fn run(home: &Home, _args: Args) -> Result<()> {
 
     match revoked {
         Ok(()) => {
-            println!("Logged out {} from {}.", login.user, login.server());
+            print_line(format_args!(
+                "Logged out {} from {}.",
+                login.user,
+                login.server()
+            ))?;
             Ok(())
         }
         Err(e) if is_remote(&e, ErrorCode::AuthFailed) => Err(AuthError(format!(

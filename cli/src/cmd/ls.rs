@@ -6,9 +6,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use xfer_proto::{Entry, EntryKind};
 
-use crate::cmd::open_session;
 use crate::home::Home;
-use crate::output::{Format, escape_control, format_utc};
+use crate::output::{Format, escape_control, format_utc, print_line, print_lines};
+use crate::session::open_session;
 use crate::transfer::{check_name, normalize_remote};
 
 /// Arguments of `xfer ls`.
@@ -82,13 +82,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     match Format::from_flag(args.json) {
         Format::Json => {
             let json: Vec<EntryJson> = entries.iter().map(|e| EntryJson::from(*e)).collect();
-            println!("{}", serde_json::to_string(&json)?);
+            print_line(serde_json::to_string(&json)?)?;
         }
-        Format::Human => {
-            for e in entries {
-                println!("{}", render(e, args.long));
-            }
-        }
+        Format::Human => print_lines(entries.iter().map(|e| render(e, args.long)))?,
     }
     Ok(())
 }

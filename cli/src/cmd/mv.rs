@@ -2,9 +2,9 @@
 
 use anyhow::{Context as _, Result};
 
-use crate::cmd::open_session;
 use crate::home::Home;
 use crate::output::escape_control;
+use crate::session::open_session;
 use crate::transfer::{normalize_remote, remote_basename, remote_join, remote_names_dir};
 
 /// Arguments of `xfer mv`.

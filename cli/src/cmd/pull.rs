@@ -14,11 +14,12 @@ use xfer_proto::EntryKind;
 
 use crate::client::Client;
 use crate::cmd::ls::check_listing;
-use crate::cmd::{open_session, remote_kind, report_failures};
+use crate::cmd::{remote_kind, report_failures};
 use crate::error::UsageError;
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::preview::Preview;
+use crate::session::open_session;
 use crate::transfer::progress::Progress;
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, check_name, normalize_remote, outcome_line,

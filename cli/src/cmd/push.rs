@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use xfer_proto::EntryKind;
 
-use crate::cmd::{open_session, remote_kind, report_failures};
+use crate::cmd::{remote_kind, report_failures};
 use crate::error::{LocalError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
+use crate::session::open_session;
 use crate::transfer::progress::Progress;
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, local_basename, normalize_remote, outcome_line,

@@ -4,19 +4,19 @@
 //! when it is committed the server tells the recipient in chat, at once if they are
 //! online, or when they next connect. Only the recipient can list or read their inbox.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use xfer_proto::valid_user_name;
 
-use crate::client::Client;
-use crate::cmd::{open_session, report_failures};
+use crate::cmd::report_failures;
 use crate::error::{LocalError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
+use crate::session::open_session;
 use crate::transfer::progress::Progress;
-use crate::transfer::push::{Destination, push_file};
-use crate::transfer::{Failure, Options, Outcome, TransferFlags, local_basename, result_line};
+use crate::transfer::send::{send_file, sent_line};
+use crate::transfer::{Failure, Options, Outcome, TransferFlags, local_basename};
 
 /// Arguments of `xfer send`.
 #[derive(Debug, clap::Args)]
@@ -49,34 +49,6 @@ pub fn recipient(user: &str) -> Result<String, UsageError> {
             escape_control(user)
         )))
     }
-}
-
-/// Hands `local` to `to` under its file name over an open session.
-///
-/// # Errors
-/// As [`push_file`]; a local name that is not UTF-8 is a [`Failure::File`].
-pub async fn send_file(
-    client: &mut Client,
-    local: &Path,
-    to: &str,
-    opts: &Options,
-    progress: &Progress,
-) -> Result<(String, Outcome), Failure> {
-    let name = local_basename(local).map_err(|e| Failure::File(e.into()))?;
-    let dest = Destination::Inbox { to, name: &name };
-    let outcome = push_file(client, local, dest, opts, progress).await?;
-    Ok((name, outcome))
-}
-
-/// The line shown when a file reached the recipient, e.g.
-/// `trip.mp4 -> bob  1.2 GiB  done, BLAKE3 9f2c0a11b3e4…`.
-pub fn sent_line(name: &str, to: &str, outcome: &Outcome) -> String {
-    let label = format!("{} -> {}", escape_control(name), escape_control(to));
-    result_line(
-        &label,
-        "  already there (same content), nothing sent",
-        outcome,
-    )
 }
 
 /// Runs `xfer send`.
@@ -131,8 +103,6 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use xfer_proto::Digest;
-
     use super::*;
 
     #[test]
@@ -143,21 +113,5 @@ mod tests {
             let e = recipient(bad).unwrap_err().to_string();
             assert!(!e.contains('\x1b'), "{e}");
         }
-    }
-
-    #[test]
-    fn result_lines() {
-        let done = Outcome::Done {
-            size: 2048,
-            digest: Digest([0x9f; 32]),
-            verified: 0,
-            resumed_at: None,
-            transferred: 2048,
-        };
-        assert_eq!(
-            sent_line("a.png", "bob", &done),
-            "a.png -> bob  2.0 KiB  done, BLAKE3 9f9f9f9f9f9f…"
-        );
-        assert!(sent_line("a", "bob", &Outcome::UpToDate).contains("already there"));
     }
 }

@@ -5,9 +5,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::client::Identity;
-use crate::cmd::open_session;
 use crate::home::Home;
-use crate::output::{Format, escape_control, format_utc, human_bytes};
+use crate::output::{Format, escape_control, format_utc, human_bytes, print_line, print_lines};
+use crate::session::open_session;
 
 /// Arguments of `xfer whoami`.
 #[derive(Debug, clap::Args)]
@@ -50,7 +50,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 quota_used_bytes: who.quota_used_bytes,
                 quota_limit_bytes: who.quota_limit_bytes,
             };
-            println!("{}", serde_json::to_string(&json)?);
+            print_line(serde_json::to_string(&json)?)?;
         }
         Format::Human => {
             let verified = match client.identity() {
@@ -58,13 +58,16 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 Some(Identity::Ca(ca)) => format!("verified by CA {}", ca.display()),
                 None => "unverified".to_string(),
             };
-            println!("{} on {server} ({verified})", escape_control(&who.user));
-            println!("session expires {}", format_utc(who.session_expires_unix));
             let used = human_bytes(who.quota_used_bytes);
-            match who.quota_limit_bytes {
-                Some(limit) => println!("quota used {used} of {}", human_bytes(limit)),
-                None => println!("quota used {used} (no limit)"),
-            }
+            let quota = match who.quota_limit_bytes {
+                Some(limit) => format!("quota used {used} of {}", human_bytes(limit)),
+                None => format!("quota used {used} (no limit)"),
+            };
+            print_lines([
+                format!("{} on {server} ({verified})", escape_control(&who.user)),
+                format!("session expires {}", format_utc(who.session_expires_unix)),
+                quota,
+            ])?;
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The transfer engine shared by `push` and `pull`: chunk arithmetic, argument and
 //! destination rules, validation of names a server sends, and the per-file engines
-//! ([`push`], [`pull`]) with their progress display and rate limit.
+//! ([`push`], [`pull`], and [`send`] to another user's inbox) with their progress
+//! display and rate limit.
 //!
 //! A chunk `i` covers bytes `[i × chunk_size, min((i+1) × chunk_size, size))`; every
 //! chunk travels with its digest (its BLAKE3 subtree chaining value,
@@ -12,6 +13,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod ratelimit;
+pub mod send;
 
 #[cfg(test)]
 mod engine_tests;

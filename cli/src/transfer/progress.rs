@@ -113,14 +113,19 @@ impl Progress {
         }
     }
 
-    /// Prints a result line on stdout (unless quiet), without garbling the bars.
+    /// Prints a result line on stdout (unless quiet), without garbling the bars. A
+    /// stdout that cannot be written (its reader went away) is ignored: the line
+    /// reports a transfer, and the transfers still to come are what was asked for.
     pub fn result(&self, line: &str) {
         if self.mode == Mode::Quiet {
             return;
         }
+        let print = || {
+            let _ = crate::output::print_line(line);
+        };
         match &self.multi {
-            Some(m) => m.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(m) => m.suspend(print),
+            None => print(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The download engine: one remote file into one local path over an open session.
+//! The download engine: one remote file into one local path over an open session, in
+//! three phases: begin, pipeline, commit.
 //!
 //! Data goes into `NAME.xfer-part` beside the destination, recorded as xfer's in
 //! `NAME.xfer-part.json` ([`part`]; a user's own file of that name is never touched). On a re-run the part file's
@@ -14,7 +15,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
@@ -44,7 +46,44 @@ enum ToWriter {
     Finish,
 }
 
-/// Downloads `remote` into `dest` (the exact local path).
+/// A download the server opened, with its part file ready: what the pipeline and the
+/// commit need to know.
+struct Download<'a> {
+    remote: &'a str,
+    dest: &'a Path,
+    /// Where the data goes until it is complete ([`part_path`]).
+    part: PathBuf,
+    id: u64,
+    size: u64,
+    chunk_size: u32,
+    modified_unix: u64,
+    /// The server's chunk digests, checked to add up to the announced digest.
+    manifest: Arc<Vec<Digest>>,
+    /// Bytes the part file already held, verified.
+    verified: u64,
+    /// Offset of the first chunk to fetch, when the part file held something.
+    resumed_at: Option<u64>,
+}
+
+/// What `begin` found.
+enum Begun<'a> {
+    /// Nothing to fetch: the destination already holds this content.
+    Finished(Outcome),
+    /// Ready: the download, its open part file, and which chunks it holds verified.
+    Ready(Download<'a>, File, Vec<bool>),
+}
+
+/// What the pipeline received, for the commit.
+struct Received {
+    /// Whole-file BLAKE3 of the complete, fsynced part file.
+    digest: Digest,
+    /// Bytes that travelled.
+    transferred: u64,
+}
+
+/// Downloads `remote` into `dest` (the exact local path): `begin` opens the transfer
+/// and the part file, `pipeline` fetches and writes what is missing, `commit` moves the
+/// finished file into place.
 ///
 /// # Errors
 /// [`Failure::File`] when the download could not start or the destination conflicts
@@ -57,6 +96,24 @@ pub async fn pull_file(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Outcome, Failure> {
+    let (download, file, good) = match begin(client, remote, dest, opts).await? {
+        Begun::Finished(outcome) => return Ok(outcome),
+        Begun::Ready(download, file, good) => (download, file, good),
+    };
+    let received = pipeline(client, &download, file, good, opts, progress).await?;
+    commit(client, &download, received).await
+}
+
+/// Opens the transfer (`GetBegin`), checks the destination, fetches the manifest and
+/// checks it against the announced digest, then opens the part file and re-verifies
+/// what it holds. Every refusal before data flows closes the transfer and is a
+/// [`Failure::File`].
+async fn begin<'a>(
+    client: &mut Client,
+    remote: &'a str,
+    dest: &'a Path,
+    opts: &Options,
+) -> Result<Begun<'a>, Failure> {
     let get = client
         .get_begin(remote)
         .await
@@ -67,7 +124,7 @@ pub async fn pull_file(
         Ok(None) => {}
         Ok(Some(outcome)) => {
             close_quietly(client, id).await?;
-            return Ok(outcome);
+            return Ok(Begun::Finished(outcome));
         }
         Err(e) => {
             close_quietly(client, id).await?;
@@ -94,7 +151,7 @@ pub async fn pull_file(
             .into(),
         ));
     }
-    let manifest = std::sync::Arc::new(manifest);
+    let manifest = Arc::new(manifest);
 
     let part = part_path(dest);
     let record = PartRecord::new(
@@ -118,17 +175,52 @@ pub async fn pull_file(
             .context("verification task failed")?
             .with_context(|| format!("reading `{}`", part.display()))?
     };
-    let needed: Vec<u64> = (0..n).filter(|&i| !good[i as usize]).collect();
     let verified: u64 = (0..n)
         .filter(|&i| good[i as usize])
         .map(|i| chunk_range(size, chunk_size, i).1 as u64)
         .sum();
     let resumed_at = (verified > 0).then(|| {
-        needed
-            .first()
-            .map_or(size, |&i| chunk_range(size, chunk_size, i).0)
+        (0..n)
+            .find(|&i| !good[i as usize])
+            .map_or(size, |i| chunk_range(size, chunk_size, i).0)
     });
+    let download = Download {
+        remote,
+        dest,
+        part,
+        id,
+        size,
+        chunk_size,
+        modified_unix: get.modified_unix,
+        manifest,
+        verified,
+        resumed_at,
+    };
+    Ok(Begun::Ready(download, file, good))
+}
 
+/// Fetches the chunks the part file lacks, in contiguous `GetChunks` runs with the next
+/// run requested before the current one has arrived; a blocking writer task verifies
+/// and writes each. Returns once the part file is complete and fsynced.
+async fn pipeline(
+    client: &mut Client,
+    download: &Download<'_>,
+    file: File,
+    good: Vec<bool>,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Received, Failure> {
+    let Download {
+        remote,
+        id,
+        size,
+        chunk_size,
+        ref manifest,
+        ..
+    } = *download;
+    let needed: Vec<u64> = (0..good.len() as u64)
+        .filter(|&i| !good[i as usize])
+        .collect();
     let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_AHEAD);
     let writer = {
         let manifest = manifest.clone();
@@ -137,7 +229,11 @@ pub async fn pull_file(
         })
     };
 
-    let fp = progress.file(&dest.display().to_string(), size, verified);
+    let fp = progress.file(
+        &download.dest.display().to_string(),
+        size,
+        download.verified,
+    );
     let mut throttle = Throttle::new(opts.limit_rate);
     let mut runs = batch_runs(needed, RUN_CHUNKS).into_iter();
     let mut pending: VecDeque<(u64, u64)> = VecDeque::new();
@@ -209,16 +305,29 @@ pub async fn pull_file(
         .context("writer task failed")??
         .ok_or_else(|| anyhow::anyhow!("download of `{remote}` stopped before it was complete"))?;
     fp.finish();
-    close_quietly(client, id).await?;
-    install(&part, dest, get.modified_unix)
-        .with_context(|| format!("moving `{}` into place", part.display()))?;
-    part::forget(&part);
-    Ok(Outcome::Done {
-        size,
+    Ok(Received {
         digest,
-        verified,
-        resumed_at,
         transferred,
+    })
+}
+
+/// Closes the transfer, moves the finished part file into place and forgets its record.
+async fn commit(
+    client: &mut Client,
+    download: &Download<'_>,
+    received: Received,
+) -> Result<Outcome, Failure> {
+    close_quietly(client, download.id).await?;
+    let part = &download.part;
+    install(part, download.dest, download.modified_unix)
+        .with_context(|| format!("moving `{}` into place", part.display()))?;
+    part::forget(part);
+    Ok(Outcome::Done {
+        size: download.size,
+        digest: received.digest,
+        verified: download.verified,
+        resumed_at: download.resumed_at,
+        transferred: received.transferred,
     })
 }
 

@@ -1,4 +1,5 @@
-//! The upload engine: one local file to one remote path over an open session.
+//! The upload engine: one local file to one remote path over an open session, in three
+//! phases: begin, pipeline, commit.
 //!
 //! `PutBegin` decides admission; on `PutReady` the server's manifest (if it holds
 //! chunks) says what can be skipped. A blocking reader task reads the file in chunk-sized
@@ -112,7 +113,40 @@ impl Destination<'_> {
     }
 }
 
-/// Uploads `local` to `remote` (the exact destination path, or another user's inbox).
+/// An upload the server admitted: what the pipeline and the commit need to know.
+struct Upload<'a> {
+    local: &'a Path,
+    /// How progress and messages name the destination ([`Destination::label`]).
+    label: String,
+    size: u64,
+    transfer_id: u64,
+    /// The server held chunks of an earlier attempt: this run resumes it.
+    resuming: bool,
+}
+
+/// What `begin` found.
+enum Begun<'a> {
+    /// Nothing to send: the destination already holds this content.
+    Finished(Outcome),
+    /// Admitted: the upload, and the open file with the reader's plan.
+    Ready(Upload<'a>, File, ReadPlan),
+}
+
+/// What the pipeline sent, for the commit.
+struct Sent {
+    /// Whole-file BLAKE3, from the chunk digests.
+    digest: Digest,
+    /// Bytes the server already held with the same digest.
+    verified: u64,
+    /// Bytes that travelled.
+    transferred: u64,
+    /// Offset of the first chunk sent, if any was.
+    first_sent: Option<u64>,
+}
+
+/// Uploads `local` to `remote` (the exact destination path, or another user's inbox):
+/// `begin` opens the transfer, `pipeline` streams what the server lacks, `commit` seals
+/// it with the whole-file digest.
 ///
 /// # Errors
 /// [`Failure::File`] when the upload was refused or conflicts before any data flowed
@@ -124,7 +158,23 @@ pub async fn push_file<'a>(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Outcome, Failure> {
-    let dest = remote.into();
+    let (upload, file, plan) = match begin(client, local, remote.into(), opts).await? {
+        Begun::Finished(outcome) => return Ok(outcome),
+        Begun::Ready(upload, file, plan) => (upload, file, plan),
+    };
+    let sent = pipeline(client, &upload, file, plan, opts, progress).await?;
+    commit(client, &upload, sent).await
+}
+
+/// Opens the local file and the transfer (`PutBegin` or `SendBegin`), and fetches the
+/// server's manifest when it holds chunks of an earlier attempt. A destination that
+/// already holds the same content is [`Begun::Finished`]; another one is a conflict.
+async fn begin<'a>(
+    client: &mut Client,
+    local: &'a Path,
+    dest: Destination<'_>,
+    opts: &Options,
+) -> Result<Begun<'a>, Failure> {
     let label = dest.label();
     let remote = label.as_str();
     let file = File::open(local)
@@ -160,7 +210,7 @@ pub async fn push_file<'a>(
                 && let Some(remote_digest) = digest
                 && hash_file_async(local).await.file_failure()? == remote_digest
             {
-                return Ok(Outcome::UpToDate);
+                return Ok(Begun::Finished(Outcome::UpToDate));
             }
             return Err(Failure::File(
                 ConflictError(format!("{remote} exists; use --force to replace it")).into(),
@@ -179,8 +229,13 @@ pub async fn push_file<'a>(
     } else {
         Vec::new()
     };
-
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<ReadChunk>>(READ_AHEAD);
+    let upload = Upload {
+        local,
+        label,
+        size,
+        transfer_id,
+        resuming: chunks_held > 0,
+    };
     let plan = ReadPlan {
         transfer_id,
         size,
@@ -188,9 +243,25 @@ pub async fn push_file<'a>(
         held,
         compress: opts.compress,
     };
+    Ok(Begun::Ready(upload, file, plan))
+}
+
+/// Streams the file: a blocking reader task reads, hashes and (when asked) compresses
+/// each chunk; this loop sends those the server lacks, keeping up to [`PUT_WINDOW`]
+/// unacknowledged, within the rate limit, and waits for the last acknowledgement.
+async fn pipeline(
+    client: &mut Client,
+    upload: &Upload<'_>,
+    file: File,
+    plan: ReadPlan,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Sent, Failure> {
+    let (local, transfer_id) = (upload.local, upload.transfer_id);
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<ReadChunk>>(READ_AHEAD);
     let reader = tokio::task::spawn_blocking(move || read_chunks(&file, &plan, &tx));
 
-    let fp = progress.file(remote, size, 0);
+    let fp = progress.file(&upload.label, upload.size, 0);
     let mut throttle = Throttle::new(opts.limit_rate);
     let mut in_flight: VecDeque<(u64, u64)> = VecDeque::with_capacity(PUT_WINDOW);
     let mut verified = 0u64;
@@ -248,24 +319,36 @@ pub async fn push_file<'a>(
     }
     let digest = Digest::of_chunks(&digests);
     fp.finish();
+    Ok(Sent {
+        digest,
+        verified,
+        transferred,
+        first_sent,
+    })
+}
 
+/// Commits the transfer with the whole-file digest and checks that the server stored
+/// exactly what was sent.
+async fn commit(client: &mut Client, upload: &Upload<'_>, sent: Sent) -> Result<Outcome, Failure> {
+    let (size, digest) = (upload.size, sent.digest);
     let (committed_size, committed) = client
-        .put_commit(transfer_id, digest)
+        .put_commit(upload.transfer_id, digest)
         .await
         .context("committing")?;
     if committed_size != size || committed != digest {
         return Err(ProtocolError(format!(
-            "server committed `{remote}` as {committed_size} bytes with BLAKE3 {committed}, \
-             but this client sent {size} bytes with BLAKE3 {digest}"
+            "server committed `{}` as {committed_size} bytes with BLAKE3 {committed}, \
+             but this client sent {size} bytes with BLAKE3 {digest}",
+            upload.label
         ))
         .into());
     }
     Ok(Outcome::Done {
         size,
         digest,
-        verified,
-        resumed_at: (chunks_held > 0).then(|| first_sent.unwrap_or(size)),
-        transferred,
+        verified: sent.verified,
+        resumed_at: upload.resuming.then(|| sent.first_sent.unwrap_or(size)),
+        transferred: sent.transferred,
     })
 }
 

@@ -1,0 +1,23 @@
+//! Path validation: whatever a peer sends, an accepted path stays beneath the home.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use xferd::storage::RelPath;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(p) = RelPath::parse(s) {
+        let text = p.as_str();
+        assert!(!text.starts_with('/'), "absolute path accepted: {text:?}");
+        assert!(!text.contains('\0') && !text.contains('\\'));
+        for name in text.split('/').filter(|_| !p.is_home()) {
+            assert!(
+                !name.is_empty() && name != "." && name != "..",
+                "path escapes or is not normal: {text:?}"
+            );
+        }
+    }
+    let _ = RelPath::parse_entry(s);
+});
