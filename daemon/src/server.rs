@@ -152,12 +152,10 @@ async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {
 async fn expire_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
     loop {
         let storage = state.storage.clone();
-        match tokio::task::spawn_blocking(move || storage.expire_partials(crate::now_unix())).await
-        {
-            Ok(Ok(n)) if n > 0 => info!(removed = n, "abandoned partial uploads removed"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => error!(error = %e, "expiring partial uploads failed"),
-            Err(e) => error!(error = %e, "partial expiry task failed"),
+        match storage.expire_partials(crate::now_unix()).await {
+            Ok(n) if n > 0 => info!(removed = n, "abandoned partial uploads removed"),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "expiring partial uploads failed"),
         }
         let period = Duration::from_secs(state.config().storage.partial_ttl_secs / 2)
             .clamp(Duration::from_secs(1), PARTIAL_SWEEP_MAX_INTERVAL);

@@ -18,7 +18,8 @@ use crate::admission::Admission;
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::connections::Connections;
-use crate::storage::{LocalStorage, Storage};
+use crate::storage::Storage;
+use crate::storage::local::LocalStorage;
 
 /// Everything sessions share; one `Arc` of it is handed to each connection.
 pub struct ServerState {

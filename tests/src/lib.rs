@@ -1,25 +1,27 @@
 //! End-to-end harness: runs the real `xferd` and `xfer` binaries on 127.0.0.1 with
-//! temporary directories, and a raw protocol client for playing a hostile peer.
+//! temporary directories. The raw protocol client ([`raw`]) and the test data ([`data`])
+//! live here too, once, for these scenarios and for the daemon's in-process tests (a
+//! dev-dependency of `xferd`).
 //!
 //! The binaries are built once per test process (`cargo build --bins -p xferd -p xfer`
 //! in the same profile), so `cargo test` alone is enough. `xferd` binds port 0 and
 //! prints its address; [`Daemon::start`] reads that line instead of polling. Every
 //! child process is killed when its handle drops.
 
+pub mod data;
+pub mod raw;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use tempfile::TempDir;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::client::TlsStream;
-use tokio_util::codec::Framed;
-use xfer_certs::{Fingerprint, PinnedVerifier};
-use xfer_proto::{ClientCodec, Frame, Hello, Request, Response};
+
+pub use data::{CHUNK, MIB, blake3_hex, random_bytes};
+pub use raw::{Dial, RawConn, assert_error, tls_connect, tls_dial};
 
 /// The password every test user gets unless a test says otherwise.
 pub const PASSWORD: &str = "correct horse battery";
@@ -166,6 +168,11 @@ impl Daemon {
             metrics_addr: OnceLock::new(),
             _tmp: None,
         })
+    }
+
+    /// A raw protocol connection logged in as `user` with [`PASSWORD`].
+    pub async fn raw_login(&self, user: &str) -> RawConn {
+        RawConn::logged_in(self.addr, &self.fingerprint, user, Dial::default()).await
     }
 
     /// `127.0.0.1:PORT` for use in `alice@…` targets.
@@ -445,94 +452,9 @@ impl Out {
     }
 }
 
-/// A TLS connection that trusts exactly `fingerprint`, optionally from a chosen local
-/// source address (anything in 127.0.0.0/8 works on Linux loopback).
-pub async fn tls_connect(
-    addr: SocketAddr,
-    fingerprint: &str,
-    source: Option<IpAddr>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let fp: Fingerprint = fingerprint.parse().expect("fingerprint");
-    let config = xfer_certs::config::client_config_pinned(PinnedVerifier::new(Some(fp)));
-    let socket = TcpSocket::new_v4()?;
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    let tcp = socket.connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    tokio_rustls::TlsConnector::from(Arc::clone(&config))
-        .connect(name, tcp)
-        .await
-}
-
-/// A raw protocol connection, past TLS and hello, for playing a misbehaving client.
-pub struct RawConn {
-    /// The framed stream.
-    pub framed: Framed<TlsStream<TcpStream>, ClientCodec>,
-}
-
-impl RawConn {
-    /// Connects, completes TLS and the hello exchange.
-    pub async fn connect(addr: SocketAddr, fingerprint: &str, source: Option<IpAddr>) -> RawConn {
-        let tls = tls_connect(addr, fingerprint, source)
-            .await
-            .expect("tls connect");
-        let mut framed = Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
-        framed
-            .send(Frame::Hello(Hello::current("e2e")))
-            .await
-            .expect("send hello");
-        match framed.next().await {
-            Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, xfer_proto::PROTOCOL_VERSION),
-            other => panic!("expected hello, got {other:?}"),
-        }
-        RawConn { framed }
-    }
-
-    /// Sends a request and reads one response; `None` if the server closed.
-    pub async fn request(&mut self, req: Request) -> Option<Response> {
-        self.framed.send(Frame::Message(req)).await.ok()?;
-        self.next().await
-    }
-
-    /// Reads the next message; `None` on close or error.
-    pub async fn next(&mut self) -> Option<Response> {
-        match tokio::time::timeout(DEADLINE, self.framed.next()).await {
-            Ok(Some(Ok(Frame::Message(m)))) => Some(m),
-            _ => None,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
-// File transfers: data, hashes, polling, background clients, audit fields, restarts.
+// File transfers: polling, background clients, audit fields, restarts.
 // ---------------------------------------------------------------------------------------
-
-/// One mebibyte.
-pub const MIB: u64 = 1 << 20;
-
-/// The protocol's chunk size, for sizes at chunk boundaries.
-pub const CHUNK: usize = xfer_proto::CHUNK_SIZE;
-
-/// Deterministic pseudo-random bytes (xorshift64*): fast, incompressible enough, and
-/// different for each `seed`.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// BLAKE3 of `data` as lowercase hex, computed independently of the code under test.
-pub fn blake3_hex(data: &[u8]) -> String {
-    blake3::hash(data).to_hex().to_string()
-}
 
 /// Calls `f` every 20 ms until it returns `Some`, or `deadline` passes (`None`).
 pub fn poll<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -811,7 +733,7 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// Chat: output of background clients as it grows, signals, raw chat connections.
+// Chat: output of background clients as it grows, signals.
 // ---------------------------------------------------------------------------------------
 
 impl Running {
@@ -860,50 +782,5 @@ impl Running {
             self.stderr_so_far().contains(needle).then_some(())
         })
         .is_some()
-    }
-}
-
-impl RawConn {
-    /// Logs in with a password; the session token, or `None` if refused.
-    pub async fn login(&mut self, user: &str, password: &str) -> Option<String> {
-        let req = Request::Login {
-            user: user.into(),
-            password: xfer_proto::Secret::new(password),
-        };
-        match self.request(req).await? {
-            Response::LoggedIn {
-                token: Some(token), ..
-            } => Some(token.expose().to_owned()),
-            _ => None,
-        }
-    }
-
-    /// Authenticates with a token from [`RawConn::login`]; whether it was accepted.
-    pub async fn authenticate(&mut self, token: &str) -> bool {
-        let req = Request::Authenticate {
-            token: xfer_proto::Secret::new(token),
-        };
-        matches!(self.request(req).await, Some(Response::LoggedIn { .. }))
-    }
-
-    /// Sends a request without waiting for anything.
-    pub async fn send(&mut self, req: Request) -> bool {
-        self.framed.send(Frame::Message(req)).await.is_ok()
-    }
-
-    /// Sends a request and reads until its answer, collecting the chat events that
-    /// arrive first; `None` if the connection closed.
-    pub async fn request_collecting(
-        &mut self,
-        req: Request,
-        events: &mut Vec<xfer_proto::ChatEvent>,
-    ) -> Option<Response> {
-        self.send(req).await.then_some(())?;
-        loop {
-            match self.next().await? {
-                Response::Event(e) => events.push(*e),
-                other => return Some(other),
-            }
-        }
     }
 }

@@ -4,133 +4,14 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use xfer_e2e::raw::chat::text_of;
 use xfer_e2e::{DEADLINE, Daemon, PASSWORD, RawConn};
-use xfer_proto::{ChatEvent, ChatMessage, MessageBody, Request, Response, Secret};
-
-/// A raw connection that keeps the events arriving between responses.
-struct ChatConn {
-    raw: RawConn,
-    events: Vec<ChatEvent>,
-    /// The session token of a password login.
-    token: Option<Secret>,
-}
-
-impl ChatConn {
-    async fn login(d: &Daemon, user: &str) -> ChatConn {
-        let mut c = ChatConn {
-            raw: RawConn::connect(d.addr, &d.fingerprint, None).await,
-            events: Vec::new(),
-            token: None,
-        };
-        let r = c
-            .request(Request::Login {
-                user: user.into(),
-                password: Secret::new(PASSWORD),
-            })
-            .await;
-        let Response::LoggedIn { token, .. } = r else {
-            panic!("login refused: {r:?}")
-        };
-        c.token = token;
-        c
-    }
-
-    async fn with_token(d: &Daemon, token: &Secret) -> ChatConn {
-        let mut c = ChatConn {
-            raw: RawConn::connect(d.addr, &d.fingerprint, None).await,
-            events: Vec::new(),
-            token: None,
-        };
-        let r = c
-            .request(Request::Authenticate {
-                token: token.clone(),
-            })
-            .await;
-        assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
-        c
-    }
-
-    async fn next(&mut self) -> Response {
-        self.raw.next().await.expect("the server answers in time")
-    }
-
-    async fn request(&mut self, req: Request) -> Response {
-        use futures_util::SinkExt;
-        self.raw
-            .framed
-            .send(xfer_proto::Frame::Message(req))
-            .await
-            .expect("send");
-        loop {
-            match self.next().await {
-                Response::Event(e) => self.events.push(*e),
-                r => return r,
-            }
-        }
-    }
-
-    async fn message(&mut self) -> ChatMessage {
-        if let Some(i) = self
-            .events
-            .iter()
-            .position(|e| matches!(e, ChatEvent::Message(_)))
-        {
-            let ChatEvent::Message(m) = self.events.remove(i) else {
-                unreachable!()
-            };
-            return m;
-        }
-        loop {
-            match self.next().await {
-                Response::Event(e) => match *e {
-                    ChatEvent::Message(m) => return m,
-                    ChatEvent::Missed { target, count } => panic!("missed {count} of {target}"),
-                    _ => {}
-                },
-                other => panic!("expected an event, got {other:?}"),
-            }
-        }
-    }
-
-    async fn say(&mut self, target: &str, text: &str) -> u64 {
-        match self
-            .request(Request::Say {
-                target: target.parse().unwrap(),
-                text: text.into(),
-            })
-            .await
-        {
-            Response::Said { id, .. } => id,
-            other => panic!("say refused: {other:?}"),
-        }
-    }
-
-    async fn history(&mut self, target: &str) -> Vec<ChatMessage> {
-        match self
-            .request(Request::History {
-                target: target.parse().unwrap(),
-                count: 200,
-                before: None,
-            })
-            .await
-        {
-            Response::History { messages, .. } => messages,
-            other => panic!("history refused: {other:?}"),
-        }
-    }
-}
-
-fn text(m: &ChatMessage) -> &str {
-    match &m.body {
-        MessageBody::Text(t) => t,
-        MessageBody::File { path, .. } => path,
-    }
-}
+use xfer_proto::{Request, Response};
 
 #[tokio::test]
 async fn acknowledged_messages_survive_kill_9() {
     let d = Daemon::start_with(&["alice", "bob"], None);
-    let mut alice = ChatConn::login(&d, "alice").await;
+    let mut alice = d.raw_login("alice").await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(alice.say("#lab", &format!("before kill {i}")).await);
@@ -140,12 +21,12 @@ async fn acknowledged_messages_survive_kill_9() {
     // No clean shutdown: only what was written before `Said` can be there.
     let d = d.kill9_and_restart();
 
-    let mut bob = ChatConn::login(&d, "bob").await;
+    let mut bob = d.raw_login("bob").await;
     let lab = bob.history("#lab").await;
     assert_eq!(lab.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
-    assert_eq!(text(&lab[2]), "before kill 2");
+    assert_eq!(text_of(&lab[2]), "before kill 2");
     assert!(matches!(
-        bob.request(Request::ChatOpen { after: None }).await,
+        bob.call(Request::ChatOpen { after: None }).await,
         Response::ChatOpened { last_id, .. } if last_id >= dm
     ));
     assert_eq!(
@@ -160,7 +41,7 @@ async fn acknowledged_messages_survive_kill_9() {
 #[tokio::test]
 async fn a_torn_record_after_a_crash_is_cut_and_the_log_goes_on() {
     let mut d = Daemon::start_with(&["alice"], None);
-    let mut alice = ChatConn::login(&d, "alice").await;
+    let mut alice = d.raw_login("alice").await;
     alice.say("#lab", "whole").await;
     drop(alice);
     let tmp = d.keep_data();
@@ -175,14 +56,14 @@ async fn a_torn_record_after_a_crash_is_cut_and_the_log_goes_on() {
 
     let d = Daemon::start_listening(&data, &listen, &[]).expect("restarts on a torn log");
     assert!(d.wait_for_log("cutting a torn record"));
-    let mut alice = ChatConn::login(&d, "alice").await;
+    let mut alice = d.raw_login("alice").await;
     let id = alice.say("#lab", "next").await;
     assert!(id < 999_999, "the torn record's id was not taken up");
     let texts: Vec<String> = alice
         .history("#lab")
         .await
         .iter()
-        .map(|m| text(m).to_owned())
+        .map(|m| text_of(m).to_owned())
         .collect();
     assert_eq!(texts, ["whole", "next"]);
     drop(tmp);
@@ -195,19 +76,21 @@ async fn two_hundred_chat_connections_lose_nothing() {
     let d = Daemon::start_with(&USERS, None);
     let mut tokens = Vec::new();
     for user in USERS {
-        let c = ChatConn::login(&d, user).await;
-        tokens.push(c.token.expect("a password login returns a token"));
+        let mut c = RawConn::connect(d.addr, &d.fingerprint, None).await;
+        let token = c.login(user, PASSWORD).await;
+        tokens.push(token.expect("a password login returns a token"));
     }
     let n = USERS.len() * PER_USER;
     let mut conns = Vec::new();
     for i in 0..n {
-        let mut c = ChatConn::with_token(&d, &tokens[i % USERS.len()]).await;
+        let mut c = RawConn::connect(d.addr, &d.fingerprint, None).await;
+        assert!(c.authenticate(&tokens[i % USERS.len()]).await);
         assert!(matches!(
-            c.request(Request::ChatOpen { after: None }).await,
+            c.call(Request::ChatOpen { after: None }).await,
             Response::ChatOpened { .. }
         ));
         assert!(matches!(
-            c.request(Request::Join {
+            c.call(Request::Join {
                 channel: "#all".parse().unwrap(),
                 history: 0,
                 after: None,
@@ -228,7 +111,7 @@ async fn two_hundred_chat_connections_lose_nothing() {
             let mut got = HashSet::new();
             while got.len() < n - 1 {
                 let m = c.message().await;
-                assert!(got.insert(text(&m).to_owned()), "duplicate {m:?}");
+                assert!(got.insert(text_of(&m).to_owned()), "duplicate {m:?}");
             }
             assert!(!got.contains(&format!("m{i}")), "no echo of its own");
             got.len()

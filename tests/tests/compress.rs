@@ -8,10 +8,10 @@ use std::path::Path;
 use futures_util::SinkExt;
 use tempfile::TempDir;
 use xfer_e2e::{
-    CHUNK, Client, DEADLINE, Daemon, MIB, PASSWORD, RawConn, alice, audit_u64, blake3_hex, poll,
+    CHUNK, Client, DEADLINE, Daemon, MIB, RawConn, alice, audit_u64, blake3_hex, poll,
     random_bytes, write_file,
 };
-use xfer_proto::{Chunk, ChunkEncoding, Digest, ErrorCode, Frame, Request, Response, Secret};
+use xfer_proto::{Chunk, ChunkEncoding, Digest, ErrorCode, Frame, Request, Response};
 
 /// Log-like text: compresses several times over, but is not one repeated line.
 fn log_text(len: usize, seed: u64) -> Vec<u8> {
@@ -188,14 +188,7 @@ fn a_compressed_push_resumes_after_client_kill() {
 
 /// Logs in as alice and opens an upload of `size` bytes to `name`.
 async fn open_upload(d: &Daemon, name: &str, size: u64) -> (RawConn, u64) {
-    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
-    let r = conn
-        .request(Request::Login {
-            user: "alice".into(),
-            password: Secret::new(PASSWORD),
-        })
-        .await;
-    assert!(matches!(r, Some(Response::LoggedIn { .. })), "{r:?}");
+    let mut conn = d.raw_login("alice").await;
     let r = conn
         .request(Request::PutBegin {
             path: name.into(),

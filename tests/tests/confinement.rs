@@ -15,7 +15,7 @@ use futures_util::SinkExt;
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 use xfer_e2e::{Client, Daemon, Out, PASSWORD, RawConn};
-use xfer_proto::{Chunk, Digest, ErrorCode, Frame, Request, Response, Secret};
+use xfer_proto::{Chunk, Digest, ErrorCode, Frame, Request, Response};
 
 const CANARY: &str = "CANARY-outside-the-home-3f9a1c";
 const OUTSIDE_CANARY: &str = "CANARY-in-a-foreign-dir-77b2e0";
@@ -261,15 +261,7 @@ fn a_user_can_neither_list_nor_read_another_users_files() {
 }
 
 async fn login(w: &World) -> RawConn {
-    let mut conn = RawConn::connect(w.d.addr, &w.d.fingerprint, None).await;
-    let r = conn
-        .request(Request::Login {
-            user: "alice".into(),
-            password: Secret::new(PASSWORD),
-        })
-        .await;
-    assert!(matches!(r, Some(Response::LoggedIn { .. })), "{r:?}");
-    conn
+    w.d.raw_login("alice").await
 }
 
 /// Every request kind that takes a path, with `p` in each path position.
@@ -609,8 +601,7 @@ async fn a_users_files_and_upload_state_are_private_whatever_the_umask() {
         }
     });
     // An interrupted push: admitted (data and state saved), then the peer goes away.
-    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
-    assert!(conn.login("alice", PASSWORD).await.is_some());
+    let mut conn = d.raw_login("alice").await;
     let r = conn
         .request(Request::PutBegin {
             path: "half/way/done.bin".into(),

@@ -2,8 +2,8 @@
 
 use std::process::Command;
 
-use xfer_e2e::{Daemon, PASSWORD, RawConn, bin, run};
-use xfer_proto::{ErrorCode, Request, Response, Secret};
+use xfer_e2e::{Daemon, bin, run};
+use xfer_proto::{ErrorCode, Response};
 
 #[test]
 fn runs_on_defaults_in_an_empty_directory() {
@@ -73,14 +73,7 @@ fn init_writes_config_certificate_and_prints_the_fingerprint() {
 #[tokio::test]
 async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
     let mut d = Daemon::start();
-    let mut conn = RawConn::connect(d.addr, &d.fingerprint, None).await;
-    let r = conn
-        .request(Request::Login {
-            user: "alice".into(),
-            password: Secret::new(PASSWORD),
-        })
-        .await;
-    assert!(matches!(r, Some(Response::LoggedIn { .. })), "{r:?}");
+    let mut conn = d.raw_login("alice").await;
     let code = tokio::task::spawn_blocking(move || d.signal_and_wait("TERM"))
         .await
         .unwrap();

@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use xfer_proto::{ChatEvent, Target};
 
-use super::{ChatBus, ConnId, Envelope};
+use super::bus::{ChatBus, Deliver};
+use super::envelope::{ConnId, Envelope};
 
 /// Counts what a connection's queue let go of, by conversation, until it is read.
 #[derive(Debug, Default)]
@@ -82,6 +83,12 @@ impl InboxSender {
             q.drops.count(m.conversation(&q.user));
         }
         q.waker.wake();
+    }
+}
+
+impl Deliver for InboxSender {
+    fn deliver(&self, envelope: Arc<Envelope>) {
+        InboxSender::deliver(self, envelope);
     }
 }
 

@@ -1,9 +1,10 @@
 //! Chat: channels, direct messages, presence and file notices.
 //!
 //! Three parts, each small:
-//! - [`ChatBus`] moves live events between connections. [`hub::InProcessHub`] is the
-//!   in-process implementation: a bounded `tokio::sync::broadcast` per channel and a
-//!   bounded [`Inbox`] per chat connection (direct messages, notices, presence). A slow
+//! - [`ChatBus`] (`bus.rs`) moves live events between connections: presence,
+//!   subscriptions, delivery. [`hub::InProcessHub`] is the in-process implementation: a
+//!   bounded `tokio::sync::broadcast` per channel; private events go to each chat
+//!   connection's bounded [`Inbox`] (direct messages, notices, presence). A slow
 //!   reader is skipped past and told how much it missed; a sender never waits.
 //! - [`history::History`] is the append-only store: one log per channel and per direct
 //!   conversation, server-wide message ids, retention.
@@ -14,7 +15,10 @@
 //! [`Chat`] ties them together for sessions. It does not parse requests or know about
 //! connections' sockets: that is `session/chat.rs`.
 
+mod bus;
 pub mod delivered;
+mod envelope;
+mod error;
 pub mod history;
 pub mod hub;
 mod inbox;
@@ -24,164 +28,20 @@ mod subscriptions;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::broadcast;
-use xfer_proto::{
-    ChannelInfo, ChatEvent, ChatMessage, ErrorCode, MessageBody, Presence, Target, UserName,
-};
+use xfer_proto::{ChatMessage, MessageBody, Target, UserName};
 
 use crate::config::ChatConfig;
+pub use bus::{ChannelReceiver, ChatBus, Deliver, HubConfig, JoinedChannel};
 pub use delivered::Delivered;
+pub use envelope::{ConnId, Envelope};
+pub use error::ChatError;
 pub use history::{ConvKey, History, HistoryError};
 pub use hub::InProcessHub;
 pub use inbox::{Drops, Inbox, InboxSender};
 pub use ratelimit::TokenBucket;
 pub use subscriptions::Subscriptions;
-
-/// Identifies one chat connection on a bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-/// An event as it travels on the bus: `origin` is the connection that caused it, which
-/// does not get it back (it has its own answer, e.g. `Said`).
-#[derive(Debug)]
-pub struct Envelope {
-    /// The connection that caused the event, if any.
-    pub origin: Option<ConnId>,
-    /// The event.
-    pub event: ChatEvent,
-}
-
-/// What a connection in a channel receives: messages, joins and parts, in order.
-pub type ChannelReceiver = broadcast::Receiver<Arc<Envelope>>;
-
-/// What [`ChatBus::join`] hands back.
-pub struct JoinedChannel {
-    /// Live events of the channel from now on.
-    pub receiver: ChannelReceiver,
-    /// Who is in it now, including the joiner.
-    pub members: Vec<Presence>,
-}
-
-/// The live side of chat: who is connected, who is in which channel, and delivery.
-///
-/// Every method is synchronous and never waits on a reader: delivery goes into
-/// bounded queues that drop their oldest entry when full. A bus for several daemons (NATS, say) would implement this by
-/// forwarding into the same local queues.
-pub trait ChatBus: Send + Sync + 'static {
-    /// Applies new limits (a config reload) to connections and joins from now on.
-    fn reconfigure(&self, config: hub::HubConfig);
-    /// Registers a chat connection of `user` and returns its inbox. When it is the
-    /// user's first, everyone is told they are online.
-    fn connect(&self, user: &str) -> Inbox;
-    /// Ends a chat connection: it leaves its channels; a user's last one goes offline.
-    fn disconnect(&self, conn: ConnId);
-    /// Puts a connection in a channel (created on first use).
-    ///
-    /// # Errors
-    /// [`ChatError::TooManyJoined`], [`ChatError::TooManyChannels`].
-    fn join(&self, conn: ConnId, channel: &str) -> Result<JoinedChannel, ChatError>;
-    /// Takes a connection out of a channel.
-    ///
-    /// # Errors
-    /// [`ChatError::NotMember`].
-    fn part(&self, conn: ConnId, channel: &str) -> Result<(), ChatError>;
-    /// Delivers a stored message: to a channel's members, or to both parties of a direct
-    /// conversation (every connection of each except `origin`).
-    fn publish(&self, origin: Option<ConnId>, message: &ChatMessage);
-    /// The members of `channel` (empty if nobody is in it), or with `None` everyone
-    /// with a chat connection; sorted by name.
-    fn who(&self, channel: Option<&str>) -> Vec<Presence>;
-    /// Channels with members, sorted by name.
-    fn channels(&self) -> Vec<ChannelInfo>;
-    /// Marks the connection's user away or back.
-    fn set_away(&self, conn: ConnId, away: bool);
-}
-
-/// Why a chat request failed. [`ChatError::code`] and the `Display` text are what the
-/// peer sees; `Store` details are only logged.
-#[derive(Debug, thiserror::Error)]
-pub enum ChatError {
-    /// A direct message or file to an account that does not exist.
-    #[error("no user {0}")]
-    NoUser(String),
-    /// The request needs `ChatOpen` first.
-    #[error("open chat first")]
-    NotOpen,
-    /// `ChatOpen` twice on one connection.
-    #[error("chat is already open on this connection")]
-    AlreadyOpen,
-    /// `Part` of a channel the connection is not in.
-    #[error("you are not in {0}")]
-    NotMember(String),
-    /// The connection is in as many channels as allowed.
-    #[error("at most {max} channels per connection; part one first")]
-    TooManyJoined {
-        /// The limit.
-        max: usize,
-    },
-    /// The server has as many channels as allowed.
-    #[error("this server already has its maximum of {max} channels; use an existing one")]
-    TooManyChannels {
-        /// The limit.
-        max: usize,
-    },
-    /// A message with no text.
-    #[error("empty message")]
-    Empty,
-    /// A message over the length limit.
-    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
-    TooLong {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A message containing NUL.
-    #[error("a message may not contain NUL characters")]
-    Nul,
-    /// Over the connection's rate limit.
-    #[error(
-        "too many chat requests: at most {per_sec} per second (bursts of {burst}); wait a moment"
-    )]
-    Throttled {
-        /// Sustained rate.
-        per_sec: u32,
-        /// Burst.
-        burst: u32,
-    },
-    /// The history store failed.
-    #[error("chat history: {0}")]
-    Store(#[from] HistoryError),
-}
-
-impl ChatError {
-    /// The stable code for the peer.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            ChatError::NotOpen | ChatError::AlreadyOpen | ChatError::Empty | ChatError::Nul => {
-                ErrorCode::BadRequest
-            }
-            ChatError::NoUser(_) | ChatError::NotMember(_) => ErrorCode::NotFound,
-            ChatError::TooManyJoined { .. } | ChatError::TooManyChannels { .. } => ErrorCode::Busy,
-            ChatError::TooLong { .. } => ErrorCode::TooLarge,
-            ChatError::Throttled { .. } => ErrorCode::RateLimited,
-            ChatError::Store(HistoryError::TooManyChannels { .. }) => ErrorCode::Busy,
-            ChatError::Store(_) => ErrorCode::Internal,
-        }
-    }
-
-    /// One line for the peer: no server paths, no OS errors.
-    pub fn peer_message(&self) -> String {
-        match self {
-            ChatError::Store(HistoryError::TooManyChannels { max }) => {
-                ChatError::TooManyChannels { max: *max }.to_string()
-            }
-            ChatError::Store(_) => "chat history failed on the server; see its log".into(),
-            other => other.to_string(),
-        }
-    }
-}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {
@@ -241,6 +101,8 @@ pub struct Chat {
     bus: Arc<dyn ChatBus>,
     history: History,
     delivered: Delivered,
+    /// The last connection id handed out.
+    last_conn: AtomicU64,
     /// Replaced by a config reload; a leaf lock.
     config: std::sync::Mutex<ChatConfig>,
 }
@@ -260,13 +122,18 @@ impl Chat {
             bus: Arc::new(InProcessHub::new(config.hub_config())),
             history,
             delivered,
+            last_conn: AtomicU64::new(0),
             config: std::sync::Mutex::new(config.clone()),
         })
     }
 
-    /// Registers a chat connection of `user`; dropping the inbox disconnects it.
+    /// Registers a chat connection of `user` with an inbox of `[chat]`'s size; dropping
+    /// the inbox disconnects it.
     pub fn connect(&self, user: &str) -> Inbox {
-        let mut inbox = self.bus.connect(user);
+        let id = ConnId(self.last_conn.fetch_add(1, Ordering::Relaxed) + 1);
+        let capacity = self.config().hub_config().connection_buffer;
+        let (mut inbox, sender) = Inbox::new(id, user, capacity);
+        self.bus.connect(id, user, Box::new(sender));
         inbox.disconnect_on_drop(self.bus.clone());
         inbox
     }

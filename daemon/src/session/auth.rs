@@ -230,7 +230,7 @@ impl Auth {
         };
         let storage = self.state.storage.clone();
         let user = auth.user.clone();
-        let usage = match files::blocking(move || storage.usage(&user)).await {
+        let usage = match files::answer(storage.usage(&user)).await {
             Ok(u) => u,
             Err(response) => return response,
         };

@@ -1,13 +1,14 @@
 //! File requests and transfers on one connection.
 //!
-//! Filesystem work always runs in `spawn_blocking`. Uploaded chunks are pipelined:
-//! while one chunk is verified and written in a blocking task (one task per chunk:
-//! decompress if it came compressed, hash, then positioned write), the session goes on
+//! Storage work is awaited (the local backend runs it in `spawn_blocking`; decompression
+//! and compression run there too). Uploaded chunks are pipelined: while one chunk is
+//! verified and written in a task (one task per chunk: decompress if it came
+//! compressed, hash, then positioned write), the session goes on
 //! reading and decrypting the next frames, up to [`MAX_QUEUED_CHUNKS`] waiting; beyond
 //! that it stops reading, which is the backpressure. Chunks are processed and
 //! acknowledged in arrival order, and any other request first waits until every earlier
 //! chunk is acknowledged, so responses keep request order. Downloads read (and, when
-//! asked, compress) the next chunk in a blocking task while the current one is sent.
+//! asked, compress) the next chunk in a task while the current one is sent.
 //!
 //! Each transfer holds one of its user's `limits.max_transfers_per_user` places. With
 //! `limits.user_bytes_per_sec`, every chunk is charged to the user's shared bucket:
@@ -175,18 +176,27 @@ impl Files {
             ));
         };
         let upload = t.upload.clone();
-        self.running = Some(tokio::task::spawn_blocking(move || {
+        self.running = Some(tokio::spawn(async move {
             let (transfer_id, offset) = (chunk.transfer_id, chunk.offset);
             let wire = chunk.data.len() as u64;
-            // Decompression is bounded by the chunk size and runs here, off the
-            // async threads, like the digest check that follows it.
-            match chunk.into_raw() {
+            // Decompression is bounded by the chunk size and runs off the async threads,
+            // like the digest check that follows it.
+            let raw = match chunk.encoding {
+                ChunkEncoding::Raw => chunk.into_raw().map_err(|e| e.to_string()),
+                ChunkEncoding::Zstd { .. } => {
+                    match tokio::task::spawn_blocking(move || chunk.into_raw()).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            match raw {
                 Ok(chunk) => ChunkDone {
                     transfer_id,
                     offset,
                     len: chunk.data.len() as u64,
                     wire,
-                    result: upload.write_chunk(offset, &chunk.digest, &chunk.data),
+                    result: upload.write_chunk(offset, chunk.digest, chunk.data).await,
                 },
                 Err(e) => ChunkDone {
                     transfer_id,
@@ -203,15 +213,11 @@ impl Files {
     }
 }
 
-/// Runs storage work in a blocking task; errors become the peer's response.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+/// Awaits storage work; errors become the peer's response.
+pub(super) async fn answer<T>(
+    work: impl Future<Output = Result<T, StorageError>>,
 ) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(storage_error(&e)),
-        Err(e) => Err(internal_error("a storage task", &e)),
-    }
+    work.await.map_err(|e| storage_error(&e))
 }
 
 /// The peer's view of a storage error; internal ones are logged here, once.
@@ -355,10 +361,7 @@ impl Files {
         };
         match transfer {
             Transfer::Upload(t) => {
-                let upload = t.upload.clone();
-                if let Err(Response::Error { message, .. }) =
-                    blocking(move || upload.persist()).await
-                {
+                if let Err(Response::Error { message, .. }) = answer(t.upload.persist()).await {
                     tracing::warn!(path = ?t.path, message, "saving upload state failed");
                 }
             }
@@ -396,9 +399,8 @@ impl Files {
     }
 
     pub async fn list(&mut self, user: &str, path: &str) -> Result<Response, Response> {
-        let (storage, user) = (self.storage.clone(), user.to_owned());
         let p = parse(path)?;
-        let entries = blocking(move || storage.list(&user, &p)).await?;
+        let entries = answer(self.storage.list(user, &p)).await?;
         Ok(Response::Listing { entries })
     }
 
@@ -408,9 +410,8 @@ impl Files {
         path: &str,
         parents: bool,
     ) -> Result<Response, Response> {
-        let (storage, user) = (self.storage.clone(), user.to_owned());
         let p = parse_entry(path)?;
-        blocking(move || storage.mkdir(&user, &p, parents))
+        answer(self.storage.mkdir(user, &p, parents))
             .await
             .map(|()| Response::Ok)
     }
@@ -422,9 +423,8 @@ impl Files {
         recursive: bool,
         partial: bool,
     ) -> Result<Response, Response> {
-        let (storage, user) = (self.storage.clone(), user.to_owned());
         let p = parse_entry(path)?;
-        blocking(move || storage.remove(&user, &p, recursive, partial))
+        answer(self.storage.remove(user, &p, recursive, partial))
             .await
             .map(|()| Response::Ok)
     }
@@ -436,9 +436,8 @@ impl Files {
         to: &str,
         force: bool,
     ) -> Result<Response, Response> {
-        let (storage, user) = (self.storage.clone(), user.to_owned());
         let (f, t) = (parse_entry(from)?, parse_entry(to)?);
-        blocking(move || storage.rename(&user, &f, &t, force))
+        answer(self.storage.rename(user, &f, &t, force))
             .await
             .map(|()| Response::Ok)
     }
@@ -477,7 +476,7 @@ impl Files {
             force,
             head,
         };
-        let begun = blocking(move || storage.begin_upload(&user, request)).await?;
+        let begun = answer(storage.begin_upload(&user, request)).await?;
         match begun {
             PutBegun::Exists { size, digest } => Ok(Response::Exists { size, digest }),
             PutBegun::Ready(upload) => {
@@ -536,7 +535,7 @@ impl Files {
             ));
         };
         let upload = t.upload.clone();
-        match blocking(move || upload.commit(&digest)).await {
+        match answer(upload.commit(digest)).await {
             Ok(committed) => {
                 let Some(Transfer::Upload(t)) = self.transfers.remove(&transfer_id) else {
                     unreachable!("checked above and nothing ran in between");
@@ -578,8 +577,7 @@ impl Files {
         let path = parse_entry(path)?;
         let id = self.open_slot()?;
         let slot = self.transfer_slot(&user)?;
-        let (p, owner) = (path.clone(), user.clone());
-        let download = blocking(move || storage.open_download(&owner, &p)).await?;
+        let download = answer(storage.open_download(&user, &path)).await?;
         let empty = storage::chunk_count(download.size()) == 0;
         let response = Response::GetReady {
             transfer_id: id,
@@ -610,7 +608,7 @@ impl Files {
 
     /// Answers `GetChunks` with `count` chunk frames in order, or an `Error` in place of
     /// the first one that cannot be sent. The next chunk is read (and, with `compress`,
-    /// compressed) in a blocking task while one is sent. A kick or the shutdown ends it
+    /// compressed) in a task while one is sent. A kick or the shutdown ends it
     /// with [`End::Stopped`].
     #[allow(clippy::too_many_arguments)] // the request's fields plus what it writes to
     pub async fn stream_chunks<T: Transport>(
@@ -639,14 +637,19 @@ impl Files {
         };
         let read = |index: u64| {
             let d = download.clone();
-            tokio::task::spawn_blocking(move || {
-                let (digest, data) = d.read_chunk(index)?;
+            tokio::spawn(async move {
+                let (digest, data) = d.read_chunk(index).await?;
                 let chunk = Chunk::raw(transfer_id, index * storage::CHUNK_SIZE, digest, data);
-                Ok::<_, StorageError>(if compress {
-                    chunk.compress(COMPRESS_LEVEL)
-                } else {
-                    chunk
-                })
+                if !compress {
+                    return Ok(chunk);
+                }
+                // CPU work: off the async threads.
+                tokio::task::spawn_blocking(move || chunk.compress(COMPRESS_LEVEL))
+                    .await
+                    .map_err(|e| StorageError::Io {
+                        context: "compressing a chunk",
+                        source: std::io::Error::other(e),
+                    })
             })
         };
         let mut next = Some(read(first));

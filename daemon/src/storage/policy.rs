@@ -1,15 +1,13 @@
 //! Content-type policy: which MIME types may be stored where, decided from the
 //! content's magic bytes (the `infer` crate), never from the name. Uploads are checked
 //! as they arrive; a rename is checked by the content of every file it would bring
-//! under a rule ([`TypePolicy::check_move`]), so `mv` is no way around the policy.
-
-use std::io::Read;
-
-use cap_std::fs::Dir;
+//! under a rule (the backend walks what it moves and asks [`TypePolicy::check_stored`]),
+//! so `mv` is no way around the policy.
 
 use crate::config::TypeRule;
 
-use super::{RelPath, StorageError, io_err};
+use super::error::StorageError;
+use super::path::RelPath;
 
 /// Detected type of content no rule of `infer` recognises (plain text, random data).
 pub const UNKNOWN_TYPE: &str = "unknown";
@@ -46,7 +44,7 @@ impl TypePolicy {
     }
 
     /// The most specific rule covering files directly in `dir`.
-    fn rule_in(&self, dir: &RelPath) -> Option<&(RelPath, Vec<String>)> {
+    pub fn rule_in(&self, dir: &RelPath) -> Option<&(RelPath, Vec<String>)> {
         self.rules
             .iter()
             .filter(|(rule_dir, _)| dir.starts_with(rule_dir))
@@ -88,84 +86,24 @@ impl TypePolicy {
     }
 
     /// Whether a rule could apply to something at or beneath `dir`.
-    fn applies_within(&self, dir: &RelPath) -> bool {
+    pub fn applies_within(&self, dir: &RelPath) -> bool {
         self.rules
             .iter()
             .any(|(rule_dir, _)| dir.starts_with(rule_dir) || rule_dir.starts_with(dir))
     }
 
-    /// Checks renaming `from` (beneath `home`) to `to`: a file by its content, a
-    /// directory by the content of every regular file in it that would land under a
-    /// rule. Symlinks are not followed (peers cannot create them).
+    /// Checks a stored file's first bytes for directory `dir`; a refusal names `shown`
+    /// (the file as the user knows it), because a move may bring many files under a rule.
     ///
     /// # Errors
-    /// [`StorageError::TypeRejected`] naming the first file refused, or
-    /// [`StorageError::Unchecked`] for a directory over `MAX_MOVE_CHECK_ENTRIES` entries.
-    pub fn check_move(
+    /// [`StorageError::TypeRejected`] naming `shown`.
+    pub fn check_stored(
         &self,
-        home: &Dir,
-        from: &RelPath,
-        to: &RelPath,
-        is_dir: bool,
-    ) -> Result<(), StorageError> {
-        let mut buf = Vec::new();
-        if !is_dir {
-            if !self.applies(to) {
-                return Ok(());
-            }
-            let file = home
-                .open(from.as_path())
-                .map_err(io_err("opening a file"))?;
-            let target = to.parent().unwrap_or_else(RelPath::home);
-            return self.check_stored(file, &target, from.as_str(), &mut buf);
-        }
-        if !self.applies_within(to) {
-            return Ok(());
-        }
-        let mut seen = 0;
-        // (directory beneath the home, its name for messages, where it will be)
-        let mut stack = vec![(from.as_path().to_owned(), from.to_string(), to.clone())];
-        while let Some((src, shown, dst)) = stack.pop() {
-            let dir = home.open_dir(&src).map_err(io_err("opening a directory"))?;
-            for e in dir.entries().map_err(io_err("reading a directory"))? {
-                let e = e.map_err(io_err("reading a directory"))?;
-                seen += 1;
-                if seen > MAX_MOVE_CHECK_ENTRIES {
-                    return Err(StorageError::Unchecked(format!(
-                        "`{from}` holds more than {MAX_MOVE_CHECK_ENTRIES} entries, too many to \
-                         check against the file type rules at `{to}`; move its contents in parts"
-                    )));
-                }
-                let name = e.file_name();
-                let text = name.to_string_lossy();
-                let child_shown = format!("{shown}/{text}");
-                let ft = e.file_type().map_err(io_err("reading a directory"))?;
-                if ft.is_dir() {
-                    // A name no path can spell is under no deeper rule than its parent.
-                    let child_dst = dst.join(&text).unwrap_or_else(|| dst.clone());
-                    stack.push((src.join(&name), child_shown, child_dst));
-                } else if ft.is_file() && self.rule_in(&dst).is_some() {
-                    let file = e.open().map_err(io_err("opening a file"))?;
-                    self.check_stored(file, &dst, &child_shown, &mut buf)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a stored file's first bytes for directory `dir`; a refusal names `shown`.
-    fn check_stored(
-        &self,
-        file: cap_std::fs::File,
         dir: &RelPath,
+        head: &[u8],
         shown: &str,
-        buf: &mut Vec<u8>,
     ) -> Result<(), StorageError> {
-        buf.clear();
-        file.take(STORED_SNIFF_BYTES)
-            .read_to_end(buf)
-            .map_err(io_err("reading a file"))?;
-        self.check_in(dir, buf).map_err(|e| match e {
+        self.check_in(dir, head).map_err(|e| match e {
             StorageError::TypeRejected {
                 detected,
                 dir,

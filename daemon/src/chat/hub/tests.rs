@@ -1,15 +1,49 @@
+use std::cell::Cell;
+use std::ops::Deref;
+
 use tokio::sync::broadcast::error::TryRecvError;
 use xfer_proto::MessageBody;
 
 use super::*;
+use crate::chat::Inbox;
 
-fn hub(connection_buffer: usize) -> InProcessHub {
-    InProcessHub::new(HubConfig {
-        channel_buffer: 4,
+/// A hub, with inboxes made above it as [`Chat::connect`](crate::chat::Chat::connect)
+/// makes them.
+struct TestHub {
+    hub: Arc<InProcessHub>,
+    connection_buffer: usize,
+    last_conn: Cell<u64>,
+}
+
+impl Deref for TestHub {
+    type Target = InProcessHub;
+
+    fn deref(&self) -> &InProcessHub {
+        &self.hub
+    }
+}
+
+impl TestHub {
+    fn connect(&self, user: &str) -> Inbox {
+        self.last_conn.set(self.last_conn.get() + 1);
+        let id = ConnId(self.last_conn.get());
+        let (inbox, sender) = Inbox::new(id, user, self.connection_buffer);
+        self.hub.connect(id, user, Box::new(sender));
+        inbox
+    }
+}
+
+fn hub(connection_buffer: usize) -> TestHub {
+    TestHub {
+        hub: Arc::new(InProcessHub::new(HubConfig {
+            channel_buffer: 4,
+            connection_buffer,
+            max_channels: 3,
+            max_joined: 2,
+        })),
         connection_buffer,
-        max_channels: 3,
-        max_joined: 2,
-    })
+        last_conn: Cell::new(0),
+    }
 }
 
 fn message(id: u64, from: &str, target: &str) -> ChatMessage {
@@ -149,7 +183,7 @@ fn a_full_inbox_drops_the_oldest_and_counts_them_by_conversation() {
 
 #[test]
 fn presence_goes_to_everyone_and_follows_the_last_connection() {
-    let hub = Arc::new(hub(16));
+    let hub = hub(16);
     let mut alice = hub.connect("alice");
     let mut bob1 = hub.connect("bob");
     assert_eq!(drain(&mut alice), [presence("bob", PresenceState::Online)]);
@@ -170,7 +204,7 @@ fn presence_goes_to_everyone_and_follows_the_last_connection() {
     let a = hub.join(alice.id, "lab").unwrap();
     let mut rx = a.receiver;
     // Dropping an inbox that knows its bus disconnects it.
-    bob2.disconnect_on_drop(hub.clone());
+    bob2.disconnect_on_drop(hub.hub.clone());
     drop(bob2);
     assert!(
         drain(&mut alice).is_empty(),

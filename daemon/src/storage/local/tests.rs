@@ -2,10 +2,12 @@ use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 use tempfile::TempDir;
-use xfer_proto::ErrorCode;
+use xfer_proto::{Digest, EntryKind, ErrorCode};
 
 use super::*;
 use crate::storage::{CHUNK_SIZE, Upload, chunk_count, chunk_len};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 mod resume_state;
 
@@ -41,44 +43,48 @@ impl Fixture {
         self.tmp.path().join("users").join(user).join("partials")
     }
 
-    fn begin(
+    async fn begin(
         &self,
         user: &str,
         path: &str,
         data: &[u8],
         force: bool,
     ) -> Result<PutBegun, StorageError> {
-        self.storage.begin_upload(
-            user,
-            PutRequest {
-                path: RelPath::parse(path)?,
-                size: data.len() as u64,
-                force,
-                head: Bytes::copy_from_slice(&data[..data.len().min(512)]),
-            },
-        )
+        self.storage
+            .begin_upload(
+                user,
+                PutRequest {
+                    path: RelPath::parse(path)?,
+                    size: data.len() as u64,
+                    force,
+                    head: Bytes::copy_from_slice(&data[..data.len().min(512)]),
+                },
+            )
+            .await
     }
 
-    fn ready(&self, user: &str, path: &str, data: &[u8]) -> Arc<dyn Upload> {
-        match self.begin(user, path, data, false).unwrap() {
+    async fn ready(&self, user: &str, path: &str, data: &[u8]) -> Arc<dyn Upload> {
+        match self.begin(user, path, data, false).await.unwrap() {
             PutBegun::Ready(u) => u,
             PutBegun::Exists { .. } => panic!("{path} exists"),
         }
     }
 
-    fn put(&self, user: &str, path: &str, data: &[u8]) {
-        let up = self.ready(user, path, data);
-        send_chunks(&*up, data, 0..chunk_count(data.len() as u64));
-        up.commit(&Digest::of(data)).unwrap();
+    async fn put(&self, user: &str, path: &str, data: &[u8]) {
+        let up = self.ready(user, path, data).await;
+        send_chunks(&*up, data, 0..chunk_count(data.len() as u64)).await;
+        up.commit(Digest::of(data)).await.unwrap();
     }
 }
 
-fn send_chunks(up: &dyn Upload, data: &[u8], range: std::ops::Range<u64>) {
+async fn send_chunks(up: &dyn Upload, data: &[u8], range: std::ops::Range<u64>) {
     for i in range {
         let start = (i * CHUNK_SIZE) as usize;
         let chunk = &data[start..start + chunk_len(data.len() as u64, i) as usize];
         let digest = Digest::of_chunk(chunk, i * CHUNK_SIZE, data.len() as u64).unwrap();
-        up.write_chunk(i * CHUNK_SIZE, &digest, chunk).unwrap();
+        up.write_chunk(i * CHUNK_SIZE, digest, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
     }
 }
 
@@ -105,49 +111,56 @@ fn code<T>(r: Result<T, StorageError>) -> ErrorCode {
     }
 }
 
-#[test]
-fn upload_commit_list_and_download_round_trip() {
+#[tokio::test]
+async fn upload_commit_list_and_download_round_trip() {
     let f = fixture();
     let data = random(2 * CHUNK_SIZE as usize + 17, 1);
-    let up = f.ready("alice", "docs/a.bin", &data);
+    let up = f.ready("alice", "docs/a.bin", &data).await;
     assert_eq!(up.chunks_held(), 0);
     // Out of order, as a pipelined client may send after a resume.
-    send_chunks(&*up, &data, 2..3);
-    send_chunks(&*up, &data, 0..2);
-    up.persist().unwrap();
+    send_chunks(&*up, &data, 2..3).await;
+    send_chunks(&*up, &data, 0..2).await;
+    up.persist().await.unwrap();
     // In progress: a partial in its directory, never a file; nothing under the name.
-    let listing = f.storage.list("alice", &p("docs")).unwrap();
+    let listing = f.storage.list("alice", &p("docs")).await.unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].kind, EntryKind::Partial);
     assert_eq!(listing[0].received, Some(data.len() as u64));
     assert!(!f.home("alice").join("docs/a.bin").exists());
-    let c = up.commit(&Digest::of(&data)).unwrap();
+    let c = up.commit(Digest::of(&data)).await.unwrap();
     assert_eq!(c.digest, Digest::of(&data));
     assert_eq!(
         std::fs::read(f.home("alice").join("docs/a.bin")).unwrap(),
         data
     );
-    let listing = f.storage.list("alice", &p("docs")).unwrap();
+    let listing = f.storage.list("alice", &p("docs")).await.unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].kind, EntryKind::File);
     assert_eq!(listing[0].digest, Some(Digest::of(&data)));
-    assert_eq!(f.storage.list("alice", &p("docs/a.bin")).unwrap(), listing);
+    assert_eq!(
+        f.storage.list("alice", &p("docs/a.bin")).await.unwrap(),
+        listing
+    );
     assert_eq!(
         std::fs::read_dir(f.partials("alice")).unwrap().count(),
         0,
         "no partial left behind"
     );
-    let dl = f.storage.open_download("alice", &p("docs/a.bin")).unwrap();
+    let dl = f
+        .storage
+        .open_download("alice", &p("docs/a.bin"))
+        .await
+        .unwrap();
     assert_eq!(dl.digest(), Digest::of(&data));
     let mut back = Vec::new();
     for i in 0..chunk_count(dl.size()) {
-        let (d, bytes) = dl.read_chunk(i).unwrap();
+        let (d, bytes) = dl.read_chunk(i).await.unwrap();
         assert_eq!(Digest::of_chunk(&bytes, i * CHUNK_SIZE, dl.size()), Some(d));
         back.extend_from_slice(&bytes);
     }
     assert_eq!(back, data);
     // Existing without force: Exists with the digest; with force: replaced.
-    match f.begin("alice", "docs/a.bin", &data, false).unwrap() {
+    match f.begin("alice", "docs/a.bin", &data, false).await.unwrap() {
         PutBegun::Exists { size, digest } => {
             assert_eq!(size, data.len() as u64);
             assert_eq!(digest, Some(Digest::of(&data)));
@@ -155,75 +168,94 @@ fn upload_commit_list_and_download_round_trip() {
         PutBegun::Ready(_) => panic!("must not start over an existing file"),
     }
     let other = random(10, 2);
-    let PutBegun::Ready(up) = f.begin("alice", "docs/a.bin", &other, true).unwrap() else {
+    let PutBegun::Ready(up) = f.begin("alice", "docs/a.bin", &other, true).await.unwrap() else {
         panic!("force must start");
     };
-    send_chunks(&*up, &other, 0..1);
-    up.commit(&Digest::of(&other)).unwrap();
+    send_chunks(&*up, &other, 0..1).await;
+    up.commit(Digest::of(&other)).await.unwrap();
     assert_eq!(
         std::fs::read(f.home("alice").join("docs/a.bin")).unwrap(),
         other
     );
 }
 
-#[test]
-fn empty_file_commits_at_once() {
+#[tokio::test]
+async fn empty_file_commits_at_once() {
     let f = fixture();
-    let up = f.ready("alice", "empty", b"");
-    up.commit(&Digest::of(b"")).unwrap();
+    let up = f.ready("alice", "empty", b"").await;
+    up.commit(Digest::of(b"")).await.unwrap();
     assert_eq!(std::fs::read(f.home("alice").join("empty")).unwrap(), b"");
-    let dl = f.storage.open_download("alice", &p("empty")).unwrap();
+    let dl = f.storage.open_download("alice", &p("empty")).await.unwrap();
     assert_eq!(dl.size(), 0);
     assert_eq!(dl.digest(), Digest::of(b""));
 }
 
-#[test]
-fn bad_chunks_are_discarded_and_commit_checks_everything() {
+#[tokio::test]
+async fn bad_chunks_are_discarded_and_commit_checks_everything() {
     let f = fixture();
     let data = random(CHUNK_SIZE as usize + 5, 3);
-    let up = f.ready("alice", "x", &data);
+    let up = f.ready("alice", "x", &data).await;
     let first = &data[..CHUNK_SIZE as usize];
     // Wrong digest: refused before anything is written or recorded.
-    let e = up.write_chunk(0, &Digest::of(b"other"), first).unwrap_err();
+    let e = up
+        .write_chunk(0, Digest::of(b"other"), Bytes::copy_from_slice(first))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::ChecksumMismatch);
     assert_eq!(up.chunks_held(), 0);
     // Misaligned, out of range or wrongly sized chunks.
     assert_eq!(
-        code(up.write_chunk(1, &Digest::of(first), first)),
+        code(
+            up.write_chunk(1, Digest::of(first), Bytes::copy_from_slice(first))
+                .await
+        ),
         ErrorCode::BadRequest
     );
     assert_eq!(
-        code(up.write_chunk(2 * CHUNK_SIZE, &Digest::of(b"a"), b"a")),
+        code(
+            up.write_chunk(
+                2 * CHUNK_SIZE,
+                Digest::of(b"a"),
+                Bytes::copy_from_slice(b"a")
+            )
+            .await
+        ),
         ErrorCode::BadRequest
     );
     assert_eq!(
-        code(up.write_chunk(CHUNK_SIZE, &Digest::of(b"a"), b"a")),
+        code(
+            up.write_chunk(CHUNK_SIZE, Digest::of(b"a"), Bytes::copy_from_slice(b"a"))
+                .await
+        ),
         ErrorCode::BadRequest
     );
-    send_chunks(&*up, &data, 0..1);
+    send_chunks(&*up, &data, 0..1).await;
     // Incomplete.
-    assert_eq!(code(up.commit(&Digest::of(&data))), ErrorCode::BadRequest);
-    send_chunks(&*up, &data, 1..2);
+    assert_eq!(
+        code(up.commit(Digest::of(&data)).await),
+        ErrorCode::BadRequest
+    );
+    send_chunks(&*up, &data, 1..2).await;
     // Wrong whole digest: refused, nothing in place, the partial kept.
     assert_eq!(
-        code(up.commit(&Digest::of(b"nope"))),
+        code(up.commit(Digest::of(b"nope")).await),
         ErrorCode::ChecksumMismatch
     );
     assert!(!f.home("alice").join("x").exists());
-    up.persist().unwrap();
+    up.persist().await.unwrap();
     drop(up);
-    let up = f.ready("alice", "x", &data);
+    let up = f.ready("alice", "x", &data).await;
     assert_eq!(up.chunks_held(), 2);
-    up.commit(&Digest::of(&data)).unwrap();
+    up.commit(Digest::of(&data)).await.unwrap();
 }
 
-#[test]
-fn resume_reverifies_and_drops_a_flipped_chunk() {
+#[tokio::test]
+async fn resume_reverifies_and_drops_a_flipped_chunk() {
     let f = fixture();
     let data = random(4 * CHUNK_SIZE as usize, 4);
-    let up = f.ready("alice", "big", &data);
-    send_chunks(&*up, &data, 0..3);
-    up.persist().unwrap();
+    let up = f.ready("alice", "big", &data).await;
+    send_chunks(&*up, &data, 0..3).await;
+    up.persist().await.unwrap();
     assert_eq!(up.resumed_from(), 0);
     drop(up);
     // A byte flipped on disk inside chunk 1.
@@ -238,97 +270,108 @@ fn resume_reverifies_and_drops_a_flipped_chunk() {
     file.write_all_at(&[b[0] ^ 0x40], CHUNK_SIZE + 1234)
         .unwrap();
     drop(file);
-    let up = f.ready("alice", "big", &data);
+    let up = f.ready("alice", "big", &data).await;
     assert_eq!(up.chunks_held(), 2);
     assert_eq!(up.resumed_from(), 2 * CHUNK_SIZE);
     let held = up.held_digests(0, 100);
     assert_eq!(held.len(), 4);
     assert!(held[0].is_some() && held[1].is_none() && held[2].is_some() && held[3].is_none());
     // Only chunk 1 is shown as received... the partial counts the verified bytes.
-    let entry = &f.storage.list("alice", &p("big")).unwrap()[0];
+    let entry = &f.storage.list("alice", &p("big")).await.unwrap()[0];
     assert_eq!(entry.kind, EntryKind::Partial);
     assert_eq!(entry.received, Some(2 * CHUNK_SIZE));
-    send_chunks(&*up, &data, 1..2);
-    send_chunks(&*up, &data, 3..4);
-    up.commit(&Digest::of(&data)).unwrap();
+    send_chunks(&*up, &data, 1..2).await;
+    send_chunks(&*up, &data, 3..4).await;
+    up.commit(Digest::of(&data)).await.unwrap();
     assert_eq!(std::fs::read(f.home("alice").join("big")).unwrap(), data);
 }
 
-#[test]
-fn changed_local_file_resends_a_chunk_and_the_digest_follows() {
+#[tokio::test]
+async fn changed_local_file_resends_a_chunk_and_the_digest_follows() {
     let f = fixture();
     let old = random(3 * CHUNK_SIZE as usize, 5);
-    let up = f.ready("alice", "c", &old);
-    send_chunks(&*up, &old, 0..3);
+    let up = f.ready("alice", "c", &old).await;
+    send_chunks(&*up, &old, 0..3).await;
     let mut new = old.clone();
     new[10] ^= 1; // chunk 0 changed after it was hashed into the whole digest
-    send_chunks(&*up, &new, 0..1);
-    up.commit(&Digest::of(&new)).unwrap();
+    send_chunks(&*up, &new, 0..1).await;
+    up.commit(Digest::of(&new)).await.unwrap();
     assert_eq!(std::fs::read(f.home("alice").join("c")).unwrap(), new);
 }
 
-#[test]
-fn a_second_begin_takes_the_upload_over() {
+#[tokio::test]
+async fn a_second_begin_takes_the_upload_over() {
     let f = fixture();
     let data = random(2 * CHUNK_SIZE as usize, 6);
-    let first = f.ready("alice", "t", &data);
-    send_chunks(&*first, &data, 0..1);
-    let second = f.ready("alice", "t", &data);
+    let first = f.ready("alice", "t", &data).await;
+    send_chunks(&*first, &data, 0..1).await;
+    let second = f.ready("alice", "t", &data).await;
     assert_eq!(second.chunks_held(), 1);
     let chunk = &data[CHUNK_SIZE as usize..];
     let digest = Digest::of_chunk(chunk, CHUNK_SIZE, data.len() as u64).unwrap();
     assert_eq!(
-        code(first.write_chunk(CHUNK_SIZE, &digest, chunk)),
+        code(
+            first
+                .write_chunk(CHUNK_SIZE, digest, Bytes::copy_from_slice(chunk))
+                .await
+        ),
         ErrorCode::Busy
     );
-    send_chunks(&*second, &data, 1..2);
-    second.commit(&Digest::of(&data)).unwrap();
+    send_chunks(&*second, &data, 1..2).await;
+    second.commit(Digest::of(&data)).await.unwrap();
 }
 
-#[test]
-fn quota_counts_files_and_partials() {
+#[tokio::test]
+async fn quota_counts_files_and_partials() {
     let f = fixture_with(|c| c.quota_bytes = 3 * CHUNK_SIZE);
     let two = random(2 * CHUNK_SIZE as usize, 7);
-    f.put("alice", "two", &two);
-    assert_eq!(f.storage.usage("alice").unwrap().used_bytes, 2 * CHUNK_SIZE);
+    f.put("alice", "two", &two).await;
     assert_eq!(
-        f.storage.usage("alice").unwrap().limit_bytes,
+        f.storage.usage("alice").await.unwrap().used_bytes,
+        2 * CHUNK_SIZE
+    );
+    assert_eq!(
+        f.storage.usage("alice").await.unwrap().limit_bytes,
         Some(3 * CHUNK_SIZE)
     );
     assert_eq!(
-        code(f.begin("alice", "more", &two, false)),
+        code(f.begin("alice", "more", &two, false).await),
         ErrorCode::QuotaExceeded
     );
     let one = random(CHUNK_SIZE as usize, 8);
-    let _partial = f.ready("alice", "p1", &one);
-    assert_eq!(f.storage.usage("alice").unwrap().used_bytes, 3 * CHUNK_SIZE);
+    let _partial = f.ready("alice", "p1", &one).await;
     assert_eq!(
-        code(f.begin("alice", "p2", b"x", false)),
+        f.storage.usage("alice").await.unwrap().used_bytes,
+        3 * CHUNK_SIZE
+    );
+    assert_eq!(
+        code(f.begin("alice", "p2", b"x", false).await),
         ErrorCode::QuotaExceeded
     );
     // Resuming the same partial does not count it twice; replacing counts the new size.
     drop(_partial);
-    let _again = f.ready("alice", "p1", &one);
-    let PutBegun::Ready(_) = f.begin("alice", "two", &two, true).unwrap() else {
+    let _again = f.ready("alice", "p1", &one).await;
+    let PutBegun::Ready(_) = f.begin("alice", "two", &two, true).await.unwrap() else {
         panic!("replacing a file of the same size fits");
     };
     // Another user has their own quota.
-    f.put("bob", "two", &two);
+    f.put("bob", "two", &two).await;
 }
 
-#[test]
-fn size_space_and_type_admission() {
+#[tokio::test]
+async fn size_space_and_type_admission() {
     let f = fixture_with(|c| c.max_file_bytes = 100);
     assert_eq!(
-        code(f.begin("alice", "big", &[0; 101], false)),
+        code(f.begin("alice", "big", &[0; 101], false).await),
         ErrorCode::TooLarge
     );
     // A PNG named .txt goes into images/, text named .png does not.
     let mut png = PNG.to_vec();
     png.resize(90, 0);
-    f.put("alice", "images/pic.txt", &png);
+    f.put("alice", "images/pic.txt", &png).await;
     let e = f
         .begin("alice", "images/pic.png", b"hello, plain text", false)
+        .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::TypeRejected);
     assert!(
@@ -348,6 +391,7 @@ fn size_space_and_type_admission() {
                 head: Bytes::from_static(PNG),
             },
         )
+        .await
         .unwrap()
     {
         PutBegun::Ready(u) => u,
@@ -355,105 +399,129 @@ fn size_space_and_type_admission() {
     };
     let text = b"not an image at all!";
     assert_eq!(
-        code(up.write_chunk(0, &Digest::of(text), text)),
+        code(
+            up.write_chunk(0, Digest::of(text), Bytes::copy_from_slice(text))
+                .await
+        ),
         ErrorCode::TypeRejected
     );
     let f = fixture_with(|c| c.min_free_bytes = u64::MAX);
-    assert_eq!(code(f.begin("alice", "x", b"x", false)), ErrorCode::NoSpace);
+    assert_eq!(
+        code(f.begin("alice", "x", b"x", false).await),
+        ErrorCode::NoSpace
+    );
 }
 
-#[test]
-fn partials_expire_and_stop_counting() {
+#[tokio::test]
+async fn partials_expire_and_stop_counting() {
     let f = fixture_with(|c| c.partial_ttl_secs = 60);
     let data = random(CHUNK_SIZE as usize + 1, 9);
-    let up = f.ready("alice", "dir/p", &data);
-    send_chunks(&*up, &data, 0..1);
-    up.persist().unwrap();
+    let up = f.ready("alice", "dir/p", &data).await;
+    send_chunks(&*up, &data, 0..1).await;
+    up.persist().await.unwrap();
     // Open on a connection: never expired.
     let later = crate::now_unix() + 3600;
-    assert_eq!(f.storage.expire_partials(later).unwrap(), 0);
+    assert_eq!(f.storage.expire_partials(later).await.unwrap(), 0);
     drop(up);
-    assert_eq!(f.storage.list("alice", &p("dir")).unwrap().len(), 1);
-    assert_eq!(f.storage.expire_partials(crate::now_unix()).unwrap(), 0);
-    assert_eq!(f.storage.expire_partials(later).unwrap(), 1);
-    assert!(f.storage.list("alice", &p("dir")).unwrap().is_empty());
-    assert_eq!(f.storage.usage("alice").unwrap().used_bytes, 0);
+    assert_eq!(f.storage.list("alice", &p("dir")).await.unwrap().len(), 1);
+    assert_eq!(
+        f.storage.expire_partials(crate::now_unix()).await.unwrap(),
+        0
+    );
+    assert_eq!(f.storage.expire_partials(later).await.unwrap(), 1);
+    assert!(f.storage.list("alice", &p("dir")).await.unwrap().is_empty());
+    assert_eq!(f.storage.usage("alice").await.unwrap().used_bytes, 0);
     assert_eq!(std::fs::read_dir(f.partials("alice")).unwrap().count(), 0);
 }
 
-#[test]
-fn remove_partial_and_namespace_operations() {
+#[tokio::test]
+async fn remove_partial_and_namespace_operations() {
     let f = fixture();
     let data = random(100, 10);
-    let up = f.ready("alice", "a/b/file", &data);
+    let up = f.ready("alice", "a/b/file", &data).await;
     drop(up);
     f.storage
         .remove("alice", &p("a/b/file"), false, true)
+        .await
         .unwrap();
     assert_eq!(
-        code(f.storage.remove("alice", &p("a/b/file"), false, true)),
+        code(f.storage.remove("alice", &p("a/b/file"), false, true).await),
         ErrorCode::NotFound
     );
-    f.put("alice", "a/b/file", &data);
-    f.storage.mkdir("alice", &p("x/y/z"), true).unwrap();
-    f.storage.mkdir("alice", &p("x/y/z"), true).unwrap();
+    f.put("alice", "a/b/file", &data).await;
+    f.storage.mkdir("alice", &p("x/y/z"), true).await.unwrap();
+    f.storage.mkdir("alice", &p("x/y/z"), true).await.unwrap();
     assert_eq!(
-        code(f.storage.mkdir("alice", &p("x/y/z"), false)),
+        code(f.storage.mkdir("alice", &p("x/y/z"), false).await),
         ErrorCode::Conflict
     );
     assert_eq!(
-        code(f.storage.mkdir("alice", &p("no/such"), false)),
+        code(f.storage.mkdir("alice", &p("no/such"), false).await),
         ErrorCode::NotFound
     );
     assert_eq!(
-        code(f.storage.mkdir("alice", &p("a/b/file/sub"), true)),
+        code(f.storage.mkdir("alice", &p("a/b/file/sub"), true).await),
         ErrorCode::Conflict
     );
     // Rename: no overwrite without force, never into itself.
-    f.put("alice", "other", b"other");
+    f.put("alice", "other", b"other").await;
     assert_eq!(
         code(
             f.storage
                 .rename("alice", &p("other"), &p("a/b/file"), false)
+                .await
         ),
         ErrorCode::Conflict
     );
     f.storage
         .rename("alice", &p("other"), &p("a/b/file"), true)
+        .await
         .unwrap();
     assert_eq!(
         std::fs::read(f.home("alice").join("a/b/file")).unwrap(),
         b"other"
     );
     assert_eq!(
-        code(f.storage.rename("alice", &p("a"), &p("a/b/c"), false)),
+        code(f.storage.rename("alice", &p("a"), &p("a/b/c"), false).await),
         ErrorCode::BadRequest
     );
     assert_eq!(
-        code(f.storage.rename("alice", &p("a"), &p("x"), true)),
+        code(f.storage.rename("alice", &p("a"), &p("x"), true).await),
         ErrorCode::Conflict
     );
     f.storage
         .rename("alice", &p("a"), &p("x/a"), false)
+        .await
         .unwrap();
     assert_eq!(
-        code(f.storage.rename("alice", &p("gone"), &p("y"), false)),
+        code(f.storage.rename("alice", &p("gone"), &p("y"), false).await),
         ErrorCode::NotFound
     );
     // Remove: a non-empty directory needs recursive.
     assert_eq!(
-        code(f.storage.remove("alice", &p("x"), false, false)),
+        code(f.storage.remove("alice", &p("x"), false, false).await),
         ErrorCode::Conflict
     );
-    f.storage.remove("alice", &p("x"), true, false).unwrap();
-    assert_eq!(code(f.storage.list("alice", &p("x"))), ErrorCode::NotFound);
+    f.storage
+        .remove("alice", &p("x"), true, false)
+        .await
+        .unwrap();
     assert_eq!(
-        code(f.storage.remove("alice", &RelPath::home(), true, false)),
+        code(f.storage.list("alice", &p("x")).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            f.storage
+                .remove("alice", &RelPath::home(), true, false)
+                .await
+        ),
         ErrorCode::InvalidPath
     );
     let names: Vec<String> = f
         .storage
         .list("alice", &RelPath::home())
+        .await
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -461,71 +529,62 @@ fn remove_partial_and_namespace_operations() {
     assert!(names.is_empty(), "{names:?}");
 }
 
-#[test]
-fn symlinks_pointing_out_are_refused_everywhere() {
+#[tokio::test]
+async fn symlinks_pointing_out_are_refused_everywhere() {
     let f = fixture();
     let outside = f.tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("canary"), b"canary").unwrap();
-    f.put("bob", "secret", b"bob's secret");
+    f.put("bob", "secret", b"bob's secret").await;
     let home = f.home("alice");
     std::os::unix::fs::symlink(&outside, home.join("evil")).unwrap();
     std::os::unix::fs::symlink("/etc", home.join("etc")).unwrap();
     std::os::unix::fs::symlink("../../bob/files", home.join("link")).unwrap();
-    f.put("alice", "mine", b"mine");
+    f.put("alice", "mine", b"mine").await;
     let refused = |c: ErrorCode| matches!(c, ErrorCode::InvalidPath | ErrorCode::NotFound);
     let s = &f.storage;
     for dir in ["evil", "etc", "link"] {
         let inside = |n: &str| p(&format!("{dir}/{n}"));
-        assert!(refused(code(s.list("alice", &p(dir)))), "list {dir}");
+        assert!(refused(code(s.list("alice", &p(dir)).await)), "list {dir}");
         assert!(
-            refused(code(s.list("alice", &inside("canary")))),
+            refused(code(s.list("alice", &inside("canary")).await)),
             "list {dir}/canary"
         );
-        assert!(refused(code(s.open_download("alice", &inside("canary")))));
-        assert!(refused(code(s.open_download("alice", &inside("passwd")))));
-        assert!(refused(code(s.open_download("alice", &inside("secret")))));
-        assert!(refused(code(f.begin(
-            "alice",
-            &format!("{dir}/new"),
-            b"x",
-            true
-        ))));
-        assert!(refused(code(f.begin(
-            "alice",
-            &format!("{dir}/canary"),
-            b"x",
-            true
-        ))));
-        assert!(refused(code(s.remove(
-            "alice",
-            &inside("canary"),
-            false,
-            false
-        ))));
-        assert!(refused(code(s.remove(
-            "alice",
-            &inside("secret"),
-            false,
-            false
-        ))));
-        assert!(refused(code(s.mkdir("alice", &inside("made"), true))));
-        assert!(refused(code(s.rename(
-            "alice",
-            &inside("secret"),
-            &p("stolen"),
-            true
-        ))));
-        assert!(refused(code(s.rename(
-            "alice",
-            &p("mine"),
-            &inside("planted"),
-            true
-        ))));
+        assert!(refused(code(
+            s.open_download("alice", &inside("canary")).await
+        )));
+        assert!(refused(code(
+            s.open_download("alice", &inside("passwd")).await
+        )));
+        assert!(refused(code(
+            s.open_download("alice", &inside("secret")).await
+        )));
+        assert!(refused(code(
+            f.begin("alice", &format!("{dir}/new"), b"x", true).await
+        )));
+        assert!(refused(code(
+            f.begin("alice", &format!("{dir}/canary"), b"x", true).await
+        )));
+        assert!(refused(code(
+            s.remove("alice", &inside("canary"), false, false).await
+        )));
+        assert!(refused(code(
+            s.remove("alice", &inside("secret"), false, false).await
+        )));
+        assert!(refused(code(s.mkdir("alice", &inside("made"), true).await)));
+        assert!(refused(code(
+            s.rename("alice", &inside("secret"), &p("stolen"), true)
+                .await
+        )));
+        assert!(refused(code(
+            s.rename("alice", &p("mine"), &inside("planted"), true)
+                .await
+        )));
     }
     // The home listing does not resolve them either.
     let names: Vec<String> = s
         .list("alice", &RelPath::home())
+        .await
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -547,41 +606,90 @@ fn symlinks_pointing_out_are_refused_everywhere() {
     assert!(!f.home("alice").join("stolen").exists());
 }
 
-#[test]
-fn a_symlink_swapped_in_during_an_upload_is_refused_at_commit() {
+#[tokio::test]
+async fn a_symlink_swapped_in_during_an_upload_is_refused_at_commit() {
     let f = fixture();
     let outside = f.tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let data = b"payload".to_vec();
-    let up = f.ready("alice", "d/file", &data);
-    send_chunks(&*up, &data, 0..1);
+    let up = f.ready("alice", "d/file", &data).await;
+    send_chunks(&*up, &data, 0..1).await;
     let home = f.home("alice");
     std::fs::remove_dir(home.join("d")).unwrap();
     std::os::unix::fs::symlink(&outside, home.join("d")).unwrap();
-    assert_eq!(code(up.commit(&Digest::of(&data))), ErrorCode::InvalidPath);
+    assert_eq!(
+        code(up.commit(Digest::of(&data)).await),
+        ErrorCode::InvalidPath
+    );
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
 
-#[test]
-fn users_are_separate() {
+#[tokio::test]
+async fn users_are_separate() {
     let f = fixture();
-    f.put("bob", "secret", b"bob's");
+    f.put("bob", "secret", b"bob's").await;
     assert_eq!(
-        code(f.storage.list("alice", &p("secret"))),
+        code(f.storage.list("alice", &p("secret")).await),
         ErrorCode::NotFound
     );
     assert_eq!(
-        code(f.storage.open_download("alice", &p("secret"))),
+        code(f.storage.open_download("alice", &p("secret")).await),
         ErrorCode::NotFound
     );
     assert!(
         f.storage
             .list("alice", &RelPath::home())
+            .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        code(f.storage.list("../bob", &RelPath::home())),
+        code(f.storage.list("../bob", &RelPath::home()).await),
         ErrorCode::BadRequest
+    );
+}
+
+/// The refusal's text, checking it is a conflict.
+fn conflict<T>(r: Result<T, StorageError>) -> String {
+    match r {
+        Ok(_) => panic!("expected a conflict"),
+        Err(e) => {
+            assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+            e.to_string()
+        }
+    }
+}
+
+#[tokio::test]
+async fn upload_commit_and_rename_share_one_destination_check() {
+    let f = fixture();
+    let s = &f.storage;
+    f.put("alice", "file", b"a file").await;
+    f.put("alice", "other", b"another").await;
+    s.mkdir("alice", &p("dir"), false).await.unwrap();
+    // A directory at the destination: the same refusal from all three.
+    let at_begin = conflict(f.begin("alice", "dir", b"x", true).await);
+    let at_rename = conflict(s.rename("alice", &p("other"), &p("dir"), true).await);
+    let up = f.ready("alice", "late", b"late").await;
+    send_chunks(&*up, b"late", 0..1).await;
+    s.mkdir("alice", &p("late"), false).await.unwrap();
+    let at_commit = conflict(up.commit(Digest::of(b"late")).await);
+    assert_eq!(at_begin, "a directory exists at the destination");
+    assert_eq!(at_rename, at_begin);
+    assert_eq!(at_commit, at_begin);
+    // A file where the parent directory should be.
+    let at_begin = conflict(f.begin("alice", "file/x", b"x", true).await);
+    let at_rename = conflict(s.rename("alice", &p("other"), &p("file/x"), true).await);
+    assert_eq!(at_begin, "`file` is a file, not a directory");
+    assert_eq!(at_rename, at_begin);
+    // A file at the destination: replaced only with force.
+    let taken = conflict(s.rename("alice", &p("other"), &p("file"), false).await);
+    assert!(taken.contains("use force"), "{taken}");
+    s.rename("alice", &p("other"), &p("file"), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(f.home("alice").join("file")).unwrap(),
+        b"another"
     );
 }

@@ -1,8 +1,8 @@
 //! Upload state under abuse and crashes: memory grows with what was received, not what
 //! was declared; a partial whose data was already committed is not shown or counted.
 
+use super::upload::LocalUpload;
 use super::*;
-use crate::storage::upload::LocalUpload;
 
 const TIB: u64 = 1 << 40;
 
@@ -57,51 +57,51 @@ fn a_declared_terabyte_allocates_nothing_until_chunks_arrive() {
 
 /// The state a crash (or a failed unlink) leaves between the commit's rename and the
 /// removal of the upload's state: the file in place, its `.meta` still there.
-fn ghost_after_commit(f: &Fixture, path: &str, data: &[u8]) -> PathBuf {
-    let up = f.ready("alice", path, data);
-    send_chunks(&*up, data, 0..chunk_count(data.len() as u64));
-    up.persist().unwrap();
+async fn ghost_after_commit(f: &Fixture, path: &str, data: &[u8]) -> PathBuf {
+    let up = f.ready("alice", path, data).await;
+    send_chunks(&*up, data, 0..chunk_count(data.len() as u64)).await;
+    up.persist().await.unwrap();
     let meta = f
         .partials("alice")
-        .join(crate::storage::upload::meta_name(&p(path).key()));
+        .join(super::partial::meta_name(&p(path).key()));
     let saved = std::fs::read(&meta).unwrap();
-    up.commit(&Digest::of(data)).unwrap();
+    up.commit(Digest::of(data)).await.unwrap();
     drop(up);
     assert!(!meta.exists(), "commit removes the state");
     std::fs::write(&meta, saved).unwrap();
     meta
 }
 
-#[test]
-fn a_partial_left_behind_by_a_commit_is_neither_listed_nor_counted() {
+#[tokio::test]
+async fn a_partial_left_behind_by_a_commit_is_neither_listed_nor_counted() {
     let f = fixture();
     let data = random(2 * CHUNK_SIZE as usize + 10, 9);
-    let meta = ghost_after_commit(&f, "a.bin", &data);
+    let meta = ghost_after_commit(&f, "a.bin", &data).await;
 
-    let entries = f.storage.list("alice", &RelPath::home()).unwrap();
+    let entries = f.storage.list("alice", &RelPath::home()).await.unwrap();
     let kinds: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
     assert_eq!(kinds, vec![("a.bin", EntryKind::File)]);
     assert!(!meta.exists(), "the listing cleaned the stale state");
 
-    let used = f.storage.usage("alice").unwrap().used_bytes;
+    let used = f.storage.usage("alice").await.unwrap().used_bytes;
     assert_eq!(used, data.len() as u64, "counted once");
 }
 
-#[test]
-fn a_partial_left_behind_by_a_commit_is_cleaned_at_start_and_by_put_begin() {
+#[tokio::test]
+async fn a_partial_left_behind_by_a_commit_is_cleaned_at_start_and_by_put_begin() {
     let f = fixture();
     let data = random(CHUNK_SIZE as usize + 3, 4);
     // At start (the expiry sweep runs when the daemon starts), long before it expires.
-    let meta = ghost_after_commit(&f, "a.bin", &data);
-    f.storage.expire_partials(crate::now_unix()).unwrap();
+    let meta = ghost_after_commit(&f, "a.bin", &data).await;
+    f.storage.expire_partials(crate::now_unix()).await.unwrap();
     assert!(!meta.exists(), "the sweep cleaned the stale state");
 
     // On a new upload to the same name: the quota check does not count it twice.
     let f = fixture_with(|c| c.quota_bytes = 2 * data.len() as u64 + 1);
-    let meta = ghost_after_commit(&f, "a.bin", &data);
+    let meta = ghost_after_commit(&f, "a.bin", &data).await;
     let other = random(data.len(), 5);
     assert!(matches!(
-        f.begin("alice", "b.bin", &other, false).unwrap(),
+        f.begin("alice", "b.bin", &other, false).await.unwrap(),
         PutBegun::Ready(_)
     ));
     assert!(!meta.exists());

@@ -1,32 +1,23 @@
 //! What the in-process tests share: `xferd::serve` on 127.0.0.1:0 over a temporary data
-//! directory with a few users, and raw protocol connections to it over real TLS.
+//! directory with a few users, and raw protocol connections to it over real TLS (the
+//! test kit's [`RawConn`]).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
 use tempfile::TempDir;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::client::TlsStream;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use xfer_certs::PinnedVerifier;
-use xfer_proto::{ClientCodec, Frame, Hello, Request, Response, Secret};
+use xfer_e2e::{Dial, PASSWORD, RawConn};
 use xferd::accounts::{PasswordFile, UserName, hash_password};
 use xferd::{Config, ServerState};
-
-/// Every test user's password.
-pub const PASSWORD: &str = "correct horse battery";
-
-/// A TLS connection speaking the xfer protocol as a client.
-pub type Raw = Framed<TlsStream<TcpStream>, ClientCodec>;
 
 /// A running in-process server.
 pub struct Server {
     pub addr: SocketAddr,
-    pub fingerprint: xfer_certs::Fingerprint,
+    /// The certificate fingerprint, as the daemon prints it.
+    pub fingerprint: String,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
     pub config: Config,
@@ -57,7 +48,7 @@ pub async fn start(users: &[&str], tweak: impl FnOnce(&mut Config)) -> Server {
 
 async fn serve(config: Config, data: TempDir) -> Server {
     let state = Arc::new(ServerState::open(config.clone()).await.unwrap());
-    let fingerprint = state.fingerprint();
+    let fingerprint = state.fingerprint().to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -72,7 +63,6 @@ async fn serve(config: Config, data: TempDir) -> Server {
     }
 }
 
-#[allow(dead_code)] // each test binary uses its own subset
 impl Server {
     /// A clean stop.
     pub async fn stop(self) {
@@ -87,45 +77,25 @@ impl Server {
         serve(self.config, self.data).await
     }
 
+    /// A raw connection logged in as `user` (password [`PASSWORD`]), with
+    /// `TCP_NODELAY`.
+    pub async fn login(&self, user: &str) -> RawConn {
+        self.login_with(user, None).await
+    }
+
+    /// Like [`Server::login`]; `recv_buffer` shrinks the socket's receive buffer (a slow
+    /// reader the server notices early).
+    pub async fn login_with(&self, user: &str, recv_buffer: Option<u32>) -> RawConn {
+        let dial = Dial {
+            recv_buffer,
+            nodelay: true,
+            ..Dial::default()
+        };
+        RawConn::logged_in(self.addr, &self.fingerprint, user, dial).await
+    }
+
     /// A user's visible home directory.
     pub fn home(&self, user: &str) -> PathBuf {
         self.data.path().join("data/users").join(user).join("files")
     }
-}
-
-/// Connects, exchanges hellos and logs in as `user`; `recv_buffer` shrinks the socket's
-/// receive buffer (a slow reader the server notices early).
-pub async fn login(server: &Server, user: &str, recv_buffer: Option<u32>) -> Raw {
-    let config =
-        xfer_certs::config::client_config_pinned(PinnedVerifier::new(Some(server.fingerprint)));
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(n) = recv_buffer {
-        socket.set_recv_buffer_size(n).unwrap();
-    }
-    let tcp = socket.connect(server.addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let mut framed = Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
-    framed
-        .send(Frame::Hello(Hello::current("test")))
-        .await
-        .unwrap();
-    assert!(matches!(framed.next().await, Some(Ok(Frame::Hello(_)))));
-    framed
-        .send(Frame::Message(Request::Login {
-            user: user.into(),
-            password: Secret::new(PASSWORD),
-        }))
-        .await
-        .unwrap();
-    let r = framed.next().await;
-    assert!(
-        matches!(r, Some(Ok(Frame::Message(Response::LoggedIn { .. })))),
-        "{r:?}"
-    );
-    framed
 }

@@ -3,120 +3,27 @@
 //! One `broadcast` channel per channel carries its messages, joins and parts; a reader
 //! that falls more than `channel_buffer` events behind loses the oldest and is told how
 //! many (`RecvError::Lagged`), and the room never waits for it. Direct messages, file
-//! notices and presence go to each connection's bounded [`Inbox`], which likewise
+//! notices and presence go to each connection's bounded [`Inbox`](crate::chat::Inbox), which likewise
 //! drops its oldest event to make room and counts it. Presence changes go to every chat
 //! connection (a LAN server has few enough users that this is cheap, and `Who` without
 //! a channel lists the same people).
 //!
-//! All state is behind one `std::sync::Mutex`, held only for map updates and
+//! All state (`state.rs`) is behind one `std::sync::Mutex`, held only for map updates and
 //! non-blocking sends, never across an `.await`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod state;
+
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 use xfer_proto::{ChannelInfo, ChatEvent, ChatMessage, Presence, PresenceState, UserName};
 
-use super::{ChatBus, ChatError, ConnId, Envelope, Inbox, InboxSender, JoinedChannel};
-
-/// Limits of the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HubConfig {
-    /// Events buffered per channel for its slowest reader.
-    pub channel_buffer: usize,
-    /// Events buffered per connection inbox.
-    pub connection_buffer: usize,
-    /// Channels with members at once.
-    pub max_channels: usize,
-    /// Channels one connection may be in.
-    pub max_joined: usize,
-}
-
-struct ConnEntry {
-    user: String,
-    inbox: InboxSender,
-    channels: HashSet<String>,
-}
-
-#[derive(Default)]
-struct UserEntry {
-    conns: Vec<ConnId>,
-    away: bool,
-}
-
-struct ChannelEntry {
-    tx: broadcast::Sender<Arc<Envelope>>,
-    /// Users in the channel and how many of their connections are.
-    members: BTreeMap<String, u32>,
-}
-
-#[derive(Default)]
-struct HubState {
-    next_conn: u64,
-    conns: HashMap<ConnId, ConnEntry>,
-    users: BTreeMap<String, UserEntry>,
-    channels: BTreeMap<String, ChannelEntry>,
-}
-
-impl HubState {
-    fn presence_of(&self, user: &str) -> Presence {
-        let state = match self.users.get(user) {
-            Some(u) if u.away => PresenceState::Away,
-            Some(_) => PresenceState::Online,
-            None => PresenceState::Offline,
-        };
-        Presence {
-            user: user.to_owned(),
-            state,
-        }
-    }
-
-    /// Tells every chat connection but `except` that `user` is now in `state`.
-    fn announce(&self, except: ConnId, user: &str, state: PresenceState) {
-        let envelope = Arc::new(Envelope {
-            origin: Some(except),
-            event: ChatEvent::Presence(Presence {
-                user: user.to_owned(),
-                state,
-            }),
-        });
-        for (id, c) in &self.conns {
-            if *id != except {
-                c.inbox.deliver(envelope.clone());
-            }
-        }
-    }
-
-    /// One connection of `user` leaves `channel`; the user leaves it with their last.
-    fn leave(&mut self, conn: ConnId, user: &str, channel: &str) {
-        let Some(entry) = self.channels.get_mut(channel) else {
-            return;
-        };
-        let gone = match entry.members.get_mut(user) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                entry.members.remove(user);
-                true
-            }
-            None => false,
-        };
-        if gone {
-            let _ = entry.tx.send(Arc::new(Envelope {
-                origin: Some(conn),
-                event: ChatEvent::Parted {
-                    channel: format!("#{channel}"),
-                    user: user.to_owned(),
-                },
-            }));
-        }
-        if entry.members.is_empty() {
-            self.channels.remove(channel);
-        }
-    }
-}
+pub use crate::chat::bus::HubConfig;
+use crate::chat::bus::{ChatBus, Deliver, JoinedChannel};
+use crate::chat::envelope::{ConnId, Envelope};
+use crate::chat::error::ChatError;
+use state::{ChannelEntry, ConnEntry, HubState};
 
 /// The in-process chat bus.
 pub struct InProcessHub {
@@ -148,25 +55,21 @@ impl ChatBus for InProcessHub {
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
-    fn connect(&self, user: &str) -> Inbox {
+    fn connect(&self, conn: ConnId, user: &str, inbox: Box<dyn Deliver>) {
         let mut st = self.state();
-        st.next_conn += 1;
-        let id = ConnId(st.next_conn);
-        let (inbox, sender) = Inbox::new(id, user, self.config().connection_buffer);
         st.conns.insert(
-            id,
+            conn,
             ConnEntry {
                 user: user.to_owned(),
-                inbox: sender,
+                inbox,
                 channels: HashSet::new(),
             },
         );
         let entry = st.users.entry(user.to_owned()).or_default();
-        entry.conns.push(id);
+        entry.conns.push(conn);
         if entry.conns.len() == 1 {
-            st.announce(id, user, PresenceState::Online);
+            st.announce(conn, user, PresenceState::Online);
         }
-        inbox
     }
 
     fn disconnect(&self, conn: ConnId) {

@@ -1,165 +1,36 @@
 //! In-process chat: `xferd::serve` on 127.0.0.1:0 with a temporary data directory,
-//! driven by raw protocol clients over real TLS.
+//! driven by the test kit's raw protocol clients over real TLS.
 
-mod common;
-
-use common::Server;
-
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
+
+use xfer_e2e::raw::chat::text_of;
+use xfer_e2e::{assert_error, random_bytes};
 use xfer_proto::{
-    CHUNK_SIZE, ChatEvent, ChatMessage, Chunk, Digest, EntryKind, ErrorCode, Frame,
-    MAX_MESSAGE_LEN, MessageBody, PresenceState, Request, Response,
+    CHUNK_SIZE, ChatEvent, Digest, EntryKind, ErrorCode, MAX_MESSAGE_LEN, MessageBody,
+    PresenceState, Request, Response,
 };
+
+use super::server::{self, Server};
 
 /// Generous: the machine is shared with other builds.
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn start(tweak: impl FnOnce(&mut xferd::Config)) -> Server {
-    common::start(&["alice", "bob", "carol"], tweak).await
-}
-
-struct Conn {
-    framed: common::Raw,
-    /// Events that arrived while waiting for a response.
-    events: VecDeque<ChatEvent>,
-}
-
-impl Conn {
-    async fn login(server: &Server, user: &str) -> Conn {
-        Self::login_with(server, user, None).await
-    }
-
-    /// Logs in; `recv_buffer` shrinks the socket's receive buffer (a slow reader that
-    /// the server notices early).
-    async fn login_with(server: &Server, user: &str, recv_buffer: Option<u32>) -> Conn {
-        Conn {
-            framed: common::login(server, user, recv_buffer).await,
-            events: VecDeque::new(),
-        }
-    }
-
-    async fn frame(&mut self) -> Frame<Response> {
-        tokio::time::timeout(DEADLINE, self.framed.next())
-            .await
-            .expect("server answers in time")
-            .expect("connection open")
-            .expect("valid frame")
-    }
-
-    /// The next response, keeping events that arrive first.
-    async fn response(&mut self) -> Response {
-        loop {
-            match self.frame().await {
-                Frame::Message(Response::Event(e)) => self.events.push_back(*e),
-                Frame::Message(m) => return m,
-                other => panic!("expected a message, got {other:?}"),
-            }
-        }
-    }
-
-    async fn request(&mut self, r: Request) -> Response {
-        self.framed.send(Frame::Message(r)).await.unwrap();
-        self.response().await
-    }
-
-    /// The next event.
-    async fn event(&mut self) -> ChatEvent {
-        if let Some(e) = self.events.pop_front() {
-            return e;
-        }
-        match self.frame().await {
-            Frame::Message(Response::Event(e)) => *e,
-            other => panic!("expected an event, got {other:?}"),
-        }
-    }
-
-    /// The next message event, skipping presence, joins and parts.
-    async fn message(&mut self) -> ChatMessage {
-        loop {
-            match self.event().await {
-                ChatEvent::Message(m) => return m,
-                ChatEvent::Missed { target, count } => {
-                    panic!("unexpected: missed {count} of {target}")
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Every event that arrives before the answer to a ping (all the server had
-    /// queued for this connection at that moment).
-    async fn events_so_far(&mut self) -> Vec<ChatEvent> {
-        assert_eq!(self.request(Request::Ping).await, Response::Pong);
-        self.events.drain(..).collect()
-    }
-
-    async fn open(&mut self, after: Option<u64>) {
-        let r = self.request(Request::ChatOpen { after }).await;
-        assert!(matches!(r, Response::ChatOpened { .. }), "{r:?}");
-    }
-
-    async fn join(&mut self, channel: &str, history: u32) -> Vec<ChatMessage> {
-        match self
-            .request(Request::Join {
-                channel: channel.parse().unwrap(),
-                history,
-                after: None,
-            })
-            .await
-        {
-            Response::Joined { history, .. } => history,
-            other => panic!("join refused: {other:?}"),
-        }
-    }
-
-    async fn say(&mut self, target: &str, text: &str) -> u64 {
-        match self.try_say(target, text).await {
-            Response::Said { id, .. } => id,
-            other => panic!("say refused: {other:?}"),
-        }
-    }
-
-    async fn try_say(&mut self, target: &str, text: &str) -> Response {
-        self.request(Request::Say {
-            target: target.parse().unwrap(),
-            text: text.into(),
-        })
-        .await
-    }
-}
-
-fn text_of(m: &ChatMessage) -> &str {
-    match &m.body {
-        MessageBody::Text(t) => t,
-        MessageBody::File { path, .. } => path,
-    }
-}
-
-fn assert_error(r: Response, code: ErrorCode, needle: &str) {
-    match r {
-        Response::Error { code: c, message } => {
-            assert_eq!(c, code, "{message}");
-            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-        }
-        other => panic!("expected {code:?} error, got {other:?}"),
-    }
+    server::start(&["alice", "bob", "carol"], tweak).await
 }
 
 #[tokio::test]
 async fn a_message_reaches_the_other_members_but_not_the_sender() {
     let server = start(|_| {}).await;
-    let mut alice = Conn::login(&server, "alice").await;
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
     alice.open(None).await;
     bob.open(None).await;
     alice.join("#lab", 0).await;
     match bob
-        .request(Request::Join {
+        .call(Request::Join {
             channel: "#LAB".parse().unwrap(),
             history: 0,
             after: None,
@@ -197,7 +68,7 @@ async fn a_message_reaches_the_other_members_but_not_the_sender() {
     }));
 
     // A script says one line without ChatOpen or membership.
-    let mut script = Conn::login(&server, "carol").await;
+    let mut script = server.login("carol").await;
     let id2 = script.say("#lab", "from a script").await;
     assert!(id2 > id);
     assert_eq!(bob.message().await.id, id2);
@@ -207,7 +78,7 @@ async fn a_message_reaches_the_other_members_but_not_the_sender() {
     let id3 = script.say("@bob", "psst").await;
     let m = bob.message().await;
     assert_eq!((m.id, m.target.to_string().as_str()), (id3, "@bob"));
-    let mut carol = Conn::login(&server, "carol").await;
+    let mut carol = server.login("carol").await;
     carol.open(Some(id2)).await;
     assert_eq!(
         carol.message().await.id,
@@ -215,7 +86,7 @@ async fn a_message_reaches_the_other_members_but_not_the_sender() {
         "after: replays both directions"
     );
 
-    bob.request(Request::Part {
+    bob.call(Request::Part {
         channel: "#lab".parse().unwrap(),
     })
     .await;
@@ -230,7 +101,7 @@ async fn a_message_reaches_the_other_members_but_not_the_sender() {
 #[tokio::test]
 async fn history_survives_a_restart_and_join_replays_it() {
     let server = start(|_| {}).await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(alice.say("#lab", &format!("m{i}")).await);
@@ -238,9 +109,9 @@ async fn history_survives_a_restart_and_join_replays_it() {
     let dm = alice.say("@bob", "private").await;
     let server = server.restart().await;
 
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     let Response::History { target, messages } = bob
-        .request(Request::History {
+        .call(Request::History {
             target: "#lab".parse().unwrap(),
             count: 3,
             before: None,
@@ -256,7 +127,7 @@ async fn history_survives_a_restart_and_join_replays_it() {
     );
     assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids[2..]);
     let Response::History { messages, .. } = bob
-        .request(Request::History {
+        .call(Request::History {
             target: "#lab".parse().unwrap(),
             count: 200,
             before: Some(ids[2]),
@@ -270,7 +141,7 @@ async fn history_survives_a_restart_and_join_replays_it() {
         ["m0", "m1"]
     );
     let Response::History { messages, .. } = bob
-        .request(Request::History {
+        .call(Request::History {
             target: "@alice".parse().unwrap(),
             count: 10,
             before: None,
@@ -280,9 +151,10 @@ async fn history_survives_a_restart_and_join_replays_it() {
         panic!()
     };
     assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), [dm]);
-    let Response::History { messages, .. } = Conn::login(&server, "carol")
+    let Response::History { messages, .. } = server
+        .login("carol")
         .await
-        .request(Request::History {
+        .call(Request::History {
             target: "@alice".parse().unwrap(),
             count: 10,
             before: None,
@@ -300,7 +172,7 @@ async fn history_survives_a_restart_and_join_replays_it() {
         ["m3", "m4"]
     );
     let Response::Joined { history, .. } = bob
-        .request(Request::Join {
+        .call(Request::Join {
             channel: "#lab".parse().unwrap(),
             history: 0,
             after: Some(ids[3]),
@@ -316,33 +188,30 @@ async fn history_survives_a_restart_and_join_replays_it() {
 }
 
 async fn alice_after_restart(server: &Server) -> u64 {
-    Conn::login(server, "alice")
-        .await
-        .say("#lab", "again")
-        .await
+    server.login("alice").await.say("#lab", "again").await
 }
 
 #[tokio::test]
 async fn an_offline_direct_message_is_delivered_once_at_next_chat_open() {
     let server = start(|_| {}).await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     let id = alice.say("@bob", "while you were out").await;
     let ch = alice.say("#lab", "not a direct message").await;
 
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     let m = bob.message().await;
     assert_eq!((m.id, text_of(&m)), (id, "while you were out"));
     assert!(bob.events_so_far().await.is_empty(), "nothing else: {ch}");
     drop(bob);
 
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     assert!(
         bob.events_so_far().await.is_empty(),
         "delivered once, not again"
     );
-    let mut again = Conn::login(&server, "bob").await;
+    let mut again = server.login("bob").await;
     again.open(Some(0)).await;
     assert_eq!(
         again.message().await.id,
@@ -355,7 +224,7 @@ async fn an_offline_direct_message_is_delivered_once_at_next_chat_open() {
     let id2 = alice.say("@bob", "second").await;
     drop(alice);
     let server = server.restart().await;
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     let m = bob.message().await;
     assert_eq!(m.id, id2);
@@ -372,10 +241,10 @@ async fn a_stalled_reader_delays_nobody_and_learns_what_it_missed() {
     })
     .await;
     // Never reads: its session blocks on the socket once the kernel buffers are full.
-    let mut stalled = Conn::login_with(&server, "carol", Some(16 * 1024)).await;
+    let mut stalled = server.login_with("carol", Some(16 * 1024)).await;
     stalled.open(None).await;
     stalled.join("#room", 0).await;
-    let mut healthy = Conn::login(&server, "bob").await;
+    let mut healthy = server.login("bob").await;
     healthy.open(None).await;
     healthy.join("#room", 0).await;
     let reader = tokio::spawn(async move {
@@ -389,7 +258,7 @@ async fn a_stalled_reader_delays_nobody_and_learns_what_it_missed() {
     });
 
     // ~14 MB: far more than the stalled connection's buffers hold.
-    let mut sender = Conn::login(&server, "alice").await;
+    let mut sender = server.login("alice").await;
     let filler = "x".repeat(3500);
     for _ in 0..4000 {
         sender.say("#room", &filler).await;
@@ -433,9 +302,9 @@ async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
         c.chat.replay_max = 10_000;
     })
     .await;
-    let mut bob = Conn::login_with(&server, "bob", Some(16 * 1024)).await;
+    let mut bob = server.login_with("bob", Some(16 * 1024)).await;
     bob.open(None).await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     let filler = "y".repeat(3500);
     let mut sent = Vec::new();
     for _ in 0..4000 {
@@ -469,7 +338,7 @@ async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
     assert_eq!(lost.len() as u64, missed, "every lost message was counted");
     // History has what the queue could not hold.
     let Response::History { messages, .. } = bob
-        .request(Request::History {
+        .call(Request::History {
             target: "@alice".parse().unwrap(),
             count: 200,
             before: None,
@@ -483,7 +352,7 @@ async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
     // The delivery marker did not jump over what the queue dropped: bob's next chat
     // connection replays it (with whatever followed, which may come twice).
     drop(bob);
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     let replayed: std::collections::HashSet<u64> = bob
         .events_so_far()
@@ -506,10 +375,10 @@ async fn a_stalled_reader_of_direct_messages_is_told_what_it_missed() {
 #[tokio::test]
 async fn the_replay_keeps_the_newest_across_conversations_and_counts_the_rest() {
     let users = ["bob", "u1", "u2", "u3", "u4", "u5"];
-    let server = common::start(&users, |c| c.chat.replay_max = 4).await;
+    let server = server::start(&users, |c| c.chat.replay_max = 4).await;
     let mut senders = Vec::new();
     for u in &users[1..] {
-        senders.push(Conn::login(&server, u).await);
+        senders.push(server.login(u).await);
     }
     let mut ids = Vec::new();
     for round in 0..3 {
@@ -517,7 +386,7 @@ async fn the_replay_keeps_the_newest_across_conversations_and_counts_the_rest() 
             ids.push(s.say("@bob", &format!("round {round}")).await);
         }
     }
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     let events = bob.events_so_far().await;
     let mut missed = std::collections::BTreeMap::new();
@@ -548,14 +417,14 @@ async fn the_replay_keeps_the_newest_across_conversations_and_counts_the_rest() 
 #[tokio::test]
 async fn chat_open_after_an_id_acknowledges_what_lies_below_it() {
     let server = start(|_| {}).await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     alice.say("@bob", "one").await;
     let two = alice.say("@bob", "two").await;
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(Some(two)).await;
     assert!(bob.events_so_far().await.is_empty());
     drop(bob);
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     assert!(
         bob.events_so_far().await.is_empty(),
@@ -573,7 +442,7 @@ async fn the_rate_limit_refuses_then_recovers_and_the_connection_stays() {
         c.chat.message_burst = 3;
     })
     .await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     for i in 0..3 {
         alice.say("#lab", &format!("{i}")).await;
     }
@@ -582,7 +451,7 @@ async fn the_rate_limit_refuses_then_recovers_and_the_connection_stays() {
         ErrorCode::RateLimited,
         "too many chat requests",
     );
-    assert_eq!(alice.request(Request::Ping).await, Response::Pong);
+    assert_eq!(alice.call(Request::Ping).await, Response::Pong);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     alice.say("#lab", "after a pause").await;
 
@@ -593,18 +462,18 @@ async fn the_rate_limit_refuses_then_recovers_and_the_connection_stays() {
         count: 200,
         before: Some(1),
     };
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     for _ in 0..3 {
-        let r = bob.request(history()).await;
+        let r = bob.call(history()).await;
         assert!(matches!(r, Response::History { .. }), "{r:?}");
     }
     assert_error(
-        bob.request(history()).await,
+        bob.call(history()).await,
         ErrorCode::RateLimited,
         "too many chat requests",
     );
     assert_error(
-        bob.request(Request::ChatOpen { after: None }).await,
+        bob.call(Request::ChatOpen { after: None }).await,
         ErrorCode::RateLimited,
         "too many chat requests",
     );
@@ -624,7 +493,7 @@ async fn bad_targets_texts_and_states_are_refused_clearly() {
         (18, [&[1, 6][..], b"../bob", &[1, b'x']].concat()),    // Say @../bob
         (16, [&[3][..], b"@ob", &[0, 0]].concat()),             // Join "@ob"
     ] {
-        let mut raw = Conn::login(&server, "alice").await;
+        let mut raw = server.login("alice").await;
         let mut frame = ((fields.len() + 2) as u32).to_be_bytes().to_vec();
         frame.extend([0x01, variant]);
         frame.extend(fields);
@@ -633,7 +502,7 @@ async fn bad_targets_texts_and_states_are_refused_clearly() {
         stream.flush().await.unwrap();
         assert_error(raw.response().await, ErrorCode::BadRequest, "undecodable");
     }
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     assert_error(
         alice.try_say("@nobody", "x").await,
         ErrorCode::NotFound,
@@ -663,24 +532,24 @@ async fn bad_targets_texts_and_states_are_refused_clearly() {
         after: None,
     };
     assert_error(
-        alice.request(join.clone()).await,
+        alice.call(join.clone()).await,
         ErrorCode::BadRequest,
         "open chat first",
     );
     assert_error(
-        alice.request(Request::SetAway { away: true }).await,
+        alice.call(Request::SetAway { away: true }).await,
         ErrorCode::BadRequest,
         "open chat first",
     );
     alice.open(None).await;
     assert_error(
-        alice.request(Request::ChatOpen { after: None }).await,
+        alice.call(Request::ChatOpen { after: None }).await,
         ErrorCode::BadRequest,
         "already open",
     );
     assert_error(
         alice
-            .request(Request::Part {
+            .call(Request::Part {
                 channel: "#elsewhere".parse().unwrap(),
             })
             .await,
@@ -689,7 +558,7 @@ async fn bad_targets_texts_and_states_are_refused_clearly() {
     );
     assert_error(
         alice
-            .request(Request::History {
+            .call(Request::History {
                 target: "@nobody".parse().unwrap(),
                 count: 5,
                 before: None,
@@ -700,10 +569,10 @@ async fn bad_targets_texts_and_states_are_refused_clearly() {
     );
     // Still usable after every refusal.
     alice.join("#lab", 1).await;
-    let mut anon_history = Conn::login(&server, "bob").await;
+    let mut anon_history = server.login("bob").await;
     assert!(matches!(
         anon_history
-            .request(Request::Who { channel: None })
+            .call(Request::Who { channel: None })
             .await,
         Response::Who { users } if users.iter().any(|p| p.user == "alice")
     ));
@@ -713,10 +582,10 @@ async fn bad_targets_texts_and_states_are_refused_clearly() {
 #[tokio::test]
 async fn presence_who_and_channels_follow_connections() {
     let server = start(|_| {}).await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     alice.open(None).await;
     alice.join("#lab", 0).await;
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     bob.join("#lab", 0).await;
     bob.join("#other", 0).await;
@@ -728,11 +597,11 @@ async fn presence_who_and_channels_follow_connections() {
         })
     );
     assert_eq!(
-        bob.request(Request::SetAway { away: true }).await,
+        bob.call(Request::SetAway { away: true }).await,
         Response::Ok
     );
     let Response::Who { users } = alice
-        .request(Request::Who {
+        .call(Request::Who {
             channel: Some("#lab".parse().unwrap()),
         })
         .await
@@ -747,7 +616,7 @@ async fn presence_who_and_channels_follow_connections() {
             ("bob", PresenceState::Away)
         ]
     );
-    let Response::Channels { channels } = alice.request(Request::Channels).await else {
+    let Response::Channels { channels } = alice.call(Request::Channels).await else {
         panic!()
     };
     let listed: Vec<_> = channels
@@ -772,7 +641,7 @@ async fn presence_who_and_channels_follow_connections() {
         let e = alice.event().await;
         expected.retain(|x| *x != e);
     }
-    let Response::Channels { channels } = alice.request(Request::Channels).await else {
+    let Response::Channels { channels } = alice.call(Request::Channels).await else {
         panic!()
     };
     assert_eq!(channels.len(), 1, "an empty channel is gone: {channels:?}");
@@ -783,47 +652,11 @@ async fn presence_who_and_channels_follow_connections() {
 // Files handed to people.
 // ---------------------------------------------------------------------------------------
 
-impl Conn {
-    async fn send_begin(&mut self, to: &str, name: &str, data: &[u8]) -> Response {
-        self.request(Request::SendBegin {
-            to: to.into(),
-            name: name.into(),
-            size: data.len() as u64,
-            force: false,
-            head: Bytes::copy_from_slice(&data[..data.len().min(512)]),
-        })
-        .await
-    }
-
-    async fn send_chunks(&mut self, id: u64, data: &[u8], indices: std::ops::Range<u64>) {
-        let n = indices.end - indices.start;
-        for i in indices {
-            let start = i as usize * CHUNK_SIZE;
-            let end = (start + CHUNK_SIZE).min(data.len());
-            let chunk = Bytes::copy_from_slice(&data[start..end]);
-            let digest = Digest::of_chunk(&chunk, start as u64, data.len() as u64)
-                .expect("a chunk of the file");
-            self.framed
-                .send(Frame::Chunk(Chunk::raw(id, start as u64, digest, chunk)))
-                .await
-                .unwrap();
-        }
-        for _ in 0..n {
-            let r = self.response().await;
-            assert!(matches!(r, Response::ChunkAck { .. }), "{r:?}");
-        }
-    }
-}
-
-fn data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 1000) as u8).collect()
-}
-
 #[tokio::test]
 async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     let server = start(|_| {}).await;
-    let payload = data(3 * CHUNK_SIZE + 123);
-    let mut alice = Conn::login(&server, "alice").await;
+    let payload = random_bytes(3 * CHUNK_SIZE + 123, 1);
+    let mut alice = server.login("alice").await;
     assert_error(
         alice.send_begin("nobody", "f.bin", &payload).await,
         ErrorCode::NotFound,
@@ -852,7 +685,7 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     };
     alice.send_chunks(transfer_id, &payload, 0..2).await;
     drop(alice);
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = server.login("alice").await;
     let Response::PutReady {
         transfer_id,
         chunks_held,
@@ -866,7 +699,7 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     let digest = Digest::of(&payload);
     assert_eq!(
         alice
-            .request(Request::PutCommit {
+            .call(Request::PutCommit {
                 transfer_id,
                 digest
             })
@@ -879,7 +712,7 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     // Alice cannot see it: "inbox" is her own (empty) namespace.
     assert_error(
         alice
-            .request(Request::List {
+            .call(Request::List {
                 path: "inbox".into(),
             })
             .await,
@@ -888,7 +721,7 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     );
 
     // Bob was offline: the notice waits for his next chat connection.
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = server.login("bob").await;
     bob.open(None).await;
     let m = bob.message().await;
     assert_eq!(
@@ -904,7 +737,7 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
         }
     );
     let Response::Listing { entries } = bob
-        .request(Request::List {
+        .call(Request::List {
             path: "inbox/alice".into(),
         })
         .await
@@ -919,7 +752,7 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     let Response::GetReady {
         digest: got, size, ..
     } = bob
-        .request(Request::GetBegin {
+        .call(Request::GetBegin {
             path: "inbox/alice/f.bin".into(),
         })
         .await
@@ -929,14 +762,14 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
     assert_eq!((got, size), (digest, payload.len() as u64));
 
     // Live this time, and a second send of the same name without force conflicts.
-    let small = data(100);
+    let small = random_bytes(100, 2);
     let Response::PutReady { transfer_id, .. } = alice.send_begin("bob", "g.bin", &small).await
     else {
         panic!()
     };
     alice.send_chunks(transfer_id, &small, 0..1).await;
     alice
-        .request(Request::PutCommit {
+        .call(Request::PutCommit {
             transfer_id,
             digest: Digest::of(&small),
         })

@@ -1,5 +1,4 @@
-//! Manifests of committed files (every chunk's digest and the whole file's), and
-//! downloads served from them.
+//! Manifests of committed files: every chunk's digest and the whole file's.
 //!
 //! A manifest is written at commit into `<user>/manifests/<inode>.json` and is valid only
 //! while the file's size and modification time (to the nanosecond) still match; a stale
@@ -7,16 +6,18 @@
 //! needs it. Listings never hash: they show no digest instead.
 
 use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use cap_std::fs::{Dir, Metadata, MetadataExt};
 use serde::{Deserialize, Serialize};
-use xfer_proto::{BufferPool, ChunkLayout, Digest};
+use xfer_proto::{ChunkLayout, Digest};
 
-use super::upload::DIGEST_SCHEME;
-use super::{Download, StorageError, io_err};
+use super::private;
+use crate::storage::{StorageError, io_err};
+
+/// How chunk digests in `.meta` and manifest files are computed: 2 = subtree chaining
+/// values (protocol v2). Files written with another scheme (0 = absent: plain BLAKE3
+/// per chunk, protocol v1) are recomputed or discarded, never trusted.
+pub(crate) const DIGEST_SCHEME: u32 = 2;
 
 /// What identifies one version of a committed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +96,7 @@ impl Manifest {
         };
         let json = serde_json::to_vec(&f).expect("a manifest always serialises");
         let tmp = format!("{}.tmp", stamp.file_name());
-        super::private::write(manifests, &tmp, &json).map_err(io_err("writing a manifest"))?;
+        private::write(manifests, &tmp, &json).map_err(io_err("writing a manifest"))?;
         manifests
             .rename(&tmp, manifests, stamp.file_name())
             .map_err(io_err("writing a manifest"))
@@ -144,70 +145,5 @@ impl Manifest {
             tracing::warn!(error = %e, "could not store a file manifest");
         }
         Ok(m)
-    }
-}
-
-/// Read buffers a download keeps for reuse: a chunk being sent, the next one being read,
-/// and one spare.
-const KEEP_READ_BUFFERS: usize = 3;
-
-/// A committed file open for download.
-pub(crate) struct LocalDownload {
-    file: std::fs::File,
-    stamp: Stamp,
-    manifest: Manifest,
-    buffers: Arc<BufferPool>,
-}
-
-impl LocalDownload {
-    pub fn new(file: std::fs::File, stamp: Stamp, manifest: Manifest) -> Self {
-        LocalDownload {
-            file,
-            stamp,
-            manifest,
-            buffers: BufferPool::new(KEEP_READ_BUFFERS),
-        }
-    }
-}
-
-impl Download for LocalDownload {
-    fn size(&self) -> u64 {
-        self.stamp.size
-    }
-
-    fn digest(&self) -> Digest {
-        self.manifest.digest
-    }
-
-    fn modified_unix(&self) -> u64 {
-        self.stamp.modified_unix()
-    }
-
-    fn chunk_digests(&self, first: u64, count: u64) -> Vec<Digest> {
-        let n = self.manifest.chunks.len() as u64;
-        let start = first.min(n);
-        let end = first.saturating_add(count).min(n);
-        self.manifest.chunks[start as usize..end as usize].to_vec()
-    }
-
-    fn read_chunk(&self, index: u64) -> Result<(Digest, Bytes), StorageError> {
-        let digest = *self
-            .manifest
-            .chunks
-            .get(usize::try_from(index).unwrap_or(usize::MAX))
-            .ok_or_else(|| {
-                StorageError::BadRequest("chunk index past the end of the file".into())
-            })?;
-        let layout = ChunkLayout::standard(self.stamp.size);
-        let mut buf = self.buffers.take(layout.chunk_len(index) as usize);
-        self.file
-            .read_exact_at(&mut buf, layout.offset(index))
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    StorageError::Conflict("the file shrank while being downloaded".into())
-                }
-                _ => StorageError::io("reading a file", e),
-            })?;
-        Ok((digest, self.buffers.bytes(buf)))
     }
 }

@@ -1,11 +1,5 @@
-//! Resumable uploads.
-//!
-//! An upload to `dest` keeps two files in the user's `partials/` directory, outside the
-//! visible home, named by the hex BLAKE3 of the normalized destination path:
-//!
-//! - `<key>.part`: the data, written at chunk offsets (sparse until complete);
-//! - `<key>.meta`: JSON resume state: destination, size, chunk size, times, and the
-//!   digest of every chunk that was verified and written.
+//! Resumable uploads into a partial (`partial.rs`), and the registry of those open on
+//! some connection.
 //!
 //! A chunk's digest is checked before it is written. The meta is saved every
 //! [`SAVE_EVERY_CHUNKS`] chunks (at most every [`SAVE_MIN_INTERVAL`], at least every
@@ -19,21 +13,27 @@
 //! the data again; it is compared with the client's, the data is fsynced, renamed into
 //! place beneath the home and the directory fsynced. The state is removed last: state
 //! a crash left without its data is recognised and removed by [`PartialMeta::load`].
+//!
+//! [`LocalUpload`] does the blocking work; [`UploadHandle`] is the [`Upload`] that
+//! sessions hold, running it in blocking tasks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
-use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cap_std::fs::{Metadata, OpenOptions, OpenOptionsExt};
+use tracing::{debug, warn};
 use xfer_proto::Digest;
 
-use super::local::UserSpace;
-use super::manifest::{Manifest, Stamp};
-use super::{
+use super::blocking::blocking;
+use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
+use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
+use super::space::{Destination, UserSpace};
+use crate::storage::{
     CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
     io_err,
 };
@@ -45,93 +45,6 @@ pub const SAVE_MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// A slow upload still saves at least this often, so listings (which show the saved,
 /// crash-proof state) keep moving.
 pub const SAVE_MAX_INTERVAL: Duration = Duration::from_secs(1);
-
-/// File names of a partial upload.
-pub(crate) fn part_name(key: &str) -> String {
-    format!("{key}.part")
-}
-
-pub(crate) fn meta_name(key: &str) -> String {
-    format!("{key}.meta")
-}
-
-/// How chunk digests in `.meta` and manifest files are computed: 2 = subtree chaining
-/// values (protocol v2). Files written with another scheme (0 = absent: plain BLAKE3
-/// per chunk, protocol v1) are recomputed or discarded, never trusted.
-pub(crate) const DIGEST_SCHEME: u32 = 2;
-
-/// The `.meta` file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct PartialMeta {
-    /// [`DIGEST_SCHEME`] of `chunks`.
-    #[serde(default)]
-    pub digests: u32,
-    /// Destination, normalized.
-    pub path: String,
-    pub size: u64,
-    pub chunk_size: u64,
-    pub created_unix: u64,
-    pub expires_unix: u64,
-    /// `(index, hex digest)` of every verified chunk.
-    pub chunks: Vec<(u64, String)>,
-}
-
-impl PartialMeta {
-    /// The state of partial `key`, if there is a live one.
-    ///
-    /// State whose data file is gone describes nothing: the commit's rename moved the
-    /// data into place and the daemon died (or the unlink failed) before the state was
-    /// removed, or a removal stopped halfway. Such state is removed here, on every
-    /// access (listing, usage, `PutBegin`, the sweep at start), instead of being listed
-    /// as a partial beside the committed file and counted twice.
-    pub fn load(partials: &Dir, key: &str) -> Option<PartialMeta> {
-        let bytes = partials.read(meta_name(key)).ok()?;
-        let meta: PartialMeta = serde_json::from_slice(&bytes).ok()?;
-        match partials.symlink_metadata(part_name(key)) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match partials.remove_file(meta_name(key)) {
-                    Ok(()) => {
-                        info!(path = ?meta.path, "removed the state of an upload whose data is gone (committed before a crash)")
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        warn!(path = ?meta.path, error = %e, "removing the state of a committed upload failed")
-                    }
-                }
-                None
-            }
-            _ => Some(meta),
-        }
-    }
-
-    pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
-        let json = serde_json::to_vec(self).expect("partial meta always serialises");
-        let tmp = format!("{}.tmp", meta_name(key));
-        super::private::write(partials, &tmp, &json).map_err(io_err("saving upload state"))?;
-        partials
-            .rename(&tmp, partials, meta_name(key))
-            .map_err(io_err("saving upload state"))
-    }
-
-    /// Bytes recorded as received and verified.
-    pub fn received(&self) -> u64 {
-        self.chunks
-            .iter()
-            .map(|(i, _)| chunk_len(self.size, *i))
-            .sum()
-    }
-}
-
-/// Removes a partial's files (best effort for the data).
-pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageError> {
-    let _ = partials.remove_file(part_name(key));
-    match partials.remove_file(meta_name(key)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(StorageError::io("removing an upload", e))
-        }
-        _ => Ok(()),
-    }
-}
 
 struct Inner {
     file: std::fs::File,
@@ -313,27 +226,29 @@ impl LocalUpload {
     }
 }
 
-impl Upload for LocalUpload {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn resumed_from(&self) -> u64 {
+/// The blocking work of an upload; [`UploadHandle`] runs it off the async threads.
+impl LocalUpload {
+    pub fn resumed_from(&self) -> u64 {
         self.resumed_from
     }
 
-    fn chunks_held(&self) -> u64 {
+    pub fn chunks_held(&self) -> u64 {
         self.lock().held.len() as u64
     }
 
-    fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
+    pub fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
         let inner = self.lock();
         let n = chunk_count(self.size);
         let (start, end) = (first.min(n), first.saturating_add(count).min(n));
         (start..end).map(|i| inner.held.get(&i).copied()).collect()
     }
 
-    fn write_chunk(&self, offset: u64, digest: &Digest, data: &[u8]) -> Result<(), StorageError> {
+    pub fn write_chunk(
+        &self,
+        offset: u64,
+        digest: &Digest,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
         let n = chunk_count(self.size);
         if !offset.is_multiple_of(CHUNK_SIZE) || offset / CHUNK_SIZE >= n {
             return Err(StorageError::BadRequest(format!(
@@ -380,7 +295,7 @@ impl Upload for LocalUpload {
         Ok(())
     }
 
-    fn persist(&self) -> Result<(), StorageError> {
+    pub fn persist(&self) -> Result<(), StorageError> {
         let mut inner = self.lock();
         if inner.finished || self.superseded.load(Ordering::SeqCst) || inner.unsaved == 0 {
             return Ok(());
@@ -391,7 +306,7 @@ impl Upload for LocalUpload {
         Ok(())
     }
 
-    fn commit(&self, digest: &Digest) -> Result<Committed, StorageError> {
+    pub fn commit(&self, digest: &Digest) -> Result<Committed, StorageError> {
         // Lock order everywhere: the user's mutation lock, then the upload's.
         let space = &self.space;
         let _user = space.lock_mutations();
@@ -419,35 +334,14 @@ impl Upload for LocalUpload {
             .map_err(io_err("syncing upload data"))?;
         let home = &space.home;
         let parent = self.dest.parent().unwrap_or_else(RelPath::home);
-        if !parent.is_home() {
-            match home.metadata(parent.as_path()) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(StorageError::Conflict(format!(
-                        "`{parent}` is a file, not a directory"
-                    )));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    super::private::create_dir(home, parent.as_path(), true)
-                        .map_err(io_err("creating directories"))?;
-                }
-                Err(e) => return Err(StorageError::io("checking the destination", e)),
-            }
-        }
-        let replaced = match home.symlink_metadata(self.dest.as_path()) {
-            Ok(m) if m.is_dir() => {
-                return Err(StorageError::Conflict(
-                    "a directory exists at the destination".into(),
-                ));
-            }
-            Ok(_) if !self.force => {
+        let replaced = match space.destination(&self.dest, self.force, true)? {
+            Destination::Free => None,
+            Destination::Replaces(m) => Some(Stamp::of(&m).ino),
+            Destination::Taken(_) => {
                 return Err(StorageError::Conflict(
                     "a file appeared at the destination meanwhile; use force to replace it".into(),
                 ));
             }
-            Ok(m) => Some(Stamp::of(&m).ino),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StorageError::io("checking the destination", e)),
         };
         // The manifest goes in first (keyed by inode and stamp, which the rename keeps), so
         // a listing never sees the committed name without its digest.
@@ -494,5 +388,85 @@ impl Upload for LocalUpload {
             size: self.size,
             digest: whole,
         })
+    }
+}
+
+/// An open [`LocalUpload`] as sessions hold it.
+pub(crate) struct UploadHandle(pub Arc<LocalUpload>);
+
+#[async_trait]
+impl Upload for UploadHandle {
+    fn size(&self) -> u64 {
+        self.0.size
+    }
+
+    fn resumed_from(&self) -> u64 {
+        self.0.resumed_from()
+    }
+
+    fn chunks_held(&self) -> u64 {
+        self.0.chunks_held()
+    }
+
+    fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
+        self.0.held_digests(first, count)
+    }
+
+    async fn write_chunk(
+        &self,
+        offset: u64,
+        digest: Digest,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        let upload = self.0.clone();
+        blocking("writing upload data", move || {
+            upload.write_chunk(offset, &digest, &data)
+        })
+        .await
+    }
+
+    async fn persist(&self) -> Result<(), StorageError> {
+        let upload = self.0.clone();
+        blocking("saving upload state", move || upload.persist()).await
+    }
+
+    async fn commit(&self, digest: Digest) -> Result<Committed, StorageError> {
+        let upload = self.0.clone();
+        blocking("committing an upload", move || upload.commit(&digest)).await
+    }
+}
+
+/// Uploads open on some connection, by (user, key): a second `PutBegin` for the same
+/// destination takes the upload over (the first connection may be dead but not yet
+/// timed out, e.g. after a network cut), and expiry and removal leave them alone or stop
+/// them.
+#[derive(Default)]
+pub(crate) struct LiveUploads(Mutex<HashMap<(String, String), Weak<LocalUpload>>>);
+
+impl LiveUploads {
+    /// The upload of `user` to partial `key`, if a connection has it open.
+    pub fn get(&self, user: &str, key: &str) -> Option<Arc<LocalUpload>> {
+        let live = self.lock();
+        live.get(&(user.to_owned(), key.to_owned()))?.upgrade()
+    }
+
+    /// Stops the upload of `user` to partial `key`, if one is open.
+    pub fn supersede(&self, user: &str, key: &str) {
+        if let Some(live) = self.get(user, key) {
+            live.supersede();
+        }
+    }
+
+    pub fn register(&self, user: &str, upload: &Arc<LocalUpload>) {
+        let mut live = self.lock();
+        live.retain(|_, w| w.strong_count() > 0);
+        live.insert(
+            (user.to_owned(), upload.key().to_owned()),
+            Arc::downgrade(upload),
+        );
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Weak<LocalUpload>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

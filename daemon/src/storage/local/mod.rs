@@ -1,0 +1,370 @@
+//! [`LocalStorage`]: users' files on the local filesystem.
+//!
+//! ```text
+//! <data_dir>/users/<name>/files/       the user's home: everything they see
+//!                         partials/    uploads in progress (<key>.part, <key>.meta)
+//!                         manifests/   chunk digests of committed files (<inode>.json)
+//! ```
+//!
+//! Directories are created mode 0700 and files 0600 (`private.rs`). Every path from a peer is
+//! resolved beneath `files/` through a cap-std [`Dir`](cap_std::fs::Dir) (openat2
+//! `RESOLVE_BENEATH` on Linux), so `..` tricks and symlinks pointing outside the home fail
+//! as [`StorageError::Escape`] whatever string checks might have missed.
+//!
+//! The work is blocking filesystem I/O: every [`Storage`] method runs it in
+//! `spawn_blocking` (`blocking.rs`), so sessions just `.await`. One file per part:
+//!
+//! - `space.rs`: a user's directories, the destination check, usage and free space;
+//! - `namespace.rs`: listing, mkdir, remove, rename;
+//! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
+//! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones;
+//! - `download.rs`: downloads served from manifests;
+//! - `manifest.rs`: chunk digests kept for committed files;
+//! - `private.rs`: files 0600 and directories 0700, whatever the umask.
+
+mod blocking;
+mod download;
+mod manifest;
+mod namespace;
+mod partial;
+mod private;
+mod space;
+mod upload;
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use tracing::{info, warn};
+use xfer_proto::Entry;
+
+use self::blocking::blocking;
+use self::download::LocalDownload;
+use self::manifest::Manifest;
+use self::partial::PartialMeta;
+use self::space::{Destination, UserSpace};
+use self::upload::{LiveUploads, LocalUpload, UploadHandle};
+use crate::accounts::UserName;
+use crate::config::StorageConfig;
+use crate::storage::{
+    Download, PathError, PutBegun, PutRequest, RelPath, Storage, StorageError, TypePolicy, Usage,
+    io_err,
+};
+
+/// The `[storage]` settings in force, with the type policy built from them.
+struct Settings {
+    config: StorageConfig,
+    policy: Arc<TypePolicy>,
+}
+
+impl Settings {
+    fn new(config: StorageConfig) -> Arc<Settings> {
+        Arc::new(Settings {
+            policy: Arc::new(TypePolicy::new(&config.type_rules)),
+            config,
+        })
+    }
+}
+
+/// Users' files under `<data_dir>/users`. Cheap to share: the state is behind an `Arc`
+/// that each blocking task takes a clone of.
+pub struct LocalStorage {
+    local: Arc<Local>,
+}
+
+/// The state of [`LocalStorage`] and its blocking operations.
+struct Local {
+    data_dir: PathBuf,
+    users_dir: PathBuf,
+    /// Quotas, limits and type rules; replaced whole by a config reload.
+    settings: RwLock<Arc<Settings>>,
+    spaces: Mutex<HashMap<String, Arc<UserSpace>>>,
+    live: LiveUploads,
+}
+
+impl LocalStorage {
+    /// Prepares `<data_dir>/users` (mode 0700).
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn open(data_dir: &Path, config: StorageConfig) -> std::io::Result<LocalStorage> {
+        let users_dir = data_dir.join("users");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&users_dir)?;
+        Ok(LocalStorage {
+            local: Arc::new(Local {
+                data_dir: data_dir.to_owned(),
+                users_dir,
+                settings: RwLock::new(Settings::new(config)),
+                spaces: Mutex::new(HashMap::new()),
+                live: LiveUploads::default(),
+            }),
+        })
+    }
+
+    /// Runs `op` on the state and the space of `user` in a blocking task.
+    async fn with_space<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        user: &str,
+        op: impl FnOnce(&Local, &UserSpace) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (local, user) = (self.local.clone(), user.to_owned());
+        blocking(context, move || {
+            let space = local.space(&user)?;
+            op(&local, &space)
+        })
+        .await
+    }
+
+    #[cfg(test)]
+    fn space(&self, user: &str) -> Result<Arc<UserSpace>, StorageError> {
+        self.local.space(user)
+    }
+
+    #[cfg(test)]
+    fn settings(&self) -> Arc<Settings> {
+        self.local.settings()
+    }
+}
+
+impl Local {
+    /// The settings in force now; an operation takes them once and keeps them.
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn space(&self, user: &str) -> Result<Arc<UserSpace>, StorageError> {
+        if user.parse::<UserName>().is_err() {
+            return Err(StorageError::BadRequest("invalid user name".into()));
+        }
+        let mut spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = spaces.get(user) {
+            return Ok(s.clone());
+        }
+        let space = Arc::new(UserSpace::open(&self.users_dir.join(user))?);
+        spaces.insert(user.to_owned(), space.clone());
+        Ok(space)
+    }
+
+    /// Removes a user's expired partials (not open on any connection); returns how many.
+    fn expire_user(&self, user: &str, space: &UserSpace, now: u64) -> usize {
+        let ttl = std::time::Duration::from_secs(self.settings().config.partial_ttl_secs);
+        partial::expire(user, &space.partials, now, ttl, |key| {
+            self.live.get(user, key).is_some()
+        })
+    }
+
+    fn usage(&self, space: &UserSpace) -> Usage {
+        Usage {
+            used_bytes: space.used_bytes(None),
+            limit_bytes: Some(self.settings().config.quota_bytes).filter(|&q| q > 0),
+        }
+    }
+
+    fn begin_upload(
+        &self,
+        user: &str,
+        space: &Arc<UserSpace>,
+        request: PutRequest,
+    ) -> Result<PutBegun, StorageError> {
+        let PutRequest {
+            path,
+            size,
+            force,
+            head,
+        } = request;
+        let settings = self.settings();
+        if path.is_home() {
+            return Err(PathError::Home.into());
+        }
+        let max = settings.config.max_file_bytes;
+        if max > 0 && size > max {
+            return Err(StorageError::TooLarge { size, max });
+        }
+        let _lock = space.lock_mutations();
+        let replaced_size = match space.destination(&path, force, false)? {
+            Destination::Free => 0,
+            Destination::Replaces(m) => m.len(),
+            Destination::Taken(m) => {
+                return Ok(PutBegun::Exists {
+                    size: m.len(),
+                    digest: Some(existing_digest(space, &path)?),
+                });
+            }
+        };
+        settings.policy.check(&path, &head)?;
+
+        let now = crate::now_unix();
+        self.expire_user(user, space, now);
+        let key = path.key();
+        if let Some(live) = self.live.get(user, &key) {
+            info!(user, path = ?path, "upload taken over from another connection");
+            live.supersede();
+        }
+        let already = PartialMeta::load(&space.partials, &key)
+            .filter(|m| m.size == size && m.path == path.as_str())
+            .map_or(0, |m| m.received());
+        if settings.config.quota_bytes > 0 {
+            let used = space.used_bytes(Some(&key)).saturating_sub(replaced_size);
+            let limit = settings.config.quota_bytes;
+            if used.saturating_add(size) > limit {
+                return Err(StorageError::QuotaExceeded { used, limit, size });
+            }
+        }
+        let needed = size.saturating_sub(already);
+        let free = space::free_bytes(&self.data_dir)?;
+        if needed > free.saturating_sub(settings.config.min_free_bytes) {
+            warn!(user, size, free, "upload refused: not enough free space");
+            return Err(StorageError::NoSpace);
+        }
+        // Parents exist from now on, so the upload shows as a partial where it will land.
+        let parent = path.parent().unwrap_or_else(RelPath::home);
+        if !parent.is_home() {
+            private::create_dir(&space.home, parent.as_path(), true)
+                .map_err(io_err("creating directories"))?;
+        }
+        let upload = Arc::new(LocalUpload::open(
+            space.clone(),
+            path,
+            size,
+            force,
+            settings.config.partial_ttl_secs,
+            settings.policy.clone(),
+            now,
+        )?);
+        self.live.register(user, &upload);
+        Ok(PutBegun::Ready(Arc::new(UploadHandle(upload))))
+    }
+
+    fn expire_partials(&self, now_unix: u64) -> Result<usize, StorageError> {
+        let entries =
+            std::fs::read_dir(&self.users_dir).map_err(io_err("reading the users directory"))?;
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let Ok(user) = e.file_name().into_string() else {
+                continue;
+            };
+            if user.parse::<UserName>().is_err() || !e.path().join("partials").is_dir() {
+                continue;
+            }
+            let space = self.space(&user)?;
+            let _lock = space.lock_mutations();
+            removed += self.expire_user(&user, &space, now_unix);
+        }
+        Ok(removed)
+    }
+}
+
+/// The digest of the committed file at `path`, from its manifest (computed if needed).
+fn existing_digest(space: &UserSpace, path: &RelPath) -> Result<xfer_proto::Digest, StorageError> {
+    let (file, meta) = space.open_file(path)?;
+    let stamp = manifest::Stamp::of(&meta);
+    Ok(Manifest::load_or_compute(&space.manifests, &file, stamp)?.digest)
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn reconfigure(&self, config: StorageConfig) {
+        *self
+            .local
+            .settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Settings::new(config);
+    }
+
+    async fn usage(&self, user: &str) -> Result<Usage, StorageError> {
+        self.with_space("computing usage", user, |local, space| {
+            Ok(local.usage(space))
+        })
+        .await
+    }
+
+    async fn list(&self, user: &str, path: &RelPath) -> Result<Vec<Entry>, StorageError> {
+        let path = path.clone();
+        self.with_space("listing", user, move |_, space| {
+            namespace::list(space, &path)
+        })
+        .await
+    }
+
+    async fn mkdir(&self, user: &str, path: &RelPath, parents: bool) -> Result<(), StorageError> {
+        let path = path.clone();
+        self.with_space("creating a directory", user, move |_, space| {
+            namespace::mkdir(space, &path, parents)
+        })
+        .await
+    }
+
+    async fn remove(
+        &self,
+        user: &str,
+        path: &RelPath,
+        recursive: bool,
+        partial: bool,
+    ) -> Result<(), StorageError> {
+        let (path, owner) = (path.clone(), user.to_owned());
+        self.with_space("removing", user, move |local, space| {
+            namespace::remove(space, &local.live, &owner, &path, recursive, partial)
+        })
+        .await
+    }
+
+    async fn rename(
+        &self,
+        user: &str,
+        from: &RelPath,
+        to: &RelPath,
+        force: bool,
+    ) -> Result<(), StorageError> {
+        let (from, to) = (from.clone(), to.clone());
+        let policy = self.local.settings().policy.clone();
+        self.with_space("renaming", user, move |_, space| {
+            namespace::rename(space, &policy, &from, &to, force)
+        })
+        .await
+    }
+
+    async fn begin_upload(
+        &self,
+        user: &str,
+        request: PutRequest,
+    ) -> Result<PutBegun, StorageError> {
+        let (local, user) = (self.local.clone(), user.to_owned());
+        blocking("beginning an upload", move || {
+            let space = local.space(&user)?;
+            local.begin_upload(&user, &space, request)
+        })
+        .await
+    }
+
+    async fn open_download(
+        &self,
+        user: &str,
+        path: &RelPath,
+    ) -> Result<Arc<dyn Download>, StorageError> {
+        let path = path.clone();
+        self.with_space("opening a download", user, move |_, space| {
+            Ok(Arc::new(LocalDownload::open(space, &path)?) as Arc<dyn Download>)
+        })
+        .await
+    }
+
+    async fn expire_partials(&self, now_unix: u64) -> Result<usize, StorageError> {
+        let local = self.local.clone();
+        blocking("expiring partial uploads", move || {
+            local.expire_partials(now_unix)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! The namespace of a user's home: listing, mkdir, remove and rename, with the type
+//! policy's check of what a rename brings under a rule.
+
+use std::io::Read;
+
+use cap_std::fs::Dir;
+use tracing::debug;
+use xfer_proto::{Entry, EntryKind};
+
+use super::manifest::{Manifest, Stamp};
+use super::partial::{self, PartialMeta, remove_partial};
+use super::private;
+use super::space::{Destination, UserSpace};
+use super::upload::LiveUploads;
+use crate::storage::policy::{MAX_MOVE_CHECK_ENTRIES, STORED_SNIFF_BYTES};
+use crate::storage::{PathError, RelPath, StorageError, TypePolicy, io_err};
+
+fn file_entry(space: &UserSpace, name: &str, meta: &cap_std::fs::Metadata) -> Entry {
+    let stamp = Stamp::of(meta);
+    let dir = meta.is_dir();
+    Entry {
+        name: name.to_owned(),
+        kind: if dir { EntryKind::Dir } else { EntryKind::File },
+        size: if dir { 0 } else { meta.len() },
+        modified_unix: stamp.modified_unix(),
+        digest: (!dir)
+            .then(|| Manifest::load(&space.manifests, stamp).map(|m| m.digest))
+            .flatten(),
+        received: None,
+        expires_unix: None,
+    }
+}
+
+/// A directory's entries (with partial uploads into it), or one file's, by name.
+pub(crate) fn list(space: &UserSpace, path: &RelPath) -> Result<Vec<Entry>, StorageError> {
+    let now = crate::now_unix();
+    let home = &space.home;
+    let meta = match home.metadata(path.as_path()) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.is_home() => {
+            // Perhaps an upload in progress to that name.
+            let key = path.key();
+            return match PartialMeta::load(&space.partials, &key) {
+                Some(m) if m.expires_unix > now && m.path == path.as_str() => {
+                    let name = path.file_name().expect("not the home");
+                    Ok(vec![partial::entry(&m, name)])
+                }
+                _ => Err(StorageError::NotFound),
+            };
+        }
+        Err(e) => return Err(StorageError::io("reading metadata", e)),
+    };
+    if !meta.is_dir() {
+        let name = path.file_name().expect("the home is a directory");
+        return Ok(vec![file_entry(space, name, &meta)]);
+    }
+    let dir = home
+        .open_dir(path.as_path())
+        .map_err(io_err("opening a directory"))?;
+    let mut entries = Vec::new();
+    for e in dir.entries().map_err(io_err("reading a directory"))? {
+        let e = e.map_err(io_err("reading a directory"))?;
+        let Ok(name) = e.file_name().into_string() else {
+            continue; // not UTF-8: cannot be named in the protocol
+        };
+        let Some(child) = path.join(&name) else {
+            continue; // reserved or otherwise unnameable
+        };
+        // Resolved beneath the home: a symlink pointing outside is simply not listed.
+        match home.metadata(child.as_path()) {
+            Ok(m) if m.is_dir() || m.is_file() => {
+                entries.push(file_entry(space, &name, &m));
+            }
+            Ok(_) => {}
+            Err(err) => debug!(error = %err, "skipping an entry that cannot be resolved"),
+        }
+    }
+    for (_, m) in partial::metas(&space.partials) {
+        let Ok(dest) = RelPath::parse(&m.path) else {
+            continue;
+        };
+        if m.expires_unix > now && dest.parent().as_ref() == Some(path) {
+            let name = dest.file_name().expect("a destination is never the home");
+            entries.push(partial::entry(&m, name));
+        }
+    }
+    entries.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then((a.kind as u8).cmp(&(b.kind as u8)))
+    });
+    Ok(entries)
+}
+
+/// Creates a directory (and its parents, if asked; then an existing one is fine).
+pub(crate) fn mkdir(space: &UserSpace, path: &RelPath, parents: bool) -> Result<(), StorageError> {
+    if path.is_home() {
+        return if parents {
+            Ok(())
+        } else {
+            Err(StorageError::Conflict("the home directory exists".into()))
+        };
+    }
+    let _lock = space.lock_mutations();
+    match private::create_dir(&space.home, path.as_path(), parents) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StorageError::Conflict(
+            "something with that name exists".into(),
+        )),
+        r => r.map_err(io_err("creating a directory")),
+    }
+}
+
+/// Removes a file or directory of `user`, or (`partial`) the upload in progress to
+/// `path`; uploads open on it (or into a removed tree) are stopped.
+pub(crate) fn remove(
+    space: &UserSpace,
+    live: &LiveUploads,
+    user: &str,
+    path: &RelPath,
+    recursive: bool,
+    partial: bool,
+) -> Result<(), StorageError> {
+    if path.is_home() {
+        return Err(PathError::Home.into());
+    }
+    let _lock = space.lock_mutations();
+    if partial {
+        let key = path.key();
+        live.supersede(user, &key);
+        if PartialMeta::load(&space.partials, &key).is_none() {
+            return Err(StorageError::NotFound);
+        }
+        return remove_partial(&space.partials, &key);
+    }
+    let meta = space
+        .home
+        .symlink_metadata(path.as_path())
+        .map_err(io_err("reading metadata"))?;
+    if !meta.is_dir() {
+        space
+            .home
+            .remove_file(path.as_path())
+            .map_err(io_err("removing a file"))?;
+        Manifest::remove(&space.manifests, Stamp::of(&meta).ino);
+        return Ok(());
+    }
+    if !recursive {
+        return space
+            .home
+            .remove_dir(path.as_path())
+            .map_err(io_err("removing a directory"));
+    }
+    space
+        .home
+        .remove_dir_all(path.as_path())
+        .map_err(io_err("removing a directory"))?;
+    // Uploads into the removed tree go with it.
+    for (key, m) in partial::metas(&space.partials) {
+        if RelPath::parse(&m.path).is_ok_and(|d| d.starts_with(path)) {
+            live.supersede(user, &key);
+            let _ = remove_partial(&space.partials, &key);
+        }
+    }
+    Ok(())
+}
+
+/// Renames a file or directory; `force` replaces an existing file.
+pub(crate) fn rename(
+    space: &UserSpace,
+    policy: &TypePolicy,
+    from: &RelPath,
+    to: &RelPath,
+    force: bool,
+) -> Result<(), StorageError> {
+    if from.is_home() || to.is_home() {
+        return Err(PathError::Home.into());
+    }
+    if to != from && to.starts_with(from) {
+        return Err(StorageError::BadRequest(
+            "cannot move a directory into itself".into(),
+        ));
+    }
+    let _lock = space.lock_mutations();
+    let home = &space.home;
+    let from_meta = home
+        .symlink_metadata(from.as_path())
+        .map_err(io_err("reading metadata"))?;
+    if from == to {
+        return Ok(());
+    }
+    let replaced = match space.destination(to, force, false)? {
+        Destination::Free => None,
+        Destination::Taken(_) => {
+            return Err(StorageError::Conflict(
+                "the destination exists; use force to replace it".into(),
+            ));
+        }
+        Destination::Replaces(_) if from_meta.is_dir() => {
+            return Err(StorageError::Conflict(
+                "a file exists at the destination; a directory cannot replace it".into(),
+            ));
+        }
+        Destination::Replaces(m) => Some(Stamp::of(&m).ino),
+    };
+    // Under the lock: nothing can be slipped in between the check and the rename.
+    check_move(policy, home, from, to, from_meta.is_dir())?;
+    home.rename(from.as_path(), home, to.as_path())
+        .map_err(io_err("renaming"))?;
+    if let Some(ino) = replaced {
+        Manifest::remove(&space.manifests, ino);
+    }
+    Ok(())
+}
+
+/// Checks renaming `from` (beneath `home`) to `to` against the type policy: a file by
+/// its content, a directory by the content of every regular file in it that would land
+/// under a rule. Symlinks are not followed (peers cannot create them).
+///
+/// # Errors
+/// [`StorageError::TypeRejected`] naming the first file refused, or
+/// [`StorageError::Unchecked`] for a directory over `MAX_MOVE_CHECK_ENTRIES` entries.
+fn check_move(
+    policy: &TypePolicy,
+    home: &Dir,
+    from: &RelPath,
+    to: &RelPath,
+    is_dir: bool,
+) -> Result<(), StorageError> {
+    let mut buf = Vec::new();
+    if !is_dir {
+        if !policy.applies(to) {
+            return Ok(());
+        }
+        let file = home
+            .open(from.as_path())
+            .map_err(io_err("opening a file"))?;
+        let target = to.parent().unwrap_or_else(RelPath::home);
+        return policy.check_stored(&target, read_head(file, &mut buf)?, from.as_str());
+    }
+    if !policy.applies_within(to) {
+        return Ok(());
+    }
+    let mut seen = 0;
+    // (directory beneath the home, its name for messages, where it will be)
+    let mut stack = vec![(from.as_path().to_owned(), from.to_string(), to.clone())];
+    while let Some((src, shown, dst)) = stack.pop() {
+        let dir = home.open_dir(&src).map_err(io_err("opening a directory"))?;
+        for e in dir.entries().map_err(io_err("reading a directory"))? {
+            let e = e.map_err(io_err("reading a directory"))?;
+            seen += 1;
+            if seen > MAX_MOVE_CHECK_ENTRIES {
+                return Err(StorageError::Unchecked(format!(
+                    "`{from}` holds more than {MAX_MOVE_CHECK_ENTRIES} entries, too many to \
+                     check against the file type rules at `{to}`; move its contents in parts"
+                )));
+            }
+            let name = e.file_name();
+            let text = name.to_string_lossy();
+            let child_shown = format!("{shown}/{text}");
+            let ft = e.file_type().map_err(io_err("reading a directory"))?;
+            if ft.is_dir() {
+                // A name no path can spell is under no deeper rule than its parent.
+                let child_dst = dst.join(&text).unwrap_or_else(|| dst.clone());
+                stack.push((src.join(&name), child_shown, child_dst));
+            } else if ft.is_file() && policy.rule_in(&dst).is_some() {
+                let file = e.open().map_err(io_err("opening a file"))?;
+                policy.check_stored(&dst, read_head(file, &mut buf)?, &child_shown)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stored file's first bytes, as much as type detection reads.
+fn read_head(file: cap_std::fs::File, buf: &mut Vec<u8>) -> Result<&[u8], StorageError> {
+    buf.clear();
+    file.take(STORED_SNIFF_BYTES)
+        .read_to_end(buf)
+        .map_err(io_err("reading a file"))?;
+    Ok(buf)
+}

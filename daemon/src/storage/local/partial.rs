@@ -1,0 +1,175 @@
+//! Partial uploads on disk, outside the visible home.
+//!
+//! An upload to `dest` keeps two files in the user's `partials/` directory, named by the
+//! hex BLAKE3 of the normalized destination path:
+//!
+//! - `<key>.part`: the data, written at chunk offsets (sparse until complete);
+//! - `<key>.meta`: JSON resume state: destination, size, chunk size, times, and the
+//!   digest of every chunk that was verified and written.
+//!
+//! Listings show the saved state, so what `ls` reports as received survives a crash of
+//! the daemon. Partials abandoned past their time to live are removed by [`expire`].
+
+use cap_std::fs::Dir;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use xfer_proto::{Entry, EntryKind};
+
+use super::private;
+use crate::storage::{StorageError, chunk_len, io_err};
+
+/// File names of a partial upload.
+pub(crate) fn part_name(key: &str) -> String {
+    format!("{key}.part")
+}
+
+pub(crate) fn meta_name(key: &str) -> String {
+    format!("{key}.meta")
+}
+
+/// The `.meta` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PartialMeta {
+    /// [`DIGEST_SCHEME`](super::manifest::DIGEST_SCHEME) of `chunks`.
+    #[serde(default)]
+    pub digests: u32,
+    /// Destination, normalized.
+    pub path: String,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+    /// `(index, hex digest)` of every verified chunk.
+    pub chunks: Vec<(u64, String)>,
+}
+
+impl PartialMeta {
+    /// The state of partial `key`, if there is a live one.
+    ///
+    /// State whose data file is gone describes nothing: the commit's rename moved the
+    /// data into place and the daemon died (or the unlink failed) before the state was
+    /// removed, or a removal stopped halfway. Such state is removed here, on every
+    /// access (listing, usage, `PutBegin`, the sweep at start), instead of being listed
+    /// as a partial beside the committed file and counted twice.
+    pub fn load(partials: &Dir, key: &str) -> Option<PartialMeta> {
+        let bytes = partials.read(meta_name(key)).ok()?;
+        let meta: PartialMeta = serde_json::from_slice(&bytes).ok()?;
+        match partials.symlink_metadata(part_name(key)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match partials.remove_file(meta_name(key)) {
+                    Ok(()) => {
+                        info!(path = ?meta.path, "removed the state of an upload whose data is gone (committed before a crash)")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        warn!(path = ?meta.path, error = %e, "removing the state of a committed upload failed")
+                    }
+                }
+                None
+            }
+            _ => Some(meta),
+        }
+    }
+
+    pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(self).expect("partial meta always serialises");
+        let tmp = format!("{}.tmp", meta_name(key));
+        private::write(partials, &tmp, &json).map_err(io_err("saving upload state"))?;
+        partials
+            .rename(&tmp, partials, meta_name(key))
+            .map_err(io_err("saving upload state"))
+    }
+
+    /// Bytes recorded as received and verified.
+    pub fn received(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|(i, _)| chunk_len(self.size, *i))
+            .sum()
+    }
+}
+
+/// Removes a partial's files (best effort for the data).
+pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageError> {
+    let _ = partials.remove_file(part_name(key));
+    match partials.remove_file(meta_name(key)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(StorageError::io("removing an upload", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every partial's meta in `partials`, by key.
+pub(crate) fn metas(partials: &Dir) -> Vec<(String, PartialMeta)> {
+    let Ok(entries) = partials.entries() else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let key = name.strip_suffix(".meta")?;
+            Some((key.to_owned(), PartialMeta::load(partials, key)?))
+        })
+        .collect()
+}
+
+/// A partial as listed: `received` is what its saved state records (and would
+/// survive a crash), at most about a second behind the live upload.
+pub(crate) fn entry(meta: &PartialMeta, name: &str) -> Entry {
+    let received = meta.received();
+    Entry {
+        name: name.to_owned(),
+        kind: EntryKind::Partial,
+        size: meta.size,
+        modified_unix: meta.created_unix,
+        digest: None,
+        received: Some(received),
+        expires_unix: Some(meta.expires_unix),
+    }
+}
+
+/// Removes the expired partials in `partials` that no connection has open (`is_live`,
+/// by key), and data without state (a crash between the two) or stray temporaries older
+/// than `ttl`; returns how many partials were removed.
+pub(crate) fn expire(
+    user: &str,
+    partials: &Dir,
+    now: u64,
+    ttl: std::time::Duration,
+    is_live: impl Fn(&str) -> bool,
+) -> usize {
+    let mut removed = 0;
+    for (key, meta) in metas(partials) {
+        if meta.expires_unix <= now && !is_live(&key) {
+            match remove_partial(partials, &key) {
+                Ok(()) => {
+                    info!(user, path = ?meta.path, "removed an abandoned partial upload");
+                    removed += 1;
+                }
+                Err(e) => warn!(user, error = %e, "removing an expired partial failed"),
+            }
+        }
+    }
+    if let Ok(entries) = partials.entries() {
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let orphan = name.ends_with(".tmp")
+                || name
+                    .strip_suffix(".part")
+                    .is_some_and(|k| !partials.exists(meta_name(k)) && !is_live(k));
+            let old = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.into_std().elapsed().ok())
+                .is_some_and(|age| age >= ttl);
+            if orphan && old {
+                let _ = partials.remove_file(&name);
+            }
+        }
+    }
+    removed
+}
