@@ -2,7 +2,8 @@
 # Runs every fuzz target for SECONDS each (default 30) with cargo-fuzz on the nightly
 # toolchain, installing cargo-fuzz if it is missing. A crash stops the run with the
 # target's name and leaves the input under fuzz/artifacts/<target>/; turn it into a unit
-# test next to the code it broke. Corpora grow in fuzz/corpus/ (not committed).
+# test next to the code it broke. Corpora grow in fuzz/corpus/ (not committed), starting
+# from the committed examples in fuzz/seeds/<target>/.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 set -euo pipefail
@@ -22,7 +23,10 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && mapfile -t targets < <(cargo +nightly fuzz list)
 cargo +nightly fuzz build -O 2>&1 | grep -Ev "^ *(Compiling|Downloaded|Downloading|Updating|Locking|Adding) " || true
 for t in "${targets[@]}"; do
-  out=$(cargo +nightly fuzz run -O "$t" -- -max_total_time="$SECONDS_EACH" 2>&1) || {
+  mkdir -p "corpus/$t"
+  seeds=()
+  [ -d "seeds/$t" ] && seeds=("seeds/$t")
+  out=$(cargo +nightly fuzz run -O "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$SECONDS_EACH" 2>&1) || {
     echo "$out" | tail -40
     echo "fuzz target $t failed: see fuzz/artifacts/$t/" >&2
     exit 1
