@@ -19,10 +19,12 @@ pub mod metrics;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod storage;
 
 pub use config::Config;
-pub use server::{ServerState, serve};
+pub use server::serve;
+pub use state::ServerState;
 
 /// `xferd/<version>`, sent in the protocol hello.
 pub const SOFTWARE: &str = concat!("xferd/", env!("CARGO_PKG_VERSION"));

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use xfer_certs::Fingerprint;
 
 use crate::config::Config;
-use crate::server::{ServerState, load_tls};
+use crate::state::{ServerState, load_tls};
 
 /// Reads and validates the configuration again, the way it was read at start
 /// (same file, same command-line overrides).

@@ -1,27 +1,21 @@
-//! The server: shared state, the accept loop, admission at accept and the drain on
-//! shutdown. Everything that happens on one connection is in `session/`; the limits
-//! themselves are in `admission/`.
+//! The server: the accept loop, admission at accept, the TLS handshake, background
+//! maintenance and the drain on shutdown. The shared state is in `state.rs`; everything
+//! that happens on one connection after TLS is in `session/`; the limits themselves are
+//! in `admission/`.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span, warn};
-use xfer_certs::Fingerprint;
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
-use crate::admission::{Admission, PreAuthGuard};
-use crate::chat::Chat;
-use crate::config::Config;
-use crate::connections::Connections;
-use crate::storage::Storage;
-use crate::storage::local::LocalStorage;
+use crate::admission::PreAuthGuard;
+use crate::session::{self, Accepted};
+use crate::state::ServerState;
 
 /// How often expired session tokens are purged from the store.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -34,159 +28,11 @@ const CHAT_RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Everything sessions share; one `Arc` of it is handed to each connection.
-pub struct ServerState {
-    /// The validated configuration; replaced whole by a reload ([`ServerState::config`]).
-    config: RwLock<Arc<Config>>,
-    /// The TLS acceptor (TLS 1.3 only) and its certificate's fingerprint; a reload
-    /// swaps both for new handshakes.
-    tls: RwLock<(TlsAcceptor, Fingerprint)>,
-    /// When the daemon started, for `xferd status`.
-    pub started: Instant,
-    /// Live connections, for `xferd status` and `xferd kick`.
-    pub connections: Connections,
-    /// The password file, re-read when `xferd user …` changes it.
-    pub passwords: LivePasswordFile,
-    /// Session tokens.
-    pub sessions: SessionStore,
-    /// argon2 verification, bounded.
-    pub verifier: Verifier,
-    /// Failed-login throttle.
-    pub throttle: Throttle,
-    /// Users' files.
-    pub storage: Arc<dyn Storage>,
-    /// Chat: live bus, history, delivery markers.
-    pub chat: Arc<Chat>,
-    /// Counters for the metrics endpoint.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Connection, transfer and bandwidth limits.
-    pub admission: Admission,
-}
-
-impl ServerState {
-    /// Prepares the data directory and TLS identity (generating a certificate on first
-    /// start), loads accounts and sessions, and refuses unsafe files.
-    ///
-    /// # Errors
-    /// Names the file or key at fault: a group-readable key or password file, a
-    /// configured certificate that is missing, a malformed password file.
-    pub async fn open(config: Config) -> anyhow::Result<ServerState> {
-        ensure_data_dir(&config.data_dir)?;
-        let (cert, key) = (config.cert_path(), config.key_path());
-        if config.tls_is_generated() {
-            let names = xfer_certs::generate::default_names(&config.tls.names);
-            if let Some(fp) = xfer_certs::generate::ensure_identity(&cert, &key, &names)? {
-                info!(cert = %cert.display(), fingerprint = %fp, ?names, "generated a self-signed certificate");
-            }
-        } else if !cert.exists() || !key.exists() {
-            bail!(
-                "configured [tls] cert `{}` or key `{}` does not exist; fix the paths or remove both keys to use a generated certificate",
-                cert.display(),
-                key.display()
-            );
-        }
-        let tls = load_tls(&cert, &key)?;
-
-        let passwords = LivePasswordFile::open(&config.password_file())?;
-        if passwords.user_count() == 0 {
-            warn!(password_file = %config.password_file().display(), "no user accounts yet; add one with `xferd user add NAME`");
-        }
-        let sessions_path = config.sessions_path();
-        let sessions = SessionStore::open(
-            &sessions_path,
-            Duration::from_secs(config.login.session_ttl_secs),
-        )
-        .with_context(|| format!("opening session store `{}`", sessions_path.display()))?;
-        let storage = LocalStorage::open(&config.data_dir, config.storage.clone())
-            .with_context(|| format!("preparing `{}`", config.users_dir().display()))?;
-        let chat = Chat::open(&config.data_dir, &config.chat).with_context(|| {
-            format!("opening chat history in `{}`", config.chat_dir().display())
-        })?;
-        Ok(ServerState {
-            storage: Arc::new(storage),
-            chat: Arc::new(chat),
-            metrics: Arc::default(),
-            tls: RwLock::new(tls),
-            started: Instant::now(),
-            connections: Connections::default(),
-            passwords,
-            sessions,
-            verifier: Verifier::new(config.hash_permits()).await,
-            throttle: Throttle::new(config.throttle()),
-            admission: Admission::new(config.limits.max_connections),
-            config: RwLock::new(Arc::new(config)),
-        })
-    }
-
-    /// The configuration in force now. Take it once per decision: a reload may replace
-    /// it between two calls.
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The TLS acceptor for a new handshake.
-    pub fn tls(&self) -> TlsAcceptor {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).0.clone()
-    }
-
-    /// The fingerprint of the certificate served to new connections.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).1
-    }
-
-    /// Installs a reloaded configuration; see `reload.rs`, which checks it first.
-    pub(crate) fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-    }
-
-    /// Serves a new certificate and key to handshakes from now on.
-    pub(crate) fn set_tls(&self, tls: (TlsAcceptor, Fingerprint)) {
-        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
-    }
-}
-
-/// Reads a certificate chain and key into an acceptor, with the leaf's fingerprint.
-///
-/// # Errors
-/// Names the file at fault (unreadable, malformed, a key readable by others).
-pub(crate) fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<(TlsAcceptor, Fingerprint)> {
-    let tls_config = xfer_certs::config::load_server_config(cert, key)?;
-    let chain = xfer_certs::pem::load_certs(cert)?;
-    let leaf = chain
-        .first()
-        .with_context(|| format!("certificate file `{}` holds no certificate", cert.display()))?;
-    Ok((TlsAcceptor::from(tls_config), Fingerprint::of_der(leaf)))
-}
-
-/// Creates the data directory (mode 0700) if needed and warns if others can read it.
-fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating data directory `{}`", dir.display()))?;
-    }
-    let meta = std::fs::metadata(dir)
-        .with_context(|| format!("reading data directory `{}`", dir.display()))?;
-    if !meta.is_dir() {
-        bail!("data_dir `{}` is not a directory", dir.display());
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        warn!(data_dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "data directory is accessible by group or others; consider `chmod 700`");
-    }
-    Ok(())
-}
-
 /// Accepts connections until `shutdown` fires, then lets sessions finish their current
 /// request for up to `limits.shutdown_grace_secs` before returning.
 ///
 /// Every connection is accepted at once and admitted as unauthenticated or closed
-/// ([`Admission::admit`]); the `max_connections` slots are taken at login. The listener
+/// ([`crate::admission::Admission::admit`]); the `max_connections` slots are taken at login. The listener
 /// is closed as soon as shutdown starts, so new clients are refused instead of queued.
 pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
@@ -241,7 +87,44 @@ async fn handle(
 ) {
     let _open = state.metrics.connection_accepted();
     let _ = tcp.set_nodelay(true);
-    crate::session::run(state, tcp, peer, accepted, preauth, shutdown).await;
+    let registration = state.connections.register(peer, &shutdown);
+    let config = state.config();
+    let limits = &config.limits;
+    let login_deadline = accepted + Duration::from_secs(limits.login_timeout_secs);
+    let hello_deadline =
+        (accepted + Duration::from_secs(limits.handshake_timeout_secs)).min(login_deadline);
+    // A shutdown (or kick) does not wait for a handshake to finish or time out: an idle
+    // peer must not hold the drain for the whole grace period.
+    let stop = registration.stop_token();
+    let handshook = tokio::select! {
+        r = timeout_at(hello_deadline, state.tls().accept(tcp)) => r,
+        () = stop.cancelled() => {
+            debug!("stopped during the handshake");
+            return;
+        }
+    };
+    let tls = match handshook {
+        Err(_) => {
+            let reason = "TLS handshake timed out";
+            state.admission.login_deadline_reached(peer, reason);
+            return;
+        }
+        Ok(Err(e)) => {
+            let reason = format!("TLS handshake failed: {e}");
+            state.admission.handshake_failed(peer, &reason);
+            return;
+        }
+        Ok(Ok(tls)) => tls,
+    };
+    let io = session::framed(tls, state.metrics.clone());
+    let accepted = Accepted {
+        peer,
+        registration,
+        preauth,
+        hello_deadline,
+        login_deadline,
+    };
+    session::run(state, io, accepted).await;
 }
 
 async fn purge_sessions(state: Arc<ServerState>, shutdown: CancellationToken) {

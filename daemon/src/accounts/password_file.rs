@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use argon2::{ARGON2ID_IDENT, Argon2, Params, PasswordHash, PasswordHasher};
@@ -377,8 +377,16 @@ struct LiveState {
 }
 
 /// Watches the password file for changes made by `xferd user ...` while the daemon runs.
-#[derive(Debug)]
+///
+/// Every look-up stats the file and may re-read it: blocking work, which async code does
+/// through [`Self::find`] so it runs off the async worker threads.
+#[derive(Debug, Clone)]
 pub struct LivePasswordFile {
+    inner: Arc<Live>,
+}
+
+#[derive(Debug)]
+struct Live {
     path: PathBuf,
     state: Mutex<LiveState>,
 }
@@ -392,26 +400,48 @@ impl LivePasswordFile {
         let stamp = stamp(path);
         let file = PasswordFile::load(path)?;
         Ok(Self {
-            path: path.to_owned(),
-            state: Mutex::new(LiveState {
-                stamp,
-                failed: None,
-                file,
+            inner: Arc::new(Live {
+                path: path.to_owned(),
+                state: Mutex::new(LiveState {
+                    stamp,
+                    failed: None,
+                    file,
+                }),
             }),
         })
+    }
+
+    /// [`Self::lookup`] on a blocking thread, for async code: the stat (and any re-read)
+    /// and the lock never hold up an async worker.
+    pub async fn find(&self, user: &str) -> Option<String> {
+        let (live, user) = (self.inner.clone(), user.to_owned());
+        match tokio::task::spawn_blocking(move || live.lookup(&user)).await {
+            Ok(phc) => phc,
+            Err(error) => {
+                tracing::error!(%error, "password file look-up failed");
+                None
+            }
+        }
     }
 
     /// The PHC for `user`, re-reading the file first if its (mtime, size, inode) changed. If the
     /// re-read fails (malformed, insecure mode), logs an error once per change and keeps serving
     /// the last good contents.
+    /// Blocks on a stat and maybe a read: call [`Self::find`] from async code.
     pub fn lookup(&self, user: &str) -> Option<String> {
-        let state = self.refreshed();
-        state.file.get(user).map(str::to_owned)
+        self.inner.lookup(user)
     }
 
     /// Number of accounts (after the same refresh as [`Self::lookup`]).
     pub fn user_count(&self) -> usize {
-        self.refreshed().file.entries().count()
+        self.inner.refreshed().file.entries().count()
+    }
+}
+
+impl Live {
+    fn lookup(&self, user: &str) -> Option<String> {
+        let state = self.refreshed();
+        state.file.get(user).map(str::to_owned)
     }
 
     fn refreshed(&self) -> std::sync::MutexGuard<'_, LiveState> {
@@ -655,5 +685,25 @@ mod tests {
 
         write_mode(&path, "", 0o600);
         assert_eq!(live.lookup("alice"), None);
+    }
+
+    /// `find` is `lookup` run on a blocking thread: same answers, same refresh, and it
+    /// works on a single-threaded runtime.
+    #[tokio::test(flavor = "current_thread")]
+    async fn find_answers_like_lookup_and_sees_edits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("passwd");
+        let live = LivePasswordFile::open(&path).expect("open missing");
+        assert_eq!(live.find("alice").await, None);
+
+        let alice: UserName = "alice".parse().expect("name");
+        PasswordFile::update(&path, |f| f.add(&alice, fake_phc(0))).expect("add");
+        assert_eq!(live.find("alice").await, Some(fake_phc(0)));
+        assert_eq!(live.lookup("alice"), live.find("alice").await);
+
+        write_mode(&path, "alice:not a phc\n", 0o600);
+        assert_eq!(live.find("alice").await, Some(fake_phc(0)));
+        write_mode(&path, "", 0o600);
+        assert_eq!(live.find("alice").await, None);
     }
 }

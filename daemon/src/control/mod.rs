@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connections::ConnectionInfo;
 use crate::reload::Reloader;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// One request line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,22 +15,22 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_util::SinkExt;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use xfer_proto::{
-    ChannelName, ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Request,
-    Response, Target,
+    ChannelName, ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Response,
+    Target,
 };
 
-use super::{End, Session, not_logged_in};
+use super::End;
+use super::link::{Link, Transport};
 use crate::chat::{
     ChatError, ConnId, ConvKey, Envelope, Inbox, Subscriptions, TokenBucket, check_text,
 };
-use crate::config::ChatConfig;
+use crate::state::ServerState;
 
 /// Events written per flush when many are ready at once.
 const MAX_EVENT_BATCH: usize = 64;
@@ -62,15 +62,18 @@ struct OpenChat {
 
 /// The chat side of a session.
 pub(super) struct ChatState {
+    state: Arc<ServerState>,
     bucket: TokenBucket,
     open: Option<OpenChat>,
     /// Events to write right after the current response.
-    pub pending: VecDeque<ChatEvent>,
+    pending: VecDeque<ChatEvent>,
 }
 
 impl ChatState {
-    pub fn new(config: &ChatConfig) -> ChatState {
+    pub fn new(state: Arc<ServerState>) -> ChatState {
+        let config = &state.config().chat;
         ChatState {
+            state: state.clone(),
             bucket: TokenBucket::new(
                 config.messages_per_sec,
                 config.message_burst,
@@ -107,7 +110,7 @@ impl ChatState {
     }
 
     /// What has already arrived, without waiting.
-    pub fn try_next(&mut self) -> Option<Incoming> {
+    fn try_next(&mut self) -> Option<Incoming> {
         match self.poll_next(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(incoming) => Some(incoming),
             Poll::Pending => None,
@@ -139,7 +142,7 @@ impl ChatState {
 
     /// Turns what arrived into the events to write: skips this connection's own
     /// events and live copies of what a replay already sent.
-    pub fn accept(&mut self, incoming: Incoming, me: &str, out: &mut Vec<ChatEvent>) {
+    fn accept(&mut self, incoming: Incoming, me: &str, out: &mut Vec<ChatEvent>) {
         let Some(open) = &mut self.open else {
             return;
         };
@@ -193,7 +196,7 @@ fn poll_channels(open: &mut OpenChat, cx: &mut Context<'_>) -> Poll<Incoming> {
         .map(|(key, r)| Incoming::Channel(key, r))
 }
 
-fn chat_error(e: &ChatError) -> Response {
+pub(super) fn chat_error(e: &ChatError) -> Response {
     if let ChatError::Store(inner) = e
         && e.code() == ErrorCode::Internal
     {
@@ -222,55 +225,29 @@ fn fit(messages: &mut Vec<ChatMessage>, budget: usize) -> u64 {
     cut as u64
 }
 
-impl Session {
-    /// Requests 15–22.
-    pub(super) async fn handle_chat(&mut self, request: Request) -> Response {
-        let Some(auth) = &self.auth else {
-            return not_logged_in();
-        };
-        let user = auth.user.clone();
-        let result = match request {
-            Request::ChatOpen { after } => self.chat_open(&user, after).await,
-            Request::Join {
-                channel,
-                history,
-                after,
-            } => self.join(&channel, history, after).await,
-            Request::Part { channel } => self.part(&channel),
-            Request::Say { target, text } => self.say(&user, &target, text).await,
-            Request::History {
-                target,
-                count,
-                before,
-            } => self.chat_history(&user, &target, count, before).await,
-            Request::Who { channel } => self.who(channel.as_ref()),
-            Request::Channels => Ok(Response::Channels {
-                channels: self.state.chat.bus().channels(),
-            }),
-            Request::SetAway { away } => self.set_away(away),
-            _ => Ok(Response::error(ErrorCode::BadRequest, "unexpected request")),
-        };
-        result.unwrap_or_else(|e| chat_error(&e))
-    }
-
+impl ChatState {
     /// Refuses when the connection's bucket is empty; the connection stays usable.
     fn throttle(&mut self) -> Result<(), ChatError> {
-        if self.chat.bucket.take(Instant::now()) {
+        if self.bucket.take(Instant::now()) {
             Ok(())
         } else {
             Err(ChatError::Throttled {
-                per_sec: self.chat.bucket.per_sec(),
-                burst: self.chat.bucket.burst(),
+                per_sec: self.bucket.per_sec(),
+                burst: self.bucket.burst(),
             })
         }
     }
 
     fn open_id(&self) -> Result<ConnId, ChatError> {
-        self.chat.open_conn().ok_or(ChatError::NotOpen)
+        self.open_conn().ok_or(ChatError::NotOpen)
     }
 
-    async fn chat_open(&mut self, user: &str, after: Option<u64>) -> Result<Response, ChatError> {
-        if self.chat.is_open() {
+    pub async fn chat_open(
+        &mut self,
+        user: &str,
+        after: Option<u64>,
+    ) -> Result<Response, ChatError> {
+        if self.is_open() {
             return Err(ChatError::AlreadyOpen);
         }
         self.throttle()?;
@@ -284,14 +261,14 @@ impl Session {
             chat.delivered()
                 .advance(user, id.min(chat.history().last_id()));
         }
-        self.chat.open = Some(OpenChat {
+        self.open = Some(OpenChat {
             inbox,
             channels: Subscriptions::default(),
             seen: replay.seen,
             own_replayed: after.is_some(),
             inbox_first: true,
         });
-        let pending = &mut self.chat.pending;
+        let pending = &mut self.pending;
         pending.extend(
             replay
                 .missed
@@ -305,7 +282,7 @@ impl Session {
         })
     }
 
-    async fn join(
+    pub async fn join(
         &mut self,
         channel: &ChannelName,
         history: u32,
@@ -340,12 +317,12 @@ impl Session {
         let target = Target::Channel(channel.clone());
         let skipped = page.skipped + cut;
         if skipped > 0 {
-            self.chat.pending.push_back(ChatEvent::Missed {
+            self.pending.push_back(ChatEvent::Missed {
                 target: target.clone(),
                 count: skipped,
             });
         }
-        if let Some(open) = &mut self.chat.open {
+        if let Some(open) = &mut self.open {
             open.channels.insert(channel.clone(), joined.receiver);
             open.seen.insert(target, page.last_read);
         }
@@ -356,18 +333,18 @@ impl Session {
         })
     }
 
-    fn part(&mut self, channel: &ChannelName) -> Result<Response, ChatError> {
+    pub fn part(&mut self, channel: &ChannelName) -> Result<Response, ChatError> {
         let id = self.open_id()?;
         self.throttle()?;
         self.state.chat.bus().part(id, channel.as_str())?;
-        if let Some(open) = &mut self.chat.open {
+        if let Some(open) = &mut self.open {
             open.channels.remove(channel.as_str());
             open.seen.remove(&Target::Channel(channel.clone()));
         }
         Ok(Response::Ok)
     }
 
-    async fn say(
+    pub async fn say(
         &mut self,
         user: &str,
         target: &Target,
@@ -375,12 +352,12 @@ impl Session {
     ) -> Result<Response, ChatError> {
         check_text(&text)?;
         if let Target::User(to) = target
-            && self.state.passwords.lookup(to.as_str()).is_none()
+            && self.state.passwords.find(to.as_str()).await.is_none()
         {
             return Err(ChatError::NoUser(to.to_string()));
         }
         self.throttle()?;
-        let origin = self.chat.open_conn();
+        let origin = self.open_conn();
         let message = self
             .state
             .chat
@@ -392,7 +369,7 @@ impl Session {
         })
     }
 
-    async fn chat_history(
+    pub async fn chat_history(
         &mut self,
         user: &str,
         target: &Target,
@@ -402,7 +379,7 @@ impl Session {
         let key = ConvKey::of(target, user);
         if let Target::User(to) = target
             && !self.state.chat.history().exists(&key)
-            && self.state.passwords.lookup(to.as_str()).is_none()
+            && self.state.passwords.find(to.as_str()).await.is_none()
         {
             return Err(ChatError::NoUser(to.to_string()));
         }
@@ -416,13 +393,19 @@ impl Session {
         })
     }
 
-    fn who(&self, channel: Option<&ChannelName>) -> Result<Response, ChatError> {
+    pub fn channels(&self) -> Response {
+        Response::Channels {
+            channels: self.state.chat.bus().channels(),
+        }
+    }
+
+    pub fn who(&self, channel: Option<&ChannelName>) -> Result<Response, ChatError> {
         Ok(Response::Who {
             users: self.state.chat.bus().who(channel.map(ChannelName::as_str)),
         })
     }
 
-    fn set_away(&mut self, away: bool) -> Result<Response, ChatError> {
+    pub fn set_away(&mut self, away: bool) -> Result<Response, ChatError> {
         let id = self.open_id()?;
         self.throttle()?;
         self.state.chat.bus().set_away(id, away);
@@ -430,35 +413,43 @@ impl Session {
     }
 
     /// Writes what arrived, with whatever else is ready (one flush per batch).
-    pub(super) async fn deliver_chat(
+    pub async fn deliver<T: Transport>(
         &mut self,
         first: Incoming,
+        me: Option<&str>,
+        link: &mut Link<T>,
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
-        let Some(me) = self.auth.as_ref().map(|a| a.user.clone()) else {
-            self.chat.close();
+        let Some(me) = me else {
+            self.close();
             return Ok(());
         };
         let mut events = Vec::new();
-        self.chat.accept(first, &me, &mut events);
+        self.accept(first, me, &mut events);
         while events.len() < MAX_EVENT_BATCH {
-            let Some(more) = self.chat.try_next() else {
+            let Some(more) = self.try_next() else {
                 break;
             };
-            self.chat.accept(more, &me, &mut events);
+            self.accept(more, me, &mut events);
         }
-        self.write_events(events, shutdown).await
+        self.write_events(events, me, link, shutdown).await
     }
 
     /// Writes the events queued by the last request.
-    pub(super) async fn write_pending_chat(
+    pub async fn write_pending<T: Transport>(
         &mut self,
+        me: Option<&str>,
+        link: &mut Link<T>,
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
-        while !self.chat.pending.is_empty() {
-            let n = self.chat.pending.len().min(MAX_EVENT_BATCH);
-            let batch: Vec<ChatEvent> = self.chat.pending.drain(..n).collect();
-            self.write_events(batch, shutdown).await?;
+        let Some(me) = me else {
+            self.pending.clear();
+            return Ok(());
+        };
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(MAX_EVENT_BATCH);
+            let batch: Vec<ChatEvent> = self.pending.drain(..n).collect();
+            self.write_events(batch, me, link, shutdown).await?;
         }
         Ok(())
     }
@@ -467,17 +458,16 @@ impl Session {
     /// time or when the server shuts down. Direct messages to this user that were
     /// written raise the user's delivery marker, but never to or past one that this
     /// connection's queue dropped: that one is replayed at the next `ChatOpen`.
-    async fn write_events(
+    async fn write_events<T: Transport>(
         &mut self,
         events: Vec<ChatEvent>,
+        me: &str,
+        link: &mut Link<T>,
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
         if events.is_empty() {
             return Ok(());
         }
-        let Some(me) = self.auth.as_ref().map(|a| a.user.clone()) else {
-            return Ok(());
-        };
         let delivered = events
             .iter()
             .filter_map(|e| match e {
@@ -488,7 +478,6 @@ impl Session {
         // Read after the events were taken from the queue: a drop before any of them is
         // already recorded.
         let hole = self
-            .chat
             .open
             .as_ref()
             .and_then(|o| o.inbox.first_dropped_to_user());
@@ -496,16 +485,11 @@ impl Session {
             (Some(id), Some(hole)) => Some(id.min(hole.saturating_sub(1))),
             (d, _) => d,
         };
-        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
-        let framed = &mut self.framed;
-        let write = async {
-            for event in events {
-                framed
-                    .feed(Frame::Message(Response::Event(Box::new(event))))
-                    .await?;
-            }
-            framed.flush().await
-        };
+        let idle = link.idle();
+        let frames = events
+            .into_iter()
+            .map(|event| Frame::Message(Response::Event(Box::new(event))));
+        let write = link.send_all(frames);
         let stopped = tokio::select! {
             r = timeout(idle, write) => match r {
                 Ok(Ok(())) => false,
@@ -515,10 +499,10 @@ impl Session {
         };
         // A kick or the shutdown: uploads are checkpointed and the peer told which.
         if stopped {
-            return Err(self.stopped().await);
+            return Err(End::Stopped);
         }
         if let Some(id) = delivered {
-            self.state.chat.delivered().advance(&me, id);
+            self.state.chat.delivered().advance(me, id);
         }
         Ok(())
     }

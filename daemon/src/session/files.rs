@@ -14,24 +14,26 @@
 //! `limits.user_bytes_per_sec`, every chunk is charged to the user's shared bucket:
 //! an upload stops reading frames until the bucket allows (chunks already read are
 //! still written and acknowledged), a download waits before sending. On shutdown the
-//! chunks already read are written and the upload's state saved ([`Session::checkpoint`]).
+//! chunks already read are written and the upload's state saved ([`Files::checkpoint`]).
+//!
+//! [`Files`] owns all of this; the session hands it the logged-in user and, where it
+//! answers by itself (chunk acknowledgements, streamed chunks), the [`Link`] to write to.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_util::SinkExt;
 use tokio::task::{JoinError, JoinHandle};
-use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use xfer_proto::{
-    Chunk, ChunkEncoding, ErrorCode, Frame, MANIFEST_PAGE, Request, Response, SNIFF_LEN,
-};
+use xfer_proto::{Chunk, ChunkEncoding, ErrorCode, Frame, MANIFEST_PAGE, Response, SNIFF_LEN};
 
-use super::{End, Session, internal_error, not_logged_in};
+use super::link::{Link, Transport};
+use super::{End, internal_error};
 use crate::admission::TransferSlot;
 use crate::audit;
-use crate::connections::{Direction, Tracked};
+use crate::chat::ConnId;
+use crate::connections::{Direction, Registration, Tracked};
+use crate::state::ServerState;
 use crate::storage::{
     self, Download, PutBegun, PutRequest, RelPath, Storage, StorageError, Upload,
 };
@@ -74,6 +76,8 @@ struct UploadTransfer {
 
 struct DownloadTransfer {
     download: Arc<dyn Download>,
+    /// Who downloads, for the audit record.
+    user: String,
     path: RelPath,
     started: Instant,
     bytes_sent: u64,
@@ -94,6 +98,7 @@ enum Transfer {
 
 /// The file side of a session: open transfers and the chunk pipeline.
 pub(super) struct Files {
+    state: Arc<ServerState>,
     storage: Arc<dyn Storage>,
     transfers: HashMap<u64, Transfer>,
     next_id: u64,
@@ -104,15 +109,21 @@ pub(super) struct Files {
 }
 
 impl Files {
-    pub fn new(storage: Arc<dyn Storage>) -> Files {
+    pub fn new(state: Arc<ServerState>) -> Files {
         Files {
-            storage,
+            storage: state.storage.clone(),
+            state,
             transfers: HashMap::new(),
             next_id: 1,
             queue: VecDeque::new(),
             running: None,
             paused_until: None,
         }
+    }
+
+    /// The server, for `send.rs`.
+    pub(super) fn state(&self) -> &ServerState {
+        &self.state
     }
 
     /// Whether another chunk frame may be read now.
@@ -236,58 +247,49 @@ fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Session {
-    async fn send(&mut self, response: Response) -> Result<(), End> {
-        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
-        match timeout(idle, self.framed.send(Frame::Message(response))).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::PeerClosed),
-        }
-    }
-
-    /// Takes a chunk frame into the pipeline, charging it to the user's bandwidth.
-    pub(super) async fn queue_chunk(&mut self, chunk: Chunk) -> Result<(), End> {
-        if let Some(auth) = &self.auth {
-            let rate = self.state.config().limits.user_bytes_per_sec;
-            let wire = chunk.data.len() as u64;
-            self.files.paused_until = self.state.admission.charge(&auth.user, wire, rate);
-        }
-        self.files.queue.push_back(chunk);
-        self.pump().await
+impl Files {
+    /// Takes a chunk frame of `user`'s into the pipeline, charging it to their bandwidth.
+    pub async fn queue_chunk<T: Transport>(
+        &mut self,
+        user: &str,
+        chunk: Chunk,
+        link: &mut Link<T>,
+    ) -> Result<(), End> {
+        let rate = self.state.config().limits.user_bytes_per_sec;
+        let wire = chunk.data.len() as u64;
+        self.paused_until = self.state.admission.charge(user, wire, rate);
+        self.queue.push_back(chunk);
+        self.pump(link).await
     }
 
     /// On shutdown: writes the chunks already read (without acknowledging them: the
     /// client learns what is held when it resumes), then saves every upload's state,
     /// so a resume after the restart starts from everything received.
-    pub(super) async fn checkpoint(&mut self) {
+    pub async fn checkpoint(&mut self) {
         loop {
-            if let Some(job) = self.files.running.take() {
+            if let Some(job) = self.running.take() {
                 let _ = job.await;
             }
-            let Some(chunk) = self.files.queue.pop_front() else {
+            let Some(chunk) = self.queue.pop_front() else {
                 break;
             };
             // A chunk that cannot be taken is dropped; the client sends it again.
-            let _ = self.files.start_chunk(chunk);
+            let _ = self.start_chunk(chunk);
         }
         self.close_transfers().await;
     }
 
-    /// A place for one more transfer of the logged-in user, or the reply refusing it.
-    fn transfer_slot(&self) -> Result<TransferSlot, Response> {
-        let Some(auth) = &self.auth else {
-            return Err(not_logged_in());
-        };
+    /// A place for one more transfer of `user`, or the reply refusing it.
+    fn transfer_slot(&self, user: &str) -> Result<TransferSlot, Response> {
         let max = self.state.config().limits.max_transfers_per_user;
         self.state
             .admission
-            .begin_transfer(&auth.user, max)
+            .begin_transfer(user, max)
             .ok_or_else(|| {
                 Response::error(
                     ErrorCode::Busy,
                     format!(
-                        "{} already has {max} transfers in progress (limits.max_transfers_per_user); retry when one ends",
-                        auth.user
+                        "{user} already has {max} transfers in progress (limits.max_transfers_per_user); retry when one ends"
                     ),
                 )
             })
@@ -295,21 +297,25 @@ impl Session {
 
     /// Starts the next queued chunk if none is running, answering at once the chunks
     /// that cannot be taken (in order: nothing is running before them).
-    async fn pump(&mut self) -> Result<(), End> {
-        while self.files.running.is_none() {
-            let Some(chunk) = self.files.queue.pop_front() else {
+    async fn pump<T: Transport>(&mut self, link: &mut Link<T>) -> Result<(), End> {
+        while self.running.is_none() {
+            let Some(chunk) = self.queue.pop_front() else {
                 break;
             };
-            if let Err(response) = self.files.start_chunk(chunk) {
-                self.send(response).await?;
+            if let Err(response) = self.start_chunk(chunk) {
+                link.send(response).await?;
             }
         }
         Ok(())
     }
 
     /// Answers a finished chunk job and starts the next.
-    pub(super) async fn chunk_done(&mut self, outcome: ChunkOutcome) -> Result<(), End> {
-        self.files.running = None;
+    pub async fn chunk_done<T: Transport>(
+        &mut self,
+        outcome: ChunkOutcome,
+        link: &mut Link<T>,
+    ) -> Result<(), End> {
+        self.running = None;
         if let Ok(done) = &outcome {
             self.state.metrics.chunk_received(done.len, &done.result);
         }
@@ -317,9 +323,7 @@ impl Session {
             Err(e) => internal_error("writing a chunk", &e),
             Ok(done) => match done.result {
                 Ok(()) => {
-                    if let Some(Transfer::Upload(t)) =
-                        self.files.transfers.get_mut(&done.transfer_id)
-                    {
+                    if let Some(Transfer::Upload(t)) = self.transfers.get_mut(&done.transfer_id) {
                         t.bytes_received += done.len;
                         t.wire_bytes += done.wire;
                         t.tracked.progress().add(done.len);
@@ -336,15 +340,15 @@ impl Session {
                 }
             },
         };
-        self.send(response).await?;
-        self.pump().await
+        link.send(response).await?;
+        self.pump(link).await
     }
 
     /// Waits until every chunk received so far is answered.
-    pub(super) async fn drain_chunks(&mut self) -> Result<(), End> {
-        while self.files.running.is_some() {
-            let outcome = self.files.next_done().await;
-            self.chunk_done(outcome).await?;
+    pub async fn drain_chunks<T: Transport>(&mut self, link: &mut Link<T>) -> Result<(), End> {
+        while self.running.is_some() {
+            let outcome = self.next_done().await;
+            self.chunk_done(outcome, link).await?;
         }
         Ok(())
     }
@@ -352,14 +356,9 @@ impl Session {
     /// Closes one transfer: an upload saves its resume state, a download that reached
     /// the end of the file is audited.
     async fn end_transfer(&mut self, id: u64) -> bool {
-        let Some(transfer) = self.files.transfers.remove(&id) else {
+        let Some(transfer) = self.transfers.remove(&id) else {
             return false;
         };
-        let user = self
-            .auth
-            .as_ref()
-            .map_or("", |a| a.user.as_str())
-            .to_owned();
         match transfer {
             Transfer::Upload(t) => {
                 if let Err(Response::Error { message, .. }) = answer(t.upload.persist()).await {
@@ -369,7 +368,7 @@ impl Session {
             Transfer::Download(t) => {
                 if t.last_sent {
                     audit::download(&audit::DownloadRecord {
-                        user: &user,
+                        user: &t.user,
                         path: t.path.as_str(),
                         size: t.download.size(),
                         bytes_sent: t.bytes_sent,
@@ -386,106 +385,74 @@ impl Session {
 
     /// Ends every transfer (connection end, logout, new login): waits for the chunk
     /// being written, then saves upload state.
-    pub(super) async fn close_transfers(&mut self) {
-        if let Some(job) = self.files.running.take()
+    pub async fn close_transfers(&mut self) {
+        if let Some(job) = self.running.take()
             && let Ok(done) = job.await
         {
             self.state.metrics.chunk_received(done.len, &done.result);
         }
-        self.files.queue.clear();
-        let ids: Vec<u64> = self.files.transfers.keys().copied().collect();
+        self.queue.clear();
+        let ids: Vec<u64> = self.transfers.keys().copied().collect();
         for id in ids {
             self.end_transfer(id).await;
         }
     }
 
-    /// Requests 5–14 except `GetChunks` (streamed by [`Session::stream_chunks`]).
-    pub(super) async fn handle_file(&mut self, request: Request) -> Response {
-        let Some(auth) = &self.auth else {
-            return not_logged_in();
-        };
-        let user = auth.user.clone();
-        let storage = self.files.storage.clone();
-        let result = match request {
-            Request::List { path } => self.list(storage, user, &path).await,
-            Request::Mkdir { path, parents } => match parse_entry(&path) {
-                Ok(p) => answer(storage.mkdir(&user, &p, parents))
-                    .await
-                    .map(|()| Response::Ok),
-                Err(r) => Err(r),
-            },
-            Request::Remove {
-                path,
-                recursive,
-                partial,
-            } => match parse_entry(&path) {
-                Ok(p) => answer(storage.remove(&user, &p, recursive, partial))
-                    .await
-                    .map(|()| Response::Ok),
-                Err(r) => Err(r),
-            },
-            Request::Rename { from, to, force } => match (parse_entry(&from), parse_entry(&to)) {
-                (Ok(f), Ok(t)) => answer(storage.rename(&user, &f, &t, force))
-                    .await
-                    .map(|()| Response::Ok),
-                (Err(r), _) | (_, Err(r)) => Err(r),
-            },
-            Request::PutBegin {
-                path,
-                size,
-                force,
-                head,
-            } => {
-                self.put_begin(storage, user, &path, size, force, head, None)
-                    .await
-            }
-            Request::Manifest {
-                transfer_id,
-                first,
-                count,
-            } => Ok(self.manifest(transfer_id, first, count)),
-            Request::PutCommit {
-                transfer_id,
-                digest,
-            } => self.put_commit(user, transfer_id, digest).await,
-            Request::GetBegin { path } => self.get_begin(storage, user, &path).await,
-            Request::Close { transfer_id } => {
-                // Closing what is already closed (e.g. ended by an error) is not an error.
-                self.end_transfer(transfer_id).await;
-                Ok(Response::Ok)
-            }
-            Request::SendBegin {
-                to,
-                name,
-                size,
-                force,
-                head,
-            } => {
-                self.send_begin(storage, &user, to, &name, size, force, head)
-                    .await
-            }
-            // Streamed (`GetChunks`) or served elsewhere (session and chat requests).
-            _ => Err(Response::error(ErrorCode::BadRequest, "unexpected request")),
-        };
-        result.unwrap_or_else(|r| r)
+    pub async fn list(&mut self, user: &str, path: &str) -> Result<Response, Response> {
+        let p = parse(path)?;
+        let entries = answer(self.storage.list(user, &p)).await?;
+        Ok(Response::Listing { entries })
     }
 
-    async fn list(
+    pub async fn mkdir(
         &mut self,
-        storage: Arc<dyn Storage>,
-        user: String,
+        user: &str,
         path: &str,
+        parents: bool,
     ) -> Result<Response, Response> {
-        let p = parse(path)?;
-        let entries = answer(storage.list(&user, &p)).await?;
-        Ok(Response::Listing { entries })
+        let p = parse_entry(path)?;
+        answer(self.storage.mkdir(user, &p, parents))
+            .await
+            .map(|()| Response::Ok)
+    }
+
+    pub async fn remove(
+        &mut self,
+        user: &str,
+        path: &str,
+        recursive: bool,
+        partial: bool,
+    ) -> Result<Response, Response> {
+        let p = parse_entry(path)?;
+        answer(self.storage.remove(user, &p, recursive, partial))
+            .await
+            .map(|()| Response::Ok)
+    }
+
+    pub async fn rename(
+        &mut self,
+        user: &str,
+        from: &str,
+        to: &str,
+        force: bool,
+    ) -> Result<Response, Response> {
+        let (f, t) = (parse_entry(from)?, parse_entry(to)?);
+        answer(self.storage.rename(user, &f, &t, force))
+            .await
+            .map(|()| Response::Ok)
+    }
+
+    /// Closing what is already closed (e.g. ended by an error) is not an error.
+    pub async fn close(&mut self, transfer_id: u64) -> Response {
+        self.end_transfer(transfer_id).await;
+        Response::Ok
     }
 
     /// `user` owns the namespace; `send_to` (the same user) marks a `SendBegin`.
     #[allow(clippy::too_many_arguments)] // the request's fields plus the send marker
-    pub(super) async fn put_begin(
+    pub async fn put_begin(
         &mut self,
-        storage: Arc<dyn Storage>,
+        registration: &Registration,
         user: String,
         path: &str,
         size: u64,
@@ -493,6 +460,7 @@ impl Session {
         head: bytes::Bytes,
         send_to: Option<String>,
     ) -> Result<Response, Response> {
+        let storage = self.storage.clone();
         let path = parse_entry(path)?;
         if head.len() > SNIFF_LEN {
             return Err(Response::error(
@@ -500,8 +468,8 @@ impl Session {
                 format!("head is limited to {SNIFF_LEN} bytes"),
             ));
         }
-        let id = self.files.open_slot()?;
-        let slot = self.transfer_slot()?;
+        let id = self.open_slot()?;
+        let slot = self.transfer_slot(&user)?;
         let request = PutRequest {
             path: path.clone(),
             size,
@@ -513,11 +481,9 @@ impl Session {
             PutBegun::Exists { size, digest } => Ok(Response::Exists { size, digest }),
             PutBegun::Ready(upload) => {
                 let chunks_held = upload.chunks_held();
-                let tracked = self
-                    .registration
-                    .track(id, path.as_str(), Direction::Upload, size);
+                let tracked = registration.track(id, path.as_str(), Direction::Upload, size);
                 tracked.progress().add(upload.resumed_from());
-                self.files.transfers.insert(
+                self.transfers.insert(
                     id,
                     Transfer::Upload(UploadTransfer {
                         upload,
@@ -539,9 +505,9 @@ impl Session {
         }
     }
 
-    fn manifest(&self, transfer_id: u64, first: u64, count: u32) -> Response {
+    pub fn manifest(&self, transfer_id: u64, first: u64, count: u32) -> Response {
         let count = u64::from(count.min(MANIFEST_PAGE));
-        let digests = match self.files.transfers.get(&transfer_id) {
+        let digests = match self.transfers.get(&transfer_id) {
             Some(Transfer::Upload(t)) => t.upload.held_digests(first, count),
             Some(Transfer::Download(t)) => t
                 .download
@@ -554,13 +520,15 @@ impl Session {
         Response::Manifest { first, digests }
     }
 
-    async fn put_commit(
+    /// `origin`: this connection on the chat bus, which a send's notice comes from.
+    pub async fn put_commit(
         &mut self,
-        user: String,
+        user: &str,
         transfer_id: u64,
         digest: xfer_proto::Digest,
+        origin: Option<ConnId>,
     ) -> Result<Response, Response> {
-        let Some(Transfer::Upload(t)) = self.files.transfers.get(&transfer_id) else {
+        let Some(Transfer::Upload(t)) = self.transfers.get(&transfer_id) else {
             return Err(Response::error(
                 ErrorCode::BadRequest,
                 format!("no upload with transfer id {transfer_id} is open"),
@@ -569,11 +537,11 @@ impl Session {
         let upload = t.upload.clone();
         match answer(upload.commit(digest)).await {
             Ok(committed) => {
-                let Some(Transfer::Upload(t)) = self.files.transfers.remove(&transfer_id) else {
+                let Some(Transfer::Upload(t)) = self.transfers.remove(&transfer_id) else {
                     unreachable!("checked above and nothing ran in between");
                 };
                 let record = audit::UploadRecord {
-                    user: &user,
+                    user,
                     path: t.path.as_str(),
                     bytes: committed.size,
                     digest: &committed.digest.to_string(),
@@ -583,7 +551,7 @@ impl Session {
                     wire_bytes: t.wire_bytes,
                 };
                 match t.send_to.as_deref() {
-                    Some(to) => self.file_sent(to, &record, committed.digest).await,
+                    Some(to) => self.file_sent(origin, to, &record, committed.digest).await,
                     None => audit::upload(&record),
                 }
                 self.state.metrics.upload_committed(record.resumed_from);
@@ -599,15 +567,16 @@ impl Session {
         }
     }
 
-    async fn get_begin(
+    pub async fn get_begin(
         &mut self,
-        storage: Arc<dyn Storage>,
-        user: String,
+        registration: &Registration,
+        user: &str,
         path: &str,
     ) -> Result<Response, Response> {
+        let (storage, user) = (self.storage.clone(), user.to_owned());
         let path = parse_entry(path)?;
-        let id = self.files.open_slot()?;
-        let slot = self.transfer_slot()?;
+        let id = self.open_slot()?;
+        let slot = self.transfer_slot(&user)?;
         let download = answer(storage.open_download(&user, &path)).await?;
         let empty = storage::chunk_count(download.size()) == 0;
         let response = Response::GetReady {
@@ -617,13 +586,12 @@ impl Session {
             chunk_size: storage::CHUNK_SIZE as u32,
             modified_unix: download.modified_unix(),
         };
-        let tracked =
-            self.registration
-                .track(id, path.as_str(), Direction::Download, download.size());
-        self.files.transfers.insert(
+        let tracked = registration.track(id, path.as_str(), Direction::Download, download.size());
+        self.transfers.insert(
             id,
             Transfer::Download(DownloadTransfer {
                 download,
+                user,
                 path,
                 started: Instant::now(),
                 bytes_sent: 0,
@@ -640,26 +608,27 @@ impl Session {
 
     /// Answers `GetChunks` with `count` chunk frames in order, or an `Error` in place of
     /// the first one that cannot be sent. The next chunk is read (and, with `compress`,
-    /// compressed) in a blocking task while one is sent.
-    pub(super) async fn stream_chunks(
+    /// compressed) in a task while one is sent. A kick or the shutdown ends it
+    /// with [`End::Stopped`].
+    #[allow(clippy::too_many_arguments)] // the request's fields plus what it writes to
+    pub async fn stream_chunks<T: Transport>(
         &mut self,
+        user: &str,
+        link: &mut Link<T>,
         transfer_id: u64,
         first: u64,
         count: u64,
         compress: bool,
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
-        if self.auth.is_none() {
-            return self.send(not_logged_in()).await;
-        }
-        let Some(Transfer::Download(t)) = self.files.transfers.get(&transfer_id) else {
-            return self.send(no_transfer(transfer_id)).await;
+        let Some(Transfer::Download(t)) = self.transfers.get(&transfer_id) else {
+            return link.send(no_transfer(transfer_id)).await;
         };
         let download = t.download.clone();
         let n = storage::chunk_count(download.size());
         let end = first.checked_add(count).filter(|&e| e <= n && count > 0);
         let Some(end) = end else {
-            return self
+            return link
                 .send(Response::error(
                     ErrorCode::BadRequest,
                     format!("chunks {first}+{count} are not inside the file's {n} chunks"),
@@ -683,7 +652,6 @@ impl Session {
                     })
             })
         };
-        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
         let mut next = Some(read(first));
         for index in first..end {
             let current = next.take().expect("one read is always in flight").await;
@@ -692,26 +660,23 @@ impl Session {
             }
             let chunk = match current {
                 Ok(Ok(chunk)) => chunk,
-                Ok(Err(e)) => return self.send(storage_error(&e)).await,
-                Err(e) => return self.send(internal_error("reading a chunk", &e)).await,
+                Ok(Err(e)) => return link.send(storage_error(&e)).await,
+                Err(e) => return link.send(internal_error("reading a chunk", &e)).await,
             };
             // A kick or the shutdown: the peer hears which, as on every other path.
             if shutdown.is_cancelled() {
-                return Err(self.stopped().await);
+                return Err(End::Stopped);
             }
             let len = match chunk.encoding {
                 ChunkEncoding::Raw => chunk.data.len() as u64,
                 ChunkEncoding::Zstd { raw_len } => u64::from(raw_len),
             };
             let wire = chunk.data.len() as u64;
-            if !self.pace_download(wire, shutdown).await {
-                return Err(self.stopped().await);
+            if !self.pace_download(user, wire, shutdown).await {
+                return Err(End::Stopped);
             }
-            match timeout(idle, self.framed.send(Frame::Chunk(chunk))).await {
-                Ok(Ok(())) => {}
-                _ => return Err(End::PeerClosed),
-            }
-            if let Some(Transfer::Download(t)) = self.files.transfers.get_mut(&transfer_id) {
+            link.send_frame(Frame::Chunk(chunk)).await?;
+            if let Some(Transfer::Download(t)) = self.transfers.get_mut(&transfer_id) {
                 t.bytes_sent += len;
                 t.wire_bytes += wire;
                 t.first_index.get_or_insert(index);
@@ -726,12 +691,9 @@ impl Session {
 
     /// Waits as the user's bandwidth cap says before sending `wire` bytes; false when
     /// shutdown came first.
-    async fn pace_download(&self, wire: u64, shutdown: &CancellationToken) -> bool {
-        let Some(auth) = &self.auth else {
-            return true;
-        };
+    async fn pace_download(&self, user: &str, wire: u64, shutdown: &CancellationToken) -> bool {
         let rate = self.state.config().limits.user_bytes_per_sec;
-        let Some(until) = self.state.admission.charge(&auth.user, wire, rate) else {
+        let Some(until) = self.state.admission.charge(user, wire, rate) else {
             return true;
         };
         tokio::select! {

@@ -1,46 +1,45 @@
-//! One connection: TLS handshake and hello under a deadline, then the request loop.
+//! One connection after its transport's handshake: the hello under a deadline, then the
+//! request loop, over any [`Transport`].
 //!
 //! A connection starts unauthenticated, with the small pre-auth frame limit and a
 //! login deadline counted from accept, which covers the handshake too and which no
 //! request extends; `Login` or `Authenticate` lifts both, and takes one of the
-//! `max_connections` slots in place of the connection's unauthenticated place. Every failure a peer can
-//! cause ends in an error reply (when the peer still speaks xfer) and a closed
-//! connection, never in a panic or an effect on other sessions. File requests and
-//! chunk frames are served in `files.rs`; chat requests and pushed events in `chat.rs`.
+//! `max_connections` slots in place of the connection's unauthenticated place. Every
+//! failure a peer can cause ends in an error reply (when the peer still speaks xfer) and
+//! a closed connection, never in a panic or an effect on other sessions.
+//!
+//! Every request is routed in one place, `Session::route`, one `match` naming every
+//! variant, to the handler that owns its state: `Auth` (`auth.rs`), `Files`
+//! (`files.rs`, `send.rs`: transfers and the chunk pipeline), `ChatState` (`chat.rs`:
+//! chat requests and pushed events). Handlers that write frames themselves get the
+//! `Link` (`link.rs`).
 
+mod auth;
 mod chat;
 mod files;
+mod link;
 mod send;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
-use tokio_rustls::server::TlsStream;
-use tokio_util::codec::Framed;
+use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use xfer_proto::{
-    ErrorCode, Frame, Hello, PROTOCOL_VERSION, ProtoError, Request, Response, Secret, ServerCodec,
-    WhoAmI,
-};
+use xfer_proto::{ErrorCode, Frame, ProtoError, Request, Response};
 
-use crate::accounts::{UserName, Verdict};
 use crate::admission::PreAuthGuard;
-use crate::audit::{self, Method};
+use crate::chat::ChatError;
 use crate::connections::Registration;
-use crate::metrics::{LoginResult, MeteredCodec};
-use crate::server::ServerState;
+use crate::state::ServerState;
+use auth::Auth;
 use chat::ChatState;
 use files::Files;
-
-type Conn = Framed<TlsStream<TcpStream>, MeteredCodec>;
-
-/// Longest user name kept as a throttle key; longer names are cut (they cannot exist).
-const MAX_THROTTLE_NAME: usize = 64;
+use link::{Link, Refused};
+pub use link::{Transport, framed};
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
@@ -48,41 +47,52 @@ enum End {
     PeerClosed,
     Idle,
     LoginDeadline,
+    /// A kick or the shutdown, not yet told to the peer ([`Session::stopped`] does).
+    Stopped,
     Shutdown,
     Kicked,
     TooManyAttempts,
     Protocol(ProtoError),
 }
 
-/// Serves one accepted TCP connection to its end. Never panics on peer input.
-/// `preauth` is the connection's unauthenticated place, given up at login.
-pub async fn run(
-    state: Arc<ServerState>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    accepted: Instant,
-    preauth: PreAuthGuard,
-    shutdown: CancellationToken,
-) {
-    let config = state.config();
-    let registration = state.connections.register(peer, &shutdown);
+/// A connection as the accept path hands it over, its transport's own handshake done.
+pub struct Accepted {
+    /// The peer's address, for the throttle and the audit log.
+    pub peer: SocketAddr,
+    /// This connection in the admin's registry; its stop token ends the session.
+    pub registration: Registration,
+    /// The connection's unauthenticated place, given up at login.
+    pub preauth: PreAuthGuard,
+    /// The hello must have arrived by then.
+    pub hello_deadline: Instant,
+    /// From accept: handshake, hello and login must be done by then.
+    pub login_deadline: Instant,
+}
+
+/// Serves one connection to its end. Never panics on peer input.
+pub async fn run<T: Transport>(state: Arc<ServerState>, io: T, accepted: Accepted) {
+    let Accepted {
+        peer,
+        registration,
+        preauth,
+        hello_deadline,
+        login_deadline,
+    } = accepted;
     // A kick or the shutdown: the session ends the same way on either.
     let stop = registration.stop_token();
-    let limits = &config.limits;
-    let login_deadline = accepted + Duration::from_secs(limits.login_timeout_secs);
-    let deadline =
-        (accepted + Duration::from_secs(limits.handshake_timeout_secs)).min(login_deadline);
-    // A shutdown (or kick) does not wait for a handshake to finish or time out: an idle
-    // peer must not hold the drain for the whole grace period.
-    let handshook = tokio::select! {
-        r = handshake(&state, tcp, deadline) => r,
+    let idle = Duration::from_secs(state.config().limits.idle_timeout_secs);
+    let mut link = Link::new(io, idle);
+    // A shutdown (or kick) does not wait for a hello: an idle peer must not hold the
+    // drain for the whole grace period.
+    let hello = tokio::select! {
+        r = link.hello(hello_deadline) => r,
         () = stop.cancelled() => {
             debug!("stopped during the handshake");
             return;
         }
     };
-    let framed = match handshook {
-        Ok(f) => f,
+    match hello {
+        Ok(()) => {}
         Err(Refused::Timeout(reason)) => {
             state.admission.login_deadline_reached(peer, reason);
             return;
@@ -91,22 +101,18 @@ pub async fn run(
             state.admission.handshake_failed(peer, &reason);
             return;
         }
-    };
+    }
     let mut session = Session {
-        files: Files::new(state.storage.clone()),
-        chat: ChatState::new(&config.chat),
+        files: Files::new(state.clone()),
+        chat: ChatState::new(state.clone()),
+        auth: Auth::new(state.clone(), peer, preauth),
         registration,
         state,
-        peer,
-        framed,
-        auth: None,
-        attempts: 0,
+        link,
         login_deadline,
-        preauth: Some(preauth),
-        slot: None,
     };
     let end = session.serve(&stop).await;
-    session.close_transfers().await;
+    session.files.close_transfers().await;
     // Leaves channels and, with the user's last connection, goes offline.
     session.chat.close();
     match end {
@@ -123,93 +129,13 @@ pub async fn run(
     }
 }
 
-/// Why a handshake did not complete.
-enum Refused {
-    /// The deadline passed.
-    Timeout(&'static str),
-    /// The peer did something else.
-    Failed(String),
-}
-
-/// TLS handshake and hello exchange, both within `deadline`. The server always answers
-/// a well-formed hello with its own, so a client of another version can say which.
-async fn handshake(
-    state: &ServerState,
-    tcp: TcpStream,
-    deadline: Instant,
-) -> Result<Conn, Refused> {
-    let tls = match timeout_at(deadline, state.tls().accept(tcp)).await {
-        Err(_) => return Err(Refused::Timeout("TLS handshake timed out")),
-        Ok(Err(e)) => return Err(Refused::Failed(format!("TLS handshake failed: {e}"))),
-        Ok(Ok(tls)) => tls,
-    };
-    let codec = MeteredCodec::new(ServerCodec::default(), state.metrics.clone());
-    let mut framed = Framed::new(tls, codec);
-    let hello = match timeout_at(deadline, framed.next()).await {
-        Err(_) => return Err(Refused::Timeout("no hello before the handshake deadline")),
-        Ok(None) => return Err(Refused::Failed("closed before hello".into())),
-        Ok(Some(Ok(Frame::Hello(h)))) => h,
-        Ok(Some(Ok(_))) => {
-            reply_error(
-                &mut framed,
-                ErrorCode::BadRequest,
-                "expected a hello frame first",
-            )
-            .await;
-            return Err(Refused::Failed("first frame was not a hello".into()));
-        }
-        Ok(Some(Err(e))) => {
-            reply_error(
-                &mut framed,
-                ErrorCode::BadRequest,
-                &format!("expected an xfer hello: {e}"),
-            )
-            .await;
-            return Err(Refused::Failed(format!("bad hello: {e}")));
-        }
-    };
-    let ours = Frame::Hello(Hello::current(crate::SOFTWARE));
-    if timeout_at(deadline, framed.send(ours))
-        .await
-        .map_or(true, |r| r.is_err())
-    {
-        return Err(Refused::Failed("could not send hello".into()));
-    }
-    if hello.version != PROTOCOL_VERSION {
-        return Err(Refused::Failed(format!(
-            "client {:?} speaks protocol v{}, this server v{PROTOCOL_VERSION}",
-            hello.software, hello.version
-        )));
-    }
-    debug!(client = ?hello.software, "hello");
-    Ok(framed)
-}
-
-/// Best effort: tells the peer why it is being dropped. Failure to send is ignored,
-/// because the connection is being closed anyway.
-async fn reply_error(framed: &mut Conn, code: ErrorCode, message: &str) {
-    let reply = Frame::Message(Response::error(code, message));
-    let _ = timeout(Duration::from_secs(2), framed.send(reply)).await;
-}
-
-struct Auth {
-    user: String,
-    token: Option<Secret>,
-    expires_unix: u64,
-}
-
-struct Session {
+struct Session<T> {
     state: Arc<ServerState>,
-    peer: SocketAddr,
-    framed: Conn,
-    auth: Option<Auth>,
-    attempts: u32,
+    link: Link<T>,
     /// From accept: handshake, hello and login must be done by then.
     login_deadline: Instant,
-    /// This connection's place among those not yet logged in; `None` once logged in.
-    preauth: Option<PreAuthGuard>,
-    /// Its `max_connections` slot, taken at the first login.
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Who is logged in, attempts, the connection's admission places.
+    auth: Auth,
     /// Open transfers and chunk frames being verified and written.
     files: Files,
     /// Chat: rate limit, and once `ChatOpen` was accepted, this connection on the bus.
@@ -227,26 +153,57 @@ enum Event {
     Resume,
 }
 
-impl Session {
+/// Why a request got no response of its own from [`Session::route`]: it was refused
+/// (the reply says why) or the connection ends.
+enum Halt {
+    Reply(Response),
+    End(End),
+}
+
+impl From<Response> for Halt {
+    fn from(response: Response) -> Halt {
+        Halt::Reply(response)
+    }
+}
+
+impl From<End> for Halt {
+    fn from(end: End) -> Halt {
+        Halt::End(end)
+    }
+}
+
+impl From<ChatError> for Halt {
+    fn from(e: ChatError) -> Halt {
+        Halt::Reply(chat::chat_error(&e))
+    }
+}
+
+impl<T: Transport> Session<T> {
     async fn serve(&mut self, shutdown: &CancellationToken) -> End {
-        let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
+        match self.serve_until_end(shutdown).await {
+            End::Stopped => self.stopped().await,
+            end => end,
+        }
+    }
+
+    async fn serve_until_end(&mut self, shutdown: &CancellationToken) -> End {
         loop {
+            let idle = Duration::from_secs(self.state.config().limits.idle_timeout_secs);
+            self.link.set_idle(idle);
             // Checked here too because a peer that keeps frames coming never lets the
             // read below time out: requests before login do not extend the deadline.
-            if self.auth.is_none() && Instant::now() >= self.login_deadline {
-                reply_error(
-                    &mut self.framed,
-                    ErrorCode::Timeout,
-                    "not logged in for too long; closing",
-                )
-                .await;
+            let logged_in = self.auth.user().is_some();
+            if !logged_in && Instant::now() >= self.login_deadline {
+                self.link
+                    .reply_error(ErrorCode::Timeout, "not logged in for too long; closing")
+                    .await;
                 return End::LoginDeadline;
             }
-            let deadline = match self.auth {
-                Some(_) => Instant::now() + idle,
-                None => self.login_deadline,
+            let deadline = match logged_in {
+                true => Instant::now() + idle,
+                false => self.login_deadline,
             };
-            // Every branch is cancel-safe: `Framed::next` keeps partial frames in its
+            // Every branch is cancel-safe: the transport keeps partial frames in its
             // buffer, and a chunk job is polled through `&mut JoinHandle`, never dropped.
             // Frames are not read while enough chunks wait: that is the backpressure.
             // Chat events come last, so a busy room cannot starve this client's requests.
@@ -255,327 +212,288 @@ impl Session {
             let paused = self.files.paused_until();
             let event = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return self.stopped().await,
+                () = shutdown.cancelled() => return End::Stopped,
                 done = self.files.next_done() => Event::ChunkDone(done),
                 () = sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => Event::Resume,
-                r = timeout_at(deadline, self.framed.next()), if can_read => Event::Frame(r),
+                r = timeout_at(deadline, self.link.next()), if can_read => Event::Frame(r),
                 incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
             };
-            let next = match event {
+            let handled = match event {
                 Event::Resume => {
                     self.files.resume();
-                    continue;
+                    Ok(())
                 }
-                Event::ChunkDone(done) => {
-                    if let Err(end) = self.chunk_done(done).await {
-                        return end;
-                    }
-                    continue;
-                }
+                Event::ChunkDone(done) => self.files.chunk_done(done, &mut self.link).await,
                 Event::Chat(incoming) => {
-                    if let Err(end) = self.deliver_chat(incoming, shutdown).await {
-                        return end;
-                    }
-                    continue;
+                    let me = self.auth.user();
+                    self.chat
+                        .deliver(incoming, me, &mut self.link, shutdown)
+                        .await
                 }
-                Event::Frame(r) => r,
+                Event::Frame(r) => self.frame(r, shutdown).await,
             };
-            let frame = match next {
-                // Before login this is the login deadline, checked at the loop's top.
-                Err(_) if self.auth.is_none() => continue,
-                Err(_) => {
-                    reply_error(
-                        &mut self.framed,
-                        ErrorCode::Timeout,
-                        "idle for too long; closing",
-                    )
-                    .await;
-                    return End::Idle;
-                }
-                Ok(None) => return End::PeerClosed,
-                Ok(Some(Err(e))) => {
-                    let code = match e {
-                        ProtoError::FrameTooLarge { .. } => ErrorCode::TooLarge,
-                        _ => ErrorCode::BadRequest,
-                    };
-                    if !matches!(e, ProtoError::Io(_)) {
-                        warn!(error = %e, "protocol error from peer");
-                        reply_error(&mut self.framed, code, &e.to_string()).await;
-                    }
-                    return End::Protocol(e);
-                }
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let request = match frame {
-                Frame::Message(request) => request,
-                Frame::Hello(_) => {
-                    reply_error(&mut self.framed, ErrorCode::BadRequest, "hello sent twice").await;
-                    return End::Protocol(ProtoError::Malformed("second hello".into()));
-                }
-                Frame::Chunk(_) if self.auth.is_none() => {
-                    reply_error(
-                        &mut self.framed,
-                        ErrorCode::BadRequest,
-                        "file data outside a transfer",
-                    )
-                    .await;
-                    return End::Protocol(ProtoError::Malformed("stray chunk".into()));
-                }
-                Frame::Chunk(chunk) => {
-                    if let Err(end) = self.queue_chunk(chunk).await {
-                        return end;
-                    }
-                    continue;
-                }
-            };
-            // Responses go out in request order: acknowledge every chunk received
-            // before this request first.
-            if let Err(end) = self.drain_chunks().await {
+            if let Err(end) = handled {
                 return end;
             }
-            if let Request::GetChunks {
+            // Authenticated or not: a logged-in connection is no free guessing channel.
+            if self.auth.out_of_attempts() {
+                return End::TooManyAttempts;
+            }
+        }
+    }
+
+    /// What the read brought: a request, a chunk, or why the connection ends.
+    async fn frame(
+        &mut self,
+        read: Result<Option<Result<Frame<Request>, ProtoError>>, tokio::time::error::Elapsed>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), End> {
+        let frame = match read {
+            // Before login this is the login deadline, checked at the loop's top.
+            Err(_) if self.auth.user().is_none() => return Ok(()),
+            Err(_) => {
+                self.link
+                    .reply_error(ErrorCode::Timeout, "idle for too long; closing")
+                    .await;
+                return Err(End::Idle);
+            }
+            Ok(None) => return Err(End::PeerClosed),
+            Ok(Some(Err(e))) => {
+                let code = match e {
+                    ProtoError::FrameTooLarge { .. } => ErrorCode::TooLarge,
+                    _ => ErrorCode::BadRequest,
+                };
+                if !matches!(e, ProtoError::Io(_)) {
+                    warn!(error = %e, "protocol error from peer");
+                    self.link.reply_error(code, &e.to_string()).await;
+                }
+                return Err(End::Protocol(e));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match frame {
+            Frame::Message(request) => self.apply(request, shutdown).await,
+            Frame::Hello(_) => {
+                self.link
+                    .reply_error(ErrorCode::BadRequest, "hello sent twice")
+                    .await;
+                Err(End::Protocol(ProtoError::Malformed("second hello".into())))
+            }
+            Frame::Chunk(chunk) => match self.auth.user() {
+                Some(user) => self.files.queue_chunk(user, chunk, &mut self.link).await,
+                None => {
+                    self.link
+                        .reply_error(ErrorCode::BadRequest, "file data outside a transfer")
+                        .await;
+                    Err(End::Protocol(ProtoError::Malformed("stray chunk".into())))
+                }
+            },
+        }
+    }
+
+    /// One request: its response, then the chat events it queued.
+    async fn apply(&mut self, request: Request, shutdown: &CancellationToken) -> Result<(), End> {
+        // Responses go out in request order: acknowledge every chunk received
+        // before this request first.
+        self.files.drain_chunks(&mut self.link).await?;
+        let response = match self.route(request, shutdown).await {
+            Ok(Some(response)) | Err(Halt::Reply(response)) => response,
+            // Streamed: the handler wrote its frames.
+            Ok(None) => return Ok(()),
+            Err(Halt::End(end)) => return Err(end),
+        };
+        self.link.send(response).await?;
+        // Replays and notes a chat request queued go right after its answer.
+        let me = self.auth.user();
+        self.chat.write_pending(me, &mut self.link, shutdown).await
+    }
+
+    /// The one place requests are routed: every variant is named, so a new one does not
+    /// compile until it is handled here. `None`: the handler answered by itself.
+    async fn route(
+        &mut self,
+        request: Request,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Response>, Halt> {
+        let caller = self.auth.user().map(str::to_owned);
+        let me = || caller.as_deref().ok_or_else(not_logged_in);
+        let response = match request {
+            Request::Ping => Response::Pong,
+            Request::Login { user, password } => {
+                // Transfers belong to the identity that opened them.
+                self.files.close_transfers().await;
+                let response = self.auth.login(user, password).await;
+                self.logged_in(response)
+            }
+            Request::Authenticate { token } => {
+                self.files.close_transfers().await;
+                let response = self.auth.authenticate(token).await;
+                self.logged_in(response)
+            }
+            Request::Logout => self.logout().await?,
+            Request::WhoAmI => self.auth.whoami().await,
+            Request::List { path } => self.files.list(me()?, &path).await?,
+            Request::Mkdir { path, parents } => self.files.mkdir(me()?, &path, parents).await?,
+            Request::Remove {
+                path,
+                recursive,
+                partial,
+            } => self.files.remove(me()?, &path, recursive, partial).await?,
+            Request::Rename { from, to, force } => {
+                self.files.rename(me()?, &from, &to, force).await?
+            }
+            Request::PutBegin {
+                path,
+                size,
+                force,
+                head,
+            } => {
+                let user = me()?.to_owned();
+                self.files
+                    .put_begin(&self.registration, user, &path, size, force, head, None)
+                    .await?
+            }
+            Request::Manifest {
+                transfer_id,
+                first,
+                count,
+            } => {
+                me()?;
+                self.files.manifest(transfer_id, first, count)
+            }
+            Request::PutCommit {
+                transfer_id,
+                digest,
+            } => {
+                let origin = self.chat.open_conn();
+                self.files
+                    .put_commit(me()?, transfer_id, digest, origin)
+                    .await?
+            }
+            Request::GetBegin { path } => {
+                self.files
+                    .get_begin(&self.registration, me()?, &path)
+                    .await?
+            }
+            Request::GetChunks {
                 transfer_id,
                 first,
                 count,
                 compress,
-            } = request
-            {
-                if let Err(end) = self
-                    .stream_chunks(transfer_id, first, count, compress, shutdown)
-                    .await
-                {
-                    return end;
-                }
-                continue;
+            } => {
+                self.files
+                    .stream_chunks(
+                        me()?,
+                        &mut self.link,
+                        transfer_id,
+                        first,
+                        count,
+                        compress,
+                        shutdown,
+                    )
+                    .await?;
+                return Ok(None);
             }
-            let response = self.handle(request).await;
-            if timeout(idle, self.framed.send(Frame::Message(response)))
-                .await
-                .map_or(true, |r| r.is_err())
-            {
-                return End::PeerClosed;
+            Request::Close { transfer_id } => {
+                me()?;
+                self.files.close(transfer_id).await
             }
-            // Replays and notes a chat request queued go right after its answer.
-            if let Err(end) = self.write_pending_chat(shutdown).await {
-                return end;
+            Request::SendBegin {
+                to,
+                name,
+                size,
+                force,
+                head,
+            } => {
+                self.files
+                    .send_begin(&self.registration, me()?, to, &name, size, force, head)
+                    .await?
             }
-            // Authenticated or not: a logged-in connection is no free guessing channel.
-            if self.attempts >= self.state.config().login.max_attempts_per_connection {
-                return End::TooManyAttempts;
+            Request::ChatOpen { after } => self.chat.chat_open(me()?, after).await?,
+            Request::Join {
+                channel,
+                history,
+                after,
+            } => {
+                me()?;
+                self.chat.join(&channel, history, after).await?
             }
+            Request::Part { channel } => {
+                me()?;
+                self.chat.part(&channel)?
+            }
+            Request::Say { target, text } => self.chat.say(me()?, &target, text).await?,
+            Request::History {
+                target,
+                count,
+                before,
+            } => {
+                self.chat
+                    .chat_history(me()?, &target, count, before)
+                    .await?
+            }
+            Request::Who { channel } => {
+                me()?;
+                self.chat.who(channel.as_ref())?
+            }
+            Request::Channels => {
+                me()?;
+                self.chat.channels()
+            }
+            Request::SetAway { away } => {
+                me()?;
+                self.chat.set_away(away)?
+            }
+        };
+        Ok(Some(response))
+    }
+
+    /// After `Login` or `Authenticate`: a new identity gets the full frame limit, a
+    /// fresh chat connection and its name in the registry and the log.
+    fn logged_in(&mut self, response: Response) -> Response {
+        if let Response::LoggedIn { user, .. } = &response {
+            tracing::Span::current().record("user", user.as_str());
+            self.registration.set_user(Some(user));
+            // A chat connection belongs to the identity that opened it.
+            self.chat.close();
+            // Only an authenticated peer may send full-size chunk frames.
+            self.link.set_max_frame_length(xfer_proto::MAX_FRAME_LEN);
         }
+        response
+    }
+
+    async fn logout(&mut self) -> Result<Response, Halt> {
+        if self.auth.user().is_none() {
+            return Err(not_logged_in().into());
+        }
+        self.files.close_transfers().await;
+        self.chat.close();
+        let response = self.auth.logout().await;
+        if let Response::Ok = response {
+            self.link
+                .set_max_frame_length(xfer_proto::MAX_PREAUTH_FRAME_LEN);
+            self.registration.set_user(None);
+        }
+        Ok(response)
     }
 
     /// Tells the peer why the connection ends: the admin kicked it, or the server is
     /// shutting down.
     async fn stopped(&mut self) -> End {
         // Data first: the upload is saved before the peer hears why it ends.
-        self.checkpoint().await;
+        self.files.checkpoint().await;
         if self.registration.kicked() {
             let message = "your connection was ended by the server's administrator";
-            reply_error(&mut self.framed, ErrorCode::PermissionDenied, message).await;
+            self.link
+                .reply_error(ErrorCode::PermissionDenied, message)
+                .await;
             return End::Kicked;
         }
         let message = "server is shutting down; retry shortly";
-        reply_error(&mut self.framed, ErrorCode::ShuttingDown, message).await;
-        End::Shutdown
-    }
-
-    /// One request, one response.
-    async fn handle(&mut self, request: Request) -> Response {
-        match request {
-            Request::Ping => Response::Pong,
-            Request::Login { user, password } => {
-                let response = self.login(user, password).await;
-                self.count_attempt(response)
-            }
-            Request::Authenticate { token } => {
-                let response = self.authenticate(token).await;
-                self.count_attempt(response)
-            }
-            Request::Logout => self.logout().await,
-            Request::WhoAmI => self.whoami().await,
-            chat_request if chat_request.is_chat() => self.handle_chat(chat_request).await,
-            file_request => self.handle_file(file_request).await,
-        }
-    }
-
-    /// Counts a `Login` or `Authenticate` that did not log in (wrong secret, throttled,
-    /// refused), whatever the connection's state; the loop closes it at the limit.
-    fn count_attempt(&mut self, response: Response) -> Response {
-        if !matches!(response, Response::LoggedIn { .. }) {
-            self.attempts = self.attempts.saturating_add(1);
-        }
-        response
-    }
-
-    async fn login(&mut self, user: String, password: Secret) -> Response {
-        // Transfers belong to the identity that opened them.
-        self.close_transfers().await;
-        let state = self.state.clone();
-        let ip = self.peer.ip();
-        let throttle_key = truncate(&user, MAX_THROTTLE_NAME);
-        // Admission reserves a failure up front, so parallel guesses cannot outrun the count.
-        if let Verdict::Deny { retry_after } =
-            state
-                .throttle
-                .admit(ip, throttle_key, std::time::Instant::now())
-        {
-            audit::login_throttled(&user, self.peer, retry_after);
-            state.metrics.login(LoginResult::Throttled);
-            let secs = retry_after.as_secs().max(1);
-            return Response::error(
-                ErrorCode::Throttled,
-                format!("too many failed logins; retry in {secs} s"),
-            );
-        }
-        // A name that cannot exist is treated exactly like an unknown one: the dummy
-        // hash is verified, so timing and reply are the same as for a wrong password.
-        let phc = user
-            .parse::<UserName>()
-            .ok()
-            .and_then(|name| state.passwords.lookup(name.as_str()));
-        let user_known = phc.is_some();
-        let ok = state
-            .verifier
-            .verify(phc.clone(), password.expose().to_owned())
+        self.link
+            .reply_error(ErrorCode::ShuttingDown, message)
             .await;
-        let Some(phc) = phc.filter(|_| ok) else {
-            audit::login_failed(&user, self.peer, user_known);
-            state.metrics.login(LoginResult::Failed);
-            return Response::error(ErrorCode::AuthFailed, "invalid user name or password");
-        };
-        state
-            .throttle
-            .refund(ip, throttle_key, std::time::Instant::now());
-        if let Err(busy) = self.take_slot(&user) {
-            return busy;
-        }
-        let st = state.clone();
-        let name = user.clone();
-        let created =
-            tokio::task::spawn_blocking(move || st.sessions.create(&name, &phc, crate::now_unix()))
-                .await;
-        let session = match created {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return internal_error("creating a session", &e),
-            Err(e) => return internal_error("creating a session", &e),
-        };
-        audit::login_succeeded(&user, self.peer, Method::Password);
-        state.metrics.login(LoginResult::PasswordOk);
-        let token = Secret::new(session.token);
-        self.authenticated(user.clone(), Some(token.clone()), session.expires_unix);
-        Response::LoggedIn {
-            user,
-            token: Some(token),
-            expires_unix: session.expires_unix,
-        }
-    }
-
-    async fn authenticate(&mut self, token: Secret) -> Response {
-        self.close_transfers().await;
-        let state = self.state.clone();
-        let validated = state.sessions.validate(
-            token.expose(),
-            |user| state.passwords.lookup(user),
-            crate::now_unix(),
-        );
-        let Some(info) = validated else {
-            audit::token_refused(self.peer);
-            state.metrics.login(LoginResult::TokenRefused);
-            return Response::error(
-                ErrorCode::AuthFailed,
-                "session expired or was revoked; log in again",
-            );
-        };
-        if let Err(busy) = self.take_slot(&info.user) {
-            return busy;
-        }
-        audit::login_succeeded(&info.user, self.peer, Method::Token);
-        state.metrics.login(LoginResult::TokenOk);
-        self.authenticated(info.user.clone(), Some(token), info.expires_unix);
-        Response::LoggedIn {
-            user: info.user,
-            token: None,
-            expires_unix: info.expires_unix,
-        }
-    }
-
-    /// Takes one of the `max_connections` slots (once per connection), or the reply
-    /// refusing the login.
-    fn take_slot(&mut self, user: &str) -> Result<(), Response> {
-        if self.slot.is_none() {
-            self.slot = Some(self.state.admission.connection_slot(user).ok_or_else(|| {
-                Response::error(
-                    ErrorCode::Busy,
-                    "server is at its connection limit (limits.max_connections); retry shortly",
-                )
-            })?);
-        }
-        Ok(())
-    }
-
-    fn authenticated(&mut self, user: String, token: Option<Secret>, expires_unix: u64) {
-        tracing::Span::current().record("user", user.as_str());
-        self.registration.set_user(Some(&user));
-        // Counted among logged-in connections from now on.
-        self.preauth = None;
-        // A chat connection belongs to the identity that opened it.
-        self.chat.close();
-        // Only an authenticated peer may send full-size chunk frames.
-        self.framed
-            .codec_mut()
-            .set_max_frame_length(xfer_proto::MAX_FRAME_LEN);
-        self.auth = Some(Auth {
-            user,
-            token,
-            expires_unix,
-        });
-    }
-
-    async fn logout(&mut self) -> Response {
-        if self.auth.is_none() {
-            return not_logged_in();
-        }
-        self.close_transfers().await;
-        let Some(auth) = self.auth.take() else {
-            return not_logged_in();
-        };
-        self.chat.close();
-        if let Some(token) = auth.token {
-            let st = self.state.clone();
-            let revoked =
-                tokio::task::spawn_blocking(move || st.sessions.revoke(token.expose())).await;
-            match revoked {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return internal_error("revoking a session", &e),
-                Err(e) => return internal_error("revoking a session", &e),
-            }
-        }
-        self.framed
-            .codec_mut()
-            .set_max_frame_length(xfer_proto::MAX_PREAUTH_FRAME_LEN);
-        self.registration.set_user(None);
-        audit::logout(&auth.user, self.peer);
-        Response::Ok
-    }
-
-    async fn whoami(&self) -> Response {
-        let Some(auth) = &self.auth else {
-            return not_logged_in();
-        };
-        let storage = self.state.storage.clone();
-        let user = auth.user.clone();
-        let usage = match files::answer(storage.usage(&user)).await {
-            Ok(u) => u,
-            Err(response) => return response,
-        };
-        Response::WhoAmI(WhoAmI {
-            user: auth.user.clone(),
-            session_expires_unix: auth.expires_unix,
-            quota_used_bytes: usage.used_bytes,
-            quota_limit_bytes: usage.limit_bytes,
-        })
+        End::Shutdown
     }
 }
 
@@ -589,12 +507,4 @@ fn internal_error(what: &str, e: &dyn std::fmt::Display) -> Response {
         ErrorCode::Internal,
         format!("{what} failed on the server; see its log"),
     )
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

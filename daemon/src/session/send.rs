@@ -7,25 +7,25 @@
 //! commit the recipient gets a `File` message, stored in the sender's and recipient's
 //! direct conversation: live if they are connected, otherwise at their next `ChatOpen`.
 
-use std::sync::Arc;
-
 use xfer_proto::{
     ErrorCode, MessageBody, Response, Target, TargetError, UserName, valid_user_name,
 };
 
-use super::Session;
+use super::files::Files;
 use crate::audit;
-use crate::storage::{RelPath, Storage};
+use crate::chat::ConnId;
+use crate::connections::Registration;
+use crate::storage::RelPath;
 
 /// The directory of a user's home that others deliver into.
 pub const INBOX: &str = "inbox";
 
-impl Session {
+impl Files {
     /// Starts or resumes a send of `name` to `to`.
     #[allow(clippy::too_many_arguments)] // the request's fields plus the session's
     pub(super) async fn send_begin(
         &mut self,
-        storage: Arc<dyn Storage>,
+        registration: &Registration,
         from: &str,
         to: String,
         name: &str,
@@ -39,7 +39,7 @@ impl Session {
                 TargetError::BadUser.to_string(),
             ));
         }
-        if self.state.passwords.lookup(&to).is_none() {
+        if self.state().passwords.find(&to).await.is_none() {
             return Err(Response::error(
                 ErrorCode::NotFound,
                 format!("no user {to}"),
@@ -53,7 +53,7 @@ impl Session {
             ));
         }
         let path = format!("{INBOX}/{from}/{name}");
-        self.put_begin(storage, to.clone(), &path, size, force, head, Some(to))
+        self.put_begin(registration, to.clone(), &path, size, force, head, Some(to))
             .await
     }
 
@@ -61,6 +61,7 @@ impl Session {
     /// happens here, so a failure to store the notice is logged, not returned.
     pub(super) async fn file_sent(
         &self,
+        origin: Option<ConnId>,
         to: &str,
         record: &audit::UploadRecord<'_>,
         digest: xfer_proto::Digest,
@@ -78,9 +79,9 @@ impl Session {
         };
         let target = Target::User(to_name);
         if let Err(e) = self
-            .state
+            .state()
             .chat
-            .post(self.chat.open_conn(), record.user, &target, body)
+            .post(origin, record.user, &target, body)
             .await
         {
             tracing::error!(error = %e, to, path = ?record.path, "storing the notice of a sent file failed");

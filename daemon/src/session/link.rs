@@ -1,0 +1,157 @@
+//! The session's side of a connection, whatever carries it.
+//!
+//! [`Transport`] is all the request loop asks of a connection: a stream of request
+//! frames, a sink for response frames, and a knob for the largest frame accepted (small
+//! before login). Any `AsyncRead + AsyncWrite` framed with [`MeteredCodec`] is one (TLS
+//! over TCP in production, `tokio::io::duplex` in tests); a transport that carries
+//! frames differently (a browser's) implements the trait itself. [`Link`] adds the idle
+//! timeout every write obeys, so handlers get one frame sink with one failure rule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::codec::Framed;
+use tracing::debug;
+use xfer_proto::{
+    ErrorCode, Frame, Hello, PROTOCOL_VERSION, ProtoError, Request, Response, ServerCodec,
+};
+
+use super::End;
+use crate::metrics::{MeteredCodec, Metrics};
+
+/// A connection carrying xfer frames, after any handshake of its own (TLS, upgrade).
+pub trait Transport:
+    Stream<Item = Result<Frame<Request>, ProtoError>>
+    + Sink<Frame<Response>, Error = ProtoError>
+    + Unpin
+    + Send
+{
+    /// Changes the largest frame accepted from the peer (raised at login, lowered at
+    /// logout).
+    fn set_max_frame_length(&mut self, max: usize);
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, MeteredCodec> {
+    fn set_max_frame_length(&mut self, max: usize) {
+        self.codec_mut().set_max_frame_length(max);
+    }
+}
+
+/// Frames `io` with the server's codec, counting into `metrics`, with the pre-auth limit.
+pub fn framed<T: AsyncRead + AsyncWrite>(io: T, metrics: Arc<Metrics>) -> Framed<T, MeteredCodec> {
+    Framed::new(io, MeteredCodec::new(ServerCodec::default(), metrics))
+}
+
+/// Why a connection did not get past the hello.
+pub(super) enum Refused {
+    /// The deadline passed.
+    Timeout(&'static str),
+    /// The peer did something else.
+    Failed(String),
+}
+
+/// A transport plus the idle timeout its writes obey.
+pub(super) struct Link<T> {
+    io: T,
+    /// How long a write may wait for the peer to read (`limits.idle_timeout_secs`).
+    idle: Duration,
+}
+
+impl<T: Transport> Link<T> {
+    pub fn new(io: T, idle: Duration) -> Link<T> {
+        Link { io, idle }
+    }
+
+    /// Takes a reloaded `limits.idle_timeout_secs`.
+    pub fn set_idle(&mut self, idle: Duration) {
+        self.idle = idle;
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// The hello exchange, within `deadline`. The server always answers a well-formed
+    /// hello with its own, so a client of another version can say which.
+    pub async fn hello(&mut self, deadline: Instant) -> Result<(), Refused> {
+        let hello = match timeout_at(deadline, self.io.next()).await {
+            Err(_) => return Err(Refused::Timeout("no hello before the handshake deadline")),
+            Ok(None) => return Err(Refused::Failed("closed before hello".into())),
+            Ok(Some(Ok(Frame::Hello(h)))) => h,
+            Ok(Some(Ok(_))) => {
+                self.reply_error(ErrorCode::BadRequest, "expected a hello frame first")
+                    .await;
+                return Err(Refused::Failed("first frame was not a hello".into()));
+            }
+            Ok(Some(Err(e))) => {
+                self.reply_error(
+                    ErrorCode::BadRequest,
+                    &format!("expected an xfer hello: {e}"),
+                )
+                .await;
+                return Err(Refused::Failed(format!("bad hello: {e}")));
+            }
+        };
+        let ours = Frame::Hello(Hello::current(crate::SOFTWARE));
+        if timeout_at(deadline, self.io.send(ours))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            return Err(Refused::Failed("could not send hello".into()));
+        }
+        if hello.version != PROTOCOL_VERSION {
+            return Err(Refused::Failed(format!(
+                "client {:?} speaks protocol v{}, this server v{PROTOCOL_VERSION}",
+                hello.software, hello.version
+            )));
+        }
+        debug!(client = ?hello.software, "hello");
+        Ok(())
+    }
+
+    /// The next frame from the peer; `None` when it closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a partly read frame stays in the transport's buffer.
+    pub async fn next(&mut self) -> Option<Result<Frame<Request>, ProtoError>> {
+        self.io.next().await
+    }
+
+    /// Sends one response; a peer that does not read within the idle time is gone.
+    pub async fn send(&mut self, response: Response) -> Result<(), End> {
+        self.send_frame(Frame::Message(response)).await
+    }
+
+    /// Sends one frame under the idle timeout.
+    pub async fn send_frame(&mut self, frame: Frame<Response>) -> Result<(), End> {
+        match timeout(self.idle, self.io.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::PeerClosed),
+        }
+    }
+
+    /// Writes `frames` and flushes once, without a timeout: the caller bounds it.
+    pub async fn send_all(
+        &mut self,
+        frames: impl IntoIterator<Item = Frame<Response>>,
+    ) -> Result<(), ProtoError> {
+        for frame in frames {
+            self.io.feed(frame).await?;
+        }
+        self.io.flush().await
+    }
+
+    /// Best effort: tells the peer why it is being dropped. Failure to send is ignored,
+    /// because the connection is being closed anyway.
+    pub async fn reply_error(&mut self, code: ErrorCode, message: &str) {
+        let reply = Frame::Message(Response::error(code, message));
+        let _ = timeout(Duration::from_secs(2), self.io.send(reply)).await;
+    }
+
+    pub fn set_max_frame_length(&mut self, max: usize) {
+        self.io.set_max_frame_length(max);
+    }
+}
