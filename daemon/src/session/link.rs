@@ -54,6 +54,9 @@ pub(super) enum Refused {
 }
 
 /// A transport plus the idle timeout its writes obey.
+/// How long a closing connection waits for the peer to close its side.
+const LINGER: Duration = Duration::from_secs(2);
+
 pub(super) struct Link<T> {
     io: T,
     /// How long a write may wait for the peer to read (`limits.idle_timeout_secs`).
@@ -142,6 +145,22 @@ impl<T: Transport> Link<T> {
             self.io.feed(frame).await?;
         }
         self.io.flush().await
+    }
+
+    /// Ends the connection gracefully: closes the write half (the transport's close, for
+    /// TLS a close_notify and a FIN), then reads and discards what the peer still sends
+    /// until it closes too, for at most [`LINGER`]. Dropping a socket with unread input
+    /// resets the connection, and a reset can discard the last answer (why it is being
+    /// closed) before the peer reads it; a peer that is still writing (a flood) is the
+    /// one that would never see it.
+    pub async fn close(mut self) {
+        let _ = timeout(LINGER, async {
+            if self.io.close().await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.io.next().await {}
+        })
+        .await;
     }
 
     /// Best effort: tells the peer why it is being dropped. Failure to send is ignored,

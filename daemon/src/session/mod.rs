@@ -99,6 +99,7 @@ pub async fn run<T: Transport>(state: Arc<ServerState>, io: T, accepted: Accepte
         }
         Err(Refused::Failed(reason)) => {
             state.admission.handshake_failed(peer, &reason);
+            link.close().await;
             return;
         }
     }
@@ -115,13 +116,16 @@ pub async fn run<T: Transport>(state: Arc<ServerState>, io: T, accepted: Accepte
     session.files.close_transfers().await;
     // Leaves channels and, with the user's last connection, goes offline.
     session.chat.close();
+    let Session { state, link, .. } = session;
+    if !matches!(end, End::PeerClosed | End::Protocol(ProtoError::Io(_))) {
+        link.close().await;
+    }
     match end {
         End::PeerClosed => debug!("connection closed by peer"),
         End::Protocol(ProtoError::Io(e)) => debug!(error = %e, "connection lost"),
         End::LoginDeadline => {
             debug!("not logged in within limits.login_timeout_secs");
-            session
-                .state
+            state
                 .admission
                 .login_deadline_reached(peer, "not logged in in time");
         }
