@@ -12,6 +12,9 @@
 //! rule (resolve them in [`Config::load`]).
 
 pub mod discover;
+mod metrics;
+
+pub use metrics::MetricsConfig;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,7 +52,7 @@ pub struct Config {
     /// Chat: history retention, rate limits, buffers.
     pub chat: ChatConfig,
     /// Prometheus metrics listener (off by default).
-    pub metrics: crate::metrics::MetricsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[tls]`
@@ -232,7 +235,7 @@ impl Default for Config {
             login: LoginConfig::default(),
             storage: StorageConfig::default(),
             chat: ChatConfig::default(),
-            metrics: crate::metrics::MetricsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -430,7 +433,7 @@ impl Config {
             return invalid("storage.partial_ttl_secs", "must be > 0");
         }
         for rule in &s.type_rules {
-            if !rule.dir.is_empty() && crate::storage::RelPath::parse(&rule.dir).is_err() {
+            if !rule.dir.is_empty() && crate::relpath::RelPath::parse(&rule.dir).is_err() {
                 return invalid(
                     "storage.type_rules.dir",
                     &format!(

@@ -17,6 +17,7 @@ pub mod control;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
+pub mod relpath;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -10,7 +10,6 @@
 //! the session. The listener is in `http.rs`; it serves nothing but `GET /metrics`.
 
 mod codec;
-mod config;
 mod http;
 
 use std::sync::Arc;
@@ -24,8 +23,8 @@ use xfer_proto::ErrorCode;
 
 use crate::storage::StorageError;
 
+pub use crate::config::MetricsConfig;
 pub use codec::MeteredCodec;
-pub use config::MetricsConfig;
 pub use http::Exporter;
 
 /// How a login attempt ended; the `result` label of `xferd_logins_total`.

@@ -5,7 +5,7 @@ use std::io;
 
 use xfer_proto::ErrorCode;
 
-use super::path::PathError;
+use crate::relpath::PathError;
 
 /// Why a storage operation failed. [`StorageError::code`] and
 /// [`StorageError::peer_message`] are what the peer sees; `Io` details are only logged.

@@ -7,7 +7,7 @@
 //! [`RelPath`]s; implementations resolve them beneath the user's home so that nothing
 //! outside it can be reached (symlinks pointing out included).
 //!
-//! - `path.rs`: validation of peers' paths.
+//! - `crate::relpath`: validation of peers' paths (below both this module and `config`).
 //! - `policy.rs`: the content-type policy.
 //! - `error.rs`: [`StorageError`] and the peer's view of it.
 //! - `local/`: [`local::LocalStorage`], users' files on the local filesystem.
@@ -17,7 +17,6 @@
 
 mod error;
 pub mod local;
-mod path;
 mod policy;
 
 use std::sync::Arc;
@@ -26,9 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use xfer_proto::{ChunkLayout, Digest, Entry};
 
+pub use crate::relpath::{PathError, RelPath};
 pub use error::StorageError;
 pub(crate) use error::io_err;
-pub use path::{PathError, RelPath};
 pub use policy::TypePolicy;
 
 /// Chunk size of every transfer (the protocol's `CHUNK_SIZE`).

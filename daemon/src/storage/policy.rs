@@ -7,7 +7,7 @@
 use crate::config::TypeRule;
 
 use super::error::StorageError;
-use super::path::RelPath;
+use crate::relpath::RelPath;
 
 /// Detected type of content no rule of `infer` recognises (plain text, random data).
 pub const UNKNOWN_TYPE: &str = "unknown";

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 /// `[metrics]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
