@@ -54,7 +54,7 @@ head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$W/src.bin"
 BYTES=$(stat -c %s "$W/src.bin")
 
 # --- xferd ---
-echo 'bench-password-1' | "$XFERD" --data-dir "$W/data" user add bench --password-stdin >/dev/null
+echo 'bench-password-1' | "$XFERD" --data-dir "$W/data" user add --create bench --password-stdin >/dev/null
 "$XFERD" --data-dir "$W/data" --listen 127.0.0.1:0 >"$W/xferd.out" 2>"$W/xferd.log" &
 XFERD_PID=$!
 for _ in $(seq 100); do grep -q 'listening on' "$W/xferd.out" 2>/dev/null && break; sleep 0.05; done
