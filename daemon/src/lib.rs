@@ -30,6 +30,13 @@ pub use state::ServerState;
 /// `xferd/<version>`, sent in the protocol hello.
 pub const SOFTWARE: &str = concat!("xferd/", env!("CARGO_PKG_VERSION"));
 
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()

@@ -241,24 +241,6 @@ pub enum Request {
     },
 }
 
-impl Request {
-    /// Whether this is one of the chat requests (15–22), served by the chat side of
-    /// a session. `SendBegin` is a transfer, not a chat request.
-    pub fn is_chat(&self) -> bool {
-        matches!(
-            self,
-            Request::ChatOpen { .. }
-                | Request::Join { .. }
-                | Request::Part { .. }
-                | Request::Say { .. }
-                | Request::History { .. }
-                | Request::Who { .. }
-                | Request::Channels
-                | Request::SetAway { .. }
-        )
-    }
-}
-
 /// What a directory entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {

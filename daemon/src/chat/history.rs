@@ -249,7 +249,7 @@ impl History {
         w.next_id += 1;
         let message = ChatMessage {
             id,
-            time_unix_ms: super::now_unix_ms(),
+            time_unix_ms: crate::now_unix_ms(),
             from: from.to_owned(),
             target,
             body,
@@ -292,7 +292,7 @@ impl History {
         deliver(&message);
         let max = self.config().max_messages;
         if max > 0 && count > max + max / 4 {
-            self.compact_locked(key, crate::chat::now_unix_ms()).await;
+            self.compact_locked(key, crate::now_unix_ms()).await;
         }
         drop(w);
         Ok(message)

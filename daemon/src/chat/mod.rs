@@ -43,12 +43,7 @@ pub use inbox::{Drops, Inbox, InboxSender};
 pub use ratelimit::TokenBucket;
 pub use subscriptions::Subscriptions;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::now_unix_ms;
 
 /// Checks a message text: not empty, at most `MAX_MESSAGE_LEN` bytes, no NUL. Other
 /// control characters are kept as data; clients escape them when printing.

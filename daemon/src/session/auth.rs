@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use xfer_proto::{ErrorCode, Response, Secret, WhoAmI};
 
-use super::{files, internal_error, not_logged_in};
+use super::reply::{answer, internal_error, not_logged_in};
 use crate::accounts::{UserName, Verdict};
 use crate::admission::PreAuthGuard;
 use crate::audit::{self, Method};
@@ -230,7 +230,7 @@ impl Auth {
         };
         let storage = self.state.storage.clone();
         let user = auth.user.clone();
-        let usage = match files::answer(storage.usage(&user)).await {
+        let usage = match answer(storage.usage(&user)).await {
             Ok(u) => u,
             Err(response) => return response,
         };

@@ -25,8 +25,8 @@ use xfer_proto::{
     Target,
 };
 
-use super::End;
 use super::link::{Link, Transport};
+use super::reply::End;
 use crate::chat::{
     ChatError, ConnId, ConvKey, Envelope, Inbox, Subscriptions, TokenBucket, check_text,
 };

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use xfer_proto::{Chunk, ChunkEncoding, ErrorCode, Frame, MANIFEST_PAGE, Response, SNIFF_LEN};
 
 use super::link::{Link, Transport};
-use super::{End, internal_error};
+use super::reply::{End, answer, internal_error, storage_error};
 use crate::admission::TransferSlot;
 use crate::audit;
 use crate::chat::ConnId;
@@ -211,21 +211,6 @@ impl Files {
         }));
         Ok(())
     }
-}
-
-/// Awaits storage work; errors become the peer's response.
-pub(super) async fn answer<T>(
-    work: impl Future<Output = Result<T, StorageError>>,
-) -> Result<T, Response> {
-    work.await.map_err(|e| storage_error(&e))
-}
-
-/// The peer's view of a storage error; internal ones are logged here, once.
-fn storage_error(e: &StorageError) -> Response {
-    if let StorageError::Io { .. } = e {
-        tracing::error!(error = %e, "storage failure");
-    }
-    Response::error(e.code(), e.peer_message())
 }
 
 fn parse(path: &str) -> Result<RelPath, Response> {
@@ -448,12 +433,14 @@ impl Files {
         Response::Ok
     }
 
-    /// `user` owns the namespace; `send_to` (the same user) marks a `SendBegin`.
+    /// An upload by `caller`, into their own files, or with `send_to` (a `SendBegin`)
+    /// into that user's files. Either way the transfer place is the caller's: a sender
+    /// must not use up the recipient's `limits.max_transfers_per_user`.
     #[allow(clippy::too_many_arguments)] // the request's fields plus the send marker
     pub async fn put_begin(
         &mut self,
         registration: &Registration,
-        user: String,
+        caller: &str,
         path: &str,
         size: u64,
         force: bool,
@@ -469,14 +456,15 @@ impl Files {
             ));
         }
         let id = self.open_slot()?;
-        let slot = self.transfer_slot(&user)?;
+        let slot = self.transfer_slot(caller)?;
+        let user = send_to.as_deref().unwrap_or(caller);
         let request = PutRequest {
             path: path.clone(),
             size,
             force,
             head,
         };
-        let begun = answer(storage.begin_upload(&user, request)).await?;
+        let begun = answer(storage.begin_upload(user, request)).await?;
         match begun {
             PutBegun::Exists { size, digest } => Ok(Response::Exists { size, digest }),
             PutBegun::Ready(upload) => {

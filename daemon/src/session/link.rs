@@ -19,7 +19,7 @@ use xfer_proto::{
     ErrorCode, Frame, Hello, PROTOCOL_VERSION, ProtoError, Request, Response, ServerCodec,
 };
 
-use super::End;
+use super::reply::End;
 use crate::metrics::{MeteredCodec, Metrics};
 
 /// A connection carrying xfer frames, after any handshake of its own (TLS, upgrade).

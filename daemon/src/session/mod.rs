@@ -18,6 +18,7 @@ mod auth;
 mod chat;
 mod files;
 mod link;
+mod reply;
 mod send;
 #[cfg(test)]
 mod tests;
@@ -40,20 +41,7 @@ use chat::ChatState;
 use files::Files;
 use link::{Link, Refused};
 pub use link::{Transport, framed};
-
-/// Why a connection ended, for the log.
-#[derive(Debug)]
-enum End {
-    PeerClosed,
-    Idle,
-    LoginDeadline,
-    /// A kick or the shutdown, not yet told to the peer ([`Session::stopped`] does).
-    Stopped,
-    Shutdown,
-    Kicked,
-    TooManyAttempts,
-    Protocol(ProtoError),
-}
+use reply::{End, not_logged_in};
 
 /// A connection as the accept path hands it over, its transport's own handshake done.
 pub struct Accepted {
@@ -116,20 +104,30 @@ pub async fn run<T: Transport>(state: Arc<ServerState>, io: T, accepted: Accepte
     session.files.close_transfers().await;
     // Leaves channels and, with the user's last connection, goes offline.
     session.chat.close();
-    let Session { state, link, .. } = session;
-    if !matches!(end, End::PeerClosed | End::Protocol(ProtoError::Io(_))) {
-        link.close().await;
-    }
+    let linger = !matches!(end, End::PeerClosed | End::Protocol(ProtoError::Io(_)));
     match end {
         End::PeerClosed => debug!("connection closed by peer"),
         End::Protocol(ProtoError::Io(e)) => debug!(error = %e, "connection lost"),
         End::LoginDeadline => {
             debug!("not logged in within limits.login_timeout_secs");
-            state
+            session
+                .state
                 .admission
                 .login_deadline_reached(peer, "not logged in in time");
         }
         end => info!(?end, "connection closed"),
+    }
+    // The connection's places (admission, registry) are given back before the peer is
+    // waited for: a closing connection must not hold what a new one needs.
+    let Session {
+        link,
+        auth,
+        registration,
+        ..
+    } = session;
+    drop((auth, registration));
+    if linger {
+        link.close().await;
     }
 }
 
@@ -352,7 +350,7 @@ impl<T: Transport> Session<T> {
                 force,
                 head,
             } => {
-                let user = me()?.to_owned();
+                let user = me()?;
                 self.files
                     .put_begin(&self.registration, user, &path, size, force, head, None)
                     .await?
@@ -499,16 +497,4 @@ impl<T: Transport> Session<T> {
             .await;
         End::Shutdown
     }
-}
-
-fn not_logged_in() -> Response {
-    Response::error(ErrorCode::AuthRequired, "not logged in")
-}
-
-fn internal_error(what: &str, e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "{what} failed");
-    Response::error(
-        ErrorCode::Internal,
-        format!("{what} failed on the server; see its log"),
-    )
 }

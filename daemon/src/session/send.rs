@@ -53,7 +53,7 @@ impl Files {
             ));
         }
         let path = format!("{INBOX}/{from}/{name}");
-        self.put_begin(registration, to.clone(), &path, size, force, head, Some(to))
+        self.put_begin(registration, from, &path, size, force, head, Some(to))
             .await
     }
 

@@ -39,11 +39,16 @@ struct Server {
 
 impl Server {
     async fn start(users: &[&str]) -> Server {
+        Self::start_with(users, |_| {}).await
+    }
+
+    async fn start_with(users: &[&str], tweak: impl FnOnce(&mut Config)) -> Server {
         let dir = TempDir::new().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
+        tweak(&mut config);
         config.storage.min_free_bytes = 0;
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -434,7 +439,11 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
             after: None,
         })
         .await;
-    assert!(code(&early).is_some(), "{early:?}");
+    assert_eq!(code(&early), Some(ErrorCode::BadRequest), "{early:?}");
+    assert!(
+        format!("{early:?}").contains("open chat first"),
+        "{early:?}"
+    );
     let nobody = alice
         .ask(Request::Say {
             target: Target::parse("@nobody").expect("a user target"),
@@ -468,4 +477,64 @@ async fn a_kick_or_the_shutdown_tells_the_peer_which_and_ends_the_session() {
     server.shutdown.cancel();
     let told = stopped.response().await;
     assert_eq!(code(&told), Some(ErrorCode::ShuttingDown), "{told:?}");
+}
+
+/// A send is the sender's transfer: it takes the sender's place under
+/// `limits.max_transfers_per_user`, never the recipient's, so nobody can use up
+/// another user's places by sending to them.
+#[tokio::test]
+async fn a_send_counts_against_the_sender_not_the_recipient() {
+    let max = 3;
+    let mut server =
+        Server::start_with(&["alice", "bob"], |c| c.limits.max_transfers_per_user = max).await;
+    let mut alice = server.connect().await;
+    let mut bob = server.connect().await;
+    for (c, user) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        assert!(matches!(
+            c.login(user, PASSWORD).await,
+            Response::LoggedIn { .. }
+        ));
+    }
+    let put = |i: u32| Request::PutBegin {
+        path: format!("own-{i}.bin"),
+        size: 10,
+        force: false,
+        head: Bytes::new(),
+    };
+    let send = |i: u32| Request::SendBegin {
+        to: "bob".into(),
+        name: format!("gift-{i}.bin"),
+        size: 10,
+        force: false,
+        head: Bytes::new(),
+    };
+    // Bob uses all his places; alice can still send to him.
+    for i in 0..max as u32 {
+        let r = bob.ask(put(i)).await;
+        assert!(
+            matches!(r, Response::PutReady { .. }),
+            "bob's upload {i}: {r:?}"
+        );
+    }
+    let r = bob.ask(put(max as u32)).await;
+    assert_eq!(
+        code(&r),
+        Some(ErrorCode::Busy),
+        "bob is at his limit: {r:?}"
+    );
+    for i in 0..max as u32 {
+        let r = alice.ask(send(i)).await;
+        assert!(
+            matches!(r, Response::PutReady { .. }),
+            "alice's send {i}: {r:?}"
+        );
+    }
+    // Her sends took her places, not his.
+    let r = alice.ask(put(0)).await;
+    assert_eq!(
+        code(&r),
+        Some(ErrorCode::Busy),
+        "alice is at her limit: {r:?}"
+    );
+    assert!(format!("{r:?}").contains("alice already has"), "{r:?}");
 }

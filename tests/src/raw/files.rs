@@ -4,13 +4,13 @@
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use xfer_proto::{CHUNK_SIZE, Chunk, Digest, Frame, PUT_WINDOW, Request, Response};
+use xfer_proto::{CHUNK_SIZE, Chunk, ChunkLayout, Digest, Frame, PUT_WINDOW, Request, Response};
 
 use super::RawConn;
 
 /// How many chunks `data` has.
 pub fn chunk_count(data: &[u8]) -> u64 {
-    (data.len() as u64).div_ceil(CHUNK_SIZE as u64)
+    ChunkLayout::standard(data.len() as u64).count()
 }
 
 /// The first bytes of `data`, as a begin request carries them for the type policy.
@@ -122,7 +122,7 @@ impl RawConn {
         else {
             panic!("get refused");
         };
-        let n = size.div_ceil(CHUNK_SIZE as u64);
+        let n = ChunkLayout::standard(size).count();
         let Response::Manifest { digests, .. } = self
             .call(Request::Manifest {
                 transfer_id,

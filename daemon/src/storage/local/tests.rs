@@ -2,6 +2,7 @@ use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 use tempfile::TempDir;
+use xfer_e2e::random_bytes;
 use xfer_proto::{Digest, EntryKind, ErrorCode};
 
 use super::*;
@@ -88,18 +89,6 @@ async fn send_chunks(up: &dyn Upload, data: &[u8], range: std::ops::Range<u64>) 
     }
 }
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn p(s: &str) -> RelPath {
     RelPath::parse(s).unwrap()
 }
@@ -114,7 +103,7 @@ fn code<T>(r: Result<T, StorageError>) -> ErrorCode {
 #[tokio::test]
 async fn upload_commit_list_and_download_round_trip() {
     let f = fixture();
-    let data = random(2 * CHUNK_SIZE as usize + 17, 1);
+    let data = random_bytes(2 * CHUNK_SIZE as usize + 17, 1);
     let up = f.ready("alice", "docs/a.bin", &data).await;
     assert_eq!(up.chunks_held(), 0);
     // Out of order, as a pipelined client may send after a resume.
@@ -167,7 +156,7 @@ async fn upload_commit_list_and_download_round_trip() {
         }
         PutBegun::Ready(_) => panic!("must not start over an existing file"),
     }
-    let other = random(10, 2);
+    let other = random_bytes(10, 2);
     let PutBegun::Ready(up) = f.begin("alice", "docs/a.bin", &other, true).await.unwrap() else {
         panic!("force must start");
     };
@@ -193,7 +182,7 @@ async fn empty_file_commits_at_once() {
 #[tokio::test]
 async fn bad_chunks_are_discarded_and_commit_checks_everything() {
     let f = fixture();
-    let data = random(CHUNK_SIZE as usize + 5, 3);
+    let data = random_bytes(CHUNK_SIZE as usize + 5, 3);
     let up = f.ready("alice", "x", &data).await;
     let first = &data[..CHUNK_SIZE as usize];
     // Wrong digest: refused before anything is written or recorded.
@@ -252,7 +241,7 @@ async fn bad_chunks_are_discarded_and_commit_checks_everything() {
 #[tokio::test]
 async fn resume_reverifies_and_drops_a_flipped_chunk() {
     let f = fixture();
-    let data = random(4 * CHUNK_SIZE as usize, 4);
+    let data = random_bytes(4 * CHUNK_SIZE as usize, 4);
     let up = f.ready("alice", "big", &data).await;
     send_chunks(&*up, &data, 0..3).await;
     up.persist().await.unwrap();
@@ -289,7 +278,7 @@ async fn resume_reverifies_and_drops_a_flipped_chunk() {
 #[tokio::test]
 async fn changed_local_file_resends_a_chunk_and_the_digest_follows() {
     let f = fixture();
-    let old = random(3 * CHUNK_SIZE as usize, 5);
+    let old = random_bytes(3 * CHUNK_SIZE as usize, 5);
     let up = f.ready("alice", "c", &old).await;
     send_chunks(&*up, &old, 0..3).await;
     let mut new = old.clone();
@@ -302,7 +291,7 @@ async fn changed_local_file_resends_a_chunk_and_the_digest_follows() {
 #[tokio::test]
 async fn a_second_begin_takes_the_upload_over() {
     let f = fixture();
-    let data = random(2 * CHUNK_SIZE as usize, 6);
+    let data = random_bytes(2 * CHUNK_SIZE as usize, 6);
     let first = f.ready("alice", "t", &data).await;
     send_chunks(&*first, &data, 0..1).await;
     let second = f.ready("alice", "t", &data).await;
@@ -324,7 +313,7 @@ async fn a_second_begin_takes_the_upload_over() {
 #[tokio::test]
 async fn quota_counts_files_and_partials() {
     let f = fixture_with(|c| c.quota_bytes = 3 * CHUNK_SIZE);
-    let two = random(2 * CHUNK_SIZE as usize, 7);
+    let two = random_bytes(2 * CHUNK_SIZE as usize, 7);
     f.put("alice", "two", &two).await;
     assert_eq!(
         f.storage.usage("alice").await.unwrap().used_bytes,
@@ -338,7 +327,7 @@ async fn quota_counts_files_and_partials() {
         code(f.begin("alice", "more", &two, false).await),
         ErrorCode::QuotaExceeded
     );
-    let one = random(CHUNK_SIZE as usize, 8);
+    let one = random_bytes(CHUNK_SIZE as usize, 8);
     let _partial = f.ready("alice", "p1", &one).await;
     assert_eq!(
         f.storage.usage("alice").await.unwrap().used_bytes,
@@ -415,7 +404,7 @@ async fn size_space_and_type_admission() {
 #[tokio::test]
 async fn partials_expire_and_stop_counting() {
     let f = fixture_with(|c| c.partial_ttl_secs = 60);
-    let data = random(CHUNK_SIZE as usize + 1, 9);
+    let data = random_bytes(CHUNK_SIZE as usize + 1, 9);
     let up = f.ready("alice", "dir/p", &data).await;
     send_chunks(&*up, &data, 0..1).await;
     up.persist().await.unwrap();
@@ -437,7 +426,7 @@ async fn partials_expire_and_stop_counting() {
 #[tokio::test]
 async fn remove_partial_and_namespace_operations() {
     let f = fixture();
-    let data = random(100, 10);
+    let data = random_bytes(100, 10);
     let up = f.ready("alice", "a/b/file", &data).await;
     drop(up);
     f.storage

@@ -75,7 +75,7 @@ async fn ghost_after_commit(f: &Fixture, path: &str, data: &[u8]) -> PathBuf {
 #[tokio::test]
 async fn a_partial_left_behind_by_a_commit_is_neither_listed_nor_counted() {
     let f = fixture();
-    let data = random(2 * CHUNK_SIZE as usize + 10, 9);
+    let data = random_bytes(2 * CHUNK_SIZE as usize + 10, 9);
     let meta = ghost_after_commit(&f, "a.bin", &data).await;
 
     let entries = f.storage.list("alice", &RelPath::home()).await.unwrap();
@@ -90,7 +90,7 @@ async fn a_partial_left_behind_by_a_commit_is_neither_listed_nor_counted() {
 #[tokio::test]
 async fn a_partial_left_behind_by_a_commit_is_cleaned_at_start_and_by_put_begin() {
     let f = fixture();
-    let data = random(CHUNK_SIZE as usize + 3, 4);
+    let data = random_bytes(CHUNK_SIZE as usize + 3, 4);
     // At start (the expiry sweep runs when the daemon starts), long before it expires.
     let meta = ghost_after_commit(&f, "a.bin", &data).await;
     f.storage.expire_partials(crate::now_unix()).await.unwrap();
@@ -99,7 +99,7 @@ async fn a_partial_left_behind_by_a_commit_is_cleaned_at_start_and_by_put_begin(
     // On a new upload to the same name: the quota check does not count it twice.
     let f = fixture_with(|c| c.quota_bytes = 2 * data.len() as u64 + 1);
     let meta = ghost_after_commit(&f, "a.bin", &data).await;
-    let other = random(data.len(), 5);
+    let other = random_bytes(data.len(), 5);
     assert!(matches!(
         f.begin("alice", "b.bin", &other, false).await.unwrap(),
         PutBegun::Ready(_)
