@@ -128,10 +128,13 @@ impl FromStr for Target {
         if user.is_empty() {
             return Err(UsageError(format!("invalid target `{s}`: empty user name")));
         }
-        if user.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        // The one account-name rule (the server's): a name it could never accept is
+        // refused here, before a password is asked for.
+        if !xfer_proto::valid_user_name(user) {
             return Err(UsageError(format!(
-                "invalid target `{}`: user name contains spaces or control characters",
-                crate::output::escape_control(s)
+                "invalid target `{}`: `{}` is not a user name; use 1 to 32 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit",
+                crate::output::escape_control(s),
+                crate::output::escape_control(user)
             )));
         }
         Ok(Target {
@@ -203,6 +206,9 @@ mod tests {
             "alice@ho st",
             "alice@a@b",
             "al ice@host",
+            "jöhn@host",
+            "-alice@host",
+            "alice/bob@host",
         ];
         for input in table {
             let err = input.parse::<Target>().expect_err(input).to_string();

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
@@ -76,11 +77,12 @@ pub async fn tls_dial(
         .await
 }
 
-/// A raw protocol connection, past TLS and hello.
-pub struct RawConn {
+/// A raw protocol connection, past the hello: over TLS by default, or over any byte
+/// stream ([`RawConn::over`], e.g. an in-memory pipe to a session without TLS).
+pub struct RawConn<S = TlsStream<TcpStream>> {
     /// The framed stream, for writing frames (or bytes, through `get_mut`) no helper
     /// covers.
-    pub framed: Framed<TlsStream<TcpStream>, ClientCodec>,
+    pub framed: Framed<S, ClientCodec>,
     /// Chat events that arrived while a request waited for its answer, oldest first.
     events: VecDeque<ChatEvent>,
 }
@@ -100,19 +102,7 @@ impl RawConn {
         let tls = tls_dial(addr, fingerprint, dial)
             .await
             .expect("tls connect");
-        let mut framed = Framed::new(tls, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
-        framed
-            .send(Frame::Hello(Hello::current("e2e")))
-            .await
-            .expect("send hello");
-        match framed.next().await {
-            Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, xfer_proto::PROTOCOL_VERSION),
-            other => panic!("expected hello, got {other:?}"),
-        }
-        RawConn {
-            framed,
-            events: VecDeque::new(),
-        }
+        RawConn::over(tls).await
     }
 
     /// Connects as `dial` says and logs in as `user` with [`PASSWORD`], asserting that
@@ -125,6 +115,25 @@ impl RawConn {
             "login as {user}: {r:?}"
         );
         conn
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawConn<S> {
+    /// Speaks the protocol over `io`, from the hello on.
+    pub async fn over(io: S) -> RawConn<S> {
+        let mut framed = Framed::new(io, ClientCodec::new(xfer_proto::MAX_FRAME_LEN));
+        framed
+            .send(Frame::Hello(Hello::current("e2e")))
+            .await
+            .expect("send hello");
+        match framed.next().await {
+            Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, xfer_proto::PROTOCOL_VERSION),
+            other => panic!("expected hello, got {other:?}"),
+        }
+        RawConn {
+            framed,
+            events: VecDeque::new(),
+        }
     }
 
     /// Logs in with a password; the session token, or `None` if refused.

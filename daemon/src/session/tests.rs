@@ -1,7 +1,7 @@
 //! Request-level tests of the session over `tokio::io::duplex`, without TLS: a real
 //! `ServerState` on a temporary directory (real password file with argon2 hashes, real
-//! local storage, real chat history), one [`run`] per connection, and a client speaking
-//! frames with the protocol's own codec. What TLS adds is tested end to end in `tests/`.
+//! local storage, real chat history), one [`run`] per connection, and the test kit's raw
+//! protocol client over the pipe. What TLS adds is tested end to end in `tests/`.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -13,11 +13,10 @@ use futures_util::{SinkExt, StreamExt};
 use tempfile::TempDir;
 use tokio::io::DuplexStream;
 use tokio::time::{Instant, timeout};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
+use xfer_e2e::RawConn;
 use xfer_proto::{
-    ChannelName, ChatEvent, Chunk, ClientCodec, Digest, ErrorCode, Frame, Hello, MessageBody,
-    Request, Response, Secret, Target,
+    ChannelName, Chunk, Digest, ErrorCode, Frame, MessageBody, Request, Response, Secret, Target,
 };
 
 use super::{Accepted, framed, run};
@@ -86,19 +85,7 @@ impl Server {
         };
         let io = framed(theirs, self.state.metrics.clone());
         tokio::spawn(run(self.state.clone(), io, accepted));
-        let mut client = Client {
-            io: Framed::new(ours, ClientCodec::default()),
-        };
-        client
-            .io
-            .send(Frame::Hello(Hello::current("test")))
-            .await
-            .expect("send hello");
-        match client.frame().await {
-            Frame::Hello(h) => assert_eq!(h.version, xfer_proto::PROTOCOL_VERSION),
-            other => panic!("expected the server's hello, got {other:?}"),
-        }
-        client
+        RawConn::over(ours).await
     }
 }
 
@@ -108,54 +95,16 @@ impl Drop for Server {
     }
 }
 
-struct Client {
-    io: Framed<DuplexStream, ClientCodec>,
-}
+/// The test kit's raw protocol client, over the in-memory pipe.
+type Client = RawConn<DuplexStream>;
 
-impl Client {
-    async fn frame(&mut self) -> Frame<Response> {
-        match timeout(PATIENCE, self.io.next()).await {
-            Ok(Some(Ok(frame))) => frame,
-            other => panic!("expected a frame, got {other:?}"),
-        }
-    }
-
-    async fn response(&mut self) -> Response {
-        match self.frame().await {
-            Frame::Message(response) => response,
-            other => panic!("expected a response, got {other:?}"),
-        }
-    }
-
-    /// Sends `request` and reads its response, skipping pushed chat events.
-    async fn ask(&mut self, request: Request) -> Response {
-        self.io.send(Frame::Message(request)).await.expect("send");
-        loop {
-            match self.response().await {
-                Response::Event(_) => continue,
-                response => return response,
-            }
-        }
-    }
-
-    async fn login(&mut self, user: &str, password: &str) -> Response {
-        self.ask(Request::Login {
-            user: user.into(),
-            password: Secret::new(password.to_owned()),
-        })
-        .await
-    }
-
-    /// The next chat message pushed to this connection, skipping presence events.
-    async fn next_message(&mut self) -> xfer_proto::ChatMessage {
-        loop {
-            if let Response::Event(event) = self.response().await
-                && let ChatEvent::Message(m) = *event
-            {
-                return m;
-            }
-        }
-    }
+/// Logs in with a password; the server's answer.
+async fn login(c: &mut Client, user: &str, password: &str) -> Response {
+    c.call(Request::Login {
+        user: user.into(),
+        password: Secret::new(password.to_owned()),
+    })
+    .await
 }
 
 fn general() -> ChannelName {
@@ -173,40 +122,40 @@ fn code(response: &Response) -> Option<ErrorCode> {
 async fn requests_before_login_are_refused_and_only_the_right_password_logs_in() {
     let mut server = Server::start(&["alice"]).await;
     let mut c = server.connect().await;
-    assert_eq!(c.ask(Request::Ping).await, Response::Pong);
+    assert_eq!(c.call(Request::Ping).await, Response::Pong);
     let refused = c
-        .ask(Request::List {
+        .call(Request::List {
             path: String::new(),
         })
         .await;
     assert_eq!(code(&refused), Some(ErrorCode::AuthRequired), "{refused:?}");
-    let refused = c.ask(Request::Channels).await;
+    let refused = c.call(Request::Channels).await;
     assert_eq!(code(&refused), Some(ErrorCode::AuthRequired), "{refused:?}");
-    let refused = c.ask(Request::WhoAmI).await;
+    let refused = c.call(Request::WhoAmI).await;
     assert_eq!(code(&refused), Some(ErrorCode::AuthRequired), "{refused:?}");
 
-    let wrong = c.login("alice", "not the password").await;
+    let wrong = login(&mut c, "alice", "not the password").await;
     assert_eq!(code(&wrong), Some(ErrorCode::AuthFailed), "{wrong:?}");
-    let unknown = c.login("mallory", PASSWORD).await;
+    let unknown = login(&mut c, "mallory", PASSWORD).await;
     assert_eq!(
         wrong, unknown,
         "an unknown user must look like a wrong password"
     );
     let refused = c
-        .ask(Request::List {
+        .call(Request::List {
             path: String::new(),
         })
         .await;
     assert_eq!(code(&refused), Some(ErrorCode::AuthRequired), "{refused:?}");
 
-    let token = match c.login("alice", PASSWORD).await {
+    let token = match login(&mut c, "alice", PASSWORD).await {
         Response::LoggedIn { user, token, .. } => {
             assert_eq!(user, "alice");
             token.expect("a password login returns a token")
         }
         other => panic!("expected LoggedIn, got {other:?}"),
     };
-    match c.ask(Request::WhoAmI).await {
+    match c.call(Request::WhoAmI).await {
         Response::WhoAmI(who) => assert_eq!(who.user, "alice"),
         other => panic!("expected WhoAmI, got {other:?}"),
     }
@@ -214,16 +163,16 @@ async fn requests_before_login_are_refused_and_only_the_right_password_logs_in()
     // The token logs in another connection until it is revoked by a logout.
     let mut other = server.connect().await;
     let again = other
-        .ask(Request::Authenticate {
+        .call(Request::Authenticate {
             token: token.clone(),
         })
         .await;
     assert!(matches!(again, Response::LoggedIn { .. }), "{again:?}");
-    assert_eq!(c.ask(Request::Logout).await, Response::Ok);
-    let refused = c.ask(Request::WhoAmI).await;
+    assert_eq!(c.call(Request::Logout).await, Response::Ok);
+    let refused = c.call(Request::WhoAmI).await;
     assert_eq!(code(&refused), Some(ErrorCode::AuthRequired), "{refused:?}");
     let mut third = server.connect().await;
-    let revoked = third.ask(Request::Authenticate { token }).await;
+    let revoked = third.call(Request::Authenticate { token }).await;
     assert_eq!(code(&revoked), Some(ErrorCode::AuthFailed), "{revoked:?}");
 }
 
@@ -233,10 +182,13 @@ async fn a_chunk_frame_before_login_closes_the_connection() {
     let mut c = server.connect().await;
     let data = Bytes::from_static(b"sneaky");
     let chunk = Chunk::raw(1, 0, Digest::of(&data), data);
-    c.io.send(Frame::Chunk(chunk)).await.expect("send chunk");
+    c.framed
+        .send(Frame::Chunk(chunk))
+        .await
+        .expect("send chunk");
     let refused = c.response().await;
     assert_eq!(code(&refused), Some(ErrorCode::BadRequest), "{refused:?}");
-    let end = timeout(PATIENCE, c.io.next())
+    let end = timeout(PATIENCE, c.framed.next())
         .await
         .expect("closed in time");
     assert!(end.is_none(), "the connection must close, got {end:?}");
@@ -245,7 +197,7 @@ async fn a_chunk_frame_before_login_closes_the_connection() {
 /// Pushes `data` to `path` through `PutBegin`, one chunk and `PutCommit`.
 async fn push(c: &mut Client, path: &str, data: &[u8]) -> Response {
     let begun = c
-        .ask(Request::PutBegin {
+        .call(Request::PutBegin {
             path: path.into(),
             size: data.len() as u64,
             force: false,
@@ -257,7 +209,10 @@ async fn push(c: &mut Client, path: &str, data: &[u8]) -> Response {
     };
     let digest = Digest::of(data);
     let chunk = Chunk::raw(transfer_id, 0, digest, Bytes::copy_from_slice(data));
-    c.io.send(Frame::Chunk(chunk)).await.expect("send chunk");
+    c.framed
+        .send(Frame::Chunk(chunk))
+        .await
+        .expect("send chunk");
     assert_eq!(
         c.response().await,
         Response::ChunkAck {
@@ -265,7 +220,7 @@ async fn push(c: &mut Client, path: &str, data: &[u8]) -> Response {
             offset: 0
         }
     );
-    c.ask(Request::PutCommit {
+    c.call(Request::PutCommit {
         transfer_id,
         digest,
     })
@@ -277,7 +232,7 @@ async fn a_pushed_file_is_listed_and_pulls_back_identical() {
     let mut server = Server::start(&["alice"]).await;
     let mut c = server.connect().await;
     assert!(matches!(
-        c.login("alice", PASSWORD).await,
+        login(&mut c, "alice", PASSWORD).await,
         Response::LoggedIn { .. }
     ));
     let data = b"hello over a pipe, no TLS in sight\n".repeat(100);
@@ -291,7 +246,7 @@ async fn a_pushed_file_is_listed_and_pulls_back_identical() {
     );
 
     match c
-        .ask(Request::List {
+        .call(Request::List {
             path: String::new(),
         })
         .await
@@ -308,7 +263,7 @@ async fn a_pushed_file_is_listed_and_pulls_back_identical() {
     }
 
     let transfer_id = match c
-        .ask(Request::GetBegin {
+        .call(Request::GetBegin {
             path: "notes.txt".into(),
         })
         .await
@@ -324,21 +279,22 @@ async fn a_pushed_file_is_listed_and_pulls_back_identical() {
         }
         other => panic!("expected GetReady, got {other:?}"),
     };
-    c.io.send(Frame::Message(Request::GetChunks {
-        transfer_id,
-        first: 0,
-        count: 1,
-        compress: true,
-    }))
-    .await
-    .expect("send");
+    c.framed
+        .send(Frame::Message(Request::GetChunks {
+            transfer_id,
+            first: 0,
+            count: 1,
+            compress: true,
+        }))
+        .await
+        .expect("send");
     let chunk = match c.frame().await {
         Frame::Chunk(chunk) => chunk.into_raw().expect("decompresses"),
         other => panic!("expected a chunk, got {other:?}"),
     };
     assert_eq!(chunk.data.as_ref(), data.as_slice());
     assert_eq!(chunk.digest, Digest::of(&data));
-    assert_eq!(c.ask(Request::Close { transfer_id }).await, Response::Ok);
+    assert_eq!(c.call(Request::Close { transfer_id }).await, Response::Ok);
 }
 
 #[tokio::test]
@@ -346,23 +302,23 @@ async fn file_errors_are_answered_and_the_session_goes_on() {
     let mut server = Server::start(&["alice"]).await;
     let mut c = server.connect().await;
     assert!(matches!(
-        c.login("alice", PASSWORD).await,
+        login(&mut c, "alice", PASSWORD).await,
         Response::LoggedIn { .. }
     ));
     let missing = c
-        .ask(Request::GetBegin {
+        .call(Request::GetBegin {
             path: "nope.txt".into(),
         })
         .await;
     assert_eq!(code(&missing), Some(ErrorCode::NotFound), "{missing:?}");
     let escape = c
-        .ask(Request::List {
+        .call(Request::List {
             path: "../bob".into(),
         })
         .await;
     assert_eq!(code(&escape), Some(ErrorCode::InvalidPath), "{escape:?}");
     let unknown = c
-        .ask(Request::GetChunks {
+        .call(Request::GetChunks {
             transfer_id: 99,
             first: 0,
             count: 1,
@@ -379,7 +335,7 @@ async fn file_errors_are_answered_and_the_session_goes_on() {
     // The same name again without force: the server says what it holds.
     let exists = push(&mut c, "a.txt", b"second version").await;
     assert!(matches!(exists, Response::Exists { .. }), "{exists:?}");
-    assert_eq!(c.ask(Request::Ping).await, Response::Pong);
+    assert_eq!(c.call(Request::Ping).await, Response::Pong);
 }
 
 #[tokio::test]
@@ -389,32 +345,32 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
     let mut bob = server.connect().await;
     for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
         assert!(matches!(
-            c.login(name, PASSWORD).await,
+            login(c, name, PASSWORD).await,
             Response::LoggedIn { .. }
         ));
-        let opened = c.ask(Request::ChatOpen { after: None }).await;
+        let opened = c.call(Request::ChatOpen { after: None }).await;
         assert!(matches!(opened, Response::ChatOpened { .. }), "{opened:?}");
         let join = Request::Join {
             channel: general(),
             history: 10,
             after: None,
         };
-        let joined = c.ask(join).await;
+        let joined = c.call(join).await;
         assert!(matches!(joined, Response::Joined { .. }), "{joined:?}");
     }
     let say = Request::Say {
         target: Target::Channel(general()),
         text: "hello bob".into(),
     };
-    let Response::Said { id, .. } = alice.ask(say).await else {
+    let Response::Said { id, .. } = alice.call(say).await else {
         panic!("alice's line was not said");
     };
-    let heard = bob.next_message().await;
+    let heard = bob.message().await;
     assert_eq!((heard.id, heard.from.as_str()), (id, "alice"));
     assert_eq!(heard.body, MessageBody::Text("hello bob".into()));
 
     let history = bob
-        .ask(Request::History {
+        .call(Request::History {
             target: Target::Channel(general()),
             count: 10,
             before: None,
@@ -429,11 +385,11 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
     // Chat needs `ChatOpen` before `Join`, and a user that exists for a direct message.
     let mut carol = server.connect().await;
     assert!(matches!(
-        carol.login("alice", PASSWORD).await,
+        login(&mut carol, "alice", PASSWORD).await,
         Response::LoggedIn { .. }
     ));
     let early = carol
-        .ask(Request::Join {
+        .call(Request::Join {
             channel: general(),
             history: 0,
             after: None,
@@ -445,7 +401,7 @@ async fn two_sessions_exchange_a_channel_message_and_it_is_in_the_history() {
         "{early:?}"
     );
     let nobody = alice
-        .ask(Request::Say {
+        .call(Request::Say {
             target: Target::parse("@nobody").expect("a user target"),
             text: "hi".into(),
         })
@@ -458,20 +414,20 @@ async fn a_kick_or_the_shutdown_tells_the_peer_which_and_ends_the_session() {
     let mut server = Server::start(&["alice"]).await;
     let mut kicked = server.connect().await;
     assert!(matches!(
-        kicked.login("alice", PASSWORD).await,
+        login(&mut kicked, "alice", PASSWORD).await,
         Response::LoggedIn { .. }
     ));
     assert_eq!(server.state.connections.kick("alice"), 1);
     let told = kicked.response().await;
     assert_eq!(code(&told), Some(ErrorCode::PermissionDenied), "{told:?}");
-    let end = timeout(PATIENCE, kicked.io.next())
+    let end = timeout(PATIENCE, kicked.framed.next())
         .await
         .expect("closed in time");
     assert!(end.is_none(), "the connection must close, got {end:?}");
 
     let mut stopped = server.connect().await;
     assert!(matches!(
-        stopped.login("alice", PASSWORD).await,
+        login(&mut stopped, "alice", PASSWORD).await,
         Response::LoggedIn { .. }
     ));
     server.shutdown.cancel();
@@ -491,7 +447,7 @@ async fn a_send_counts_against_the_sender_not_the_recipient() {
     let mut bob = server.connect().await;
     for (c, user) in [(&mut alice, "alice"), (&mut bob, "bob")] {
         assert!(matches!(
-            c.login(user, PASSWORD).await,
+            login(c, user, PASSWORD).await,
             Response::LoggedIn { .. }
         ));
     }
@@ -510,27 +466,27 @@ async fn a_send_counts_against_the_sender_not_the_recipient() {
     };
     // Bob uses all his places; alice can still send to him.
     for i in 0..max as u32 {
-        let r = bob.ask(put(i)).await;
+        let r = bob.call(put(i)).await;
         assert!(
             matches!(r, Response::PutReady { .. }),
             "bob's upload {i}: {r:?}"
         );
     }
-    let r = bob.ask(put(max as u32)).await;
+    let r = bob.call(put(max as u32)).await;
     assert_eq!(
         code(&r),
         Some(ErrorCode::Busy),
         "bob is at his limit: {r:?}"
     );
     for i in 0..max as u32 {
-        let r = alice.ask(send(i)).await;
+        let r = alice.call(send(i)).await;
         assert!(
             matches!(r, Response::PutReady { .. }),
             "alice's send {i}: {r:?}"
         );
     }
     // Her sends took her places, not his.
-    let r = alice.ask(put(0)).await;
+    let r = alice.call(put(0)).await;
     assert_eq!(
         code(&r),
         Some(ErrorCode::Busy),

@@ -3,9 +3,11 @@
 
 use xfer_proto::{ChatEvent, ChatMessage, MessageBody, Request, Response};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use super::RawConn;
 
-impl RawConn {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawConn<S> {
     /// The next chat event: a kept one first, else the next off the wire; panics on
     /// anything that is not an event.
     pub async fn event(&mut self) -> ChatEvent {

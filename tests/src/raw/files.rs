@@ -6,6 +6,8 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use xfer_proto::{CHUNK_SIZE, Chunk, ChunkLayout, Digest, Frame, PUT_WINDOW, Request, Response};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use super::RawConn;
 
 /// How many chunks `data` has.
@@ -18,7 +20,7 @@ fn head(data: &[u8]) -> Bytes {
     Bytes::copy_from_slice(&data[..data.len().min(512)])
 }
 
-impl RawConn {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawConn<S> {
     /// `PutBegin` of `data` to `path`; whatever the server answers.
     pub async fn put_begin(&mut self, path: &str, data: &[u8], force: bool) -> Response {
         self.call(Request::PutBegin {
