@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_util::codec::Framed;
+use xfer_e2e::random_bytes;
 use xfer_proto::{Chunk, Digest, ErrorCode, Frame, Request, Response, ServerCodec};
 
 use super::progress::Progress;
@@ -246,12 +247,6 @@ fn connect(state: &Arc<Mutex<Mock>>) -> Client {
     Client::over_stream(a, ServerAddr::parse("mock:1").unwrap())
 }
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i / 251) as u8)
-        .collect()
-}
-
 async fn push(
     state: &Arc<Mutex<Mock>>,
     local: &Path,
@@ -314,7 +309,7 @@ async fn push_then_pull_is_byte_identical_at_every_boundary() {
         .into_iter()
         .enumerate()
     {
-        let content = data(len, k as u8);
+        let content = random_bytes(len, k as u64);
         let local = tmp.path().join(format!("f{k}"));
         std::fs::write(&local, &content).unwrap();
         let name = format!("f{k}");
@@ -337,7 +332,7 @@ async fn an_interrupted_push_resumes_and_sends_only_what_is_missing_or_changed()
     let state = Arc::new(Mutex::new(Mock::default()));
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("big");
-    let mut content = data(20 * CS + 5, 3);
+    let mut content = random_bytes(20 * CS + 5, 3);
     std::fs::write(&local, &content).unwrap();
 
     state.lock().unwrap().cut_after = Some(8);
@@ -381,7 +376,7 @@ async fn existing_remote_file_is_up_to_date_or_a_conflict() {
     let state = Arc::new(Mutex::new(Mock::default()));
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("a");
-    std::fs::write(&local, data(3 * CS, 1)).unwrap();
+    std::fs::write(&local, random_bytes(3 * CS, 1)).unwrap();
     push(&state, &local, "a", false).await.unwrap();
 
     assert_eq!(
@@ -390,7 +385,7 @@ async fn existing_remote_file_is_up_to_date_or_a_conflict() {
     );
     assert_eq!(state.lock().unwrap().received, 0, "nothing sent");
 
-    std::fs::write(&local, data(3 * CS, 2)).unwrap();
+    std::fs::write(&local, random_bytes(3 * CS, 2)).unwrap();
     let err = push(&state, &local, "a", false).await.unwrap_err();
     assert!(matches!(err, Failure::File(_)), "connection still usable");
     let msg = format!(
@@ -403,18 +398,18 @@ async fn existing_remote_file_is_up_to_date_or_a_conflict() {
     assert_eq!(code(err), 6);
     assert_eq!(
         state.lock().unwrap().files["a"],
-        data(3 * CS, 1),
+        random_bytes(3 * CS, 1),
         "remote unchanged"
     );
 
     push(&state, &local, "a", true).await.unwrap();
-    assert_eq!(state.lock().unwrap().files["a"], data(3 * CS, 2));
+    assert_eq!(state.lock().unwrap().files["a"], random_bytes(3 * CS, 2));
 }
 
 #[tokio::test]
 async fn a_corrupt_chunk_stops_the_pull_and_a_rerun_resumes_from_the_verified_part() {
     let state = Arc::new(Mutex::new(Mock::default()));
-    let content = data(10 * CS + 1, 9);
+    let content = random_bytes(10 * CS + 1, 9);
     state
         .lock()
         .unwrap()
@@ -470,7 +465,7 @@ async fn compressed_push_and_pull_are_byte_identical() {
         .cycle()
         .take(9 * CS + 17)
         .collect();
-    content[3 * CS..4 * CS].copy_from_slice(&data(CS, 77));
+    content[3 * CS..4 * CS].copy_from_slice(&random_bytes(CS, 77));
     let local = tmp.path().join("log");
     std::fs::write(&local, &content).unwrap();
     push_with(&state, &local, "log", false, true).await.unwrap();
@@ -485,7 +480,7 @@ async fn compressed_push_and_pull_are_byte_identical() {
 #[tokio::test]
 async fn a_manifest_that_does_not_add_up_to_the_announced_digest_is_refused_before_data() {
     let state = Arc::new(Mutex::new(Mock::default()));
-    let content = data(5 * CS + 3, 4);
+    let content = random_bytes(5 * CS + 3, 4);
     {
         let mut s = state.lock().unwrap();
         s.files.insert("f".into(), content.clone());
@@ -513,7 +508,7 @@ async fn a_manifest_that_does_not_add_up_to_the_announced_digest_is_refused_befo
 #[tokio::test]
 async fn existing_local_file_is_up_to_date_or_a_conflict() {
     let state = Arc::new(Mutex::new(Mock::default()));
-    let content = data(2 * CS, 4);
+    let content = random_bytes(2 * CS, 4);
     state
         .lock()
         .unwrap()
