@@ -77,6 +77,26 @@ text                 say text to the current channel or person (//text says /tex
 /quit                leave (also Ctrl-D)
 /help                this list";
 
+/// Parses what the editor handed over. One typed line is one [`parse`]; a paste of
+/// several lines (bracketed paste puts them in one input, joined by newlines) becomes one
+/// message per non-empty line, sent as it is, like irssi: a pasted line that begins
+/// with `/` is text, never a command, so pasting a log excerpt cannot run `/quit`.
+///
+/// # Errors
+/// As [`parse`], for a single line.
+pub fn parse_input(input: &str) -> Result<Vec<Command>, String> {
+    let input = input.trim_end_matches(['\r', '\n']);
+    if !input.contains('\n') {
+        return Ok(parse(input)?.into_iter().collect());
+    }
+    Ok(input
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Command::Say(l.to_owned()))
+        .collect())
+}
+
 /// Parses one line. `Ok(None)` for a blank line.
 ///
 /// # Errors
@@ -215,6 +235,33 @@ fn expand_home(path: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_multi_line_paste_is_one_message_per_line_and_never_a_command() {
+        let said = |texts: &[&str]| -> Vec<Command> {
+            texts
+                .iter()
+                .map(|t| Command::Say((*t).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            parse_input("first\nsecond").unwrap(),
+            said(&["first", "second"])
+        );
+        assert_eq!(
+            parse_input("a\r\n\r\n  \nb\r\n").unwrap(),
+            said(&["a", "b"]),
+            "CRLF and blank lines"
+        );
+        assert_eq!(
+            parse_input("log:\n/quit\n/send bob x").unwrap(),
+            said(&["log:", "/quit", "/send bob x"]),
+            "pasted commands are text"
+        );
+        assert_eq!(parse_input("/quit").unwrap(), vec![Command::Quit]);
+        assert_eq!(parse_input("hello\n").unwrap(), said(&["hello"]));
+        assert!(parse_input("").unwrap().is_empty());
+    }
+
     use super::*;
 
     fn ch(name: &str) -> ChannelName {

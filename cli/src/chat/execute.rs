@@ -27,21 +27,25 @@ impl Session {
     /// # Errors
     /// Only what the session must act on: a lost connection, or a failure that ends it.
     pub async fn execute_line(&mut self, line: &str, ui: &mut impl Ui) -> Result<bool> {
-        let cmd = match command::parse(line) {
-            Ok(Some(cmd)) => cmd,
-            Ok(None) => return Ok(false),
+        let commands = match command::parse_input(line) {
+            Ok(commands) => commands,
             Err(e) => {
                 ui.error(&e);
                 return Ok(false);
             }
         };
-        match self.execute(cmd, ui).await {
-            Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
-                ui.error(&escape_control(&format!("{e:#}")));
-                Ok(false)
+        for cmd in commands {
+            match self.execute(cmd, ui).await {
+                Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
+                    ui.error(&escape_control(&format!("{e:#}")));
+                    // The rest of a paste is not sent after a refused line.
+                    return Ok(false);
+                }
+                Ok(false) => {}
+                other => return other,
             }
-            other => other,
         }
+        Ok(false)
     }
 
     async fn execute(&mut self, cmd: Command, ui: &mut impl Ui) -> Result<bool> {
