@@ -310,17 +310,29 @@ impl Client {
         }
     }
 
-    /// Lists a directory (or describes one file). Names are not validated here.
+    /// Lists a directory (or describes one file), page by page until the last. Names
+    /// are not validated here.
     ///
     /// # Errors
     /// As [`Client::request`].
     pub async fn list(&mut self, path: &str) -> Result<Vec<Entry>> {
-        let req = Request::List {
-            path: path.to_string(),
-        };
-        match self.request(req).await? {
-            Response::Listing { entries } => Ok(entries),
-            _ => Err(self.unexpected("a listing")),
+        let mut all: Vec<Entry> = Vec::new();
+        loop {
+            let req = Request::List {
+                path: path.to_string(),
+                after: all.last().map(|e| e.name.clone()),
+            };
+            match self.request(req).await? {
+                Response::Listing { entries, more } => {
+                    let progress = !entries.is_empty();
+                    all.extend(entries);
+                    // A server that says `more` but sends nothing would loop forever.
+                    if !more || !progress {
+                        return Ok(all);
+                    }
+                }
+                _ => return Err(self.unexpected("a listing")),
+            }
         }
     }
 

@@ -51,6 +51,11 @@ pub const MAX_FRAME_LEN: usize = CHUNK_SIZE + 4096;
 /// other end buffer at most this much.
 pub const MAX_PREAUTH_FRAME_LEN: usize = 16 * 1024;
 
+/// Names per [`Request::List`] page. An entry encodes to at most about 340 bytes (a
+/// 255-byte name, sizes, times, a digest), so a full page stays far below
+/// [`MAX_FRAME_LEN`] however long the names.
+pub const LIST_PAGE: usize = 1_000;
+
 /// Chunk digests per [`Request::Manifest`] page: 16,384 × 33 bytes fits a frame easily.
 pub const MANIFEST_PAGE: u32 = 16_384;
 

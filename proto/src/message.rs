@@ -80,10 +80,14 @@ pub enum Request {
     /// Keep-alive; answered by [`Response::Pong`].
     Ping,
     /// Lists a directory, or describes one file; answered by [`Response::Listing`].
-    /// The empty path is the user's home.
+    /// The empty path is the user's home. A directory comes in pages of at most
+    /// [`crate::LIST_PAGE`] names: ask again with `after` set to the last name received
+    /// while the answer says `more`.
     List {
         /// Relative path inside the user's namespace.
         path: String,
+        /// Only names sorting after this one (byte order); `None` from the first.
+        after: Option<String>,
     },
     /// Creates a directory; answered by `Ok`.
     Mkdir {
@@ -302,10 +306,12 @@ pub enum Response {
     WhoAmI(WhoAmI),
     /// Answer to [`Request::Ping`].
     Pong,
-    /// Answer to [`Request::List`]: entries sorted by name.
+    /// Answer to [`Request::List`]: one page of entries, sorted by name.
     Listing {
         /// The entries.
         entries: Vec<Entry>,
+        /// More names follow the last of `entries`: ask again with `after` set to it.
+        more: bool,
     },
     /// Answer to [`Request::PutBegin`]: send the chunks the server does not hold.
     PutReady {

@@ -267,7 +267,10 @@ async fn login(w: &World) -> RawConn {
 /// Every request kind that takes a path, with `p` in each path position.
 fn path_requests(p: &str) -> Vec<Request> {
     vec![
-        Request::List { path: p.into() },
+        Request::List {
+            path: p.into(),
+            after: None,
+        },
         Request::Mkdir {
             path: p.into(),
             parents: true,
@@ -319,7 +322,10 @@ async fn the_server_itself_refuses_every_escaping_path_including_nul() {
     // Bare symlink names exist inside the home (mkdir may say Conflict, rm may remove
     // the link itself); reading through them must be refused.
     for v in w.read_vectors() {
-        requests.push(Request::List { path: v.clone() });
+        requests.push(Request::List {
+            path: v.clone(),
+            after: None,
+        });
         requests.push(Request::GetBegin { path: v });
     }
     for req in requests {

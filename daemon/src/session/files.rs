@@ -25,7 +25,9 @@ use std::time::Instant;
 
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
-use xfer_proto::{Chunk, ChunkEncoding, ErrorCode, Frame, MANIFEST_PAGE, Response, SNIFF_LEN};
+use xfer_proto::{
+    Chunk, ChunkEncoding, ErrorCode, Frame, LIST_PAGE, MANIFEST_PAGE, Response, SNIFF_LEN,
+};
 
 use super::link::{Link, Transport};
 use super::reply::{End, answer, internal_error, storage_error};
@@ -383,10 +385,18 @@ impl Files {
         }
     }
 
-    pub async fn list(&mut self, user: &str, path: &str) -> Result<Response, Response> {
+    pub async fn list(
+        &mut self,
+        user: &str,
+        path: &str,
+        after: Option<&str>,
+    ) -> Result<Response, Response> {
         let p = parse(path)?;
-        let entries = answer(self.storage.list(user, &p)).await?;
-        Ok(Response::Listing { entries })
+        let page = answer(self.storage.list(user, &p, after, LIST_PAGE)).await?;
+        Ok(Response::Listing {
+            entries: page.entries,
+            more: page.more,
+        })
     }
 
     pub async fn mkdir(

@@ -334,7 +334,9 @@ impl<T: Transport> Session<T> {
             }
             Request::Logout => self.logout().await?,
             Request::WhoAmI => self.auth.whoami().await,
-            Request::List { path } => self.files.list(me()?, &path).await?,
+            Request::List { path, after } => {
+                self.files.list(me()?, &path, after.as_deref()).await?
+            }
             Request::Mkdir { path, parents } => self.files.mkdir(me()?, &path, parents).await?,
             Request::Remove {
                 path,

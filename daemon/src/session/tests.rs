@@ -126,6 +126,7 @@ async fn requests_before_login_are_refused_and_only_the_right_password_logs_in()
     let refused = c
         .call(Request::List {
             path: String::new(),
+            after: None,
         })
         .await;
     assert_eq!(code(&refused), Some(ErrorCode::AuthRequired), "{refused:?}");
@@ -144,6 +145,7 @@ async fn requests_before_login_are_refused_and_only_the_right_password_logs_in()
     let refused = c
         .call(Request::List {
             path: String::new(),
+            after: None,
         })
         .await;
     assert_eq!(code(&refused), Some(ErrorCode::AuthRequired), "{refused:?}");
@@ -248,10 +250,11 @@ async fn a_pushed_file_is_listed_and_pulls_back_identical() {
     match c
         .call(Request::List {
             path: String::new(),
+            after: None,
         })
         .await
     {
-        Response::Listing { entries } => {
+        Response::Listing { entries, .. } => {
             let entry = entries.iter().find(|e| e.name == "notes.txt");
             assert_eq!(
                 entry.map(|e| e.size),
@@ -314,6 +317,7 @@ async fn file_errors_are_answered_and_the_session_goes_on() {
     let escape = c
         .call(Request::List {
             path: "../bob".into(),
+            after: None,
         })
         .await;
     assert_eq!(code(&escape), Some(ErrorCode::InvalidPath), "{escape:?}");

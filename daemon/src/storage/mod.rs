@@ -101,6 +101,15 @@ pub struct Committed {
 }
 
 /// Users' files.
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    /// Entries sorted by name (a name may appear twice: a file and an upload to it).
+    pub entries: Vec<Entry>,
+    /// Names follow the last entry's.
+    pub more: bool,
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Applies new `[storage]` settings (a config reload) to operations that start from
@@ -108,8 +117,15 @@ pub trait Storage: Send + Sync + 'static {
     fn reconfigure(&self, config: crate::config::StorageConfig);
     /// Bytes stored by `user` and their quota.
     async fn usage(&self, user: &str) -> Result<Usage, StorageError>;
-    /// A directory's entries (with partial uploads into it), or one file's, by name.
-    async fn list(&self, user: &str, path: &RelPath) -> Result<Vec<Entry>, StorageError>;
+    /// A page of a directory's entries (with partial uploads into it): the first
+    /// `limit` names after `after`, by name; or one file's entry.
+    async fn list(
+        &self,
+        user: &str,
+        path: &RelPath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError>;
     /// Creates a directory (and its parents, if asked; then an existing one is fine).
     async fn mkdir(&self, user: &str, path: &RelPath, parents: bool) -> Result<(), StorageError>;
     /// Removes a file or directory, or (`partial`) the upload in progress to `path`.

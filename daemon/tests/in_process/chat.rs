@@ -714,6 +714,7 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
         alice
             .call(Request::List {
                 path: "inbox".into(),
+                after: None,
             })
             .await,
         ErrorCode::NotFound,
@@ -736,9 +737,10 @@ async fn a_sent_file_lands_in_the_inbox_with_a_notice_and_resumes() {
             digest
         }
     );
-    let Response::Listing { entries } = bob
+    let Response::Listing { entries, .. } = bob
         .call(Request::List {
             path: "inbox/alice".into(),
+            after: None,
         })
         .await
     else {

@@ -38,7 +38,13 @@ async fn push_list_pull_round_trip_of_awkward_sizes() {
         );
         assert_eq!(c.pull(&path).await, data, "size {len}");
     }
-    let Response::Listing { entries } = c.call(Request::List { path: "dir".into() }).await else {
+    let Response::Listing { entries, .. } = c
+        .call(Request::List {
+            path: "dir".into(),
+            after: None,
+        })
+        .await
+    else {
         panic!("no listing");
     };
     let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
@@ -66,7 +72,11 @@ async fn push_list_pull_round_trip_of_awkward_sizes() {
     // Bob sees none of it.
     let mut b = server.login("bob").await;
     assert!(matches!(
-        b.call(Request::List { path: "dir".into() }).await,
+        b.call(Request::List {
+            path: "dir".into(),
+            after: None
+        })
+        .await,
         Response::Error {
             code: ErrorCode::NotFound,
             ..
@@ -86,8 +96,14 @@ async fn an_interrupted_push_resumes_from_the_verified_chunks() {
     c.send_chunks(transfer_id, &data, 0..4).await;
     // A second client sees a partial, never a file.
     let mut watcher = server.login("alice").await;
-    let list = async |w: &mut RawConn| match w.call(Request::List { path: "v".into() }).await {
-        Response::Listing { entries } => entries,
+    let list = async |w: &mut RawConn| match w
+        .call(Request::List {
+            path: "v".into(),
+            after: None,
+        })
+        .await
+    {
+        Response::Listing { entries, .. } => entries,
         other => panic!("no listing: {other:?}"),
     };
     let entries = list(&mut watcher).await;
@@ -164,7 +180,12 @@ async fn bad_input_gets_precise_errors_and_the_connection_survives() {
         "a\nb",
         ".xfer-part",
     ] {
-        let r = c.call(Request::List { path: bad.into() }).await;
+        let r = c
+            .call(Request::List {
+                path: bad.into(),
+                after: None,
+            })
+            .await;
         assert!(
             matches!(
                 r,

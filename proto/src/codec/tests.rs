@@ -175,7 +175,14 @@ fn file_messages_round_trip() {
     let mut enc = ClientCodec::new(crate::MAX_FRAME_LEN);
     let mut dec = ServerCodec::new(crate::MAX_FRAME_LEN);
     let requests = vec![
-        Request::List { path: "a/b".into() },
+        Request::List {
+            path: "a/b".into(),
+            after: None,
+        },
+        Request::List {
+            path: "".into(),
+            after: Some("photo-0999.jpg".into()),
+        },
         Request::PutBegin {
             path: "x.bin".into(),
             size: 1 << 40,
@@ -425,4 +432,29 @@ async fn receive_buffers_are_bounded_when_every_chunk_is_held() {
     let (allocated, kept) = stream_chunks(n, n as usize).await;
     assert_eq!(allocated, MAX_SLABS);
     assert!(kept <= KEEP_SLABS, "an idle connection keeps {kept}");
+}
+
+/// A full listing page of the longest names, with every optional field set, fits one
+/// frame: listings never end a connection for being too large.
+#[test]
+fn a_full_listing_page_of_the_longest_names_fits_a_frame() {
+    let entry = |i: usize| crate::Entry {
+        name: format!("{i:05}{}", "n".repeat(250)),
+        kind: crate::EntryKind::Partial,
+        size: u64::MAX,
+        modified_unix: u64::MAX,
+        digest: Some(Digest::of(b"x")),
+        received: Some(u64::MAX),
+        expires_unix: Some(u64::MAX),
+    };
+    let page = Response::Listing {
+        entries: (0..crate::LIST_PAGE).map(entry).collect(),
+        more: true,
+    };
+    let mut enc = ServerCodec::new(crate::MAX_FRAME_LEN);
+    let mut buf = BytesMut::new();
+    enc.encode(Frame::Message(page.clone()), &mut buf)
+        .expect("a full page fits a frame");
+    let mut dec = ClientCodec::new(crate::MAX_FRAME_LEN);
+    assert_eq!(dec.decode(&mut buf).unwrap(), Some(Frame::Message(page)));
 }

@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use tracing::{info, warn};
-use xfer_proto::Entry;
 
 use self::blocking::blocking;
 use self::download::LocalDownload;
@@ -49,8 +48,8 @@ use self::upload::{LiveUploads, LocalUpload, UploadHandle};
 use crate::accounts::UserName;
 use crate::config::StorageConfig;
 use crate::storage::{
-    Download, PathError, PutBegun, PutRequest, RelPath, Storage, StorageError, TypePolicy, Usage,
-    io_err,
+    Download, ListPage, PathError, PutBegun, PutRequest, RelPath, Storage, StorageError,
+    TypePolicy, Usage, io_err,
 };
 
 /// The `[storage]` settings in force, with the type policy built from them.
@@ -287,10 +286,17 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn list(&self, user: &str, path: &RelPath) -> Result<Vec<Entry>, StorageError> {
+    async fn list(
+        &self,
+        user: &str,
+        path: &RelPath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
         let path = path.clone();
+        let after = after.map(str::to_owned);
         self.with_space("listing", user, move |_, space| {
-            namespace::list(space, &path)
+            namespace::list(space, &path, after.as_deref(), limit)
         })
         .await
     }

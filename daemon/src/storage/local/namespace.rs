@@ -13,7 +13,7 @@ use super::private;
 use super::space::{Destination, UserSpace};
 use super::upload::LiveUploads;
 use crate::storage::policy::{MAX_MOVE_CHECK_ENTRIES, STORED_SNIFF_BYTES};
-use crate::storage::{PathError, RelPath, StorageError, TypePolicy, io_err};
+use crate::storage::{ListPage, PathError, RelPath, StorageError, TypePolicy, io_err};
 
 fn file_entry(space: &UserSpace, name: &str, meta: &cap_std::fs::Metadata) -> Entry {
     let stamp = Stamp::of(meta);
@@ -31,10 +31,22 @@ fn file_entry(space: &UserSpace, name: &str, meta: &cap_std::fs::Metadata) -> En
     }
 }
 
-/// A directory's entries (with partial uploads into it), or one file's, by name.
-pub(crate) fn list(space: &UserSpace, path: &RelPath) -> Result<Vec<Entry>, StorageError> {
+/// A page of a directory's entries (with partial uploads into it), the first `limit`
+/// names after `after`; or one file's entry.
+pub(crate) fn list(
+    space: &UserSpace,
+    path: &RelPath,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<ListPage, StorageError> {
     let now = crate::now_unix();
     let home = &space.home;
+    let one = |entry| {
+        Ok(ListPage {
+            entries: vec![entry],
+            more: false,
+        })
+    };
     let meta = match home.metadata(path.as_path()) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.is_home() => {
@@ -43,7 +55,7 @@ pub(crate) fn list(space: &UserSpace, path: &RelPath) -> Result<Vec<Entry>, Stor
             return match PartialMeta::load(&space.partials, &key) {
                 Some(m) if m.expires_unix > now && m.path == path.as_str() => {
                     let name = path.file_name().expect("not the home");
-                    Ok(vec![partial::entry(&m, name)])
+                    one(partial::entry(&m, name))
                 }
                 _ => Err(StorageError::NotFound),
             };
@@ -52,44 +64,70 @@ pub(crate) fn list(space: &UserSpace, path: &RelPath) -> Result<Vec<Entry>, Stor
     };
     if !meta.is_dir() {
         let name = path.file_name().expect("the home is a directory");
-        return Ok(vec![file_entry(space, name, &meta)]);
+        return one(file_entry(space, name, &meta));
     }
+    let wanted = |name: &str| after.is_none_or(|a| name > a);
+    // Names first (cheap), then metadata only for the page's names: a page of a huge
+    // directory costs its own entries, not the directory's.
     let dir = home
         .open_dir(path.as_path())
         .map_err(io_err("opening a directory"))?;
-    let mut entries = Vec::new();
+    let mut names = Vec::new();
     for e in dir.entries().map_err(io_err("reading a directory"))? {
         let e = e.map_err(io_err("reading a directory"))?;
         let Ok(name) = e.file_name().into_string() else {
             continue; // not UTF-8: cannot be named in the protocol
         };
-        let Some(child) = path.join(&name) else {
-            continue; // reserved or otherwise unnameable
-        };
-        // Resolved beneath the home: a symlink pointing outside is simply not listed.
-        match home.metadata(child.as_path()) {
-            Ok(m) if m.is_dir() || m.is_file() => {
-                entries.push(file_entry(space, &name, &m));
-            }
-            Ok(_) => {}
-            Err(err) => debug!(error = %err, "skipping an entry that cannot be resolved"),
+        if wanted(&name) {
+            names.push(name);
         }
     }
+    let mut uploads = Vec::new();
     for (_, m) in partial::metas(&space.partials) {
         let Ok(dest) = RelPath::parse(&m.path) else {
             continue;
         };
         if m.expires_unix > now && dest.parent().as_ref() == Some(path) {
             let name = dest.file_name().expect("a destination is never the home");
-            entries.push(partial::entry(&m, name));
+            if wanted(name) {
+                uploads.push(partial::entry(&m, name));
+            }
         }
     }
-    entries.sort_by(|a, b| {
-        a.name
-            .cmp(&b.name)
-            .then((a.kind as u8).cmp(&(b.kind as u8)))
-    });
-    Ok(entries)
+    names.sort_unstable();
+    uploads.sort_unstable_by(|a, b| b.name.cmp(&a.name)); // popped from the end
+    let mut page = ListPage::default();
+    let mut names = names.into_iter().peekable();
+    loop {
+        let next = match (names.peek(), uploads.last()) {
+            (Some(n), Some(u)) => n.as_str().min(u.name.as_str()).to_owned(),
+            (Some(n), None) => n.clone(),
+            (None, Some(u)) => u.name.clone(),
+            (None, None) => break,
+        };
+        // A page never ends between a file and the upload of the same name.
+        if page.entries.len() >= limit && page.entries.last().is_some_and(|e| e.name != next) {
+            page.more = true;
+            break;
+        }
+        if names.next_if(|n| *n == next).is_some() {
+            let Some(child) = path.join(&next) else {
+                continue; // reserved or otherwise unnameable
+            };
+            // Resolved beneath the home: a symlink pointing outside is simply not listed.
+            match home.metadata(child.as_path()) {
+                Ok(m) if m.is_dir() || m.is_file() => {
+                    page.entries.push(file_entry(space, &next, &m));
+                }
+                Ok(_) => {}
+                Err(err) => debug!(error = %err, "skipping an entry that cannot be resolved"),
+            }
+        }
+        while uploads.last().is_some_and(|u| u.name == next) {
+            page.entries.extend(uploads.pop());
+        }
+    }
+    Ok(page)
 }
 
 /// Creates a directory (and its parents, if asked; then an existing one is fine).

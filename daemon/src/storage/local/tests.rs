@@ -111,7 +111,12 @@ async fn upload_commit_list_and_download_round_trip() {
     send_chunks(&*up, &data, 0..2).await;
     up.persist().await.unwrap();
     // In progress: a partial in its directory, never a file; nothing under the name.
-    let listing = f.storage.list("alice", &p("docs")).await.unwrap();
+    let listing = f
+        .storage
+        .list("alice", &p("docs"), None, usize::MAX)
+        .await
+        .map(|p| p.entries)
+        .unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].kind, EntryKind::Partial);
     assert_eq!(listing[0].received, Some(data.len() as u64));
@@ -122,12 +127,21 @@ async fn upload_commit_list_and_download_round_trip() {
         std::fs::read(f.home("alice").join("docs/a.bin")).unwrap(),
         data
     );
-    let listing = f.storage.list("alice", &p("docs")).await.unwrap();
+    let listing = f
+        .storage
+        .list("alice", &p("docs"), None, usize::MAX)
+        .await
+        .map(|p| p.entries)
+        .unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].kind, EntryKind::File);
     assert_eq!(listing[0].digest, Some(Digest::of(&data)));
     assert_eq!(
-        f.storage.list("alice", &p("docs/a.bin")).await.unwrap(),
+        f.storage
+            .list("alice", &p("docs/a.bin"), None, usize::MAX)
+            .await
+            .map(|p| p.entries)
+            .unwrap(),
         listing
     );
     assert_eq!(
@@ -266,7 +280,12 @@ async fn resume_reverifies_and_drops_a_flipped_chunk() {
     assert_eq!(held.len(), 4);
     assert!(held[0].is_some() && held[1].is_none() && held[2].is_some() && held[3].is_none());
     // Only chunk 1 is shown as received... the partial counts the verified bytes.
-    let entry = &f.storage.list("alice", &p("big")).await.unwrap()[0];
+    let entry = &f
+        .storage
+        .list("alice", &p("big"), None, usize::MAX)
+        .await
+        .map(|p| p.entries)
+        .unwrap()[0];
     assert_eq!(entry.kind, EntryKind::Partial);
     assert_eq!(entry.received, Some(2 * CHUNK_SIZE));
     send_chunks(&*up, &data, 1..2).await;
@@ -412,13 +431,28 @@ async fn partials_expire_and_stop_counting() {
     let later = crate::now_unix() + 3600;
     assert_eq!(f.storage.expire_partials(later).await.unwrap(), 0);
     drop(up);
-    assert_eq!(f.storage.list("alice", &p("dir")).await.unwrap().len(), 1);
+    assert_eq!(
+        f.storage
+            .list("alice", &p("dir"), None, usize::MAX)
+            .await
+            .map(|p| p.entries)
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(
         f.storage.expire_partials(crate::now_unix()).await.unwrap(),
         0
     );
     assert_eq!(f.storage.expire_partials(later).await.unwrap(), 1);
-    assert!(f.storage.list("alice", &p("dir")).await.unwrap().is_empty());
+    assert!(
+        f.storage
+            .list("alice", &p("dir"), None, usize::MAX)
+            .await
+            .map(|p| p.entries)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(f.storage.usage("alice").await.unwrap().used_bytes, 0);
     assert_eq!(std::fs::read_dir(f.partials("alice")).unwrap().count(), 0);
 }
@@ -496,7 +530,12 @@ async fn remove_partial_and_namespace_operations() {
         .await
         .unwrap();
     assert_eq!(
-        code(f.storage.list("alice", &p("x")).await),
+        code(
+            f.storage
+                .list("alice", &p("x"), None, usize::MAX)
+                .await
+                .map(|p| p.entries)
+        ),
         ErrorCode::NotFound
     );
     assert_eq!(
@@ -509,8 +548,9 @@ async fn remove_partial_and_namespace_operations() {
     );
     let names: Vec<String> = f
         .storage
-        .list("alice", &RelPath::home())
+        .list("alice", &RelPath::home(), None, usize::MAX)
         .await
+        .map(|p| p.entries)
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -534,9 +574,20 @@ async fn symlinks_pointing_out_are_refused_everywhere() {
     let s = &f.storage;
     for dir in ["evil", "etc", "link"] {
         let inside = |n: &str| p(&format!("{dir}/{n}"));
-        assert!(refused(code(s.list("alice", &p(dir)).await)), "list {dir}");
         assert!(
-            refused(code(s.list("alice", &inside("canary")).await)),
+            refused(code(
+                s.list("alice", &p(dir), None, usize::MAX)
+                    .await
+                    .map(|p| p.entries)
+            )),
+            "list {dir}"
+        );
+        assert!(
+            refused(code(
+                s.list("alice", &inside("canary"), None, usize::MAX)
+                    .await
+                    .map(|p| p.entries)
+            )),
             "list {dir}/canary"
         );
         assert!(refused(code(
@@ -572,8 +623,9 @@ async fn symlinks_pointing_out_are_refused_everywhere() {
     }
     // The home listing does not resolve them either.
     let names: Vec<String> = s
-        .list("alice", &RelPath::home())
+        .list("alice", &RelPath::home(), None, usize::MAX)
         .await
+        .map(|p| p.entries)
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -618,7 +670,12 @@ async fn users_are_separate() {
     let f = fixture();
     f.put("bob", "secret", b"bob's").await;
     assert_eq!(
-        code(f.storage.list("alice", &p("secret")).await),
+        code(
+            f.storage
+                .list("alice", &p("secret"), None, usize::MAX)
+                .await
+                .map(|p| p.entries)
+        ),
         ErrorCode::NotFound
     );
     assert_eq!(
@@ -627,13 +684,19 @@ async fn users_are_separate() {
     );
     assert!(
         f.storage
-            .list("alice", &RelPath::home())
+            .list("alice", &RelPath::home(), None, usize::MAX)
             .await
+            .map(|p| p.entries)
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        code(f.storage.list("../bob", &RelPath::home()).await),
+        code(
+            f.storage
+                .list("../bob", &RelPath::home(), None, usize::MAX)
+                .await
+                .map(|p| p.entries)
+        ),
         ErrorCode::BadRequest
     );
 }
@@ -681,4 +744,55 @@ async fn upload_commit_and_rename_share_one_destination_check() {
         std::fs::read(f.home("alice").join("file")).unwrap(),
         b"another"
     );
+}
+
+/// Pages cover a directory once, in order, and never split a file from the upload in
+/// progress to the same name.
+#[tokio::test]
+async fn listing_pages_cover_a_directory_once_in_name_order() {
+    let f = fixture();
+    let dir = f.home("alice").join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..25 {
+        std::fs::write(dir.join(format!("f{i:02}")), b"x").unwrap();
+    }
+    // An upload replacing f09: the file and the partial share a name at a page edge.
+    let data = random_bytes(100, 4);
+    let PutBegun::Ready(up) = f.begin("alice", "many/f09", &data, true).await.unwrap() else {
+        panic!("an upload over f09 with force");
+    };
+    send_chunks(&*up, &data, 0..1).await;
+    up.persist().await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = f
+            .storage
+            .list("alice", &p("many"), after.as_deref(), 10)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(
+            page.entries.len() <= 11,
+            "a page holds the limit, plus a same-name entry"
+        );
+        if let Some(last) = page.entries.last() {
+            after = Some(last.name.clone());
+        }
+        seen.extend(page.entries.into_iter().map(|e| (e.name, e.kind)));
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    let mut expected: Vec<String> = (0..25).map(|i| format!("f{i:02}")).collect();
+    expected.insert(10, "f09".into());
+    assert_eq!(
+        names, expected,
+        "each name once, the upload beside its file"
+    );
+    assert_eq!(seen[9].1, EntryKind::File);
+    assert_eq!(seen[10].1, EntryKind::Partial);
 }
