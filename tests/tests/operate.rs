@@ -251,6 +251,19 @@ fn a_kicked_upload_keeps_its_verified_chunks_and_resumes() {
         c.partial_received("big.bin").filter(|&n| n > 0)
     })
     .expect("the upload never started");
+    // The look above was a connection of its own: wait until the server has seen it
+    // close, so that the kick finds only the push.
+    poll(DEADLINE, || {
+        let out = d.admin(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&out.stdout()).ok()?;
+        let alices = status["connections"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["user"] == "alice")
+            .count();
+        (alices == 1).then_some(())
+    })
+    .expect("the listing's connection never went away");
 
     let out = d.admin(&["kick", "alice"]);
     assert!(
