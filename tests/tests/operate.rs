@@ -253,17 +253,7 @@ fn a_kicked_upload_keeps_its_verified_chunks_and_resumes() {
     .expect("the upload never started");
     // The look above was a connection of its own: wait until the server has seen it
     // close, so that the kick finds only the push.
-    poll(DEADLINE, || {
-        let out = d.admin(&["status", "--json"]);
-        let status: serde_json::Value = serde_json::from_str(&out.stdout()).ok()?;
-        let alices = status["connections"]
-            .as_array()?
-            .iter()
-            .filter(|c| c["user"] == "alice")
-            .count();
-        (alices == 1).then_some(())
-    })
-    .expect("the listing's connection never went away");
+    wait_for_connections(&d, "alice", 1);
 
     let out = d.admin(&["kick", "alice"]);
     assert!(
@@ -295,6 +285,22 @@ fn a_kicked_upload_keeps_its_verified_chunks_and_resumes() {
     );
 }
 
+/// Waits until `xferd status` shows exactly `n` connections of `user`: a client process
+/// that has exited may still be registered for a moment, until the server reads its close.
+fn wait_for_connections(d: &Daemon, user: &str, n: usize) {
+    poll(DEADLINE, || {
+        let out = d.admin(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&out.stdout()).ok()?;
+        let count = status["connections"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["user"] == user)
+            .count();
+        (count == n).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{user} never had exactly {n} connections"));
+}
+
 /// `xferd ARGS…` must end bob's `--follow` at once, leaving alice's alone.
 /// Returns the daemon and both clients with their `--follow`s, still running.
 fn ends_bobs_chat(args: &[&str], expect_stdout: &str) -> (Daemon, [(Client, Running); 2]) {
@@ -304,6 +310,8 @@ fn ends_bobs_chat(args: &[&str], expect_stdout: &str) -> (Daemon, [(Client, Runn
     let alice_watch = alice.follow(&["#lab"]);
     let status = d.admin(&["status"]).stdout();
     assert!(status.contains("  #lab: alice, bob"), "{status}");
+    // Only the chats: the logins' own connections are gone.
+    wait_for_connections(&d, "bob", 1);
     let out = d.admin(args);
     let kicked_at = Instant::now();
     assert_eq!(out.code(), 0, "{}", out.stderr());
