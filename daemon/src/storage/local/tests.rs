@@ -3,7 +3,7 @@ use std::os::unix::fs::FileExt;
 use bytes::Bytes;
 use tempfile::TempDir;
 use xfer_e2e::random_bytes;
-use xfer_proto::{Digest, EntryKind, ErrorCode};
+use xfer_proto::{Digest, Entry, EntryKind, ErrorCode};
 
 use super::*;
 use crate::storage::{CHUNK_SIZE, Upload, chunk_count, chunk_len};
@@ -64,6 +64,12 @@ impl Fixture {
             .await
     }
 
+    /// The whole listing of `path`, in one page.
+    async fn list_all(&self, user: &str, path: &RelPath) -> Result<Vec<Entry>, StorageError> {
+        let page = self.storage.list(user, path, None, usize::MAX).await?;
+        Ok(page.entries)
+    }
+
     async fn ready(&self, user: &str, path: &str, data: &[u8]) -> Arc<dyn Upload> {
         match self.begin(user, path, data, false).await.unwrap() {
             PutBegun::Ready(u) => u,
@@ -111,12 +117,7 @@ async fn upload_commit_list_and_download_round_trip() {
     send_chunks(&*up, &data, 0..2).await;
     up.persist().await.unwrap();
     // In progress: a partial in its directory, never a file; nothing under the name.
-    let listing = f
-        .storage
-        .list("alice", &p("docs"), None, usize::MAX)
-        .await
-        .map(|p| p.entries)
-        .unwrap();
+    let listing = f.list_all("alice", &p("docs")).await.unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].kind, EntryKind::Partial);
     assert_eq!(listing[0].received, Some(data.len() as u64));
@@ -127,21 +128,12 @@ async fn upload_commit_list_and_download_round_trip() {
         std::fs::read(f.home("alice").join("docs/a.bin")).unwrap(),
         data
     );
-    let listing = f
-        .storage
-        .list("alice", &p("docs"), None, usize::MAX)
-        .await
-        .map(|p| p.entries)
-        .unwrap();
+    let listing = f.list_all("alice", &p("docs")).await.unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].kind, EntryKind::File);
     assert_eq!(listing[0].digest, Some(Digest::of(&data)));
     assert_eq!(
-        f.storage
-            .list("alice", &p("docs/a.bin"), None, usize::MAX)
-            .await
-            .map(|p| p.entries)
-            .unwrap(),
+        f.list_all("alice", &p("docs/a.bin")).await.unwrap(),
         listing
     );
     assert_eq!(
@@ -280,12 +272,7 @@ async fn resume_reverifies_and_drops_a_flipped_chunk() {
     assert_eq!(held.len(), 4);
     assert!(held[0].is_some() && held[1].is_none() && held[2].is_some() && held[3].is_none());
     // Only chunk 1 is shown as received... the partial counts the verified bytes.
-    let entry = &f
-        .storage
-        .list("alice", &p("big"), None, usize::MAX)
-        .await
-        .map(|p| p.entries)
-        .unwrap()[0];
+    let entry = &f.list_all("alice", &p("big")).await.unwrap()[0];
     assert_eq!(entry.kind, EntryKind::Partial);
     assert_eq!(entry.received, Some(2 * CHUNK_SIZE));
     send_chunks(&*up, &data, 1..2).await;
@@ -431,28 +418,13 @@ async fn partials_expire_and_stop_counting() {
     let later = crate::now_unix() + 3600;
     assert_eq!(f.storage.expire_partials(later).await.unwrap(), 0);
     drop(up);
-    assert_eq!(
-        f.storage
-            .list("alice", &p("dir"), None, usize::MAX)
-            .await
-            .map(|p| p.entries)
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(f.list_all("alice", &p("dir")).await.unwrap().len(), 1);
     assert_eq!(
         f.storage.expire_partials(crate::now_unix()).await.unwrap(),
         0
     );
     assert_eq!(f.storage.expire_partials(later).await.unwrap(), 1);
-    assert!(
-        f.storage
-            .list("alice", &p("dir"), None, usize::MAX)
-            .await
-            .map(|p| p.entries)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.list_all("alice", &p("dir")).await.unwrap().is_empty());
     assert_eq!(f.storage.usage("alice").await.unwrap().used_bytes, 0);
     assert_eq!(std::fs::read_dir(f.partials("alice")).unwrap().count(), 0);
 }
@@ -530,12 +502,7 @@ async fn remove_partial_and_namespace_operations() {
         .await
         .unwrap();
     assert_eq!(
-        code(
-            f.storage
-                .list("alice", &p("x"), None, usize::MAX)
-                .await
-                .map(|p| p.entries)
-        ),
+        code(f.list_all("alice", &p("x")).await),
         ErrorCode::NotFound
     );
     assert_eq!(
@@ -547,10 +514,8 @@ async fn remove_partial_and_namespace_operations() {
         ErrorCode::InvalidPath
     );
     let names: Vec<String> = f
-        .storage
-        .list("alice", &RelPath::home(), None, usize::MAX)
+        .list_all("alice", &RelPath::home())
         .await
-        .map(|p| p.entries)
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -575,19 +540,11 @@ async fn symlinks_pointing_out_are_refused_everywhere() {
     for dir in ["evil", "etc", "link"] {
         let inside = |n: &str| p(&format!("{dir}/{n}"));
         assert!(
-            refused(code(
-                s.list("alice", &p(dir), None, usize::MAX)
-                    .await
-                    .map(|p| p.entries)
-            )),
+            refused(code(f.list_all("alice", &p(dir)).await)),
             "list {dir}"
         );
         assert!(
-            refused(code(
-                s.list("alice", &inside("canary"), None, usize::MAX)
-                    .await
-                    .map(|p| p.entries)
-            )),
+            refused(code(f.list_all("alice", &inside("canary")).await)),
             "list {dir}/canary"
         );
         assert!(refused(code(
@@ -622,10 +579,9 @@ async fn symlinks_pointing_out_are_refused_everywhere() {
         )));
     }
     // The home listing does not resolve them either.
-    let names: Vec<String> = s
-        .list("alice", &RelPath::home(), None, usize::MAX)
+    let names: Vec<String> = f
+        .list_all("alice", &RelPath::home())
         .await
-        .map(|p| p.entries)
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -670,12 +626,7 @@ async fn users_are_separate() {
     let f = fixture();
     f.put("bob", "secret", b"bob's").await;
     assert_eq!(
-        code(
-            f.storage
-                .list("alice", &p("secret"), None, usize::MAX)
-                .await
-                .map(|p| p.entries)
-        ),
+        code(f.list_all("alice", &p("secret")).await),
         ErrorCode::NotFound
     );
     assert_eq!(
@@ -683,20 +634,13 @@ async fn users_are_separate() {
         ErrorCode::NotFound
     );
     assert!(
-        f.storage
-            .list("alice", &RelPath::home(), None, usize::MAX)
+        f.list_all("alice", &RelPath::home())
             .await
-            .map(|p| p.entries)
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        code(
-            f.storage
-                .list("../bob", &RelPath::home(), None, usize::MAX)
-                .await
-                .map(|p| p.entries)
-        ),
+        code(f.list_all("../bob", &RelPath::home()).await),
         ErrorCode::BadRequest
     );
 }

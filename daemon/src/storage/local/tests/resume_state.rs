@@ -78,12 +78,7 @@ async fn a_partial_left_behind_by_a_commit_is_neither_listed_nor_counted() {
     let data = random_bytes(2 * CHUNK_SIZE as usize + 10, 9);
     let meta = ghost_after_commit(&f, "a.bin", &data).await;
 
-    let entries = f
-        .storage
-        .list("alice", &RelPath::home(), None, usize::MAX)
-        .await
-        .map(|p| p.entries)
-        .unwrap();
+    let entries = f.list_all("alice", &RelPath::home()).await.unwrap();
     let kinds: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
     assert_eq!(kinds, vec![("a.bin", EntryKind::File)]);
     assert!(!meta.exists(), "the listing cleaned the stale state");
