@@ -248,7 +248,7 @@ async fn a_legitimate_login_gets_in_throughout_every_kind_of_connection_abuse() 
         login: Duration::from_secs(kit::env_or("XFER_ABUSE_LOGIN_SECS", 8)),
         connects: Arc::new(tokio::sync::Semaphore::new(256)),
     };
-    kit::raise_nofile((tls_flood + tcp_flood) as u64 * 2 + 1024);
+    kit::raise_nofile((tls_flood + tcp_flood) as u64 + 1024);
     // Pre-login connections: 16 per flooding address, four addresses: below
     // `unauthenticated_start`, so the legitimate login is never dropped at random and
     // what lets it in is the per-source cap. max_connections is small: the floods must

@@ -378,22 +378,17 @@ async fn hundreds_of_hostile_peers_get_errors_and_leave_no_trace() {
     let config = "[limits]\nmax_connections = 8192\nmax_transfers_per_user = 8192\nunauthenticated_per_source = 8192\n\
                   unauthenticated_start = 8192\nunauthenticated_full = 8192\n\
                   [chat]\nmessages_per_sec = 100000\nmessage_burst = 100000\n";
-    let t0 = std::time::Instant::now();
     let mut d = Daemon::start_with(&["alice", "bob"], Some(config));
-    eprintln!("T {:?} started", t0.elapsed());
     make_wide_directory(&d);
-    eprintln!("T {:?} wide", t0.elapsed());
     let mut setup = RawConn::connect(d.addr, &d.fingerprint, None).await;
     let token = setup.login("alice", PASSWORD).await.expect("alice logs in");
     let text = "h".repeat(MAX_MESSAGE_LEN);
     for _ in 0..MAX_HISTORY {
         setup.say("#big", &text).await;
     }
-    eprintln!("T {:?} said", t0.elapsed());
     // The baseline includes a normal transfer's working memory.
     tokio::task::block_in_place(|| legit_push_pull(&d, 0));
     let pid = d.pid();
-    eprintln!("T {:?} after {}", t0.elapsed(), "let pid = d.pid();");
     let baseline = kit::rss_kib(pid);
 
     let (go_tx, go) = watch::channel(false);
@@ -423,18 +418,12 @@ async fn hundreds_of_hostile_peers_get_errors_and_leave_no_trace() {
         s.ready.load(Ordering::SeqCst)
     );
     go_tx.send_replace(true);
-    eprintln!("T {:?} after {}", t0.elapsed(), "go_tx.send_replace(true);");
     assert!(
         tokio::task::block_in_place(|| all(&s.acted)).is_some(),
         "only {} of {peers} peers acted",
         s.acted.load(Ordering::SeqCst)
     );
     let during = kit::rss_kib(pid);
-    eprintln!(
-        "T {:?} after {}",
-        t0.elapsed(),
-        "let during = kit::rss_kib(pid)"
-    );
     release_tx.send_replace(true);
     let mut failures = Vec::new();
     let mut ends = std::collections::BTreeMap::<String, usize>::new();
@@ -455,11 +444,6 @@ async fn hundreds_of_hostile_peers_get_errors_and_leave_no_trace() {
         &failures[..failures.len().min(10)]
     );
     let peak = kit::status_kib(pid, "VmHWM");
-    eprintln!(
-        "T {:?} after {}",
-        t0.elapsed(),
-        "let peak = kit::status_kib(pid"
-    );
 
     assert!(d.is_running(), "xferd died:\n{}", d.log());
     tokio::task::block_in_place(|| legit_push_pull(&d, 1));
@@ -468,11 +452,6 @@ async fn hundreds_of_hostile_peers_get_errors_and_leave_no_trace() {
         poll(DEADLINE, || Some(kit::rss_kib(pid)).filter(|&r| r <= bound))
     });
     let now = kit::rss_kib(pid);
-    eprintln!(
-        "T {:?} after {}",
-        t0.elapsed(),
-        "let now = kit::rss_kib(pid);"
-    );
     println!(
         "figure hostile: peers={peers} rss_baseline_kib={baseline} rss_during_kib={during} \
          rss_peak_kib={peak} rss_after_kib={now}"

@@ -16,3 +16,4 @@ pub fn serial() -> MutexGuard<'static, ()> {
 mod abuse;
 mod hostile;
 mod kit;
+mod measure;
