@@ -29,6 +29,7 @@ use super::{
 };
 use crate::client::{Client, PutStart};
 use crate::error::{ConflictError, ProtocolError, is_remote};
+use crate::output::{escape_control, human_bytes};
 
 /// Chunks read ahead of the send loop.
 const READ_AHEAD: usize = 4;
@@ -267,6 +268,18 @@ async fn pipeline(
     progress: &Progress,
 ) -> Result<Sent, Failure> {
     let (local, transfer_id) = (upload.local, upload.transfer_id);
+    if upload.resuming {
+        let held: u64 = (0..plan.layout.count())
+            .filter(|&i| plan.held.get(i as usize).is_some_and(Option::is_some))
+            .map(|i| plan.layout.chunk_len(i))
+            .sum();
+        progress.info(&format!(
+            "{}: resuming; the server holds {} of {} (each chunk is checked against this file)",
+            escape_control(&upload.label),
+            human_bytes(held),
+            human_bytes(upload.size)
+        ));
+    }
     let (tx, mut rx) = mpsc::channel::<std::io::Result<ReadChunk>>(READ_AHEAD);
     let reader = tokio::task::spawn_blocking(move || read_chunks(&file, &plan, &tx));
 
