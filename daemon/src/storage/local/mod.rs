@@ -28,6 +28,7 @@ mod manifest;
 mod namespace;
 mod partial;
 mod private;
+mod reserve;
 mod space;
 mod upload;
 
@@ -81,6 +82,8 @@ struct Local {
     settings: RwLock<Arc<Settings>>,
     spaces: Mutex<HashMap<String, Arc<UserSpace>>>,
     live: LiveUploads,
+    /// Free space promised to open uploads.
+    reserve: reserve::Reserve,
 }
 
 impl LocalStorage {
@@ -101,6 +104,7 @@ impl LocalStorage {
                 settings: RwLock::new(Settings::new(config)),
                 spaces: Mutex::new(HashMap::new()),
                 live: LiveUploads::default(),
+                reserve: reserve::Reserve::default(),
             }),
         })
     }
@@ -220,25 +224,30 @@ impl Local {
         }
         let needed = size.saturating_sub(already);
         let free = space::free_bytes(&self.data_dir)?;
-        if needed > free.saturating_sub(settings.config.min_free_bytes) {
-            warn!(user, size, free, "upload refused: not enough free space");
-            return Err(StorageError::NoSpace);
-        }
+        let reservation = self
+            .reserve
+            .admit(needed, free, settings.config.min_free_bytes)
+            .inspect_err(
+                |_| warn!(user, path = ?path, size, free, "upload refused: not enough free space"),
+            )?;
         // Parents exist from now on, so the upload shows as a partial where it will land.
         let parent = path.parent().unwrap_or_else(RelPath::home);
         if !parent.is_home() {
             private::create_dir(&space.home, parent.as_path(), true)
                 .map_err(io_err("creating directories"))?;
         }
-        let upload = Arc::new(LocalUpload::open(
-            space.clone(),
-            path,
-            size,
-            force,
-            settings.config.partial_ttl_secs,
-            settings.policy.clone(),
-            now,
-        )?);
+        let upload = Arc::new(
+            LocalUpload::open(
+                space.clone(),
+                path,
+                size,
+                force,
+                settings.config.partial_ttl_secs,
+                settings.policy.clone(),
+                now,
+            )?
+            .with_reservation(reservation),
+        );
         self.live.register(user, &upload);
         Ok(PutBegun::Ready(Arc::new(UploadHandle(upload))))
     }

@@ -32,6 +32,7 @@ use xfer_proto::Digest;
 use super::blocking::blocking;
 use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
+use super::reserve::Reservation;
 use super::space::{Destination, UserSpace};
 use crate::storage::{
     CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
@@ -54,6 +55,9 @@ struct Inner {
     unsaved: u32,
     last_saved: Instant,
     finished: bool,
+    /// Free space promised to the bytes not written yet (`reserve.rs`); dropped (given
+    /// back) at commit, takeover, or when the last handle goes.
+    reservation: Option<Reservation>,
 }
 
 /// An upload in progress on the local filesystem.
@@ -160,6 +164,7 @@ impl LocalUpload {
                 unsaved: 0,
                 last_saved: Instant::now(),
                 finished: false,
+                reservation: None,
             }),
         };
         // Saved at once: the partial now counts against the quota and shows in listings.
@@ -171,6 +176,12 @@ impl LocalUpload {
         &self.key
     }
 
+    /// Attaches the free space admission promised to the bytes still to be written.
+    pub fn with_reservation(self, reservation: Reservation) -> LocalUpload {
+        self.lock().reservation = Some(reservation);
+        self
+    }
+
     /// Entries allocated for the held-chunk index (tests: it grows with what arrived).
     #[cfg(test)]
     pub fn held_slots(&self) -> usize {
@@ -179,8 +190,10 @@ impl LocalUpload {
 
     /// Stops this handle: later writes and commits are refused, the state is saved.
     pub fn supersede(&self) {
-        let inner = self.lock();
+        let mut inner = self.lock();
         self.superseded.store(true, Ordering::SeqCst);
+        // The connection taking over is admitted with a reservation of its own.
+        inner.reservation = None;
         if !inner.finished
             && let Err(e) = self.save(&inner)
         {
@@ -278,7 +291,11 @@ impl LocalUpload {
             .file
             .write_all_at(data, offset)
             .map_err(io_err("writing upload data"))?;
-        inner.held.insert(index, *digest);
+        if inner.held.insert(index, *digest).is_none()
+            && let Some(r) = inner.reservation.as_mut()
+        {
+            r.consume(expected);
+        }
         inner.unsaved += 1;
         let since = inner.last_saved.elapsed();
         if (inner.unsaved >= SAVE_EVERY_CHUNKS && since >= SAVE_MIN_INTERVAL)
@@ -373,6 +390,7 @@ impl LocalUpload {
             .and_then(|d| d.sync_all())
             .map_err(io_err("syncing a directory"))?;
         inner.finished = true;
+        inner.reservation = None;
         if let Some(old) = replaced.filter(|&ino| ino != stamp.ino) {
             Manifest::remove(&space.manifests, old);
         }
