@@ -43,7 +43,6 @@ use tracing::{info, warn};
 use self::blocking::blocking;
 use self::download::LocalDownload;
 use self::manifest::Manifest;
-use self::partial::PartialMeta;
 use self::space::{Destination, UserSpace};
 use self::upload::{LiveUploads, LocalUpload, UploadHandle};
 use crate::accounts::UserName;
@@ -212,7 +211,8 @@ impl Local {
             info!(user, path = ?path, "upload taken over from another connection");
             live.supersede();
         }
-        let already = PartialMeta::load(&space.partials, &key)
+        let already = space
+            .partial_state(&key)
             .filter(|m| m.size == size && m.path == path.as_str())
             .map_or(0, |m| m.received());
         if settings.config.quota_bytes > 0 {

@@ -74,10 +74,13 @@ impl PartialMeta {
     pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
         let json = serde_json::to_vec(self).expect("partial meta always serialises");
         let tmp = format!("{}.tmp", meta_name(key));
-        private::write(partials, &tmp, &json).map_err(io_err("saving upload state"))?;
-        partials
-            .rename(&tmp, partials, meta_name(key))
-            .map_err(io_err("saving upload state"))
+        let saved = private::write(partials, &tmp, &json)
+            .and_then(|()| partials.rename(&tmp, partials, meta_name(key)));
+        if saved.is_err() {
+            // A temporary cut short by a full disk would hold on to the space it got.
+            let _ = partials.remove_file(&tmp);
+        }
+        saved.map_err(io_err("saving upload state"))
     }
 
     /// Bytes recorded as received and verified.

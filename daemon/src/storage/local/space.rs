@@ -2,6 +2,7 @@
 //! of them before anything changes: what is at a destination, how much is stored, how
 //! much the disk has left.
 
+use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -20,6 +21,10 @@ pub(crate) struct UserSpace {
     /// Serialises admission, commits and namespace changes of this user, so that two
     /// sessions cannot both pass a quota check or race a no-overwrite rename.
     mutations: Mutex<()>,
+    /// Upload state, by key, whose last save failed (a full disk): newer than the
+    /// `.meta`, so the next upload to the key resumes from it instead of losing the
+    /// chunks verified since. Memory only: a restart falls back to the `.meta`.
+    unsaved: Mutex<HashMap<String, partial::PartialMeta>>,
 }
 
 /// What is at a destination, as [`UserSpace::destination`] found it.
@@ -50,11 +55,37 @@ impl UserSpace {
             partials: open("partials")?,
             manifests: open("manifests")?,
             mutations: Mutex::new(()),
+            unsaved: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn lock_mutations(&self) -> MutexGuard<'_, ()> {
         self.mutations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `meta` of partial `key` in memory after its save failed (`None`: saved).
+    pub fn set_unsaved(&self, key: &str, meta: Option<partial::PartialMeta>) {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        match meta {
+            Some(m) => unsaved.insert(key.to_owned(), m),
+            None => unsaved.remove(key),
+        };
+    }
+
+    /// The state of partial `key`: what its last save failed to write, if that is newer
+    /// than the `.meta` (same upload, by creation time), else the `.meta`.
+    pub fn partial_state(&self, key: &str) -> Option<partial::PartialMeta> {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(on_disk) = partial::PartialMeta::load(&self.partials, key) else {
+            unsaved.remove(key);
+            return None;
+        };
+        match unsaved.get(key) {
+            Some(m) if m.created_unix == on_disk.created_unix && m.path == on_disk.path => {
+                Some(m.clone())
+            }
+            _ => Some(on_disk),
+        }
     }
 
     /// The one check of a destination before a file is put at `dest` (upload admission,

@@ -90,7 +90,7 @@ impl LocalUpload {
     ) -> Result<LocalUpload, StorageError> {
         let key = dest.key();
         let n = chunk_count(size);
-        let mut meta = PartialMeta::load(&space.partials, &key);
+        let mut meta = space.partial_state(&key);
         if meta.as_ref().is_some_and(|m| {
             m.size != size
                 || m.chunk_size != CHUNK_SIZE
@@ -235,7 +235,18 @@ impl LocalUpload {
                 .map(|(&i, d)| (i, d.to_string()))
                 .collect(),
         };
-        meta.store(&self.space.partials, &self.key)
+        // A failed save (a full disk) keeps the previous `.meta` valid, and the state
+        // in memory until a save succeeds: verified chunks are never forgotten.
+        match meta.store(&self.space.partials, &self.key) {
+            Ok(()) => {
+                self.space.set_unsaved(&self.key, None);
+                Ok(())
+            }
+            Err(e) => {
+                self.space.set_unsaved(&self.key, Some(meta));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -391,6 +402,7 @@ impl LocalUpload {
             .map_err(io_err("syncing a directory"))?;
         inner.finished = true;
         inner.reservation = None;
+        self.space.set_unsaved(&self.key, None);
         if let Some(old) = replaced.filter(|&ino| ino != stamp.ino) {
             Manifest::remove(&space.manifests, old);
         }
