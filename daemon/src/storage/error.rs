@@ -36,6 +36,16 @@ pub enum StorageError {
         /// Size asked for.
         size: u64,
     },
+    /// A new upload past the user's number of unfinished ones.
+    #[error(
+        "you already have {max} unfinished uploads, the most this server allows \
+         (storage.max_partials_per_user); finish or remove some first: `xfer ls` shows \
+         them as partial, `xfer rm --partial PATH` removes one"
+    )]
+    TooManyPartials {
+        /// The limit.
+        max: u32,
+    },
     /// The disk is (or would be) full.
     #[error("server out of space")]
     NoSpace,
@@ -91,7 +101,9 @@ impl StorageError {
             StorageError::NotFound => ErrorCode::NotFound,
             StorageError::Conflict(_) => ErrorCode::Conflict,
             StorageError::BadRequest(_) => ErrorCode::BadRequest,
-            StorageError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            StorageError::QuotaExceeded { .. } | StorageError::TooManyPartials { .. } => {
+                ErrorCode::QuotaExceeded
+            }
             // Nothing can be stored now, as on a full disk.
             StorageError::NoSpace | StorageError::ReadOnly => ErrorCode::NoSpace,
             StorageError::TooLarge { .. } => ErrorCode::TooLarge,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xfer_proto::{Entry, EntryKind};
 
+use super::index::PartialInfo;
 use super::private;
 use crate::storage::{StorageError, chunk_len, io_err};
 
@@ -103,6 +104,29 @@ pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageErr
     }
 }
 
+/// Removes state whose data is gone (see [`PartialMeta::load`]) by the names in
+/// `partials` alone, reading no `.meta`: cheap enough for every `PutBegin` and listing,
+/// as the partials of a user are bounded (`max_partials_per_user`). Returns their keys.
+pub(crate) fn clean_ghosts(partials: &Dir) -> Vec<String> {
+    let Ok(entries) = partials.entries() else {
+        return Vec::new();
+    };
+    let names: std::collections::HashSet<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let ghosts: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".meta"))
+        .filter(|k| !names.contains(&part_name(k)))
+        .map(str::to_owned)
+        .collect();
+    for key in &ghosts {
+        // Loading recognises it (data gone) and removes it, logging why.
+        PartialMeta::load(partials, key);
+    }
+    ghosts
+}
+
 /// Every partial's meta in `partials`, by key.
 pub(crate) fn metas(partials: &Dir) -> Vec<(String, PartialMeta)> {
     let Ok(entries) = partials.entries() else {
@@ -119,36 +143,35 @@ pub(crate) fn metas(partials: &Dir) -> Vec<(String, PartialMeta)> {
 
 /// A partial as listed: `received` is what its saved state records (and would
 /// survive a crash), at most about a second behind the live upload.
-pub(crate) fn entry(meta: &PartialMeta, name: &str) -> Entry {
-    let received = meta.received();
+pub(crate) fn entry(info: &PartialInfo, name: &str) -> Entry {
     Entry {
         name: name.to_owned(),
         kind: EntryKind::Partial,
-        size: meta.size,
-        modified_unix: meta.created_unix,
+        size: info.size,
+        modified_unix: info.created_unix,
         digest: None,
-        received: Some(received),
-        expires_unix: Some(meta.expires_unix),
+        received: Some(info.received),
+        expires_unix: Some(info.expires_unix),
     }
 }
 
 /// Removes the expired partials in `partials` that no connection has open (`is_live`,
 /// by key), and data without state (a crash between the two) or stray temporaries older
-/// than `ttl`; returns how many partials were removed.
+/// than `ttl`; returns the keys of the partials removed.
 pub(crate) fn expire(
     user: &str,
     partials: &Dir,
     now: u64,
     ttl: std::time::Duration,
     is_live: impl Fn(&str) -> bool,
-) -> usize {
-    let mut removed = 0;
+) -> Vec<String> {
+    let mut removed = Vec::new();
     for (key, meta) in metas(partials) {
         if meta.expires_unix <= now && !is_live(&key) {
             match remove_partial(partials, &key) {
                 Ok(()) => {
                     info!(user, path = ?meta.path, "removed an abandoned partial upload");
-                    removed += 1;
+                    removed.push(key);
                 }
                 Err(e) => warn!(user, error = %e, "removing an expired partial failed"),
             }

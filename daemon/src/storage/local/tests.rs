@@ -10,6 +10,7 @@ use crate::storage::{CHUNK_SIZE, Upload, chunk_count, chunk_len};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod index;
 mod reserve;
 mod resume_state;
 

@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use xfer_proto::Digest;
 
 use super::blocking::blocking;
+use super::index::PartialInfo;
 use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
 use super::reserve::Reservation;
@@ -240,6 +241,10 @@ impl LocalUpload {
         match meta.store(&self.space.partials, &self.key) {
             Ok(()) => {
                 self.space.set_unsaved(&self.key, None);
+                let info = PartialInfo::from(&meta);
+                self.space.update_index(|ix| {
+                    ix.partials.insert(self.key.clone(), info);
+                });
                 Ok(())
             }
             Err(e) => {
@@ -362,9 +367,13 @@ impl LocalUpload {
             .map_err(io_err("syncing upload data"))?;
         let home = &space.home;
         let parent = self.dest.parent().unwrap_or_else(RelPath::home);
+        let mut replaced_bytes = 0;
         let replaced = match space.destination(&self.dest, self.force, true)? {
             Destination::Free => None,
-            Destination::Replaces(m) => Some(Stamp::of(&m).ino),
+            Destination::Replaces(m) => {
+                replaced_bytes = if m.is_file() { m.len() } else { 0 };
+                Some(Stamp::of(&m).ino)
+            }
             Destination::Taken(_) => {
                 return Err(StorageError::Conflict(
                     "a file appeared at the destination meanwhile; use force to replace it".into(),
@@ -403,6 +412,10 @@ impl LocalUpload {
         inner.finished = true;
         inner.reservation = None;
         self.space.set_unsaved(&self.key, None);
+        space.update_index(|ix| {
+            ix.partials.remove(&self.key);
+            ix.committed_changed(self.size, replaced_bytes);
+        });
         if let Some(old) = replaced.filter(|&ino| ino != stamp.ino) {
             Manifest::remove(&space.manifests, old);
         }
