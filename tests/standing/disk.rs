@@ -284,3 +284,35 @@ fn a_read_only_remount_is_refused_clearly_and_the_push_resumes_after_rw() {
     assert!(stored == data, "the resumed file differs");
     drop(d);
 }
+
+/// Audit defect 6: two concurrent pushes that each fit, but not both, on top of
+/// `min_free_bytes`: the second is refused up front instead of both running the disk
+/// full; once the first connection ends its reservation is given back.
+#[test]
+fn a_second_concurrent_push_that_would_eat_the_reserve_is_refused() {
+    let _one = crate::serial();
+    let Some(fs) = Tmpfs::mount(64 * MIB, 4096) else {
+        return;
+    };
+    let mut d = daemon_on(&fs, MIB);
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let one = write_file(local.path(), "one.bin", &random_bytes(36 * MIB as usize, 6));
+    let two = write_file(local.path(), "two.bin", &random_bytes(36 * MIB as usize, 7));
+    let mut first = push_until(&c, &one, "one.bin", MIB);
+    let out = c.xfer(&["push", "-q", &two], "");
+    assert_eq!(out.code(), 10, "second push admitted: {}", out.stderr());
+    assert_clear_refusal(&out.stderr(), "out of space");
+    assert!(d.is_running());
+
+    first.kill9();
+    let admitted = poll(DEADLINE, || {
+        let out = c.xfer(&["push", "-q", &two], "");
+        (out.code() == 0).then_some(())
+    });
+    assert!(
+        admitted.is_some(),
+        "the first push's reservation was never given back"
+    );
+    drop(d);
+}
