@@ -380,10 +380,10 @@ impl Storage for LocalStorage {
         to: &RelPath,
         force: bool,
     ) -> Result<(), StorageError> {
-        let (from, to) = (from.clone(), to.clone());
+        let (from, to, owner) = (from.clone(), to.clone(), user.to_owned());
         let policy = self.local.settings().policy.clone();
-        self.with_space("renaming", user, move |_, space| {
-            namespace::rename(space, &policy, &from, &to, force)
+        self.with_space("renaming", user, move |local, space| {
+            namespace::rename(space, (&local.live, &owner), &policy, (&from, &to), force)
         })
         .await
     }

@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use cap_std::fs::Dir;
-use tracing::debug;
+use tracing::{debug, warn};
 use xfer_proto::{Entry, EntryKind};
 
 use super::index::tree_bytes;
@@ -221,12 +221,13 @@ pub(crate) fn remove(
     Ok(())
 }
 
-/// Renames a file or directory; `force` replaces an existing file.
+/// Renames a file or directory of `user`; `force` replaces an existing file. Uploads
+/// into a moved directory move with it ([`move_partials`]).
 pub(crate) fn rename(
     space: &UserSpace,
+    (live, user): (&LiveUploads, &str),
     policy: &TypePolicy,
-    from: &RelPath,
-    to: &RelPath,
+    (from, to): (&RelPath, &RelPath),
     force: bool,
 ) -> Result<(), StorageError> {
     if from.is_home() || to.is_home() {
@@ -237,7 +238,7 @@ pub(crate) fn rename(
             "cannot move a directory into itself".into(),
         ));
     }
-    let _lock = space.lock_mutations();
+    let lock = space.lock_mutations();
     let home = &space.home;
     let from_meta = home
         .symlink_metadata(from.as_path())
@@ -271,7 +272,47 @@ pub(crate) fn rename(
     if let Some(ino) = replaced {
         Manifest::remove(&space.manifests, ino);
     }
+    if from_meta.is_dir() {
+        move_partials(space, live, user, &lock, from, to);
+    }
     Ok(())
+}
+
+/// Uploads into directory `from`, just renamed to `to`, move with it: their partials
+/// are re-keyed to the new paths (listed there; a push to the new place resumes them)
+/// instead of committing at the old place later, and connections still uploading to
+/// the old paths are stopped with an error saying so.
+fn move_partials(
+    space: &UserSpace,
+    live: &LiveUploads,
+    user: &str,
+    lock: &std::sync::MutexGuard<'_, ()>,
+    from: &RelPath,
+    to: &RelPath,
+) {
+    for key in space.with_index(lock, |ix| ix.partials_under(from)) {
+        if let Some(upload) = live.get(user, &key) {
+            upload.stop_moved();
+        }
+        let Some(meta) = space.partial_state(&key) else {
+            continue;
+        };
+        let suffix = meta.path.get(from.as_str().len()..).unwrap_or_default();
+        let Ok(dest) = RelPath::parse(&format!("{}{suffix}", to.as_str())) else {
+            warn!(user, path = ?meta.path, "an upload into a moved directory cannot follow it (path too long)");
+            continue;
+        };
+        match partial::rekey(&space.partials, &key, meta, &dest) {
+            Ok((new_key, meta)) => {
+                space.set_unsaved(&key, None);
+                space.update_index(|ix| {
+                    ix.partials.remove(&key);
+                    ix.partials.insert(new_key, (&meta).into());
+                });
+            }
+            Err(e) => warn!(user, error = %e, "moving an upload with its directory failed"),
+        }
+    }
 }
 
 /// Checks renaming `from` (beneath `home`) to `to` against the type policy: a file by

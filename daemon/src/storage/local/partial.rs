@@ -93,6 +93,28 @@ impl PartialMeta {
     }
 }
 
+/// Moves partial `key` (whose state is `meta`) to destination `to`: the state under the
+/// new key first, then the data, then the old state, so that a crash in between leaves
+/// either the old partial whole or state without data (cleaned as a ghost). Returns the
+/// new key and state.
+pub(crate) fn rekey(
+    partials: &Dir,
+    key: &str,
+    mut meta: PartialMeta,
+    to: &crate::storage::RelPath,
+) -> Result<(String, PartialMeta), StorageError> {
+    let new_key = to.key();
+    remove_partial(partials, &new_key)?;
+    meta.path = to.as_str().to_owned();
+    meta.store(partials, &new_key)?;
+    if let Err(e) = partials.rename(part_name(key), partials, part_name(&new_key)) {
+        let _ = partials.remove_file(meta_name(&new_key));
+        return Err(StorageError::io("moving an upload in progress", e));
+    }
+    let _ = partials.remove_file(meta_name(key));
+    Ok((new_key, meta))
+}
+
 /// Removes a partial's files (best effort for the data).
 pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageError> {
     let _ = partials.remove_file(part_name(key));

@@ -72,8 +72,11 @@ pub(crate) struct LocalUpload {
     created_unix: u64,
     resumed_from: u64,
     policy: Arc<TypePolicy>,
-    /// Set when another connection took this upload over; its writes are refused.
+    /// Set when another connection took this upload over (or it was removed); its
+    /// writes are refused.
     superseded: AtomicBool,
+    /// Set (with `superseded`) when its destination directory was moved.
+    moved: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -159,6 +162,7 @@ impl LocalUpload {
             resumed_from,
             policy,
             superseded: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 file,
                 held,
@@ -189,6 +193,12 @@ impl LocalUpload {
         self.lock().held.len()
     }
 
+    /// Stops this handle because its destination directory moved (see [`Self::supersede`]).
+    pub fn stop_moved(&self) {
+        self.moved.store(true, Ordering::SeqCst);
+        self.supersede();
+    }
+
     /// Stops this handle: later writes and commits are refused, the state is saved.
     pub fn supersede(&self) {
         let mut inner = self.lock();
@@ -209,6 +219,12 @@ impl LocalUpload {
     }
 
     fn check_live(&self, inner: &Inner) -> Result<(), StorageError> {
+        if self.moved.load(Ordering::SeqCst) {
+            return Err(StorageError::Conflict(
+                "the directory this upload goes into was moved; push again to its new place to resume"
+                    .into(),
+            ));
+        }
         if self.superseded.load(Ordering::SeqCst) {
             return Err(StorageError::Busy(
                 "this upload was resumed from another connection".into(),

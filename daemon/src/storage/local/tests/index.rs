@@ -102,3 +102,48 @@ async fn usage_and_partials_stay_right_through_push_rm_mv_and_overwrite() {
     assert_index_matches_disk(&f, "alice", "rm -r of a directory with a partial in it");
     assert_eq!(f.storage.usage("alice").await.unwrap().used_bytes, 0);
 }
+
+/// Issue 9 item 14: `mv` of a directory while an upload into it is open. The partial
+/// moves with the directory (listed there, resumed by a push to the new place) instead
+/// of committing at the old path later; the old connection is told why it stopped.
+#[tokio::test]
+async fn an_upload_into_a_moved_directory_moves_with_it() {
+    let f = fixture();
+    let data = random_bytes(3 * CHUNK_SIZE as usize + 9, 8);
+    let up = f.ready("alice", "d/sub/f.bin", &data).await;
+    send_chunks(up.as_ref(), &data, 0..2).await;
+    f.storage
+        .rename("alice", &p("d"), &p("e"), false)
+        .await
+        .unwrap();
+
+    let rest = Bytes::copy_from_slice(&data[2 * CHUNK_SIZE as usize..3 * CHUNK_SIZE as usize]);
+    let digest = Digest::of_chunk(&rest, 2 * CHUNK_SIZE, data.len() as u64).unwrap();
+    let stopped = up
+        .write_chunk(2 * CHUNK_SIZE, digest, rest)
+        .await
+        .unwrap_err();
+    assert!(stopped.peer_message().contains("moved"), "{stopped}");
+    drop(up);
+
+    let listed = f.list_all("alice", &p("e/sub")).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].kind, EntryKind::Partial);
+    assert_eq!(listed[0].received, Some(2 * CHUNK_SIZE));
+    assert!(
+        !f.home("alice").join("d").exists(),
+        "the old directory came back"
+    );
+    assert_index_matches_disk(&f, "alice", "mv of a directory with an upload in it");
+
+    let again = f.ready("alice", "e/sub/f.bin", &data).await;
+    assert_eq!(again.resumed_from(), 2 * CHUNK_SIZE);
+    send_chunks(again.as_ref(), &data, 2..4).await;
+    again.commit(Digest::of(&data)).await.unwrap();
+    assert_eq!(
+        std::fs::read(f.home("alice").join("e/sub/f.bin")).unwrap(),
+        data
+    );
+    assert!(!f.home("alice").join("d").exists());
+    assert_index_matches_disk(&f, "alice", "the moved upload's commit");
+}
