@@ -33,6 +33,8 @@ enum Command {
     /// Show who the current session belongs to, the server, and quota used.
     Whoami(cmd::whoami::Args),
     /// List a remote directory.
+    // `-h` is --human-readable, as in ls; help stays on --help.
+    #[command(disable_help_flag = true)]
     Ls(cmd::ls::Args),
     /// Upload files (resumes an interrupted upload).
     #[command(override_usage = "xfer push [OPTIONS] LOCAL... [REMOTE]")]

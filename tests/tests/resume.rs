@@ -277,6 +277,17 @@ fn rm_partial_discards_an_interrupted_upload() {
     push.kill9();
     assert!(c.partial_received("big.bin").is_some());
 
+    // Without --partial there is no file to remove; the error says what to run instead.
+    let out = c.xfer(&["rm", "big.bin"], "");
+    assert_eq!(out.code(), 5, "{}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("`big.bin` is an upload in progress, not a file yet; discard it with `xfer rm --partial big.bin`"),
+        "{}",
+        out.stderr()
+    );
+    assert!(c.partial_received("big.bin").is_some(), "kept");
+
     let out = c.xfer(&["rm", "--partial", "big.bin"], "");
     assert_eq!(out.code(), 0, "{}", out.stderr());
     assert!(c.partial_received("big.bin").is_none(), "no longer listed");

@@ -96,6 +96,16 @@ impl Destination<'_> {
         }
     }
 
+    /// Why a different file already there stops the upload, and what to do.
+    fn conflict(&self) -> String {
+        match self {
+            Destination::Path(p) => format!("{p} exists; use --force to replace it"),
+            Destination::Inbox { to, name } => {
+                format!("{to}'s inbox already has {name} from you; use --force to replace it")
+            }
+        }
+    }
+
     fn is_inbox(&self) -> bool {
         matches!(self, Destination::Inbox { .. })
     }
@@ -178,7 +188,6 @@ async fn begin<'a>(
     opts: &Options,
 ) -> Result<Begun<'a>, Failure> {
     let label = dest.label();
-    let remote = label.as_str();
     let file = File::open(local)
         .with_context(|| format!("opening `{}`", local.display()))
         .file_failure()?;
@@ -214,9 +223,7 @@ async fn begin<'a>(
             {
                 return Ok(Begun::Finished(Outcome::UpToDate));
             }
-            return Err(Failure::File(
-                ConflictError(format!("{remote} exists; use --force to replace it")).into(),
-            ));
+            return Err(Failure::File(ConflictError(dest.conflict()).into()));
         }
         PutStart::Ready {
             transfer_id,
