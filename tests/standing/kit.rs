@@ -166,6 +166,15 @@ pub fn raise_nofile(want: u64) {
     assert!(status.success(), "prlimit --nofile={hard} failed");
 }
 
+/// The runtime these tests run in: two workers, as the CI machine has two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// A number from the environment (the long scripts scale the tests up), else `default`.
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

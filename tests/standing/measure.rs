@@ -15,10 +15,15 @@ use crate::kit::{self, Heard, ask, authenticate, hello, median_ms, timed_login};
 
 /// Idle authenticated connections from this (client) process: the daemon's resident
 /// memory per connection. `XFER_SCALE_CONNS` sets how many (10,000).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "long suite: tests/long/suites/70-scale.sh"]
-async fn idle_authenticated_connections_cost_little_memory_each() {
+fn idle_authenticated_connections_cost_little_memory_each() {
+    // The lock is held outside the runtime: never across an await.
     let _one = crate::serial();
+    kit::runtime().block_on(idle_authenticated_connections_cost_little_memory_each_run());
+}
+
+async fn idle_authenticated_connections_cost_little_memory_each_run() {
     let n = kit::env_or("XFER_SCALE_CONNS", 10_000) as usize;
     kit::raise_nofile(n as u64 + 1024);
     let config = format!(
@@ -80,10 +85,15 @@ async fn idle_authenticated_connections_cost_little_memory_each() {
 
 /// Wrong password vs unknown user, interleaved: the medians of the two must not tell
 /// a prober which names exist. `XFER_TIMING_ROUNDS` sets how many of each (200).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "long suite: tests/long/suites/80-timing.sh"]
-async fn wrong_password_and_unknown_user_take_the_same_time() {
+fn wrong_password_and_unknown_user_take_the_same_time() {
+    // The lock is held outside the runtime: never across an await.
     let _one = crate::serial();
+    kit::runtime().block_on(wrong_password_and_unknown_user_take_the_same_time_run());
+}
+
+async fn wrong_password_and_unknown_user_take_the_same_time_run() {
     let rounds = kit::env_or("XFER_TIMING_ROUNDS", 200) as usize;
     // Throttling would answer later attempts without a password check: off here.
     let config = "[login]\nmax_attempts_per_connection = 100000\nsource_burst = 1000000\n\
