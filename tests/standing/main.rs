@@ -12,3 +12,5 @@ pub fn serial() -> MutexGuard<'static, ()> {
     // A failed test poisons the lock; the next one still runs.
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+mod netfault;
