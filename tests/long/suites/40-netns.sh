@@ -21,9 +21,9 @@ SIZE_MIB=${XFER_NETNS_MIB:-64}
 RATE=${XFER_NETNS_RATE:-8M}
 S=xfer-s-$$ C=xfer-c-$$
 work=$(mktemp -d)
-dpid=
+dpid= cpid=
 cleanup() {
-    [ -n "$dpid" ] && kill -KILL "$dpid" 2>/dev/null || true
+    for p in $dpid $cpid; do kill -KILL "$p" 2>/dev/null || true; done
     ip netns del "$S" 2>/dev/null || true
     ip netns del "$C" 2>/dev/null || true
     rm -rf "$work"
@@ -82,19 +82,20 @@ print(next((e.get("received") or 0 for e in json.load(sys.stdin) if e["name"] ==
 ' "$1" 2>/dev/null || echo 0
 }
 
-# Waits for a background command to end; prints "exit CODE after S s" or kills it and
-# prints "HUNG" past HANG_LIMIT.
+# Waits for background command PID (started at T0) to end; sets `how` to "exit CODE
+# after S s", or kills it and sets "HUNG" past HANG_LIMIT. Not in a subshell: only this
+# shell can wait for its child.
 ended() {
     local pid=$1 t0=$2 code
     while kill -0 "$pid" 2>/dev/null; do
         if [ $(( $(date +%s) - t0 )) -gt "$HANG_LIMIT" ]; then
             kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
-            echo "HUNG past ${HANG_LIMIT}s"; return
+            how="HUNG past ${HANG_LIMIT}s"; return
         fi
         sleep 0.5
     done
     set +e; wait "$pid"; code=$?; set -e
-    echo "exit $code after $(( $(date +%s) - t0 )) s"
+    how="exit $code after $(( $(date +%s) - t0 )) s"
 }
 
 status=0
@@ -115,6 +116,7 @@ run_case() {
         final="$data/users/alice/files/$name"
     fi
     local pid=$!
+    cpid=$pid
     # Cut at about 30 %: the server's saved state (push) or the part file (pull).
     for _ in $(seq 600); do
         if [ "$kind" = pull ]; then
@@ -125,10 +127,10 @@ run_case() {
         sleep 0.1
     done
     drop "$way"
-    local t0 how
+    local t0
     t0=$(date +%s)
     if [ "$keep" -gt 0 ]; then sleep "$keep"; undrop; fi
-    how=$(ended "$pid" "$t0")
+    ended "$pid" "$t0"
     undrop
     case $how in HUNG*) status=1 ;; esac
     local rerun="not needed" from="-"
