@@ -111,19 +111,24 @@ fn fixed() -> Vec<Fault> {
     ]
 }
 
+/// A random fault among the syscalls each path sees (a write to a directory, say, would
+/// never fire).
 fn random(rng: &mut Rng) -> Fault {
-    let sets = [RENAMES, FSYNCS, UNLINKS, WRITES];
-    let targets = [
-        Target::Data,
-        Target::StateTmp,
-        Target::Partials,
-        Target::Home,
+    let pairs = [
+        (WRITES, Target::Data),
+        (FSYNCS, Target::Data),
+        (WRITES, Target::StateTmp),
+        (RENAMES, Target::Partials),
+        (UNLINKS, Target::Partials),
+        (RENAMES, Target::Home),
+        (FSYNCS, Target::Home),
     ];
+    let (syscalls, target) = pairs[rng.below(pairs.len() as u64) as usize];
     let n = 1 + rng.below(3);
     Fault {
         what: "random",
-        syscalls: sets[rng.below(4) as usize],
-        target: targets[rng.below(4) as usize],
+        syscalls,
+        target,
         when: if rng.below(4) == 0 {
             format!("{n}+")
         } else {
