@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod proxy;
+pub mod pty;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};

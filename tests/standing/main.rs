@@ -3,6 +3,10 @@
 //! whole run: these tests load the machine on purpose, and two at once would measure
 //! each other instead of the daemon.
 
+mod crash;
+mod disk;
+mod netfault;
+
 use std::sync::{Mutex, MutexGuard};
 
 /// Taken first by every test in this binary, so they run one at a time.
@@ -12,6 +16,3 @@ pub fn serial() -> MutexGuard<'static, ()> {
     // A failed test poisons the lock; the next one still runs.
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
-mod crash;
-mod netfault;

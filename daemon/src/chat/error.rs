@@ -73,6 +73,7 @@ impl ChatError {
             ChatError::TooLong { .. } => ErrorCode::TooLarge,
             ChatError::Throttled { .. } => ErrorCode::RateLimited,
             ChatError::Store(HistoryError::TooManyChannels { .. }) => ErrorCode::Busy,
+            ChatError::Store(e) if e.out_of_space() => ErrorCode::NoSpace,
             ChatError::Store(_) => ErrorCode::Internal,
         }
     }
@@ -82,6 +83,9 @@ impl ChatError {
         match self {
             ChatError::Store(HistoryError::TooManyChannels { max }) => {
                 ChatError::TooManyChannels { max: *max }.to_string()
+            }
+            ChatError::Store(e) if e.out_of_space() => {
+                "the server is out of disk space: the message was not stored or sent".into()
             }
             ChatError::Store(_) => "chat history failed on the server; see its log".into(),
             other => other.to_string(),
