@@ -187,15 +187,33 @@ fn traced_daemon(rig: &Rig, fault: &Fault, name: &str, trace: &Path) -> Daemon {
     }
 }
 
-/// `kill -9` of the xferd that strace runs, then of strace.
-fn kill_traced(mut d: Daemon) {
-    let strace = d.pid();
-    let children =
-        std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap();
+/// `kill -9` of the processes strace `strace` runs: killing strace alone detaches them,
+/// and they run on.
+fn kill_tracees(strace: u32) {
+    let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+        .unwrap_or_default();
     for pid in children.split_whitespace() {
         let _ = Command::new("kill").args(["-KILL", pid]).status();
     }
+}
+
+/// `kill -9` of the xferd that strace runs, then of strace.
+fn kill_traced(mut d: Daemon) {
+    kill_tracees(d.pid());
     d.signal_and_wait("KILL");
+}
+
+/// Kills the current traced xferd when dropped, so a failing test leaves none behind
+/// (dropping the [`Daemon`] kills only strace).
+#[derive(Default)]
+struct Reaper(std::cell::Cell<Option<u32>>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(strace) = self.0.get() {
+            kill_tracees(strace);
+        }
+    }
 }
 
 #[test]
@@ -219,6 +237,8 @@ fn syscalls_failing_at_commit_leave_no_corrupt_partial_or_ghost() {
 
     let mut rig = Rig::start();
     let trace_dir = tempfile::TempDir::new().unwrap();
+    // Declared after the rig, so dropped before it.
+    let reaper = Reaper::default();
     let (mut injected, mut fired, mut failed_runs) = (0usize, 0usize, 0usize);
     for (i, fault) in faults.iter().enumerate() {
         let name = format!("f{i}.bin");
@@ -228,7 +248,9 @@ fn syscalls_failing_at_commit_leave_no_corrupt_partial_or_ghost() {
 
         let normal = rig.d.take().expect("daemon running");
         drop(normal); // killed on drop
-        rig.d = Some(traced_daemon(&rig, fault, &name, &trace));
+        let traced = traced_daemon(&rig, fault, &name, &trace);
+        reaper.0.set(Some(traced.pid()));
+        rig.d = Some(traced);
         let out = rig.alice.spawn(&["push", "-q", &path]).wait(DEADLINE);
         assert!(
             ![7, 101].contains(&out.code()),
@@ -240,6 +262,7 @@ fn syscalls_failing_at_commit_leave_no_corrupt_partial_or_ghost() {
         }
         rig.check(&format!("{when}, under the fault"));
         kill_traced(rig.d.take().expect("traced daemon"));
+        reaper.0.set(None);
         let n = std::fs::read_to_string(&trace)
             .unwrap_or_default()
             .matches("(INJECTED)")
