@@ -15,6 +15,7 @@ mod lifecycle;
 mod logging;
 mod login;
 mod metrics;
+mod names;
 mod operate;
 mod packaging;
 mod pipe;
