@@ -240,6 +240,9 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
                 file.display()
             );
             control::end_connections(config, name);
+            // After the connections end, so no session of theirs writes into what moves.
+            let archived = xferd::admin::archive::archive_user(config, name)?;
+            say!("{}", archived.summary(name));
         }
         UserCommand::List => {
             for name in user::list(config)? {

@@ -198,9 +198,19 @@ impl History {
         self.last_id.load(Ordering::Acquire)
     }
 
-    /// Whether `key` has stored messages.
+    /// Whether `key` has stored messages. A log moved away while the daemon runs
+    /// (`xferd user del` archives the deleted user's direct logs) is forgotten here, so a
+    /// new account of that name starts with no history.
     pub fn exists(&self, key: &ConvKey) -> bool {
-        self.convs().contains_key(key)
+        if !self.convs().contains_key(key) {
+            return false;
+        }
+        if self.path(key).exists() {
+            return true;
+        }
+        self.convs().remove(key);
+        info!(log = %key.file().display(), "chat log moved away; conversation forgotten");
+        false
     }
 
     /// Direct conversations `user` takes part in that have stored messages.
@@ -211,6 +221,7 @@ impl History {
             .filter(|k| k.other(user).is_some())
             .cloned()
             .collect();
+        keys.retain(|k| self.exists(k));
         keys.sort();
         keys
     }
@@ -345,6 +356,9 @@ impl History {
         max: usize,
         filter: impl Fn(&ChatMessage) -> bool + Send + 'static,
     ) -> Result<Page, HistoryError> {
+        if !self.exists(key) {
+            return Ok(Page::default());
+        }
         let newest = self.convs().get(key).map_or(0, |m| m.last_id);
         if newest <= after {
             return Ok(Page {
