@@ -3,6 +3,7 @@
 mod admin;
 mod admin_path;
 mod admission;
+mod channels;
 mod chat;
 mod chat_server;
 mod client_ux;

@@ -73,6 +73,9 @@ impl ChatError {
             ChatError::TooLong { .. } => ErrorCode::TooLarge,
             ChatError::Throttled { .. } => ErrorCode::RateLimited,
             ChatError::Store(HistoryError::TooManyChannels { .. }) => ErrorCode::Busy,
+            ChatError::Store(HistoryError::TooManyChannelsOfUser { .. }) => {
+                ErrorCode::QuotaExceeded
+            }
             ChatError::Store(_) => ErrorCode::Internal,
         }
     }
@@ -83,6 +86,7 @@ impl ChatError {
             ChatError::Store(HistoryError::TooManyChannels { max }) => {
                 ChatError::TooManyChannels { max: *max }.to_string()
             }
+            ChatError::Store(e @ HistoryError::TooManyChannelsOfUser { .. }) => e.to_string(),
             ChatError::Store(_) => "chat history failed on the server; see its log".into(),
             other => other.to_string(),
         }
