@@ -33,6 +33,8 @@ enum Command {
     /// Show who the current session belongs to, the server, and quota used.
     Whoami(cmd::whoami::Args),
     /// List a remote directory.
+    // `-h` is --human-readable, as in ls; help stays on --help.
+    #[command(disable_help_flag = true)]
     Ls(cmd::ls::Args),
     /// Upload files (resumes an interrupted upload).
     #[command(override_usage = "xfer push [OPTIONS] LOCAL... [REMOTE]")]
@@ -62,6 +64,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader has what it wanted; saying so on stderr would be noise.
         Err(err) if StdoutError::is_closed(&err) => ExitCode::SUCCESS,
+        Err(err) if err.is::<Interrupted>() => {
+            eprintln!("\nxfer: {err}");
+            ExitCode::from(130)
+        }
         Err(err) => {
             eprintln!("xfer: {}", message(&err));
             ExitCode::from(xfer::exit_code(&err))
@@ -128,16 +134,35 @@ fn run(cli: Cli) -> Result<()> {
             Command::Logout(args) => cmd::logout::run(&home, args).await,
             Command::Whoami(args) => cmd::whoami::run(&home, args).await,
             Command::Ls(args) => cmd::ls::run(&home, args).await,
-            Command::Push(args) => cmd::push::run(&home, args).await,
-            Command::Pull(args) => cmd::pull::run(&home, args).await,
+            Command::Push(args) => interruptible(cmd::push::run(&home, args)).await,
+            Command::Pull(args) => interruptible(cmd::pull::run(&home, args)).await,
             Command::Rm(args) => cmd::rm::run(&home, args).await,
             Command::Mkdir(args) => cmd::mkdir::run(&home, args).await,
             Command::Mv(args) => cmd::mv::run(&home, args).await,
-            Command::Send(args) => cmd::send::run(&home, args).await,
+            Command::Send(args) => interruptible(cmd::send::run(&home, args)).await,
             Command::Chat(args) => cmd::chat::run(&home, args).await,
             Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         }
     })
+}
+
+/// Ctrl-C during a transfer, with what was kept and how to continue.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.as_deref().unwrap_or("interrupted"))]
+struct Interrupted(Option<String>);
+
+/// Runs a transfer command until it ends or Ctrl-C stops it. Whatever moved is kept
+/// (the server's verified chunks, the local part file), so the note says how much and
+/// that re-running the command resumes; the exit code is 130, as for a shell's SIGINT.
+async fn interruptible(command: impl Future<Output = Result<()>>) -> Result<()> {
+    // Pinned here, so the transfer (and what it says it moved) outlives the select.
+    let command = std::pin::pin!(command);
+    tokio::select! {
+        done = command => done,
+        Ok(()) = tokio::signal::ctrl_c() => {
+            Err(Interrupted(xfer::transfer::progress::interrupted_note()).into())
+        }
+    }
 }
 
 #[cfg(test)]

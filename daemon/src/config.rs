@@ -108,6 +108,9 @@ pub struct StorageConfig {
     pub min_free_bytes: u64,
     /// An upload untouched for this long is removed with its partial data.
     pub partial_ttl_secs: u64,
+    /// Unfinished uploads one user may hold at once; a new one past it is refused
+    /// until some finish or are removed (`xfer rm --partial`).
+    pub max_partials_per_user: u32,
     /// Content-type policy: each rule restricts what may be uploaded into a directory
     /// and everything below it (the most specific rule applies).
     pub type_rules: Vec<TypeRule>,
@@ -130,6 +133,7 @@ impl Default for StorageConfig {
             max_file_bytes: 0,
             min_free_bytes: 64 << 20,
             partial_ttl_secs: 7 * 24 * 3600,
+            max_partials_per_user: 100,
             type_rules: vec![TypeRule {
                 dir: "images".into(),
                 accept: ["image/jpeg", "image/png", "image/gif", "image/webp"]
@@ -441,6 +445,9 @@ impl Config {
         let s = &self.storage;
         if s.partial_ttl_secs == 0 {
             return invalid("storage.partial_ttl_secs", "must be > 0");
+        }
+        if s.max_partials_per_user == 0 {
+            return invalid("storage.max_partials_per_user", "must be > 0");
         }
         for rule in &s.type_rules {
             if !rule.dir.is_empty() && crate::relpath::RelPath::parse(&rule.dir).is_err() {

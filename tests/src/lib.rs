@@ -9,6 +9,7 @@
 //! child process is killed when its handle drops.
 
 pub mod data;
+pub mod pty;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};

@@ -3,6 +3,8 @@
 //! whole run: these tests load the machine on purpose, and two at once would measure
 //! each other instead of the daemon.
 
+mod disk;
+
 use std::sync::{Mutex, MutexGuard};
 
 /// Taken first by every test in this binary, so they run one at a time.

@@ -237,3 +237,51 @@ fn a_deleted_users_home_and_direct_logs_are_archived_not_inherited() {
     assert!(h.stdout().contains("hello new bob"), "{}", h.stdout());
     assert!(!h.stdout().contains("old bob"), "{}", h.stdout());
 }
+
+/// `xferd user add` at a terminal asks again after a too-short or mismatched password,
+/// as passwd(1) does, and gives up after three rounds without changing anything.
+#[test]
+fn user_add_at_a_terminal_asks_again_then_gives_up_after_three_tries() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let add = |name: &str| {
+        let mut cmd = xfer_e2e::xferd_command();
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .args(["user", "add", name, "--create"]);
+        xfer_e2e::pty::Pty::spawn(cmd)
+    };
+
+    let mut term = add("bob");
+    term.expect("New password: ");
+    term.send("short\r");
+    term.expect("password too short: use at least 8 characters; try again");
+    term.expect("New password: ");
+    term.send("long enough 1\r");
+    term.expect("Repeat password: ");
+    term.send("long enough 2\r");
+    term.expect("the passwords do not match; try again");
+    term.expect("New password: ");
+    term.send("long enough 3\r");
+    term.expect("Repeat password: ");
+    term.send("long enough 3\r");
+    assert!(term.wait().success(), "{}", term.output());
+    let listed = xferd(&data, &["user", "list"], "");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "bob");
+
+    let mut term = add("carol");
+    for _ in 0..3 {
+        term.expect("New password: ");
+        term.send("short\r");
+    }
+    term.expect("3 tries, nothing was changed");
+    assert_eq!(term.wait().code(), Some(1), "{}", term.output());
+    let listed = xferd(&data, &["user", "list"], "");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "bob");
+
+    // A taken name is refused before any password is asked for.
+    let mut term = add("bob");
+    term.expect("user `bob` already exists");
+    assert_eq!(term.wait().code(), Some(1), "{}", term.output());
+    assert!(!term.output().contains("New password"), "{}", term.output());
+}

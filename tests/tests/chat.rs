@@ -176,6 +176,12 @@ fn a_file_sent_to_an_offline_user_is_announced_pulled_intact_and_private() {
     let changed = write_file(other.path(), "photo.bin", b"different");
     let out = a.xfer(&["send", "bob", &changed], "");
     assert_eq!(out.code(), 6, "conflict: {}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("bob's inbox already has photo.bin from you; use --force to replace it"),
+        "{}",
+        out.stderr()
+    );
 
     // bob hears of it when he next connects.
     let f = b.follow(&[]);

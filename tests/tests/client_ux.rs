@@ -138,3 +138,61 @@ fn login_without_a_user_takes_the_local_account_name_as_ssh_does() {
         out.stdout()
     );
 }
+
+/// The last line of stdout, where a multi-file run puts its summary.
+fn last_line(out: &xfer_e2e::Out) -> String {
+    out.stdout().lines().last().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_run_of_several_files_ends_with_one_summary_line() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let tmp = TempDir::new().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    write_file(&tree, "a.bin", &random_bytes(CHUNK + 7, 1));
+    write_file(&tree, "b.txt", b"bee");
+    write_file(&tree.join("sub"), "c.txt", b"sea");
+    let tree = tree.display().to_string();
+
+    let out = c.xfer(&["push", "-r", &tree], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let summary = last_line(&out);
+    assert!(
+        summary.starts_with(
+            "3 files: 3 transferred, 0 up to date, 0 conflicts, 0 failed; 1.0 MiB in "
+        ),
+        "{}",
+        out.stdout()
+    );
+
+    // One file changed: the others are up to date, the changed one a conflict.
+    write_file(&tmp.path().join("tree"), "b.txt", b"bumblebee");
+    let out = c.xfer(&["push", "-r", &tree], "");
+    assert_eq!(out.code(), 6, "{}", out.stderr());
+    assert!(
+        last_line(&out)
+            .starts_with("3 files: 0 transferred, 2 up to date, 1 conflicts, 0 failed; 0 B in "),
+        "{}",
+        out.stdout()
+    );
+
+    let dest = tmp.path().join("back");
+    let out = c.xfer(&["pull", "-r", "tree", &dest.display().to_string()], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        last_line(&out)
+            .starts_with("3 files: 3 transferred, 0 up to date, 0 conflicts, 0 failed; "),
+        "{}",
+        out.stdout()
+    );
+
+    // One file alone: its result line says it all, no summary.
+    let out = c.xfer(
+        &["push", "--force", &format!("{tree}/b.txt"), "tree/b.txt"],
+        "",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout().lines().count(), 1, "{}", out.stdout());
+}

@@ -267,6 +267,47 @@ fn a_local_file_that_changed_size_between_runs_ends_equal_to_the_new_content() {
 }
 
 #[test]
+fn ctrl_c_says_what_was_kept_and_the_rerun_says_it_resumes_as_it_starts() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(20 * CHUNK, 29);
+    let path = write_file(local.path(), "big.bin", &data);
+    let push = push_until(&c, &path, "big.bin", 2 * MIB);
+    push.signal("INT");
+    let out = push.wait(DEADLINE);
+    assert_eq!(out.code(), 130, "{}", out.stderr());
+    let said = out.stderr();
+    assert!(said.contains("xfer: interrupted at "), "{said}");
+    assert!(
+        said.contains(" of 20.0 MiB of big.bin; the server keeps what it verified (see `xfer ls --partial`) — run the same command to resume"),
+        "{said}"
+    );
+
+    // Slowed, so the note is seen while the rest still moves: it comes first.
+    let rerun = c.spawn(&["push", "--limit-rate", "5M", &path]);
+    let note = poll(DEADLINE, || {
+        let err = rerun.stderr_so_far();
+        err.contains("big.bin: resuming; the server holds ")
+            .then_some(err)
+    });
+    assert!(note.is_some(), "no resume note: {}", rerun.stderr_so_far());
+    assert!(
+        c.partial_received("big.bin").is_some(),
+        "noted before it ended"
+    );
+    let out = rerun.wait(DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains(" of 20.0 MiB (each chunk is checked against this file)"),
+        "{}",
+        out.stderr()
+    );
+    assert_stored(&d, &c, "big.bin", &data);
+}
+
+#[test]
 fn rm_partial_discards_an_interrupted_upload() {
     let d = Daemon::start();
     let c = alice(&d);
@@ -276,6 +317,17 @@ fn rm_partial_discards_an_interrupted_upload() {
     let mut push = push_until(&c, &path, "big.bin", 2 * MIB);
     push.kill9();
     assert!(c.partial_received("big.bin").is_some());
+
+    // Without --partial there is no file to remove; the error says what to run instead.
+    let out = c.xfer(&["rm", "big.bin"], "");
+    assert_eq!(out.code(), 5, "{}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("`big.bin` is an upload in progress, not a file yet; discard it with `xfer rm --partial big.bin`"),
+        "{}",
+        out.stderr()
+    );
+    assert!(c.partial_received("big.bin").is_some(), "kept");
 
     let out = c.xfer(&["rm", "--partial", "big.bin"], "");
     assert_eq!(out.code(), 0, "{}", out.stderr());

@@ -14,7 +14,7 @@ use super::session::{Session, Ui, retryable};
 use crate::error::RemoteError;
 use crate::output::escape_control;
 use crate::session::open_session;
-use crate::transfer::progress::Progress;
+use crate::transfer::progress::{Direction, Progress};
 use crate::transfer::send::{send_file, sent_line};
 use crate::transfer::{Options, local_basename};
 
@@ -198,7 +198,7 @@ impl Session {
                 )
             };
             let (_login, mut client) = open_session(&home).await.map_err(failed)?;
-            let progress = Progress::new(true, 1);
+            let progress = Progress::new(true, 1, Direction::Up);
             match send_file(&mut client, &path, &to, &Options::default(), &progress).await {
                 Ok((name, outcome)) => Ok(sent_line(&name, &to, &outcome)),
                 // The engine's error names the file and the recipient already.

@@ -2,12 +2,14 @@
 //! file). Every name the server sends is checked to be one path component before
 //! anything is printed, and control characters are escaped on output.
 
+use std::io::IsTerminal;
+
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use xfer_proto::{Entry, EntryKind};
 
 use crate::home::Home;
-use crate::output::{Format, escape_control, format_utc, print_line, print_lines};
+use crate::output::{Format, escape_control, format_utc, human_bytes, print_line, print_lines};
 use crate::session::open_session;
 use crate::transfer::{check_name, normalize_remote};
 
@@ -26,6 +28,12 @@ pub struct Args {
     /// Show only uploads in progress.
     #[arg(long)]
     pub partial: bool,
+    /// Sizes as 1.5 MiB (the default for -l on a terminal; piped output has exact bytes).
+    #[arg(short = 'h', long = "human-readable")]
+    pub human: bool,
+    /// Print help (`-h` is --human-readable here, as in ls).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 /// One entry as `ls --json` prints it.
@@ -84,7 +92,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             let json: Vec<EntryJson> = entries.iter().map(|e| EntryJson::from(*e)).collect();
             print_line(serde_json::to_string(&json)?)?;
         }
-        Format::Human => print_lines(entries.iter().map(|e| render(e, args.long)))?,
+        Format::Human => {
+            let style = Style {
+                long: args.long,
+                human: args.human || std::io::stdout().is_terminal(),
+            };
+            print_lines(entries.iter().map(|e| render(e, style)))?;
+        }
     }
     Ok(())
 }
@@ -113,18 +127,27 @@ fn partial_note(e: &Entry) -> String {
         .checked_div(e.size)
         .unwrap_or(0);
     match e.expires_unix {
-        Some(t) => format!("partial {pct}% (expires {})", format_utc(t)),
+        Some(t) => format!("partial {pct}%, expires {}", format_utc(t)),
         None => format!("partial {pct}%"),
     }
 }
 
+/// How [`render`] lays a line out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    /// `-l`: size, time, digest or progress, name.
+    pub long: bool,
+    /// Sizes in binary units instead of exact bytes.
+    pub human: bool,
+}
+
 /// One line of human output.
-pub fn render(e: &Entry, long: bool) -> String {
+pub fn render(e: &Entry, style: Style) -> String {
     let mut name = escape_control(&e.name).into_owned();
     if e.kind == EntryKind::Dir {
         name.push('/');
     }
-    if !long {
+    if !style.long {
         return match e.kind {
             EntryKind::Partial => format!("{name}  ({})", partial_note(e)),
             _ => name,
@@ -132,6 +155,7 @@ pub fn render(e: &Entry, long: bool) -> String {
     }
     let size = match e.kind {
         EntryKind::Dir => "-".to_string(),
+        _ if style.human => human_bytes(e.size),
         _ => e.size.to_string(),
     };
     let info = match e.kind {
@@ -180,21 +204,42 @@ mod tests {
 
     #[test]
     fn rendering() {
-        assert_eq!(render(&entry("d", EntryKind::Dir), false), "d/");
+        let short = Style::default();
+        let long = Style {
+            long: true,
+            human: false,
+        };
+        assert_eq!(render(&entry("d", EntryKind::Dir), short), "d/");
         assert_eq!(
-            render(&entry("a\x1b[2J", EntryKind::File), false),
+            render(&entry("a\x1b[2J", EntryKind::File), short),
             "a\\x1b[2J"
         );
         assert_eq!(
-            render(&entry("p", EntryKind::Partial), false),
-            "p  (partial 42% (expires 1970-01-02 00:00:00 UTC))"
+            render(&entry("p", EntryKind::Partial), short),
+            "p  (partial 42%, expires 1970-01-02 00:00:00 UTC)"
         );
-        let long = render(&entry("a", EntryKind::File), true);
-        assert!(long.contains("200"), "{long}");
-        assert!(long.contains("1970-01-01 00:00:00 UTC"), "{long}");
-        assert!(long.contains("abababababababab…"), "{long}");
-        let long = render(&entry("p", EntryKind::Partial), true);
-        assert!(long.contains("partial 42% (expires 1970-01-02"), "{long}");
+        let line = render(&entry("a", EntryKind::File), long);
+        assert!(line.contains(" 200  "), "{line}");
+        assert!(line.contains("1970-01-01 00:00:00 UTC"), "{line}");
+        assert!(line.contains("abababababababab…"), "{line}");
+        let line = render(&entry("p", EntryKind::Partial), long);
+        assert!(line.contains("partial 42%, expires 1970-01-02"), "{line}");
+        let mut big = entry("big", EntryKind::File);
+        big.size = 3 << 29;
+        let human = Style {
+            long: true,
+            human: true,
+        };
+        assert!(
+            render(&big, human).contains("  1.5 GiB  "),
+            "{}",
+            render(&big, human)
+        );
+        assert!(
+            render(&big, long).contains("  1610612736  "),
+            "{}",
+            render(&big, long)
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::home::Home;
 use crate::output::escape_control;
 use crate::preview::Preview;
 use crate::session::open_session;
-use crate::transfer::progress::Progress;
+use crate::transfer::progress::{Direction, Progress};
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, check_name, normalize_remote, outcome_line,
     pull::pull_file, remote_basename, remote_join, split_sources,
@@ -135,7 +135,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     }
 
     let files = steps.iter().filter(|s| matches!(s, Step::File(..))).count();
-    let progress = Progress::new(args.transfer.quiet, files);
+    let progress = Progress::new(args.transfer.quiet, files, Direction::Down);
     let opts = Options {
         force: args.force,
         limit_rate,
@@ -150,6 +150,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             Step::File(remote, dest) => {
                 match pull_file(&mut client, &remote, &dest, &opts, &progress).await {
                     Ok(outcome) => {
+                        progress.finished(&outcome);
                         progress.result(&outcome_line(&dest.display().to_string(), &outcome));
                         if matches!(outcome, Outcome::Done { .. } | Outcome::UpToDate) {
                             preview.show(&dest, &progress).await;
@@ -168,6 +169,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                             ))
                             .into());
                         }
+                        progress.failed(&e);
                         failures.push(e);
                     }
                     Err(Failure::Fatal(e)) => {
@@ -180,6 +182,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     progress.finish();
+    progress.summary();
     report_failures(failures)
 }
 

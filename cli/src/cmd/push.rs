@@ -17,7 +17,7 @@ use crate::error::{LocalError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::session::open_session;
-use crate::transfer::progress::Progress;
+use crate::transfer::progress::{Direction, Progress};
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, local_basename, normalize_remote, outcome_line,
     push::push_file, remote_join, remote_names_dir, split_sources,
@@ -127,7 +127,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             Step::Mkdir(_) => None,
         })
         .sum();
-    let progress = Progress::new(args.transfer.quiet, files).with_total_bytes(total);
+    let progress = Progress::new(args.transfer.quiet, files, Direction::Up).with_total_bytes(total);
     let opts = Options {
         force: args.force,
         limit_rate,
@@ -146,9 +146,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                         if outcome == Outcome::UpToDate {
                             progress.skipped(std::fs::metadata(&local).map_or(0, |m| m.len()));
                         }
+                        progress.finished(&outcome);
                         progress.result(&outcome_line(&dest, &outcome));
                     }
-                    Err(Failure::File(e)) => failures.push(e),
+                    Err(Failure::File(e)) => {
+                        progress.failed(&e);
+                        failures.push(e);
+                    }
                     Err(Failure::Fatal(e)) => {
                         progress.finish();
                         failures.push(e.context(format!("pushing to `{dest}`")));
@@ -159,6 +163,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     progress.finish();
+    progress.summary();
     report_failures(failures)
 }
 

@@ -3,7 +3,10 @@
 
 use anyhow::{Context as _, Result};
 
-use crate::error::UsageError;
+use xfer_proto::{EntryKind, ErrorCode};
+
+use crate::client::Client;
+use crate::error::{RemoteError, UsageError, is_remote};
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::session::open_session;
@@ -33,8 +36,33 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         return Err(UsageError("refusing to remove your home directory".into()).into());
     }
     let (_login, mut client) = open_session(home).await?;
-    client
-        .remove(&path, args.recursive, args.partial)
-        .await
-        .with_context(|| format!("removing `{}`", escape_control(&path)))
+    match client.remove(&path, args.recursive, args.partial).await {
+        Err(e)
+            if !args.partial
+                && is_remote(&e, ErrorCode::NotFound)
+                && is_upload_in_progress(&mut client, &path).await =>
+        {
+            Err(RemoteError {
+                code: ErrorCode::NotFound,
+                message: format!(
+                    "`{shown}` is an upload in progress, not a file yet; \
+                     discard it with `xfer rm --partial {shown}`, or resume it by pushing again",
+                    shown = escape_control(&path)
+                ),
+            }
+            .into())
+        }
+        done => done.with_context(|| format!("removing `{}`", escape_control(&path))),
+    }
+}
+
+/// Whether the parent directory lists `path` as an upload in progress. Only asked after
+/// a remove found nothing, for the hint; any failure here means no hint.
+async fn is_upload_in_progress(client: &mut Client, path: &str) -> bool {
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    client.list(parent).await.is_ok_and(|entries| {
+        entries
+            .iter()
+            .any(|e| e.name == name && e.kind == EntryKind::Partial)
+    })
 }

@@ -14,7 +14,7 @@ use crate::error::{LocalError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::session::open_session;
-use crate::transfer::progress::Progress;
+use crate::transfer::progress::{Direction, Progress};
 use crate::transfer::send::{send_file, sent_line};
 use crate::transfer::{Failure, Options, Outcome, TransferFlags, local_basename};
 
@@ -73,7 +73,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         total += meta.len();
     }
     let (_login, mut client) = open_session(home).await?;
-    let progress = Progress::new(args.transfer.quiet, args.files.len()).with_total_bytes(total);
+    let progress =
+        Progress::new(args.transfer.quiet, args.files.len(), Direction::Up).with_total_bytes(total);
     let opts = Options {
         force: args.force,
         limit_rate,
@@ -86,9 +87,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 if outcome == Outcome::UpToDate {
                     progress.skipped(std::fs::metadata(local).map_or(0, |m| m.len()));
                 }
+                progress.finished(&outcome);
                 progress.result(&sent_line(&name, &to, &outcome));
             }
-            Err(Failure::File(e)) => failures.push(e),
+            Err(Failure::File(e)) => {
+                progress.failed(&e);
+                failures.push(e);
+            }
             // The engine's error already names the file and the recipient.
             Err(Failure::Fatal(e)) => {
                 progress.finish();
@@ -98,6 +103,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     progress.finish();
+    progress.summary();
     report_failures(failures)
 }
 

@@ -12,7 +12,7 @@ use tokio_util::codec::Framed;
 use xfer_e2e::random_bytes;
 use xfer_proto::{Chunk, Digest, ErrorCode, Frame, Request, Response, ServerCodec};
 
-use super::progress::Progress;
+use super::progress::{Direction, Progress};
 use super::pull::pull_file;
 use super::push::push_file;
 use super::{Failure, Options, Outcome};
@@ -269,7 +269,14 @@ async fn push_with(
         limit_rate: None,
         compress,
     };
-    push_file(&mut c, local, remote, &opts, &Progress::new(true, 1)).await
+    push_file(
+        &mut c,
+        local,
+        remote,
+        &opts,
+        &Progress::new(true, 1, Direction::Up),
+    )
+    .await
 }
 
 async fn pull(
@@ -294,7 +301,14 @@ async fn pull_with(
         limit_rate: None,
         compress,
     };
-    pull_file(&mut c, remote, dest, &opts, &Progress::new(true, 1)).await
+    pull_file(
+        &mut c,
+        remote,
+        dest,
+        &opts,
+        &Progress::new(true, 1, Direction::Down),
+    )
+    .await
 }
 
 fn code(f: Failure) -> u8 {

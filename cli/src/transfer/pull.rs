@@ -32,6 +32,7 @@ use super::{
 };
 use crate::client::Client;
 use crate::error::{ConflictError, IntegrityError, ProtocolError, RemoteError};
+use crate::output::{escape_control, human_bytes};
 
 /// Chunks per `GetChunks` request.
 const RUN_CHUNKS: u64 = 32;
@@ -227,6 +228,14 @@ async fn pipeline(
         tokio::task::spawn_blocking(move || write_chunks(file, layout, &manifest, good, rx))
     };
 
+    if let Some(at) = download.resumed_at {
+        progress.info(&format!(
+            "{}: resuming at {} ({} verified)",
+            escape_control(&download.dest.display().to_string()),
+            human_bytes(at),
+            human_bytes(download.verified)
+        ));
+    }
     let fp = progress.file(
         &download.dest.display().to_string(),
         size,

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::client::{Client, PutStart};
 use crate::error::{ConflictError, ProtocolError, is_remote};
+use crate::output::{escape_control, human_bytes};
 
 /// Chunks read ahead of the send loop.
 const READ_AHEAD: usize = 4;
@@ -93,6 +94,16 @@ impl Destination<'_> {
         match self {
             Destination::Path(p) => format!("pushing to `{p}`"),
             Destination::Inbox { to, name } => format!("sending `{name}` to {to}"),
+        }
+    }
+
+    /// Why a different file already there stops the upload, and what to do.
+    fn conflict(&self) -> String {
+        match self {
+            Destination::Path(p) => format!("{p} exists; use --force to replace it"),
+            Destination::Inbox { to, name } => {
+                format!("{to}'s inbox already has {name} from you; use --force to replace it")
+            }
         }
     }
 
@@ -178,7 +189,6 @@ async fn begin<'a>(
     opts: &Options,
 ) -> Result<Begun<'a>, Failure> {
     let label = dest.label();
-    let remote = label.as_str();
     let file = File::open(local)
         .with_context(|| format!("opening `{}`", local.display()))
         .file_failure()?;
@@ -214,9 +224,7 @@ async fn begin<'a>(
             {
                 return Ok(Begun::Finished(Outcome::UpToDate));
             }
-            return Err(Failure::File(
-                ConflictError(format!("{remote} exists; use --force to replace it")).into(),
-            ));
+            return Err(Failure::File(ConflictError(dest.conflict()).into()));
         }
         PutStart::Ready {
             transfer_id,
@@ -260,6 +268,18 @@ async fn pipeline(
     progress: &Progress,
 ) -> Result<Sent, Failure> {
     let (local, transfer_id) = (upload.local, upload.transfer_id);
+    if upload.resuming {
+        let held: u64 = (0..plan.layout.count())
+            .filter(|&i| plan.held.get(i as usize).is_some_and(Option::is_some))
+            .map(|i| plan.layout.chunk_len(i))
+            .sum();
+        progress.info(&format!(
+            "{}: resuming; the server holds {} of {} (each chunk is checked against this file)",
+            escape_control(&upload.label),
+            human_bytes(held),
+            human_bytes(upload.size)
+        ));
+    }
     let (tx, mut rx) = mpsc::channel::<std::io::Result<ReadChunk>>(READ_AHEAD);
     let reader = tokio::task::spawn_blocking(move || read_chunks(&file, &plan, &tx));
 

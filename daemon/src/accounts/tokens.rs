@@ -86,7 +86,8 @@ pub struct SessionStore {
     /// Serialises persisting so that a later snapshot never lands before an earlier one, while
     /// `validate` only ever waits for the short `sessions` lock.
     write_lock: Mutex<()>,
-    /// Set when `validate` dropped dead sessions that the file still holds.
+    /// Set when the file is behind memory: `validate` dropped dead sessions it still
+    /// holds, or a new session could not be written (full disk).
     forgotten: AtomicBool,
 }
 
@@ -156,10 +157,18 @@ impl SessionStore {
             evict_oldest_of(&mut sessions, user, key)
         };
         if let Err(e) = self.persist() {
-            let mut sessions = self.lock();
-            sessions.remove(&key);
-            sessions.extend(evicted);
-            return Err(e);
+            // A full or read-only data disk must not lock everyone out: the session
+            // lives in memory (until a restart) and the file catches up at the next
+            // write or purge that succeeds.
+            if out_of_space(&e) {
+                tracing::warn!(user, error = %e, "session kept in memory only: its file cannot be written");
+                self.forgotten.store(true, Ordering::Relaxed);
+            } else {
+                let mut sessions = self.lock();
+                sessions.remove(&key);
+                sessions.extend(evicted);
+                return Err(e);
+            }
         }
         Ok(NewSession {
             token,
@@ -273,6 +282,16 @@ impl SessionStore {
             )
         })
     }
+}
+
+/// Whether `e` says the disk cannot take more now (full, over quota, read-only).
+fn out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::ReadOnlyFilesystem
+            | io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn parse(bytes: &[u8]) -> Result<HashMap<TokenHash, Record>, String> {

@@ -29,6 +29,13 @@ pub enum PasswordSource {
 /// `user add NAME`.
 pub fn add(config: &Config, name: &str, source: PasswordSource) -> anyhow::Result<()> {
     let name: UserName = name.parse()?;
+    // Fail before prompting if the name is taken (the update below checks again).
+    if PasswordFile::load(&config.password_file())?
+        .get(name.as_str())
+        .is_some()
+    {
+        bail!("user `{name}` already exists; change the password with `xferd user passwd {name}`");
+    }
     let phc = hash_password(&read_new_password(source)?)?;
     PasswordFile::update(&config.password_file(), |f| f.add(&name, phc))?;
     Ok(())
@@ -95,8 +102,11 @@ pub fn require_data_dir(loaded: &Loaded, create: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many times the terminal asks before giving up, as passwd(1) does.
+const PROMPT_TRIES: usize = 3;
+
 fn read_new_password(source: PasswordSource) -> anyhow::Result<String> {
-    let password = match source {
+    match source {
         PasswordSource::Stdin => {
             let mut line = String::new();
             std::io::stdin()
@@ -104,23 +114,41 @@ fn read_new_password(source: PasswordSource) -> anyhow::Result<String> {
                 .read_line(&mut line)
                 .context("reading password from stdin")?;
             let line = line.strip_suffix('\n').unwrap_or(&line);
-            line.strip_suffix('\r').unwrap_or(line).to_owned()
+            let password = line.strip_suffix('\r').unwrap_or(line).to_owned();
+            check_password(&password)?;
+            Ok(password)
         }
         PasswordSource::Prompt => {
             if !std::io::stdin().is_terminal() {
                 bail!("no terminal to ask for the password; use --password-stdin");
             }
-            let first = rpassword::prompt_password("New password: ").context("reading password")?;
-            let second =
-                rpassword::prompt_password("Repeat password: ").context("reading password")?;
-            if first != second {
-                bail!("the passwords do not match; nothing was changed");
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match prompt_twice() {
+                    Ok(password) => return Ok(password),
+                    Err(why) if tries < PROMPT_TRIES => eprintln!("{why}; try again"),
+                    Err(why) => bail!("{why}; {PROMPT_TRIES} tries, nothing was changed"),
+                }
             }
-            first
         }
-    };
+    }
+}
+
+/// One round at the terminal: the password, checked, then its repetition.
+fn prompt_twice() -> anyhow::Result<String> {
+    let first = rpassword::prompt_password("New password: ").context("reading password")?;
+    check_password(&first)?;
+    let second = rpassword::prompt_password("Repeat password: ").context("reading password")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+fn check_password(password: &str) -> anyhow::Result<()> {
     if password.chars().count() < MIN_PASSWORD_LEN {
         bail!("password too short: use at least {MIN_PASSWORD_LEN} characters");
     }
-    Ok(password)
+    Ok(())
 }

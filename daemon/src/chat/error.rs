@@ -76,6 +76,7 @@ impl ChatError {
             ChatError::Store(HistoryError::TooManyChannelsOfUser { .. }) => {
                 ErrorCode::QuotaExceeded
             }
+            ChatError::Store(e) if e.out_of_space() => ErrorCode::NoSpace,
             ChatError::Store(_) => ErrorCode::Internal,
         }
     }
@@ -87,6 +88,9 @@ impl ChatError {
                 ChatError::TooManyChannels { max: *max }.to_string()
             }
             ChatError::Store(e @ HistoryError::TooManyChannelsOfUser { .. }) => e.to_string(),
+            ChatError::Store(e) if e.out_of_space() => {
+                "the server is out of disk space: the message was not stored or sent".into()
+            }
             ChatError::Store(_) => "chat history failed on the server; see its log".into(),
             other => other.to_string(),
         }

@@ -89,6 +89,19 @@ pub enum HistoryError {
     },
 }
 
+impl HistoryError {
+    /// The disk cannot take more now (full, over quota, read-only): the peer is told
+    /// so with the out-of-space code, not an internal error.
+    pub fn out_of_space(&self) -> bool {
+        matches!(self, HistoryError::Io { source, .. } if matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull
+                | io::ErrorKind::ReadOnlyFilesystem
+                | io::ErrorKind::QuotaExceeded
+        ))
+    }
+}
+
 fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> HistoryError {
     move |source| HistoryError::Io { context, source }
 }

@@ -36,9 +36,22 @@ pub enum StorageError {
         /// Size asked for.
         size: u64,
     },
+    /// A new upload past the user's number of unfinished ones.
+    #[error(
+        "you already have {max} unfinished uploads, the most this server allows \
+         (storage.max_partials_per_user); finish or remove some first: `xfer ls` shows \
+         them as partial, `xfer rm --partial PATH` removes one"
+    )]
+    TooManyPartials {
+        /// The limit.
+        max: u32,
+    },
     /// The disk is (or would be) full.
     #[error("server out of space")]
     NoSpace,
+    /// The data filesystem is mounted read-only.
+    #[error("the server's storage is read-only for now; try again later")]
+    ReadOnly,
     /// File larger than allowed.
     #[error("file of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge {
@@ -88,8 +101,11 @@ impl StorageError {
             StorageError::NotFound => ErrorCode::NotFound,
             StorageError::Conflict(_) => ErrorCode::Conflict,
             StorageError::BadRequest(_) => ErrorCode::BadRequest,
-            StorageError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
-            StorageError::NoSpace => ErrorCode::NoSpace,
+            StorageError::QuotaExceeded { .. } | StorageError::TooManyPartials { .. } => {
+                ErrorCode::QuotaExceeded
+            }
+            // Nothing can be stored now, as on a full disk.
+            StorageError::NoSpace | StorageError::ReadOnly => ErrorCode::NoSpace,
             StorageError::TooLarge { .. } => ErrorCode::TooLarge,
             StorageError::TypeRejected { .. } | StorageError::Unchecked(_) => {
                 ErrorCode::TypeRejected
@@ -117,12 +133,14 @@ impl StorageError {
         const ENOTDIR: i32 = 20;
         const EISDIR: i32 = 21;
         const ENOSPC: i32 = 28;
+        const EROFS: i32 = 30;
         const ENAMETOOLONG: i32 = 36;
         const ELOOP: i32 = 40;
         const ENOTEMPTY: i32 = 39;
         const EDQUOT: i32 = 122;
         match (e.kind(), e.raw_os_error()) {
             (_, Some(ENOSPC | EDQUOT)) => StorageError::NoSpace,
+            (_, Some(EROFS)) => StorageError::ReadOnly,
             // The peer's path, too long for this filesystem: their error, not ours.
             (_, Some(ENAMETOOLONG)) => StorageError::Path(PathError::TooLongForServer),
             (io::ErrorKind::NotFound, _) => StorageError::NotFound,
@@ -155,5 +173,18 @@ mod tests {
         let e = StorageError::io("listing", io::Error::from_raw_os_error(36));
         assert_eq!(e.code(), ErrorCode::InvalidPath);
         assert!(e.peer_message().contains("too long"), "{e}");
+    }
+
+    #[test]
+    fn a_full_or_read_only_disk_is_out_of_space_not_internal() {
+        for (errno, words) in [
+            (28, "out of space"),
+            (122, "out of space"),
+            (30, "read-only"),
+        ] {
+            let e = StorageError::io("writing", io::Error::from_raw_os_error(errno));
+            assert_eq!(e.code(), ErrorCode::NoSpace, "errno {errno}");
+            assert!(e.peer_message().contains(words), "{e}");
+        }
     }
 }

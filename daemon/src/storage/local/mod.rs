@@ -24,17 +24,19 @@
 
 mod blocking;
 mod download;
+mod index;
 mod manifest;
 mod namespace;
 mod partial;
 mod private;
+mod reserve;
 mod space;
 mod upload;
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use tracing::{info, warn};
@@ -42,7 +44,6 @@ use tracing::{info, warn};
 use self::blocking::blocking;
 use self::download::LocalDownload;
 use self::manifest::Manifest;
-use self::partial::PartialMeta;
 use self::space::{Destination, UserSpace};
 use self::upload::{LiveUploads, LocalUpload, UploadHandle};
 use crate::accounts::UserName;
@@ -81,6 +82,8 @@ struct Local {
     settings: RwLock<Arc<Settings>>,
     spaces: Mutex<HashMap<String, Arc<UserSpace>>>,
     live: LiveUploads,
+    /// Free space promised to open uploads.
+    reserve: reserve::Reserve,
 }
 
 impl LocalStorage {
@@ -101,6 +104,7 @@ impl LocalStorage {
                 settings: RwLock::new(Settings::new(config)),
                 spaces: Mutex::new(HashMap::new()),
                 live: LiveUploads::default(),
+                reserve: reserve::Reserve::default(),
             }),
         })
     }
@@ -156,17 +160,44 @@ impl Local {
         Ok(space)
     }
 
-    /// Removes a user's expired partials (not open on any connection); returns how many.
+    /// Removes a user's expired partials (not open on any connection) found on disk,
+    /// with stray files; returns how many (the periodic sweep).
     fn expire_user(&self, user: &str, space: &UserSpace, now: u64) -> usize {
         let ttl = std::time::Duration::from_secs(self.settings().config.partial_ttl_secs);
-        partial::expire(user, &space.partials, now, ttl, |key| {
+        let removed = partial::expire(user, &space.partials, now, ttl, |key| {
             self.live.get(user, key).is_some()
-        })
+        });
+        space.update_index(|ix| {
+            for key in &removed {
+                ix.partials.remove(key);
+            }
+        });
+        removed.len()
+    }
+
+    /// Removes a user's expired partials that the index knows of (at admission: no
+    /// directory walk).
+    fn expire_indexed(&self, user: &str, space: &UserSpace, lock: &MutexGuard<'_, ()>, now: u64) {
+        for key in space.with_index(lock, |ix| ix.expired(now)) {
+            if self.live.get(user, &key).is_some() {
+                continue;
+            }
+            match partial::remove_partial(&space.partials, &key) {
+                Ok(()) => {
+                    info!(user, key, "removed an abandoned partial upload");
+                    space.update_index(|ix| {
+                        ix.partials.remove(&key);
+                    });
+                }
+                Err(e) => warn!(user, error = %e, "removing an expired partial failed"),
+            }
+        }
     }
 
     fn usage(&self, space: &UserSpace) -> Usage {
+        let lock = space.lock_mutations();
         Usage {
-            used_bytes: space.used_bytes(None),
+            used_bytes: space.with_index(&lock, |ix| ix.used_bytes(crate::now_unix(), None)),
             limit_bytes: Some(self.settings().config.quota_bytes).filter(|&q| q > 0),
         }
     }
@@ -191,7 +222,7 @@ impl Local {
         if max > 0 && size > max {
             return Err(StorageError::TooLarge { size, max });
         }
-        let _lock = space.lock_mutations();
+        let lock = space.lock_mutations();
         let replaced_size = match space.destination(&path, force, false)? {
             Destination::Free => 0,
             Destination::Replaces(m) => m.len(),
@@ -205,17 +236,31 @@ impl Local {
         settings.policy.check(&path, &head)?;
 
         let now = crate::now_unix();
-        self.expire_user(user, space, now);
+        space.clean_ghosts();
+        self.expire_indexed(user, space, &lock, now);
         let key = path.key();
+        let max_partials = settings.config.max_partials_per_user;
+        let (open_partials, used) = space.with_index(&lock, |ix| {
+            let others = ix.partials.keys().filter(|k| **k != key).count();
+            (others, ix.used_bytes(now, Some(&key)))
+        });
+        if open_partials >= max_partials as usize {
+            warn!(
+                user,
+                max_partials, "upload refused: too many unfinished uploads"
+            );
+            return Err(StorageError::TooManyPartials { max: max_partials });
+        }
         if let Some(live) = self.live.get(user, &key) {
             info!(user, path = ?path, "upload taken over from another connection");
             live.supersede();
         }
-        let already = PartialMeta::load(&space.partials, &key)
+        let already = space
+            .partial_state(&key)
             .filter(|m| m.size == size && m.path == path.as_str())
             .map_or(0, |m| m.received());
         if settings.config.quota_bytes > 0 {
-            let used = space.used_bytes(Some(&key)).saturating_sub(replaced_size);
+            let used = used.saturating_sub(replaced_size);
             let limit = settings.config.quota_bytes;
             if used.saturating_add(size) > limit {
                 return Err(StorageError::QuotaExceeded { used, limit, size });
@@ -223,25 +268,30 @@ impl Local {
         }
         let needed = size.saturating_sub(already);
         let free = space::free_bytes(&self.data_dir)?;
-        if needed > free.saturating_sub(settings.config.min_free_bytes) {
-            warn!(user, size, free, "upload refused: not enough free space");
-            return Err(StorageError::NoSpace);
-        }
+        let reservation = self
+            .reserve
+            .admit(needed, free, settings.config.min_free_bytes)
+            .inspect_err(
+                |_| warn!(user, path = ?path, size, free, "upload refused: not enough free space"),
+            )?;
         // Parents exist from now on, so the upload shows as a partial where it will land.
         let parent = path.parent().unwrap_or_else(RelPath::home);
         if !parent.is_home() {
             private::create_dir(&space.home, parent.as_path(), true)
                 .map_err(io_err("creating directories"))?;
         }
-        let upload = Arc::new(LocalUpload::open(
-            space.clone(),
-            path,
-            size,
-            force,
-            settings.config.partial_ttl_secs,
-            settings.policy.clone(),
-            now,
-        )?);
+        let upload = Arc::new(
+            LocalUpload::open(
+                space.clone(),
+                path,
+                size,
+                force,
+                settings.config.partial_ttl_secs,
+                settings.policy.clone(),
+                now,
+            )?
+            .with_reservation(reservation),
+        );
         self.live.register(user, &upload);
         Ok(PutBegun::Ready(Arc::new(UploadHandle(upload))))
     }
@@ -333,10 +383,10 @@ impl Storage for LocalStorage {
         to: &RelPath,
         force: bool,
     ) -> Result<(), StorageError> {
-        let (from, to) = (from.clone(), to.clone());
+        let (from, to, owner) = (from.clone(), to.clone(), user.to_owned());
         let policy = self.local.settings().policy.clone();
-        self.with_space("renaming", user, move |_, space| {
-            namespace::rename(space, &policy, &from, &to, force)
+        self.with_space("renaming", user, move |local, space| {
+            namespace::rename(space, (&local.live, &owner), &policy, (&from, &to), force)
         })
         .await
     }

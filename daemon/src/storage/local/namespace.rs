@@ -4,9 +4,10 @@
 use std::io::Read;
 
 use cap_std::fs::Dir;
-use tracing::debug;
+use tracing::{debug, warn};
 use xfer_proto::{Entry, EntryKind};
 
+use super::index::tree_bytes;
 use super::manifest::{Manifest, Stamp};
 use super::partial::{self, PartialMeta, remove_partial};
 use super::private;
@@ -55,7 +56,7 @@ pub(crate) fn list(
             return match PartialMeta::load(&space.partials, &key) {
                 Some(m) if m.expires_unix > now && m.path == path.as_str() => {
                     let name = path.file_name().expect("not the home");
-                    one(partial::entry(&m, name))
+                    one(partial::entry(&(&m).into(), name))
                 }
                 _ => Err(StorageError::NotFound),
             };
@@ -83,15 +84,18 @@ pub(crate) fn list(
         }
     }
     let mut uploads = Vec::new();
-    for (_, m) in partial::metas(&space.partials) {
-        let Ok(dest) = RelPath::parse(&m.path) else {
+    let in_dir = {
+        let lock = space.lock_mutations();
+        space.clean_ghosts();
+        space.with_index(&lock, |ix| ix.partials_in(path, now))
+    };
+    for info in in_dir {
+        let Ok(dest) = RelPath::parse(&info.path) else {
             continue;
         };
-        if m.expires_unix > now && dest.parent().as_ref() == Some(path) {
-            let name = dest.file_name().expect("a destination is never the home");
-            if wanted(name) {
-                uploads.push(partial::entry(&m, name));
-            }
+        let name = dest.file_name().expect("a destination is never the home");
+        if wanted(name) {
+            uploads.push(partial::entry(&info, name));
         }
     }
     names.sort_unstable();
@@ -161,14 +165,22 @@ pub(crate) fn remove(
     if path.is_home() {
         return Err(PathError::Home.into());
     }
-    let _lock = space.lock_mutations();
+    let lock = space.lock_mutations();
+    let forget = |key: &str| {
+        space.update_index(|ix| {
+            ix.partials.remove(key);
+        });
+    };
     if partial {
         let key = path.key();
         live.supersede(user, &key);
         if PartialMeta::load(&space.partials, &key).is_none() {
+            forget(&key);
             return Err(StorageError::NotFound);
         }
-        return remove_partial(&space.partials, &key);
+        remove_partial(&space.partials, &key)?;
+        forget(&key);
+        return Ok(());
     }
     let meta = space
         .home
@@ -179,6 +191,8 @@ pub(crate) fn remove(
             .home
             .remove_file(path.as_path())
             .map_err(io_err("removing a file"))?;
+        let gone = if meta.is_file() { meta.len() } else { 0 };
+        space.update_index(|ix| ix.committed_changed(0, gone));
         Manifest::remove(&space.manifests, Stamp::of(&meta).ino);
         return Ok(());
     }
@@ -188,26 +202,32 @@ pub(crate) fn remove(
             .remove_dir(path.as_path())
             .map_err(io_err("removing a directory"));
     }
-    space
-        .home
-        .remove_dir_all(path.as_path())
-        .map_err(io_err("removing a directory"))?;
+    let bytes = tree_bytes(&space.home, path);
+    let removed = space.home.remove_dir_all(path.as_path());
+    // Whatever part went is no longer stored: count again rather than guess.
+    let left = if removed.is_ok() {
+        0
+    } else {
+        tree_bytes(&space.home, path)
+    };
+    space.update_index(|ix| ix.committed_changed(0, bytes.saturating_sub(left)));
+    removed.map_err(io_err("removing a directory"))?;
     // Uploads into the removed tree go with it.
-    for (key, m) in partial::metas(&space.partials) {
-        if RelPath::parse(&m.path).is_ok_and(|d| d.starts_with(path)) {
-            live.supersede(user, &key);
-            let _ = remove_partial(&space.partials, &key);
-        }
+    for key in space.with_index(&lock, |ix| ix.partials_under(path)) {
+        live.supersede(user, &key);
+        let _ = remove_partial(&space.partials, &key);
+        forget(&key);
     }
     Ok(())
 }
 
-/// Renames a file or directory; `force` replaces an existing file.
+/// Renames a file or directory of `user`; `force` replaces an existing file. Uploads
+/// into a moved directory move with it ([`move_partials`]).
 pub(crate) fn rename(
     space: &UserSpace,
+    (live, user): (&LiveUploads, &str),
     policy: &TypePolicy,
-    from: &RelPath,
-    to: &RelPath,
+    (from, to): (&RelPath, &RelPath),
     force: bool,
 ) -> Result<(), StorageError> {
     if from.is_home() || to.is_home() {
@@ -218,7 +238,7 @@ pub(crate) fn rename(
             "cannot move a directory into itself".into(),
         ));
     }
-    let _lock = space.lock_mutations();
+    let lock = space.lock_mutations();
     let home = &space.home;
     let from_meta = home
         .symlink_metadata(from.as_path())
@@ -226,6 +246,7 @@ pub(crate) fn rename(
     if from == to {
         return Ok(());
     }
+    let mut replaced_bytes = 0;
     let replaced = match space.destination(to, force, false)? {
         Destination::Free => None,
         Destination::Taken(_) => {
@@ -238,16 +259,60 @@ pub(crate) fn rename(
                 "a file exists at the destination; a directory cannot replace it".into(),
             ));
         }
-        Destination::Replaces(m) => Some(Stamp::of(&m).ino),
+        Destination::Replaces(m) => {
+            replaced_bytes = if m.is_file() { m.len() } else { 0 };
+            Some(Stamp::of(&m).ino)
+        }
     };
     // Under the lock: nothing can be slipped in between the check and the rename.
     check_move(policy, home, from, to, from_meta.is_dir())?;
     home.rename(from.as_path(), home, to.as_path())
         .map_err(io_err("renaming"))?;
+    space.update_index(|ix| ix.committed_changed(0, replaced_bytes));
     if let Some(ino) = replaced {
         Manifest::remove(&space.manifests, ino);
     }
+    if from_meta.is_dir() {
+        move_partials(space, live, user, &lock, from, to);
+    }
     Ok(())
+}
+
+/// Uploads into directory `from`, just renamed to `to`, move with it: their partials
+/// are re-keyed to the new paths (listed there; a push to the new place resumes them)
+/// instead of committing at the old place later, and connections still uploading to
+/// the old paths are stopped with an error saying so.
+fn move_partials(
+    space: &UserSpace,
+    live: &LiveUploads,
+    user: &str,
+    lock: &std::sync::MutexGuard<'_, ()>,
+    from: &RelPath,
+    to: &RelPath,
+) {
+    for key in space.with_index(lock, |ix| ix.partials_under(from)) {
+        if let Some(upload) = live.get(user, &key) {
+            upload.stop_moved();
+        }
+        let Some(meta) = space.partial_state(&key) else {
+            continue;
+        };
+        let suffix = meta.path.get(from.as_str().len()..).unwrap_or_default();
+        let Ok(dest) = RelPath::parse(&format!("{}{suffix}", to.as_str())) else {
+            warn!(user, path = ?meta.path, "an upload into a moved directory cannot follow it (path too long)");
+            continue;
+        };
+        match partial::rekey(&space.partials, &key, meta, &dest) {
+            Ok((new_key, meta)) => {
+                space.set_unsaved(&key, None);
+                space.update_index(|ix| {
+                    ix.partials.remove(&key);
+                    ix.partials.insert(new_key, (&meta).into());
+                });
+            }
+            Err(e) => warn!(user, error = %e, "moving an upload with its directory failed"),
+        }
+    }
 }
 
 /// Checks renaming `from` (beneath `home`) to `to` against the type policy: a file by

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xfer_proto::{Entry, EntryKind};
 
+use super::index::PartialInfo;
 use super::private;
 use crate::storage::{StorageError, chunk_len, io_err};
 
@@ -74,10 +75,13 @@ impl PartialMeta {
     pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
         let json = serde_json::to_vec(self).expect("partial meta always serialises");
         let tmp = format!("{}.tmp", meta_name(key));
-        private::write(partials, &tmp, &json).map_err(io_err("saving upload state"))?;
-        partials
-            .rename(&tmp, partials, meta_name(key))
-            .map_err(io_err("saving upload state"))
+        let saved = private::write(partials, &tmp, &json)
+            .and_then(|()| partials.rename(&tmp, partials, meta_name(key)));
+        if saved.is_err() {
+            // A temporary cut short by a full disk would hold on to the space it got.
+            let _ = partials.remove_file(&tmp);
+        }
+        saved.map_err(io_err("saving upload state"))
     }
 
     /// Bytes recorded as received and verified.
@@ -89,6 +93,28 @@ impl PartialMeta {
     }
 }
 
+/// Moves partial `key` (whose state is `meta`) to destination `to`: the state under the
+/// new key first, then the data, then the old state, so that a crash in between leaves
+/// either the old partial whole or state without data (cleaned as a ghost). Returns the
+/// new key and state.
+pub(crate) fn rekey(
+    partials: &Dir,
+    key: &str,
+    mut meta: PartialMeta,
+    to: &crate::storage::RelPath,
+) -> Result<(String, PartialMeta), StorageError> {
+    let new_key = to.key();
+    remove_partial(partials, &new_key)?;
+    meta.path = to.as_str().to_owned();
+    meta.store(partials, &new_key)?;
+    if let Err(e) = partials.rename(part_name(key), partials, part_name(&new_key)) {
+        let _ = partials.remove_file(meta_name(&new_key));
+        return Err(StorageError::io("moving an upload in progress", e));
+    }
+    let _ = partials.remove_file(meta_name(key));
+    Ok((new_key, meta))
+}
+
 /// Removes a partial's files (best effort for the data).
 pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageError> {
     let _ = partials.remove_file(part_name(key));
@@ -98,6 +124,29 @@ pub(crate) fn remove_partial(partials: &Dir, key: &str) -> Result<(), StorageErr
         }
         _ => Ok(()),
     }
+}
+
+/// Removes state whose data is gone (see [`PartialMeta::load`]) by the names in
+/// `partials` alone, reading no `.meta`: cheap enough for every `PutBegin` and listing,
+/// as the partials of a user are bounded (`max_partials_per_user`). Returns their keys.
+pub(crate) fn clean_ghosts(partials: &Dir) -> Vec<String> {
+    let Ok(entries) = partials.entries() else {
+        return Vec::new();
+    };
+    let names: std::collections::HashSet<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let ghosts: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".meta"))
+        .filter(|k| !names.contains(&part_name(k)))
+        .map(str::to_owned)
+        .collect();
+    for key in &ghosts {
+        // Loading recognises it (data gone) and removes it, logging why.
+        PartialMeta::load(partials, key);
+    }
+    ghosts
 }
 
 /// Every partial's meta in `partials`, by key.
@@ -116,36 +165,35 @@ pub(crate) fn metas(partials: &Dir) -> Vec<(String, PartialMeta)> {
 
 /// A partial as listed: `received` is what its saved state records (and would
 /// survive a crash), at most about a second behind the live upload.
-pub(crate) fn entry(meta: &PartialMeta, name: &str) -> Entry {
-    let received = meta.received();
+pub(crate) fn entry(info: &PartialInfo, name: &str) -> Entry {
     Entry {
         name: name.to_owned(),
         kind: EntryKind::Partial,
-        size: meta.size,
-        modified_unix: meta.created_unix,
+        size: info.size,
+        modified_unix: info.created_unix,
         digest: None,
-        received: Some(received),
-        expires_unix: Some(meta.expires_unix),
+        received: Some(info.received),
+        expires_unix: Some(info.expires_unix),
     }
 }
 
 /// Removes the expired partials in `partials` that no connection has open (`is_live`,
 /// by key), and data without state (a crash between the two) or stray temporaries older
-/// than `ttl`; returns how many partials were removed.
+/// than `ttl`; returns the keys of the partials removed.
 pub(crate) fn expire(
     user: &str,
     partials: &Dir,
     now: u64,
     ttl: std::time::Duration,
     is_live: impl Fn(&str) -> bool,
-) -> usize {
-    let mut removed = 0;
+) -> Vec<String> {
+    let mut removed = Vec::new();
     for (key, meta) in metas(partials) {
         if meta.expires_unix <= now && !is_live(&key) {
             match remove_partial(partials, &key) {
                 Ok(()) => {
                     info!(user, path = ?meta.path, "removed an abandoned partial upload");
-                    removed += 1;
+                    removed.push(key);
                 }
                 Err(e) => warn!(user, error = %e, "removing an expired partial failed"),
             }

@@ -1,14 +1,16 @@
 //! One user's directories (`files/`, `partials/`, `manifests/`) and the questions asked
-//! of them before anything changes: what is at a destination, how much is stored, how
-//! much the disk has left.
+//! of them before anything changes: what is at a destination, how much is stored (the
+//! index kept in memory), how much the disk has left.
 
+use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata};
 
+use super::index::Index;
 use super::{partial, private};
 use crate::storage::{RelPath, StorageError, io_err};
 
@@ -20,6 +22,12 @@ pub(crate) struct UserSpace {
     /// Serialises admission, commits and namespace changes of this user, so that two
     /// sessions cannot both pass a quota check or race a no-overwrite rename.
     mutations: Mutex<()>,
+    /// Upload state, by key, whose last save failed (a full disk): newer than the
+    /// `.meta`, so the next upload to the key resumes from it instead of losing the
+    /// chunks verified since. Memory only: a restart falls back to the `.meta`.
+    unsaved: Mutex<HashMap<String, partial::PartialMeta>>,
+    /// Usage and partials in memory (`index.rs`), computed at first use.
+    index: Mutex<Option<Index>>,
 }
 
 /// What is at a destination, as [`UserSpace::destination`] found it.
@@ -50,6 +58,8 @@ impl UserSpace {
             partials: open("partials")?,
             manifests: open("manifests")?,
             mutations: Mutex::new(()),
+            unsaved: Mutex::new(HashMap::new()),
+            index: Mutex::new(None),
         })
     }
 
@@ -69,6 +79,31 @@ impl UserSpace {
 
     pub fn lock_mutations(&self) -> MutexGuard<'_, ()> {
         self.mutations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `meta` of partial `key` in memory after its save failed (`None`: saved).
+    pub fn set_unsaved(&self, key: &str, meta: Option<partial::PartialMeta>) {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        match meta {
+            Some(m) => unsaved.insert(key.to_owned(), m),
+            None => unsaved.remove(key),
+        };
+    }
+
+    /// The state of partial `key`: what its last save failed to write, if that is newer
+    /// than the `.meta` (same upload, by creation time), else the `.meta`.
+    pub fn partial_state(&self, key: &str) -> Option<partial::PartialMeta> {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(on_disk) = partial::PartialMeta::load(&self.partials, key) else {
+            unsaved.remove(key);
+            return None;
+        };
+        match unsaved.get(key) {
+            Some(m) if m.created_unix == on_disk.created_unix && m.path == on_disk.path => {
+                Some(m.clone())
+            }
+            _ => Some(on_disk),
+        }
     }
 
     /// The one check of a destination before a file is put at `dest` (upload admission,
@@ -123,39 +158,46 @@ impl UserSpace {
         Ok((file, meta))
     }
 
-    /// Bytes of committed files plus live partials (at their final size), leaving out
-    /// the partial `except_key` (the one being admitted again).
-    pub fn used_bytes(&self, except_key: Option<&str>) -> u64 {
-        let now = crate::now_unix();
-        let partials: u64 = partial::metas(&self.partials)
-            .into_iter()
-            .filter(|(k, m)| m.expires_unix > now && Some(k.as_str()) != except_key)
-            .map(|(_, m)| m.size)
-            .sum();
-        self.committed_bytes() + partials
+    /// Runs `f` on the user's [`Index`], computing it first if this is its first use;
+    /// the caller holds the mutations lock, so no commit, removal or rename of this user
+    /// runs while the index is computed.
+    pub fn with_index<T>(
+        &self,
+        _mutations: &MutexGuard<'_, ()>,
+        f: impl FnOnce(&mut Index) -> T,
+    ) -> T {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        f(index.get_or_insert_with(|| Index::compute(&self.home, &self.partials)))
     }
 
-    /// Bytes of committed files beneath the home (symlinks are not followed or counted).
-    fn committed_bytes(&self) -> u64 {
-        let mut total = 0;
-        let mut stack = vec![PathBuf::from(".")];
-        while let Some(dir_path) = stack.pop() {
-            let Ok(dir) = self.home.open_dir(&dir_path) else {
-                continue;
-            };
-            let Ok(entries) = dir.entries() else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let Ok(ft) = e.file_type() else { continue };
-                if ft.is_dir() {
-                    stack.push(dir_path.join(e.file_name()));
-                } else if ft.is_file() {
-                    total += e.metadata().map_or(0, |m| m.len());
+    /// Cleans upload state whose data is gone (a commit's unlink failed, a crash in
+    /// between), from the disk and the index.
+    pub fn clean_ghosts(&self) {
+        let ghosts = partial::clean_ghosts(&self.partials);
+        if !ghosts.is_empty() {
+            self.update_index(|ix| {
+                for key in &ghosts {
+                    ix.partials.remove(key);
                 }
-            }
+            });
         }
-        total
+    }
+
+    /// Applies a change to the index if it was computed (else the computation will see
+    /// the change on disk).
+    pub fn update_index(&self, f: impl FnOnce(&mut Index)) {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = index.as_mut() {
+            f(index);
+        }
+    }
+
+    /// The index as kept, and as computed afresh from the disk (tests).
+    #[cfg(test)]
+    pub fn index_and_recomputed(&self) -> (Option<Index>, Index) {
+        let _lock = self.lock_mutations();
+        let kept = self.index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (kept, Index::compute(&self.home, &self.partials))
     }
 }
 

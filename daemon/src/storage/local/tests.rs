@@ -10,6 +10,8 @@ use crate::storage::{CHUNK_SIZE, Upload, chunk_count, chunk_len};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod index;
+mod reserve;
 mod resume_state;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";

@@ -30,8 +30,10 @@ use tracing::{debug, warn};
 use xfer_proto::Digest;
 
 use super::blocking::blocking;
+use super::index::PartialInfo;
 use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
+use super::reserve::Reservation;
 use super::space::{Destination, UserSpace};
 use crate::storage::{
     CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
@@ -54,6 +56,9 @@ struct Inner {
     unsaved: u32,
     last_saved: Instant,
     finished: bool,
+    /// Free space promised to the bytes not written yet (`reserve.rs`); dropped (given
+    /// back) at commit, takeover, or when the last handle goes.
+    reservation: Option<Reservation>,
 }
 
 /// An upload in progress on the local filesystem.
@@ -67,8 +72,11 @@ pub(crate) struct LocalUpload {
     created_unix: u64,
     resumed_from: u64,
     policy: Arc<TypePolicy>,
-    /// Set when another connection took this upload over; its writes are refused.
+    /// Set when another connection took this upload over (or it was removed); its
+    /// writes are refused.
     superseded: AtomicBool,
+    /// Set (with `superseded`) when its destination directory was moved.
+    moved: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -86,7 +94,7 @@ impl LocalUpload {
     ) -> Result<LocalUpload, StorageError> {
         let key = dest.key();
         let n = chunk_count(size);
-        let mut meta = PartialMeta::load(&space.partials, &key);
+        let mut meta = space.partial_state(&key);
         if meta.as_ref().is_some_and(|m| {
             m.size != size
                 || m.chunk_size != CHUNK_SIZE
@@ -154,12 +162,14 @@ impl LocalUpload {
             resumed_from,
             policy,
             superseded: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 file,
                 held,
                 unsaved: 0,
                 last_saved: Instant::now(),
                 finished: false,
+                reservation: None,
             }),
         };
         // Saved at once: the partial now counts against the quota and shows in listings.
@@ -171,16 +181,30 @@ impl LocalUpload {
         &self.key
     }
 
+    /// Attaches the free space admission promised to the bytes still to be written.
+    pub fn with_reservation(self, reservation: Reservation) -> LocalUpload {
+        self.lock().reservation = Some(reservation);
+        self
+    }
+
     /// Entries allocated for the held-chunk index (tests: it grows with what arrived).
     #[cfg(test)]
     pub fn held_slots(&self) -> usize {
         self.lock().held.len()
     }
 
+    /// Stops this handle because its destination directory moved (see [`Self::supersede`]).
+    pub fn stop_moved(&self) {
+        self.moved.store(true, Ordering::SeqCst);
+        self.supersede();
+    }
+
     /// Stops this handle: later writes and commits are refused, the state is saved.
     pub fn supersede(&self) {
-        let inner = self.lock();
+        let mut inner = self.lock();
         self.superseded.store(true, Ordering::SeqCst);
+        // The connection taking over is admitted with a reservation of its own.
+        inner.reservation = None;
         if !inner.finished
             && let Err(e) = self.save(&inner)
         {
@@ -195,6 +219,12 @@ impl LocalUpload {
     }
 
     fn check_live(&self, inner: &Inner) -> Result<(), StorageError> {
+        if self.moved.load(Ordering::SeqCst) {
+            return Err(StorageError::Conflict(
+                "the directory this upload goes into was moved; push again to its new place to resume"
+                    .into(),
+            ));
+        }
         if self.superseded.load(Ordering::SeqCst) {
             return Err(StorageError::Busy(
                 "this upload was resumed from another connection".into(),
@@ -222,7 +252,22 @@ impl LocalUpload {
                 .map(|(&i, d)| (i, d.to_string()))
                 .collect(),
         };
-        meta.store(&self.space.partials, &self.key)
+        // A failed save (a full disk) keeps the previous `.meta` valid, and the state
+        // in memory until a save succeeds: verified chunks are never forgotten.
+        match meta.store(&self.space.partials, &self.key) {
+            Ok(()) => {
+                self.space.set_unsaved(&self.key, None);
+                let info = PartialInfo::from(&meta);
+                self.space.update_index(|ix| {
+                    ix.partials.insert(self.key.clone(), info);
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.space.set_unsaved(&self.key, Some(meta));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -278,7 +323,11 @@ impl LocalUpload {
             .file
             .write_all_at(data, offset)
             .map_err(io_err("writing upload data"))?;
-        inner.held.insert(index, *digest);
+        if inner.held.insert(index, *digest).is_none()
+            && let Some(r) = inner.reservation.as_mut()
+        {
+            r.consume(expected);
+        }
         inner.unsaved += 1;
         let since = inner.last_saved.elapsed();
         if (inner.unsaved >= SAVE_EVERY_CHUNKS && since >= SAVE_MIN_INTERVAL)
@@ -334,9 +383,13 @@ impl LocalUpload {
             .map_err(io_err("syncing upload data"))?;
         let home = &space.home;
         let parent = self.dest.parent().unwrap_or_else(RelPath::home);
+        let mut replaced_bytes = 0;
         let replaced = match space.destination(&self.dest, self.force, true)? {
             Destination::Free => None,
-            Destination::Replaces(m) => Some(Stamp::of(&m).ino),
+            Destination::Replaces(m) => {
+                replaced_bytes = if m.is_file() { m.len() } else { 0 };
+                Some(Stamp::of(&m).ino)
+            }
             Destination::Taken(_) => {
                 return Err(StorageError::Conflict(
                     "a file appeared at the destination meanwhile; use force to replace it".into(),
@@ -373,6 +426,12 @@ impl LocalUpload {
             .and_then(|d| d.sync_all())
             .map_err(io_err("syncing a directory"))?;
         inner.finished = true;
+        inner.reservation = None;
+        self.space.set_unsaved(&self.key, None);
+        space.update_index(|ix| {
+            ix.partials.remove(&self.key);
+            ix.committed_changed(self.size, replaced_bytes);
+        });
         if let Some(old) = replaced.filter(|&ino| ino != stamp.ino) {
             Manifest::remove(&space.manifests, old);
         }

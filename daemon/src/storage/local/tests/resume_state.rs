@@ -106,3 +106,33 @@ async fn a_partial_left_behind_by_a_commit_is_cleaned_at_start_and_by_put_begin(
     ));
     assert!(!meta.exists());
 }
+
+/// Audit defect 10: the state save fails (a full disk; here a directory in the way of
+/// its temporary), the connection ends; the next upload still resumes from every chunk
+/// that was verified, not from the last state that reached the disk.
+#[tokio::test]
+async fn verified_chunks_survive_a_state_save_that_fails() {
+    let f = fixture();
+    let data = random_bytes(3 * CHUNK_SIZE as usize + 5, 10);
+    let up = f.ready("alice", "big.bin", &data).await;
+    let key = p("big.bin").key();
+    let blocker = f.partials("alice").join(format!("{key}.meta.tmp"));
+    std::fs::create_dir(&blocker).unwrap();
+    send_chunks(up.as_ref(), &data, 0..2).await;
+    assert!(up.persist().await.is_err(), "the save should have failed");
+    drop(up);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    let again = f.ready("alice", "big.bin", &data).await;
+    assert_eq!(
+        again.resumed_from(),
+        2 * CHUNK_SIZE,
+        "verified chunks forgotten"
+    );
+    send_chunks(again.as_ref(), &data, 2..4).await;
+    again.commit(Digest::of(&data)).await.unwrap();
+    assert_eq!(
+        std::fs::read(f.home("alice").join("big.bin")).unwrap(),
+        data
+    );
+}
