@@ -6,9 +6,9 @@
 #                -> unlink(state), the state removed last;
 #   checkpoints: written to <key>.meta.tmp, then renamed over <key>.meta (never in place);
 #   manifest:    written to a temporary, renamed into place before the commit's rename.
-# Exits non-zero when an order is wrong. Checkpoints and manifests that are renamed
-# without an fsync are reported as "gap" lines (see docs/TESTING.md for why that costs
-# progress after a power loss but never correctness) without failing.
+# Exits non-zero when an order is wrong, or when a checkpoint or manifest is renamed
+# into place without an fsync of its temporary (after a power cut that would cost
+# progress, never correctness).
 # Needs strace and python3. Binaries: $XFER_BIN_DIR (tests/long/run.sh sets it) or target/debug.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -126,7 +126,9 @@ for label, final in (("state checkpoint", f"/partials/{key}.meta"), ("manifest",
         bad(f"{label} written in place ({len(direct)} writes)")
     print(f"ok   {label}: {len(rs)} written to a temporary and renamed into place")
     if synced < len(rs):
-        print(f"gap  {label}: {len(rs) - synced} of {len(rs)} renamed without an fsync of the temporary")
+        bad(f"{label}: {len(rs) - synced} of {len(rs)} renamed without an fsync of the temporary")
+    else:
+        print(f"ok   {label}: every temporary fsynced before its rename")
     if label == "manifest" and min(n for n, *_ in rs) > cn:
         bad("manifest stored after the commit's rename")
 sys.exit(1 if failed else 0)
