@@ -14,6 +14,12 @@ use xferd::admin::user::PasswordSource;
 use xferd::config::discover::{self, Loaded, Overrides};
 use xferd::control::Control;
 use xferd::control::server::ControlSocket;
+
+/// mimalloc instead of glibc malloc: glibc keeps what many connections' threads freed in
+/// per-thread arenas, so RSS stayed near its peak after they closed; mimalloc returns
+/// it (figures in docs/TESTING.md, "Memory after connections close").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use xferd::metrics::Exporter;
 use xferd::reload::{ConfigLoader, Reloader};
 use xferd::{Config, ServerState};
@@ -107,8 +113,6 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fixed_mmap_threshold();
     let cli = Cli::parse();
     xferd::logging::init();
     match run(cli) {
@@ -118,30 +122,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// glibc's malloc raises its mmap threshold to the largest mapped block freed (up to
-/// 32 MiB): once a 1 MiB frame buffer has been freed, later ones come from the heap
-/// arenas, which are not given back, so what connections used stays resident after
-/// they close (100 MiB more than before after 300 hostile peers, 18 MiB with this;
-/// docs/TESTING.md, "Hostile peers"). A fixed threshold (glibc's default, 128 KiB)
-/// turns the rise off. glibc reads it only at start, from `GLIBC_TUNABLES`, so xferd
-/// executes itself again once with it set, same process, arguments and environment;
-/// tunables set by whoever started xferd are left as they are (and end the re-exec).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fixed_mmap_threshold() {
-    use std::os::unix::process::CommandExt as _;
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| "xferd".into());
-    // Returns only when the exec failed (no /proc): then run with glibc's defaults.
-    let _ = std::process::Command::new("/proc/self/exe")
-        .arg0(arg0)
-        .args(args)
-        .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
-        .exec();
 }
 
 impl Cli {
@@ -266,6 +246,9 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
                 file.display()
             );
             control::end_connections(config, name);
+            // After the connections end, so no session of theirs writes into what moves.
+            let archived = xferd::admin::archive::archive_user(config, name)?;
+            say!("{}", archived.summary(name));
         }
         UserCommand::List => {
             for name in user::list(config)? {

@@ -4,10 +4,12 @@
 //! each other instead of the daemon.
 
 mod abuse;
+mod crash;
 mod disk;
 mod hostile;
 mod kit;
 mod measure;
+mod netfault;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -75,7 +75,7 @@ impl PartialMeta {
     pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
         let json = serde_json::to_vec(self).expect("partial meta always serialises");
         let tmp = format!("{}.tmp", meta_name(key));
-        let saved = private::write(partials, &tmp, &json)
+        let saved = private::write_synced(partials, &tmp, &json)
             .and_then(|()| partials.rename(&tmp, partials, meta_name(key)));
         if saved.is_err() {
             // A temporary cut short by a full disk would hold on to the space it got.
@@ -104,7 +104,13 @@ pub(crate) fn rekey(
     to: &crate::storage::RelPath,
 ) -> Result<(String, PartialMeta), StorageError> {
     let new_key = to.key();
-    remove_partial(partials, &new_key)?;
+    // Never over another upload (the move checked; this holds if that check missed).
+    if partials.exists(meta_name(&new_key)) || partials.exists(part_name(&new_key)) {
+        return Err(StorageError::Conflict(format!(
+            "an upload in progress to `{}` is in the way",
+            to.as_str()
+        )));
+    }
     meta.path = to.as_str().to_owned();
     meta.store(partials, &new_key)?;
     if let Err(e) = partials.rename(part_name(key), partials, part_name(&new_key)) {
