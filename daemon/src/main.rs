@@ -15,11 +15,6 @@ use xferd::config::discover::{self, Loaded, Overrides};
 use xferd::control::Control;
 use xferd::control::server::ControlSocket;
 
-/// mimalloc instead of glibc malloc: glibc keeps what many connections' threads freed in
-/// per-thread arenas, so RSS stayed near its peak after they closed; mimalloc returns
-/// it (figures in docs/TESTING.md, "Memory after connections close").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use xferd::metrics::Exporter;
 use xferd::reload::{ConfigLoader, Reloader};
 use xferd::{Config, ServerState};
@@ -113,6 +108,8 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fixed_mmap_threshold();
     let cli = Cli::parse();
     xferd::logging::init();
     match run(cli) {
@@ -122,6 +119,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// glibc's malloc raises its mmap threshold to the largest mapped block freed (up to
+/// 32 MiB): once a 1 MiB frame buffer has been freed, later ones come from the heap
+/// arenas, which are not given back, so what connections used stays resident after
+/// they close (docs/TESTING.md, "Memory after connections close" and "Hostile peers").
+/// A fixed threshold (glibc's default, 128 KiB) turns the rise off. glibc reads it only
+/// at start, from `GLIBC_TUNABLES`, so xferd executes itself again once with it set:
+/// same process (pid), arguments and environment. Tunables set by whoever started
+/// xferd are left as they are (and end the re-exec).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fixed_mmap_threshold() {
+    use std::os::unix::process::CommandExt as _;
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return;
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "xferd".into());
+    // Returns only when the exec failed (no /proc): then run with glibc's defaults.
+    let _ = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+        .exec();
 }
 
 impl Cli {
