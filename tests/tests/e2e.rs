@@ -20,3 +20,4 @@ mod packaging;
 mod pipe;
 mod preview;
 mod resume;
+mod sync;
