@@ -322,3 +322,31 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(!fresh.exists(), "a dry run created {}", fresh.display());
     assert_eq!(d.audit_events("download").len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_modified_refuses_what_it_cannot_do_and_the_daemon_stays_up() {
+    use xfer_proto::{ErrorCode, Request, Response};
+    let d = tokio::task::block_in_place(Daemon::start);
+    let mut conn = d.raw_login("alice").await;
+    conn.push("f.txt", b"data").await;
+    let set = |path: &str, t: u64| Request::SetModified {
+        path: path.into(),
+        modified_unix: t,
+    };
+    assert_eq!(conn.call(set("f.txt", 1_000_000_000)).await, Response::Ok);
+    let stored = d.files_dir("alice").join("f.txt");
+    assert_eq!(mtime(&stored), 1_000_000_000);
+    for (req, code) in [
+        (set("f.txt", u64::MAX), ErrorCode::BadRequest),
+        (set("missing.txt", 1), ErrorCode::NotFound),
+        (set("../x", 1), ErrorCode::InvalidPath),
+        (set("", 1), ErrorCode::InvalidPath),
+    ] {
+        match conn.call(req.clone()).await {
+            Response::Error { code: c, .. } => assert_eq!(c, code, "{req:?}"),
+            other => panic!("{req:?}: {other:?}"),
+        }
+    }
+    assert_eq!(mtime(&stored), 1_000_000_000);
+    assert_eq!(conn.call(Request::Ping).await, Response::Pong);
+}

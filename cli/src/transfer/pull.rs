@@ -474,8 +474,17 @@ fn write_chunks(
 
 /// Gives the local file at `path` the modification time `modified_unix`.
 pub fn set_time(path: &Path, modified_unix: u64) -> std::io::Result<()> {
+    // A server's time the system cannot represent is refused, never a panic.
+    let time = UNIX_EPOCH
+        .checked_add(Duration::from_secs(modified_unix))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the server's modification time {modified_unix} is out of range"),
+            )
+        })?;
     // futimens needs ownership, not write access: a read-only file gets its time too.
-    File::open(path)?.set_modified(UNIX_EPOCH + Duration::from_secs(modified_unix))
+    File::open(path)?.set_modified(time)
 }
 
 /// Renames the finished part file over `dest`, sets its modification time, and fsyncs

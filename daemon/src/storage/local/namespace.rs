@@ -54,7 +54,15 @@ pub(crate) fn set_modified(
     }
     let before = Stamp::of(&meta);
     let manifest = Manifest::load(&space.manifests, before);
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified_unix);
+    // A time the filesystem cannot hold (beyond i64 seconds) is refused, never a panic.
+    let time = i64::try_from(modified_unix)
+        .ok()
+        .and_then(|_| {
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(modified_unix))
+        })
+        .ok_or_else(|| {
+            StorageError::BadRequest(format!("modification time {modified_unix} is out of range"))
+        })?;
     // futimens: the daemon owns the file, so a descriptor opened for reading will do.
     file.set_modified(time)
         .map_err(io_err("setting a modification time"))?;
