@@ -86,7 +86,7 @@ async fn a_wrong_protocol_version_is_told_the_servers_version() {
         .await
         .unwrap();
     match framed.next().await {
-        Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, 3),
+        Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, 4),
         other => panic!("expected the server's hello, got {other:?}"),
     }
     assert!(
