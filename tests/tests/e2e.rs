@@ -3,6 +3,7 @@
 mod admin;
 mod admin_path;
 mod admission;
+mod channels;
 mod chat;
 mod chat_server;
 mod client_ux;
@@ -15,6 +16,7 @@ mod lifecycle;
 mod logging;
 mod login;
 mod metrics;
+mod names;
 mod operate;
 mod packaging;
 mod pipe;
