@@ -379,6 +379,18 @@ impl Client {
         self.expect_ok(req).await
     }
 
+    /// Sets a remote file's modification time (seconds since the Unix epoch).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn set_modified(&mut self, path: &str, modified_unix: u64) -> Result<()> {
+        let req = Request::SetModified {
+            path: path.to_string(),
+            modified_unix,
+        };
+        self.expect_ok(req).await
+    }
+
     /// Starts or resumes an upload.
     ///
     /// # Errors

@@ -36,8 +36,9 @@ pub use names::{
 /// The protocol version this build speaks. Both ends must agree exactly; the [`Hello`]
 /// exchange that compares them has a layout frozen across all versions. Version 2 made
 /// chunk digests BLAKE3 subtree chaining values ([`Digest::of_chunk`]); version 3 carries
-/// chat targets and channel names typed ([`Target`], [`ChannelName`]) instead of strings.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// chat targets and channel names typed ([`Target`], [`ChannelName`]) instead of strings;
+/// version 4 adds [`Request::SetModified`] (modification times kept on push).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Size of a file-data chunk in bytes (1 MiB): large enough that per-chunk overhead
 /// (frame header, digest, acknowledgement) is negligible, small enough that a bounded

@@ -243,6 +243,16 @@ pub enum Request {
         /// Magic bytes of the file's start (at most [`crate::SNIFF_LEN`]).
         head: bytes::Bytes,
     },
+    /// Sets a committed file's modification time (as `touch -d`, rsync `-t`); answered
+    /// by `Ok`. A push sends it right after `PutCommit` with the local file's time, and
+    /// `push --update` for a file whose content is already there but whose time differs.
+    /// The file's digest stays known (its manifest follows the new time).
+    SetModified {
+        /// Relative path of a committed file.
+        path: String,
+        /// Seconds since the Unix epoch.
+        modified_unix: u64,
+    },
 }
 
 /// What a directory entry is.

@@ -22,3 +22,4 @@ mod packaging;
 mod pipe;
 mod preview;
 mod resume;
+mod sync;

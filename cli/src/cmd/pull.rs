@@ -1,11 +1,12 @@
-//! `xfer pull REMOTE... [LOCAL] [-r] [--force] [-q] [--limit-rate RATE] [--compress] [--preview]`.
+//! `xfer pull REMOTE... [LOCAL] [-r] [--force] [--update] [--dry-run] [-q] [--limit-rate RATE] [--compress] [--preview]`.
 //!
 //! With one argument it is REMOTE and LOCAL is `.`; with two or more the last is LOCAL.
 //! LOCAL is a directory (files go to `LOCAL/NAME`) when it ends with `/`, is an existing
 //! directory, when there are several REMOTEs, or with `-r` and a remote directory (the
 //! tree is recreated under `LOCAL/NAME`); otherwise it is the exact destination path.
 //! Names from remote listings are checked to be single components before they become
-//! local paths.
+//! local paths. `--update` and `--dry-run` decide each file first
+//! ([`crate::transfer::sync`]) from the remote listing of its directory.
 
 use std::path::{Path, PathBuf};
 
@@ -21,9 +22,11 @@ use crate::output::escape_control;
 use crate::preview::Preview;
 use crate::session::open_session;
 use crate::transfer::progress::{Direction, Progress};
+use crate::transfer::sync::{self, Action, DryRun, RemoteIndex, Stat};
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, check_name, normalize_remote, outcome_line,
-    pull::pull_file, remote_basename, remote_join, split_sources,
+    pull::{pull_file, set_time},
+    remote_basename, remote_join, split_sources,
 };
 
 /// Arguments of `xfer pull`.
@@ -38,6 +41,13 @@ pub struct Args {
     /// Replace existing local files.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Fetch only files whose content differs (size and time, then BLAKE3), replacing
+    /// them; a local file newer than the remote one is kept (with --force, replaced).
+    #[arg(short = 'u', long)]
+    pub update: bool,
+    /// Print what would be fetched, replaced, kept or created, and change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Progress and rate.
     #[command(flatten)]
     pub transfer: TransferFlags,
@@ -143,13 +153,37 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     };
     let preview = Preview::new(args.preview, args.transfer.quiet, &progress);
     let mut failures = Vec::new();
+    let mut index = RemoteIndex::default();
+    let mut dry = DryRun::default();
     for step in steps {
         match step {
+            Step::Mkdir(dir) if args.dry_run => {
+                if !dir.is_dir() {
+                    dry.dirs += 1;
+                    progress.result(&format!("create directory  {}", dir.display()));
+                }
+            }
             Step::Mkdir(dir) => std::fs::create_dir_all(&dir)
                 .with_context(|| format!("creating `{}`", dir.display()))?,
             Step::File(remote, dest) => {
-                match pull_file(&mut client, &remote, &dest, &opts, &progress).await {
-                    Ok(outcome) => {
+                let result = if args.update || args.dry_run {
+                    let mut run = Decided {
+                        client: &mut client,
+                        index: &mut index,
+                        opts: &opts,
+                        update: args.update,
+                        progress: &progress,
+                    };
+                    run.file(&remote, &dest, args.dry_run.then_some(&mut dry))
+                        .await
+                } else {
+                    pull_file(&mut client, &remote, &dest, &opts, &progress)
+                        .await
+                        .map(Some)
+                };
+                match result {
+                    Ok(None) => {}
+                    Ok(Some(outcome)) => {
                         progress.finished(&outcome);
                         progress.result(&outcome_line(&dest.display().to_string(), &outcome));
                         if matches!(outcome, Outcome::Done { .. } | Outcome::UpToDate) {
@@ -182,8 +216,76 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     progress.finish();
-    progress.summary();
+    if args.dry_run {
+        progress.result(&dry.summary());
+    } else {
+        progress.summary();
+    }
     report_failures(failures)
+}
+
+/// A pull that decides each file first (`--update`, `--dry-run`).
+struct Decided<'a> {
+    client: &'a mut Client,
+    index: &'a mut RemoteIndex,
+    opts: &'a Options,
+    update: bool,
+    progress: &'a Progress,
+}
+
+impl Decided<'_> {
+    /// Decides what to do with `remote` pulled to `dest`, then does it; with `dry` only
+    /// prints and counts it (`Ok(None)`).
+    async fn file(
+        &mut self,
+        remote: &str,
+        dest: &Path,
+        dry: Option<&mut DryRun>,
+    ) -> Result<Option<Outcome>, Failure> {
+        let entry = match self.index.entry(self.client, remote).await? {
+            Some(e) if e.kind == EntryKind::File => e,
+            // Missing, or a directory: the engine's error (and its hint) says so.
+            _ => return self.pull(remote, dest, false).await.map(Some),
+        };
+        let src = Stat::remote(&entry);
+        let action = sync::plan(
+            src,
+            sync::local_dest(dest),
+            dest,
+            entry.digest,
+            self.update,
+            self.opts.force,
+        )
+        .await
+        .map_err(Failure::File)?;
+        if let Some(dry) = dry {
+            dry.count(action, src.size);
+            let to = dest.display().to_string();
+            self.progress.result(&sync::dry_line(action, remote, &to));
+            return Ok(None);
+        }
+        let outcome = match action {
+            Action::New | Action::Conflict => self.pull(remote, dest, false).await?,
+            Action::Replace => self.pull(remote, dest, true).await?,
+            Action::UpToDate => Outcome::UpToDate,
+            Action::Retime => {
+                set_time(dest, src.modified_unix)
+                    .with_context(|| format!("setting the time of `{}`", dest.display()))
+                    .map_err(Failure::File)?;
+                Outcome::UpToDate
+            }
+            Action::KeepNewer => Outcome::Kept,
+        };
+        Ok(Some(outcome))
+    }
+
+    async fn pull(&mut self, remote: &str, dest: &Path, force: bool) -> Result<Outcome, Failure> {
+        let opts = Options {
+            force,
+            ..self.opts.clone()
+        };
+        pull_file(self.client, remote, dest, &opts, self.progress).await
+    }
 }
 
 /// Adds the steps that recreate the remote tree `remote` at local `dest`. Partial uploads

@@ -1,10 +1,13 @@
-//! `xfer push LOCAL... [REMOTE] [-r] [--force] [-q] [--limit-rate RATE] [--compress]`.
+//! `xfer push LOCAL... [REMOTE] [-r] [--force] [--update] [--dry-run] [-q] [--limit-rate RATE] [--compress]`.
 //!
 //! With one argument it is LOCAL and REMOTE is the home; with two or more the last is
 //! REMOTE. REMOTE is a directory (files go to `REMOTE/NAME`) when it ends with `/`, is
 //! the home, is an existing remote directory, when there are several LOCALs, or with
 //! `-r` and a directory LOCAL (the tree is recreated under `REMOTE/NAME`); otherwise it
 //! is the exact destination path. Everything goes over one connection.
+//!
+//! `--update` and `--dry-run` decide each file first ([`crate::transfer::sync`]) from the
+//! remote listing of its directory, asked for once.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -12,12 +15,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use xfer_proto::EntryKind;
 
+use crate::client::Client;
 use crate::cmd::{remote_kind, report_failures};
 use crate::error::{LocalError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::session::open_session;
 use crate::transfer::progress::{Direction, Progress};
+use crate::transfer::sync::{self, Action, DryRun, RemoteIndex, Stat};
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, local_basename, normalize_remote, outcome_line,
     push::push_file, remote_join, remote_names_dir, split_sources,
@@ -35,6 +40,13 @@ pub struct Args {
     /// Replace existing remote files.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Send only files whose content differs (size and time, then BLAKE3), replacing
+    /// them; a remote file newer than the local one is kept (with --force, replaced).
+    #[arg(short = 'u', long)]
+    pub update: bool,
+    /// Print what would be sent, replaced, kept or created, and change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Progress and rate.
     #[command(flatten)]
     pub transfer: TransferFlags,
@@ -134,16 +146,42 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         compress: args.compress,
     };
     let mut failures = Vec::new();
+    let mut index = RemoteIndex::default();
+    let mut dry = DryRun::default();
     for step in steps {
         match step {
+            Step::Mkdir(dir) if args.dry_run => {
+                if !normalize_remote(&dir).is_empty()
+                    && index.entry(&mut client, &dir).await?.is_none()
+                {
+                    dry.dirs += 1;
+                    progress.result(&format!("create directory  {}", escape_control(&dir)));
+                }
+            }
             Step::Mkdir(dir) => client
                 .mkdir(&dir, true)
                 .await
                 .with_context(|| format!("creating `{}`", escape_control(&dir)))?,
             Step::File(local, dest) => {
-                match push_file(&mut client, &local, &dest, &opts, &progress).await {
-                    Ok(outcome) => {
-                        if outcome == Outcome::UpToDate {
+                let result = if args.update || args.dry_run {
+                    let mut run = Decided {
+                        client: &mut client,
+                        index: &mut index,
+                        opts: &opts,
+                        update: args.update,
+                        progress: &progress,
+                    };
+                    run.file(&local, &dest, args.dry_run.then_some(&mut dry))
+                        .await
+                } else {
+                    push_file(&mut client, &local, &dest, &opts, &progress)
+                        .await
+                        .map(Some)
+                };
+                match result {
+                    Ok(None) => {}
+                    Ok(Some(outcome)) => {
+                        if matches!(outcome, Outcome::UpToDate | Outcome::Kept) {
                             progress.skipped(std::fs::metadata(&local).map_or(0, |m| m.len()));
                         }
                         progress.finished(&outcome);
@@ -163,8 +201,77 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     progress.finish();
-    progress.summary();
+    if args.dry_run {
+        progress.result(&dry.summary());
+    } else {
+        progress.summary();
+    }
     report_failures(failures)
+}
+
+/// A push that decides each file first (`--update`, `--dry-run`).
+struct Decided<'a> {
+    client: &'a mut Client,
+    index: &'a mut RemoteIndex,
+    opts: &'a Options,
+    update: bool,
+    progress: &'a Progress,
+}
+
+impl Decided<'_> {
+    /// Decides what to do with `local` pushed to `dest`, then does it; with `dry` only
+    /// prints and counts it (`Ok(None)`).
+    async fn file(
+        &mut self,
+        local: &Path,
+        dest: &str,
+        dry: Option<&mut DryRun>,
+    ) -> Result<Option<Outcome>, Failure> {
+        let Some(src) = Stat::local(local) else {
+            // Not a regular file (any more): the engine says what is wrong.
+            return self.push(local, dest, false).await.map(Some);
+        };
+        let entry = self.index.entry(self.client, dest).await?;
+        let action = sync::plan(
+            src,
+            sync::remote_dest(entry.as_ref()),
+            local,
+            entry.as_ref().and_then(|e| e.digest),
+            self.update,
+            self.opts.force,
+        )
+        .await
+        .map_err(Failure::File)?;
+        if let Some(dry) = dry {
+            dry.count(action, src.size);
+            let from = local.display().to_string();
+            self.progress.result(&sync::dry_line(action, &from, dest));
+            return Ok(None);
+        }
+        let outcome = match action {
+            Action::New | Action::Conflict => self.push(local, dest, false).await?,
+            Action::Replace => self.push(local, dest, true).await?,
+            Action::UpToDate => Outcome::UpToDate,
+            Action::Retime => {
+                self.client
+                    .set_modified(dest, src.modified_unix)
+                    .await
+                    .with_context(|| format!("setting the modification time of `{dest}`"))
+                    .map_err(Failure::File)?;
+                Outcome::UpToDate
+            }
+            Action::KeepNewer => Outcome::Kept,
+        };
+        Ok(Some(outcome))
+    }
+
+    async fn push(&mut self, local: &Path, dest: &str, force: bool) -> Result<Outcome, Failure> {
+        let opts = Options {
+            force,
+            ..self.opts.clone()
+        };
+        push_file(self.client, local, dest, &opts, self.progress).await
+    }
 }
 
 /// Adds the steps that recreate the local tree `dir` at remote `dest`: the directory

@@ -225,6 +225,10 @@ async fn serve(stream: tokio::io::DuplexStream, state: Arc<Mutex<Mock>>) {
                         open.remove(&transfer_id);
                         out.push(Frame::Message(Response::Ok));
                     }
+                    Request::SetModified { path, .. } => {
+                        assert!(s.files.contains_key(&path), "time of no file {path}");
+                        out.push(Frame::Message(Response::Ok));
+                    }
                     other => panic!("unexpected request {other:?}"),
                 },
                 Frame::Hello(_) => panic!("no hello expected"),

@@ -14,6 +14,7 @@ pub mod pull;
 pub mod push;
 pub mod ratelimit;
 pub mod send;
+pub mod sync;
 
 #[cfg(test)]
 mod engine_tests;
@@ -45,6 +46,8 @@ pub use xfer_proto::COMPRESS_LEVEL;
 pub enum Outcome {
     /// The destination already holds the same content; nothing travelled.
     UpToDate,
+    /// `--update`: the destination differs but is newer than the source; it was kept.
+    Kept,
     /// The file was transferred (possibly resuming earlier work).
     Done {
         /// File size in bytes.
@@ -161,6 +164,7 @@ pub fn outcome_line(name: &str, outcome: &Outcome) -> String {
 pub fn result_line(label: &str, up_to_date: &str, outcome: &Outcome) -> String {
     match outcome {
         Outcome::UpToDate => format!("{label}{up_to_date}"),
+        Outcome::Kept => format!("{label}  kept: newer at the destination (--force replaces it)"),
         Outcome::Done {
             size,
             digest,

@@ -73,6 +73,8 @@ struct Tally {
     up_to_date: usize,
     conflicts: usize,
     failed: usize,
+    /// `--update` kept a newer destination.
+    kept: usize,
     /// Bytes that crossed the network in this run.
     bytes: u64,
 }
@@ -192,6 +194,7 @@ impl Progress {
     pub fn finished(&self, outcome: &Outcome) {
         self.count(|t| match outcome {
             Outcome::UpToDate => t.up_to_date += 1,
+            Outcome::Kept => t.kept += 1,
             Outcome::Done { transferred, .. } => {
                 t.moved += 1;
                 t.bytes += transferred;
@@ -211,7 +214,7 @@ impl Progress {
         let ended = {
             let mut tally = self.tally.lock().expect("progress lock is never poisoned");
             f(&mut tally);
-            tally.moved + tally.up_to_date + tally.conflicts + tally.failed
+            tally.moved + tally.up_to_date + tally.conflicts + tally.failed + tally.kept
         };
         if let Some(total) = &self.total {
             total.set_message(format!("{ended}/{} files", self.files));
@@ -228,8 +231,14 @@ impl Progress {
         let t = self.tally.lock().expect("progress lock is never poisoned");
         let secs = self.started.elapsed().as_secs_f64();
         let rate = (t.bytes as f64 / secs.max(1e-3)) as u64;
+        // Only `--update` keeps newer files: the count appears when there are some.
+        let kept = if t.kept > 0 {
+            format!(", {} kept (newer at the destination)", t.kept)
+        } else {
+            String::new()
+        };
         self.result(&format!(
-            "{} files: {} transferred, {} up to date, {} conflicts, {} failed; {} in {secs:.1} s, {}/s",
+            "{} files: {} transferred, {} up to date, {} conflicts, {} failed{kept}; {} in {secs:.1} s, {}/s",
             self.files,
             t.moved,
             t.up_to_date,

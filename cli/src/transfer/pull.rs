@@ -125,6 +125,10 @@ async fn begin<'a>(
         Ok(None) => {}
         Ok(Some(outcome)) => {
             close_quietly(client, id).await?;
+            // Same content: take the server's time, as a download would have.
+            set_time(dest, get.modified_unix)
+                .with_context(|| format!("setting the time of `{}`", dest.display()))
+                .file_failure()?;
             return Ok(Begun::Finished(outcome));
         }
         Err(e) => {
@@ -468,12 +472,25 @@ fn write_chunks(
     }
 }
 
+/// Gives the local file at `path` the modification time `modified_unix`.
+pub fn set_time(path: &Path, modified_unix: u64) -> std::io::Result<()> {
+    // A server's time the system cannot represent is refused, never a panic.
+    let time = UNIX_EPOCH
+        .checked_add(Duration::from_secs(modified_unix))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the server's modification time {modified_unix} is out of range"),
+            )
+        })?;
+    // futimens needs ownership, not write access: a read-only file gets its time too.
+    File::open(path)?.set_modified(time)
+}
+
 /// Renames the finished part file over `dest`, sets its modification time, and fsyncs
 /// the directory.
 fn install(part: &Path, dest: &Path, modified_unix: u64) -> std::io::Result<()> {
-    if let Ok(f) = File::options().write(true).open(part) {
-        let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(modified_unix));
-    }
+    let _ = set_time(part, modified_unix);
     std::fs::rename(part, dest)?;
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

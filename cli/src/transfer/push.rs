@@ -135,12 +135,15 @@ struct Upload<'a> {
     transfer_id: u64,
     /// The server held chunks of an earlier attempt: this run resumes it.
     resuming: bool,
+    /// The local file's modification time, given to the committed file (`push` only).
+    modified_unix: Option<u64>,
 }
 
 /// What `begin` found.
 enum Begun<'a> {
-    /// Nothing to send: the destination already holds this content.
-    Finished(Outcome),
+    /// Nothing to send: the destination already holds this content (and the local
+    /// file has this modification time).
+    Finished(Outcome, Option<u64>),
     /// Admitted: the upload, and the open file with the reader's plan.
     Ready(Upload<'a>, File, ReadPlan),
 }
@@ -171,12 +174,44 @@ pub async fn push_file<'a>(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Outcome, Failure> {
-    let (upload, file, plan) = match begin(client, local, remote.into(), opts).await? {
-        Begun::Finished(outcome) => return Ok(outcome),
+    let dest = remote.into();
+    let (upload, file, plan) = match begin(client, local, dest, opts).await? {
+        Begun::Finished(outcome, modified_unix) => {
+            keep_time(client, dest, modified_unix)
+                .await
+                .file_failure()?;
+            return Ok(outcome);
+        }
         Begun::Ready(upload, file, plan) => (upload, file, plan),
     };
     let sent = pipeline(client, &upload, file, plan, opts, progress).await?;
-    commit(client, &upload, sent).await
+    let outcome = commit(client, &upload, sent).await?;
+    keep_time(client, dest, upload.modified_unix)
+        .await
+        .file_failure()?;
+    Ok(outcome)
+}
+
+/// A file's modification time in whole seconds since the Unix epoch (`None` before it).
+pub fn modified_secs(meta: &std::fs::Metadata) -> Option<u64> {
+    let t = meta.modified().ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// Gives the remote file at `dest` the local file's time (rsync `-t`); nothing for an
+/// inbox, whose files carry their arrival time.
+async fn keep_time(
+    client: &mut Client,
+    dest: Destination<'_>,
+    modified_unix: Option<u64>,
+) -> anyhow::Result<()> {
+    if let (Destination::Path(p), Some(t)) = (dest, modified_unix) {
+        client
+            .set_modified(p, t)
+            .await
+            .with_context(|| format!("setting the modification time of `{p}`"))?;
+    }
+    Ok(())
 }
 
 /// Opens the local file and the transfer (`PutBegin` or `SendBegin`), and fetches the
@@ -222,7 +257,7 @@ async fn begin<'a>(
                 && let Some(remote_digest) = digest
                 && hash_file_async(local).await.file_failure()? == remote_digest
             {
-                return Ok(Begun::Finished(Outcome::UpToDate));
+                return Ok(Begun::Finished(Outcome::UpToDate, modified_secs(&meta)));
             }
             return Err(Failure::File(ConflictError(dest.conflict()).into()));
         }
@@ -245,6 +280,7 @@ async fn begin<'a>(
         size,
         transfer_id,
         resuming: chunks_held > 0,
+        modified_unix: modified_secs(&meta),
     };
     let plan = ReadPlan {
         transfer_id,

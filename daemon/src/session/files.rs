@@ -437,6 +437,18 @@ impl Files {
             .map(|()| Response::Ok)
     }
 
+    pub async fn set_modified(
+        &mut self,
+        user: &str,
+        path: &str,
+        modified_unix: u64,
+    ) -> Result<Response, Response> {
+        let p = parse_entry(path)?;
+        answer(self.storage.set_modified(user, &p, modified_unix))
+            .await
+            .map(|()| Response::Ok)
+    }
+
     /// Closing what is already closed (e.g. ended by an error) is not an error.
     pub async fn close(&mut self, transfer_id: u64) -> Response {
         self.end_transfer(transfer_id).await;

@@ -346,6 +346,10 @@ impl<T: Transport> Session<T> {
             Request::Rename { from, to, force } => {
                 self.files.rename(me()?, &from, &to, force).await?
             }
+            Request::SetModified {
+                path,
+                modified_unix,
+            } => self.files.set_modified(me()?, &path, modified_unix).await?,
             Request::PutBegin {
                 path,
                 size,

@@ -144,6 +144,14 @@ pub trait Storage: Send + Sync + 'static {
         to: &RelPath,
         force: bool,
     ) -> Result<(), StorageError>;
+    /// Sets a committed file's modification time (seconds since the Unix epoch),
+    /// keeping its known digest.
+    async fn set_modified(
+        &self,
+        user: &str,
+        path: &RelPath,
+        modified_unix: u64,
+    ) -> Result<(), StorageError>;
     /// Admission (path, conflicts, size, quota, free space, type policy), then opens or
     /// resumes the upload, re-verifying what an earlier attempt left.
     async fn begin_upload(&self, user: &str, request: PutRequest)

@@ -132,7 +132,7 @@ fn hello_from_a_future_version_still_decodes() {
     assert_eq!(h.software.len(), MAX_SOFTWARE_LEN);
 }
 
-/// The hello is frozen: version 3 writes the bytes every earlier version reads, and
+/// The hello is frozen: version 4 writes the bytes every earlier version reads, and
 /// reads a version-2 peer's hello, so either side can name the mismatch.
 #[test]
 fn the_hello_layout_is_frozen_across_versions() {
@@ -140,9 +140,9 @@ fn the_hello_layout_is_frozen_across_versions() {
     ServerCodec::default()
         .encode(Frame::Hello(Hello::current("xferd/0.1.0")), &mut buf)
         .unwrap();
-    let mut frozen = vec![0, 0, 0, 18, 0x00, b'X', b'F', b'E', b'R', 0, 3];
+    let mut frozen = vec![0, 0, 0, 18, 0x00, b'X', b'F', b'E', b'R', 0, 4];
     frozen.extend_from_slice(b"xferd/0.1.0");
-    assert_eq!(crate::PROTOCOL_VERSION, 3);
+    assert_eq!(crate::PROTOCOL_VERSION, 4);
     assert_eq!(&buf[..], &frozen[..]);
     // What a version-2 client sends.
     let mut v2 = BytesMut::from(&[0, 0, 0, 13, 0x00, b'X', b'F', b'E', b'R', 0, 2][..]);
@@ -220,6 +220,10 @@ fn file_messages_round_trip() {
             size: 12,
             force: false,
             head: Bytes::from_static(b"\x89PNG"),
+        },
+        Request::SetModified {
+            path: "docs/a.txt".into(),
+            modified_unix: 1_700_000_000,
         },
     ];
     for r in requests {
@@ -457,4 +461,15 @@ fn a_full_listing_page_of_the_longest_names_fits_a_frame() {
         .expect("a full page fits a frame");
     let mut dec = ClientCodec::new(crate::MAX_FRAME_LEN);
     assert_eq!(dec.decode(&mut buf).unwrap(), Some(Frame::Message(page)));
+}
+
+/// `SetModified` is appended (variant 24): every earlier variant keeps its encoding.
+#[test]
+fn set_modified_is_the_appended_variant_24() {
+    let bytes = postcard::to_stdvec(&Request::SetModified {
+        path: "a".into(),
+        modified_unix: 300,
+    })
+    .unwrap();
+    assert_eq!(bytes, vec![24, 1, b'a', 0xac, 0x02]);
 }

@@ -406,6 +406,19 @@ impl Storage for LocalStorage {
         .await
     }
 
+    async fn set_modified(
+        &self,
+        user: &str,
+        path: &RelPath,
+        modified_unix: u64,
+    ) -> Result<(), StorageError> {
+        let path = path.clone();
+        self.with_space("setting a modification time", user, move |_, space| {
+            namespace::set_modified(space, &path, modified_unix)
+        })
+        .await
+    }
+
     async fn begin_upload(
         &self,
         user: &str,

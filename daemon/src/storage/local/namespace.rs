@@ -32,6 +32,52 @@ fn file_entry(space: &UserSpace, name: &str, meta: &cap_std::fs::Metadata) -> En
     }
 }
 
+/// Sets the modification time of the committed file at `path`; its manifest, keyed by
+/// the time, is stored again under the new one so the listing keeps the digest.
+pub(crate) fn set_modified(
+    space: &UserSpace,
+    path: &RelPath,
+    modified_unix: u64,
+) -> Result<(), StorageError> {
+    if path.is_home() {
+        return Err(StorageError::BadRequest(
+            "the home is not a file; name a file to set its time".into(),
+        ));
+    }
+    let _lock = space.lock_mutations();
+    let (file, meta) = space.open_file(path)?;
+    if !meta.is_file() {
+        return Err(StorageError::BadRequest(format!(
+            "{} is not a file; only a file's time can be set",
+            path.as_str()
+        )));
+    }
+    let before = Stamp::of(&meta);
+    let manifest = Manifest::load(&space.manifests, before);
+    // A time the filesystem cannot hold (beyond i64 seconds) is refused, never a panic.
+    let time = i64::try_from(modified_unix)
+        .ok()
+        .and_then(|_| {
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(modified_unix))
+        })
+        .ok_or_else(|| {
+            StorageError::BadRequest(format!("modification time {modified_unix} is out of range"))
+        })?;
+    // futimens: the daemon owns the file, so a descriptor opened for reading will do.
+    file.set_modified(time)
+        .map_err(io_err("setting a modification time"))?;
+    let after = Stamp::of(
+        &cap_std::fs::Metadata::from_file(&file).map_err(io_err("reading file metadata"))?,
+    );
+    if let Some(m) = manifest
+        && after != before
+        && let Err(e) = m.store(&space.manifests, after)
+    {
+        warn!(error = %e, "storing the manifest of a file whose time was set failed");
+    }
+    Ok(())
+}
+
 /// A page of a directory's entries (with partial uploads into it), the first `limit`
 /// names after `after`; or one file's entry.
 pub(crate) fn list(
