@@ -11,6 +11,7 @@
 pub mod data;
 pub mod pty;
 pub mod raw;
+pub mod screen;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -5,6 +5,7 @@ mod admin_path;
 mod admission;
 mod chat;
 mod chat_server;
+mod chat_tty;
 mod client_ux;
 mod compress;
 mod confinement;

@@ -9,6 +9,7 @@
 //! [`crate::session`], file sends from [`crate::transfer::send`].
 
 pub mod command;
+pub mod complete;
 pub mod conn;
 pub mod execute;
 pub mod render;

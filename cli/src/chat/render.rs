@@ -12,7 +12,7 @@ use std::hash::{Hash as _, Hasher as _};
 
 use serde::Serialize;
 use xfer_proto::{
-    ChannelInfo, ChatEvent, ChatMessage, MessageBody, Presence, PresenceState, UserName,
+    ChannelInfo, ChatEvent, ChatMessage, MessageBody, Presence, PresenceState, Target, UserName,
 };
 
 use crate::output::{escape_control, human_bytes, is_bidi_control};
@@ -125,6 +125,8 @@ const RED: &str = "31";
 const YELLOW: &str = "33";
 const CYAN: &str = "36";
 const MAGENTA: &str = "35";
+/// Bold and reverse video: a line naming you.
+const MENTION: &str = "1;7";
 const NICK_COLOURS: [&str; 6] = ["32", "33", "34", "35", "36", "91"];
 
 impl Style {
@@ -173,19 +175,30 @@ impl Style {
 
     /// One message, seen by `me`.
     pub fn message(&self, msg: &ChatMessage, me: &str) -> String {
+        self.message_in(msg, me, None)
+    }
+
+    /// One message, seen by `me` talking in `here`: a message of the channel being
+    /// talked in goes without its `#channel` tag, as in irssi's window of it. A
+    /// message naming `me` ([`mentions`]) has its text highlighted (with colour on).
+    pub fn message_in(&self, msg: &ChatMessage, me: &str, here: Option<&Target>) -> String {
         let mut out = self.clock(msg.time_unix_ms);
         out.push(' ');
         let target = msg.target.to_string();
         let dm_to = msg.target.user().map(UserName::as_str);
         match (&msg.body, dm_to) {
             (MessageBody::Text(text), None) => {
-                let _ = write!(
-                    out,
-                    "{} <{}> {}",
-                    self.paint(CYAN, &target),
-                    self.nick(&msg.from, me),
-                    escape_control(text)
-                );
+                if here != Some(&msg.target) {
+                    out.push_str(&self.paint(CYAN, &target));
+                    out.push(' ');
+                }
+                let shown = escape_control(text);
+                let shown = if msg.from != me && mentions(text, me) {
+                    self.paint(MENTION, &shown)
+                } else {
+                    shown.into_owned()
+                };
+                let _ = write!(out, "<{}> {shown}", self.nick(&msg.from, me));
             }
             (MessageBody::Text(text), Some(to)) if msg.from == me => {
                 let who = self.paint(MAGENTA, &format!("*{}*", escape_control(to)));
@@ -256,6 +269,16 @@ impl Style {
     pub fn error(&self, text: &str) -> String {
         self.paint(RED, &format!("!! {text}"))
     }
+}
+
+/// Whether `text` names `me` as a word (`hi alice`, `@alice:`, `Alice?`, not
+/// `malice`), ignoring case.
+pub fn mentions(text: &str, me: &str) -> bool {
+    !me.is_empty()
+        && text
+            .split(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .map(|w| w.trim_matches(['.', '-']))
+            .any(|w| w.eq_ignore_ascii_case(me))
 }
 
 /// `missed 12 messages in #lab; fetching them from history` (the server skipped this
@@ -441,6 +464,26 @@ mod tests {
         assert!(line.contains("\\x1b[2J"), "{line}");
         assert!(colour.error("x").starts_with("\x1b[31m"));
         assert_eq!(Style::new(false).error("x"), "!! x");
+    }
+
+    #[test]
+    fn the_current_channel_goes_untagged_and_mentions_stand_out() {
+        let plain = Style::new(false);
+        let lab = Target::parse("#lab").unwrap();
+        let line = plain.message_in(&text("bob", "#lab", "hi alice"), "alice", Some(&lab));
+        assert!(line.ends_with("] <bob> hi alice"), "{line}");
+        let line = plain.message_in(&text("bob", "#other", "x"), "alice", Some(&lab));
+        assert!(line.ends_with("] #other <bob> x"), "{line}");
+        let colour = Style::new(true);
+        let line = colour.message_in(&text("bob", "#lab", "hi alice"), "alice", Some(&lab));
+        assert!(line.contains("\x1b[1;7mhi alice\x1b[0m"), "{line:?}");
+        let line = colour.message_in(&text("bob", "#lab", "malice"), "alice", Some(&lab));
+        assert!(!line.contains("\x1b[1;7m"), "{line:?}");
+        assert!(mentions("@Alice: look", "alice"));
+        assert!(mentions("thanks alice.", "alice"));
+        assert!(mentions("a.lice alice-", "alice"));
+        assert!(!mentions("malice aliceb", "alice"));
+        assert!(!mentions("anything", ""));
     }
 
     #[test]

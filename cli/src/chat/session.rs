@@ -43,6 +43,9 @@ pub trait Ui {
     fn info(&mut self, text: &str);
     /// Something failed; the session goes on.
     fn error(&mut self, text: &str);
+    /// Lines typed go to `here` from now on (interactive mode shows its messages
+    /// without their tag).
+    fn talking_in(&mut self, _here: Option<&Target>) {}
     /// The session is ready for the next typed line (interactive mode shows a prompt).
     fn ready(&mut self, _state: &State, _online: bool) {}
     /// The output went away (a closed pipe): the session should end.
@@ -141,6 +144,8 @@ impl Session {
     ) -> Result<(String, Vec<ChatMessage>)> {
         let (name, members, replay) = self.conn()?.join(channel, history, None).await?;
         let line = format!("{name} — {}", super::render::presence_list(&members));
+        let users = members.iter().map(|p| p.user.to_string());
+        self.state.known_users.extend(users);
         self.state.joined.insert(name);
         // The channel's stream starts with this replay.
         replay.iter().for_each(|m| self.state.received(m));
