@@ -172,3 +172,49 @@ fn a_line_naming_you_is_highlighted_and_rings_unless_told_not_to() {
     assert!(t.wait().success(), "{}", t.output());
     assert!(!t.output().contains('\x07'), "{:?}", t.output());
 }
+
+/// The marker between the backlog already read and what came since (render.rs).
+const NEW_SINCE: &str = "— new since you left —";
+
+fn say(c: &Client, target: &str, text: &str) {
+    let out = c.xfer(&["chat", target, "--say", text], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+}
+
+/// Opens `#lab` as `c`, waits for the backlog ending in `last` and the prompt, leaves;
+/// returns the screen's lines.
+fn visit_lab(c: &Client, last: &str) -> Vec<String> {
+    let mut t = chat_tty(c, &["#lab"]);
+    let s = wait_screen(&t, "the backlog and the prompt", |s| {
+        s.text().contains(last) && s.text().ends_with("#lab>")
+    });
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+    s.lines()
+}
+
+#[test]
+fn what_came_while_you_were_away_follows_a_marker() {
+    let (_d, a, b) = alice_and_bob();
+    say(&b, "#lab", "before");
+    let first = visit_lab(&a, "<bob> before");
+    assert!(!first.iter().any(|l| l.contains(NEW_SINCE)), "{first:?}");
+
+    say(&b, "#lab", "second");
+    say(&b, "#lab", "third");
+    let lines = visit_lab(&a, "<bob> third");
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    assert!(at("<bob> before") < at(NEW_SINCE), "{lines:#?}");
+    assert!(at(NEW_SINCE) < at("<bob> second"), "{lines:#?}");
+    assert!(at("<bob> second") < at("<bob> third"), "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.contains(NEW_SINCE)).count(), 1);
+
+    // Everything read: no marker.
+    let again = visit_lab(&a, "<bob> third");
+    assert!(!again.iter().any(|l| l.contains(NEW_SINCE)), "{again:?}");
+}

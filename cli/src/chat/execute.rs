@@ -123,6 +123,7 @@ impl Session {
                 });
             }
             Command::Quit => return Ok(true),
+            Command::Clear => ui.clear(),
             Command::Help => HELP.lines().for_each(|l| ui.info(l)),
         }
         Ok(false)
@@ -156,7 +157,7 @@ impl Session {
             let (members, replay) = self.join(channel, JOIN_HISTORY).await?;
             ui.info(&format!("joined {members}"));
             ui.talking_in(Some(&here));
-            self.show_new(replay, ui);
+            self.show_backlog(&here, replay, ui);
         } else {
             ui.info(&format!("now talking in {channel}"));
         }

@@ -12,6 +12,7 @@ pub mod command;
 pub mod complete;
 pub mod conn;
 pub mod execute;
+pub mod read;
 pub mod render;
 pub mod session;
 pub mod state;

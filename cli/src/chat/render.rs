@@ -125,6 +125,9 @@ const RED: &str = "31";
 const YELLOW: &str = "33";
 const CYAN: &str = "36";
 const MAGENTA: &str = "35";
+/// The marker line after the backlog already read.
+pub const NEW_SINCE: &str = "— new since you left —";
+
 /// Bold and reverse video: a line naming you.
 const MENTION: &str = "1;7";
 const NICK_COLOURS: [&str; 6] = ["32", "33", "34", "35", "36", "91"];
@@ -255,6 +258,11 @@ impl Style {
         Some(self.info(&text))
     }
 
+    /// Between what was read and what came since: `— new since you left —`.
+    pub fn new_since(&self) -> String {
+        self.paint(YELLOW, NEW_SINCE)
+    }
+
     /// A line from the client itself (`-- text`).
     pub fn info(&self, text: &str) -> String {
         self.paint(DIM, &format!("-- {text}"))
@@ -269,6 +277,64 @@ impl Style {
     pub fn error(&self, text: &str) -> String {
         self.paint(RED, &format!("!! {text}"))
     }
+}
+
+/// `line` laid out for a terminal `cols` wide: when it is longer, it breaks (between
+/// words where it can) and every further row starts under the text column — after
+/// `<nick> ` or `*nick* ` — as irssi's hanging indent does. Colour codes take no room.
+pub fn hang(line: &str, cols: usize) -> String {
+    let plain = console::strip_ansi_codes(line);
+    if cols < 20 || console::measure_text_width(&plain) <= cols {
+        return line.to_owned();
+    }
+    let indent = text_column(&plain).min(cols / 2);
+    let mut out = String::with_capacity(line.len() + 16);
+    let mut row = String::new();
+    let mut width = 0;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // A colour code: copied whole, no width.
+            row.push(c);
+            while let Some(p) = chars.next() {
+                row.push(p);
+                if p != '[' && ('\x40'..='\x7e').contains(&p) {
+                    break;
+                }
+            }
+            continue;
+        }
+        let w = console::measure_text_width(c.encode_utf8(&mut [0; 4]));
+        if width + w > cols {
+            // Break after the row's last space past the indent, if there is one.
+            let cut = row
+                .rfind(' ')
+                .filter(|&i| console::measure_text_width(&row[..i]) > indent);
+            let rest = match cut {
+                Some(i) => row.split_off(i + 1),
+                None => String::new(),
+            };
+            out.push_str(row.trim_end());
+            out.push('\n');
+            row = " ".repeat(indent) + &rest;
+            width = console::measure_text_width(&row);
+        }
+        row.push(c);
+        width += w;
+    }
+    out.push_str(&row);
+    out
+}
+
+/// Where a rendered message's text starts: after the first `> ` or `* ` (the sender),
+/// else after the clock.
+fn text_column(plain: &str) -> usize {
+    let sender = [plain.find("> "), plain.find("* ")]
+        .into_iter()
+        .flatten()
+        .min();
+    let end = sender.map_or_else(|| plain.find("] ").map_or(0, |i| i + 2), |i| i + 2);
+    console::measure_text_width(&plain[..end])
 }
 
 /// Whether `text` names `me` as a word (`hi alice`, `@alice:`, `Alice?`, not
@@ -484,6 +550,31 @@ mod tests {
         assert!(mentions("a.lice alice-", "alice"));
         assert!(!mentions("malice aliceb", "alice"));
         assert!(!mentions("anything", ""));
+    }
+
+    #[test]
+    fn long_lines_hang_under_the_text_column() {
+        let text = "word ".repeat(12);
+        let line = format!("[10:02] <bob> {}", text.trim_end());
+        let laid = hang(&line, 30);
+        let rows: Vec<&str> = laid.lines().collect();
+        assert!(rows.len() > 1, "{laid}");
+        for r in &rows {
+            assert!(r.chars().count() <= 30, "{r:?}");
+        }
+        for r in &rows[1..] {
+            assert!(r.starts_with("              word"), "{r:?}");
+        }
+        assert_eq!(laid.split_whitespace().filter(|w| *w == "word").count(), 12);
+        assert_eq!(hang("[10:02] <bob> short", 30), "[10:02] <bob> short");
+        let coloured = "\x1b[2m[10:02]\x1b[0m <\x1b[32mbob\x1b[0m> ".to_owned() + &"x".repeat(40);
+        let laid = hang(&coloured, 30);
+        assert!(
+            laid.contains("\x1b[32mbob\x1b[0m"),
+            "codes kept whole: {laid:?}"
+        );
+        let second = laid.lines().nth(1).unwrap();
+        assert!(second.starts_with("              x"), "{second:?}");
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct State {
     pub known_users: BTreeSet<String>,
     /// A paste of more than [`PASTE_ASK`] lines waiting for a yes before it is sent.
     pub paste: Vec<String>,
+    /// Largest id shown per conversation (saved as the read mark when leaving).
+    pub shown: HashMap<Target, u64>,
     /// The server's last id when the first connection opened: the mark of a stream
     /// nothing was received on yet.
     start: u64,
@@ -102,6 +104,7 @@ impl State {
             away: false,
             known_users: BTreeSet::new(),
             paste: Vec::new(),
+            shown: HashMap::new(),
             start: last_id,
             direct: last_id,
             last_in: HashMap::new(),
@@ -113,6 +116,8 @@ impl State {
     /// Records a message as shown; true if it is new and should be shown, false for a
     /// duplicate (a replay of something already shown). Moves no replay mark.
     pub fn accept(&mut self, msg: &ChatMessage) -> bool {
+        let shown = self.shown.entry(msg.conversation(&self.me)).or_insert(0);
+        *shown = (*shown).max(msg.id);
         self.seen.insert(msg.id)
     }
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use xfer_proto::{ChatEvent, ChatMessage, MessageBody, Target};
 
 use super::complete::{ChatHelper, SharedNames, lock};
-use super::render::{Style, colour_wanted, mentions};
+use super::render::{Style, colour_wanted, hang, mentions};
 use super::session::{Input, Ui};
 use super::state::State;
 
@@ -241,6 +241,14 @@ fn rows_taken(text: &str, cols: usize) -> usize {
         .sum()
 }
 
+/// The terminal's rows and columns, if stdout is one.
+fn terminal_size() -> Option<(u16, u16)> {
+    std::io::stdout()
+        .is_terminal()
+        .then(|| console::Term::stdout().size_checked())
+        .flatten()
+}
+
 /// Interactive mode's [`Ui`]: everything as lines for people, via the [`Terminal`].
 pub struct InteractiveUi {
     term: Terminal,
@@ -253,6 +261,8 @@ pub struct InteractiveUi {
     bell: bool,
     /// The backlog shown at start is over: mentions from now on ring.
     live: bool,
+    /// The terminal's rows and columns, to wrap long lines (none: not a terminal).
+    width: Option<(u16, u16)>,
 }
 
 impl InteractiveUi {
@@ -267,6 +277,7 @@ impl InteractiveUi {
             here: None,
             bell: bell && std::io::stdout().is_terminal(),
             live: false,
+            width: terminal_size(),
         }
     }
 }
@@ -274,6 +285,9 @@ impl InteractiveUi {
 impl Ui for InteractiveUi {
     fn message(&mut self, msg: &ChatMessage, me: &str) {
         let mut line = self.style.message_in(msg, me, self.here.as_ref());
+        if let Some((_, cols)) = self.width {
+            line = hang(&line, usize::from(cols));
+        }
         lock(&self.names).users.insert(msg.from.to_string());
         if self.bell && self.live && msg.from != me {
             if let MessageBody::Text(text) = &msg.body
@@ -300,6 +314,20 @@ impl Ui for InteractiveUi {
         }
     }
 
+    fn clear(&mut self) {
+        if std::io::stdout().is_terminal() {
+            // Home, then erase the whole screen: the prompt comes back at the top.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"\x1b[H\x1b[2J");
+            let _ = out.flush();
+        }
+    }
+
+    fn new_since(&mut self) {
+        let line = self.style.new_since();
+        self.term.print(&line);
+    }
+
     fn info(&mut self, text: &str) {
         let line = self.style.info(text);
         self.term.print(&line);
@@ -316,6 +344,8 @@ impl Ui for InteractiveUi {
 
     fn ready(&mut self, state: &State, online: bool) {
         self.live = true;
+        // Taken again before each line: the window may have been resized.
+        self.width = terminal_size();
         self.here.clone_from(&state.target);
         {
             let mut names = lock(&self.names);

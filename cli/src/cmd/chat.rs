@@ -177,12 +177,12 @@ async fn interactive(home: &Home, target: Option<Target>, bell: bool) -> Result<
                 .await
                 .with_context(|| format!("joining {t}"))?;
             ui.info(&format!("joined {members}"));
-            session.show_new(replay, &mut ui);
+            session.show_backlog(t, replay, &mut ui);
         }
         Some(t @ Target::User(_)) => {
             let messages = session.conn()?.history_last(t, JOIN_HISTORY).await?;
             ui.info(&format!("talking to {t}"));
-            session.show_new(messages, &mut ui);
+            session.show_backlog(t, messages, &mut ui);
         }
         None => ui.info("no channel joined: /join #channel, /msg USER text, /channels"),
     }
