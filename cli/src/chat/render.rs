@@ -296,7 +296,7 @@ pub fn hang(line: &str, cols: usize) -> String {
         if c == '\x1b' {
             // A colour code: copied whole, no width.
             row.push(c);
-            while let Some(p) = chars.next() {
+            for p in chars.by_ref() {
                 row.push(p);
                 if p != '[' && ('\x40'..='\x7e').contains(&p) {
                     break;

@@ -289,12 +289,13 @@ impl Ui for InteractiveUi {
             line = hang(&line, usize::from(cols));
         }
         lock(&self.names).users.insert(msg.from.to_string());
-        if self.bell && self.live && msg.from != me {
-            if let MessageBody::Text(text) = &msg.body
-                && mentions(text, me)
-            {
-                line.push('\x07');
-            }
+        if self.bell
+            && self.live
+            && msg.from != me
+            && let MessageBody::Text(text) = &msg.body
+            && mentions(text, me)
+        {
+            line.push('\x07');
         }
         self.term.print(&line);
     }
