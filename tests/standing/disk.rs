@@ -154,6 +154,11 @@ fn assert_still_serving(d: &mut Daemon, c: &Client) {
     other.login(d, "alice", PASSWORD);
     let ls = other.xfer(&["ls"], "");
     assert_eq!(ls.code(), 0, "ls: {}", ls.stderr());
+    // Logging out revokes the session in memory even when its file cannot be written.
+    let out = other.xfer(&["logout"], "");
+    assert_eq!(out.code(), 0, "logout on a full disk: {}", out.stderr());
+    let ls = other.xfer(&["ls"], "");
+    assert_ne!(ls.code(), 0, "a logged-out session still works");
     let said = c.xfer(&["chat", "#general", "--say", "still here"], "");
     assert!(
         said.code() == 0 || said.stderr().contains("out of disk space"),

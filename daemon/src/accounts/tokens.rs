@@ -216,8 +216,14 @@ impl SessionStore {
             return Ok(false);
         }
         let existed = self.lock().remove(&token_hash(token)).is_some();
-        if existed {
-            self.persist()?;
+        if existed && let Err(e) = self.persist() {
+            // Revoked in memory at once; on a full or read-only disk the file catches up
+            // at the next write or purge that succeeds (as for a new session).
+            if !out_of_space(&e) {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "session revoked in memory only: its file cannot be written");
+            self.forgotten.store(true, Ordering::Relaxed);
         }
         Ok(existed)
     }

@@ -237,8 +237,15 @@ impl Local {
         self.expire_indexed(user, space, &lock, now);
         let key = path.key();
         let max_partials = settings.config.max_partials_per_user;
+        // Unfinished sends in an inbox count against their sender's share (each sender
+        // may hold the limit there), never against the owner's own uploads.
+        let bucket = partial_bucket(path.as_str());
         let (open_partials, used) = space.with_index(&lock, |ix| {
-            let others = ix.partials.keys().filter(|k| **k != key).count();
+            let others = ix
+                .partials
+                .iter()
+                .filter(|(k, info)| **k != key && partial_bucket(&info.path) == bucket)
+                .count();
             (others, ix.used_bytes(now, Some(&key)))
         });
         if open_partials >= max_partials as usize {
@@ -313,6 +320,14 @@ impl Local {
 }
 
 /// The digest of the committed file at `path`, from its manifest (computed if needed).
+/// Whose share of the partials limit an upload to `path` uses: `Some(sender)` for a
+/// send into `inbox/<sender>/`, `None` for the owner's own uploads.
+fn partial_bucket(path: &str) -> Option<&str> {
+    path.strip_prefix("inbox/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(sender, _)| sender)
+}
+
 fn existing_digest(space: &UserSpace, path: &RelPath) -> Result<xfer_proto::Digest, StorageError> {
     let (file, meta) = space.open_file(path)?;
     let stamp = manifest::Stamp::of(&meta);

@@ -266,6 +266,9 @@ pub(crate) fn rename(
     };
     // Under the lock: nothing can be slipped in between the check and the rename.
     check_move(policy, home, from, to, from_meta.is_dir())?;
+    if from_meta.is_dir() {
+        check_partials_fit(space, &lock, from, to)?;
+    }
     home.rename(from.as_path(), home, to.as_path())
         .map_err(io_err("renaming"))?;
     space.update_index(|ix| ix.committed_changed(0, replaced_bytes));
@@ -276,6 +279,36 @@ pub(crate) fn rename(
         move_partials(space, live, user, &lock, from, to);
     }
     Ok(())
+}
+
+/// Refuses to move directory `from` to `to` when an upload in progress inside it would
+/// land where another upload is in progress (possible when the directory that held the
+/// other one was removed while it was empty of files): one of them would be lost.
+fn check_partials_fit(
+    space: &UserSpace,
+    lock: &std::sync::MutexGuard<'_, ()>,
+    from: &RelPath,
+    to: &RelPath,
+) -> Result<(), StorageError> {
+    space.with_index(lock, |ix| {
+        for key in ix.partials_under(from) {
+            let Some(info) = ix.partials.get(&key) else {
+                continue;
+            };
+            let suffix = info.path.get(from.as_str().len()..).unwrap_or_default();
+            let dest = format!("{}{suffix}", to.as_str());
+            if let Ok(dest) = RelPath::parse(&dest)
+                && ix.partials.contains_key(&dest.key())
+            {
+                return Err(StorageError::Conflict(format!(
+                    "an upload in progress to `{}` is in the way; finish it, or discard it with `xfer rm --partial {}`",
+                    dest.as_str(),
+                    dest.as_str()
+                )));
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Uploads into directory `from`, just renamed to `to`, move with it: their partials

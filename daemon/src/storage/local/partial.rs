@@ -104,7 +104,13 @@ pub(crate) fn rekey(
     to: &crate::storage::RelPath,
 ) -> Result<(String, PartialMeta), StorageError> {
     let new_key = to.key();
-    remove_partial(partials, &new_key)?;
+    // Never over another upload (the move checked; this holds if that check missed).
+    if partials.exists(meta_name(&new_key)) || partials.exists(part_name(&new_key)) {
+        return Err(StorageError::Conflict(format!(
+            "an upload in progress to `{}` is in the way",
+            to.as_str()
+        )));
+    }
     meta.path = to.as_str().to_owned();
     meta.store(partials, &new_key)?;
     if let Err(e) = partials.rename(part_name(key), partials, part_name(&new_key)) {

@@ -35,6 +35,7 @@ use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
 use super::reserve::Reservation;
 use super::space::{Destination, UserSpace};
+use crate::storage::policy::STORED_SNIFF_BYTES;
 use crate::storage::{
     CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
     io_err,
@@ -376,6 +377,16 @@ impl LocalUpload {
             return Err(StorageError::ChecksumMismatch(format!(
                 "whole-file digest mismatch: the server assembled {whole}, the client announced {digest}"
             )));
+        }
+        // Chunk 0 was judged when it arrived, for the path of that time; an upload whose
+        // directory moved since lands elsewhere. Judge the content for where it lands.
+        if self.policy.applies(&self.dest) {
+            let mut head = vec![0u8; STORED_SNIFF_BYTES.min(self.size) as usize];
+            inner
+                .file
+                .read_exact_at(&mut head, 0)
+                .map_err(io_err("reading upload data"))?;
+            self.policy.check(&self.dest, &head)?;
         }
         inner
             .file

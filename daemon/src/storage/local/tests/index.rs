@@ -147,3 +147,99 @@ async fn an_upload_into_a_moved_directory_moves_with_it() {
     assert!(!f.home("alice").join("d").exists());
     assert_index_matches_disk(&f, "alice", "the moved upload's commit");
 }
+
+#[tokio::test]
+async fn a_directory_move_that_would_land_an_upload_on_another_is_refused() {
+    let f = fixture();
+    let first = random_bytes(2 * CHUNK_SIZE as usize, 11);
+    let second = random_bytes(2 * CHUNK_SIZE as usize, 12);
+    let up = f.ready("alice", "e/f.bin", &first).await;
+    send_chunks(up.as_ref(), &first, 0..1).await;
+    // `e` holds no file (the data is kept aside), so a plain rm takes it.
+    f.storage
+        .remove("alice", &p("e"), false, false)
+        .await
+        .unwrap();
+    let other = f.ready("alice", "d/f.bin", &second).await;
+    send_chunks(other.as_ref(), &second, 0..1).await;
+    other.persist().await.unwrap();
+    drop(other);
+
+    let refused = f
+        .storage
+        .rename("alice", &p("d"), &p("e"), false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::Conflict);
+    assert!(
+        refused
+            .peer_message()
+            .contains("an upload in progress to `e/f.bin` is in the way"),
+        "{refused}"
+    );
+    // Neither upload lost anything: the first commits its own bytes.
+    send_chunks(up.as_ref(), &first, 1..2).await;
+    up.commit(Digest::of(&first)).await.unwrap();
+    assert_eq!(
+        std::fs::read(f.home("alice").join("e/f.bin")).unwrap(),
+        first
+    );
+    let again = f.ready("alice", "d/f.bin", &second).await;
+    assert_eq!(again.resumed_from(), CHUNK_SIZE);
+    assert_index_matches_disk(&f, "alice", "a refused move");
+}
+
+#[tokio::test]
+async fn an_upload_moved_under_a_type_rule_is_judged_by_its_content_at_commit() {
+    let f = fixture();
+    let text = vec![b'x'; CHUNK_SIZE as usize + 10];
+    let up = f.ready("alice", "tmp/x.png", &text).await;
+    send_chunks(up.as_ref(), &text, 0..1).await;
+    up.persist().await.unwrap();
+    drop(up);
+    f.storage
+        .rename("alice", &p("tmp"), &p("images"), false)
+        .await
+        .unwrap();
+    // The resume declares a PNG head; chunk 0, already held, is text.
+    let resumed = match f
+        .storage
+        .begin_upload(
+            "alice",
+            PutRequest {
+                path: p("images/x.png"),
+                size: text.len() as u64,
+                force: false,
+                head: Bytes::from_static(PNG),
+            },
+        )
+        .await
+        .unwrap()
+    {
+        PutBegun::Ready(u) => u,
+        PutBegun::Exists { .. } => panic!("nothing is stored there"),
+    };
+    assert_eq!(resumed.resumed_from(), CHUNK_SIZE);
+    send_chunks(resumed.as_ref(), &text, 1..2).await;
+    let refused = resumed.commit(Digest::of(&text)).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::TypeRejected);
+    assert!(!f.home("alice").join("images/x.png").exists());
+}
+
+#[tokio::test]
+async fn unfinished_sends_count_against_their_senders_share_not_the_owners() {
+    let f = fixture_with(|c| c.max_partials_per_user = 2);
+    let data = random_bytes(2 * CHUNK_SIZE as usize, 13);
+    let mut open = Vec::new();
+    for name in ["a", "b"] {
+        open.push(f.ready("bob", &format!("inbox/alice/{name}"), &data).await);
+    }
+    let refused = f
+        .begin("bob", "inbox/alice/c", &data, false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::QuotaExceeded);
+    // bob's own uploads and other senders are not held up by alice's.
+    open.push(f.ready("bob", "own.bin", &data).await);
+    open.push(f.ready("bob", "inbox/carol/x", &data).await);
+}
