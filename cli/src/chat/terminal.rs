@@ -284,7 +284,9 @@ impl InteractiveUi {
 
 impl Ui for InteractiveUi {
     fn message(&mut self, msg: &ChatMessage, me: &str) {
-        let mut line = self.style.message_in(msg, me, self.here.as_ref());
+        // Off a terminal every line keeps its tag: a stable format for scripts.
+        let here = self.here.as_ref().filter(|_| self.width.is_some());
+        let mut line = self.style.message_in(msg, me, here);
         if let Some((_, cols)) = self.width {
             line = hang(&line, usize::from(cols));
         }
