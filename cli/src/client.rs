@@ -172,7 +172,11 @@ impl Client {
             ));
         }
         let mut client = Client {
-            framed: Framed::new(Box::new(tls), ClientCodec::new(xfer_proto::MAX_FRAME_LEN)),
+            // Writes get the answers' limit too, counted from when they stop moving.
+            framed: Framed::new(
+                Box::new(crate::stall::WriteDeadline::new(tls, REQUEST_TIMEOUT)),
+                ClientCodec::new(xfer_proto::MAX_FRAME_LEN),
+            ),
             server: server.clone(),
             identity: None,
             server_software: String::new(),

@@ -13,6 +13,7 @@ pub mod home;
 pub mod output;
 pub mod preview;
 pub mod session;
+pub mod stall;
 pub mod target;
 pub mod transfer;
 pub mod trust;

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error as printed: one line, escaped, without `os error N` tails; a changed server
+/// The error as printed: one line, escaped (invisible characters too), without `os error N` tails; a changed server
 /// certificate is the one exception, a short block of lines (as OpenSSH's warning).
 fn message(err: &anyhow::Error) -> String {
     let block = err.chain().find_map(|c| match c.downcast_ref() {
@@ -88,7 +88,13 @@ fn message(err: &anyhow::Error) -> String {
             .map(|l| escape_control(l).into_owned())
             .collect::<Vec<_>>()
             .join("\n"),
-        None => escape_control(&xfer::error::strip_os_error(&format!("{err:#}"))).into_owned(),
+        // Names in an error are shown with even their joiners escaped: a message is no
+        // place for emoji sequences, and a look-alike name must show what it holds.
+        None => {
+            let line =
+                escape_control(&xfer::error::strip_os_error(&format!("{err:#}"))).into_owned();
+            xfer_proto::text::escape_name(&line).into_owned()
+        }
     }
 }
 

@@ -13,6 +13,8 @@ use std::borrow::Cow;
 use std::fmt::{Display, Write as _};
 use std::io::{self, Write as _};
 
+use xfer_proto::text::escape_in_text;
+
 /// Writing a result on stdout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StdoutError {
@@ -82,9 +84,11 @@ impl Format {
 }
 
 /// Replaces C0 and C1 control characters and DEL with `\xNN` escapes, and the
-/// bidirectional-text controls with `\u{NNNN}` escapes, so text from a server cannot
-/// move the cursor, recolour or retitle a terminal, nor make `invoice\u{202e}gpj.exe`
-/// read as `invoice…exe.jpg`.
+/// bidirectional-text controls and other invisible characters (zero-width space, word
+/// joiner, byte-order mark, line separators: see `xfer_proto::text::escape_in_text`)
+/// with `\u{NNNN}` escapes, so text from a server cannot move the cursor, recolour or
+/// retitle a terminal, make `invoice\u{202e}gpj.exe` read as `invoice…exe.jpg`, nor
+/// hide a character between two letters.
 pub fn escape_control(s: &str) -> Cow<'_, str> {
     if !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
@@ -96,7 +100,7 @@ pub fn escape_control(s: &str) -> Cow<'_, str> {
             c if c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c if is_bidi_control(c) => {
+            c if is_bidi_control(c) || escape_in_text(c) => {
                 let _ = write!(out, "\\u{{{:04x}}}", c as u32);
             }
             c => out.push(c),
@@ -106,7 +110,7 @@ pub fn escape_control(s: &str) -> Cow<'_, str> {
 }
 
 fn needs_escape(c: char) -> bool {
-    c.is_control() || is_bidi_control(c)
+    c.is_control() || is_bidi_control(c) || escape_in_text(c)
 }
 
 /// The characters that reorder displayed text: the Arabic letter mark, LRM and RLM,
@@ -195,6 +199,19 @@ mod tests {
         for s in ["\u{200d}", "\u{2065}", "\u{202f}", "שלום", "سلام"] {
             assert!(matches!(escape_control(s), Cow::Borrowed(_)), "{s:?}");
         }
+    }
+
+    #[test]
+    fn escape_control_escapes_invisible_characters() {
+        for c in ['\u{200b}', '\u{2060}', '\u{feff}', '\u{2028}', '\u{ad}'] {
+            let s = format!("a{c}b");
+            assert_eq!(escape_control(&s), format!("a\\u{{{:04x}}}b", c as u32));
+        }
+        // Emoji sequences keep their joiner.
+        assert!(matches!(
+            escape_control("\u{1f468}\u{200d}\u{1f469}"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

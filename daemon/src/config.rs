@@ -163,6 +163,12 @@ pub struct ChatConfig {
     pub connection_buffer: usize,
     /// Channels the server holds (with members now, or with stored history).
     pub max_channels: usize,
+    /// Channels with stored history one user may have started (their message is the
+    /// oldest kept); 0 = no limit.
+    pub max_channels_per_user: usize,
+    /// A channel holding a single message this many days old, with nobody in it, is
+    /// removed; 0 = only by `history_retention_days`.
+    pub lone_channel_days: u64,
     /// Channels one connection may be in at once.
     pub max_joined: usize,
     /// Direct messages replayed at most when a user connects; older ones are reported
@@ -180,6 +186,8 @@ impl Default for ChatConfig {
             channel_buffer: 1024,
             connection_buffer: 1024,
             max_channels: 10_000,
+            max_channels_per_user: 100,
+            lone_channel_days: 7,
             max_joined: 64,
             replay_max: 1000,
         }
@@ -193,6 +201,8 @@ impl ChatConfig {
             max_messages: self.history_max_messages,
             retention_ms: self.history_retention_days.saturating_mul(24 * 3600 * 1000),
             max_channels: self.max_channels,
+            max_channels_per_user: self.max_channels_per_user,
+            lone_message_ms: self.lone_channel_days.saturating_mul(24 * 3600 * 1000),
         }
     }
 
@@ -482,6 +492,12 @@ impl Config {
         }
         if c.replay_max == 0 {
             return invalid("chat.replay_max", "must be > 0");
+        }
+        if self.chat.max_channels_per_user > self.chat.max_channels {
+            return invalid(
+                "chat.max_channels_per_user",
+                "must not exceed chat.max_channels (0 = no per-user limit)",
+            );
         }
         self.metrics.validate()
     }

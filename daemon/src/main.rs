@@ -14,6 +14,12 @@ use xferd::admin::user::PasswordSource;
 use xferd::config::discover::{self, Loaded, Overrides};
 use xferd::control::Control;
 use xferd::control::server::ControlSocket;
+
+/// mimalloc instead of glibc malloc: glibc keeps what many connections' threads freed in
+/// per-thread arenas, so RSS stayed near its peak after they closed; mimalloc returns
+/// it (figures in docs/TESTING.md, "Memory after connections close").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use xferd::metrics::Exporter;
 use xferd::reload::{ConfigLoader, Reloader};
 use xferd::{Config, ServerState};
@@ -240,6 +246,9 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
                 file.display()
             );
             control::end_connections(config, name);
+            // After the connections end, so no session of theirs writes into what moves.
+            let archived = xferd::admin::archive::archive_user(config, name)?;
+            say!("{}", archived.summary(name));
         }
         UserCommand::List => {
             for name in user::list(config)? {

@@ -7,11 +7,18 @@
 //! Those two limits are what Linux filesystems take (`NAME_MAX`, and `PATH_MAX` less the
 //! terminating NUL for the home-relative path handed to `openat`), so a valid path never
 //! reaches the kernel only to fail there as "name too long".
+//! Look-alike names (see `xfer_proto::text`): a path is normalised to Unicode NFC, so
+//! `é` sent decomposed (as macOS spells it) and composed is one file, and invisible
+//! characters (format characters such as U+200B or U+202E, line separators) are refused,
+//! named as `U+XXXX`. A name read from a directory that is not NFC or holds an invisible
+//! character (put there by other means) is skipped like one with a control character.
 //! Validation is only the first line: resolution then happens beneath the home directory
 //! with fd-relative opens (cap-std), so a symlink pointing out is refused as well.
 
 use std::fmt;
 use std::path::Path;
+
+use xfer_proto::text::{CodePoint, first_invisible, is_invisible, nfc};
 
 /// Longest path accepted, in bytes: Linux's `PATH_MAX` (4,096) counts the NUL.
 pub const MAX_PATH_BYTES: usize = 4095;
@@ -44,6 +51,10 @@ pub enum PathError {
     /// C0, DEL or C1 control character.
     #[error("path refused: control character")]
     Control,
+    /// A character that prints as nothing or reorders the text around it (a format
+    /// character such as U+200B or U+202E, or a line separator): a look-alike name.
+    #[error("path refused: it contains {0}, an invisible character; rename it without")]
+    Invisible(CodePoint),
     /// A component over `MAX_NAME_BYTES`.
     #[error("path refused: a name is longer than {MAX_NAME_BYTES} bytes")]
     NameTooLong,
@@ -77,6 +88,12 @@ impl RelPath {
     /// # Errors
     /// The first rule broken, as a [`PathError`].
     pub fn parse(s: &str) -> Result<RelPath, PathError> {
+        // NFC grows a string at most threefold: past that it cannot come back in range,
+        // and is not worth normalising.
+        if s.len() > 3 * MAX_PATH_BYTES {
+            return Err(PathError::PathTooLong);
+        }
+        let s = &*nfc(s);
         if s.len() > MAX_PATH_BYTES {
             return Err(PathError::PathTooLong);
         }
@@ -91,6 +108,7 @@ impl RelPath {
                 '\0' => return Err(PathError::Nul),
                 '\\' => return Err(PathError::Backslash),
                 c if c.is_control() => return Err(PathError::Control),
+                c if is_invisible(c) => return Err(PathError::Invisible(CodePoint(c))),
                 _ => {}
             }
         }
@@ -159,6 +177,9 @@ impl RelPath {
     /// not be a valid path (such names are skipped by callers).
     pub fn join(&self, name: &str) -> Option<RelPath> {
         check_name(name).ok()?;
+        if first_invisible(name).is_some() || *nfc(name) != *name {
+            return None;
+        }
         let s = if self.is_home() {
             name.to_owned()
         } else {
@@ -281,6 +302,45 @@ mod tests {
         let max = vec!["d".repeat(255); 16].join("/");
         assert_eq!(max.len(), MAX_PATH_BYTES);
         assert!(RelPath::parse(&max).is_ok());
+    }
+
+    #[test]
+    fn paths_are_nfc_and_hold_no_invisible_character() {
+        // Decomposed and composed spellings are one path.
+        let nfd = RelPath::parse("cafe\u{301}/n\u{303}o.txt").unwrap();
+        assert_eq!(nfd.as_str(), "caf\u{e9}/\u{f1}o.txt");
+        assert_eq!(nfd, RelPath::parse("caf\u{e9}/\u{f1}o.txt").unwrap());
+        assert_eq!(
+            nfd.key(),
+            RelPath::parse("caf\u{e9}/\u{f1}o.txt").unwrap().key()
+        );
+        for (s, c) in [
+            ("a\u{200b}b", "U+200B"),
+            ("a\u{200c}b", "U+200C"),
+            ("a\u{200d}b", "U+200D"),
+            ("dir/\u{2060}x", "U+2060"),
+            ("\u{feff}x", "U+FEFF"),
+            ("invoice\u{202e}gpj.exe", "U+202E"),
+            ("\u{2066}x\u{2069}", "U+2066"),
+            ("soft\u{ad}", "U+00AD"),
+            ("l\u{2028}s", "U+2028"),
+        ] {
+            let e = refused(s);
+            assert_eq!(
+                e.to_string(),
+                format!("path refused: it contains {c}, an invisible character; rename it without")
+            );
+        }
+        // A decomposed path over the limit that composes within it is accepted.
+        let name = "e\u{301}".repeat(85); // 255 bytes decomposed, 170 composed
+        let nfd_long = vec![name; 20].join("/");
+        assert!(nfd_long.len() > MAX_PATH_BYTES);
+        assert!(RelPath::parse(&nfd_long).unwrap().as_str().len() <= MAX_PATH_BYTES);
+        assert_eq!(refused(&"e\u{301}".repeat(5000)), PathError::PathTooLong);
+        // Names read from a directory in another form are skipped, not listed twice.
+        assert!(RelPath::home().join("e\u{301}").is_none());
+        assert!(RelPath::home().join("a\u{200b}").is_none());
+        assert_eq!(RelPath::home().join("\u{e9}").unwrap().as_str(), "\u{e9}");
     }
 
     #[test]

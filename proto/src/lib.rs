@@ -15,6 +15,7 @@ pub mod error;
 pub mod layout;
 pub mod message;
 pub mod names;
+pub mod text;
 
 pub use chat::{
     ChannelInfo, ChatEvent, ChatMessage, MAX_HISTORY, MAX_MESSAGE_LEN, MessageBody, Presence,

@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::{CodePoint, escape_name};
+
 /// Longest channel name in bytes, without the `#`.
 pub const MAX_CHANNEL_LEN: usize = 32;
 
@@ -20,14 +22,19 @@ pub const MAX_USER_LEN: usize = 32;
 /// An account name: 1 to [`MAX_USER_LEN`] of `a-z A-Z 0-9 - _ .`, starting with a
 /// letter or digit. It becomes a directory name on the server, so it can hold no `/`
 /// and never starts with `.`. Case is kept: `Carol` and `carol` are two accounts.
+/// Being ASCII, a valid name is its own NFC form and holds no invisible character, so
+/// no two accounts can look alike except by case (see [`crate::text`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct UserName(String);
 
-/// A string that breaks the account-name rule.
+/// A string that breaks the account-name rule. The text shows the name with invisible
+/// characters escaped and names the first character not allowed as `U+XXXX`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid user name `{0}`: use 1 to 32 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit"
+    "invalid user name `{}`{}: use 1 to 32 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit",
+    escape_name(.0),
+    culprit(.0, user_char)
 )]
 pub struct InvalidUserName(pub String);
 
@@ -57,9 +64,13 @@ impl UserName {
 #[serde(try_from = "String", into = "String")]
 pub struct ChannelName(String);
 
-/// A string that breaks the channel-name rule.
+/// A string that breaks the channel-name rule (shown as [`InvalidUserName`] is).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid channel name `{0}`: use 1 to 32 of a-z, 0-9, '-', '_', '.'")]
+#[error(
+    "invalid channel name `{}`{}: use 1 to 32 of a-z, 0-9, '-', '_', '.'",
+    escape_name(.0),
+    culprit(.0, channel_char)
+)]
 pub struct InvalidChannelName(pub String);
 
 impl ChannelName {
@@ -165,11 +176,7 @@ impl fmt::Display for ChannelName {
 
 /// Whether `name` (without `#`) is a valid channel name as stored: lowercase.
 pub fn valid_channel_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_CHANNEL_LEN
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
+    !name.is_empty() && name.len() <= MAX_CHANNEL_LEN && name.chars().all(channel_char)
 }
 
 /// Whether `name` follows the account-name rule (see [`UserName`]).
@@ -177,9 +184,24 @@ pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_USER_LEN
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.chars().all(user_char)
+}
+
+fn user_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn channel_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+}
+
+/// ` (U+200B is not allowed)` for the first character of `name` outside `allowed`, so
+/// a character that shows as nothing (or as a look-alike of an allowed one) is named.
+fn culprit(name: &str, allowed: fn(char) -> bool) -> String {
+    match name.chars().find(|&c| !allowed(c)) {
+        Some(c) => format!(" ({} is not allowed)", CodePoint(c)),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +234,35 @@ mod tests {
             }
         }
         assert_eq!(UserName::new("Carol").unwrap().as_str(), "Carol");
+    }
+
+    #[test]
+    fn look_alike_names_are_refused_naming_the_character() {
+        // Invisible characters: the message shows the name escaped and names the code
+        // point, on one line.
+        let e = UserName::new("bo\u{200b}b").unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid user name `bo\\u{200b}b` (U+200B is not allowed)"),
+            "{e}"
+        );
+        assert!(!e.contains('\u{200b}') && !e.contains('\n'), "{e}");
+        let e = UserName::new("admin\u{202e}").unwrap_err().to_string();
+        assert!(e.contains("U+202E is not allowed"), "{e}");
+        // Decomposed and composed accents are both refused: names are ASCII, so an NFD
+        // variant of a valid name is the name itself.
+        let e = UserName::new("jose\u{301}").unwrap_err().to_string();
+        assert!(e.contains("U+0301 is not allowed"), "{e}");
+        assert!(UserName::new("jos\u{e9}").is_err());
+        let e = ChannelName::new("la\u{2060}b").unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid channel name `la\\u{2060}b` (U+2060 is not allowed)"),
+            "{e}"
+        );
+        let e = ChannelName::new("la\u{feff}b").unwrap_err().to_string();
+        assert!(e.contains("U+FEFF"), "{e}");
+        // Too long or empty: nothing to name.
+        let e = UserName::new("").unwrap_err().to_string();
+        assert!(e.starts_with("invalid user name ``: use"), "{e}");
     }
 
     #[test]

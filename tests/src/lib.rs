@@ -9,6 +9,7 @@
 //! child process is killed when its handle drops.
 
 pub mod data;
+pub mod proxy;
 pub mod pty;
 pub mod raw;
 pub mod screen;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub use data::{CHUNK, MIB, blake3_hex, random_bytes};
+pub use proxy::{Action, Fault, Moved, Proxy, Way};
 pub use raw::{Dial, RawConn, assert_error, tls_connect, tls_dial};
 
 /// The password every test user gets unless a test says otherwise.

@@ -3,7 +3,9 @@
 //! whole run: these tests load the machine on purpose, and two at once would measure
 //! each other instead of the daemon.
 
+mod crash;
 mod disk;
+mod netfault;
 
 use std::sync::{Mutex, MutexGuard};
 

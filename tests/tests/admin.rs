@@ -169,6 +169,75 @@ fn user_admin_commands_and_their_effect_on_sessions() {
     assert_eq!(String::from_utf8_lossy(&list.stdout), "alice\n");
 }
 
+/// `user del bob` then `user add bob` (audit item 14): the new bob starts with an empty
+/// home and no direct messages; the old bob's are archived (0700), reported, not deleted.
+#[test]
+fn a_deleted_users_home_and_direct_logs_are_archived_not_inherited() {
+    let d = Daemon::start_with(&["alice", "bob"], None);
+    let a = xfer_e2e::alice(&d);
+    let old_bob = Client::new();
+    old_bob.login(&d, "bob", PASSWORD);
+    let local = tempfile::TempDir::new().unwrap();
+    let p = xfer_e2e::write_file(local.path(), "old-bob.txt", b"old bob's file\n");
+    assert_eq!(old_bob.xfer(&["push", "-q", &p], "").code(), 0);
+    let out = a.xfer(&["chat", "@bob", "--say", "for the old bob only"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    let out = xferd(&d.data_dir, &["user", "del", "bob"], "");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("archived bob's home and 1 direct-message log to "),
+        "{said}"
+    );
+    let archive = d.data_dir.join("archive");
+    let dirs: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let dir = &dirs[0];
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.starts_with("bob-") && name[4..].parse::<u64>().is_ok(),
+        "{name}"
+    );
+    assert!(said.contains(&dir.display().to_string()), "{said}");
+    for d in [&archive, dir] {
+        assert_eq!(
+            std::fs::metadata(d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.join("home/files/old-bob.txt")).unwrap(),
+        b"old bob's file\n"
+    );
+    let log = std::fs::read_to_string(dir.join("direct/alice+bob.log")).unwrap();
+    assert!(log.contains("for the old bob only"), "{log}");
+
+    // The new bob, while the same daemon runs: nothing of the old one.
+    add_user(&d.data_dir, "bob", "new bobs password");
+    let new_bob = Client::new();
+    new_bob.login(&d, "bob", "new bobs password");
+    let ls = new_bob.xfer(&["ls"], "");
+    assert_eq!(ls.code(), 0, "{}", ls.stderr());
+    assert_eq!(ls.stdout(), "", "the new bob sees the old bob's files");
+    let h = new_bob.xfer(&["chat", "@alice", "--history", "10"], "");
+    assert_eq!(h.code(), 0, "{}", h.stderr());
+    assert!(!h.stdout().contains("old bob"), "{}", h.stdout());
+    // Direct messages work again, from now on.
+    let out = a.xfer(&["chat", "@bob", "--say", "hello new bob"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let h = new_bob.xfer(&["chat", "@alice", "--history", "10"], "");
+    assert!(h.stdout().contains("hello new bob"), "{}", h.stdout());
+    assert!(!h.stdout().contains("old bob"), "{}", h.stdout());
+}
+
 /// `xferd user add` at a terminal asks again after a too-short or mismatched password,
 /// as passwd(1) does, and gives up after three rounds without changing anything.
 #[test]

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_path;
 mod admission;
+mod channels;
 mod chat;
 mod chat_server;
 mod chat_tty;
@@ -16,6 +17,7 @@ mod lifecycle;
 mod logging;
 mod login;
 mod metrics;
+mod names;
 mod operate;
 mod packaging;
 mod pipe;

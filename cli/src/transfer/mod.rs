@@ -20,6 +20,7 @@ mod engine_tests;
 
 use std::path::{Path, PathBuf};
 
+use xfer_proto::text::{escape_name, first_invisible, nfc};
 use xfer_proto::{ChunkLayout, Digest};
 
 use crate::error::{ProtocolError, UsageError};
@@ -250,10 +251,12 @@ pub fn split_sources<T>(mut args: Vec<T>) -> (Vec<T>, Option<T>) {
     }
 }
 
-/// A remote path with leading `./` and trailing slashes removed; `""`, `"."` and `./`
-/// mean the home. Nothing else is interpreted: the server validates paths, so `/` stays
-/// `/` (and is refused there), never the home.
+/// A remote path in Unicode NFC (as the server keeps names: `e` + U+0301 typed on macOS
+/// names the same file as `é`), with leading `./` and trailing slashes removed; `""`,
+/// `"."` and `./` mean the home. Nothing else is interpreted: the server validates
+/// paths, so `/` stays `/` (and is refused there), never the home.
 pub fn normalize_remote(path: &str) -> String {
+    let path = &*nfc(path);
     let mut p = path;
     while let Some(rest) = p.strip_prefix("./") {
         p = rest;
@@ -273,8 +276,9 @@ pub fn normalize_remote(path: &str) -> String {
 /// `dir/name` for remote paths; the home (`""`) gives `name`.
 pub fn remote_join(dir: &str, name: &str) -> String {
     let dir = normalize_remote(dir);
+    let name = nfc(name);
     if dir.is_empty() {
-        name.to_string()
+        name.into_owned()
     } else {
         format!("{dir}/{name}")
     }
@@ -302,20 +306,28 @@ pub fn remote_parent(remote: &str) -> String {
     }
 }
 
-/// The file name of a local path as UTF-8, for use as a remote name.
+/// The file name of a local path as UTF-8 in NFC, for use as a remote name.
 ///
 /// # Errors
-/// [`UsageError`] when the path has no file name (`/`, `..`) or it is not UTF-8.
+/// [`UsageError`] when the path has no file name (`/`, `..`), it is not UTF-8, or it
+/// holds an invisible character (named as `U+XXXX`), which the server would refuse.
 pub fn local_basename(path: &Path) -> Result<String, UsageError> {
     let name = path
         .file_name()
         .ok_or_else(|| UsageError(format!("`{}` has no file name", path.display())))?;
-    name.to_str().map(str::to_string).ok_or_else(|| {
+    let name = name.to_str().ok_or_else(|| {
         UsageError(format!(
             "`{}`: file names must be UTF-8 to be sent",
             path.display()
         ))
-    })
+    })?;
+    if let Some(c) = first_invisible(name) {
+        return Err(UsageError(format!(
+            "`{}`: the name contains {c}, an invisible character the server refuses; rename it without",
+            escape_name(&path.display().to_string())
+        )));
+    }
+    Ok(nfc(name).into_owned())
 }
 
 /// The part file a download of `dest` is written to: `NAME.xfer-part` beside it.
@@ -426,6 +438,22 @@ mod tests {
         assert_eq!(remote_basename(""), "");
         assert_eq!(remote_parent("a/b/c"), "a/b");
         assert_eq!(remote_parent("c"), "");
+        // Paths go out in NFC, as the server keeps them.
+        assert_eq!(normalize_remote("cafe\u{301}/"), "caf\u{e9}");
+        assert_eq!(remote_join("cafe\u{301}", "n\u{303}"), "caf\u{e9}/\u{f1}");
+    }
+
+    #[test]
+    fn local_names_are_sent_in_nfc_and_invisible_ones_refused() {
+        assert_eq!(
+            local_basename(Path::new("d/cafe\u{301}.txt")).unwrap(),
+            "caf\u{e9}.txt"
+        );
+        let e = local_basename(Path::new("d/a\u{200b}b"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("U+200B") && e.contains("a\\u{200b}b"), "{e}");
+        assert!(!e.contains('\u{200b}'), "{e}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The administrative subcommands: `xferd init`, `xferd user …`, `xferd fingerprint`,
+//! The administrative subcommands: `xferd init`, `xferd user …` (`archive`: what
+//! `user del` keeps), `xferd fingerprint`,
 //! `xferd check`. They work on the files directly (no running daemon needed); the
 //! daemon notices a changed password file on its own. All of them find the config the
 //! same way (`config::discover`).
 
+pub mod archive;
 pub mod check;
 pub mod control;
 pub mod fingerprint;

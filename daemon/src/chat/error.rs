@@ -73,6 +73,9 @@ impl ChatError {
             ChatError::TooLong { .. } => ErrorCode::TooLarge,
             ChatError::Throttled { .. } => ErrorCode::RateLimited,
             ChatError::Store(HistoryError::TooManyChannels { .. }) => ErrorCode::Busy,
+            ChatError::Store(HistoryError::TooManyChannelsOfUser { .. }) => {
+                ErrorCode::QuotaExceeded
+            }
             ChatError::Store(e) if e.out_of_space() => ErrorCode::NoSpace,
             ChatError::Store(_) => ErrorCode::Internal,
         }
@@ -84,6 +87,7 @@ impl ChatError {
             ChatError::Store(HistoryError::TooManyChannels { max }) => {
                 ChatError::TooManyChannels { max: *max }.to_string()
             }
+            ChatError::Store(e @ HistoryError::TooManyChannelsOfUser { .. }) => e.to_string(),
             ChatError::Store(e) if e.out_of_space() => {
                 "the server is out of disk space: the message was not stored or sent".into()
             }

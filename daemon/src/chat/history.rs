@@ -53,6 +53,12 @@ pub struct HistoryConfig {
     pub retention_ms: u64,
     /// Channel logs the store may hold.
     pub max_channels: usize,
+    /// Channel logs one user may have started (their message is the oldest kept);
+    /// 0 = no limit.
+    pub max_channels_per_user: usize,
+    /// A channel log holding a single message this old, with nobody in the channel, is
+    /// removed; 0 = only by retention.
+    pub lone_message_ms: u64,
 }
 
 /// Why the store refused or failed.
@@ -61,6 +67,14 @@ pub enum HistoryError {
     /// A new channel log would exceed the limit.
     #[error("too many channels (at most {max})")]
     TooManyChannels {
+        /// The limit.
+        max: usize,
+    },
+    /// A new channel log would exceed the per-user limit.
+    #[error(
+        "you have started {max} channels, the most one user may; post in one of them or wait until one expires"
+    )]
+    TooManyChannelsOfUser {
         /// The limit.
         max: usize,
     },
@@ -211,9 +225,19 @@ impl History {
         self.last_id.load(Ordering::Acquire)
     }
 
-    /// Whether `key` has stored messages.
+    /// Whether `key` has stored messages. A log moved away while the daemon runs
+    /// (`xferd user del` archives the deleted user's direct logs) is forgotten here, so a
+    /// new account of that name starts with no history.
     pub fn exists(&self, key: &ConvKey) -> bool {
-        self.convs().contains_key(key)
+        if !self.convs().contains_key(key) {
+            return false;
+        }
+        if self.path(key).exists() {
+            return true;
+        }
+        self.convs().remove(key);
+        info!(log = %key.file().display(), "chat log moved away; conversation forgotten");
+        false
     }
 
     /// Direct conversations `user` takes part in that have stored messages.
@@ -224,6 +248,7 @@ impl History {
             .filter(|k| k.other(user).is_some())
             .cloned()
             .collect();
+        keys.retain(|k| self.exists(k));
         keys.sort();
         keys
     }
@@ -253,6 +278,16 @@ impl History {
                     return Err(HistoryError::TooManyChannels {
                         max: self.config().max_channels,
                     });
+                }
+                let per_user = self.config().max_channels_per_user;
+                if per_user > 0 {
+                    let started = convs
+                        .iter()
+                        .filter(|(k, m)| matches!(k, ConvKey::Channel(_)) && m.starter == from)
+                        .count();
+                    if started >= per_user {
+                        return Err(HistoryError::TooManyChannelsOfUser { max: per_user });
+                    }
                 }
             }
         }
@@ -292,6 +327,7 @@ impl History {
             let meta = convs.entry(key.clone()).or_default();
             if meta.count == 0 {
                 meta.oldest_ms = message.time_unix_ms;
+                meta.starter = message.from.clone();
             }
             meta.count += 1;
             meta.last_id = id;
@@ -358,6 +394,9 @@ impl History {
         max: usize,
         filter: impl Fn(&ChatMessage) -> bool + Send + 'static,
     ) -> Result<Page, HistoryError> {
+        if !self.exists(key) {
+            return Ok(Page::default());
+        }
         let newest = self.convs().get(key).map_or(0, |m| m.last_id);
         if newest <= after {
             return Ok(Page {
@@ -438,6 +477,58 @@ impl History {
         }
     }
 
+    /// Removes abandoned channels: a log holding one message older than
+    /// `lone_message_ms`, of a channel nobody is in now (`occupied` says who is).
+    /// Such a channel was one line and nobody came; keeping it for the whole retention
+    /// period would let one user hold channel names (and `max_channels`) for a year.
+    /// Returns the channels removed.
+    pub async fn expire_lone_channels(
+        &self,
+        now_ms: u64,
+        occupied: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let lone_ms = self.config().lone_message_ms;
+        if lone_ms == 0 {
+            return Vec::new();
+        }
+        let cutoff = now_ms.saturating_sub(lone_ms);
+        let lone = |k: &ConvKey, m: &ConvMeta| {
+            matches!(k, ConvKey::Channel(name) if !occupied(name))
+                && m.count == 1
+                && m.oldest_ms < cutoff
+        };
+        let keys: Vec<ConvKey> = self
+            .convs()
+            .iter()
+            .filter(|(k, m)| lone(k, m))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut removed = Vec::new();
+        for key in keys {
+            let _w = self.writer.lock().await;
+            // A message may have arrived meanwhile.
+            if !self.convs().get(&key).is_some_and(|m| lone(&key, m)) {
+                continue;
+            }
+            let path = self.path(&key);
+            match blocking(move || {
+                std::fs::remove_file(&path).map_err(io_err("removing a chat log"))
+            })
+            .await
+            {
+                Ok(()) => {
+                    self.convs().remove(&key);
+                    if let ConvKey::Channel(name) = key {
+                        info!(channel = %name, "abandoned one-message channel expired");
+                        removed.push(name);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, ?key, "expiring a channel failed"),
+            }
+        }
+        removed
+    }
+
     /// Rewrites one log under the writer lock (held by the caller).
     async fn compact_locked(&self, key: &ConvKey, now_ms: u64) {
         let path = self.path(key);
@@ -495,6 +586,7 @@ fn load_log(path: &Path, config: &HistoryConfig, now_ms: u64) -> io::Result<Opti
         Some(m) => {
             if meta.count == 0 {
                 meta.oldest_ms = m.time_unix_ms;
+                meta.starter = m.from;
             }
             ordered &= m.id > meta.last_id;
             meta.count += 1;

@@ -258,9 +258,19 @@ impl Chat {
         }
     }
 
-    /// Applies retention to every log (age and count).
+    /// Applies retention to every log (age and count), and expires abandoned
+    /// one-message channels nobody is in.
     pub async fn enforce_retention(&self) {
         self.history.enforce_retention(now_unix_ms()).await;
+        let occupied: std::collections::HashSet<String> = self
+            .bus()
+            .channels()
+            .into_iter()
+            .map(|c| c.name.trim_start_matches('#').to_owned())
+            .collect();
+        self.history
+            .expire_lone_channels(now_unix_ms(), |name| occupied.contains(name))
+            .await;
     }
 }
 

@@ -22,7 +22,7 @@ const BLOCK: usize = 64 * 1024;
 const BLOCK: usize = 1000;
 
 /// What the store keeps in memory per conversation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct ConvMeta {
     /// Records in the log.
     pub count: u64,
@@ -30,6 +30,9 @@ pub(super) struct ConvMeta {
     pub oldest_ms: u64,
     /// Id of the newest record.
     pub last_id: u64,
+    /// Who wrote the oldest record kept: for a channel, the user it counts against
+    /// (`chat.max_channels_per_user`).
+    pub starter: String,
 }
 
 /// A record as written (borrowing) and read. The target is stored as the text a user
@@ -167,6 +170,7 @@ pub(super) fn compact(path: &Path, cutoff_ms: u64, max: u64) -> io::Result<Optio
         }
         if meta.count == 0 {
             meta.oldest_ms = m.time_unix_ms;
+            meta.starter = m.from.clone();
         }
         meta.count += 1;
         meta.last_id = m.id;

@@ -10,6 +10,8 @@ fn config() -> HistoryConfig {
         max_messages: 0,
         retention_ms: 0,
         max_channels: 100,
+        max_channels_per_user: 0,
+        lone_message_ms: 0,
     }
 }
 
@@ -419,4 +421,99 @@ fn texts_of(m: &ChatMessage) -> String {
         MessageBody::Text(t) => t.clone(),
         MessageBody::File { path, .. } => path.clone(),
     }
+}
+
+#[tokio::test]
+async fn one_user_may_start_only_so_many_channels() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cfg = HistoryConfig {
+        max_channels_per_user: 2,
+        ..config()
+    };
+    let h = History::open(dir.path(), cfg, 0).unwrap();
+    let ch = |n: &str| ConvKey::Channel(n.into());
+    for name in ["a", "b"] {
+        h.append(
+            &ch(name),
+            "alice",
+            t(&format!("#{name}")),
+            text("x"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    let err = h
+        .append(&ch("c"), "alice", t("#c"), text("x"), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HistoryError::TooManyChannelsOfUser { max: 2 }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("you have started 2 channels"),
+        "{err}"
+    );
+    // Others still start channels; alice still posts in hers and in theirs.
+    h.append(&ch("c"), "bob", t("#c"), text("x"), |_| {})
+        .await
+        .unwrap();
+    h.append(&ch("c"), "alice", t("#c"), text("y"), |_| {})
+        .await
+        .unwrap();
+    h.append(&ch("a"), "alice", t("#a"), text("y"), |_| {})
+        .await
+        .unwrap();
+    // Who started a channel survives a restart.
+    drop(h);
+    let h = History::open(dir.path(), cfg, 0).unwrap();
+    assert!(matches!(
+        h.append(&ch("d"), "alice", t("#d"), text("x"), |_| {})
+            .await,
+        Err(HistoryError::TooManyChannelsOfUser { .. })
+    ));
+    h.append(&ch("d"), "bob", t("#d"), text("x"), |_| {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn abandoned_one_message_channels_expire() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cfg = HistoryConfig {
+        max_channels_per_user: 3,
+        lone_message_ms: DAY_MS,
+        ..config()
+    };
+    let h = History::open(dir.path(), cfg, 0).unwrap();
+    let ch = |n: &str| ConvKey::Channel(n.into());
+    for name in ["lone", "busy", "occupied"] {
+        h.append(
+            &ch(name),
+            "alice",
+            t(&format!("#{name}")),
+            text("x"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    h.append(&ch("busy"), "bob", t("#busy"), text("y"), |_| {})
+        .await
+        .unwrap();
+    let now = crate::now_unix_ms();
+    // Too young: nothing goes.
+    assert!(h.expire_lone_channels(now, |_| false).await.is_empty());
+    let removed = h
+        .expire_lone_channels(now + 2 * DAY_MS, |name| name == "occupied")
+        .await;
+    assert_eq!(removed, ["lone"]);
+    assert!(!h.exists(&ch("lone")));
+    assert!(!dir.path().join("channels/lone.log").exists());
+    assert!(h.exists(&ch("busy")) && h.exists(&ch("occupied")));
+    // The slot is alice's again.
+    h.append(&ch("new"), "alice", t("#new"), text("x"), |_| {})
+        .await
+        .unwrap();
 }

@@ -96,7 +96,7 @@ impl Manifest {
         };
         let json = serde_json::to_vec(&f).expect("a manifest always serialises");
         let tmp = format!("{}.tmp", stamp.file_name());
-        private::write(manifests, &tmp, &json).map_err(io_err("writing a manifest"))?;
+        private::write_synced(manifests, &tmp, &json).map_err(io_err("writing a manifest"))?;
         manifests
             .rename(&tmp, manifests, stamp.file_name())
             .map_err(io_err("writing a manifest"))

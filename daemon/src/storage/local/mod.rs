@@ -149,10 +149,13 @@ impl Local {
             return Err(StorageError::BadRequest("invalid user name".into()));
         }
         let mut spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = spaces.get(user) {
+        let base = self.users_dir.join(user);
+        // A home moved away (`xferd user del` archives it) is not followed: a new
+        // account of that name gets a new, empty space.
+        if let Some(s) = spaces.get(user).filter(|s| s.is_at(&base)) {
             return Ok(s.clone());
         }
-        let space = Arc::new(UserSpace::open(&self.users_dir.join(user))?);
+        let space = Arc::new(UserSpace::open(&base)?);
         spaces.insert(user.to_owned(), space.clone());
         Ok(space)
     }

@@ -75,7 +75,7 @@ impl PartialMeta {
     pub fn store(&self, partials: &Dir, key: &str) -> Result<(), StorageError> {
         let json = serde_json::to_vec(self).expect("partial meta always serialises");
         let tmp = format!("{}.tmp", meta_name(key));
-        let saved = private::write(partials, &tmp, &json)
+        let saved = private::write_synced(partials, &tmp, &json)
             .and_then(|()| partials.rename(&tmp, partials, meta_name(key)));
         if saved.is_err() {
             // A temporary cut short by a full disk would hold on to the space it got.

@@ -14,18 +14,26 @@ pub const FILE_MODE: u32 = 0o600;
 /// Mode of every directory the daemon creates under the data directory.
 pub const DIR_MODE: u32 = 0o700;
 
-/// Writes `bytes` to `name` in `dir` (created or truncated), mode [`FILE_MODE`]. A file
-/// left with another mode (an older version's temporary) is narrowed too.
-pub(crate) fn write(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `name` in `dir` (created or truncated), mode [`FILE_MODE`], and
+/// flushes it to the disk: these are temporaries about to be renamed over state that
+/// must survive a power cut (the rename may reach the disk before the data). A file left
+/// with another mode (an older version's temporary) is narrowed too.
+pub(crate) fn write_synced(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut file = create(dir, name)?;
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
+fn create(dir: &Dir, name: &str) -> io::Result<cap_std::fs::File> {
     let mut options = OpenOptions::new();
     options
         .write(true)
         .create(true)
         .truncate(true)
         .mode(FILE_MODE);
-    let mut file = dir.open_with(name, &options)?;
+    let file = dir.open_with(name, &options)?;
     file.set_permissions(Permissions::from_mode(FILE_MODE))?;
-    file.write_all(bytes)
+    Ok(file)
 }
 
 /// Creates directory `path` beneath `dir` (with its parents if `parents`, then an

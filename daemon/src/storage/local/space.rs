@@ -63,6 +63,20 @@ impl UserSpace {
         })
     }
 
+    /// Whether this space's home is still `base/files` (the same directory, not one
+    /// made in its place after it was moved away).
+    pub fn is_at(&self, base: &Path) -> bool {
+        use cap_std::fs::MetadataExt as _;
+        use std::os::unix::fs::MetadataExt as _;
+        match (
+            self.home.dir_metadata(),
+            std::fs::metadata(base.join("files")),
+        ) {
+            (Ok(open), Ok(there)) => open.dev() == there.dev() && open.ino() == there.ino(),
+            _ => false,
+        }
+    }
+
     pub fn lock_mutations(&self) -> MutexGuard<'_, ()> {
         self.mutations.lock().unwrap_or_else(|p| p.into_inner())
     }
