@@ -12,6 +12,7 @@ pub mod data;
 pub mod proxy;
 pub mod pty;
 pub mod raw;
+pub mod screen;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

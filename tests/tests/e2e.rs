@@ -6,6 +6,7 @@ mod admission;
 mod channels;
 mod chat;
 mod chat_server;
+mod chat_tty;
 mod client_ux;
 mod compress;
 mod confinement;

@@ -45,6 +45,8 @@ pub enum Command {
     History(u32),
     /// `/away [on|off]`: mark yourself away or back (no argument toggles).
     Away(Option<bool>),
+    /// `/clear`: clear the screen (at a terminal).
+    Clear,
     /// `/quit`.
     Quit,
     /// `/help`.
@@ -74,6 +76,7 @@ text                 say text to the current channel or person (//text says /tex
 /send USER PATH      hand a file to USER (it lands in their inbox)
 /history [N]         show the last N messages here (default 20)
 /away [on|off]       mark yourself away or back
+/clear               clear the screen
 /quit                leave (also Ctrl-D)
 /help                this list";
 
@@ -176,6 +179,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             _ => return Err("usage: /away [on|off]".into()),
         }),
         "quit" | "exit" => no_args("/quit", args, Command::Quit)?,
+        "clear" | "cls" => no_args("/clear", args, Command::Clear)?,
         "help" | "?" => Command::Help,
         _ => {
             return Err(format!(
@@ -362,6 +366,8 @@ mod tests {
         assert_eq!(ok("/away OFF"), Command::Away(Some(false)));
         assert!(parse("/away maybe").is_err());
         assert_eq!(ok("/quit"), Command::Quit);
+        assert_eq!(ok("/clear"), Command::Clear);
+        assert!(parse("/clear all").is_err());
         assert_eq!(ok("/help"), Command::Help);
     }
 

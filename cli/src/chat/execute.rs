@@ -11,6 +11,7 @@ use xfer_proto::{ChannelName, ChatMessage, MAX_MESSAGE_LEN, MessageBody, Target}
 use super::command::{self, Command, HELP, WhoScope};
 use super::render::{channel_list, presence_list};
 use super::session::{Session, Ui, retryable};
+use super::state::PASTE_ASK;
 use crate::error::RemoteError;
 use crate::output::escape_control;
 use crate::session::open_session;
@@ -27,13 +28,40 @@ impl Session {
     /// # Errors
     /// Only what the session must act on: a lost connection, or a failure that ends it.
     pub async fn execute_line(&mut self, line: &str, ui: &mut impl Ui) -> Result<bool> {
-        let commands = match command::parse_input(line) {
-            Ok(commands) => commands,
-            Err(e) => {
-                ui.error(&e);
+        let commands = if self.state.paste.is_empty() {
+            match command::parse_input(line) {
+                Ok(commands) => commands,
+                Err(e) => {
+                    ui.error(&e);
+                    return Ok(false);
+                }
+            }
+        } else {
+            // The answer to "send N lines?".
+            let lines = std::mem::take(&mut self.state.paste);
+            if !matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+                ui.info(&format!(
+                    "paste of {} lines cancelled: nothing was sent",
+                    lines.len()
+                ));
                 return Ok(false);
             }
+            lines.into_iter().map(Command::Say).collect()
         };
+        if line.contains('\n') && commands.len() > PASTE_ASK {
+            let n = commands.len();
+            self.state.paste = commands
+                .into_iter()
+                .filter_map(|c| match c {
+                    Command::Say(text) => Some(text),
+                    _ => None,
+                })
+                .collect();
+            ui.info(&format!(
+                "pasting {n} lines: y sends them, anything else cancels"
+            ));
+            return Ok(false);
+        }
         for cmd in commands {
             match self.execute(cmd, ui).await {
                 Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
@@ -73,6 +101,8 @@ impl Session {
                     WhoScope::Everyone => None,
                 };
                 let users = self.conn()?.who(channel.as_ref()).await?;
+                let names = users.iter().map(|p| p.user.to_string());
+                self.state.known_users.extend(names);
                 let scope = channel.map_or_else(|| "online".to_owned(), |c| c.to_string());
                 ui.info(&format!("{scope}: {}", presence_list(&users)));
             }
@@ -93,6 +123,7 @@ impl Session {
                 });
             }
             Command::Quit => return Ok(true),
+            Command::Clear => ui.clear(),
             Command::Help => HELP.lines().for_each(|l| ui.info(l)),
         }
         Ok(false)
@@ -121,14 +152,16 @@ impl Session {
     }
 
     async fn join_command(&mut self, channel: &ChannelName, ui: &mut impl Ui) -> Result<()> {
+        let here = Target::Channel(channel.clone());
         if !self.state.joined.contains(channel) {
             let (members, replay) = self.join(channel, JOIN_HISTORY).await?;
             ui.info(&format!("joined {members}"));
-            self.show_new(replay, ui);
+            ui.talking_in(Some(&here));
+            self.show_backlog(&here, replay, ui);
         } else {
             ui.info(&format!("now talking in {channel}"));
         }
-        self.state.target = Some(Target::Channel(channel.clone()));
+        self.state.target = Some(here);
         Ok(())
     }
 

@@ -9,8 +9,10 @@
 //! [`crate::session`], file sends from [`crate::transfer::send`].
 
 pub mod command;
+pub mod complete;
 pub mod conn;
 pub mod execute;
+pub mod read;
 pub mod render;
 pub mod session;
 pub mod state;

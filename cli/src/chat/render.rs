@@ -12,7 +12,7 @@ use std::hash::{Hash as _, Hasher as _};
 
 use serde::Serialize;
 use xfer_proto::{
-    ChannelInfo, ChatEvent, ChatMessage, MessageBody, Presence, PresenceState, UserName,
+    ChannelInfo, ChatEvent, ChatMessage, MessageBody, Presence, PresenceState, Target, UserName,
 };
 
 use crate::output::{escape_control, human_bytes, is_bidi_control};
@@ -125,6 +125,11 @@ const RED: &str = "31";
 const YELLOW: &str = "33";
 const CYAN: &str = "36";
 const MAGENTA: &str = "35";
+/// The marker line after the backlog already read.
+pub const NEW_SINCE: &str = "— new since you left —";
+
+/// Bold and reverse video: a line naming you.
+const MENTION: &str = "1;7";
 const NICK_COLOURS: [&str; 6] = ["32", "33", "34", "35", "36", "91"];
 
 impl Style {
@@ -173,19 +178,30 @@ impl Style {
 
     /// One message, seen by `me`.
     pub fn message(&self, msg: &ChatMessage, me: &str) -> String {
+        self.message_in(msg, me, None)
+    }
+
+    /// One message, seen by `me` talking in `here`: a message of the channel being
+    /// talked in goes without its `#channel` tag, as in irssi's window of it. A
+    /// message naming `me` ([`mentions`]) has its text highlighted (with colour on).
+    pub fn message_in(&self, msg: &ChatMessage, me: &str, here: Option<&Target>) -> String {
         let mut out = self.clock(msg.time_unix_ms);
         out.push(' ');
         let target = msg.target.to_string();
         let dm_to = msg.target.user().map(UserName::as_str);
         match (&msg.body, dm_to) {
             (MessageBody::Text(text), None) => {
-                let _ = write!(
-                    out,
-                    "{} <{}> {}",
-                    self.paint(CYAN, &target),
-                    self.nick(&msg.from, me),
-                    escape_control(text)
-                );
+                if here != Some(&msg.target) {
+                    out.push_str(&self.paint(CYAN, &target));
+                    out.push(' ');
+                }
+                let shown = escape_control(text);
+                let shown = if msg.from != me && mentions(text, me) {
+                    self.paint(MENTION, &shown)
+                } else {
+                    shown.into_owned()
+                };
+                let _ = write!(out, "<{}> {shown}", self.nick(&msg.from, me));
             }
             (MessageBody::Text(text), Some(to)) if msg.from == me => {
                 let who = self.paint(MAGENTA, &format!("*{}*", escape_control(to)));
@@ -242,6 +258,11 @@ impl Style {
         Some(self.info(&text))
     }
 
+    /// Between what was read and what came since: `— new since you left —`.
+    pub fn new_since(&self) -> String {
+        self.paint(YELLOW, NEW_SINCE)
+    }
+
     /// A line from the client itself (`-- text`).
     pub fn info(&self, text: &str) -> String {
         self.paint(DIM, &format!("-- {text}"))
@@ -256,6 +277,74 @@ impl Style {
     pub fn error(&self, text: &str) -> String {
         self.paint(RED, &format!("!! {text}"))
     }
+}
+
+/// `line` laid out for a terminal `cols` wide: when it is longer, it breaks (between
+/// words where it can) and every further row starts under the text column — after
+/// `<nick> ` or `*nick* ` — as irssi's hanging indent does. Colour codes take no room.
+pub fn hang(line: &str, cols: usize) -> String {
+    let plain = console::strip_ansi_codes(line);
+    if cols < 20 || console::measure_text_width(&plain) <= cols {
+        return line.to_owned();
+    }
+    let indent = text_column(&plain).min(cols / 2);
+    let mut out = String::with_capacity(line.len() + 16);
+    let mut row = String::new();
+    let mut width = 0;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // A colour code: copied whole, no width.
+            row.push(c);
+            for p in chars.by_ref() {
+                row.push(p);
+                if p != '[' && ('\x40'..='\x7e').contains(&p) {
+                    break;
+                }
+            }
+            continue;
+        }
+        let w = console::measure_text_width(c.encode_utf8(&mut [0; 4]));
+        if width + w > cols {
+            // Break after the row's last space past the indent, if there is one.
+            let cut = row
+                .rfind(' ')
+                .filter(|&i| console::measure_text_width(&row[..i]) > indent);
+            let rest = match cut {
+                Some(i) => row.split_off(i + 1),
+                None => String::new(),
+            };
+            out.push_str(row.trim_end());
+            out.push('\n');
+            row = " ".repeat(indent) + &rest;
+            width = console::measure_text_width(&row);
+        }
+        row.push(c);
+        width += w;
+    }
+    out.push_str(&row);
+    out
+}
+
+/// Where a rendered message's text starts: after the first `> ` or `* ` (the sender),
+/// else after the clock.
+fn text_column(plain: &str) -> usize {
+    let sender = [plain.find("> "), plain.find("* ")]
+        .into_iter()
+        .flatten()
+        .min();
+    let end = sender.map_or_else(|| plain.find("] ").map_or(0, |i| i + 2), |i| i + 2);
+    console::measure_text_width(&plain[..end])
+}
+
+/// Whether `text` names `me` as a word (`hi alice`, `@alice:`, `Alice?`, not
+/// `malice`), ignoring case.
+pub fn mentions(text: &str, me: &str) -> bool {
+    !me.is_empty()
+        && text
+            .split(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .map(|w| w.trim_matches(['.', '-']))
+            .any(|w| w.eq_ignore_ascii_case(me))
 }
 
 /// `missed 12 messages in #lab; fetching them from history` (the server skipped this
@@ -441,6 +530,51 @@ mod tests {
         assert!(line.contains("\\x1b[2J"), "{line}");
         assert!(colour.error("x").starts_with("\x1b[31m"));
         assert_eq!(Style::new(false).error("x"), "!! x");
+    }
+
+    #[test]
+    fn the_current_channel_goes_untagged_and_mentions_stand_out() {
+        let plain = Style::new(false);
+        let lab = Target::parse("#lab").unwrap();
+        let line = plain.message_in(&text("bob", "#lab", "hi alice"), "alice", Some(&lab));
+        assert!(line.ends_with("] <bob> hi alice"), "{line}");
+        let line = plain.message_in(&text("bob", "#other", "x"), "alice", Some(&lab));
+        assert!(line.ends_with("] #other <bob> x"), "{line}");
+        let colour = Style::new(true);
+        let line = colour.message_in(&text("bob", "#lab", "hi alice"), "alice", Some(&lab));
+        assert!(line.contains("\x1b[1;7mhi alice\x1b[0m"), "{line:?}");
+        let line = colour.message_in(&text("bob", "#lab", "malice"), "alice", Some(&lab));
+        assert!(!line.contains("\x1b[1;7m"), "{line:?}");
+        assert!(mentions("@Alice: look", "alice"));
+        assert!(mentions("thanks alice.", "alice"));
+        assert!(mentions("a.lice alice-", "alice"));
+        assert!(!mentions("malice aliceb", "alice"));
+        assert!(!mentions("anything", ""));
+    }
+
+    #[test]
+    fn long_lines_hang_under_the_text_column() {
+        let text = "word ".repeat(12);
+        let line = format!("[10:02] <bob> {}", text.trim_end());
+        let laid = hang(&line, 30);
+        let rows: Vec<&str> = laid.lines().collect();
+        assert!(rows.len() > 1, "{laid}");
+        for r in &rows {
+            assert!(r.chars().count() <= 30, "{r:?}");
+        }
+        for r in &rows[1..] {
+            assert!(r.starts_with("              word"), "{r:?}");
+        }
+        assert_eq!(laid.split_whitespace().filter(|w| *w == "word").count(), 12);
+        assert_eq!(hang("[10:02] <bob> short", 30), "[10:02] <bob> short");
+        let coloured = "\x1b[2m[10:02]\x1b[0m <\x1b[32mbob\x1b[0m> ".to_owned() + &"x".repeat(40);
+        let laid = hang(&coloured, 30);
+        assert!(
+            laid.contains("\x1b[32mbob\x1b[0m"),
+            "codes kept whole: {laid:?}"
+        );
+        let second = laid.lines().nth(1).unwrap();
+        assert!(second.starts_with("              x"), "{second:?}");
     }
 
     #[test]

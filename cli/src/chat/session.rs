@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use xfer_proto::{ChannelName, ChatEvent, ChatMessage, ErrorCode, MAX_HISTORY, Target};
 
 use super::conn::ChatConn;
+use super::read::ReadMarks;
 use super::state::{Backoff, State};
 use crate::error::{ErrorKind, RemoteError, error_kind};
 use crate::home::Home;
@@ -43,8 +44,15 @@ pub trait Ui {
     fn info(&mut self, text: &str);
     /// Something failed; the session goes on.
     fn error(&mut self, text: &str);
+    /// Lines typed go to `here` from now on (interactive mode shows its messages
+    /// without their tag).
+    fn talking_in(&mut self, _here: Option<&Target>) {}
     /// The session is ready for the next typed line (interactive mode shows a prompt).
     fn ready(&mut self, _state: &State, _online: bool) {}
+    /// `/clear`: clears the screen, if there is one.
+    fn clear(&mut self) {}
+    /// Between the backlog already read and what is new since the user left.
+    fn new_since(&mut self) {}
     /// The output went away (a closed pipe): the session should end.
     fn closed(&self) -> bool {
         false
@@ -71,6 +79,8 @@ pub struct Session {
     pub state: State,
     backoff: Backoff,
     pub(crate) transfers: JoinSet<TransferResult>,
+    /// Where each conversation was read up to in earlier sessions.
+    pub(crate) read: ReadMarks,
 }
 
 /// What woke the loop.
@@ -88,14 +98,12 @@ impl Session {
     /// # Errors
     /// As [`open_session`] and [`ChatConn::open`]: no retry on a first connection.
     pub async fn open(home: &Home) -> Result<Session> {
-        let (_login, client) = open_session(home).await?;
+        let (login, client) = open_session(home).await?;
         let mut conn = ChatConn::new(client);
         let (me, last_id) = conn.open(None).await?;
-        Ok(Session::with_conn(
-            home.clone(),
-            conn,
-            State::new(me, last_id),
-        ))
+        let mut session = Session::with_conn(home.clone(), conn, State::new(me, last_id));
+        session.read = ReadMarks::load(home, &login.key());
+        Ok(session)
     }
 
     /// A session over an already opened chat connection.
@@ -106,6 +114,7 @@ impl Session {
             state,
             backoff: Backoff::default(),
             transfers: JoinSet::new(),
+            read: ReadMarks::default(),
         }
     }
 
@@ -129,6 +138,30 @@ impl Session {
         shown
     }
 
+    /// Shows the backlog of `conversation` (a join's replay, a history) with the
+    /// "new since you left" marker before its first message not read in an earlier
+    /// session (none if everything was read, or the conversation never was).
+    pub fn show_backlog(
+        &mut self,
+        conversation: &Target,
+        mut messages: Vec<ChatMessage>,
+        ui: &mut impl Ui,
+    ) {
+        messages.sort_by_key(|m| m.id);
+        messages.retain(|m| !self.state.seen(m.id));
+        match self.read.split(conversation, &messages) {
+            Some((old, new)) if !new.is_empty() => {
+                let (old, new) = (old.to_vec(), new.to_vec());
+                self.show_new(old, ui);
+                ui.new_since();
+                self.show_new(new, ui);
+            }
+            _ => {
+                self.show_new(messages, ui);
+            }
+        }
+    }
+
     /// Joins `channel` asking for its last `history` messages; returns `#name — members`
     /// and those messages, for the caller to show (with [`Session::show_new`]).
     ///
@@ -141,6 +174,8 @@ impl Session {
     ) -> Result<(String, Vec<ChatMessage>)> {
         let (name, members, replay) = self.conn()?.join(channel, history, None).await?;
         let line = format!("{name} — {}", super::render::presence_list(&members));
+        let users = members.iter().map(|p| p.user.to_string());
+        self.state.known_users.extend(users);
         self.state.joined.insert(name);
         // The channel's stream starts with this replay.
         replay.iter().for_each(|m| self.state.received(m));
@@ -370,6 +405,9 @@ impl Session {
                     // said, a `Missed` follows and is caught up from `after`. The
                     // mark moves with the first live message (or that catch-up).
                     self.state.rejoined(&channel, after);
+                    if replay.iter().any(|m| !self.state.seen(m.id)) {
+                        ui.new_since();
+                    }
                     self.show_new(replay, ui);
                 }
                 Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
@@ -390,6 +428,7 @@ impl Session {
 
     /// Leaving: lets files being sent finish (re-running a send resumes it anyway).
     async fn finish(&mut self, ui: &mut impl Ui) -> Result<()> {
+        self.read.save(&self.state.shown);
         if !self.transfers.is_empty() {
             ui.info(&format!(
                 "waiting for {} file send(s) to finish (Ctrl-C stops; sending again resumes)",

@@ -22,6 +22,10 @@ use xfer_proto::{ChannelName, ChatMessage, Target};
 /// reconnect covers at most a few pages of history, far fewer than this.
 pub const RECENT_IDS: usize = 8192;
 
+/// A paste of more lines than this is sent only after the user says yes (irssi asks
+/// too): a wrong clipboard should not flood a channel.
+pub const PASTE_ASK: usize = 5;
+
 /// First reconnect delay (before jitter).
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 
@@ -67,6 +71,12 @@ pub struct State {
     pub target: Option<Target>,
     /// Marked away (re-applied after a reconnect).
     pub away: bool,
+    /// User names seen in member and `/who` lists (for Tab completion).
+    pub known_users: BTreeSet<String>,
+    /// A paste of more than [`PASTE_ASK`] lines waiting for a yes before it is sent.
+    pub paste: Vec<String>,
+    /// Largest id shown per conversation (saved as the read mark when leaving).
+    pub shown: HashMap<Target, u64>,
     /// The server's last id when the first connection opened: the mark of a stream
     /// nothing was received on yet.
     start: u64,
@@ -92,6 +102,9 @@ impl State {
             joined: BTreeSet::new(),
             target: None,
             away: false,
+            known_users: BTreeSet::new(),
+            paste: Vec::new(),
+            shown: HashMap::new(),
             start: last_id,
             direct: last_id,
             last_in: HashMap::new(),
@@ -103,6 +116,8 @@ impl State {
     /// Records a message as shown; true if it is new and should be shown, false for a
     /// duplicate (a replay of something already shown). Moves no replay mark.
     pub fn accept(&mut self, msg: &ChatMessage) -> bool {
+        let shown = self.shown.entry(msg.conversation(&self.me)).or_insert(0);
+        *shown = (*shown).max(msg.id);
         self.seen.insert(msg.id)
     }
 
@@ -172,6 +187,13 @@ impl State {
     /// reconnecting.
     pub fn prompt(&self, online: bool) -> String {
         let state = if online { "" } else { "(offline) " };
+        if !self.paste.is_empty() {
+            let to = self
+                .target
+                .as_ref()
+                .map_or_else(String::new, |t| format!(" to {t}"));
+            return format!("{state}send {} lines{to}? [y/N] ", self.paste.len());
+        }
         match &self.target {
             Some(t) => format!("{state}{t}> "),
             None => format!("{state}> "),
@@ -378,5 +400,7 @@ mod tests {
         assert_eq!(s.prompt(true), "#lab> ");
         s.target = Some(t("@bob"));
         assert_eq!(s.prompt(false), "(offline) @bob> ");
+        s.paste = vec!["a".into(); 6];
+        assert_eq!(s.prompt(true), "send 6 lines to @bob? [y/N] ");
     }
 }

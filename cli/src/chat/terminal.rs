@@ -6,18 +6,25 @@
 //! the previous one was carried out (`/join #x` then `hello` goes to `#x`) and the
 //! prompt always names the current target. When stdin or stdout is not a terminal,
 //! rustyline reads plain lines and messages go straight to stdout.
+//!
+//! A typed line is shown once, as irssi does: when Enter is pressed the editor's copy
+//! (prompt and text, every row it took) is erased and the server's echo is the copy
+//! that stays. Lines printed between Enter and that erase wait for it ([`Screen`]), so
+//! the erase never takes a message with it.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result};
 use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
 use tokio::sync::mpsc;
-use xfer_proto::{ChatEvent, ChatMessage};
+use xfer_proto::{ChatEvent, ChatMessage, MessageBody, Target};
 
-use super::render::{Style, colour_wanted};
+use super::complete::{ChatHelper, SharedNames, lock};
+use super::render::{Style, colour_wanted, hang, mentions};
 use super::session::{Input, Ui};
 use super::state::State;
 
@@ -29,9 +36,22 @@ enum Printer {
     Stdout,
 }
 
+/// Who may write to the screen while a typed line is being taken off it.
+#[derive(Debug, Default)]
+struct Screen {
+    /// Enter was pressed: the editor is leaving its line on screen for the reader
+    /// thread to erase; lines to print wait in `deferred` until then.
+    accepting: bool,
+    deferred: Vec<String>,
+}
+
+/// The line editor with chat's helper.
+type Editor = rustyline::Editor<ChatHelper, DefaultHistory>;
+
 /// The interactive terminal: prints above the editor, hands out prompts.
 pub struct Terminal {
     printer: Printer,
+    screen: Arc<Mutex<Screen>>,
     prompts: std_mpsc::Sender<String>,
     style: Style,
     /// Terminal settings before rustyline touched them, restored on drop: a session
@@ -46,29 +66,43 @@ impl Terminal {
     ///
     /// # Errors
     /// The line editor cannot be set up.
-    pub fn start() -> Result<(Terminal, mpsc::Receiver<Input>)> {
+    pub fn start(names: SharedNames) -> Result<(Terminal, mpsc::Receiver<Input>)> {
         let saved = if std::io::stdin().is_terminal() {
             nix::sys::termios::tcgetattr(std::io::stdin()).ok()
         } else {
             None
         };
-        let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
+        let config = rustyline::Config::builder()
+            .completion_type(rustyline::CompletionType::List)
+            .build();
+        let mut editor = Editor::with_config(config).context("starting the line editor")?;
         let printer = match editor.create_external_printer() {
             Ok(p) => Printer::External(Box::new(p)),
             Err(_) => Printer::Stdout,
         };
+        let screen = Arc::new(Mutex::new(Screen::default()));
+        // Only a line typed at a terminal is on screen to be erased.
+        let erase = saved.is_some() && std::io::stdout().is_terminal();
+        let accepting = Arc::clone(&screen);
+        let on_accept = Box::new(move || lock(&accepting).accepting = erase);
+        editor.set_helper(Some(ChatHelper::new(names, on_accept)));
         let (line_tx, line_rx) = mpsc::channel(16);
         let (prompt_tx, prompt_rx) = std_mpsc::channel::<String>();
         let reading = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&reading);
+        let reader = Reader {
+            reading: Arc::clone(&reading),
+            screen: Arc::clone(&screen),
+            erase,
+        };
         std::thread::Builder::new()
             .name("chat-input".into())
-            .spawn(move || read_lines(editor, &prompt_rx, &line_tx, &flag))
+            .spawn(move || reader.read_lines(editor, &prompt_rx, &line_tx))
             .context("starting the line reader")?;
         let style = Style::new(colour_wanted(std::io::stdout().is_terminal()));
         Ok((
             Terminal {
                 printer,
+                screen,
                 prompts: prompt_tx,
                 style,
                 saved,
@@ -85,6 +119,12 @@ impl Terminal {
 
     /// Prints one line above the editor (or on stdout).
     pub fn print(&mut self, line: &str) {
+        let screen = Arc::clone(&self.screen);
+        let mut screen = lock(&screen);
+        if screen.accepting {
+            screen.deferred.push(line.to_owned());
+            return;
+        }
         match &mut self.printer {
             Printer::External(p) => {
                 if p.print(format!("{line}\n")).is_err() {
@@ -127,62 +167,168 @@ fn println_quiet(line: &str) {
     let _ = out.flush();
 }
 
-/// The reader thread: one line per prompt until the end of input or the session goes.
-fn read_lines(
-    mut editor: rustyline::DefaultEditor,
-    prompts: &std_mpsc::Receiver<String>,
-    lines: &mpsc::Sender<Input>,
-    reading: &AtomicBool,
-) {
-    while let Ok(prompt) = prompts.recv() {
-        reading.store(true, Ordering::SeqCst);
-        let read = editor.readline(&prompt);
-        reading.store(false, Ordering::SeqCst);
-        let input = match read {
-            Ok(line) => {
-                if !line.trim().is_empty() {
-                    let _ = editor.add_history_entry(line.as_str());
+/// The reader thread's side.
+struct Reader {
+    /// Inside `readline` (the terminal may be raw, a line half typed).
+    reading: Arc<AtomicBool>,
+    screen: Arc<Mutex<Screen>>,
+    /// Erase each accepted line (stdin and stdout are a terminal).
+    erase: bool,
+}
+
+impl Reader {
+    /// One line per prompt until the end of input or the session goes.
+    fn read_lines(
+        &self,
+        mut editor: Editor,
+        prompts: &std_mpsc::Receiver<String>,
+        lines: &mpsc::Sender<Input>,
+    ) {
+        while let Ok(prompt) = prompts.recv() {
+            self.reading.store(true, Ordering::SeqCst);
+            let read = editor.readline(&prompt);
+            self.reading.store(false, Ordering::SeqCst);
+            let input = match read {
+                Ok(line) => {
+                    self.take_off_screen(&prompt, &line);
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    Input::Line(line)
                 }
-                Input::Line(line)
+                // Ctrl-C, Ctrl-D, end of piped input, or an unreadable terminal: leave.
+                Err(ReadlineError::Interrupted | ReadlineError::Eof) => Input::End,
+                Err(e) => {
+                    eprintln!("xfer: reading the terminal failed: {e}");
+                    Input::End
+                }
+            };
+            let end = matches!(input, Input::End);
+            if lines.blocking_send(input).is_err() || end {
+                return;
             }
-            // Ctrl-C, Ctrl-D, end of piped input, or an unreadable terminal: leave.
-            Err(ReadlineError::Interrupted | ReadlineError::Eof) => Input::End,
-            Err(e) => {
-                eprintln!("xfer: reading the terminal failed: {e}");
-                Input::End
-            }
-        };
-        let end = matches!(input, Input::End);
-        if lines.blocking_send(input).is_err() || end {
-            return;
         }
     }
+
+    /// Erases the rows the prompt and `line` took (the editor left the cursor on the row
+    /// below them), then prints what waited meanwhile.
+    fn take_off_screen(&self, prompt: &str, line: &str) {
+        let mut screen = lock(&self.screen);
+        let deferred = std::mem::take(&mut screen.deferred);
+        let mut out = std::io::stdout().lock();
+        if self.erase && screen.accepting {
+            let cols = console::Term::stdout()
+                .size_checked()
+                .map_or(80, |(_, c)| c);
+            let rows = rows_taken(&format!("{prompt}{line}"), usize::from(cols));
+            let _ = write!(out, "\x1b[{rows}A\r\x1b[J");
+        }
+        screen.accepting = false;
+        for l in deferred {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Terminal rows `text` takes when drawn from the first column of a terminal `cols`
+/// wide, as the line editor lays it out: a row per `\n`, and a row more each time the
+/// text goes past the last column.
+fn rows_taken(text: &str, cols: usize) -> usize {
+    let cols = cols.max(1);
+    text.split('\n')
+        .map(|l| console::measure_text_width(l).div_ceil(cols).max(1))
+        .sum()
+}
+
+/// The terminal's rows and columns, if stdout is one.
+fn terminal_size() -> Option<(u16, u16)> {
+    std::io::stdout()
+        .is_terminal()
+        .then(|| console::Term::stdout().size_checked())
+        .flatten()
 }
 
 /// Interactive mode's [`Ui`]: everything as lines for people, via the [`Terminal`].
 pub struct InteractiveUi {
     term: Terminal,
     style: Style,
+    /// Names for Tab completion, learned from what is shown.
+    names: SharedNames,
+    /// Where lines typed go: its messages are shown without their tag.
+    here: Option<Target>,
+    /// Ring the terminal bell for a message naming you (`--no-bell` turns it off).
+    bell: bool,
+    /// The backlog shown at start is over: mentions from now on ring.
+    live: bool,
+    /// The terminal's rows and columns, to wrap long lines (none: not a terminal).
+    width: Option<(u16, u16)>,
 }
 
 impl InteractiveUi {
-    /// Shows through `term`.
-    pub fn new(term: Terminal) -> Self {
+    /// Shows through `term`; completion learns into `names`. The bell rings only on a
+    /// terminal.
+    pub fn new(term: Terminal, names: SharedNames, bell: bool) -> Self {
         let style = term.style();
-        InteractiveUi { term, style }
+        InteractiveUi {
+            term,
+            style,
+            names,
+            here: None,
+            bell: bell && std::io::stdout().is_terminal(),
+            live: false,
+            width: terminal_size(),
+        }
     }
 }
 
 impl Ui for InteractiveUi {
     fn message(&mut self, msg: &ChatMessage, me: &str) {
-        let line = self.style.message(msg, me);
+        // Off a terminal every line keeps its tag: a stable format for scripts.
+        let here = self.here.as_ref().filter(|_| self.width.is_some());
+        let mut line = self.style.message_in(msg, me, here);
+        if let Some((_, cols)) = self.width {
+            line = hang(&line, usize::from(cols));
+        }
+        lock(&self.names).users.insert(msg.from.to_string());
+        if self.bell
+            && self.live
+            && msg.from != me
+            && let MessageBody::Text(text) = &msg.body
+            && mentions(text, me)
+        {
+            line.push('\x07');
+        }
         self.term.print(&line);
     }
 
     fn event(&mut self, event: &ChatEvent) {
+        match event {
+            ChatEvent::Joined { user, .. } | ChatEvent::Parted { user, .. } => {
+                lock(&self.names).users.insert(user.to_string());
+            }
+            ChatEvent::Presence(p) => {
+                lock(&self.names).users.insert(p.user.to_string());
+            }
+            _ => {}
+        }
         if let Some(line) = self.style.event(event) {
             self.term.print(&line);
         }
+    }
+
+    fn clear(&mut self) {
+        if std::io::stdout().is_terminal() {
+            // Home, then erase the whole screen: the prompt comes back at the top.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"\x1b[H\x1b[2J");
+            let _ = out.flush();
+        }
+    }
+
+    fn new_since(&mut self) {
+        let line = self.style.new_since();
+        self.term.print(&line);
     }
 
     fn info(&mut self, text: &str) {
@@ -195,7 +341,20 @@ impl Ui for InteractiveUi {
         self.term.print(&line);
     }
 
+    fn talking_in(&mut self, here: Option<&Target>) {
+        self.here = here.cloned();
+    }
+
     fn ready(&mut self, state: &State, online: bool) {
+        self.live = true;
+        // Taken again before each line: the window may have been resized.
+        self.width = terminal_size();
+        self.here.clone_from(&state.target);
+        {
+            let mut names = lock(&self.names);
+            names.users.extend(state.known_users.iter().cloned());
+            names.channels = state.joined.iter().map(|c| c.to_string()).collect();
+        }
         self.term.prompt(state.prompt(online));
     }
 }

@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result};
 use xfer_proto::{ChatEvent, ChatMessage, MAX_MESSAGE_LEN, Target, TargetError};
 
 use crate::chat::command::MAX_HISTORY_COMMAND;
+use crate::chat::complete::SharedNames;
 use crate::chat::conn::ChatConn;
 use crate::chat::execute::JOIN_HISTORY;
 use crate::chat::render::{follow_line, json_line, missed_text};
@@ -51,6 +52,10 @@ pub struct Args {
     /// With --follow or --history: one JSON object per message.
     #[arg(long)]
     pub json: bool,
+    /// Interactive: do not ring the terminal bell when a message names you (it is
+    /// still highlighted).
+    #[arg(long)]
+    pub no_bell: bool,
 }
 
 /// Parses a TARGET argument, with a hint for a missing sigil.
@@ -95,7 +100,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     if args.json {
         return Err(UsageError("--json goes with --follow or --history".into()).into());
     }
-    interactive(home, target).await
+    interactive(home, target, !args.no_bell).await
 }
 
 async fn say(home: &Home, target: &Target, text: &str) -> Result<()> {
@@ -155,10 +160,12 @@ async fn follow(home: &Home, target: Option<&Target>, count: u32, json: bool) ->
     session.run(&mut ui, None).await
 }
 
-async fn interactive(home: &Home, target: Option<Target>) -> Result<()> {
+async fn interactive(home: &Home, target: Option<Target>, bell: bool) -> Result<()> {
     let mut session = Session::open(home).await?;
-    let (term, input) = Terminal::start()?;
-    let mut ui = InteractiveUi::new(term);
+    let names = SharedNames::default();
+    let (term, input) = Terminal::start(std::sync::Arc::clone(&names))?;
+    let mut ui = InteractiveUi::new(term, names, bell);
+    ui.talking_in(target.as_ref());
     ui.info(&format!(
         "connected as {}; /help lists commands, /quit leaves",
         escape_control(&session.state.me)
@@ -170,12 +177,12 @@ async fn interactive(home: &Home, target: Option<Target>) -> Result<()> {
                 .await
                 .with_context(|| format!("joining {t}"))?;
             ui.info(&format!("joined {members}"));
-            session.show_new(replay, &mut ui);
+            session.show_backlog(t, replay, &mut ui);
         }
         Some(t @ Target::User(_)) => {
             let messages = session.conn()?.history_last(t, JOIN_HISTORY).await?;
             ui.info(&format!("talking to {t}"));
-            session.show_new(messages, &mut ui);
+            session.show_backlog(t, messages, &mut ui);
         }
         None => ui.info("no channel joined: /join #channel, /msg USER text, /channels"),
     }
