@@ -493,12 +493,8 @@ impl Config {
         if c.replay_max == 0 {
             return invalid("chat.replay_max", "must be > 0");
         }
-        if self.chat.max_channels_per_user > self.chat.max_channels {
-            return invalid(
-                "chat.max_channels_per_user",
-                "must not exceed chat.max_channels (0 = no per-user limit)",
-            );
-        }
+        // A per-user limit above max_channels is allowed: max_channels caps everyone
+        // anyway, and a config that lowered only max_channels stays valid.
         self.metrics.validate()
     }
 

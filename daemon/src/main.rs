@@ -261,15 +261,17 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
             control::end_connections(config, name);
         }
         UserCommand::Del { name } => {
+            // Archive first: if that fails, the account and its data stay as they were
+            // and the command can be run again; a new account of the name never finds
+            // the old home. Sessions still open write into the archive, then end.
+            let archived = xferd::admin::archive::archive_user(config, name)?;
             user::del(config, name)?;
+            say!("{}", archived.summary(name));
             say!(
                 "deleted user {name} from {}; their sessions were revoked",
                 file.display()
             );
             control::end_connections(config, name);
-            // After the connections end, so no session of theirs writes into what moves.
-            let archived = xferd::admin::archive::archive_user(config, name)?;
-            say!("{}", archived.summary(name));
         }
         UserCommand::List => {
             for name in user::list(config)? {

@@ -29,6 +29,7 @@ mod manifest;
 mod namespace;
 mod partial;
 mod private;
+mod renormalize;
 mod reserve;
 mod space;
 mod upload;
@@ -156,6 +157,7 @@ impl Local {
             return Ok(s.clone());
         }
         let space = Arc::new(UserSpace::open(&base)?);
+        renormalize::renormalize(user, &space.home);
         spaces.insert(user.to_owned(), space.clone());
         Ok(space)
     }

@@ -243,3 +243,30 @@ async fn unfinished_sends_count_against_their_senders_share_not_the_owners() {
     open.push(f.ready("bob", "own.bin", &data).await);
     open.push(f.ready("bob", "inbox/carol/x", &data).await);
 }
+
+#[tokio::test]
+async fn names_stored_before_nfc_are_renamed_to_it_and_stay_reachable() {
+    let f = fixture();
+    // Written as an older xferd left them, before the space is first opened.
+    let home = f.tmp.path().join("users/alice/files");
+    let decomposed = "Re\u{301}sume\u{301}";
+    std::fs::create_dir_all(home.join(decomposed)).unwrap();
+    std::fs::write(home.join(format!("{decomposed}/cv.txt")), b"cv").unwrap();
+    // Taken in both forms: left alone (and logged), never overwritten.
+    std::fs::write(home.join("cafe\u{301}"), b"old").unwrap();
+    std::fs::write(home.join("caf\u{e9}"), b"new").unwrap();
+
+    let listed = f.list_all("alice", &RelPath::home()).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|e| e.name.as_str()).collect();
+    assert!(names.contains(&"R\u{e9}sum\u{e9}"), "{names:?}");
+    let inside = f.list_all("alice", &p("R\u{e9}sum\u{e9}")).await.unwrap();
+    assert_eq!(inside.len(), 1, "{inside:?}");
+    assert_eq!(
+        std::fs::read(f.home("alice").join("caf\u{e9}")).unwrap(),
+        b"new"
+    );
+    assert_eq!(
+        std::fs::read(f.home("alice").join("cafe\u{301}")).unwrap(),
+        b"old"
+    );
+}
