@@ -36,24 +36,32 @@ pub fn nfc(s: &str) -> Cow<'_, str> {
 }
 
 /// Whether `c` prints as nothing or changes how its neighbours print: a control (Cc), a
-/// format character (Cf, Unicode 16), or the line or paragraph separator (Zl, Zp).
+/// format character (Cf, Unicode 16), the line or paragraph separator (Zl, Zp), or
+/// another default-ignorable character that draws nothing (the combining grapheme
+/// joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors).
+/// Variation selectors U+FE00–FE0F stay allowed: emoji and CJK names use them.
 pub fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{00AD}'
+                | '\u{034F}'
                 | '\u{0600}'..='\u{0605}'
                 | '\u{061C}'
                 | '\u{06DD}'
                 | '\u{070F}'
                 | '\u{0890}'..='\u{0891}'
                 | '\u{08E2}'
-                | '\u{180E}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{2064}'
                 | '\u{2066}'..='\u{206F}'
+                | '\u{3164}'
                 | '\u{FEFF}'
+                | '\u{FFA0}'
                 | '\u{FFF9}'..='\u{FFFB}'
                 | '\u{110BD}'
                 | '\u{110CD}'
@@ -130,6 +138,10 @@ mod tests {
             ("\u{2066}", "U+2066"),
             ("\u{2069}", "U+2069"),
             ("soft\u{ad}hyphen", "U+00AD"),
+            ("a\u{34f}b.pdf", "U+034F"),
+            ("\u{3164}", "U+3164"),
+            ("a\u{ffa0}", "U+FFA0"),
+            ("a\u{180b}", "U+180B"),
             ("line\u{2028}sep", "U+2028"),
             ("tab\t", "U+0009"),
             ("del\u{7f}", "U+007F"),
