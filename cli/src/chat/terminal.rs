@@ -9,7 +9,7 @@
 //!
 //! A typed line is shown once, as irssi does: when Enter is pressed the editor's copy
 //! (prompt and text, every row it took) is erased and the server's echo is the copy
-//! that stays. Lines printed between Enter and that erase wait for it ([`Screen`]), so
+//! that stays. Lines printed between Enter and that erase wait for it (`Screen`), so
 //! the erase never takes a message with it.
 
 use std::io::{IsTerminal as _, Write as _};
