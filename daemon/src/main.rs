@@ -266,11 +266,11 @@ fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {
             // the old home. Sessions still open write into the archive, then end.
             let archived = xferd::admin::archive::archive_user(config, name)?;
             user::del(config, name)?;
-            say!("{}", archived.summary(name));
             say!(
                 "deleted user {name} from {}; their sessions were revoked",
                 file.display()
             );
+            say!("{}", archived.summary(name));
             control::end_connections(config, name);
         }
         UserCommand::List => {
