@@ -21,7 +21,11 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && mapfile -t targets < <(cargo +nightly fuzz list)
-cargo +nightly fuzz build -O 2>&1 | grep -Ev "^ *(Compiling|Downloaded|Downloading|Updating|Locking|Adding) " || true
+if ! build=$(cargo +nightly fuzz build -O 2>&1); then
+  echo "$build" | grep -Ev "^ *(Compiling|Downloaded|Downloading|Updating|Locking|Adding) " | tail -40
+  echo "fuzz: building the targets failed" >&2
+  exit 1
+fi
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   seeds=()

@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         max_messages: 5,
         retention_ms: 0,
         max_channels: 10,
+        max_channels_per_user: 3,
+        lone_message_ms: 0,
     };
     let Ok(history) = History::open(dir.path(), config, 0) else {
         return;
