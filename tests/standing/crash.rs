@@ -150,7 +150,11 @@ impl Rig {
         self.check_listing(&self.bob, &["inbox/alice"], "bob", "inbox/alice/", when);
         for path in walk(self.dest.path()) {
             let name = file_name(&path);
-            if name.ends_with(".xfer-part") || name.ends_with(".xfer-part.json") {
+            // xfer's own state: a part file, its record, the record's temporary.
+            if name.ends_with(".xfer-part")
+                || name.ends_with(".xfer-part.json")
+                || name.ends_with(".xfer-part.json.tmp")
+            {
                 continue;
             }
             let want = &self.sources[&name];

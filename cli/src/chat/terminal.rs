@@ -119,12 +119,16 @@ impl Terminal {
 
     /// Prints one line above the editor (or on stdout).
     pub fn print(&mut self, line: &str) {
-        let screen = Arc::clone(&self.screen);
-        let mut screen = lock(&screen);
-        if screen.accepting {
-            screen.deferred.push(line.to_owned());
-            return;
+        {
+            let mut screen = lock(&self.screen);
+            if screen.accepting {
+                screen.deferred.push(line.to_owned());
+                return;
+            }
         }
+        // Not under the lock: the external printer blocks while its queue is full, and
+        // only the reader empties it, whose Enter hook takes the lock. What is queued
+        // here is drawn by the reader itself, before the Enter or after the erase.
         match &mut self.printer {
             Printer::External(p) => {
                 if p.print(format!("{line}\n")).is_err() {

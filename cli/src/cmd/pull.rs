@@ -244,6 +244,19 @@ impl Decided<'_> {
     ) -> Result<Option<Outcome>, Failure> {
         let entry = match self.index.entry(self.client, remote).await? {
             Some(e) if e.kind == EntryKind::File => e,
+            // A dry run never transfers, even what appeared since the listing.
+            _ if dry.is_some() => {
+                return Err(Failure::File(
+                    crate::error::RemoteError {
+                        code: xfer_proto::ErrorCode::NotFound,
+                        message: format!(
+                            "`{}` is not a file on the server",
+                            crate::output::escape_control(remote)
+                        ),
+                    }
+                    .into(),
+                ));
+            }
             // Missing, or a directory: the engine's error (and its hint) says so.
             _ => return self.pull(remote, dest, false).await.map(Some),
         };

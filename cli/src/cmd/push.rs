@@ -228,6 +228,16 @@ impl Decided<'_> {
         dry: Option<&mut DryRun>,
     ) -> Result<Option<Outcome>, Failure> {
         let Some(src) = Stat::local(local) else {
+            if dry.is_some() {
+                // A dry run never transfers, even what appeared since the walk.
+                return Err(Failure::File(
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("`{}` is not a regular file here", local.display()),
+                    )
+                    .into(),
+                ));
+            }
             // Not a regular file (any more): the engine says what is wrong.
             return self.push(local, dest, false).await.map(Some);
         };

@@ -77,9 +77,16 @@ fn not_ours(path: &Path) -> anyhow::Error {
     .into()
 }
 
+/// Writes the record whole or not at all (a temporary beside it, then a rename): a
+/// record cut short by a kill would read as not xfer's, and the pull would refuse to go on.
 fn write_record(path: &Path, record: &PartRecord) -> Result<()> {
     let json = serde_json::to_vec(record).expect("a part record always serialises");
-    std::fs::write(path, json).with_context(|| format!("writing `{}`", path.display()))
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing `{}`", path.display()))
 }
 
 /// Opens `part` for a download of `record`'s file: resumes a part xfer made for the same
