@@ -153,7 +153,7 @@ impl Rig {
             // xfer's own state: a part file, its record, the record's temporary.
             if name.ends_with(".xfer-part")
                 || name.ends_with(".xfer-part.json")
-                || name.ends_with(".xfer-part.json.tmp")
+                || name.starts_with(".xfer-record-")
             {
                 continue;
             }

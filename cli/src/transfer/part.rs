@@ -81,9 +81,9 @@ fn not_ours(path: &Path) -> anyhow::Error {
 /// record cut short by a kill would read as not xfer's, and the pull would refuse to go on.
 fn write_record(path: &Path, record: &PartRecord) -> Result<()> {
     let json = serde_json::to_vec(record).expect("a part record always serialises");
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    // Short and fixed, not NAME + suffix: a long NAME would go past the file system's
+    // limit on a name (the record's own name already adds 15 bytes).
+    let tmp = path.with_file_name(format!(".xfer-record-{}.tmp", std::process::id()));
     std::fs::write(&tmp, json)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("writing `{}`", path.display()))
