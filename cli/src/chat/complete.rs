@@ -22,6 +22,7 @@ use rustyline::{Context, Helper};
 /// Slash commands Tab completes (aliases left out: one spelling each).
 pub const COMMANDS: &[&str] = &[
     "/away",
+    "/catchup",
     "/channels",
     "/clear",
     "/help",

@@ -79,8 +79,10 @@ pub struct Session {
     pub state: State,
     backoff: Backoff,
     pub(crate) transfers: JoinSet<TransferResult>,
-    /// Where each conversation was read up to in earlier sessions.
+    /// Where each conversation was read up to, as the server keeps it.
     pub(crate) read: ReadMarks,
+    /// Mark what is shown as read on the server (interactive mode: a person saw it).
+    pub(crate) marks_read: bool,
 }
 
 /// What woke the loop.
@@ -98,12 +100,55 @@ impl Session {
     /// # Errors
     /// As [`open_session`] and [`ChatConn::open`]: no retry on a first connection.
     pub async fn open(home: &Home) -> Result<Session> {
-        let (login, client) = open_session(home).await?;
+        let (_login, client) = open_session(home).await?;
         let mut conn = ChatConn::new(client);
         let (me, last_id) = conn.open(None).await?;
         let mut session = Session::with_conn(home.clone(), conn, State::new(me, last_id));
-        session.read = ReadMarks::load(home, &login.key());
+        session.fetch_read_marks().await?;
         Ok(session)
+    }
+
+    /// Interactive mode: what is shown counts as read, and is marked so on the server.
+    pub fn mark_shown_as_read(&mut self) {
+        self.marks_read = true;
+    }
+
+    /// Takes the read positions from the server ("new since you left" is measured
+    /// from them). A refusal leaves none (no marker); a lost connection is an error.
+    async fn fetch_read_marks(&mut self) -> Result<()> {
+        match self.conn()?.catchup().await {
+            Ok(catchup) => {
+                let mut marks = ReadMarks::from_catchup(&catchup);
+                for (target, id) in self.read.unsent(&self.state.shown) {
+                    marks.sent(&target, id);
+                }
+                self.read = marks;
+                Ok(())
+            }
+            Err(e) if retryable(&e) || !e.chain().any(|c| c.is::<RemoteError>()) => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Sends the read positions of what was shown since the last time (interactive
+    /// mode only). A conversation the server refuses is not retried.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn send_read_marks(&mut self) -> Result<()> {
+        if !self.marks_read {
+            return Ok(());
+        }
+        for (target, id) in self.read.unsent(&self.state.shown) {
+            match self.conn()?.mark_read(&target, id).await {
+                Ok(()) => self.read.sent(&target, id),
+                Err(e) if retryable(&e) || !e.chain().any(|c| c.is::<RemoteError>()) => {
+                    return Err(e);
+                }
+                Err(_) => self.read.sent(&target, id),
+            }
+        }
+        Ok(())
     }
 
     /// A session over an already opened chat connection.
@@ -115,6 +160,7 @@ impl Session {
             backoff: Backoff::default(),
             transfers: JoinSet::new(),
             read: ReadMarks::default(),
+            marks_read: false,
         }
     }
 
@@ -244,8 +290,10 @@ impl Session {
         Ok(())
     }
 
+    /// The keep-alive, which also sends read positions (at most every 30 s).
     async fn ping(&mut self) -> Result<()> {
-        self.conn()?.ping().await
+        self.conn()?.ping().await?;
+        self.send_read_marks().await
     }
 
     /// Handles one pushed event.
@@ -397,18 +445,28 @@ impl Session {
     async fn restore(&mut self, mut conn: ChatConn, ui: &mut impl Ui) -> Result<()> {
         conn.open(Some(self.state.direct_after())).await?;
         self.conn = Some(conn);
+        // What was shown before the loss is marked first, so the positions fetched
+        // next are where this user really left off.
+        self.send_read_marks().await?;
+        self.fetch_read_marks().await?;
         for channel in self.state.joined.clone() {
-            let after = self.state.floor_of(&Target::Channel(channel.clone()));
+            let here = Target::Channel(channel.clone());
+            let after = self.state.floor_of(&here);
             match self.conn()?.join(&channel, 0, Some(after)).await {
                 Ok((_, _, replay)) => {
                     // The replay is the newest messages after `after`; if more were
                     // said, a `Missed` follows and is caught up from `after`. The
                     // mark moves with the first live message (or that catch-up).
                     self.state.rejoined(&channel, after);
-                    if replay.iter().any(|m| !self.state.seen(m.id)) {
-                        ui.new_since();
+                    if self.read.mark(&here).is_some() {
+                        self.show_backlog(&here, replay, ui);
+                    } else {
+                        // Never read anywhere: everything missed is new.
+                        if replay.iter().any(|m| !self.state.seen(m.id)) {
+                            ui.new_since();
+                        }
+                        self.show_new(replay, ui);
                     }
-                    self.show_new(replay, ui);
                 }
                 Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
                     ui.error(&format!(
@@ -428,7 +486,14 @@ impl Session {
 
     /// Leaving: lets files being sent finish (re-running a send resumes it anyway).
     async fn finish(&mut self, ui: &mut impl Ui) -> Result<()> {
-        self.read.save(&self.state.shown);
+        if self.conn.is_some()
+            && let Err(e) = self.send_read_marks().await
+        {
+            ui.error(&format!(
+                "could not save where you read up to: {}",
+                brief(&e)
+            ));
+        }
         if !self.transfers.is_empty() {
             ui.info(&format!(
                 "waiting for {} file send(s) to finish (Ctrl-C stops; sending again resumes)",
@@ -753,6 +818,12 @@ mod tests {
                 last_id: 102,
             };
             server.send(Frame::Message(opened)).await.unwrap();
+            // The read positions, for the "new since you left" marker.
+            let Request::Catchup = request(&mut server).await else {
+                panic!("expected Catchup")
+            };
+            let positions = Response::Catchup(xfer_proto::Catchup::default());
+            server.send(Frame::Message(positions)).await.unwrap();
             let Request::Join { channel, after, .. } = request(&mut server).await else {
                 panic!("expected Join")
             };

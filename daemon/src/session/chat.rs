@@ -1,4 +1,4 @@
-//! Chat requests of a session (15–22) and the events it pushes.
+//! Chat requests of a session (15–22, 25–26) and the events it pushes.
 //!
 //! `Say`, `History`, `Who` and `Channels` work on any authenticated connection.
 //! `ChatOpen` makes the connection a chat connection: it gets an inbox on the bus
@@ -391,6 +391,24 @@ impl ChatState {
             target: target.clone(),
             messages: page.messages,
         })
+    }
+
+    /// `MarkRead`: rate-limited like any chat request; durable when answered.
+    pub async fn mark_read(
+        &mut self,
+        user: &str,
+        target: &Target,
+        id: u64,
+    ) -> Result<Response, ChatError> {
+        self.throttle()?;
+        self.state.chat.mark_read(user, target, id).await?;
+        Ok(Response::Ok)
+    }
+
+    /// `Catchup`: unread counts, mentions and new files since the read positions.
+    pub async fn catchup(&mut self, user: &str) -> Result<Response, ChatError> {
+        self.throttle()?;
+        Ok(Response::Catchup(self.state.chat.catchup(user).await?))
     }
 
     pub fn channels(&self) -> Response {
