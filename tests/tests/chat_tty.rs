@@ -218,3 +218,82 @@ fn what_came_while_you_were_away_follows_a_marker() {
     let again = visit_lab(&a, "<bob> third");
     assert!(!again.iter().any(|l| l.contains(NEW_SINCE)), "{again:?}");
 }
+
+/// `xfer chat --catchup` for `c`: its stdout lines.
+fn catchup(c: &Client, json: bool) -> String {
+    let args: &[&str] = if json {
+        &["chat", "--catchup", "--json"]
+    } else {
+        &["chat", "--catchup"]
+    };
+    let out = c.xfer(args, "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    out.stdout()
+}
+
+#[test]
+fn where_you_read_up_to_follows_you_to_another_machine() {
+    let (d, a, b) = alice_and_bob();
+    say(&b, "#lab", "one");
+    // alice reads #lab on her first machine; the server keeps the position, durably.
+    visit_lab(&a, "<bob> one");
+    let d = d.kill9_and_restart();
+    say(&b, "#lab", "two, alice look");
+    say(&b, "#lab", "three");
+    say(&b, "@alice", "psst");
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = xfer_e2e::write_file(dir.path(), "notes.txt", b"twelve bytes");
+    let out = b.xfer(&["send", "alice", &file], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    // Her second machine: another home, the same user.
+    let other = Client::new();
+    other.login(&d, "alice", PASSWORD);
+    let lines = catchup(&other, false);
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        [
+            "#lab unread=2 mentions=1",
+            "@bob unread=2 mentions=0",
+            "file from=bob size=12 inbox/bob/notes.txt",
+        ],
+        "{lines}"
+    );
+    let json: serde_json::Value = serde_json::from_str(catchup(&other, true).trim()).unwrap();
+    let lab = &json["conversations"][0];
+    assert_eq!(
+        (lab["target"].as_str(), lab["unread"].as_u64()),
+        (Some("#lab"), Some(2))
+    );
+    assert_eq!(json["files"][0]["file"]["path"], "inbox/bob/notes.txt");
+
+    // The marker on the second machine sits where the first one left off.
+    let lines = visit_lab(&other, "<bob> three");
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    assert!(at("<bob> one") < at(NEW_SINCE), "{lines:#?}");
+    assert!(at(NEW_SINCE) < at("<bob> two, alice look"), "{lines:#?}");
+
+    // Read there (the direct messages were shown there too), so read here.
+    let out = a.xfer(&["chat", "--catchup"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout(), "");
+    assert!(
+        out.stderr().contains("nothing new since you last read"),
+        "{}",
+        out.stderr()
+    );
+
+    // At the terminal, /catchup covers what is not on the screen.
+    say(&b, "#lab", "alice?");
+    let mut t = chat_tty(&a, &[]);
+    t.expect("/join #channel");
+    t.send("/catchup\r");
+    t.expect("#lab: 1 unread, 1 mention of you");
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+}
