@@ -297,3 +297,36 @@ fn where_you_read_up_to_follows_you_to_another_machine() {
     t.send("/quit\r");
     assert!(t.wait().success(), "{}", t.output());
 }
+
+#[test]
+fn someone_leaving_leaves_the_channel_before_going_offline() {
+    let (_d, a, b) = alice_and_bob();
+    let mut t = chat_tty(&a, &["#lab"]);
+    t.expect("#lab> ");
+    // Each visit of bob's joins #lab and leaves at the end of its (empty) input; the
+    // two notes come through different queues, so a few rounds give a reversal room.
+    for round in 1..=3 {
+        let out = b.xfer(&["chat", "#lab"], "");
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let s = wait_screen(&t, "bob going offline", |s| {
+            s.text().matches("bob is offline").count() == round
+        });
+        let notes: Vec<String> = s
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("-- bob "))
+            .collect();
+        let expected = [
+            "bob is online",
+            "bob joined #lab",
+            "bob left #lab",
+            "bob is offline",
+        ];
+        let last = &notes[notes.len() - 4..];
+        for (line, want) in last.iter().zip(expected) {
+            assert!(line.ends_with(want), "round {round}: {notes:#?}");
+        }
+    }
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+}
