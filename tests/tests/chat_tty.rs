@@ -330,3 +330,54 @@ fn someone_leaving_leaves_the_channel_before_going_offline() {
     t.send("/quit\r");
     assert!(t.wait().success(), "{}", t.output());
 }
+
+#[test]
+fn the_prompt_follows_the_connection_and_keeps_the_line_being_typed() {
+    let (mut d, a, _b) = alice_and_bob();
+    let mut t = chat_tty(&a, &["#lab"]);
+    t.expect("#lab> ");
+    t.send("half");
+    wait_screen(&t, "the line being typed", |s| {
+        s.text().ends_with("#lab> half")
+    });
+
+    // The server goes away: the prompt says so at once, the typed text stays.
+    let data = d.data_dir.clone();
+    let listen = d.host_port();
+    let _keep = d.keep_data();
+    d.signal_and_wait("KILL");
+    wait_screen(&t, "the offline prompt over the same text", |s| {
+        s.text().ends_with("(offline) #lab> half")
+    });
+    // A line finished during the outage is not sent, and says so.
+    t.send(" typed\r");
+    t.expect("not connected: nothing was sent");
+    t.send("later");
+    wait_screen(&t, "a new offline line", |s| {
+        s.text().ends_with("(offline) #lab> later")
+    });
+
+    // Back: the prompt is online again, still holding the text, which then goes out.
+    let start = std::time::Instant::now();
+    let _d = loop {
+        match Daemon::start_listening(&data, &listen, &[]) {
+            Ok(d) => break d,
+            Err(log) if start.elapsed() > DEADLINE => panic!("restart failed: {log}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
+    let s = wait_screen(&t, "the online prompt over the same text", |s| {
+        s.text().contains("-- reconnected") && s.text().ends_with("#lab> later")
+    });
+    assert!(
+        !s.lines().iter().any(|l| l.contains("#lab> half")),
+        "the old copies are gone:\n{}",
+        s.text()
+    );
+    t.send("\r");
+    wait_screen(&t, "the line said", |s| {
+        s.text().contains("<alice> later") && s.text().ends_with("#lab>")
+    });
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+}

@@ -15,6 +15,7 @@ pub mod complete;
 pub mod conn;
 pub mod execute;
 pub mod read;
+pub mod redraw;
 pub mod render;
 pub mod session;
 pub mod state;

@@ -49,6 +49,9 @@ pub trait Ui {
     fn talking_in(&mut self, _here: Option<&Target>) {}
     /// The session is ready for the next typed line (interactive mode shows a prompt).
     fn ready(&mut self, _state: &State, _online: bool) {}
+    /// The connection was lost or is back (interactive mode redraws its prompt, even
+    /// under a half-typed line).
+    fn connection(&mut self, _state: &State, _online: bool) {}
     /// `/clear`: clears the screen, if there is one.
     fn clear(&mut self) {}
     /// Between the backlog already read and what is new since the user left.
@@ -378,11 +381,13 @@ impl Session {
             // A restart (or maintenance): expected, so said plainly, not as a failure.
             ui.info("the server is shutting down or restarting; reconnecting when it is back");
             self.conn = None;
+            ui.connection(&self.state, false);
             return Ok(());
         }
         if retryable(&e) {
             ui.error(&format!("connection lost: {}", brief(&e)));
             self.conn = None;
+            ui.connection(&self.state, false);
             return Ok(());
         }
         if e.chain().any(|c| c.is::<RemoteError>()) {
@@ -422,6 +427,7 @@ impl Session {
             Ok(()) => {
                 self.backoff.reset();
                 ui.info("reconnected");
+                ui.connection(&self.state, true);
                 Ok(false)
             }
             Err(e) if retryable(&e) => {
