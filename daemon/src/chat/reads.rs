@@ -37,13 +37,17 @@ pub trait ReadPositions: Send + Sync + 'static {
 /// User → conversation (`#lab`, `@bob`) → position, as saved.
 type Saved = BTreeMap<String, BTreeMap<String, u64>>;
 
+/// User → conversation → position, in memory, and whether it changed since the last
+/// save.
+type Positions = (BTreeMap<String, BTreeMap<Target, u64>>, bool);
+
 /// Read positions in one JSON file.
 #[derive(Debug)]
 pub struct ReadFile {
     path: PathBuf,
     /// The positions and whether they changed since the last save. Held while saving,
     /// so an older snapshot never replaces a newer one.
-    state: Mutex<(BTreeMap<String, BTreeMap<Target, u64>>, bool)>,
+    state: Mutex<Positions>,
 }
 
 impl ReadFile {
@@ -78,7 +82,7 @@ impl ReadFile {
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, (BTreeMap<String, BTreeMap<Target, u64>>, bool)> {
+    fn state(&self) -> std::sync::MutexGuard<'_, Positions> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
