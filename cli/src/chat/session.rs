@@ -106,19 +106,30 @@ impl Session {
         let (_login, client) = open_session(home).await?;
         let mut conn = ChatConn::new(client);
         let (me, last_id) = conn.open(None).await?;
-        let mut session = Session::with_conn(home.clone(), conn, State::new(me, last_id));
-        session.fetch_read_marks().await?;
-        Ok(session)
+        Ok(Session::with_conn(
+            home.clone(),
+            conn,
+            State::new(me, last_id),
+        ))
     }
 
-    /// Interactive mode: what is shown counts as read, and is marked so on the server.
-    pub fn mark_shown_as_read(&mut self) {
+    /// Interactive mode: takes the read positions from the server ("new since you
+    /// left" is measured from them), and from now on what is shown counts as read and
+    /// is marked so on the server.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn keep_read_positions(&mut self) -> Result<()> {
         self.marks_read = true;
+        self.fetch_read_marks().await
     }
 
-    /// Takes the read positions from the server ("new since you left" is measured
-    /// from them). A refusal leaves none (no marker); a lost connection is an error.
+    /// Takes the read positions from the server (interactive mode only). A refusal
+    /// leaves none (no marker); a lost connection is an error.
     async fn fetch_read_marks(&mut self) -> Result<()> {
+        if !self.marks_read {
+            return Ok(());
+        }
         match self.conn()?.catchup().await {
             Ok(catchup) => {
                 let mut marks = ReadMarks::from_catchup(&catchup);
@@ -601,6 +612,10 @@ mod tests {
         fn error(&mut self, text: &str) {
             self.infos.push(text.to_string());
         }
+        /// Recorded as message 0, to see where it falls.
+        fn new_since(&mut self) {
+            self.messages.push(0);
+        }
     }
 
     fn text(id: u64) -> ChatMessage {
@@ -824,12 +839,6 @@ mod tests {
                 last_id: 102,
             };
             server.send(Frame::Message(opened)).await.unwrap();
-            // The read positions, for the "new since you left" marker.
-            let Request::Catchup = request(&mut server).await else {
-                panic!("expected Catchup")
-            };
-            let positions = Response::Catchup(xfer_proto::Catchup::default());
-            server.send(Frame::Message(positions)).await.unwrap();
             let Request::Join { channel, after, .. } = request(&mut server).await else {
                 panic!("expected Join")
             };
@@ -851,7 +860,11 @@ mod tests {
         });
         s.restore(conn, &mut ui).await.unwrap();
         let _server = srv.await.unwrap();
-        assert_eq!(ui.messages, [95, 96, 101, 100], "100 shown, 101 not twice");
+        assert_eq!(
+            ui.messages,
+            [95, 96, 101, 0, 100],
+            "the marker (0), then 100; 101 not twice"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -904,6 +917,65 @@ mod tests {
             message: "m".into(),
         }
         .into()
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_marks_what_was_shown_then_marks_new_from_the_servers_position() {
+        let (mut s, _server, _tmp) = session(90);
+        s.marks_read = true;
+        s.state.joined.insert("lab".parse().unwrap());
+        let mut ui = Recorder::default();
+        s.show_new(vec![text(95)], &mut ui);
+        s.state.received(&text(95));
+        let (conn, mut server) = pipe();
+        let srv = tokio::spawn(async move {
+            let Request::ChatOpen { .. } = request(&mut server).await else {
+                panic!("expected ChatOpen")
+            };
+            let opened = Response::ChatOpened {
+                user: "alice".into(),
+                last_id: 99,
+            };
+            server.send(Frame::Message(opened)).await.unwrap();
+            // What was on screen before the loss is marked read first.
+            let Request::MarkRead { target, id } = request(&mut server).await else {
+                panic!("expected MarkRead")
+            };
+            assert_eq!((target, id), (tg("#lab"), 95));
+            server.send(Frame::Message(Response::Ok)).await.unwrap();
+            let Request::Catchup = request(&mut server).await else {
+                panic!("expected Catchup")
+            };
+            // Another machine of alice's read up to 97 meanwhile.
+            let catchup = xfer_proto::Catchup {
+                conversations: vec![xfer_proto::Unread {
+                    target: tg("#lab"),
+                    read: Some(97),
+                    unread: 2,
+                    mentions: 0,
+                    last_id: 99,
+                }],
+                files: Vec::new(),
+            };
+            server
+                .send(Frame::Message(Response::Catchup(catchup)))
+                .await
+                .unwrap();
+            let Request::Join { channel, after, .. } = request(&mut server).await else {
+                panic!("expected Join")
+            };
+            assert_eq!(after, Some(95));
+            let joined = Response::Joined {
+                channel,
+                members: Vec::new(),
+                history: (96..=99).map(text).collect(),
+            };
+            server.send(Frame::Message(joined)).await.unwrap();
+            server
+        });
+        s.restore(conn, &mut ui).await.unwrap();
+        let _server = srv.await.unwrap();
+        assert_eq!(ui.messages, [95, 96, 97, 0, 98, 99], "the marker after 97");
     }
 
     #[test]

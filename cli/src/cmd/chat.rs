@@ -195,7 +195,7 @@ async fn follow(home: &Home, target: Option<&Target>, count: u32, json: bool) ->
 
 async fn interactive(home: &Home, target: Option<Target>, bell: bool) -> Result<()> {
     let mut session = Session::open(home).await?;
-    session.mark_shown_as_read();
+    session.keep_read_positions().await?;
     let names = SharedNames::default();
     let (term, input) = Terminal::start(std::sync::Arc::clone(&names))?;
     let mut ui = InteractiveUi::new(term, names, bell);
