@@ -243,6 +243,47 @@ pub enum ChatEvent {
     },
 }
 
+/// What is new for a user since their read positions: the answer to
+/// [`crate::Request::Catchup`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catchup {
+    /// Every channel the user has a read position in and every direct conversation
+    /// they have, sorted by target; those with nothing unread too (their position is
+    /// what "new since you left" is measured from).
+    pub conversations: Vec<Unread>,
+    /// Files handed to the user after their read position in the sender's
+    /// conversation, oldest first (at most [`MAX_CATCHUP_FILES`], the newest).
+    pub files: Vec<ChatMessage>,
+}
+
+/// Most files one [`Catchup`] lists.
+pub const MAX_CATCHUP_FILES: usize = 200;
+
+/// One conversation in a [`Catchup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unread {
+    /// `#channel` or `@user`.
+    pub target: Target,
+    /// The user's read position (the largest id read), if they ever marked one.
+    pub read: Option<u64>,
+    /// Messages from others after the read position.
+    pub unread: u64,
+    /// Of those, text messages naming the user ([`mentions`]).
+    pub mentions: u64,
+    /// The conversation's newest message id.
+    pub last_id: u64,
+}
+
+/// Whether `text` names `user` as a word (`alice`, `@alice`, `alice:`), ignoring
+/// case: how clients highlight a mention and the server counts one.
+pub fn mentions(text: &str, user: &str) -> bool {
+    !user.is_empty()
+        && text
+            .split(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .map(|w| w.trim_matches(['.', '-']))
+            .any(|w| w.eq_ignore_ascii_case(user))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +343,26 @@ mod tests {
         );
         assert!(postcard::from_bytes::<Target>(&[1, 2, b'.', b'x']).is_err());
         assert!(postcard::from_bytes::<Target>(&[2, 1, b'x']).is_err());
+    }
+
+    #[test]
+    fn read_positions_are_the_appended_variants() {
+        let mark = crate::Request::MarkRead {
+            target: Target::parse("#lab").unwrap(),
+            id: 300,
+        };
+        let bytes = postcard::to_stdvec(&mark).unwrap();
+        assert_eq!(bytes, [25, 0, 3, b'l', b'a', b'b', 0xac, 0x02]);
+        assert_eq!(postcard::to_stdvec(&crate::Request::Catchup).unwrap(), [26]);
+        let answer = crate::Response::Catchup(Catchup::default());
+        assert_eq!(postcard::to_stdvec(&answer).unwrap(), [19, 0, 0]);
+    }
+
+    #[test]
+    fn a_mention_is_the_name_as_a_word() {
+        assert!(mentions("alice: look", "alice"));
+        assert!(mentions("hi @Alice.", "alice"));
+        assert!(!mentions("malice", "alice"));
+        assert!(!mentions("anything", ""));
     }
 }

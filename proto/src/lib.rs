@@ -18,8 +18,8 @@ pub mod names;
 pub mod text;
 
 pub use chat::{
-    ChannelInfo, ChatEvent, ChatMessage, MAX_HISTORY, MAX_MESSAGE_LEN, MessageBody, Presence,
-    PresenceState, Target, TargetError,
+    Catchup, ChannelInfo, ChatEvent, ChatMessage, MAX_CATCHUP_FILES, MAX_HISTORY, MAX_MESSAGE_LEN,
+    MessageBody, Presence, PresenceState, Target, TargetError, Unread, mentions,
 };
 pub use checksum::Digest;
 pub use codec::{ClientCodec, Frame, ServerCodec, XferCodec};
@@ -37,8 +37,9 @@ pub use names::{
 /// exchange that compares them has a layout frozen across all versions. Version 2 made
 /// chunk digests BLAKE3 subtree chaining values ([`Digest::of_chunk`]); version 3 carries
 /// chat targets and channel names typed ([`Target`], [`ChannelName`]) instead of strings;
-/// version 4 adds [`Request::SetModified`] (modification times kept on push).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// version 4 adds [`Request::SetModified`] (modification times kept on push); version 5
+/// adds [`Request::MarkRead`] and [`Request::Catchup`] (read positions kept on the server).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Size of a file-data chunk in bytes (1 MiB): large enough that per-chunk overhead
 /// (frame header, digest, acknowledgement) is negligible, small enough that a bounded

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChannelInfo, ChannelName, ChatEvent, ChatMessage, Digest, ErrorCode, Presence, Target,
+    Catchup, ChannelInfo, ChannelName, ChatEvent, ChatMessage, Digest, ErrorCode, Presence, Target,
 };
 
 /// The first frame each side sends. Its layout is frozen across protocol versions
@@ -253,6 +253,18 @@ pub enum Request {
         /// Seconds since the Unix epoch.
         modified_unix: u64,
     },
+    /// Records that this user read `target` up to message `id` (a position only
+    /// rises; one past the newest message is lowered to it); answered by `Ok`. Kept on
+    /// the server, so it follows the user from machine to machine.
+    MarkRead {
+        /// `#channel` or `@user` (a conversation that has messages).
+        target: Target,
+        /// The largest message id read.
+        id: u64,
+    },
+    /// What is new since this user's read positions; answered by
+    /// [`Response::Catchup`]. Needs no `ChatOpen` and moves no position.
+    Catchup,
 }
 
 /// What a directory entry is.
@@ -423,6 +435,8 @@ pub enum Response {
     },
     /// Pushed unasked to a chat connection; never the answer to a request.
     Event(Box<ChatEvent>),
+    /// Answer to [`Request::Catchup`].
+    Catchup(Catchup),
 }
 
 impl Response {

@@ -218,3 +218,166 @@ fn what_came_while_you_were_away_follows_a_marker() {
     let again = visit_lab(&a, "<bob> third");
     assert!(!again.iter().any(|l| l.contains(NEW_SINCE)), "{again:?}");
 }
+
+/// `xfer chat --catchup` for `c`: its stdout lines.
+fn catchup(c: &Client, json: bool) -> String {
+    let args: &[&str] = if json {
+        &["chat", "--catchup", "--json"]
+    } else {
+        &["chat", "--catchup"]
+    };
+    let out = c.xfer(args, "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    out.stdout()
+}
+
+#[test]
+fn where_you_read_up_to_follows_you_to_another_machine() {
+    let (d, a, b) = alice_and_bob();
+    say(&b, "#lab", "one");
+    // alice reads #lab on her first machine; the server keeps the position, durably.
+    visit_lab(&a, "<bob> one");
+    let d = d.kill9_and_restart();
+    say(&b, "#lab", "two, alice look");
+    say(&b, "#lab", "three");
+    say(&b, "@alice", "psst");
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = xfer_e2e::write_file(dir.path(), "notes.txt", b"twelve bytes");
+    let out = b.xfer(&["send", "alice", &file], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    // Her second machine: another home, the same user.
+    let other = Client::new();
+    other.login(&d, "alice", PASSWORD);
+    let lines = catchup(&other, false);
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        [
+            "#lab unread=2 mentions=1",
+            "@bob unread=2 mentions=0",
+            "file from=bob size=12 inbox/bob/notes.txt",
+        ],
+        "{lines}"
+    );
+    let json: serde_json::Value = serde_json::from_str(catchup(&other, true).trim()).unwrap();
+    let lab = &json["conversations"][0];
+    assert_eq!(
+        (lab["target"].as_str(), lab["unread"].as_u64()),
+        (Some("#lab"), Some(2))
+    );
+    assert_eq!(json["files"][0]["file"]["path"], "inbox/bob/notes.txt");
+
+    // The marker on the second machine sits where the first one left off.
+    let lines = visit_lab(&other, "<bob> three");
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    assert!(at("<bob> one") < at(NEW_SINCE), "{lines:#?}");
+    assert!(at(NEW_SINCE) < at("<bob> two, alice look"), "{lines:#?}");
+
+    // Read there (the direct messages were shown there too), so read here.
+    let out = a.xfer(&["chat", "--catchup"], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout(), "");
+    assert!(
+        out.stderr().contains("nothing new since you last read"),
+        "{}",
+        out.stderr()
+    );
+
+    // At the terminal, /catchup covers what is not on the screen.
+    say(&b, "#lab", "alice?");
+    let mut t = chat_tty(&a, &[]);
+    t.expect("/join #channel");
+    t.send("/catchup\r");
+    t.expect("#lab: 1 unread, 1 mention of you");
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+}
+
+#[test]
+fn someone_leaving_leaves_the_channel_before_going_offline() {
+    let (_d, a, b) = alice_and_bob();
+    let mut t = chat_tty(&a, &["#lab"]);
+    t.expect("#lab> ");
+    // Each visit of bob's joins #lab and leaves at the end of its (empty) input; the
+    // two notes come through different queues, so a few rounds give a reversal room.
+    for round in 1..=3 {
+        let out = b.xfer(&["chat", "#lab"], "");
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let s = wait_screen(&t, "bob going offline", |s| {
+            s.text().matches("bob is offline").count() == round
+        });
+        let notes: Vec<String> = s
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("-- bob "))
+            .collect();
+        let expected = [
+            "bob is online",
+            "bob joined #lab",
+            "bob left #lab",
+            "bob is offline",
+        ];
+        let last = &notes[notes.len() - 4..];
+        for (line, want) in last.iter().zip(expected) {
+            assert!(line.ends_with(want), "round {round}: {notes:#?}");
+        }
+    }
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+}
+
+#[test]
+fn the_prompt_follows_the_connection_and_keeps_the_line_being_typed() {
+    let (mut d, a, _b) = alice_and_bob();
+    let mut t = chat_tty(&a, &["#lab"]);
+    t.expect("#lab> ");
+    t.send("half");
+    wait_screen(&t, "the line being typed", |s| {
+        s.text().ends_with("#lab> half")
+    });
+
+    // The server goes away: the prompt says so at once, the typed text stays.
+    let data = d.data_dir.clone();
+    let listen = d.host_port();
+    let _keep = d.keep_data();
+    d.signal_and_wait("KILL");
+    wait_screen(&t, "the offline prompt over the same text", |s| {
+        s.text().ends_with("(offline) #lab> half")
+    });
+    // A line finished during the outage is not sent, and says so.
+    t.send(" typed\r");
+    t.expect("not connected: nothing was sent");
+    t.send("later");
+    wait_screen(&t, "a new offline line", |s| {
+        s.text().ends_with("(offline) #lab> later")
+    });
+
+    // Back: the prompt is online again, still holding the text, which then goes out.
+    let start = std::time::Instant::now();
+    let _d = loop {
+        match Daemon::start_listening(&data, &listen, &[]) {
+            Ok(d) => break d,
+            Err(log) if start.elapsed() > DEADLINE => panic!("restart failed: {log}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
+    let s = wait_screen(&t, "the online prompt over the same text", |s| {
+        s.text().contains("-- reconnected") && s.text().ends_with("#lab> later")
+    });
+    assert!(
+        !s.lines().iter().any(|l| l.contains("#lab> half")),
+        "the old copies are gone:\n{}",
+        s.text()
+    );
+    t.send("\r");
+    wait_screen(&t, "the line said", |s| {
+        s.text().contains("<alice> later") && s.text().ends_with("#lab>")
+    });
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+}

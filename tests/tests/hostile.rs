@@ -86,14 +86,14 @@ async fn a_wrong_protocol_version_is_told_the_servers_version() {
         .await
         .unwrap();
     match framed.next().await {
-        Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, 4),
+        Some(Ok(Frame::Hello(h))) => assert_eq!(h.version, 5),
         other => panic!("expected the server's hello, got {other:?}"),
     }
     assert!(
         framed.next().await.is_none_or(|r| r.is_err()),
         "then closed"
     );
-    assert!(d.wait_for_log("speaks protocol v999, this server v4"));
+    assert!(d.wait_for_log("speaks protocol v999, this server v5"));
     still_serves(&d);
 }
 
@@ -174,7 +174,7 @@ fn the_client_names_a_protocol_version_mismatch() {
     assert_eq!(out.code(), 9, "protocol errors exit 9: {}", out.stderr());
     assert!(
         out.stderr()
-            .contains("speaks xfer protocol v999, this client speaks v4"),
+            .contains("speaks xfer protocol v999, this client speaks v5"),
         "{}",
         out.stderr()
     );

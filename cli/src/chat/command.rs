@@ -47,6 +47,8 @@ pub enum Command {
     Away(Option<bool>),
     /// `/clear`: clear the screen (at a terminal).
     Clear,
+    /// `/catchup`: unread counts, mentions and new files since your read positions.
+    Catchup,
     /// `/quit`.
     Quit,
     /// `/help`.
@@ -76,6 +78,7 @@ text                 say text to the current channel or person (//text says /tex
 /send USER PATH      hand a file to USER (it lands in their inbox)
 /history [N]         show the last N messages here (default 20)
 /away [on|off]       mark yourself away or back
+/catchup             unread messages, mentions of you and new files, everywhere
 /clear               clear the screen
 /quit                leave (also Ctrl-D)
 /help                this list";
@@ -180,6 +183,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         }),
         "quit" | "exit" => no_args("/quit", args, Command::Quit)?,
         "clear" | "cls" => no_args("/clear", args, Command::Clear)?,
+        "catchup" => no_args("/catchup", args, Command::Catchup)?,
         "help" | "?" => Command::Help,
         _ => {
             return Err(format!(

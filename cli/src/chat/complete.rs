@@ -22,6 +22,7 @@ use rustyline::{Context, Helper};
 /// Slash commands Tab completes (aliases left out: one spelling each).
 pub const COMMANDS: &[&str] = &[
     "/away",
+    "/catchup",
     "/channels",
     "/clear",
     "/help",
@@ -52,17 +53,50 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The rustyline helper: completion, and the accept notice.
+/// The line being typed, as the editor last drew it: what a redrawn prompt puts back.
+#[derive(Debug, Default)]
+pub struct Draft {
+    /// The text.
+    pub line: String,
+    /// The cursor, a byte offset into `line`.
+    pub pos: usize,
+    /// The editor has drawn its prompt (so it is reading keys and handling signals).
+    pub drawn: bool,
+}
+
+/// Shared between the editor's helper (which records) and the reader thread.
+pub type SharedDraft = Arc<Mutex<Draft>>;
+
+/// The rustyline helper: completion, the accept notice and the draft.
 pub struct ChatHelper {
     names: SharedNames,
     /// Called when Enter accepts a line, before the editor draws it a last time.
     on_accept: Box<dyn Fn() + Send + Sync>,
+    draft: SharedDraft,
 }
 
 impl ChatHelper {
     /// Completes from `names`; runs `on_accept` as Enter accepts a line.
     pub fn new(names: SharedNames, on_accept: Box<dyn Fn() + Send + Sync>) -> Self {
-        ChatHelper { names, on_accept }
+        ChatHelper {
+            names,
+            on_accept,
+            draft: SharedDraft::default(),
+        }
+    }
+
+    /// Where the line being typed is recorded.
+    pub fn draft(&self) -> SharedDraft {
+        Arc::clone(&self.draft)
+    }
+
+    fn record(&self, line: &str, pos: usize) {
+        let mut draft = lock(&self.draft);
+        if draft.line != line {
+            line.clone_into(&mut draft.line);
+        }
+        draft.pos = pos;
+        draft.drawn = true;
     }
 }
 
@@ -187,9 +221,21 @@ impl Completer for ChatHelper {
 
 impl Hinter for ChatHelper {
     type Hint = String;
+
+    /// Called after each edit (and when the prompt is first drawn): records the draft.
+    fn hint(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> Option<String> {
+        self.record(line, pos);
+        None
+    }
 }
 
-impl Highlighter for ChatHelper {}
+impl Highlighter for ChatHelper {
+    /// Called when the cursor moves: records where it is.
+    fn highlight_char(&self, line: &str, pos: usize, _kind: rustyline::highlight::CmdKind) -> bool {
+        self.record(line, pos);
+        false
+    }
+}
 
 impl Validator for ChatHelper {
     fn validate(&self, _ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {

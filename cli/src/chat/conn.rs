@@ -259,6 +259,32 @@ impl ChatConn {
         }
     }
 
+    /// Records on the server that this user read `target` up to `id`.
+    ///
+    /// # Errors
+    /// As [`ChatConn::request`].
+    pub async fn mark_read(&mut self, target: &Target, id: u64) -> Result<()> {
+        let req = Request::MarkRead {
+            target: target.clone(),
+            id,
+        };
+        match self.request(req).await? {
+            Response::Ok => Ok(()),
+            _ => Err(self.unexpected("ok")),
+        }
+    }
+
+    /// Unread counts, mentions and new files since this user's read positions.
+    ///
+    /// # Errors
+    /// As [`ChatConn::request`].
+    pub async fn catchup(&mut self) -> Result<xfer_proto::Catchup> {
+        match self.request(Request::Catchup).await? {
+            Response::Catchup(c) => Ok(c),
+            _ => Err(self.unexpected("a catch-up")),
+        }
+    }
+
     /// Keep-alive: the server closes connections idle for longer than its idle timeout,
     /// and a missing answer reveals a dead connection.
     ///

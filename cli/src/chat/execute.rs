@@ -124,6 +124,14 @@ impl Session {
             }
             Command::Quit => return Ok(true),
             Command::Clear => ui.clear(),
+            Command::Catchup => {
+                // What is on screen counts as read first.
+                self.send_read_marks().await?;
+                let catchup = self.conn()?.catchup().await?;
+                super::catchup::human_lines(&catchup)
+                    .iter()
+                    .for_each(|l| ui.info(l));
+            }
             Command::Help => HELP.lines().for_each(|l| ui.info(l)),
         }
         Ok(false)

@@ -1,52 +1,48 @@
-//! Where each conversation was read up to, kept in the client's home
-//! (`chat-read.json`, per login) so the next session can mark what is new since the
-//! user left: `— new since you left —` between the backlog already seen and the rest.
+//! Where each conversation was read up to. The positions live on the server
+//! (`MarkRead`, `Catchup`), so they follow the user from machine to machine: a session
+//! fetches them when it connects (and after each reconnect) to put `— new since you
+//! left —` between the backlog already read and the rest, and marks what it showed as
+//! read from time to time and when it ends.
 //!
-//! It is a hint for display only: a missing or unreadable file means no marker, never
-//! an error, and the file is written atomically (0600) when a session ends.
+//! They are a hint for display: when the server cannot say, there is no marker, never
+//! an error.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 
-use xfer_proto::{ChatMessage, Target};
+use xfer_proto::{Catchup, ChatMessage, Target};
 
-use crate::home::Home;
-
-const READ_FILE: &str = "chat-read.json";
-
-/// The marks of one login: conversation (`#lab`, `@bob`) to the largest id shown.
+/// The read positions of one user, as the server had them, and what this session
+/// has marked since.
 #[derive(Debug, Default, Clone)]
 pub struct ReadMarks {
-    path: Option<PathBuf>,
-    login: String,
-    /// As loaded when the session began: what "since you left" means.
-    pub before: HashMap<String, u64>,
+    /// As fetched when the session (or its last reconnect) began: what "since you
+    /// left" means.
+    pub before: HashMap<Target, u64>,
+    /// Positions sent to the server, or known to be there.
+    marked: HashMap<Target, u64>,
 }
 
-type File = BTreeMap<String, BTreeMap<String, u64>>;
-
 impl ReadMarks {
-    /// The marks saved for `login` in `home` (none if there is no file yet).
-    pub fn load(home: &Home, login: &str) -> ReadMarks {
-        let path = home.dir().join(READ_FILE);
-        let before = read(&path)
-            .remove(login)
-            .map(|m| m.into_iter().collect())
-            .unwrap_or_default();
+    /// The positions a [`Catchup`] answer carries.
+    pub fn from_catchup(catchup: &Catchup) -> ReadMarks {
+        let before: HashMap<Target, u64> = catchup
+            .conversations
+            .iter()
+            .filter_map(|c| c.read.map(|id| (c.target.clone(), id)))
+            .collect();
         ReadMarks {
-            path: Some(path),
-            login: login.to_owned(),
+            marked: before.clone(),
             before,
         }
     }
 
     /// Where `conversation` was read up to when the session began.
     pub fn mark(&self, conversation: &Target) -> Option<u64> {
-        self.before.get(&conversation.to_string()).copied()
+        self.before.get(conversation).copied()
     }
 
     /// Splits `messages` (in id order) into those already read before this session
-    /// and the new ones; `None` when the conversation was never read here (no marker).
+    /// and the new ones; `None` when the conversation was never read (no marker).
     pub fn split<'a>(
         &self,
         conversation: &Target,
@@ -57,33 +53,28 @@ impl ReadMarks {
         Some(messages.split_at(at))
     }
 
-    /// Saves `shown` (largest id shown per conversation) over what was there.
-    pub fn save(&self, shown: &HashMap<Target, u64>) {
-        let Some(path) = &self.path else {
-            return;
-        };
-        let mut file = read(path);
-        let mine = file.entry(self.login.clone()).or_default();
-        for (conversation, id) in shown {
-            let mark = mine.entry(conversation.to_string()).or_insert(0);
-            *mark = (*mark).max(*id);
-        }
-        if let Ok(text) = serde_json::to_vec_pretty(&file) {
-            let _ = xfer_certs::pem::write_atomic(path, &text, 0o600);
-        }
+    /// The positions to send: conversations where `shown` (largest id shown per
+    /// conversation) went past what the server has.
+    pub fn unsent(&self, shown: &HashMap<Target, u64>) -> Vec<(Target, u64)> {
+        let mut out: Vec<(Target, u64)> = shown
+            .iter()
+            .filter(|(t, id)| self.marked.get(*t).is_none_or(|m| *id > m))
+            .map(|(t, id)| (t.clone(), *id))
+            .collect();
+        out.sort();
+        out
     }
-}
 
-fn read(path: &std::path::Path) -> File {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    /// The server has `id` for `target` now.
+    pub fn sent(&mut self, target: &Target, id: u64) {
+        let m = self.marked.entry(target.clone()).or_insert(0);
+        *m = (*m).max(id);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use xfer_proto::MessageBody;
+    use xfer_proto::{MessageBody, Unread};
 
     use super::*;
 
@@ -97,23 +88,37 @@ mod tests {
         }
     }
 
+    fn unread(target: &str, read: Option<u64>) -> Unread {
+        Unread {
+            target: Target::parse(target).unwrap(),
+            read,
+            unread: 0,
+            mentions: 0,
+            last_id: 9,
+        }
+    }
+
     #[test]
-    fn marks_survive_a_session_and_split_the_backlog() {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = Home::open(Some(tmp.path().join("h"))).unwrap();
+    fn server_positions_split_the_backlog_and_only_new_marks_are_sent() {
         let lab = Target::parse("#lab").unwrap();
-        let first = ReadMarks::load(&home, "alice@h:1");
+        let bob = Target::parse("@bob").unwrap();
+        let catchup = Catchup {
+            conversations: vec![unread("#lab", Some(2)), unread("@bob", None)],
+            files: Vec::new(),
+        };
+        let mut marks = ReadMarks::from_catchup(&catchup);
         let backlog: Vec<_> = (1..=4).map(msg).collect();
+        let (old, new) = marks.split(&lab, &backlog).unwrap();
+        assert_eq!((old.len(), new.len()), (2, 2));
         assert!(
-            first.split(&lab, &backlog).is_none(),
+            marks.split(&bob, &backlog).is_none(),
             "never read: no marker"
         );
-        first.save(&HashMap::from([(lab.clone(), 2)]));
-        let next = ReadMarks::load(&home, "alice@h:1");
-        let (old, new) = next.split(&lab, &backlog).unwrap();
-        assert_eq!((old.len(), new.len()), (2, 2));
-        assert!(ReadMarks::load(&home, "bob@h:1").mark(&lab).is_none());
-        next.save(&HashMap::from([(lab.clone(), 1)]));
-        assert_eq!(ReadMarks::load(&home, "alice@h:1").mark(&lab), Some(2));
+
+        let shown = HashMap::from([(lab.clone(), 2), (bob.clone(), 5)]);
+        assert_eq!(marks.unsent(&shown), [(bob.clone(), 5)], "#lab is there");
+        marks.sent(&bob, 5);
+        let shown = HashMap::from([(lab.clone(), 4), (bob, 5)]);
+        assert_eq!(marks.unsent(&shown), [(lab, 4)]);
     }
 }

@@ -340,11 +340,8 @@ fn text_column(plain: &str) -> usize {
 /// Whether `text` names `me` as a word (`hi alice`, `@alice:`, `Alice?`, not
 /// `malice`), ignoring case.
 pub fn mentions(text: &str, me: &str) -> bool {
-    !me.is_empty()
-        && text
-            .split(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
-            .map(|w| w.trim_matches(['.', '-']))
-            .any(|w| w.eq_ignore_ascii_case(me))
+    // The server counts mentions for `Catchup` with the same rule.
+    xfer_proto::mentions(text, me)
 }
 
 /// `missed 12 messages in #lab; fetching them from history` (the server skipped this

@@ -49,6 +49,9 @@ pub trait Ui {
     fn talking_in(&mut self, _here: Option<&Target>) {}
     /// The session is ready for the next typed line (interactive mode shows a prompt).
     fn ready(&mut self, _state: &State, _online: bool) {}
+    /// The connection was lost or is back (interactive mode redraws its prompt, even
+    /// under a half-typed line).
+    fn connection(&mut self, _state: &State, _online: bool) {}
     /// `/clear`: clears the screen, if there is one.
     fn clear(&mut self) {}
     /// Between the backlog already read and what is new since the user left.
@@ -79,8 +82,10 @@ pub struct Session {
     pub state: State,
     backoff: Backoff,
     pub(crate) transfers: JoinSet<TransferResult>,
-    /// Where each conversation was read up to in earlier sessions.
+    /// Where each conversation was read up to, as the server keeps it.
     pub(crate) read: ReadMarks,
+    /// Mark what is shown as read on the server (interactive mode: a person saw it).
+    pub(crate) marks_read: bool,
 }
 
 /// What woke the loop.
@@ -98,12 +103,66 @@ impl Session {
     /// # Errors
     /// As [`open_session`] and [`ChatConn::open`]: no retry on a first connection.
     pub async fn open(home: &Home) -> Result<Session> {
-        let (login, client) = open_session(home).await?;
+        let (_login, client) = open_session(home).await?;
         let mut conn = ChatConn::new(client);
         let (me, last_id) = conn.open(None).await?;
-        let mut session = Session::with_conn(home.clone(), conn, State::new(me, last_id));
-        session.read = ReadMarks::load(home, &login.key());
-        Ok(session)
+        Ok(Session::with_conn(
+            home.clone(),
+            conn,
+            State::new(me, last_id),
+        ))
+    }
+
+    /// Interactive mode: takes the read positions from the server ("new since you
+    /// left" is measured from them), and from now on what is shown counts as read and
+    /// is marked so on the server.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn keep_read_positions(&mut self) -> Result<()> {
+        self.marks_read = true;
+        self.fetch_read_marks().await
+    }
+
+    /// Takes the read positions from the server (interactive mode only). A refusal
+    /// leaves none (no marker); a lost connection is an error.
+    async fn fetch_read_marks(&mut self) -> Result<()> {
+        if !self.marks_read {
+            return Ok(());
+        }
+        match self.conn()?.catchup().await {
+            Ok(catchup) => {
+                let mut marks = ReadMarks::from_catchup(&catchup);
+                for (target, id) in self.read.unsent(&self.state.shown) {
+                    marks.sent(&target, id);
+                }
+                self.read = marks;
+                Ok(())
+            }
+            Err(e) if retryable(&e) || !e.chain().any(|c| c.is::<RemoteError>()) => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Sends the read positions of what was shown since the last time (interactive
+    /// mode only). A conversation the server refuses is not retried.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn send_read_marks(&mut self) -> Result<()> {
+        if !self.marks_read {
+            return Ok(());
+        }
+        for (target, id) in self.read.unsent(&self.state.shown) {
+            match self.conn()?.mark_read(&target, id).await {
+                Ok(()) => self.read.sent(&target, id),
+                Err(e) if retryable(&e) || !e.chain().any(|c| c.is::<RemoteError>()) => {
+                    return Err(e);
+                }
+                Err(_) => self.read.sent(&target, id),
+            }
+        }
+        Ok(())
     }
 
     /// A session over an already opened chat connection.
@@ -115,6 +174,7 @@ impl Session {
             backoff: Backoff::default(),
             transfers: JoinSet::new(),
             read: ReadMarks::default(),
+            marks_read: false,
         }
     }
 
@@ -244,8 +304,10 @@ impl Session {
         Ok(())
     }
 
+    /// The keep-alive, which also sends read positions (at most every 30 s).
     async fn ping(&mut self) -> Result<()> {
-        self.conn()?.ping().await
+        self.conn()?.ping().await?;
+        self.send_read_marks().await
     }
 
     /// Handles one pushed event.
@@ -330,11 +392,13 @@ impl Session {
             // A restart (or maintenance): expected, so said plainly, not as a failure.
             ui.info("the server is shutting down or restarting; reconnecting when it is back");
             self.conn = None;
+            ui.connection(&self.state, false);
             return Ok(());
         }
         if retryable(&e) {
             ui.error(&format!("connection lost: {}", brief(&e)));
             self.conn = None;
+            ui.connection(&self.state, false);
             return Ok(());
         }
         if e.chain().any(|c| c.is::<RemoteError>()) {
@@ -374,6 +438,7 @@ impl Session {
             Ok(()) => {
                 self.backoff.reset();
                 ui.info("reconnected");
+                ui.connection(&self.state, true);
                 Ok(false)
             }
             Err(e) if retryable(&e) => {
@@ -397,18 +462,28 @@ impl Session {
     async fn restore(&mut self, mut conn: ChatConn, ui: &mut impl Ui) -> Result<()> {
         conn.open(Some(self.state.direct_after())).await?;
         self.conn = Some(conn);
+        // What was shown before the loss is marked first, so the positions fetched
+        // next are where this user really left off.
+        self.send_read_marks().await?;
+        self.fetch_read_marks().await?;
         for channel in self.state.joined.clone() {
-            let after = self.state.floor_of(&Target::Channel(channel.clone()));
+            let here = Target::Channel(channel.clone());
+            let after = self.state.floor_of(&here);
             match self.conn()?.join(&channel, 0, Some(after)).await {
                 Ok((_, _, replay)) => {
                     // The replay is the newest messages after `after`; if more were
                     // said, a `Missed` follows and is caught up from `after`. The
                     // mark moves with the first live message (or that catch-up).
                     self.state.rejoined(&channel, after);
-                    if replay.iter().any(|m| !self.state.seen(m.id)) {
-                        ui.new_since();
+                    if self.read.mark(&here).is_some() {
+                        self.show_backlog(&here, replay, ui);
+                    } else {
+                        // Never read anywhere: everything missed is new.
+                        if replay.iter().any(|m| !self.state.seen(m.id)) {
+                            ui.new_since();
+                        }
+                        self.show_new(replay, ui);
                     }
-                    self.show_new(replay, ui);
                 }
                 Err(e) if !retryable(&e) && e.chain().any(|c| c.is::<RemoteError>()) => {
                     ui.error(&format!(
@@ -428,7 +503,14 @@ impl Session {
 
     /// Leaving: lets files being sent finish (re-running a send resumes it anyway).
     async fn finish(&mut self, ui: &mut impl Ui) -> Result<()> {
-        self.read.save(&self.state.shown);
+        if self.conn.is_some()
+            && let Err(e) = self.send_read_marks().await
+        {
+            ui.error(&format!(
+                "could not save where you read up to: {}",
+                brief(&e)
+            ));
+        }
         if !self.transfers.is_empty() {
             ui.info(&format!(
                 "waiting for {} file send(s) to finish (Ctrl-C stops; sending again resumes)",
@@ -529,6 +611,10 @@ mod tests {
         }
         fn error(&mut self, text: &str) {
             self.infos.push(text.to_string());
+        }
+        /// Recorded as message 0, to see where it falls.
+        fn new_since(&mut self) {
+            self.messages.push(0);
         }
     }
 
@@ -774,7 +860,11 @@ mod tests {
         });
         s.restore(conn, &mut ui).await.unwrap();
         let _server = srv.await.unwrap();
-        assert_eq!(ui.messages, [95, 96, 101, 100], "100 shown, 101 not twice");
+        assert_eq!(
+            ui.messages,
+            [95, 96, 101, 0, 100],
+            "the marker (0), then 100; 101 not twice"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -827,6 +917,65 @@ mod tests {
             message: "m".into(),
         }
         .into()
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_marks_what_was_shown_then_marks_new_from_the_servers_position() {
+        let (mut s, _server, _tmp) = session(90);
+        s.marks_read = true;
+        s.state.joined.insert("lab".parse().unwrap());
+        let mut ui = Recorder::default();
+        s.show_new(vec![text(95)], &mut ui);
+        s.state.received(&text(95));
+        let (conn, mut server) = pipe();
+        let srv = tokio::spawn(async move {
+            let Request::ChatOpen { .. } = request(&mut server).await else {
+                panic!("expected ChatOpen")
+            };
+            let opened = Response::ChatOpened {
+                user: "alice".into(),
+                last_id: 99,
+            };
+            server.send(Frame::Message(opened)).await.unwrap();
+            // What was on screen before the loss is marked read first.
+            let Request::MarkRead { target, id } = request(&mut server).await else {
+                panic!("expected MarkRead")
+            };
+            assert_eq!((target, id), (tg("#lab"), 95));
+            server.send(Frame::Message(Response::Ok)).await.unwrap();
+            let Request::Catchup = request(&mut server).await else {
+                panic!("expected Catchup")
+            };
+            // Another machine of alice's read up to 97 meanwhile.
+            let catchup = xfer_proto::Catchup {
+                conversations: vec![xfer_proto::Unread {
+                    target: tg("#lab"),
+                    read: Some(97),
+                    unread: 2,
+                    mentions: 0,
+                    last_id: 99,
+                }],
+                files: Vec::new(),
+            };
+            server
+                .send(Frame::Message(Response::Catchup(catchup)))
+                .await
+                .unwrap();
+            let Request::Join { channel, after, .. } = request(&mut server).await else {
+                panic!("expected Join")
+            };
+            assert_eq!(after, Some(95));
+            let joined = Response::Joined {
+                channel,
+                members: Vec::new(),
+                history: (96..=99).map(text).collect(),
+            };
+            server.send(Frame::Message(joined)).await.unwrap();
+            server
+        });
+        s.restore(conn, &mut ui).await.unwrap();
+        let _server = srv.await.unwrap();
+        assert_eq!(ui.messages, [95, 96, 97, 0, 98, 99], "the marker after 97");
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! (prompt and text, every row it took) is erased and the server's echo is the copy
 //! that stays. Lines printed between Enter and that erase wait for it (`Screen`), so
 //! the erase never takes a message with it.
+//!
+//! When the connection is lost or comes back while a line is being typed, the prompt
+//! is redrawn in place with the half-typed line kept ([`super::redraw`]): the editor's
+//! copy is erased the same way and the editor starts again with the new prompt.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +27,7 @@ use rustyline::history::DefaultHistory;
 use tokio::sync::mpsc;
 use xfer_proto::{ChatEvent, ChatMessage, MessageBody, Target};
 
-use super::complete::{ChatHelper, SharedNames, lock};
+use super::complete::{ChatHelper, Draft, SharedDraft, SharedNames, lock};
 use super::render::{Style, colour_wanted, hang, mentions};
 use super::session::{Input, Ui};
 use super::state::State;
@@ -59,6 +63,12 @@ pub struct Terminal {
     saved: Option<nix::sys::termios::Termios>,
     /// The reader is inside `readline` (the terminal may be raw, a line half typed).
     reading: Arc<AtomicBool>,
+    /// The prompt the reader should show now.
+    current: Arc<Mutex<String>>,
+    /// The line being typed.
+    draft: SharedDraft,
+    /// The prompt can be redrawn in place (stdin and stdout are a terminal).
+    redraws: bool,
 }
 
 impl Terminal {
@@ -85,14 +95,21 @@ impl Terminal {
         let erase = saved.is_some() && std::io::stdout().is_terminal();
         let accepting = Arc::clone(&screen);
         let on_accept = Box::new(move || lock(&accepting).accepting = erase);
-        editor.set_helper(Some(ChatHelper::new(names, on_accept)));
+        let helper = ChatHelper::new(names, on_accept);
+        let draft = helper.draft();
+        editor.set_helper(Some(helper));
         let (line_tx, line_rx) = mpsc::channel(16);
         let (prompt_tx, prompt_rx) = std_mpsc::channel::<String>();
         let reading = Arc::new(AtomicBool::new(false));
+        let current = Arc::new(Mutex::new(String::new()));
+        // Only the editor at a terminal turns the nudge into an interrupt.
+        let redraws = erase && super::redraw::listen(line_tx.clone()).is_ok();
         let reader = Reader {
             reading: Arc::clone(&reading),
             screen: Arc::clone(&screen),
             erase,
+            current: Arc::clone(&current),
+            draft: Arc::clone(&draft),
         };
         std::thread::Builder::new()
             .name("chat-input".into())
@@ -107,6 +124,9 @@ impl Terminal {
                 style,
                 saved,
                 reading,
+                current,
+                draft,
+                redraws,
             },
             line_rx,
         ))
@@ -142,7 +162,26 @@ impl Terminal {
 
     /// Lets the reader take the next line, with this prompt.
     pub fn prompt(&mut self, prompt: String) {
+        prompt.clone_into(&mut lock(&self.current));
         let _ = self.prompts.send(prompt);
+    }
+
+    /// Shows `prompt` from now on: a line being typed is redrawn under it, its text
+    /// and cursor kept; otherwise the next line is read with it.
+    pub fn restart(&mut self, prompt: String) {
+        {
+            let mut current = lock(&self.current);
+            if *current == prompt {
+                return;
+            }
+            *current = prompt;
+        }
+        if !self.redraws || !lock(&self.draft).drawn {
+            return;
+        }
+        // Lines printed until the old copy is erased wait, as after Enter.
+        lock(&self.screen).accepting = true;
+        super::redraw::nudge();
     }
 }
 
@@ -178,6 +217,10 @@ struct Reader {
     screen: Arc<Mutex<Screen>>,
     /// Erase each accepted line (stdin and stdout are a terminal).
     erase: bool,
+    /// The prompt to show now.
+    current: Arc<Mutex<String>>,
+    /// The line being typed, as the editor last drew it.
+    draft: SharedDraft,
 }
 
 impl Reader {
@@ -188,10 +231,20 @@ impl Reader {
         prompts: &std_mpsc::Receiver<String>,
         lines: &mpsc::Sender<Input>,
     ) {
-        while let Ok(prompt) = prompts.recv() {
-            self.reading.store(true, Ordering::SeqCst);
-            let read = editor.readline(&prompt);
-            self.reading.store(false, Ordering::SeqCst);
+        while let Ok(mut prompt) = prompts.recv() {
+            let mut kept: Option<(String, usize)> = None;
+            let read = loop {
+                let read = self.read_line(&mut editor, &prompt, kept.as_ref());
+                if !matches!(read, Err(ReadlineError::Interrupted)) || !super::redraw::take_nudge()
+                {
+                    break read;
+                }
+                // Nudged: the prompt changed. Off with the old copy, on with the new.
+                let draft = std::mem::take(&mut *lock(&self.draft));
+                self.take_off_screen(&prompt, &draft.line);
+                prompt = lock(&self.current).clone();
+                kept = Some((draft.line, draft.pos));
+            };
             let input = match read {
                 Ok(line) => {
                     self.take_off_screen(&prompt, &line);
@@ -201,8 +254,12 @@ impl Reader {
                     Input::Line(line)
                 }
                 // Ctrl-C, Ctrl-D, end of piped input, or an unreadable terminal: leave.
-                Err(ReadlineError::Interrupted | ReadlineError::Eof) => Input::End,
+                Err(ReadlineError::Interrupted | ReadlineError::Eof) => {
+                    self.release();
+                    Input::End
+                }
                 Err(e) => {
+                    self.release();
                     eprintln!("xfer: reading the terminal failed: {e}");
                     Input::End
                 }
@@ -212,6 +269,43 @@ impl Reader {
                 return;
             }
         }
+    }
+
+    /// One `readline`, starting from `kept` (text and cursor) if given.
+    fn read_line(
+        &self,
+        editor: &mut Editor,
+        prompt: &str,
+        kept: Option<&(String, usize)>,
+    ) -> rustyline::Result<String> {
+        *lock(&self.draft) = Draft::default();
+        self.reading.store(true, Ordering::SeqCst);
+        let read = match kept {
+            Some((line, pos)) => {
+                let pos = (*pos).min(line.len());
+                let pos = (0..=pos)
+                    .rev()
+                    .find(|p| line.is_char_boundary(*p))
+                    .unwrap_or(0);
+                editor.readline_with_initial(prompt, (&line[..pos], &line[pos..]))
+            }
+            None => editor.readline(prompt),
+        };
+        self.reading.store(false, Ordering::SeqCst);
+        lock(&self.draft).drawn = false;
+        read
+    }
+
+    /// The line was left without a line (leaving): prints what waited, erasing nothing.
+    fn release(&self) {
+        let mut screen = lock(&self.screen);
+        screen.accepting = false;
+        let deferred = std::mem::take(&mut screen.deferred);
+        let mut out = std::io::stdout().lock();
+        for l in deferred {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
     }
 
     /// Erases the rows the prompt and `line` took (the editor left the cursor on the row
@@ -347,6 +441,10 @@ impl Ui for InteractiveUi {
 
     fn talking_in(&mut self, here: Option<&Target>) {
         self.here = here.cloned();
+    }
+
+    fn connection(&mut self, state: &State, online: bool) {
+        self.term.restart(state.prompt(online));
     }
 
     fn ready(&mut self, state: &State, online: bool) {

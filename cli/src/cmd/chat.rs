@@ -7,6 +7,9 @@
 //!   [`crate::chat::render::follow_line`]), or JSON objects with `--json`: TARGET's if it
 //!   is a channel (joined), and always the direct messages and file notices to you.
 //!   With `--history N` it prints the last N first. It reconnects by itself.
+//! - `--catchup` prints unread counts per conversation, mentions of you and files
+//!   handed to you since your read positions (kept on the server), in stable lines or
+//!   one JSON object with `--json`, and exits. It moves no read position.
 //! - Otherwise it is interactive, with line editing and slash commands. Without a
 //!   TARGET nothing is joined: direct messages still arrive, `/join` picks a channel.
 
@@ -49,9 +52,14 @@ pub struct Args {
     /// file notices to you. Reconnects by itself; stop it with Ctrl-C.
     #[arg(long)]
     pub follow: bool,
-    /// With --follow or --history: one JSON object per message.
+    /// With --follow or --history: one JSON object per message; with --catchup, one
+    /// JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Print unread counts per conversation, mentions of you and new inbox files since
+    /// you last read (positions kept on the server), then exit.
+    #[arg(long, conflicts_with_all = ["target", "say", "follow", "history"])]
+    pub catchup: bool,
     /// Interactive: do not ring the terminal bell when a message names you (it is
     /// still highlighted).
     #[arg(long)]
@@ -81,6 +89,9 @@ pub fn parse_target(s: &str) -> Result<Target, UsageError> {
 /// such user), refused (10: not allowed by the server), network (8), protocol (9).
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let target = args.target.as_deref().map(parse_target).transpose()?;
+    if args.catchup {
+        return catchup(home, args.json).await;
+    }
     if let Some(text) = &args.say {
         let target = target.ok_or_else(|| UsageError("--say needs a TARGET".into()))?;
         return say(home, &target, text).await;
@@ -98,7 +109,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         return history(home, &target, count, args.json).await;
     }
     if args.json {
-        return Err(UsageError("--json goes with --follow or --history".into()).into());
+        return Err(UsageError("--json goes with --follow, --history or --catchup".into()).into());
     }
     interactive(home, target, !args.no_bell).await
 }
@@ -116,6 +127,28 @@ async fn say(home: &Home, target: &Target, text: &str) -> Result<()> {
         .say(target, text)
         .await
         .with_context(|| format!("saying to {target}"))?;
+    Ok(())
+}
+
+async fn catchup(home: &Home, json: bool) -> Result<()> {
+    let (_login, client) = open_session(home).await?;
+    let catchup = ChatConn::new(client)
+        .catchup()
+        .await
+        .context("reading what is new")?;
+    let lines = if json {
+        vec![crate::chat::catchup::json(&catchup)]
+    } else {
+        crate::chat::catchup::script_lines(&catchup)
+    };
+    if lines.is_empty() {
+        FollowUi::note("nothing new since you last read");
+    }
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -162,6 +195,7 @@ async fn follow(home: &Home, target: Option<&Target>, count: u32, json: bool) ->
 
 async fn interactive(home: &Home, target: Option<Target>, bell: bool) -> Result<()> {
     let mut session = Session::open(home).await?;
+    session.keep_read_positions().await?;
     let names = SharedNames::default();
     let (term, input) = Terminal::start(std::sync::Arc::clone(&names))?;
     let mut ui = InteractiveUi::new(term, names, bell);
@@ -271,6 +305,12 @@ mod tests {
         assert!(a.follow && a.json && a.history == Some(5));
         assert!(parse(&["--follow"]).is_ok(), "follow without a target");
         assert!(parse(&["#lab", "--history", "1001"]).is_err());
+        assert!(parse(&["--catchup", "--json"]).is_ok());
+        assert!(
+            parse(&["#lab", "--catchup"]).is_err(),
+            "catch-up is everywhere"
+        );
+        assert!(parse(&["--catchup", "--follow"]).is_err());
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! connected), and its subscriptions forwarding into the same local queues these
 //! methods hand back (a broadcast receiver per channel, the connection's inbox).
 //! Methods never wait on a reader: delivery goes into bounded queues that drop their
-//! oldest entry when full; a networked bus publishes and returns.
+//! oldest entry when full; a networked bus publishes and returns. Users' read positions
+//! sit beside the bus behind [`ReadPositions`](super::ReadPositions), which such a bus
+//! maps onto its key-value bucket too (`read.<user>`).
 
 use std::sync::Arc;
 

@@ -17,6 +17,9 @@ pub enum ChatError {
     /// `ChatOpen` twice on one connection.
     #[error("chat is already open on this connection")]
     AlreadyOpen,
+    /// `MarkRead` of a conversation with no messages.
+    #[error("{0} has no messages to mark read")]
+    NoConversation(String),
     /// `Part` of a channel the connection is not in.
     #[error("you are not in {0}")]
     NotMember(String),
@@ -68,7 +71,9 @@ impl ChatError {
             ChatError::NotOpen | ChatError::AlreadyOpen | ChatError::Empty | ChatError::Nul => {
                 ErrorCode::BadRequest
             }
-            ChatError::NoUser(_) | ChatError::NotMember(_) => ErrorCode::NotFound,
+            ChatError::NoUser(_) | ChatError::NotMember(_) | ChatError::NoConversation(_) => {
+                ErrorCode::NotFound
+            }
             ChatError::TooManyJoined { .. } | ChatError::TooManyChannels { .. } => ErrorCode::Busy,
             ChatError::TooLong { .. } => ErrorCode::TooLarge,
             ChatError::Throttled { .. } => ErrorCode::RateLimited,

@@ -240,6 +240,11 @@ impl History {
         false
     }
 
+    /// The newest message id of `key` (0 if it has none).
+    pub fn last_id_of(&self, key: &ConvKey) -> u64 {
+        self.convs().get(key).map_or(0, |m| m.last_id)
+    }
+
     /// Direct conversations `user` takes part in that have stored messages.
     pub fn conversations_of(&self, user: &str) -> Vec<ConvKey> {
         let mut keys: Vec<ConvKey> = self

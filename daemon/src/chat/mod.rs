@@ -11,11 +11,14 @@
 //! - [`delivered::Delivered`] remembers, per user, up to which message id direct
 //!   messages reached one of their connections, so that what arrived while they were
 //!   offline is replayed at their next `ChatOpen`.
+//! - [`ReadPositions`] (`reads.rs`) keeps, per user and conversation, the largest id
+//!   the user read; `catchup.rs` counts what is unread since (`MarkRead`, `Catchup`).
 //!
 //! [`Chat`] ties them together for sessions. It does not parse requests or know about
 //! connections' sockets: that is `session/chat.rs`.
 
 mod bus;
+mod catchup;
 pub mod delivered;
 mod envelope;
 mod error;
@@ -23,6 +26,7 @@ pub mod history;
 pub mod hub;
 mod inbox;
 mod ratelimit;
+pub mod reads;
 mod subscriptions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +45,7 @@ pub use history::{ConvKey, History, HistoryError};
 pub use hub::InProcessHub;
 pub use inbox::{Drops, Inbox, InboxSender};
 pub use ratelimit::TokenBucket;
+pub use reads::{ReadFile, ReadPositions};
 pub use subscriptions::Subscriptions;
 
 pub use crate::now_unix_ms;
@@ -96,6 +101,8 @@ pub struct Chat {
     bus: Arc<dyn ChatBus>,
     history: History,
     delivered: Delivered,
+    /// What each user has read.
+    reads: Arc<dyn ReadPositions>,
     /// The last connection id handed out.
     last_conn: AtomicU64,
     /// Replaced by a config reload; a leaf lock.
@@ -113,10 +120,12 @@ impl Chat {
         let dir = data_dir.join("chat");
         let history = History::open(&dir, config.history_config(), now_unix_ms())?;
         let delivered = Delivered::open(&dir.join("delivered.json"))?;
+        let reads = ReadFile::open(&dir.join("read.json"))?;
         Ok(Chat {
             bus: Arc::new(InProcessHub::new(config.hub_config())),
             history,
             delivered,
+            reads: Arc::new(reads),
             last_conn: AtomicU64::new(0),
             config: std::sync::Mutex::new(config.clone()),
         })
@@ -244,9 +253,13 @@ impl Chat {
     }
 
     /// Makes stored messages durable: fsyncs logs written since the last call and
-    /// saves changed delivery markers.
+    /// saves changed delivery markers (and read positions a failed write left).
     pub async fn sync(&self) {
         self.history.sync().await;
+        let reads = Arc::clone(&self.reads);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || reads.persist()).await {
+            tracing::error!(error = %e, "saving chat read positions failed");
+        }
         if !self.delivered.is_dirty() {
             return;
         }

@@ -1,4 +1,4 @@
-//! Chat requests of a session (15–22) and the events it pushes.
+//! Chat requests of a session (15–22, 25–26) and the events it pushes.
 //!
 //! `Say`, `History`, `Who` and `Channels` work on any authenticated connection.
 //! `ChatOpen` makes the connection a chat connection: it gets an inbox on the bus
@@ -21,8 +21,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use xfer_proto::{
-    ChannelName, ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, Response,
-    Target,
+    ChannelName, ChatEvent, ChatMessage, ErrorCode, Frame, MAX_HISTORY, MessageBody, PresenceState,
+    Response, Target,
 };
 
 use super::link::{Link, Transport};
@@ -203,6 +203,30 @@ pub(super) fn chat_error(e: &ChatError) -> Response {
         tracing::error!(error = %inner, "chat store failure");
     }
     Response::error(e.code(), e.peer_message())
+}
+
+/// Puts each "went offline" after the same user's "left #channel" in `events`.
+///
+/// A user's last connection closing parts them from their channels (the channels'
+/// queues) and takes them offline (every inbox) at once. This connection reads those
+/// queues in turn, so it may take the offline note first; both are queued before
+/// either is read, so they meet in one batch, and this restores their order.
+fn parts_before_offline(events: &mut Vec<ChatEvent>) {
+    let mut i = 0;
+    while i < events.len() {
+        if let ChatEvent::Presence(p) = &events[i]
+            && p.state == PresenceState::Offline
+            && let Some(last) = events
+                .iter()
+                .rposition(|e| matches!(e, ChatEvent::Parted { user, .. } if *user == p.user))
+            && last > i
+        {
+            let offline = events.remove(i);
+            events.insert(last, offline);
+            continue;
+        }
+        i += 1;
+    }
 }
 
 /// Drops the oldest messages until the texts fit `budget` bytes; returns how many.
@@ -393,6 +417,24 @@ impl ChatState {
         })
     }
 
+    /// `MarkRead`: rate-limited like any chat request; durable when answered.
+    pub async fn mark_read(
+        &mut self,
+        user: &str,
+        target: &Target,
+        id: u64,
+    ) -> Result<Response, ChatError> {
+        self.throttle()?;
+        self.state.chat.mark_read(user, target, id).await?;
+        Ok(Response::Ok)
+    }
+
+    /// `Catchup`: unread counts, mentions and new files since the read positions.
+    pub async fn catchup(&mut self, user: &str) -> Result<Response, ChatError> {
+        self.throttle()?;
+        Ok(Response::Catchup(self.state.chat.catchup(user).await?))
+    }
+
     pub fn channels(&self) -> Response {
         Response::Channels {
             channels: self.state.chat.bus().channels(),
@@ -432,6 +474,7 @@ impl ChatState {
             };
             self.accept(more, me, &mut events);
         }
+        parts_before_offline(&mut events);
         self.write_events(events, me, link, shutdown).await
     }
 
@@ -505,5 +548,53 @@ impl ChatState {
             self.state.chat.delivered().advance(me, id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use xfer_proto::Presence;
+
+    use super::*;
+
+    fn presence(user: &str, state: PresenceState) -> ChatEvent {
+        ChatEvent::Presence(Presence {
+            user: user.into(),
+            state,
+        })
+    }
+
+    fn parted(user: &str, channel: &str) -> ChatEvent {
+        ChatEvent::Parted {
+            channel: channel.into(),
+            user: user.into(),
+        }
+    }
+
+    #[test]
+    fn a_user_leaves_their_channels_before_going_offline() {
+        let mut events = vec![
+            presence("bob", PresenceState::Offline),
+            presence("carol", PresenceState::Offline),
+            parted("bob", "#lab"),
+            parted("dave", "#lab"),
+            parted("bob", "#ops"),
+            presence("dave", PresenceState::Online),
+        ];
+        parts_before_offline(&mut events);
+        assert_eq!(
+            events,
+            [
+                presence("carol", PresenceState::Offline),
+                parted("bob", "#lab"),
+                parted("dave", "#lab"),
+                parted("bob", "#ops"),
+                presence("bob", PresenceState::Offline),
+                presence("dave", PresenceState::Online),
+            ]
+        );
+        let mut ordered = events.clone();
+        parts_before_offline(&mut ordered);
+        assert_eq!(ordered, events, "an ordered batch stays as it is");
     }
 }

@@ -452,6 +452,8 @@ impl<T: Transport> Session<T> {
                 me()?;
                 self.chat.set_away(away)?
             }
+            Request::MarkRead { target, id } => self.chat.mark_read(me()?, &target, id).await?,
+            Request::Catchup => self.chat.catchup(me()?).await?,
         };
         Ok(Some(response))
     }
