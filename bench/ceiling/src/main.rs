@@ -36,13 +36,16 @@ fn main() -> Result<()> {
     let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
         .context("reading the generated key")?;
     let acceptor = TlsAcceptor::from(config::server_config(certs, key)?);
-    let connector =
-        TlsConnector::from(config::client_config_pinned(PinnedVerifier::new(Some(id.fingerprint))));
+    let connector = TlsConnector::from(config::client_config_pinned(PinnedVerifier::new(Some(
+        id.fingerprint,
+    ))));
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
-    let size = std::fs::metadata(src).with_context(|| format!("reading `{src}`"))?.len();
+    let size = std::fs::metadata(src)
+        .with_context(|| format!("reading `{src}`"))?
+        .len();
     let (src, dst) = (src.clone(), dst.clone());
     let _ = std::fs::remove_file(&dst);
 
@@ -75,7 +78,9 @@ fn main() -> Result<()> {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Reads `src` a chunk at a time, hashes each chunk and writes it to the stream.
