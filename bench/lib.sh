@@ -100,8 +100,11 @@ start_dufs() {
 }
 
 stop_place_servers() {
-  [ -n "${XFERD_PID:-}" ] && kill "$XFERD_PID" 2>/dev/null && wait "$XFERD_PID" 2>/dev/null
-  [ -n "${DUFS_PID:-}" ] && kill "$DUFS_PID" 2>/dev/null && wait "$DUFS_PID" 2>/dev/null
+  local pid
+  for pid in ${XFERD_PID:-} ${DUFS_PID:-}; do
+    # `wait` returns the signal's status (143): not a failure of the benchmark.
+    kill "$pid" 2>/dev/null && { wait "$pid" 2>/dev/null || true; }
+  done
   XFERD_PID='' DUFS_PID=''
   return 0
 }

@@ -75,12 +75,14 @@ BENCH_TMP=$(mktemp -d /dev/shm/xfer-bench-tmp.XXXXXX)
 REPORT=$BENCH_TMP/report.md
 report() { echo "$*" | tee -a "$REPORT"; }
 cleanup() {
+  set +e
   stop_place_servers
   [ -n "${SSHD_PID:-}" ] && kill "$SSHD_PID" 2>/dev/null
   [ -n "${W:-}" ] && rm -rf "$W"
   rm -rf "$BENCH_TMP"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 start_sshd "$BENCH_TMP/sshd"
 
 report "## $(date -u '+%Y-%m-%d %H:%M UTC'): \`bench/run.sh $ARGS\`"

@@ -8,8 +8,10 @@
 //!
 //! `xfer-ceiling SRC DST` sends SRC to DST (DST is replaced) and prints one line:
 //! `bytes seconds MB/s`. Sender and receiver each run on a thread of their own with a
-//! single-threaded runtime, like two processes would; the timing covers the handshake
-//! and ends when the receiver has written and hashed the last byte.
+//! single-threaded runtime, like two processes would, and each does its file work
+//! (read and hash; hash and write) on a blocking thread beside its TLS stream, as xfer
+//! does; the timing covers the handshake and ends when the receiver has written and
+//! hashed the last byte.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -83,47 +85,81 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Reads `src` a chunk at a time, hashes each chunk and writes it to the stream.
+/// Chunks in flight between a side's blocking file thread and its TLS stream.
+const DEPTH: usize = 4;
+
+/// Reads `src` a chunk at a time on a blocking thread that hashes each chunk, and writes
+/// the chunks to the stream as they come (buffers go back to the reader to be reused).
 async fn send(
     mut tls: tokio_rustls::client::TlsStream<TcpStream>,
     src: &str,
     size: u64,
 ) -> Result<()> {
     let file = File::open(src)?;
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    let mut offset = 0u64;
-    while offset < size {
-        let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-        file.read_exact_at(&mut buf[..len], offset)?;
-        std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
-        tls.write_all(&buf[..len]).await?;
-        offset += len as u64;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(DEPTH);
+    let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut offset = 0u64;
+        while offset < size {
+            let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
+            let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
+            buf.resize(len, 0);
+            file.read_exact_at(&mut buf, offset)?;
+            std::hint::black_box(Digest::of_chunk(&buf, offset, size));
+            if tx.blocking_send(buf).is_err() {
+                break;
+            }
+            offset += len as u64;
+        }
+        Ok(())
+    });
+    while let Some(buf) = rx.recv().await {
+        tls.write_all(&buf).await?;
+        let _ = back.send(buf);
     }
+    reader.await??;
     tls.shutdown().await?;
     // Unread data (the server's session tickets) would make closing reset the
     // connection under the receiver: wait for the receiver to close first.
-    while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+    let mut rest = [0u8; 4096];
+    while matches!(tls.read(&mut rest).await, Ok(n) if n > 0) {}
     Ok(())
 }
 
-/// Reads the stream a chunk at a time, hashes each chunk and writes it at its offset.
+/// Reads the stream a chunk at a time and hands each to a blocking thread that hashes it
+/// and writes it at its offset (buffers come back to be reused).
 async fn receive(
     mut tls: tokio_rustls::server::TlsStream<TcpStream>,
     dst: &str,
     size: u64,
 ) -> Result<()> {
     let file = File::create(dst)?;
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(DEPTH);
+    let (back, mut spare) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        while let Some((offset, buf)) = rx.blocking_recv() {
+            std::hint::black_box(Digest::of_chunk(&buf, offset, size));
+            file.write_all_at(&buf, offset)?;
+            let _ = back.send(buf);
+        }
+        Ok(())
+    });
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-        tls.read_exact(&mut buf[..len]).await?;
-        std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
-        file.write_all_at(&buf[..len], offset)?;
+        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
+        buf.resize(len, 0);
+        tls.read_exact(&mut buf).await?;
+        if tx.send((offset, buf)).await.is_err() {
+            break;
+        }
         offset += len as u64;
     }
+    drop(tx);
+    writer.await??;
     // The sender's close_notify: reading it lets the sender finish cleanly.
-    if tls.read(&mut buf).await? != 0 {
+    let mut rest = [0u8; 16];
+    if tls.read(&mut rest).await? != 0 {
         bail!("the sender sent more than {size} bytes");
     }
     tls.shutdown().await?;
