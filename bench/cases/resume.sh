@@ -13,11 +13,13 @@ partial_bytes() {
 }
 
 # Starts a push and kills the client (SIGKILL) when the partial holds $1 % of the file.
+# The push is slowed to about two seconds for the whole file, so the poll sees 90 %
+# before the end even for the smoke run's small file (the re-run is not slowed).
 push_killed_at() {
   "$XFER" rm resume.bin >/dev/null 2>&1 || true
   "$XFER" rm --partial resume.bin >/dev/null 2>&1 || true
   local want=$((BYTES * $1 / 100)) pid
-  "$XFER" push -q "$SRC" resume.bin >/dev/null 2>&1 &
+  "$XFER" push -q --limit-rate "$((BYTES / 2 + 1))" "$SRC" resume.bin >/dev/null 2>&1 &
   pid=$!
   while kill -0 "$pid" 2>/dev/null && [ "$(partial_bytes)" -lt "$want" ]; do sleep 0.005; done
   kill -9 "$pid" 2>/dev/null || true
