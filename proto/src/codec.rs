@@ -295,23 +295,43 @@ impl<In, Out: Serialize> Encoder<Frame<Out>> for XferCodec<In, Out> {
                 dst.put_slice(&body);
             }
             Frame::Chunk(chunk) => {
-                let (kind, extra) = match chunk.encoding {
-                    ChunkEncoding::Raw => (KIND_CHUNK, 0),
-                    ChunkEncoding::Zstd { .. } => (KIND_ZSTD_CHUNK, 4),
-                };
-                put_len(dst, 1 + CHUNK_HEADER + extra + chunk.data.len(), max)?;
-                dst.put_u8(kind);
-                dst.put_u64(chunk.transfer_id);
-                dst.put_u64(chunk.offset);
-                dst.put_slice(chunk.digest.as_bytes());
-                if let ChunkEncoding::Zstd { raw_len } = chunk.encoding {
-                    dst.put_u32(raw_len);
-                }
+                dst.reserve(LEN_PREFIX + 1 + CHUNK_HEADER + 4 + chunk.data.len());
+                put_chunk_header(&chunk, max, dst)?;
                 dst.put_slice(&chunk.data);
             }
         }
         Ok(())
     }
+}
+
+/// The frame of `chunk` up to its data (length prefix, kind, header), for a writer that
+/// sends the data from the chunk's own buffer after it instead of copying every byte
+/// into the frame buffer first: the bytes on the wire are those of [`Frame::Chunk`].
+///
+/// # Errors
+/// [`ProtoError::FrameTooLarge`] for a chunk past [`crate::MAX_FRAME_LEN`].
+pub fn chunk_header(chunk: &Chunk, dst: &mut BytesMut) -> Result<(), ProtoError> {
+    put_chunk_header(chunk, crate::MAX_FRAME_LEN, dst)
+}
+
+fn put_chunk_header(chunk: &Chunk, max: usize, dst: &mut BytesMut) -> Result<(), ProtoError> {
+    let (kind, extra) = match chunk.encoding {
+        ChunkEncoding::Raw => (KIND_CHUNK, 0),
+        ChunkEncoding::Zstd { .. } => (KIND_ZSTD_CHUNK, 4),
+    };
+    let len = 1 + CHUNK_HEADER + extra + chunk.data.len();
+    if len > max {
+        return Err(ProtoError::FrameTooLarge { len, max });
+    }
+    dst.put_u32(len as u32);
+    dst.put_u8(kind);
+    dst.put_u64(chunk.transfer_id);
+    dst.put_u64(chunk.offset);
+    dst.put_slice(chunk.digest.as_bytes());
+    if let ChunkEncoding::Zstd { raw_len } = chunk.encoding {
+        dst.put_u32(raw_len);
+    }
+    Ok(())
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {

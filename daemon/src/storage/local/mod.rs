@@ -18,6 +18,7 @@
 //! - `namespace.rs`: listing, mkdir, remove, rename;
 //! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
 //! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones;
+//! - `seal.rs`: what a resumed upload checks of the chunks it held, and when;
 //! - `download.rs`: downloads served from manifests;
 //! - `manifest.rs`: chunk digests kept for committed files;
 //! - `private.rs`: files 0600 and directories 0700, whatever the umask.
@@ -31,6 +32,7 @@ mod partial;
 mod private;
 mod renormalize;
 mod reserve;
+mod seal;
 mod space;
 mod upload;
 

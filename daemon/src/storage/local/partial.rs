@@ -17,6 +17,7 @@ use xfer_proto::{Entry, EntryKind};
 
 use super::index::PartialInfo;
 use super::private;
+use super::seal::Seal;
 use crate::storage::{StorageError, chunk_len, io_err};
 
 /// File names of a partial upload.
@@ -42,6 +43,11 @@ pub(crate) struct PartialMeta {
     pub expires_unix: u64,
     /// `(index, hex digest)` of every verified chunk.
     pub chunks: Vec<(u64, String)>,
+    /// The data file as synced when a connection closed the upload, if nothing else
+    /// wrote it; a resume that finds it unchanged answers at once and re-hashes the
+    /// chunks while the rest arrives (`seal.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Seal>,
 }
 
 impl PartialMeta {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 mod index;
 mod reserve;
 mod resume_state;
+mod sealed;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
 

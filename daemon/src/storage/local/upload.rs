@@ -7,7 +7,9 @@
 //! last few entries to a crash only costs re-sending those chunks. Listings show the
 //! saved state, so what `ls` reports as received survives a crash of the daemon.
 //! On resume every recorded chunk is read back and re-hashed, so data damaged on disk
-//! is dropped from the held set and asked for again. Chunk digests are BLAKE3 subtree
+//! is dropped from the held set and asked for again: before the resume is answered, or,
+//! when the data is exactly as a closing connection sealed it, while the rest arrives
+//! and before the commit (`seal.rs`). Chunk digests are BLAKE3 subtree
 //! chaining values ([`Digest::of_chunk`]), so the whole-file digest is derived from the
 //! verified chunk digests at commit ([`Digest::of_chunks`]) without reading or hashing
 //! the data again; it is compared with the client's, the data is fsynced, renamed into
@@ -34,6 +36,7 @@ use super::index::PartialInfo;
 use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
 use super::reserve::Reservation;
+use super::seal::{self, Recheck, Seal};
 use super::space::{Destination, UserSpace};
 use crate::storage::policy::STORED_SNIFF_BYTES;
 use crate::storage::{
@@ -60,6 +63,14 @@ struct Inner {
     /// Free space promised to the bytes not written yet (`reserve.rs`); dropped (given
     /// back) at commit, takeover, or when the last handle goes.
     reservation: Option<Reservation>,
+    /// The seal the data still matches: the one it was resumed under, or the one taken
+    /// at close; `None` once anything is written.
+    sealed: Option<Seal>,
+    /// The data's ctime right after this upload last wrote it (or opened it): a seal is
+    /// only taken if it is unchanged, i.e. nobody else wrote since.
+    own_ctime: Option<(i64, i64)>,
+    /// Chunks trusted under a seal, still being re-hashed.
+    recheck: Option<Recheck>,
 }
 
 /// An upload in progress on the local filesystem.
@@ -113,6 +124,11 @@ impl LocalUpload {
             .open_with(part_name(&key), &options)
             .map_err(io_err("opening upload data"))?
             .into_std();
+        // Before anything below could touch the file.
+        let sealed = meta
+            .as_ref()
+            .and_then(|m| m.sealed)
+            .filter(|s| Seal::of(&file).is_ok_and(|now| now == *s));
         if meta.is_none() {
             file.set_len(0).map_err(io_err("preparing upload data"))?;
         }
@@ -125,32 +141,32 @@ impl LocalUpload {
             file.set_len(size)
                 .map_err(io_err("preparing upload data"))?;
         }
-        let mut held = BTreeMap::new();
-        if let Some(meta) = &meta {
-            let mut recorded: Vec<(u64, Digest)> = meta
-                .chunks
-                .iter()
-                .filter_map(|(i, hex)| Some((*i, hex.parse().ok()?)))
-                .filter(|(i, _)| *i < n)
-                .collect();
-            recorded.sort_by_key(|(i, _)| *i);
-            recorded.dedup_by_key(|(i, _)| *i);
-            let mut buf = vec![0u8; CHUNK_SIZE as usize];
-            let mut dropped = 0u64;
-            for (i, digest) in recorded {
-                let len = chunk_len(size, i) as usize;
-                let ok = file.read_exact_at(&mut buf[..len], i * CHUNK_SIZE).is_ok()
-                    && Digest::of_chunk(&buf[..len], i * CHUNK_SIZE, size) == Some(digest);
-                if !ok {
-                    dropped += 1;
-                    continue;
+        let own_ctime = seal::ctime_of(&file);
+        let recorded = meta
+            .as_ref()
+            .map(|m| recorded_chunks(m, n))
+            .unwrap_or_default();
+        let held: BTreeMap<u64, Digest> = recorded.iter().copied().collect();
+        let (sealed, recheck, held) = match sealed {
+            // Trusted now, re-hashed while the rest arrives.
+            Some(s) if !recorded.is_empty() => {
+                let own = file.try_clone().map_err(io_err("opening upload data"))?;
+                let recheck = Recheck::start(own, size, recorded)
+                    .map_err(io_err("starting the check of upload data"))?;
+                (Some(s), Some(recheck), held)
+            }
+            _ => {
+                let damaged = seal::verify(&file, size, &recorded);
+                if !damaged.is_empty() {
+                    warn!(path = ?dest, dropped = damaged.len(), "partial upload held damaged chunks; they will be sent again");
                 }
-                held.insert(i, digest);
+                let mut held = held;
+                for (i, _) in damaged {
+                    held.remove(&i);
+                }
+                (None, None, held)
             }
-            if dropped > 0 {
-                warn!(path = ?dest, dropped, "partial upload held damaged chunks; they will be sent again");
-            }
-        }
+        };
         let resumed_from = held.keys().map(|&i| chunk_len(size, i)).sum();
         let upload = LocalUpload {
             created_unix: meta.as_ref().map_or(now_unix, |m| m.created_unix),
@@ -171,6 +187,9 @@ impl LocalUpload {
                 last_saved: Instant::now(),
                 finished: false,
                 reservation: None,
+                sealed,
+                own_ctime,
+                recheck,
             }),
         };
         // Saved at once: the partial now counts against the quota and shows in listings.
@@ -252,6 +271,7 @@ impl LocalUpload {
                 .iter()
                 .map(|(&i, d)| (i, d.to_string()))
                 .collect(),
+            sealed: inner.sealed,
         };
         // A failed save (a full disk) keeps the previous `.meta` valid, and the state
         // in memory until a save succeeds: verified chunks are never forgotten.
@@ -320,10 +340,12 @@ impl LocalUpload {
         }
         let mut inner = self.lock();
         self.check_live(&inner)?;
+        inner.sealed = None;
         inner
             .file
             .write_all_at(data, offset)
             .map_err(io_err("writing upload data"))?;
+        inner.own_ctime = seal::ctime_of(&inner.file);
         if inner.held.insert(index, *digest).is_none()
             && let Some(r) = inner.reservation.as_mut()
         {
@@ -345,9 +367,19 @@ impl LocalUpload {
         Ok(())
     }
 
+    /// Saves the state as the connection closes the upload: with a seal (after syncing
+    /// the data) when nothing else wrote it, so a resume can answer at once.
     pub fn persist(&self) -> Result<(), StorageError> {
+        self.settle_recheck();
         let mut inner = self.lock();
-        if inner.finished || self.superseded.load(Ordering::SeqCst) || inner.unsaved == 0 {
+        if inner.finished || self.superseded.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let resealed = inner.sealed.is_none() && {
+            inner.sealed = take_seal(&inner);
+            inner.sealed.is_some()
+        };
+        if inner.unsaved == 0 && !resealed {
             return Ok(());
         }
         self.save(&inner)?;
@@ -356,7 +388,41 @@ impl LocalUpload {
         Ok(())
     }
 
+    /// Waits for the re-check of chunks trusted under a seal, if one runs, and drops the
+    /// damaged ones it found (unless written again since); returns how many it dropped.
+    fn settle_recheck(&self) -> usize {
+        let Some(recheck) = self.lock().recheck.take() else {
+            return 0;
+        };
+        let damaged = recheck.finish();
+        let mut inner = self.lock();
+        let mut dropped = 0;
+        for (i, digest) in damaged {
+            if inner.held.get(&i) == Some(&digest) {
+                inner.held.remove(&i);
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            warn!(path = ?self.dest, dropped, "partial upload held damaged chunks; they were dropped");
+            inner.sealed = None;
+            inner.unsaved += 1;
+        }
+        dropped
+    }
+
     pub fn commit(&self, digest: &Digest) -> Result<Committed, StorageError> {
+        // Outside the locks: it may still be hashing.
+        let dropped = self.settle_recheck();
+        if dropped > 0 {
+            let inner = self.lock();
+            if let Err(e) = self.save(&inner) {
+                warn!(error = %e, "saving upload state failed");
+            }
+            return Err(StorageError::ChecksumMismatch(format!(
+                "{dropped} chunks held from an earlier attempt were damaged on the server's disk and were dropped; push again to send them"
+            )));
+        }
         // Lock order everywhere: the user's mutation lock, then the upload's.
         let space = &self.space;
         let _user = space.lock_mutations();
@@ -459,6 +525,27 @@ impl LocalUpload {
             digest: whole,
         })
     }
+}
+
+/// The chunks `meta` records for a file of `n` chunks, in order, each once.
+fn recorded_chunks(meta: &PartialMeta, n: u64) -> Vec<(u64, Digest)> {
+    let mut recorded: Vec<(u64, Digest)> = meta
+        .chunks
+        .iter()
+        .filter_map(|(i, hex)| Some((*i, hex.parse().ok()?)))
+        .filter(|(i, _)| *i < n)
+        .collect();
+    recorded.sort_by_key(|(i, _)| *i);
+    recorded.dedup_by_key(|(i, _)| *i);
+    recorded
+}
+
+/// Syncs the data and seals it, if nothing but this upload wrote it since its last
+/// write; `None` otherwise (or if the sync fails: unsynced data is never sealed).
+fn take_seal(inner: &Inner) -> Option<Seal> {
+    let own = inner.own_ctime?;
+    inner.file.sync_data().ok()?;
+    Seal::of(&inner.file).ok().filter(|s| s.ctime_is(own))
 }
 
 /// An open [`LocalUpload`] as sessions hold it.

@@ -1,0 +1,167 @@
+//! The ceiling of a file transfer on this machine, for `bench/run.sh`: one file sent over
+//! a bare tokio-rustls stream on 127.0.0.1 with exactly xfer's TLS configuration (TLS 1.3,
+//! the same crypto provider and cipher suites, from `xfer-certs`), read and hashed in
+//! chunks on the sending side, hashed and written at chunk offsets on the receiving side,
+//! as xfer does ([`Digest::of_chunk`], 1 MiB chunks), with no protocol at all: no
+//! frames, no acknowledgements, no manifest, no commit. What xfer reaches is reported as
+//! a fraction of this.
+//!
+//! `xfer-ceiling SRC DST` sends SRC to DST (DST is replaced) and prints one line:
+//! `bytes seconds MB/s`. Sender and receiver each run on a thread of their own with a
+//! single-threaded runtime, like two processes would, and each does its file work
+//! (read and hash; hash and write) on a blocking thread beside its TLS stream, as xfer
+//! does; the timing covers the handshake and ends when the receiver has written and
+//! hashed the last byte.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use xfer_certs::{PinnedVerifier, config, generate};
+use xfer_proto::{CHUNK_SIZE, Digest};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [src, dst] = args.as_slice() else {
+        bail!("usage: xfer-ceiling SRC DST (sends SRC to DST over TLS on 127.0.0.1)");
+    };
+    let id = generate::generate_self_signed(&["localhost".into()])?;
+    let certs = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the generated certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+        .context("reading the generated key")?;
+    let acceptor = TlsAcceptor::from(config::server_config(certs, key)?);
+    let connector = TlsConnector::from(config::client_config_pinned(PinnedVerifier::new(Some(
+        id.fingerprint,
+    ))));
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let size = std::fs::metadata(src)
+        .with_context(|| format!("reading `{src}`"))?
+        .len();
+    let (src, dst) = (src.clone(), dst.clone());
+    let _ = std::fs::remove_file(&dst);
+
+    let start = Instant::now();
+    let receiver = std::thread::spawn(move || -> Result<()> {
+        runtime()?.block_on(async {
+            let listener = TcpListener::from_std(listener)?;
+            let (tcp, _) = listener.accept().await?;
+            tcp.set_nodelay(true)?;
+            let tls = acceptor.accept(tcp).await?;
+            receive(tls, &dst, size).await
+        })
+    });
+    let sender = std::thread::spawn(move || -> Result<()> {
+        runtime()?.block_on(async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector
+                .connect(ServerName::try_from("localhost")?, tcp)
+                .await?;
+            send(tls, &src, size).await
+        })
+    });
+    sender.join().expect("the sender thread panicked")?;
+    receiver.join().expect("the receiver thread panicked")?;
+    let secs = start.elapsed().as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{size} {secs:.3} {:.0}", size as f64 / secs / 1e6)?;
+    Ok(())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Chunks in flight between a side's blocking file thread and its TLS stream.
+const DEPTH: usize = 4;
+
+/// Reads `src` a chunk at a time on a blocking thread that hashes each chunk, and writes
+/// the chunks to the stream as they come (buffers go back to the reader to be reused).
+async fn send(
+    mut tls: tokio_rustls::client::TlsStream<TcpStream>,
+    src: &str,
+    size: u64,
+) -> Result<()> {
+    let file = File::open(src)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(DEPTH);
+    let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut offset = 0u64;
+        while offset < size {
+            let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
+            let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
+            buf.resize(len, 0);
+            file.read_exact_at(&mut buf, offset)?;
+            std::hint::black_box(Digest::of_chunk(&buf, offset, size));
+            if tx.blocking_send(buf).is_err() {
+                break;
+            }
+            offset += len as u64;
+        }
+        Ok(())
+    });
+    while let Some(buf) = rx.recv().await {
+        tls.write_all(&buf).await?;
+        let _ = back.send(buf);
+    }
+    reader.await??;
+    tls.shutdown().await?;
+    // Unread data (the server's session tickets) would make closing reset the
+    // connection under the receiver: wait for the receiver to close first.
+    let mut rest = [0u8; 4096];
+    while matches!(tls.read(&mut rest).await, Ok(n) if n > 0) {}
+    Ok(())
+}
+
+/// Reads the stream a chunk at a time and hands each to a blocking thread that hashes it
+/// and writes it at its offset (buffers come back to be reused).
+async fn receive(
+    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
+    dst: &str,
+    size: u64,
+) -> Result<()> {
+    let file = File::create(dst)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(DEPTH);
+    let (back, mut spare) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        while let Some((offset, buf)) = rx.blocking_recv() {
+            std::hint::black_box(Digest::of_chunk(&buf, offset, size));
+            file.write_all_at(&buf, offset)?;
+            let _ = back.send(buf);
+        }
+        Ok(())
+    });
+    let mut offset = 0u64;
+    while offset < size {
+        let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
+        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
+        buf.resize(len, 0);
+        tls.read_exact(&mut buf).await?;
+        if tx.send((offset, buf)).await.is_err() {
+            break;
+        }
+        offset += len as u64;
+    }
+    drop(tx);
+    writer.await??;
+    // The sender's close_notify: reading it lets the sender finish cleanly.
+    let mut rest = [0u8; 16];
+    if tls.read(&mut rest).await? != 0 {
+        bail!("the sender sent more than {size} bytes");
+    }
+    tls.shutdown().await?;
+    Ok(())
+}
