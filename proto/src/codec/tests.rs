@@ -132,7 +132,7 @@ fn hello_from_a_future_version_still_decodes() {
     assert_eq!(h.software.len(), MAX_SOFTWARE_LEN);
 }
 
-/// The hello is frozen: version 4 writes the bytes every earlier version reads, and
+/// The hello is frozen: version 5 writes the bytes every earlier version reads, and
 /// reads a version-2 peer's hello, so either side can name the mismatch.
 #[test]
 fn the_hello_layout_is_frozen_across_versions() {
@@ -140,9 +140,9 @@ fn the_hello_layout_is_frozen_across_versions() {
     ServerCodec::default()
         .encode(Frame::Hello(Hello::current("xferd/0.1.0")), &mut buf)
         .unwrap();
-    let mut frozen = vec![0, 0, 0, 18, 0x00, b'X', b'F', b'E', b'R', 0, 4];
+    let mut frozen = vec![0, 0, 0, 18, 0x00, b'X', b'F', b'E', b'R', 0, 5];
     frozen.extend_from_slice(b"xferd/0.1.0");
-    assert_eq!(crate::PROTOCOL_VERSION, 4);
+    assert_eq!(crate::PROTOCOL_VERSION, 5);
     assert_eq!(&buf[..], &frozen[..]);
     // What a version-2 client sends.
     let mut v2 = BytesMut::from(&[0, 0, 0, 13, 0x00, b'X', b'F', b'E', b'R', 0, 2][..]);
