@@ -14,6 +14,7 @@ mod files;
 mod hostile;
 mod identity;
 mod lifecycle;
+mod many;
 mod logging;
 mod login;
 mod metrics;

@@ -9,6 +9,7 @@
 //! whole-file BLAKE3 follows from the chunk digests, so each byte is hashed once.
 
 pub mod batch;
+pub mod install;
 pub mod part;
 pub mod progress;
 pub mod pull;
