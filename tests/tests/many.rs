@@ -34,7 +34,10 @@ fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             files.push((PathBuf::from(format!("d{dir}/{name}")), data));
         }
     }
-    for (name, len) in [("one-chunk.bin", CHUNK), ("chunk-and-a-byte.bin", CHUNK + 1)] {
+    for (name, len) in [
+        ("one-chunk.bin", CHUNK),
+        ("chunk-and-a-byte.bin", CHUNK + 1),
+    ] {
         let data = random_bytes(len, len as u64);
         write_file(&root.join("d3"), name, &data);
         files.push((PathBuf::from(format!("d3/{name}")), data));
@@ -128,7 +131,8 @@ fn push_and_pull_of_many_small_files_arrive_whole_with_results_summary_and_times
     let out = c.xfer(&["push", "-r", &src_arg, "backup/"], "");
     assert_eq!(out.code(), 6, "conflict: {}", out.stderr());
     assert!(
-        out.stderr().contains("backup/tree/d1/f005.txt exists; use --force"),
+        out.stderr()
+            .contains("backup/tree/d1/f005.txt exists; use --force"),
         "{}",
         out.stderr()
     );

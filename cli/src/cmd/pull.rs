@@ -295,8 +295,8 @@ impl Pipelined<'_> {
                             let _ = acked.await;
                         }
                         self.report_installed(&mut done).await;
-                        let r = pull_file(self.client, &remote, &dest, self.opts, self.progress)
-                            .await;
+                        let r =
+                            pull_file(self.client, &remote, &dest, self.opts, self.progress).await;
                         self.file_done(&remote, &dest, r).await?;
                     }
                 }

@@ -277,7 +277,9 @@ impl Pipelined<'_> {
                         path: dir.clone(),
                         parents: true,
                     };
-                    let done = window.send(self.client, req, Waiting::Mkdir(dir), 0).await?;
+                    let done = window
+                        .send(self.client, req, Waiting::Mkdir(dir), 0)
+                        .await?;
                     self.answered(done)?;
                 }
                 Step::File(local, dest) => {

@@ -193,9 +193,7 @@ fn install(
     for slot in order.drain(..) {
         let r = match slot {
             Some(r) => r,
-            None => installed
-                .next()
-                .expect("one result per pending file"),
+            None => installed.next().expect("one result per pending file"),
         };
         let _ = done.send(r);
     }

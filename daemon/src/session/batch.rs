@@ -120,10 +120,9 @@ impl<T: Transport> Session<T> {
                         data: f.data,
                     });
                 }
-                Err(e) => answers.push(Some(Response::error(
-                    ErrorCode::InvalidPath,
-                    e.to_string(),
-                ))),
+                Err(e) => {
+                    answers.push(Some(Response::error(ErrorCode::InvalidPath, e.to_string())))
+                }
             }
         }
         let paths: Vec<String> = files.iter().map(|f| f.path.as_str().to_owned()).collect();

@@ -221,12 +221,12 @@ impl<T: Transport> Session<T> {
                 Event::Frame(Ok(read))
             } else {
                 tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return End::Stopped,
-                done = self.files.next_done() => Event::ChunkDone(done),
-                () = sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => Event::Resume,
-                r = timeout_at(deadline, self.link.next()), if can_read => Event::Frame(r),
-                incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
+                    biased;
+                    () = shutdown.cancelled() => return End::Stopped,
+                    done = self.files.next_done() => Event::ChunkDone(done),
+                    () = sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => Event::Resume,
+                    r = timeout_at(deadline, self.link.next()), if can_read => Event::Frame(r),
+                    incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
                 }
             };
             let handled = match event {

@@ -29,8 +29,8 @@ use super::namespace;
 use super::partial::remove_partial;
 use super::space::{self, Destination, UserSpace};
 use crate::storage::{
-    CHUNK_SIZE, Committed, PathError, PutFileDone, RelPath, StorageError, WholeFile,
-    WholeRead, io_err,
+    CHUNK_SIZE, Committed, PathError, PutFileDone, RelPath, StorageError, WholeFile, WholeRead,
+    io_err,
 };
 
 /// Names temporaries uniquely within the daemon (two connections may put the same path).
@@ -78,6 +78,15 @@ impl Local {
             parents: HashSet::new(),
         };
         for (index, file) in files.into_iter().enumerate() {
+            // The same destination twice: the first is committed before the second is
+            // judged, as if they had come in two batches.
+            if batch.staged.iter().any(|s| s.path == file.path) {
+                for (i, result) in self.commit_batch(user, space, std::mem::take(&mut batch.staged))
+                {
+                    answers[i] = Some(result);
+                }
+                batch.added = 0;
+            }
             match self.admit_whole((user, space, &lock), &mut batch, index, file, now) {
                 Ok(Admitted::Answered(done)) => answers[index] = Some(Ok(done)),
                 Ok(Admitted::Staged(s)) => batch.staged.push(s),
@@ -131,7 +140,9 @@ impl Local {
         }
         let replaces = match space.destination(&path, force, false)? {
             Destination::Free => None,
-            Destination::Replaces(m) => Some((Stamp::of(&m).ino, if m.is_file() { m.len() } else { 0 })),
+            Destination::Replaces(m) => {
+                Some((Stamp::of(&m).ino, if m.is_file() { m.len() } else { 0 }))
+            }
             Destination::Taken(m) => {
                 let existing = super::existing_digest(space, &path)?;
                 if m.len() == size && existing == digest {
@@ -193,7 +204,10 @@ impl Local {
             for s in &staged {
                 discard(space, s);
             }
-            return staged.into_iter().map(|s| (s.index, Err(copy_error(&e)))).collect();
+            return staged
+                .into_iter()
+                .map(|s| (s.index, Err(copy_error(&e))))
+                .collect();
         }
         let mut answers = Vec::with_capacity(staged.len());
         let mut placed = Vec::with_capacity(staged.len());
@@ -207,7 +221,11 @@ impl Local {
             }
         }
         // Durability point 2: the renames, so each directory the batch touched, once.
-        let synced = if placed.is_empty() { Ok(()) } else { sync_fs(space) };
+        let synced = if placed.is_empty() {
+            Ok(())
+        } else {
+            sync_fs(space)
+        };
         for s in placed {
             let answer = match &synced {
                 Ok(()) => Ok(PutFileDone::Committed(Committed {
@@ -352,10 +370,7 @@ fn place(local: &Local, user: &str, space: &UserSpace, s: &Staged) -> Result<(),
     {
         warn!(error = %e, "storing the manifest of a small file failed");
     }
-    if let Err(e) = space
-        .partials
-        .rename(&s.tmp, &space.home, s.path.as_path())
-    {
+    if let Err(e) = space.partials.rename(&s.tmp, &space.home, s.path.as_path()) {
         Manifest::remove(&space.manifests, s.stamp.ino);
         return Err(StorageError::io("moving the upload into place", e));
     }
