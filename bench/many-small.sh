@@ -7,6 +7,7 @@
 #   BENCH_DIR=/var/tmp bench/many-small.sh   trees, xferd's data and the ssh side on the
 #                                         disk (default /dev/shm, a tmpfs)
 #   XFER_BIN_DIR=DIR bench/many-small.sh  the xfer and xferd in DIR (e.g. an older build)
+#   TREES=small bench/many-small.sh       only one of the trees (small, big)
 #
 # Every destination is removed before each timed run and `sync` is run, both outside the
 # timed region, so no run pays for an earlier one's writeback. xfer makes each file
@@ -113,7 +114,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 OPS="xpush spush rpush xpull spull rpull"
 echo
 echo "loopback, trees under $(df --output=fstype "$W" | tail -1) ($W), median of $RUNS (alternating), $(nproc) cores, $(date -u +%F)"
-for T in small big; do
+for T in ${TREES:-small big}; do
   # The pulls need the ssh side's copy: one untimed push each first.
   T=$T xpush >/dev/null 2>&1 || true
   prep_rpush; rpush >/dev/null 2>&1

@@ -12,7 +12,7 @@ use xfer_e2e::{DEADLINE, blake3_hex, poll, random_bytes, write_file};
 use super::{Rig, Rng, walk};
 
 /// Small files per tree, in five folders.
-const FILES: u64 = 400;
+const FILES: u64 = 300;
 
 /// Writes a tree of small files with unique names; returns its path.
 fn small_tree(rig: &mut Rig, rng: &mut Rng, cycle: usize) -> String {
@@ -37,7 +37,7 @@ fn kill9_during_batched_commits_of_small_files_leaves_each_absent_or_complete() 
     let _one = crate::serial();
     let mut rng = Rng::from_env("batched commits");
     let mut rig = Rig::start();
-    for cycle in 0..4 {
+    for cycle in 0..3 {
         let tree = small_tree(&mut rig, &mut rng, cycle);
         let args = ["push", "-q", "-r", tree.as_str(), "batch/"];
         let stored = rig
@@ -75,7 +75,8 @@ fn kill9_during_batched_commits_of_small_files_leaves_each_absent_or_complete() 
         // The client killed while it installs pulled small files in batches.
         let dest = rig.dest.path().join(format!("pull{cycle}"));
         let dest_arg = format!("{}/", dest.display());
-        let pull = ["pull", "-q", "-r", "batch", dest_arg.as_str()];
+        let remote = format!("batch/tree{cycle}");
+        let pull = ["pull", "-q", "-r", remote.as_str(), dest_arg.as_str()];
         let mut first = rig.alice.spawn(&pull);
         let threshold = 1 + rng.below(FILES / 2);
         poll(DEADLINE, || {

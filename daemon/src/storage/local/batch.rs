@@ -145,10 +145,11 @@ impl Local {
             }
             Destination::Taken(m) => {
                 let existing = super::existing_digest(space, &path)?;
-                if m.len() == size && existing == digest {
-                    if let Some(t) = modified_unix {
-                        namespace::set_modified_locked(space, &path, t)?;
-                    }
+                if m.len() == size
+                    && existing == digest
+                    && let Some(t) = modified_unix
+                {
+                    namespace::set_modified_locked(space, &path, t)?;
                 }
                 return Ok(Admitted::Answered(PutFileDone::Exists {
                     size: m.len(),
