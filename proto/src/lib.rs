@@ -38,7 +38,8 @@ pub use names::{
 /// chunk digests BLAKE3 subtree chaining values ([`Digest::of_chunk`]); version 3 carries
 /// chat targets and channel names typed ([`Target`], [`ChannelName`]) instead of strings;
 /// version 4 adds [`Request::SetModified`] (modification times kept on push); version 5
-/// adds [`Request::MarkRead`] and [`Request::Catchup`] (read positions kept on the server).
+/// adds [`Request::MarkRead`] and [`Request::Catchup`] (read positions kept on the server),
+/// and [`Request::PutFile`] and [`Request::GetFile`] (small files in one request each).
 pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Size of a file-data chunk in bytes (1 MiB): large enough that per-chunk overhead
@@ -68,6 +69,13 @@ pub const SNIFF_LEN: usize = 512;
 /// Chunks an uploader may have sent but not yet seen acknowledged: enough to keep a
 /// loopback or LAN link busy, small enough to bound what a connection holds (16 MiB).
 pub const PUT_WINDOW: usize = 16;
+
+/// Whether a file of `size` bytes to or from `path` travels whole in one
+/// [`Request::PutFile`] / [`Response::File`]: at most one chunk, and the frame (data,
+/// path and fields) within [`MAX_FRAME_LEN`].
+pub fn travels_whole(size: u64, path: &str) -> bool {
+    size <= CHUNK_SIZE as u64 && size as usize + path.len() + 128 <= MAX_FRAME_LEN
+}
 
 /// Default TCP port of `xferd`.
 pub const DEFAULT_PORT: u16 = 7443;

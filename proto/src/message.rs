@@ -265,6 +265,31 @@ pub enum Request {
     /// What is new since this user's read positions; answered by
     /// [`Response::Catchup`]. Needs no `ChatOpen` and moves no position.
     Catchup,
+    /// Uploads a whole file of at most one chunk in one request (admission, data and
+    /// commit together), to `path`; answered by [`Response::Committed`] once the file is
+    /// in place and durable, or [`Response::Exists`] when a file is there and `force` is
+    /// false (if it holds exactly this content, its time is set as asked and nothing
+    /// else changes). A client may send many before reading the answers, which come in
+    /// request order; the server makes consecutive ones durable together.
+    PutFile {
+        /// Destination relative path.
+        path: String,
+        /// Replace an existing file (atomically).
+        force: bool,
+        /// The modification time to give the file, seconds since the Unix epoch.
+        modified_unix: Option<u64>,
+        /// BLAKE3 of the whole file, checked before anything is stored.
+        digest: Digest,
+        /// The file's bytes: at most [`crate::CHUNK_SIZE`].
+        data: bytes::Bytes,
+    },
+    /// Reads a whole file of at most [`crate::CHUNK_SIZE`] bytes in one request;
+    /// answered by [`Response::File`]. A larger file is refused with `TooLarge` (read it
+    /// with `GetBegin`). A client may send many before reading the answers.
+    GetFile {
+        /// Relative path.
+        path: String,
+    },
 }
 
 /// What a directory entry is.
@@ -437,6 +462,15 @@ pub enum Response {
     Event(Box<ChatEvent>),
     /// Answer to [`Request::Catchup`].
     Catchup(Catchup),
+    /// Answer to [`Request::GetFile`]: the whole file.
+    File {
+        /// BLAKE3 of the whole file (the client checks `data` against it).
+        digest: Digest,
+        /// Last modification, seconds since the Unix epoch.
+        modified_unix: u64,
+        /// The file's bytes.
+        data: bytes::Bytes,
+    },
 }
 
 impl Response {

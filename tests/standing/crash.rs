@@ -10,6 +10,7 @@
 //! replays a run. `XFER_CRASH_CYCLES=N` sets the number of kill cycles (default 50; the
 //! long run uses 500, tests/long/suites/30-crash-loop.sh).
 
+mod batch;
 mod inject;
 
 use std::collections::BTreeMap;

@@ -16,6 +16,7 @@ mod identity;
 mod lifecycle;
 mod logging;
 mod login;
+mod many;
 mod metrics;
 mod names;
 mod operate;

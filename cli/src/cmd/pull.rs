@@ -10,8 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
 use anyhow::{Context as _, Result};
-use xfer_proto::EntryKind;
+use tokio::sync::{mpsc, oneshot};
+use xfer_proto::{Digest, EntryKind, Request, travels_whole};
 
 use crate::client::Client;
 use crate::cmd::ls::check_listing;
@@ -21,6 +24,8 @@ use crate::home::Home;
 use crate::output::escape_control;
 use crate::preview::Preview;
 use crate::session::open_session;
+use crate::transfer::batch::{Answer, Answered, Waiting, Window};
+use crate::transfer::install::{self, Installed, Received, ToWriter};
 use crate::transfer::progress::{Direction, Progress};
 use crate::transfer::sync::{self, Action, DryRun, RemoteIndex, Stat};
 use crate::transfer::{
@@ -107,6 +112,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let (_login, mut client) = open_session(home).await?;
 
     let mut steps = Vec::new();
+    let mut sizes = HashMap::new();
     for remote in &remotes {
         let remote = normalize_remote(remote);
         let is_dir = if args.recursive {
@@ -138,7 +144,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             }
         }
         if is_dir {
-            walk_remote(&mut client, &remote, &dest, &mut steps).await?;
+            walk_remote(&mut client, &remote, &dest, &mut steps, &mut sizes).await?;
         } else {
             steps.push(Step::File(remote, dest));
         }
@@ -153,6 +159,23 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     };
     let preview = Preview::new(args.preview, args.transfer.quiet, &progress);
     let mut failures = Vec::new();
+    if !args.update && !args.dry_run && !sizes.is_empty() {
+        let mut run = Pipelined {
+            client: &mut client,
+            opts: &opts,
+            progress: &progress,
+            preview: &preview,
+            failures: &mut failures,
+        };
+        if let Err(e) = run.steps(steps, &sizes).await {
+            progress.finish();
+            failures.push(e);
+            return report_failures(failures);
+        }
+        progress.finish();
+        progress.summary();
+        return report_failures(failures);
+    }
     let mut index = RemoteIndex::default();
     let mut dry = DryRun::default();
     for step in steps {
@@ -222,6 +245,149 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         progress.summary();
     }
     report_failures(failures)
+}
+
+/// A pull of a listed tree as it comes (no `--update`, no `--dry-run`): files of at
+/// most one chunk are asked for whole, many in flight ([`Window`]), and handed to a
+/// blocking writer that installs them in batches ([`install`]); a larger file waits
+/// for both to finish, then goes the chunked way ([`pull_file`]).
+struct Pipelined<'a> {
+    client: &'a mut Client,
+    opts: &'a Options,
+    progress: &'a Progress,
+    preview: &'a Preview,
+    failures: &'a mut Vec<anyhow::Error>,
+}
+
+impl Pipelined<'_> {
+    /// Runs `steps` (`sizes`: the listed size of each remote file); an error is fatal
+    /// for the command (per-file failures are collected).
+    async fn steps(&mut self, steps: Vec<Step>, sizes: &HashMap<String, u64>) -> Result<()> {
+        let (tx, rx) = mpsc::channel(install::BATCH_FILES);
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        let writer = tokio::task::spawn_blocking(move || install::run(rx, done_tx));
+        let mut window: Window<(String, PathBuf)> = Window::default();
+        let server = self.client.server().to_string();
+        for step in steps {
+            match step {
+                Step::Mkdir(dir) => std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating `{}`", dir.display()))?,
+                Step::File(remote, dest) => {
+                    let size = sizes.get(&remote).copied();
+                    if let Some(size) = size.filter(|&s| travels_whole(s, &remote)) {
+                        let req = Request::GetFile {
+                            path: remote.clone(),
+                        };
+                        let waiting = Waiting::File {
+                            tag: (remote, dest),
+                            size,
+                            digest: Digest([0; 32]),
+                        };
+                        let answers = window
+                            .send(self.client, req, waiting, size as usize)
+                            .await?;
+                        self.hand_over(&tx, answers, &server).await?;
+                    } else {
+                        let answers = window.drain(self.client).await?;
+                        self.hand_over(&tx, answers, &server).await?;
+                        let (ack, acked) = oneshot::channel();
+                        if tx.send(ToWriter::Sync(ack)).await.is_ok() {
+                            let _ = acked.await;
+                        }
+                        self.report_installed(&mut done).await;
+                        let r =
+                            pull_file(self.client, &remote, &dest, self.opts, self.progress).await;
+                        self.file_done(&remote, &dest, r).await?;
+                    }
+                }
+            }
+            self.report_installed(&mut done).await;
+        }
+        let answers = window.drain(self.client).await?;
+        self.hand_over(&tx, answers, &server).await?;
+        drop(tx);
+        let _ = writer.await;
+        self.report_installed(&mut done).await;
+        Ok(())
+    }
+
+    /// Passes answers to the writer, in order.
+    async fn hand_over(
+        &mut self,
+        tx: &mpsc::Sender<ToWriter>,
+        answers: Vec<Answered<(String, PathBuf)>>,
+        server: &str,
+    ) -> Result<()> {
+        for a in answers {
+            let Answered::File((remote, dest), r) = a else {
+                continue;
+            };
+            let msg = match r {
+                Ok(Answer::Got {
+                    data,
+                    digest,
+                    modified_unix,
+                }) => ToWriter::File(Box::new(Received {
+                    remote,
+                    dest,
+                    data,
+                    digest,
+                    modified_unix,
+                    force: self.opts.force,
+                    server: server.to_owned(),
+                })),
+                Ok(Answer::Put(_)) => continue,
+                Err(Failure::File(e)) => ToWriter::Failed {
+                    error: e.context(format!("pulling `{remote}`")),
+                    remote,
+                    dest,
+                },
+                Err(Failure::Fatal(e)) => return Err(e.context(format!("pulling `{remote}`"))),
+            };
+            if tx.send(msg).await.is_err() {
+                anyhow::bail!("the file writer stopped");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports what the writer has finished so far.
+    async fn report_installed(&mut self, done: &mut mpsc::UnboundedReceiver<Installed>) {
+        while let Ok((remote, dest, r)) = done.try_recv() {
+            if let Ok(Outcome::Done { transferred, .. }) = &r {
+                self.progress.moved(*transferred);
+            }
+            // Only a chunked pull can fail fatally; these never do.
+            let _ = self
+                .file_done(&remote, &dest, r.map_err(Failure::File))
+                .await;
+        }
+    }
+
+    /// Prints one file's result and counts it; a fatal failure is returned.
+    async fn file_done(
+        &mut self,
+        remote: &str,
+        dest: &Path,
+        r: Result<Outcome, Failure>,
+    ) -> Result<()> {
+        match r {
+            Ok(outcome) => {
+                self.progress.finished(&outcome);
+                self.progress
+                    .result(&outcome_line(&dest.display().to_string(), &outcome));
+                if matches!(outcome, Outcome::Done { .. } | Outcome::UpToDate) {
+                    self.preview.show(dest, self.progress).await;
+                }
+            }
+            Err(Failure::File(e)) => {
+                self.progress.failed(&e);
+                self.failures.push(e);
+            }
+            Err(Failure::Fatal(e)) => return Err(e.context(format!("pulling `{remote}`"))),
+        }
+        Ok(())
+    }
 }
 
 /// A pull that decides each file first (`--update`, `--dry-run`).
@@ -308,6 +474,7 @@ async fn walk_remote(
     remote: &str,
     dest: &Path,
     steps: &mut Vec<Step>,
+    sizes: &mut HashMap<String, u64>,
 ) -> Result<()> {
     let mut stack = vec![(remote.to_string(), dest.to_path_buf())];
     while let Some((dir, local)) = stack.pop() {
@@ -322,7 +489,10 @@ async fn walk_remote(
             let r = remote_join(&dir, &e.name);
             let l = local.join(&e.name);
             match e.kind {
-                EntryKind::File => steps.push(Step::File(r, l)),
+                EntryKind::File => {
+                    sizes.insert(r.clone(), e.size);
+                    steps.push(Step::File(r, l));
+                }
                 EntryKind::Dir => subdirs.push((r, l)),
                 EntryKind::Partial => {}
             }

@@ -12,15 +12,21 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use std::collections::VecDeque;
+
 use anyhow::{Context as _, Result};
-use xfer_proto::EntryKind;
+use tokio::sync::mpsc;
+use xfer_proto::{EntryKind, Request, travels_whole};
 
 use crate::client::Client;
 use crate::cmd::{remote_kind, report_failures};
-use crate::error::{LocalError, UsageError};
+use crate::error::{ConflictError, LocalError, RemoteError, UsageError};
 use crate::home::Home;
 use crate::output::escape_control;
 use crate::session::open_session;
+use crate::transfer::batch::{
+    Answer, Answered, Waiting, Window, is_bare_conflict, put_request, read_whole,
+};
 use crate::transfer::progress::{Direction, Progress};
 use crate::transfer::sync::{self, Action, DryRun, RemoteIndex, Stat};
 use crate::transfer::{
@@ -146,6 +152,22 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         compress: args.compress,
     };
     let mut failures = Vec::new();
+    if !args.update && !args.dry_run {
+        let mut run = Pipelined {
+            client: &mut client,
+            opts: &opts,
+            progress: &progress,
+            failures: &mut failures,
+        };
+        if let Err(e) = run.steps(steps).await {
+            progress.finish();
+            failures.push(e);
+            return report_failures(failures);
+        }
+        progress.finish();
+        progress.summary();
+        return report_failures(failures);
+    }
     let mut index = RemoteIndex::default();
     let mut dry = DryRun::default();
     for step in steps {
@@ -207,6 +229,153 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         progress.summary();
     }
     report_failures(failures)
+}
+
+/// Files read ahead of the sender by the reader task.
+const READ_AHEAD_FILES: usize = 32;
+
+/// A push of every step as it comes (no `--update`, no `--dry-run`): directories and
+/// files of at most one chunk travel as requests in flight together ([`Window`]), read
+/// ahead by a blocking task; a larger file waits for the window to empty, then goes
+/// the chunked way ([`push_file`]).
+struct Pipelined<'a> {
+    client: &'a mut Client,
+    opts: &'a Options,
+    progress: &'a Progress,
+    failures: &'a mut Vec<anyhow::Error>,
+}
+
+impl Pipelined<'_> {
+    /// Runs `steps`; an error is fatal for the command (per-file failures are collected).
+    async fn steps(&mut self, steps: Vec<Step>) -> Result<()> {
+        let whole: Vec<(usize, PathBuf)> = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Step::File(local, dest) => std::fs::metadata(local)
+                    .ok()
+                    .filter(|m| travels_whole(m.len(), dest))
+                    .map(|_| (i, local.clone())),
+                Step::Mkdir(_) => None,
+            })
+            .collect();
+        let mut reading: VecDeque<usize> = whole.iter().map(|(i, _)| *i).collect();
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD_FILES);
+        let reader = tokio::task::spawn_blocking(move || {
+            for (_, local) in whole {
+                let read = read_whole(&local, xfer_proto::CHUNK_SIZE as u64);
+                if tx.blocking_send(read).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut window: Window<(String, PathBuf)> = Window::default();
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::Mkdir(dir) => {
+                    let req = Request::Mkdir {
+                        path: dir.clone(),
+                        parents: true,
+                    };
+                    let done = window
+                        .send(self.client, req, Waiting::Mkdir(dir), 0)
+                        .await?;
+                    self.answered(done)?;
+                }
+                Step::File(local, dest) => {
+                    let read = if reading.front() == Some(&i) {
+                        reading.pop_front();
+                        if rx.is_empty() {
+                            window.flush(self.client).await?;
+                        }
+                        rx.recv().await.context("the file reader stopped")?
+                    } else {
+                        Ok(None)
+                    };
+                    match read {
+                        Err(e) => self.file_done(&dest, &local, Err(Failure::File(e)))?,
+                        Ok(Some(file)) => {
+                            let (size, digest) = (file.data.len() as u64, file.digest);
+                            let req = put_request(&dest, self.opts.force, file);
+                            let waiting = Waiting::File {
+                                tag: (dest, local),
+                                size,
+                                digest,
+                            };
+                            let done = window
+                                .send(self.client, req, waiting, size as usize)
+                                .await?;
+                            self.answered(done)?;
+                        }
+                        Ok(None) => {
+                            let done = window.drain(self.client).await?;
+                            self.answered(done)?;
+                            let r = push_file(self.client, &local, &dest, self.opts, self.progress)
+                                .await;
+                            self.file_done(&dest, &local, r)?;
+                        }
+                    }
+                }
+            }
+        }
+        let done = window.drain(self.client).await?;
+        self.answered(done)?;
+        drop(rx);
+        let _ = reader.await;
+        Ok(())
+    }
+
+    /// Reports answers in order; a directory that could not be made ends the push.
+    fn answered(&mut self, done: Vec<Answered<(String, PathBuf)>>) -> Result<()> {
+        for a in done {
+            match a {
+                Answered::Mkdir(_, Ok(())) => {}
+                Answered::Mkdir(dir, Err(e)) => {
+                    return Err(e.context(format!("creating `{}`", escape_control(&dir))));
+                }
+                Answered::File((dest, local), r) => {
+                    let r = r.map(|a| match a {
+                        Answer::Put(outcome) => {
+                            if let Outcome::Done { transferred, .. } = outcome {
+                                self.progress.moved(transferred);
+                            }
+                            outcome
+                        }
+                        Answer::Got { .. } => Outcome::UpToDate,
+                    });
+                    self.file_done(&dest, &local, r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints one file's result and counts it; a fatal failure is returned.
+    fn file_done(&mut self, dest: &str, local: &Path, r: Result<Outcome, Failure>) -> Result<()> {
+        match r {
+            Ok(outcome) => {
+                if matches!(outcome, Outcome::UpToDate | Outcome::Kept) {
+                    self.progress
+                        .skipped(std::fs::metadata(local).map_or(0, |m| m.len()));
+                }
+                self.progress.finished(&outcome);
+                self.progress.result(&outcome_line(dest, &outcome));
+            }
+            Err(Failure::File(e)) => {
+                let e = if is_bare_conflict(&e) {
+                    ConflictError(format!("{dest} exists; use --force to replace it")).into()
+                } else if e.chain().any(|c| c.is::<RemoteError>()) {
+                    e.context(format!("pushing to `{dest}`"))
+                } else {
+                    e
+                };
+                self.progress.failed(&e);
+                self.failures.push(e);
+            }
+            Err(Failure::Fatal(e)) => return Err(e.context(format!("pushing to `{dest}`"))),
+        }
+        Ok(())
+    }
 }
 
 /// A push that decides each file first (`--update`, `--dry-run`).

@@ -8,6 +8,8 @@
 //! [`Digest::of_chunk`]) and is checked by the receiver before it is used. The
 //! whole-file BLAKE3 follows from the chunk digests, so each byte is hashed once.
 
+pub mod batch;
+pub mod install;
 pub mod part;
 pub mod progress;
 pub mod pull;

@@ -190,6 +190,16 @@ impl Progress {
         }
     }
 
+    /// A file of `bytes` moved whole, without a bar of its own: advance the total.
+    pub fn moved(&self, bytes: u64) {
+        if let Some(t) = &self.total {
+            if !self.total_known {
+                t.inc_length(bytes);
+            }
+            t.inc(bytes);
+        }
+    }
+
     /// One file ended with `outcome`: count it for the summary and the file count.
     pub fn finished(&self, outcome: &Outcome) {
         self.count(|t| match outcome {

@@ -15,6 +15,7 @@
 //! `Link` (`link.rs`).
 
 mod auth;
+mod batch;
 mod chat;
 mod files;
 mod link;
@@ -99,6 +100,7 @@ pub async fn run<T: Transport>(state: Arc<ServerState>, io: T, accepted: Accepte
         state,
         link,
         login_deadline,
+        stashed: None,
     };
     let end = session.serve(&stop).await;
     session.files.close_transfers().await;
@@ -144,6 +146,9 @@ struct Session<T> {
     chat: ChatState,
     /// This connection in the admin's registry (`xferd status`, `xferd kick`).
     registration: Registration,
+    /// A frame read ahead while gathering a batch of `PutFile`s (`batch.rs`), handled
+    /// before the next read.
+    stashed: Option<Option<Result<Frame<Request>, ProtoError>>>,
 }
 
 /// What woke the request loop.
@@ -212,13 +217,17 @@ impl<T: Transport> Session<T> {
             let can_read = self.files.can_queue();
             let chat_open = self.chat.is_open();
             let paused = self.files.paused_until();
-            let event = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return End::Stopped,
-                done = self.files.next_done() => Event::ChunkDone(done),
-                () = sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => Event::Resume,
-                r = timeout_at(deadline, self.link.next()), if can_read => Event::Frame(r),
-                incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
+            let event = if let Some(read) = self.stashed.take() {
+                Event::Frame(Ok(read))
+            } else {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return End::Stopped,
+                    done = self.files.next_done() => Event::ChunkDone(done),
+                    () = sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => Event::Resume,
+                    r = timeout_at(deadline, self.link.next()), if can_read => Event::Frame(r),
+                    incoming = self.chat.next(), if chat_open => Event::Chat(incoming),
+                }
             };
             let handled = match event {
                 Event::Resume => {
@@ -454,6 +463,24 @@ impl<T: Transport> Session<T> {
             }
             Request::MarkRead { target, id } => self.chat.mark_read(me()?, &target, id).await?,
             Request::Catchup => self.chat.catchup(me()?).await?,
+            Request::PutFile {
+                path,
+                force,
+                modified_unix,
+                digest,
+                data,
+            } => {
+                let first = batch::PutFile {
+                    path,
+                    force,
+                    modified_unix,
+                    digest,
+                    data,
+                };
+                self.put_files(me()?, first, shutdown).await?;
+                return Ok(None);
+            }
+            Request::GetFile { path } => self.get_file(me()?, &path).await?,
         };
         Ok(Some(response))
     }

@@ -100,6 +100,47 @@ pub struct Committed {
     pub digest: Digest,
 }
 
+/// A whole file of at most one chunk, put in one request ([`Storage::put_files`]).
+#[derive(Debug, Clone)]
+pub struct WholeFile {
+    /// Destination.
+    pub path: RelPath,
+    /// Replace an existing file.
+    pub force: bool,
+    /// The modification time to give it.
+    pub modified_unix: Option<u64>,
+    /// BLAKE3 of `data`, as the client announced it.
+    pub digest: Digest,
+    /// The file's bytes.
+    pub data: Bytes,
+}
+
+/// How one [`WholeFile`] of a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutFileDone {
+    /// In place and durable.
+    Committed(Committed),
+    /// A file is there and `force` was not given (with the same digest: its time was
+    /// set as asked).
+    Exists {
+        /// Its size.
+        size: u64,
+        /// Its digest.
+        digest: Option<Digest>,
+    },
+}
+
+/// A whole file read in one request ([`Storage::read_whole`]).
+#[derive(Debug, Clone)]
+pub struct WholeRead {
+    /// BLAKE3 of the whole file, from its manifest.
+    pub digest: Digest,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified_unix: u64,
+    /// The bytes.
+    pub data: Bytes,
+}
+
 /// Users' files.
 /// One page of a listing.
 #[derive(Debug, Default)]
@@ -162,6 +203,15 @@ pub trait Storage: Send + Sync + 'static {
         user: &str,
         path: &RelPath,
     ) -> Result<Arc<dyn Download>, StorageError>;
+    /// Admits, writes and commits a batch of whole small files, making them durable
+    /// together before any is reported committed; one answer per file, in order.
+    async fn put_files(
+        &self,
+        user: &str,
+        files: Vec<WholeFile>,
+    ) -> Vec<Result<PutFileDone, StorageError>>;
+    /// Reads a whole file of at most one chunk (a larger one is `TooLarge`).
+    async fn read_whole(&self, user: &str, path: &RelPath) -> Result<WholeRead, StorageError>;
     /// Removes partial uploads abandoned for longer than their time to live; returns
     /// how many.
     async fn expire_partials(&self, now_unix: u64) -> Result<usize, StorageError>;

@@ -102,6 +102,30 @@ impl Manifest {
             .map_err(io_err("writing a manifest"))
     }
 
+    /// Writes the manifest for `stamp` to a temporary without flushing it (a batch of
+    /// commits makes it durable with its data, `batch.rs`); returns the temporary's name,
+    /// for [`Manifest::publish`].
+    pub fn stage(&self, manifests: &Dir, stamp: Stamp) -> Result<String, StorageError> {
+        let f = ManifestFile {
+            digests: DIGEST_SCHEME,
+            size: stamp.size,
+            mtime_ns: stamp.mtime_ns,
+            digest: self.digest.to_string(),
+            chunks: self.chunks.iter().map(ToString::to_string).collect(),
+        };
+        let json = serde_json::to_vec(&f).expect("a manifest always serialises");
+        let tmp = format!("{}.tmp", stamp.file_name());
+        private::write_unsynced(manifests, &tmp, &json).map_err(io_err("writing a manifest"))?;
+        Ok(tmp)
+    }
+
+    /// Puts a manifest [`Manifest::stage`]d as `tmp` in place for `stamp`.
+    pub fn publish(manifests: &Dir, tmp: &str, stamp: Stamp) -> Result<(), StorageError> {
+        manifests
+            .rename(tmp, manifests, stamp.file_name())
+            .map_err(io_err("writing a manifest"))
+    }
+
     /// Forgets the manifest of inode `ino` (best effort: a stale one is never used).
     pub fn remove(manifests: &Dir, ino: u64) {
         let _ = manifests.remove_file(format!("{ino}.json"));

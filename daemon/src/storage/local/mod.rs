@@ -19,10 +19,12 @@
 //! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
 //! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones;
 //! - `seal.rs`: what a resumed upload checks of the chunks it held, and when;
+//! - `batch.rs`: whole small files in one request, committed in batches (one `syncfs`);
 //! - `download.rs`: downloads served from manifests;
 //! - `manifest.rs`: chunk digests kept for committed files;
 //! - `private.rs`: files 0600 and directories 0700, whatever the umask.
 
+mod batch;
 mod blocking;
 mod download;
 mod index;
@@ -52,8 +54,8 @@ use self::upload::{LiveUploads, LocalUpload, UploadHandle};
 use crate::accounts::UserName;
 use crate::config::StorageConfig;
 use crate::storage::{
-    Download, ListPage, PathError, PutBegun, PutRequest, RelPath, Storage, StorageError,
-    TypePolicy, Usage, io_err,
+    Download, ListPage, PathError, PutBegun, PutFileDone, PutRequest, RelPath, Storage,
+    StorageError, TypePolicy, Usage, WholeFile, WholeRead, io_err,
 };
 
 /// The `[storage]` settings in force, with the type policy built from them.
@@ -444,6 +446,33 @@ impl Storage for LocalStorage {
         let path = path.clone();
         self.with_space("opening a download", user, move |_, space| {
             Ok(Arc::new(LocalDownload::open(space, &path)?) as Arc<dyn Download>)
+        })
+        .await
+    }
+
+    async fn put_files(
+        &self,
+        user: &str,
+        files: Vec<WholeFile>,
+    ) -> Vec<Result<PutFileDone, StorageError>> {
+        let (local, owner, n) = (self.local.clone(), user.to_owned(), files.len());
+        let done = blocking("committing small files", move || {
+            let space = local.space(&owner)?;
+            Ok(local.put_files(&owner, &space, files))
+        })
+        .await;
+        match done {
+            Ok(answers) => answers,
+            Err(e) => (0..n)
+                .map(|_| Err(StorageError::BadRequest(e.to_string())))
+                .collect(),
+        }
+    }
+
+    async fn read_whole(&self, user: &str, path: &RelPath) -> Result<WholeRead, StorageError> {
+        let path = path.clone();
+        self.with_space("reading a file", user, move |_, space| {
+            Local::read_whole(space, &path)
         })
         .await
     }

@@ -45,6 +45,15 @@ pub(crate) fn set_modified(
         ));
     }
     let _lock = space.lock_mutations();
+    set_modified_locked(space, path, modified_unix)
+}
+
+/// [`set_modified`] for a caller that holds the user's mutations lock.
+pub(crate) fn set_modified_locked(
+    space: &UserSpace,
+    path: &RelPath,
+    modified_unix: u64,
+) -> Result<(), StorageError> {
     let (file, meta) = space.open_file(path)?;
     if !meta.is_file() {
         return Err(StorageError::BadRequest(format!(

@@ -24,6 +24,15 @@ pub(crate) fn write_synced(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()
     file.sync_data()
 }
 
+/// Writes `bytes` to `name` in `dir` (created or truncated), mode [`FILE_MODE`], without
+/// flushing: for a batch of temporaries made durable together (one `syncfs`) before any
+/// of them is renamed into place. Returns the open file.
+pub(crate) fn write_unsynced(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<std::fs::File> {
+    let mut file = create(dir, name)?;
+    file.write_all(bytes)?;
+    Ok(file.into_std())
+}
+
 fn create(dir: &Dir, name: &str) -> io::Result<cap_std::fs::File> {
     let mut options = OpenOptions::new();
     options

@@ -1,0 +1,269 @@
+//! The writer of a pull of many small files: puts each whole file into its part file
+//! (with its record, as every download does: [`super::part`]) and installs them in
+//! batches, so the disk is flushed once per batch instead of twice per file.
+//!
+//! A batch is installed when no further file is waiting, or after [`BATCH_FILES`]:
+//! one `syncfs` per filesystem makes the part files durable, each is renamed over its
+//! destination, a second `syncfs` makes the renames durable, and only then are the
+//! records removed and the files reported done. A crash leaves each destination either
+//! absent (or the old file) or complete, and at most a part file with its record, which
+//! the next pull takes over.
+
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use xfer_proto::Digest;
+
+use super::part::{self, PartRecord};
+use super::{Outcome, hash_file, part_path};
+use crate::error::{ConflictError, IntegrityError};
+
+/// Files installed together at most.
+pub const BATCH_FILES: usize = 128;
+
+/// What the writer is handed, in the order results are to be reported.
+pub enum ToWriter {
+    /// A whole file as the server sent it.
+    File(Box<Received>),
+    /// A file that failed before reaching the writer: reported in its place.
+    Failed {
+        remote: String,
+        dest: PathBuf,
+        error: anyhow::Error,
+    },
+    /// Install what is pending, then answer (before a file goes the chunked way).
+    Sync(oneshot::Sender<()>),
+}
+
+/// One whole file from the server.
+pub struct Received {
+    pub remote: String,
+    pub dest: PathBuf,
+    pub data: Bytes,
+    pub digest: Digest,
+    pub modified_unix: u64,
+    /// Replace an existing different file.
+    pub force: bool,
+    /// `host:port`, for the part file's record.
+    pub server: String,
+}
+
+/// One file's result, in order: the remote path, the local one, and how it ended.
+pub type Installed = (String, PathBuf, Result<Outcome>);
+
+/// A part file written and waiting for its batch's flush.
+struct Pending {
+    remote: String,
+    dest: PathBuf,
+    part: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    digest: Digest,
+}
+
+/// The writer task: runs until `rx` closes, sending every result to `done` in order.
+pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Installed>) {
+    let mut pending: Vec<Pending> = Vec::new();
+    // Results of files answered before the batch they wait behind.
+    let mut order: Vec<Option<Installed>> = Vec::new();
+    loop {
+        let next = match rx.try_recv() {
+            Ok(m) => Some(m),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                install(&mut pending, &mut order, &done);
+                rx.blocking_recv()
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        let Some(msg) = next else {
+            install(&mut pending, &mut order, &done);
+            return;
+        };
+        match msg {
+            ToWriter::File(r) => {
+                let (remote, dest) = (r.remote.clone(), r.dest.clone());
+                match write(*r) {
+                    Ok(Written::Pending(p)) => {
+                        pending.push(p);
+                        order.push(None);
+                    }
+                    Ok(Written::Done(outcome)) => order.push(Some((remote, dest, Ok(outcome)))),
+                    Err(e) => order.push(Some((remote, dest, Err(e)))),
+                }
+            }
+            ToWriter::Failed {
+                remote,
+                dest,
+                error,
+            } => order.push(Some((remote, dest, Err(error)))),
+            ToWriter::Sync(ack) => {
+                install(&mut pending, &mut order, &done);
+                let _ = ack.send(());
+                continue;
+            }
+        }
+        if pending.len() >= BATCH_FILES {
+            install(&mut pending, &mut order, &done);
+        }
+    }
+}
+
+enum Written {
+    Pending(Pending),
+    /// Nothing to install (the same content is there).
+    Done(Outcome),
+}
+
+/// Checks the data and the destination, then writes the part file (not flushed).
+fn write(r: Received) -> Result<Written> {
+    let Received {
+        remote,
+        dest,
+        data,
+        digest,
+        modified_unix,
+        force,
+        server,
+    } = r;
+    if Digest::of(&data) != digest {
+        return Err(IntegrityError(format!(
+            "`{remote}` arrived with BLAKE3 {}, not the {digest} the server announced; nothing was written",
+            Digest::of(&data)
+        ))
+        .into());
+    }
+    let time = UNIX_EPOCH
+        .checked_add(Duration::from_secs(modified_unix))
+        .ok_or_else(|| anyhow!("the server's modification time {modified_unix} is out of range"))?;
+    match std::fs::symlink_metadata(&dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("checking `{}`", dest.display())),
+        Ok(meta) if meta.is_dir() => {
+            return Err(ConflictError(format!("{} is a directory", dest.display())).into());
+        }
+        Ok(_) if force => {}
+        Ok(meta) => {
+            if meta.is_file()
+                && hash_file(&dest).with_context(|| format!("reading `{}`", dest.display()))?
+                    == digest
+            {
+                std::fs::File::open(&dest)
+                    .and_then(|f| f.set_modified(time))
+                    .with_context(|| format!("setting the time of `{}`", dest.display()))?;
+                return Ok(Written::Done(Outcome::UpToDate));
+            }
+            return Err(ConflictError(format!(
+                "{} exists; use --force to replace it",
+                dest.display()
+            ))
+            .into());
+        }
+    }
+    let part = part_path(&dest);
+    let size = data.len() as u64;
+    let record = PartRecord::new(server, remote.clone(), size, digest.to_string());
+    let file = part::open_part(&part, &record)?;
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(&data, 0))
+        .and_then(|()| file.set_modified(time))
+        .with_context(|| format!("writing `{}`", part.display()))?;
+    Ok(Written::Pending(Pending {
+        remote,
+        dest,
+        part,
+        file,
+        size,
+        digest,
+    }))
+}
+
+/// Installs the pending part files (flush, rename, flush) and sends every result held
+/// in `order`, in order.
+fn install(
+    pending: &mut Vec<Pending>,
+    order: &mut Vec<Option<Installed>>,
+    done: &mpsc::UnboundedSender<Installed>,
+) {
+    let mut batch = std::mem::take(pending);
+    let mut installed = install_batch(&mut batch).into_iter();
+    for slot in order.drain(..) {
+        let r = match slot {
+            Some(r) => r,
+            None => installed.next().expect("one result per pending file"),
+        };
+        let _ = done.send(r);
+    }
+}
+
+/// Durability point, renames, durability point; one result per file, in order.
+fn install_batch(batch: &mut [Pending]) -> Vec<Installed> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let synced = sync_filesystems(batch);
+    let mut out = Vec::with_capacity(batch.len());
+    let mut renamed = Vec::new();
+    for (i, p) in batch.iter().enumerate() {
+        let r = synced
+            .as_ref()
+            .map_err(|e| anyhow!("{e:#}"))
+            .and_then(|()| {
+                std::fs::rename(&p.part, &p.dest)
+                    .with_context(|| format!("moving `{}` into place", p.part.display()))
+            });
+        if r.is_ok() {
+            renamed.push(i);
+        }
+        out.push((p.remote.clone(), p.dest.clone(), r.map(|()| outcome(p))));
+    }
+    if !renamed.is_empty()
+        && let Err(e) = sync_filesystems(batch)
+    {
+        for &i in &renamed {
+            out[i].2 = Err(anyhow!("{e:#}"));
+        }
+    }
+    for &i in &renamed {
+        part::forget(&batch[i].part);
+    }
+    out
+}
+
+fn outcome(p: &Pending) -> Outcome {
+    Outcome::Done {
+        size: p.size,
+        digest: p.digest,
+        verified: 0,
+        resumed_at: None,
+        transferred: p.size,
+    }
+}
+
+/// One `syncfs` per filesystem the batch's files are on.
+fn sync_filesystems(batch: &[Pending]) -> Result<()> {
+    let mut seen = Vec::new();
+    for p in batch {
+        let dev = p
+            .file
+            .metadata()
+            .with_context(|| format!("reading `{}`", p.part.display()))?
+            .dev();
+        if !seen.contains(&dev) {
+            seen.push(dev);
+            nix::unistd::syncfs(&p.file)
+                .with_context(|| format!("flushing `{}` to the disk", dir_of(&p.dest).display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
