@@ -192,6 +192,7 @@ export class Uploader {
   }
 
   async upload(job) {
+    const t0 = performance.now();
     job.set('hashing', 'opening');
     const head = new Uint8Array(await job.file.slice(0, 512).arrayBuffer());
     const req = {
@@ -229,6 +230,7 @@ export class Uploader {
     job.set('done', 'done: ' + fmtSize(job.size) + (job.resumedFrom ? ', resumed from ' + fmtSize(job.resumedFrom) : '')
       + ', sent ' + fmtSize(job.sent) + ', BLAKE3 ' + done.blake3);
     job.el.dataset.blake3 = done.blake3;
+    job.el.dataset.ms = String(Math.round(performance.now() - t0));
     this.onFileDone(job);
   }
 
