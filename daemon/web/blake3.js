@@ -169,17 +169,27 @@ export function hash(bytes) {
 
 /**
  * For protocol chunk `index` of a file (bytes = that chunk, `unit` = the protocol chunk size,
- * a power of two times 1 KiB): its own digest (what the server checks per chunk) and its
- * chaining value at its place in the file's tree (what `fileDigest` joins).
+ * a power of two times 1 KiB): its chaining value at its place in the file's tree (the
+ * protocol's chunk digest, and what `fileDigest` joins) and its digest as a file of its own
+ * (the protocol's chunk digest when the file is this one chunk). One pass over the bytes
+ * for the first chunk; `standalone` = false skips the second pass for the others.
  */
-export function chunkDigests(bytes, index, unit) {
+export function chunkDigests(bytes, index, unit, standalone = true) {
   const o = newOutput();
-  tree(bytes, 0, o);
-  const digest = rootBytes(o);
   const cv = new Uint32Array(8);
+  let digest = null;
+  if (index === 0 || standalone) {
+    tree(bytes, 0, o);
+    digest = rootBytes(o);
+  }
   if (index > 0) tree(bytes, index * (unit / CHUNK_LEN), o);
   chainingValue(o, cv, 0);
   return { digest, cv };
+}
+
+/** The chaining value's 32 bytes (little-endian words), as the protocol writes it. */
+export function cvBytes(cv) {
+  return wordsToBytes(cv);
 }
 
 /**

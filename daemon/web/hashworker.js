@@ -3,15 +3,17 @@
 // server already holds differs, sends it. Several jobs overlap: while one chunk's request
 // is on the wire the worker hashes the next.
 
-import { chunkDigests, toHex } from './blake3.js';
+import { chunkDigests, cvBytes, toHex } from './blake3.js';
 
 self.onmessage = async (ev) => {
-  const { seq, file, index, start, end, chunkSize, expect, url, csrf } = ev.data;
+  const { seq, file, index, start, end, chunkSize, single, expect, url, csrf } = ev.data;
   try {
     const buf = await file.slice(start, end).arrayBuffer();
     if (buf.byteLength !== end - start) throw new Error('the file changed while it was read');
-    const { digest, cv } = chunkDigests(new Uint8Array(buf), index, chunkSize);
-    const hex = toHex(digest);
+    // The protocol's chunk digest: the chunk's chaining value at its offset in the file,
+    // or for a file of one chunk the file's BLAKE3 (docs/HTTP.md).
+    const { digest, cv } = chunkDigests(new Uint8Array(buf), index, chunkSize, false);
+    const hex = toHex(single ? digest : cvBytes(cv));
     let sent = false;
     if (url && hex !== expect) {
       const res = await fetch(url, {
@@ -33,7 +35,7 @@ self.onmessage = async (ev) => {
       }
       sent = true;
     }
-    self.postMessage({ seq, digest: hex, cv, sent }, [cv.buffer]);
+    self.postMessage({ seq, digest: hex, root: digest && toHex(digest), cv, sent }, [cv.buffer]);
   } catch (e) {
     self.postMessage({ seq, error: { status: 0, code: 'network', message: String((e && e.message) || e) } });
   }

@@ -20,12 +20,14 @@ async function viaWorkers(blob) {
   const n = Math.ceil(blob.size / UNIT);
   const jobs = [];
   for (let i = 0; i < n; i++) {
-    jobs.push(workerPool().run({ file: blob, index: i, start: i * UNIT, end: Math.min(blob.size, (i + 1) * UNIT), chunkSize: UNIT }));
+    jobs.push(workerPool().run({
+      file: blob, index: i, start: i * UNIT, end: Math.min(blob.size, (i + 1) * UNIT), chunkSize: UNIT, single: blob.size <= UNIT,
+    }));
   }
   const results = await Promise.all(jobs);
   const bad = results.find((r) => r.error);
   if (bad) throw new Error(bad.error.message);
-  const first = results.length ? hexBytes(results[0].digest) : null;
+  const first = results.length ? hexBytes(results[0].root) : null;
   return { digest: toHex(fileDigest(results.map((r) => r.cv), first)), chunks: results.map((r) => r.digest) };
 }
 

@@ -221,7 +221,7 @@ export class Uploader {
     let first = null;
     await this.chunks(job, n, cs, held, (i, r) => {
       cvs[i] = r.cv;
-      if (i === 0) first = hexBytes(r.digest);
+      if (i === 0) first = hexBytes(r.root);
     });
     job.set('committing', 'checking the whole file');
     const digest = toHex(fileDigest(cvs, first));
@@ -273,7 +273,9 @@ export class Uploader {
   async chunk(job, i, cs, expect, url) {
     const start = i * cs, end = Math.min(job.size, start + cs);
     for (let attempt = 0; ; attempt++) {
-      const r = await workerPool().run({ file: job.file, index: i, start, end, chunkSize: cs, expect, url, csrf: csrfToken() });
+      const r = await workerPool().run({
+        file: job.file, index: i, start, end, chunkSize: cs, single: job.size <= cs, expect, url, csrf: csrfToken(),
+      });
       if (!r.error) return r;
       const retry = [0, 408, 422, 429, 500, 502, 503, 504].includes(r.error.status);
       if (!retry || attempt >= RETRIES) throw new Error(r.error.message);
