@@ -15,7 +15,7 @@
 //! `Link` (`link.rs`).
 
 mod auth;
-mod chat;
+pub(crate) mod chat;
 mod files;
 mod link;
 mod reply;
