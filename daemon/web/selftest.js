@@ -36,7 +36,8 @@ function hexBytes(hex) {
 }
 
 async function main() {
-  const out = { vectors: { passed: 0, failed: [] }, workers: { passed: 0, failed: [] }, joined: {}, speed: {} };
+  const out = { vectors: { passed: 0, failed: [] }, workers: { passed: 0, failed: [] }, joined: {}, speed: {}, ms: {} };
+  const t0 = performance.now();
   for (const [len, want] of VECTORS) {
     const got = toHex(hash(pattern(len)));
     if (got === want) out.vectors.passed++; else out.vectors.failed.push({ len, got, want });
@@ -44,20 +45,25 @@ async function main() {
     const wgot = len === 0 ? toHex(hash(new Uint8Array(0))) : w.digest;
     if (wgot === want) out.workers.passed++; else out.workers.failed.push({ len, got: wgot, want });
   }
+  out.ms.vectors = Math.round(performance.now() - t0);
   // Multi-chunk files: the joined digest (the browser test checks these with the Rust crate).
   for (const len of [UNIT, UNIT + 1, 3 * UNIT + 5, 5 * UNIT - 7, 8 * UNIT, 9 * UNIT + 3000]) {
     out.joined[len] = (await viaWorkers(new Blob([pattern(len)]))).digest;
   }
-  // Speed: 64 MiB through the workers, and in one thread for comparison.
-  const big = new Blob([pattern(64 * UNIT)]);
-  let t = performance.now();
-  await viaWorkers(big);
-  out.speed.workers_mb_s = Math.round(big.size / 1e3 / (performance.now() - t));
-  out.speed.workers = workerPool().workers.length;
-  const one = pattern(16 * UNIT);
-  t = performance.now();
-  hash(one);
-  out.speed.one_thread_mb_s = Math.round(one.length / 1e3 / (performance.now() - t));
+  out.ms.joined = Math.round(performance.now() - t0);
+  // Speed (with ?speed=MIB): MIB through the workers, and in one thread for comparison.
+  const mib = Number(new URLSearchParams(location.search).get('speed') || 0);
+  if (mib > 0) {
+    const big = new Blob([pattern(mib * UNIT)]);
+    let t = performance.now();
+    await viaWorkers(big);
+    out.speed.workers_mb_s = Math.round(big.size / 1e3 / (performance.now() - t));
+    out.speed.workers = workerPool().workers.length;
+    const one = pattern(Math.min(mib, 16) * UNIT);
+    t = performance.now();
+    hash(one);
+    out.speed.one_thread_mb_s = Math.round(one.length / 1e3 / (performance.now() - t));
+  }
   out.ok = out.vectors.failed.length === 0 && out.workers.failed.length === 0;
   return out;
 }

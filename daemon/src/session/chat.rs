@@ -413,7 +413,7 @@ impl ChatState {
     }
 
     /// Writes what arrived, with whatever else is ready (one flush per batch).
-    pub async fn deliver<T: Transport>(
+    pub(super) async fn deliver<T: Transport>(
         &mut self,
         first: Incoming,
         me: Option<&str>,
@@ -436,7 +436,7 @@ impl ChatState {
     }
 
     /// Writes the events queued by the last request.
-    pub async fn write_pending<T: Transport>(
+    pub(super) async fn write_pending<T: Transport>(
         &mut self,
         me: Option<&str>,
         link: &mut Link<T>,

@@ -75,8 +75,12 @@ enum Op {
 }
 
 /// `GET /api/chat`: the upgrade (the CSRF token comes as `?csrf=`, checked by [`Authed`]).
-pub async fn upgrade(authed: Authed, State(web): State<WebState>, ws: WebSocketUpgrade) -> Response {
-    let stop = authed.stop_token();
+pub async fn upgrade(
+    authed: Authed,
+    State(web): State<WebState>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let stop = authed.conn.stop_token();
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| async move {
@@ -159,7 +163,12 @@ async fn send(socket: &mut WebSocket, frames: Vec<Value>, idle: Duration) -> Res
 async fn request(chat: &mut ChatState, me: &str, text: &str) -> Vec<Value> {
     let op: Op = match serde_json::from_str(text) {
         Ok(op) => op,
-        Err(e) => return vec![error_code(ErrorCode::BadRequest, &format!("bad chat request: {e}"))],
+        Err(e) => {
+            return vec![error_code(
+                ErrorCode::BadRequest,
+                &format!("bad chat request: {e}"),
+            )];
+        }
     };
     match answer(chat, me, op).await {
         Ok(out) => out,
@@ -179,7 +188,11 @@ async fn answer(chat: &mut ChatState, me: &str, op: Op) -> Result<Vec<Value>, Re
         Op::Join { channel } => {
             let name = channel_name(&channel)?;
             match c(chat.join(&name, HISTORY_PAGE, None).await)? {
-                Reply::Joined { channel, members, history } => vec![
+                Reply::Joined {
+                    channel,
+                    members,
+                    history,
+                } => vec![
                     json!({"type": "joined", "channel": channel.to_string(), "user": me,
                            "members": members.iter().map(presence_json).collect::<Vec<_>>()}),
                     history_json(&channel.to_string(), &history, me),
@@ -205,7 +218,9 @@ async fn answer(chat: &mut ChatState, me: &str, op: Op) -> Result<Vec<Value>, Re
             let target = target(&to)?;
             let limit = limit.unwrap_or(HISTORY_PAGE).min(MAX_HISTORY);
             match c(chat.chat_history(me, &target, limit, before).await)? {
-                Reply::History { messages, .. } => vec![history_json(&target_str(&target), &messages, me)],
+                Reply::History { messages, .. } => {
+                    vec![history_json(&target_str(&target), &messages, me)]
+                }
                 _ => Vec::new(),
             }
         }
@@ -289,8 +304,12 @@ fn state_str(s: PresenceState) -> &'static str {
 fn event_json(e: &ChatEvent, me: &str) -> Value {
     match e {
         ChatEvent::Message(m) => message_json(m, me),
-        ChatEvent::Joined { channel, user } => json!({"type": "joined", "channel": channel, "user": user}),
-        ChatEvent::Parted { channel, user } => json!({"type": "parted", "channel": channel, "user": user}),
+        ChatEvent::Joined { channel, user } => {
+            json!({"type": "joined", "channel": channel, "user": user})
+        }
+        ChatEvent::Parted { channel, user } => {
+            json!({"type": "parted", "channel": channel, "user": user})
+        }
         ChatEvent::Presence(p) => {
             json!({"type": "presence", "user": p.user, "state": state_str(p.state)})
         }
