@@ -195,7 +195,7 @@ async fn answer(chat: &mut ChatState, me: &str, op: Op) -> Result<Vec<Value>, Re
                 } => vec![
                     json!({"type": "joined", "channel": channel.to_string(), "user": me,
                            "members": members.iter().map(presence_json).collect::<Vec<_>>()}),
-                    history_json(&channel.to_string(), &history, me),
+                    history_json(&format!("{channel}"), &history, me),
                 ],
                 _ => Vec::new(),
             }
