@@ -50,7 +50,10 @@ pub fn bin(name: &str) -> PathBuf {
             .unwrap_or("debug");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "-p", "xferd", "-p", "xfer"]);
+        cmd.args([
+            "build", "--quiet", "--bins", "-p", "xferd", "-p", "xfer", "-p", "xfer-e2e",
+        ]);
+        cmd.args(["--features", "xfer-e2e/tokio-test-util"]);
         if profile == "release" {
             cmd.arg("--release");
         } else if profile != "debug" {

@@ -57,8 +57,16 @@ load login_one "${LOGINS:-100}" 10
 mkdir -p "$tmp/home"
 echo "$pw" | XFER_HOME="$tmp/home" "$bin/xfer" login "alice@$addr" --password-stdin --fingerprint "$fp" >/dev/null
 load push_one "$clients" "$par"
-# Connections close when the clients exit; give the daemon a moment to reap them.
-sleep 5
+# Connections close when the clients exit: wait until the daemon itself reports none open
+# (its control socket answers `status` without counting as a connection).
+open_connections() {
+    "$bin/xferd" --data-dir "$tmp/data" status --json |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin)["connections"]))'
+}
+for _ in $(seq 300); do
+    [ "$(open_connections)" = 0 ] && break
+    sleep 0.1
+done
 after=$(rss)
 failed=$(grep -c . "$tmp/clients.err" || true)
 echo "rss_kib before=$before peak=$peak after=$after logins=${LOGINS:-100} pushes=$clients par=$par client_errors=$failed env=${XFERD_ENV:-none}"
