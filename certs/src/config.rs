@@ -13,7 +13,7 @@ use rustls::version::TLS13;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::pem::{check_private_mode, load_certs, load_key};
-use crate::{ALPN, CertError, PinnedVerifier};
+use crate::{ALPN, CertError, HTTP_ALPN, PinnedVerifier};
 
 /// The crypto provider used by every config in this crate (ring).
 pub fn provider() -> Arc<CryptoProvider> {
@@ -33,7 +33,8 @@ pub fn server_config(
         .with_protocol_versions(&[&TLS13])?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    // xfer/1 first: the server's order decides, so a client offering it gets it.
+    config.alpn_protocols = vec![ALPN.to_vec(), HTTP_ALPN[0].to_vec(), HTTP_ALPN[1].to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -99,7 +100,10 @@ mod tests {
         let key = tmp.path().join("key.pem");
         ensure_identity(&cert, &key, &["localhost".into()]).unwrap();
         let config = load_server_config(&cert, &key).unwrap();
-        assert_eq!(config.alpn_protocols, [ALPN.to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            [ALPN.to_vec(), b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
 
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(

@@ -24,3 +24,7 @@ pub use verifier::PinnedVerifier;
 
 /// The ALPN protocol identifier both sides offer; a peer that does not speak it is refused.
 pub const ALPN: &[u8] = b"xfer/1";
+
+/// The ALPN identifiers of the HTTPS application the daemon also serves on its port
+/// (browsers, curl): offered after [`ALPN`], so an xfer client always gets the protocol.
+pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

@@ -22,6 +22,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod storage;
+pub mod web;
 
 pub use config::Config;
 pub use server::serve;

@@ -39,6 +39,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
     tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
     tracker.spawn(maintain_chat(state.clone(), shutdown.clone()));
+    let web = crate::web::router(crate::web::WebState::new(state.clone()));
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
@@ -61,7 +62,8 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
         let state = state.clone();
         let shutdown = shutdown.clone();
         let span = info_span!("conn", %peer, user = tracing::field::Empty);
-        tracker.spawn(handle(state, tcp, peer, accepted, preauth, shutdown).instrument(span));
+        let web = web.clone();
+        tracker.spawn(handle(state, web, tcp, peer, accepted, preauth, shutdown).instrument(span));
     }
     drop(listener);
     info!("no longer accepting connections; draining sessions");
@@ -79,6 +81,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
 
 async fn handle(
     state: Arc<ServerState>,
+    web: axum::Router,
     tcp: TcpStream,
     peer: SocketAddr,
     accepted: tokio::time::Instant,
@@ -116,7 +119,6 @@ async fn handle(
         }
         Ok(Ok(tls)) => tls,
     };
-    let io = session::framed(tls, state.metrics.clone());
     let accepted = Accepted {
         peer,
         registration,
@@ -124,6 +126,13 @@ async fn handle(
         hello_deadline,
         login_deadline,
     };
+    // ALPN h2/http/1.1: the HTTPS application; xfer/1 or none: the framed protocol.
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn.is_some_and(|p| xfer_certs::HTTP_ALPN.contains(&p)) {
+        crate::web::serve_connection(state, web, tls, accepted).await;
+        return;
+    }
+    let io = session::framed(tls, state.metrics.clone());
     session::run(state, io, accepted).await;
 }
 

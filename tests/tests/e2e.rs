@@ -25,3 +25,4 @@ mod pipe;
 mod preview;
 mod resume;
 mod sync;
+mod web_browser;

@@ -38,7 +38,7 @@ const MAX_EVENT_BATCH: usize = 64;
 const JOINED_BUDGET: usize = xfer_proto::MAX_FRAME_LEN - 64 * 1024;
 
 /// Something that arrived for this connection.
-pub(super) enum Incoming {
+pub(crate) enum Incoming {
     /// From the inbox.
     Inbox(Arc<Envelope>),
     /// From a channel, or how far this connection fell behind it.
@@ -61,7 +61,7 @@ struct OpenChat {
 }
 
 /// The chat side of a session.
-pub(super) struct ChatState {
+pub(crate) struct ChatState {
     state: Arc<ServerState>,
     bucket: TokenBucket,
     open: Option<OpenChat>,
@@ -455,7 +455,7 @@ impl ChatState {
     }
 
     /// Writes what arrived, with whatever else is ready (one flush per batch).
-    pub async fn deliver<T: Transport>(
+    pub(super) async fn deliver<T: Transport>(
         &mut self,
         first: Incoming,
         me: Option<&str>,
@@ -479,7 +479,7 @@ impl ChatState {
     }
 
     /// Writes the events queued by the last request.
-    pub async fn write_pending<T: Transport>(
+    pub(super) async fn write_pending<T: Transport>(
         &mut self,
         me: Option<&str>,
         link: &mut Link<T>,
@@ -511,23 +511,7 @@ impl ChatState {
         if events.is_empty() {
             return Ok(());
         }
-        let delivered = events
-            .iter()
-            .filter_map(|e| match e {
-                ChatEvent::Message(m) if m.target.user().is_some_and(|to| *to == *me) => Some(m.id),
-                _ => None,
-            })
-            .max();
-        // Read after the events were taken from the queue: a drop before any of them is
-        // already recorded.
-        let hole = self
-            .open
-            .as_ref()
-            .and_then(|o| o.inbox.first_dropped_to_user());
-        let delivered = match (delivered, hole) {
-            (Some(id), Some(hole)) => Some(id.min(hole.saturating_sub(1))),
-            (d, _) => d,
-        };
+        let delivered = self.delivered_mark(&events, me);
         let idle = link.idle();
         let frames = events
             .into_iter()
@@ -548,6 +532,59 @@ impl ChatState {
             self.state.chat.delivered().advance(me, id);
         }
         Ok(())
+    }
+}
+
+/// The same events for a transport other than the framed link (the web's WebSocket):
+/// the caller writes them itself and then reports them with [`ChatState::written`].
+impl ChatState {
+    /// What arrived and whatever else is ready, as events to write (own events and
+    /// replayed copies skipped).
+    pub fn collect(&mut self, first: Incoming, me: &str) -> Vec<ChatEvent> {
+        let mut events = Vec::new();
+        self.accept(first, me, &mut events);
+        while events.len() < MAX_EVENT_BATCH {
+            let Some(more) = self.try_next() else {
+                break;
+            };
+            self.accept(more, me, &mut events);
+        }
+        parts_before_offline(&mut events);
+        events
+    }
+
+    /// The events queued by the last request (the `ChatOpen` replay, `Missed` notes).
+    pub fn take_pending(&mut self) -> Vec<ChatEvent> {
+        self.pending.drain(..).collect()
+    }
+
+    /// Events were written to `me`: raises the delivery marker as `write_events` does.
+    pub fn written(&mut self, events: &[ChatEvent], me: &str) {
+        if let Some(id) = self.delivered_mark(events, me) {
+            self.state.chat.delivered().advance(me, id);
+        }
+    }
+
+    /// The highest direct message to `me` among `events`, but never at or past one that
+    /// this connection's queue dropped: that one is replayed at the next `ChatOpen`.
+    fn delivered_mark(&self, events: &[ChatEvent], me: &str) -> Option<u64> {
+        let delivered = events
+            .iter()
+            .filter_map(|e| match e {
+                ChatEvent::Message(m) if m.target.user().is_some_and(|to| *to == *me) => Some(m.id),
+                _ => None,
+            })
+            .max();
+        // Read after the events were taken from the queue: a drop before any of them is
+        // already recorded.
+        let hole = self
+            .open
+            .as_ref()
+            .and_then(|o| o.inbox.first_dropped_to_user());
+        match (delivered, hole) {
+            (Some(id), Some(hole)) => Some(id.min(hole.saturating_sub(1))),
+            (d, _) => d,
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 
 mod auth;
 mod batch;
-mod chat;
+pub(crate) mod chat;
 mod files;
 mod link;
 mod reply;

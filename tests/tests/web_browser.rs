@@ -1,0 +1,440 @@
+//! The web app in a real browser: Debian's `chromium` driven over WebDriver
+//! (`chromedriver`, fantoccini), headless, against the real `xferd` on 127.0.0.1 with its
+//! self-signed certificate. Sign-in, BLAKE3 in the page against the official vectors and
+//! the Rust crate, a 50 MiB upload cut at about 40 % by a page reload and finished by
+//! picking the file again (the audit shows where it resumed), the download compared
+//! byte for byte, chat both ways with `xfer chat`, hostile names and lines rendered as
+//! text, and screenshots of both views under `target/web-artifacts/`.
+//!
+//! Without chromium and chromedriver the tests are skipped, unless XFER_REQUIRE_INTEROP=1
+//! (CI) makes that a failure. The browser tests take one lock: one browser at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::{Client as Web, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use xfer_e2e::{
+    Client, DEADLINE, Daemon, PASSWORD, audit_u64, bin, blake3_hex, poll, random_bytes,
+};
+
+/// A browser may take long on a loaded 2-core machine: page loads, a 50 MiB upload.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
+
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+/// chromedriver on a free port, a headless chromium session through it, and the
+/// download directory. Dropping it ends the session's processes.
+struct Browser {
+    web: Web,
+    driver: Child,
+    downloads: TempDir,
+    _profile: TempDir,
+}
+
+fn tool(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+impl Browser {
+    /// `None` (the test is skipped) when chromium or chromedriver is missing.
+    async fn start() -> Option<Browser> {
+        let (Some(driver_bin), Some(_)) = (tool("chromedriver"), tool("chromium")) else {
+            assert!(
+                std::env::var("XFER_REQUIRE_INTEROP").as_deref() != Ok("1"),
+                "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+            );
+            eprintln!("skipped: chromium or chromedriver not installed");
+            return None;
+        };
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().expect("addr").port()
+        };
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = TempDir::new().expect("profile dir");
+        let downloads = TempDir::new().expect("download dir");
+        let caps = json!({
+            "browserName": "chrome",
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())],
+                "prefs": {
+                    "download.default_directory": downloads.path().display().to_string(),
+                    "download.prompt_for_download": false,
+                },
+            },
+        });
+        let caps = match caps {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        // chromedriver listens a moment after it starts.
+        let mut last = String::new();
+        for _ in 0..200 {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(web) => {
+                    return Some(Browser {
+                        web,
+                        driver,
+                        downloads,
+                        _profile: profile,
+                    });
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no WebDriver session: {last}");
+    }
+
+    async fn close(mut self) {
+        let _ = self.web.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        self.web
+            .wait()
+            .at_most(BROWSER_DEADLINE)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} in the page: {e}"))
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.web.execute(script, vec![]).await.expect("script runs")
+    }
+
+    /// Waits until `script` (an expression) is truthy in the page; its value.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let body = format!("return ({script});");
+        let start = std::time::Instant::now();
+        loop {
+            let v = self.js(&body).await;
+            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < BROWSER_DEADLINE,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn sign_in(&self, d: &Daemon, user: &str) {
+        self.web
+            .goto(&format!("https://{}/", d.host_port()))
+            .await
+            .expect("page loads");
+        self.find("#signin-user")
+            .await
+            .send_keys(user)
+            .await
+            .expect("type user");
+        self.find("#signin-password")
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .expect("type password");
+        self.find("#signin-submit")
+            .await
+            .click()
+            .await
+            .expect("submit");
+        self.until(
+            "signed in",
+            &format!("document.getElementById('whoami').textContent === '{user}'"),
+        )
+        .await;
+    }
+
+    /// No `alert()` ran (WebDriver reports an open dialog).
+    async fn assert_no_alert(&self) {
+        if let Ok(text) = self.web.get_alert_text().await {
+            panic!("the page opened an alert: {text}");
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.web.screenshot().await.expect("screenshot");
+        let dir = bin("xfer")
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/")
+            .join("web-artifacts");
+        std::fs::create_dir_all(&dir).expect("artifact dir");
+        let path = dir.join(name);
+        std::fs::write(&path, png).expect("write screenshot");
+        println!("screenshot: {}", path.display());
+    }
+}
+
+/// Runs a browser scenario on its own runtime, one browser at a time.
+fn browse<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f());
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn blake3_in_the_page_matches_the_vectors_and_the_rust_crate() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice"], None);
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.web
+            .goto(&format!(
+                "https://{}/assets/selftest.html?speed=16",
+                d.host_port()
+            ))
+            .await
+            .expect("self-test page loads");
+        b.until(
+            "the self-test",
+            "document.getElementById('result').dataset.done",
+        )
+        .await;
+        let text = b.find("#result").await.text().await.expect("result text");
+        let r: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(r["ok"], true, "{text}");
+        assert_eq!(r["vectors"]["passed"], 22, "{text}");
+        assert_eq!(r["workers"]["passed"], 22, "{text}");
+        // Whole-file digests joined from 1 MiB chunks' chaining values equal the crate's.
+        let joined = r["joined"].as_object().expect("joined digests");
+        assert_eq!(joined.len(), 6, "{text}");
+        for (len, hex) in joined {
+            let len: usize = len.parse().expect("a length");
+            assert_eq!(
+                hex.as_str(),
+                Some(blake3::hash(&pattern(len)).to_hex().as_str()),
+                "{len} bytes"
+            );
+        }
+        println!(
+            "BLAKE3 in headless chromium: {} (stage times {})",
+            r["speed"], r["ms"]
+        );
+        b.close().await;
+    });
+}
+
+#[test]
+fn a_browser_upload_cut_by_a_reload_resumes_verified_and_downloads_the_same() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice"], None);
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.sign_in(&d, "alice").await;
+        b.find("#entries").await;
+        b.screenshot("signed-in.png").await;
+
+        let src = TempDir::new().expect("source dir");
+        let data = random_bytes(50 << 20, 12);
+        let path = src.path().join("big.bin");
+        std::fs::write(&path, &data).expect("write source");
+        let want = blake3_hex(&data);
+
+        // Pause at 40 % (what the page's Pause button does), then reload: requests in
+        // flight are cut, the page forgets everything.
+        b.js("sessionStorage.setItem('xfer.pauseAt', '0.4'); return null;")
+            .await;
+        b.find("#pick-files")
+            .await
+            .send_keys(&path.display().to_string())
+            .await
+            .expect("pick");
+        b.until(
+            "the pause at 40 %",
+            "document.querySelector('#upload-list li[data-state=paused]')",
+        )
+        .await;
+        b.web.refresh().await.expect("reload");
+        b.until(
+            "signed in again",
+            "document.getElementById('whoami').textContent === 'alice'",
+        )
+        .await;
+
+        // Picking the same file again resumes and finishes.
+        b.find("#pick-files")
+            .await
+            .send_keys(&path.display().to_string())
+            .await
+            .expect("pick again");
+        let state = b
+            .until(
+                "the upload to finish",
+                "(() => { const li = document.querySelector('#upload-list li'); \
+                 return li && ['done', 'failed', 'conflict'].includes(li.dataset.state) && li.dataset.state; })()",
+            )
+            .await;
+        let status = b
+            .js("return document.querySelector('#upload-list li').textContent;")
+            .await;
+        assert_eq!(state, "done", "{status}");
+        let page_digest = b
+            .js("return document.querySelector('#upload-list li').dataset.blake3;")
+            .await;
+        assert_eq!(page_digest, json!(want), "{status}");
+
+        let stored = std::fs::read(d.files_dir("alice").join("big.bin")).expect("stored file");
+        assert_eq!(blake3_hex(&stored), want, "the stored file's BLAKE3");
+        let line = poll(DEADLINE, || {
+            d.audit_events("upload")
+                .into_iter()
+                .find(|l| l.contains("big.bin"))
+        })
+        .expect("an upload audit line");
+        let resumed = audit_u64(&line, "resumed_from").expect("resumed_from= in the audit line");
+        assert!(
+            resumed > 0 && resumed < data.len() as u64,
+            "resumed from {resumed}: {line}"
+        );
+
+        // The listing shows it; its link downloads the same bytes.
+        let link = b.find("#entries tr[data-name='big.bin'] a.file").await;
+        b.screenshot("files.png").await;
+        link.click().await.expect("download click");
+        let got = b.downloads.path().join("big.bin");
+        poll(BROWSER_DEADLINE, || {
+            (std::fs::metadata(&got).ok()?.len() == data.len() as u64).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no download at {}", got.display()));
+        assert_eq!(blake3_hex(&std::fs::read(&got).expect("downloaded")), want);
+
+        // A hostile file name is shown as text: no element made from it, no alert.
+        let evil = "<img src=x onerror=alert(1)>";
+        let c = Client::new();
+        c.login(&d, "alice", PASSWORD);
+        let evil_src = src.path().join("evil.txt");
+        std::fs::write(&evil_src, b"x").expect("write");
+        let out = c.xfer(&["push", &evil_src.display().to_string(), evil], "");
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        b.web.refresh().await.expect("reload");
+        b.until(
+            "the hostile name as text",
+            &format!("[...document.querySelectorAll('#entries td.name')].some(td => td.textContent.includes({}))",
+                json!(evil)),
+        )
+        .await;
+        assert_eq!(
+            b.js("return document.querySelectorAll('img[src=\"x\"]').length;")
+                .await,
+            json!(0)
+        );
+        b.assert_no_alert().await;
+        b.close().await;
+    });
+}
+
+#[test]
+fn chat_lines_flow_between_the_page_and_xfer_chat() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice", "bob"], None);
+        let bob = Client::new();
+        bob.login(&d, "bob", PASSWORD);
+        let follower = bob.follow(&["#lab", "--json"]);
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.sign_in(&d, "alice").await;
+        b.find("#tab-chat").await.click().await.expect("chat tab");
+        b.find("#join-name")
+            .await
+            .send_keys("#lab")
+            .await
+            .expect("type channel");
+        b.find("#join-form button")
+            .await
+            .click()
+            .await
+            .expect("join");
+        b.until(
+            "#lab open",
+            "document.getElementById('conv-title').textContent === '#lab'",
+        )
+        .await;
+
+        // Page → CLI, with markup that must stay text.
+        let line = "<script>alert(1)</script> hello from the page";
+        b.find("#say").await.send_keys(line).await.expect("type");
+        b.find("#composer button[type=submit]")
+            .await
+            .click()
+            .await
+            .expect("send");
+        let out = follower
+            .wait_stdout(BROWSER_DEADLINE, |s| s.contains("hello from the page"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "xfer chat --follow did not get it: {}",
+                    follower.stderr_so_far()
+                )
+            });
+        let v: Value = serde_json::from_str(
+            out.lines()
+                .find(|l| l.contains("hello from the page"))
+                .unwrap(),
+        )
+        .expect("one JSON object per line");
+        assert_eq!(v["from"], "alice");
+        assert_eq!(v["text"], line);
+
+        // CLI → page.
+        let said = bob.xfer(&["chat", "#lab", "--say", "hello from the cli"], "");
+        assert_eq!(said.code(), 0, "{}", said.stderr());
+        b.until(
+            "the CLI's line in the page",
+            "[...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('hello from the cli'))",
+        )
+        .await;
+        let shown = b
+            .until(
+                "the hostile line as text",
+                "[...document.querySelectorAll('#messages .text')].map(e => e.textContent).find(t => t.includes('hello from the page'))",
+            )
+            .await;
+        assert_eq!(shown, json!(line));
+        assert_eq!(
+            b.js("return document.querySelectorAll('#messages script').length;")
+                .await,
+            json!(0)
+        );
+        b.assert_no_alert().await;
+        b.screenshot("chat.png").await;
+        b.close().await;
+    });
+}
