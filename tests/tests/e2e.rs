@@ -24,3 +24,4 @@ mod pipe;
 mod preview;
 mod resume;
 mod sync;
+mod web_api;
