@@ -32,6 +32,8 @@ enum Command {
     Logout(cmd::logout::Args),
     /// Show who the current session belongs to, the server, and quota used.
     Whoami(cmd::whoami::Args),
+    /// Print the current session's token, for `Authorization: Bearer` on the HTTP API.
+    Token(cmd::token::Args),
     /// List a remote directory.
     // `-h` is --human-readable, as in ls; help stays on --help.
     #[command(disable_help_flag = true)]
@@ -133,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Login(args) => cmd::login::run(&home, args).await,
             Command::Logout(args) => cmd::logout::run(&home, args).await,
             Command::Whoami(args) => cmd::whoami::run(&home, args).await,
+            Command::Token(args) => cmd::token::run(&home, args).await,
             Command::Ls(args) => cmd::ls::run(&home, args).await,
             Command::Push(args) => interruptible(cmd::push::run(&home, args)).await,
             Command::Pull(args) => interruptible(cmd::pull::run(&home, args)).await,

@@ -25,4 +25,5 @@ mod pipe;
 mod preview;
 mod resume;
 mod sync;
+mod web_api;
 mod web_browser;

@@ -13,6 +13,7 @@ pub mod pull;
 pub mod push;
 pub mod rm;
 pub mod send;
+pub mod token;
 pub mod whoami;
 
 use anyhow::Result;

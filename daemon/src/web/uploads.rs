@@ -353,6 +353,10 @@ pub async fn commit(
     let open = state.uploads.get(&id, &authed)?;
     let result = open.upload.commit(digest).await;
     state.uploads.remove(&id);
+    if result.is_err() {
+        // What arrived stays resumable for the next POST.
+        persist(&open).await;
+    }
     let committed = result?;
     let server = &state.server;
     if let Some(m) = open.modified {
