@@ -274,7 +274,10 @@ impl Pipelined<'_> {
                     .with_context(|| format!("creating `{}`", dir.display()))?,
                 Step::File(remote, dest) => {
                     let size = sizes.get(&remote).copied();
-                    if let Some(size) = size.filter(|&s| travels_whole(s, &remote)) {
+                    // A file already here goes the chunked way, which compares before it
+                    // downloads (up to date, or a conflict without --force).
+                    let fresh = self.opts.force || std::fs::symlink_metadata(&dest).is_err();
+                    if let Some(size) = size.filter(|&s| fresh && travels_whole(s, &remote)) {
                         let req = Request::GetFile {
                             path: remote.clone(),
                         };

@@ -79,7 +79,12 @@ impl<T: Transport> Session<T> {
                 None => break,
             }
         }
-        let answers = self.commit_files(user, batch, started).await;
+        // The batch is one transfer for `limits.max_transfers_per_user`: refused whole
+        // when the user has no place left, as a `PutBegin` would be.
+        let answers = match self.files.transfer_slot(user) {
+            Ok(_slot) => self.commit_files(user, batch, started).await,
+            Err(busy) => vec![busy; batch.len()],
+        };
         let sent = tokio::time::timeout(
             self.link.idle(),
             self.link.send_all(answers.into_iter().map(Frame::Message)),
@@ -166,10 +171,34 @@ impl<T: Transport> Session<T> {
             .collect()
     }
 
-    /// `GetFile`: the whole file in one answer.
-    pub(super) async fn get_file(&mut self, user: &str, path: &str) -> Result<Response, Response> {
+    /// `GetFile`: the whole file in one answer. It holds a place of the user's
+    /// `limits.max_transfers_per_user` while it reads, and is paced by
+    /// `limits.user_bytes_per_sec` like a chunked download.
+    pub(super) async fn get_file(
+        &mut self,
+        user: &str,
+        path: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Response, End> {
+        match self.read_file(user, path).await {
+            Ok((response, bytes)) => {
+                let rate = self.state.config().limits.user_bytes_per_sec;
+                if let Some(until) = self.state.admission.charge(user, bytes, rate) {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = shutdown.cancelled() => return Err(End::Stopped),
+                    }
+                }
+                Ok(response)
+            }
+            Err(refusal) => Ok(refusal),
+        }
+    }
+
+    async fn read_file(&mut self, user: &str, path: &str) -> Result<(Response, u64), Response> {
         let path = RelPath::parse_entry(path)
             .map_err(|e| Response::error(ErrorCode::InvalidPath, e.to_string()))?;
+        let _slot = self.files.transfer_slot(user)?;
         let state = self.files.state();
         let read = answer(state.storage.read_whole(user, &path)).await?;
         audit::download(&audit::DownloadRecord {
@@ -182,10 +211,12 @@ impl<T: Transport> Session<T> {
             duration_ms: 0,
         });
         state.metrics.download_completed();
-        Ok(Response::File {
+        let bytes = read.data.len() as u64;
+        let response = Response::File {
             digest: read.digest,
             modified_unix: read.modified_unix,
             data: read.data,
-        })
+        };
+        Ok((response, bytes))
     }
 }

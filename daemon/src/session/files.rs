@@ -267,7 +267,7 @@ impl Files {
     }
 
     /// A place for one more transfer of `user`, or the reply refusing it.
-    fn transfer_slot(&self, user: &str) -> Result<TransferSlot, Response> {
+    pub(super) fn transfer_slot(&self, user: &str) -> Result<TransferSlot, Response> {
         let max = self.state.config().limits.max_transfers_per_user;
         self.state
             .admission

@@ -480,7 +480,7 @@ impl<T: Transport> Session<T> {
                 self.put_files(me()?, first, shutdown).await?;
                 return Ok(None);
             }
-            Request::GetFile { path } => self.get_file(me()?, &path).await?,
+            Request::GetFile { path } => self.get_file(me()?, &path, shutdown).await?,
         };
         Ok(Some(response))
     }
