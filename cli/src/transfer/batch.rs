@@ -280,7 +280,7 @@ fn unexpected(client: &Client, wanted: &str) -> anyhow::Error {
     .into()
 }
 
-/// Whether `e` is the bare conflict [`file_answer`] gives for `Exists`.
+/// Whether `e` is the bare conflict `file_answer` gives for `Exists`.
 pub fn is_bare_conflict(e: &anyhow::Error) -> bool {
     e.downcast_ref::<ConflictError>()
         .is_some_and(|c| c.0.is_empty())
