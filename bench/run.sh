@@ -10,8 +10,10 @@
 #                       on a shared 2-core VM)
 #     --where W         tmpfs, disk or both (both): where the files and the data live;
 #                       tmpfs is /dev/shm, disk is $BENCH_DISK_DIR (/var/tmp)
-#     --cases LIST      comma-separated: big, resume, small, scale (big,resume,small;
-#                       scale builds the release test binary and holds 10,000 sockets)
+#     --cases LIST      comma-separated: big, resume, small, load, scale (big,resume,small;
+#                       load: chat fan-out to 1,000 members, 10,000 idle connections and
+#                       token re-logins from bench/load; scale: the long suite's version
+#                       of the last two, which builds the release test binary)
 #     --peers LIST      comma-separated: scp, rsync, dufs (all; sftp always runs)
 #     --smoke           64 MiB, 1 run, tmpfs, cases big,resume,small on small trees, peers
 #                       that install fast (no dufs): what CI runs so this never rots
@@ -64,12 +66,13 @@ has_peer dufs && install_dufs
 
 if [ -n "$BIN_DIR" ]; then
   BIN=$(cd "$BIN_DIR" && pwd)
-  cargo build --release --quiet -p xfer-ceiling
+  cargo build --release --quiet -p xfer-ceiling -p xfer-load
 else
-  cargo build --release --quiet -p xferd -p xfer -p xfer-ceiling
+  cargo build --release --quiet -p xferd -p xfer -p xfer-ceiling -p xfer-load
   BIN=$PWD/target/release
 fi
 XFERD=$BIN/xferd XFER=$BIN/xfer CEILING=$PWD/target/release/xfer-ceiling
+LOAD=$PWD/target/release/xfer-load
 
 BENCH_TMP=$(mktemp -d /dev/shm/xfer-bench-tmp.XXXXXX)
 REPORT=$BENCH_TMP/report.md
@@ -117,6 +120,7 @@ for place in "${places[@]}"; do
   W=''
   unset T C S; declare -A T C S
 done
+has_case load && case_load
 has_case scale && case_scale
 
 if [ "$RECORD" = 1 ]; then

@@ -266,6 +266,111 @@ fn a_local_file_that_changed_size_between_runs_ends_equal_to_the_new_content() {
     assert_stored(&d, &c, "big.bin", &shorter);
 }
 
+/// The resume record the client keeps for its one interrupted push (`pushes/*.rec` in
+/// its home), once it exists.
+fn push_record(c: &Client) -> PathBuf {
+    let found = poll(DEADLINE, || {
+        let dir = std::fs::read_dir(c.home().join("pushes")).ok()?;
+        let recs: Vec<PathBuf> = dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rec"))
+            .collect();
+        (recs.len() == 1).then(|| recs[0].clone())
+    });
+    found.expect("the interrupted push left a resume record")
+}
+
+/// Appends an entry for every chunk of a file of `size` bytes to the record at `path`,
+/// each chunk's digest from `digest_of(index, offset, len)`; what a run that hashed the
+/// whole file after it settled would have recorded (a killed run records fewer).
+fn add_record_entries(
+    path: &PathBuf,
+    size: usize,
+    digest_of: impl Fn(usize, usize, usize) -> [u8; 32],
+) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    for (i, offset) in (0..size).step_by(CHUNK).enumerate() {
+        let len = CHUNK.min(size - offset);
+        f.write_all(&(i as u64).to_le_bytes()).unwrap();
+        f.write_all(&digest_of(i, offset, len)).unwrap();
+    }
+}
+
+fn chunk_digest(data: &[u8], offset: usize, len: usize) -> [u8; 32] {
+    let d = xfer_proto::Digest::of_chunk(
+        &data[offset..offset + len],
+        offset as u64,
+        data.len() as u64,
+    );
+    d.expect("a protocol chunk").0
+}
+
+const BY_RECORD: &str = "by the record of the interrupted run";
+
+#[test]
+fn the_rerun_of_an_unchanged_file_takes_the_held_chunks_from_its_record() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let data = random_bytes(SIZE, 30);
+    let path = write_file(local.path(), "big.bin", &data);
+    let mut push = push_until(&c, &path, "big.bin", CUT_AT);
+    push.kill9();
+    let record = push_record(&c);
+    add_record_entries(&record, SIZE, |_, offset, len| {
+        chunk_digest(&data, offset, len)
+    });
+
+    let out = c.xfer(&["push", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert!(out.stderr().contains(BY_RECORD), "{}", out.stderr());
+    assert_stored(&d, &c, "big.bin", &data);
+    assert_resumed(&upload_line(&d, "big.bin"), SIZE as u64);
+    assert!(!record.exists(), "the record is removed once committed");
+}
+
+#[test]
+fn a_stale_or_tampered_push_record_changes_nothing_that_is_committed() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+
+    // Stale: true digests of the content the file had, but the file changed since
+    // (same size, other bytes in chunks the server holds).
+    let old = random_bytes(SIZE, 31);
+    let path = write_file(local.path(), "stale.bin", &old);
+    let mut push = push_until(&c, &path, "stale.bin", CUT_AT);
+    push.kill9();
+    let record = push_record(&c);
+    add_record_entries(&record, SIZE, |_, offset, len| {
+        chunk_digest(&old, offset, len)
+    });
+    let mut new = old.clone();
+    for at in [5, 3 * CHUNK + 17, SIZE - 1] {
+        new[at] ^= 0xff;
+    }
+    std::fs::write(&path, &new).unwrap();
+    let out = c.xfer(&["push", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert!(!out.stderr().contains(BY_RECORD), "{}", out.stderr());
+    assert_stored(&d, &c, "stale.bin", &new);
+
+    // Tampered: the file is unchanged, the record's digests are not the file's.
+    let data = random_bytes(SIZE, 32);
+    let path = write_file(local.path(), "tampered.bin", &data);
+    let mut push = push_until(&c, &path, "tampered.bin", CUT_AT);
+    push.kill9();
+    let record = push_record(&c);
+    add_record_entries(&record, SIZE, |i, _, _| [i as u8 ^ 0x5a; 32]);
+    let out = c.xfer(&["push", &path], "");
+    assert_eq!(out.code(), 0, "re-run: {}", out.stderr());
+    assert!(!out.stderr().contains(BY_RECORD), "{}", out.stderr());
+    assert_stored(&d, &c, "tampered.bin", &data);
+    assert!(!record.exists());
+}
+
 #[test]
 fn ctrl_c_says_what_was_kept_and_the_rerun_says_it_resumes_as_it_starts() {
     let d = Daemon::start();
@@ -300,7 +405,7 @@ fn ctrl_c_says_what_was_kept_and_the_rerun_says_it_resumes_as_it_starts() {
     assert_eq!(out.code(), 0, "{}", out.stderr());
     assert!(
         out.stderr()
-            .contains(" of 20.0 MiB (each chunk is checked against this file)"),
+            .contains(" of 20.0 MiB (each chunk is checked against this file"),
         "{}",
         out.stderr()
     );

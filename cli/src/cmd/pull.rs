@@ -156,6 +156,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         force: args.force,
         limit_rate,
         compress: args.compress,
+        records: None,
     };
     let preview = Preview::new(args.preview, args.transfer.quiet, &progress);
     let mut failures = Vec::new();

@@ -28,6 +28,7 @@ use crate::transfer::batch::{
     Answer, Answered, Waiting, Window, is_bare_conflict, put_request, read_whole,
 };
 use crate::transfer::progress::{Direction, Progress};
+use crate::transfer::resume::Records;
 use crate::transfer::sync::{self, Action, DryRun, RemoteIndex, Stat};
 use crate::transfer::{
     Failure, Options, Outcome, TransferFlags, local_basename, normalize_remote, outcome_line,
@@ -122,7 +123,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
 
-    let (_login, mut client) = open_session(home).await?;
+    let (login, mut client) = open_session(home).await?;
     let mut remote_is_dir = remote_is_dir_by_rule(&remote, locals.len(), any_dir);
     if !remote_is_dir {
         remote_is_dir = remote_kind(&mut client, &remote).await? == Some(EntryKind::Dir);
@@ -150,6 +151,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         force: args.force,
         limit_rate,
         compress: args.compress,
+        records: Some(Records::new(home.dir(), &login.key())),
     };
     let mut failures = Vec::new();
     if !args.update && !args.dry_run {

@@ -15,6 +15,7 @@ use crate::home::Home;
 use crate::output::escape_control;
 use crate::session::open_session;
 use crate::transfer::progress::{Direction, Progress};
+use crate::transfer::resume::Records;
 use crate::transfer::send::{send_file, sent_line};
 use crate::transfer::{Failure, Options, Outcome, TransferFlags, local_basename};
 
@@ -72,12 +73,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         local_basename(local)?;
         total += meta.len();
     }
-    let (_login, mut client) = open_session(home).await?;
+    let (login, mut client) = open_session(home).await?;
     let progress =
         Progress::new(args.transfer.quiet, args.files.len(), Direction::Up).with_total_bytes(total);
     let opts = Options {
         force: args.force,
         limit_rate,
+        records: Some(Records::new(home.dir(), &login.key())),
         ..Options::default()
     };
     let mut failures = Vec::new();

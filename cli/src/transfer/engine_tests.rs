@@ -272,6 +272,7 @@ async fn push_with(
         force,
         limit_rate: None,
         compress,
+        records: None,
     };
     push_file(
         &mut c,
@@ -304,6 +305,7 @@ async fn pull_with(
         force,
         limit_rate: None,
         compress,
+        records: None,
     };
     pull_file(
         &mut c,

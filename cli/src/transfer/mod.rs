@@ -15,6 +15,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod ratelimit;
+pub mod resume;
 pub mod send;
 pub mod sync;
 
@@ -38,6 +39,8 @@ pub struct Options {
     /// Send (push) or ask for (pull) zstd-compressed chunks; a chunk that does not
     /// shrink travels raw.
     pub compress: bool,
+    /// Where pushes keep their resume records ([`resume`]); `None`: no records.
+    pub records: Option<resume::Records>,
 }
 
 /// zstd level for `--compress`: the protocol's.

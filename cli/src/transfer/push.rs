@@ -23,6 +23,7 @@ use xfer_proto::{
 
 use super::progress::Progress;
 use super::ratelimit::Throttle;
+use super::resume::{self, FileIdentity, RecordWriter};
 use super::{
     COMPRESS_LEVEL, Failure, FileFailure as _, Options, Outcome, chunk_layout, hash_file_async,
     must_send,
@@ -49,7 +50,20 @@ struct ReadPlan {
     layout: ChunkLayout,
     /// The server's manifest of what it holds (empty when nothing).
     held: Vec<Option<Digest>>,
+    /// Digests an interrupted run of this push recorded for the unchanged file, by
+    /// chunk index (empty when none, [`resume`]).
+    recorded: Vec<Option<Digest>>,
     compress: bool,
+}
+
+impl ReadPlan {
+    /// The digest of chunk `index` without reading it: recorded by an earlier run of
+    /// this push and held by the server with that very digest.
+    fn known(&self, index: u64) -> Option<Digest> {
+        let i = usize::try_from(index).ok()?;
+        let recorded = (*self.recorded.get(i)?)?;
+        (self.held.get(i).copied().flatten() == Some(recorded)).then_some(recorded)
+    }
 }
 
 /// Where an upload goes: a path in the user's own space (`push`), or another user's
@@ -137,6 +151,8 @@ struct Upload<'a> {
     resuming: bool,
     /// The local file's modification time, given to the committed file (`push` only).
     modified_unix: Option<u64>,
+    /// This run keeps a resume record, removed once committed.
+    recorded: bool,
 }
 
 /// What `begin` found.
@@ -144,8 +160,8 @@ enum Begun<'a> {
     /// Nothing to send: the destination already holds this content (and the local
     /// file has this modification time).
     Finished(Outcome, Option<u64>),
-    /// Admitted: the upload, and the open file with the reader's plan.
-    Ready(Upload<'a>, File, ReadPlan),
+    /// Admitted: the upload, and the open file with the reader's plan and record.
+    Ready(Upload<'a>, File, ReadPlan, Option<RecordWriter>),
 }
 
 /// What the pipeline sent, for the commit.
@@ -175,17 +191,20 @@ pub async fn push_file<'a>(
     progress: &Progress,
 ) -> Result<Outcome, Failure> {
     let dest = remote.into();
-    let (upload, file, plan) = match begin(client, local, dest, opts).await? {
+    let (upload, file, plan, record) = match begin(client, local, dest, opts).await? {
         Begun::Finished(outcome, modified_unix) => {
             keep_time(client, dest, modified_unix)
                 .await
                 .file_failure()?;
             return Ok(outcome);
         }
-        Begun::Ready(upload, file, plan) => (upload, file, plan),
+        Begun::Ready(upload, file, plan, record) => (upload, file, plan, record),
     };
-    let sent = pipeline(client, &upload, file, plan, opts, progress).await?;
+    let sent = pipeline(client, &upload, file, (plan, record), opts, progress).await?;
     let outcome = commit(client, &upload, sent).await?;
+    if let (true, Some(records)) = (upload.recorded, &opts.records) {
+        resume::forget(records, local, &upload.label);
+    }
     keep_time(client, dest, upload.modified_unix)
         .await
         .file_failure()?;
@@ -274,6 +293,24 @@ async fn begin<'a>(
     } else {
         Vec::new()
     };
+    // Only a file of several chunks is worth a record: one chunk is sent whole anyway.
+    let record = match &opts.records {
+        Some(records) if n > 1 => {
+            let (records, local, dest, id) = (
+                records.clone(),
+                local.to_owned(),
+                label.clone(),
+                FileIdentity::of(&meta),
+            );
+            let chunk_size = u64::from(chunk_size);
+            tokio::task::spawn_blocking(move || {
+                resume::open(&records, &local, &dest, id, chunk_size, n, chunks_held > 0)
+            })
+            .await
+            .ok()
+        }
+        _ => None,
+    };
     let upload = Upload {
         local,
         label,
@@ -281,15 +318,18 @@ async fn begin<'a>(
         transfer_id,
         resuming: chunks_held > 0,
         modified_unix: modified_secs(&meta),
+        recorded: record.is_some(),
     };
+    let (recorded, writer) = record.map_or((Vec::new(), None), |r| (r.earlier, r.writer));
     let plan = ReadPlan {
         transfer_id,
         size,
         layout,
         held,
+        recorded,
         compress: opts.compress,
     };
-    Ok(Begun::Ready(upload, file, plan))
+    Ok(Begun::Ready(upload, file, plan, writer))
 }
 
 /// Streams the file: a blocking reader task reads, hashes and (when asked) compresses
@@ -299,25 +339,38 @@ async fn pipeline(
     client: &mut Client,
     upload: &Upload<'_>,
     file: File,
-    plan: ReadPlan,
+    (plan, record): (ReadPlan, Option<RecordWriter>),
     opts: &Options,
     progress: &Progress,
 ) -> Result<Sent, Failure> {
     let (local, transfer_id) = (upload.local, upload.transfer_id);
     if upload.resuming {
-        let held: u64 = (0..plan.layout.count())
-            .filter(|&i| plan.held.get(i as usize).is_some_and(Option::is_some))
-            .map(|i| plan.layout.chunk_len(i))
-            .sum();
+        let count = plan.layout.count();
+        let bytes_of = |f: &dyn Fn(u64) -> bool| -> u64 {
+            (0..count)
+                .filter(|&i| f(i))
+                .map(|i| plan.layout.chunk_len(i))
+                .sum()
+        };
+        let held = bytes_of(&|i| plan.held.get(i as usize).is_some_and(Option::is_some));
+        let known = bytes_of(&|i| plan.known(i).is_some());
+        let by_record = if known > 0 {
+            format!(
+                ", {} of it by the record of the interrupted run",
+                human_bytes(known)
+            )
+        } else {
+            String::new()
+        };
         progress.info(&format!(
-            "{}: resuming; the server holds {} of {} (each chunk is checked against this file)",
+            "{}: resuming; the server holds {} of {} (each chunk is checked against this file{by_record})",
             escape_control(&upload.label),
             human_bytes(held),
             human_bytes(upload.size)
         ));
     }
     let (tx, mut rx) = mpsc::channel::<std::io::Result<ReadChunk>>(READ_AHEAD);
-    let reader = tokio::task::spawn_blocking(move || read_chunks(&file, &plan, &tx));
+    let reader = tokio::task::spawn_blocking(move || read_chunks(&file, &plan, record, &tx));
 
     let fp = progress.file(&upload.label, upload.size, 0);
     let mut throttle = Throttle::new(opts.limit_rate);
@@ -466,22 +519,39 @@ const KEEP_READ_BUFFERS: usize = READ_AHEAD + 2;
 
 /// Reads every chunk in order into pooled buffers, hashing each, and hands it to the
 /// send loop (as a chunk to send, compressed if asked, or as one the server holds).
+/// A chunk whose digest is known from the record of an interrupted run
+/// ([`ReadPlan::known`]) is not read. Each digest goes into this run's `record`.
 /// Returns every chunk's digest, or `None` when it stopped early: after sending an
 /// error, or because the send loop has gone away.
 fn read_chunks(
     file: &File,
     plan: &ReadPlan,
+    mut record: Option<RecordWriter>,
     tx: &mpsc::Sender<std::io::Result<ReadChunk>>,
 ) -> Option<Vec<Digest>> {
     let n = plan.layout.count();
     let mut digests = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let pool = BufferPool::new(KEEP_READ_BUFFERS);
     for index in 0..n {
+        if let Some(digest) = plan.known(index) {
+            digests.push(digest);
+            RecordWriter::add(&mut record, index, &digest);
+            let held = ReadChunk::Held(plan.layout.chunk_len(index));
+            if tx.blocking_send(Ok(held)).is_err() {
+                return None;
+            }
+            continue;
+        }
+        // Whether the file had settled before this read ([`resume::racy_margin`]).
+        let settled = record.as_mut().is_some_and(RecordWriter::settled);
         // A recycled buffer, when one is back (once its frame is encoded or the chunk
         // compressed).
         let buf = pool.take(plan.layout.chunk_len(index) as usize);
         let item = read_chunk(file, plan, index, buf).map(|(buf, digest)| {
             digests.push(digest);
+            if settled {
+                RecordWriter::add(&mut record, index, &digest);
+            }
             prepare(plan, index, pool.bytes(buf), digest)
         });
         let failed = item.is_err();
