@@ -48,19 +48,28 @@ pub struct Issued {
 
 impl LocalCa {
     /// Generates a new CA key and certificate; `label` (e.g. the host name) goes into its
-    /// common name with today's date, so two CAs in one trust store can be told apart.
+    /// common name with today's date and a tag from the key, so two CAs in one trust store
+    /// can be told apart.
     ///
     /// # Errors
     ///
     /// [`CertError::Generate`] if rcgen fails (e.g. a non-ASCII label).
     pub fn generate(label: &str) -> Result<Self, CertError> {
         let now = OffsetDateTime::now_utc();
+        let key = KeyPair::generate().map_err(gen_err)?;
+        // Two CAs made on one host on one day must still differ in name: verifiers find
+        // the issuer by name, and one name for two keys fails as a bad signature.
+        let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key_raw());
+        let tag: String = digest.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "xferd");
         dn.push(
             DnType::CommonName,
-            format!("xferd CA {label} {}", now.date()),
+            format!("xferd CA {label} {} {tag}", now.date()),
         );
         params.distinguished_name = dn;
         // May sign server certificates, not other CAs.
@@ -72,7 +81,6 @@ impl LocalCa {
         ];
         params.not_before = now - BACKDATE;
         params.not_after = now + CA_VALIDITY;
-        let key = KeyPair::generate().map_err(gen_err)?;
         let cert = params.self_signed(&key).map_err(gen_err)?;
         Ok(Self {
             cert_pem: cert.pem(),
@@ -316,8 +324,10 @@ mod tests {
             verify(ca.cert_der(), chain, name).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         assert!(verify(ca.cert_der(), chain, "other.lan").is_err());
-        let stranger = LocalCa::generate("other").unwrap();
-        assert!(verify(stranger.cert_der(), chain, "localhost").is_err());
+        // Made on the same host on the same day, yet a different issuer.
+        let stranger = LocalCa::generate("lab").unwrap();
+        let err = verify(stranger.cert_der(), chain, "localhost").unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
 
         let served: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes())
             .collect::<Result<_, _>>()
