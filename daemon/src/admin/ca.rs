@@ -52,7 +52,8 @@ pub struct CaStatus {
 /// CA is refused unless `force` (devices that trust it would have to install the new one).
 ///
 /// # Errors
-/// An existing CA without `force`; see [`require_ca_setup`]; unwritable files.
+/// An existing CA without `force`; a `[tls]` certificate of the admin's own; a missing
+/// data directory; unwritable files.
 pub fn init(loaded: &Loaded, extra: &[String], force: bool) -> anyhow::Result<CaReport> {
     let config = &loaded.config;
     require_ca_setup(loaded)?;
@@ -73,7 +74,7 @@ pub fn init(loaded: &Loaded, extra: &[String], force: bool) -> anyhow::Result<Ca
 /// The CA is kept.
 ///
 /// # Errors
-/// No CA; an unreadable or mismatched CA key; see [`require_ca_setup`].
+/// No CA; an unreadable or mismatched CA key; as [`init`] for the setup.
 pub fn issue(loaded: &Loaded, extra: &[String]) -> anyhow::Result<CaReport> {
     let config = &loaded.config;
     require_ca_setup(loaded)?;
