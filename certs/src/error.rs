@@ -39,6 +39,15 @@ pub enum CertError {
         mode: u32,
     },
 
+    /// A file meant to be a certificate authority is not one, or its key does not match.
+    #[error("`{}`: {message}", path.display())]
+    Ca {
+        /// The CA certificate file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// Certificate generation failed (the message comes from rcgen).
     #[error("generating certificate: {0}")]
     Generate(String),

@@ -34,6 +34,13 @@ impl Fingerprint {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Upper-case hex bytes joined by `:` (`3F:2A:…`), as browsers, certificate managers
+    /// and `openssl x509 -noout -fingerprint -sha256` show a certificate's SHA-256.
+    pub fn to_colon_hex(&self) -> String {
+        let hex: Vec<String> = self.0.iter().map(|b| format!("{b:02X}")).collect();
+        hex.join(":")
+    }
 }
 
 impl fmt::Display for Fingerprint {
@@ -71,6 +78,14 @@ impl FromStr for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colon_hex_is_what_certificate_viewers_show() {
+        let fp = Fingerprint([0xab; 32]);
+        let hex = fp.to_colon_hex();
+        assert_eq!(hex.len(), 32 * 3 - 1);
+        assert!(hex.starts_with("AB:AB:") && hex.ends_with(":AB"), "{hex}");
+    }
 
     #[test]
     fn display_parse_round_trip() {

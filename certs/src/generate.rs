@@ -25,7 +25,8 @@ const COMMON_NAME: &str = "xferd";
 
 /// A freshly generated certificate and private key, PEM-encoded.
 pub struct GeneratedIdentity {
-    /// The self-signed certificate (`BEGIN CERTIFICATE`).
+    /// The certificate (`BEGIN CERTIFICATE`): self-signed, or the chain `[leaf, CA]` when
+    /// issued by a [`LocalCa`](crate::ca::LocalCa).
     pub cert_pem: String,
     /// The PKCS#8 private key (`BEGIN PRIVATE KEY`); write it with mode 0600.
     pub key_pem: String,
@@ -88,7 +89,7 @@ fn hostname() -> Option<String> {
 }
 
 /// DNS names are case-insensitive, so `Lab` and `lab` are the same SAN.
-fn dedup(names: impl Iterator<Item = String>) -> Vec<String> {
+pub(crate) fn dedup(names: impl Iterator<Item = String>) -> Vec<String> {
     let mut seen = HashSet::new();
     names
         .filter(|n| seen.insert(n.to_ascii_lowercase()))
@@ -133,10 +134,22 @@ pub fn ensure_identity(
         }
     }
     let id = generate_self_signed(names)?;
-    // Key first: a crash in between leaves "key without cert", which is reported, not ignored.
-    write_atomic(key, id.key_pem.as_bytes(), 0o600)?;
-    write_atomic(cert, id.cert_pem.as_bytes(), 0o644)?;
+    write_identity(&id, cert, key)?;
     Ok(Some(id.fingerprint))
+}
+
+/// Writes `id`'s key (mode 0600) and then its certificate (mode 0644), each atomically,
+/// replacing whatever was there.
+///
+/// Key first: a crash in between leaves a key that does not match the certificate (or a
+/// key without a certificate), which loading reports, never a silently different identity.
+///
+/// # Errors
+///
+/// Any error from [`write_atomic`].
+pub fn write_identity(id: &GeneratedIdentity, cert: &Path, key: &Path) -> Result<(), CertError> {
+    write_atomic(key, id.key_pem.as_bytes(), 0o600)?;
+    write_atomic(cert, id.cert_pem.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //! The daemon generates a self-signed certificate on first start ([`generate`]) and serves
 //! it with a TLS 1.3-only [`config::server_config`]. Clients either pin the certificate's
 //! SHA-256 [`Fingerprint`] on first use ([`KnownHosts`] plus [`PinnedVerifier`], like OpenSSH
-//! `known_hosts`) or verify it against a CA file ([`config::client_config_ca`]). This crate
+//! `known_hosts`) or verify it against a CA file ([`config::client_config_ca`]); [`ca`] is a
+//! small local CA that issues the daemon's certificate for that second mode. This crate
 //! does no networking and no prompting: deciding whether to trust an unknown or changed
 //! fingerprint is the caller's job.
 
 #![warn(missing_docs)]
 
+pub mod ca;
 pub mod config;
 pub mod error;
 pub mod fingerprint;

@@ -154,7 +154,10 @@ pub enum HostKeyError {
         actual: Fingerprint,
     },
     /// With `--ca`, the certificate does not verify against the CA for this host name.
-    #[error("certificate of {host_port} is not valid for CA `{}`: {reason}", ca.display())]
+    #[error(
+        "certificate of {host_port} is not valid for CA `{}`: {reason}; check that this CA issued it (`xferd ca show` on the server) and that the name you used is one of its names",
+        ca.display()
+    )]
     NotValidForCa {
         /// `host:port` of the server.
         host_port: String,

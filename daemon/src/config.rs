@@ -545,6 +545,17 @@ impl Config {
         self.under_data_dir(&self.tls.key, "tls/key.pem")
     }
 
+    /// The local CA's certificate (`xferd ca`): `<data_dir>/ca/ca.pem`, what devices install.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.data_dir.join("ca/ca.pem")
+    }
+
+    /// The local CA's private key (mode 0600): `<data_dir>/ca/ca-key.pem`. The daemon
+    /// never reads it; only `xferd ca` does, to issue the server certificate.
+    pub fn ca_key_path(&self) -> PathBuf {
+        self.data_dir.join("ca/ca-key.pem")
+    }
+
     /// Whether the TLS identity is the generated default (so a missing one may be created).
     pub fn tls_is_generated(&self) -> bool {
         self.tls.cert.is_none() && self.tls.key.is_none()

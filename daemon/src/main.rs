@@ -50,7 +50,17 @@ enum Command {
     /// Run the daemon (the default).
     Serve,
     /// Write a default config, create the data directory and certificate.
-    Init,
+    Init {
+        /// Issue the certificate from a local CA (created in the data directory's `ca/`
+        /// if missing, kept if present), for browsers and `xfer login --ca`.
+        #[arg(long)]
+        ca: bool,
+        #[command(flatten)]
+        names: NameArgs,
+    },
+    /// A local certificate authority, so devices that install it trust xferd by name.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -75,6 +85,50 @@ enum Command {
     Completions(xfer_clidoc::CompletionsArgs),
     /// Write man pages: xferd.1 and one per subcommand into DIR, or xferd.1 to stdout.
     Man(xfer_clidoc::ManArgs),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a CA in the data directory's `ca/`, issue the server certificate from it,
+    /// and print the CA's path and fingerprint.
+    Init {
+        /// Replace an existing CA (devices that trust it must then install the new one).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        names: NameArgs,
+    },
+    /// Issue a new server certificate from the existing CA (more names, renewal); the CA
+    /// and the names of the current certificate are kept.
+    Issue {
+        #[command(flatten)]
+        names: NameArgs,
+    },
+    /// Print the CA's path, fingerprint and expiry, and whether xferd's certificate is
+    /// issued by it.
+    Show,
+}
+
+/// Names for a certificate issued by the local CA, besides the built-in ones.
+#[derive(clap::Args)]
+struct NameArgs {
+    /// Another DNS name the server is reached by, e.g. `--name nas.lan` (repeatable).
+    #[arg(long = "name", value_name = "NAME", value_parser = xferd::admin::ca::parse_name)]
+    names: Vec<String>,
+    /// Another IP address the server is reached at, e.g. `--ip 192.168.1.20` (repeatable).
+    #[arg(long = "ip", value_name = "ADDR")]
+    ips: Vec<std::net::IpAddr>,
+}
+
+impl NameArgs {
+    fn all(&self) -> Vec<String> {
+        let ips = self.ips.iter().map(ToString::to_string);
+        self.names.iter().cloned().chain(ips).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.ips.is_empty()
+    }
 }
 
 #[derive(Subcommand)]
@@ -172,7 +226,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(xfer_clidoc::print_completions(Cli::command(), args)?)
         }
         Some(Command::Man(args)) => Ok(xfer_clidoc::print_man(Cli::command(), args)?),
-        Some(Command::Init) => init(&cli),
+        Some(Command::Init { ca, names }) => init(&cli, *ca, names),
+        Some(Command::Ca(cmd)) => ca(&cli.load()?, cmd),
         Some(Command::Fingerprint) => {
             say!("{}", xferd::admin::fingerprint::describe(&cli.load()?)?);
             Ok(())
@@ -198,10 +253,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init(cli: &Cli) -> anyhow::Result<()> {
+fn init(cli: &Cli, with_ca: bool, names: &NameArgs) -> anyhow::Result<()> {
+    if !with_ca && !names.is_empty() {
+        anyhow::bail!("--name and --ip are names for a CA-issued certificate; add --ca");
+    }
     let path = discover::init_target(cli.config.as_deref());
     let overrides = cli.overrides();
-    let report = xferd::admin::init::init(&path, &overrides)?;
+    let extra = names.all();
+    let report = xferd::admin::init::init(&path, &overrides, with_ca.then_some(&extra[..]))?;
     if report.wrote_config {
         say!("wrote {}", path.display());
     } else if overrides.listen.is_some() || overrides.data_dir.is_some() {
@@ -218,13 +277,76 @@ fn init(cli: &Cli) -> anyhow::Result<()> {
     if let Some(cert) = &report.generated_cert {
         say!("generated a self-signed certificate {}", cert.display());
     }
-    say!("certificate fingerprint {}", report.fingerprint);
+    if let Some(ca) = &report.ca {
+        say_ca(ca);
+    } else {
+        say!("certificate fingerprint {}", report.fingerprint);
+    }
     let cmd = format!("xferd --config {}", path.display());
     say!("next steps:");
     say!("  add a user:     {cmd} user add NAME");
     say!("  start xferd:    {cmd}");
-    say!("  tell users the fingerprint above; `xfer login` shows it on first contact");
+    if let Some(ca) = &report.ca {
+        say!(
+            "  install {} on each device (README, \"Trusting the local CA\"); `xfer login USER@HOST --ca ca.pem`",
+            ca.ca_cert.display()
+        );
+    } else {
+        say!("  tell users the fingerprint above; `xfer login` shows it on first contact");
+    }
     Ok(())
+}
+
+fn ca(loaded: &Loaded, cmd: &CaCommand) -> anyhow::Result<()> {
+    use xferd::admin::ca;
+    let report = match cmd {
+        CaCommand::Init { force, names } => ca::init(loaded, &names.all(), *force)?,
+        CaCommand::Issue { names } => ca::issue(loaded, &names.all())?,
+        CaCommand::Show => {
+            let status = ca::show(&loaded.config)?;
+            say!("CA {}", status.ca_cert.display());
+            say!("CA fingerprint {}", status.ca_fingerprint);
+            say!("  SHA-256 {}", status.ca_fingerprint.to_colon_hex());
+            say!("CA valid until {}", status.ca_not_after);
+            match status.served {
+                Some((names, until)) => say!(
+                    "certificate {} issued by this CA for {}; valid until {until}",
+                    status.cert.display(),
+                    names.join(", ")
+                ),
+                None => say!(
+                    "certificate {} is not issued by this CA; issue one with `xferd ca issue`",
+                    status.cert.display()
+                ),
+            }
+            return Ok(());
+        }
+    };
+    say_ca(&report);
+    say!(
+        "a running xferd serves the new certificate after `xferd reload` (or SIGHUP); clients that pinned the old fingerprint log in again with `--ca` or `--fingerprint`"
+    );
+    Ok(())
+}
+
+/// What a CA command did: the CA (path, fingerprint in both forms) and the certificate.
+fn say_ca(r: &xferd::admin::ca::CaReport) {
+    let made = if r.created_ca { "created" } else { "kept" };
+    say!(
+        "{made} CA {} (key {}, mode 0600)",
+        r.ca_cert.display(),
+        r.ca_key.display()
+    );
+    say!("CA fingerprint {}", r.ca_fingerprint);
+    say!("  SHA-256 {}", r.ca_fingerprint.to_colon_hex());
+    say!("CA valid until {}", r.ca_not_after);
+    say!(
+        "issued certificate {} for {}; valid until {}",
+        r.cert.display(),
+        r.issued.names.join(", "),
+        r.issued.not_after
+    );
+    say!("certificate fingerprint {}", r.issued.identity.fingerprint);
 }
 
 fn user(loaded: &Loaded, cmd: &UserCommand) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_path;
 mod admission;
+mod ca;
 mod channels;
 mod chat;
 mod chat_server;

@@ -1,6 +1,7 @@
 //! `xferd init`: writes the documented default config with the overrides it was given
-//! (never over an existing one), creates the data directory and TLS identity, and
-//! reports the fingerprint.
+//! (never over an existing one), creates the data directory and TLS identity (with
+//! `--ca`, a local CA and a certificate issued by it: `ca.rs`), and reports the
+//! fingerprint.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -22,16 +23,24 @@ pub struct InitReport {
     pub fingerprint: xfer_certs::Fingerprint,
     /// The certificate's path, if it was generated now.
     pub generated_cert: Option<PathBuf>,
+    /// With `--ca`: the CA used (or created) and the certificate it issued.
+    pub ca: Option<super::ca::CaReport>,
 }
 
 /// Runs `init` with `config_path` (absolute) as the config file to create.
 ///
 /// A new file gets the example text with `overrides` written in; an existing file is
-/// kept as it is and the overrides only apply to this run.
+/// kept as it is and the overrides only apply to this run. With `ca` (`--ca` and its extra
+/// names), the server certificate is issued by the local CA, which is created if missing.
 ///
 /// # Errors
-/// Unwritable paths, an unreadable existing config, a data directory that is not UTF-8.
-pub fn init(config_path: &Path, overrides: &Overrides) -> anyhow::Result<InitReport> {
+/// Unwritable paths, an unreadable existing config, a data directory that is not UTF-8;
+/// with `ca`, a `[tls]` certificate of the admin's own or an unusable CA.
+pub fn init(
+    config_path: &Path,
+    overrides: &Overrides,
+    ca: Option<&[String]>,
+) -> anyhow::Result<InitReport> {
     let wrote_config = !config_path.exists();
     if wrote_config {
         let text = render(overrides)?;
@@ -48,7 +57,10 @@ pub fn init(config_path: &Path, overrides: &Overrides) -> anyhow::Result<InitRep
         .create(&config.data_dir)
         .with_context(|| format!("creating data directory `{}`", config.data_dir.display()))?;
     let mut generated_cert = None;
-    if config.tls_is_generated() {
+    let mut ca_report = None;
+    if let Some(extra) = ca {
+        ca_report = Some(super::ca::ensure(&config, extra)?);
+    } else if config.tls_is_generated() {
         let names = xfer_certs::generate::default_names(&config.tls.names);
         let cert = config.cert_path();
         if xfer_certs::generate::ensure_identity(&cert, &config.key_path(), &names)?.is_some() {
@@ -62,6 +74,7 @@ pub fn init(config_path: &Path, overrides: &Overrides) -> anyhow::Result<InitRep
         created_data_dir,
         fingerprint,
         generated_cert,
+        ca: ca_report,
     })
 }
 
