@@ -39,7 +39,12 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener, shutdown: Can
     tracker.spawn(purge_sessions(state.clone(), shutdown.clone()));
     tracker.spawn(expire_partials(state.clone(), shutdown.clone()));
     tracker.spawn(maintain_chat(state.clone(), shutdown.clone()));
-    let web = crate::web::router(crate::web::WebState::new(state.clone()));
+    let web_state = crate::web::WebState::new(state.clone());
+    tracker.spawn(crate::web::expire_idle_uploads(
+        web_state.clone(),
+        shutdown.clone(),
+    ));
+    let web = crate::web::router(web_state);
     loop {
         let (tcp, peer) = tokio::select! {
             biased;

@@ -248,6 +248,26 @@ function renderMessages(keepPosition) {
   renderSide();
 }
 
+// Read positions go to the server at most every READ_EVERY ms per conversation (the
+// latest one wins): a busy channel must not cost a durable write per message.
+const READ_EVERY = 2000;
+const readTimers = new Map(); // conversation → { id, timer }
+
+function sendRead(key, id) {
+  const t = readTimers.get(key);
+  if (t) {
+    t.id = Math.max(t.id, id);
+    return;
+  }
+  send({ op: 'read', to: key, id });
+  const entry = { id, timer: null };
+  entry.timer = setTimeout(() => {
+    readTimers.delete(key);
+    if (entry.id > id) sendRead(key, entry.id);
+  }, READ_EVERY);
+  readTimers.set(key, entry);
+}
+
 function markRead() {
   const c = convs.get(current);
   if (!c || c.messages.length === 0) return;
@@ -256,7 +276,7 @@ function markRead() {
   if (last > c.lastRead) {
     store.set('read.' + current, last);
     c.lastReadSaved = last;
-    send({ op: 'read', to: current, id: last });
+    sendRead(current, last);
   }
   renderSide();
 }

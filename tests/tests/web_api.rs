@@ -893,3 +893,63 @@ fn the_curl_examples_of_docs_http_md_run() {
         blake3_hex(&std::fs::read(work.path().join("report.pdf")).unwrap())
     );
 }
+
+/// A modification time the store cannot set is refused before anything is written (not
+/// after a commit, which would leave a file in place with no audit line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_modified_time_is_refused_before_anything_is_stored() {
+    let d = Daemon::start_with(&["alice"], None);
+    let web = Web::new(&d);
+    let (token, _) = web.session("alice").await;
+    let huge = "9300000000000000000";
+    let r = web
+        .bearer(
+            Method::PUT,
+            &format!("/api/file?path=t.txt&modified={huge}"),
+            &token,
+        )
+        .body(b"hello".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::BAD_REQUEST, "bad_request".into())
+    );
+    let r = web
+        .bearer(Method::POST, "/api/uploads", &token)
+        .json(&json!({ "path": "u.bin", "size": 5, "modified": 9_300_000_000_000_000_000u64 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::BAD_REQUEST, "bad_request".into())
+    );
+    assert!(!d.files_dir("alice").join("t.txt").exists());
+    assert!(d.audit_events("upload").is_empty());
+    // A time in range is kept.
+    let r = web
+        .bearer(
+            Method::PUT,
+            "/api/file?path=t.txt&modified=1400000000",
+            &token,
+        )
+        .body(b"hello".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mtime = std::fs::metadata(d.files_dir("alice").join("t.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        1_400_000_000
+    );
+    assert_eq!(d.audit_events("upload").len(), 1);
+}

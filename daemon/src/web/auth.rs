@@ -272,7 +272,7 @@ pub async fn logout(State(state): State<WebState>, authed: Authed) -> Result<Res
         .await
         .map_err(|e| ApiError::internal("revoking a session", &e))?
         .map_err(|e| ApiError::internal("revoking a session", &e))?;
-    state.uploads.forget_session(&authed.session_key());
+    state.uploads.forget_session(&authed.session_key()).await;
     audit::logout(&authed.user, authed.conn.peer);
     let mut response = StatusCode::NO_CONTENT.into_response();
     set_cookie(

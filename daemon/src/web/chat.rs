@@ -95,13 +95,13 @@ async fn run(mut socket: WebSocket, state: Arc<ServerState>, me: String, stop: C
     let mut chat = ChatState::new(state.clone());
     let idle = Duration::from_secs(state.config().limits.idle_timeout_secs);
     if let Err(e) = chat.chat_open(&me, None).await {
-        let _ = send(&mut socket, vec![error_json(&e)], idle).await;
+        let _ = send(&mut socket, vec![error_json(&e)], idle, &stop).await;
         return;
     }
     let mut out = vec![json!({"type": "hello", "user": me, "channels": []})];
     let pending = chat.take_pending();
     out.extend(pending.iter().map(|e| event_json(e, &me)));
-    if send(&mut socket, out, idle).await.is_err() {
+    if send(&mut socket, out, idle, &stop).await.is_err() {
         return;
     }
     chat.written(&pending, &me);
@@ -115,7 +115,7 @@ async fn run(mut socket: WebSocket, state: Arc<ServerState>, me: String, stop: C
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
                         let e = error_code(ErrorCode::BadRequest, "send JSON text frames");
-                        if send(&mut socket, vec![e], idle).await.is_err() { break; }
+                        if send(&mut socket, vec![e], idle, &stop).await.is_err() { break; }
                         continue;
                     }
                     _ => break,
@@ -127,15 +127,15 @@ async fn run(mut socket: WebSocket, state: Arc<ServerState>, me: String, stop: C
                 };
                 let pending = chat.take_pending();
                 out.extend(pending.iter().map(|e| event_json(e, &me)));
-                send(&mut socket, out, idle).await.map(|()| pending)
+                send(&mut socket, out, idle, &stop).await.map(|()| pending)
             }
             incoming = chat.next() => {
                 let events = chat.collect(incoming, &me);
                 let out = events.iter().map(|e| event_json(e, &me)).collect();
-                send(&mut socket, out, idle).await.map(|()| events)
+                send(&mut socket, out, idle, &stop).await.map(|()| events)
             }
-            _ = ping.tick() => socket.send(Message::Ping(Default::default())).await
-                .map(|()| Vec::new()).map_err(|_| ()),
+            _ = ping.tick() => write(&mut socket, Message::Ping(Default::default()), idle, &stop)
+                .await.map(|()| Vec::new()),
             () = stop.cancelled() => break,
         };
         match written {
@@ -147,16 +147,33 @@ async fn run(mut socket: WebSocket, state: Arc<ServerState>, me: String, stop: C
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
 }
 
-/// Writes frames, giving up on a page that does not read for the idle time.
-async fn send(socket: &mut WebSocket, frames: Vec<Value>, idle: Duration) -> Result<(), ()> {
+/// Writes frames, giving up on a page that does not read for the idle time, and at
+/// once on a kick or the shutdown (a page that stops reading cannot hold the socket).
+async fn send(
+    socket: &mut WebSocket,
+    frames: Vec<Value>,
+    idle: Duration,
+    stop: &CancellationToken,
+) -> Result<(), ()> {
     for frame in frames {
-        let write = socket.send(Message::Text(frame.to_string().into()));
-        match tokio::time::timeout(idle, write).await {
-            Ok(Ok(())) => {}
-            _ => return Err(()),
-        }
+        write(socket, Message::Text(frame.to_string().into()), idle, stop).await?;
     }
     Ok(())
+}
+
+async fn write(
+    socket: &mut WebSocket,
+    message: Message,
+    idle: Duration,
+    stop: &CancellationToken,
+) -> Result<(), ()> {
+    tokio::select! {
+        r = tokio::time::timeout(idle, socket.send(message)) => match r {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        },
+        () = stop.cancelled() => Err(()),
+    }
 }
 
 /// One request from the page, answered by frames for it.

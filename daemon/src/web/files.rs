@@ -161,6 +161,7 @@ pub async fn put_file(
             ),
         ));
     }
+    check_modified(q.modified)?;
     let server = &state.server;
     let limits = server.config().limits.clone();
     let _slot = server
@@ -175,6 +176,12 @@ pub async fn put_file(
     .await?;
     let digest = hasher.finalize();
     let size = data.len() as u64;
+    if let Some(until) = server
+        .admission
+        .charge(&authed.user, size, limits.user_bytes_per_sec)
+    {
+        tokio::time::sleep_until(until).await;
+    }
     let request = PutRequest {
         path: path.clone(),
         size,
@@ -197,7 +204,7 @@ pub async fn put_file(
     }
     let committed = upload.commit(digest).await?;
     if let Some(m) = q.modified {
-        server.storage.set_modified(&authed.user, &path, m).await?;
+        set_modified_after_commit(server, &authed.user, &path, m).await;
     }
     let hex = committed.digest.to_string();
     audit::upload(&audit::UploadRecord {
@@ -305,4 +312,27 @@ pub async fn mv(
         .rename(&authed.user, &from, &to, b.force)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a modification time the store cannot set, before anything is written.
+pub(super) fn check_modified(modified: Option<u64>) -> Result<(), ApiError> {
+    match modified {
+        Some(m) if i64::try_from(m).is_err() => Err(ApiError::bad_request(
+            "modified is out of range: give seconds since the Unix epoch",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Sets the time of a file just committed. The file is in place whatever happens here,
+/// so a failure is logged, never answered: the commit is audited and reported as done.
+pub(super) async fn set_modified_after_commit(
+    server: &crate::state::ServerState,
+    user: &str,
+    path: &RelPath,
+    modified: u64,
+) {
+    if let Err(e) = server.storage.set_modified(user, path, modified).await {
+        tracing::warn!(user, path = path.as_str(), error = %e, "setting the modification time of a committed upload failed");
+    }
 }

@@ -95,3 +95,8 @@ pub fn router(state: WebState) -> Router {
         .layer(axum::middleware::from_fn(headers::strict))
         .with_state(state)
 }
+
+/// Drops idle browser uploads until `shutdown` ([`uploads::expire_idle`]).
+pub async fn expire_idle_uploads(web: WebState, shutdown: tokio_util::sync::CancellationToken) {
+    uploads::expire_idle(web.uploads.clone(), shutdown).await;
+}

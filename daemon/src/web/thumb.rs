@@ -26,8 +26,12 @@ pub const MAX_THUMB_INPUT: u64 = 32 * 1024 * 1024;
 pub const THUMB_SIDE: u32 = 256;
 /// Largest image side the decoder accepts.
 const MAX_SIDE: u32 = 12_000;
-/// Most memory one decode may allocate.
-const MAX_ALLOC: u64 = 256 * 1024 * 1024;
+/// Most memory one decode may allocate (an RGBA image of 24 megapixels).
+const MAX_ALLOC: u64 = 96 * 1024 * 1024;
+/// Thumbnails made at once, across all users: each may hold its file and a decoded
+/// image ([`MAX_ALLOC`]), so a burst of requests waits here instead of taking memory
+/// and the blocking threads every storage call needs.
+static DECODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 #[derive(Deserialize)]
 pub struct ThumbQuery {
@@ -54,6 +58,10 @@ pub async fn thumb(
             format!("no thumbnail for files over {MAX_THUMB_INPUT} bytes"),
         ));
     }
+    let _decode = DECODES
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal("waiting for a thumbnail", &e))?;
     let mut data = BytesMut::with_capacity(size as usize);
     for index in 0..storage::chunk_count(size) {
         let (_, chunk) = download.read_chunk(index).await?;

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use xfer_proto::{
     Digest, ErrorCode, MANIFEST_PAGE, MessageBody, SNIFF_LEN, Target, UserName, valid_user_name,
 };
@@ -98,9 +99,39 @@ impl Registry {
         self.lock().remove(id)
     }
 
-    /// Ends a session's uploads (logout).
-    pub fn forget_session(&self, session: &[u8; 32]) {
-        self.lock().retain(|_, o| &o.session != session);
+    /// Ends a session's uploads (logout); what they received stays resumable.
+    pub async fn forget_session(&self, session: &[u8; 32]) {
+        let ended: Vec<Arc<Open>> = {
+            let mut open = self.lock();
+            let ids: Vec<String> = open
+                .iter()
+                .filter(|(_, o)| &o.session == session)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| open.remove(id)).collect()
+        };
+        for open in ended {
+            persist(&open).await;
+        }
+    }
+}
+
+/// How often idle uploads are looked for besides at each new upload.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Drops uploads idle for [`IDLE_EXPIRY`] (a closed tab, a failed page) until
+/// `shutdown`, so they give back their place of `limits.max_transfers_per_user` even if
+/// the user never opens the page again; their partials stay resumable.
+pub async fn expire_idle(uploads: Arc<Registry>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for idle in uploads.sweep() {
+            persist(&idle).await;
+        }
     }
 }
 
@@ -135,6 +166,7 @@ pub async fn begin(
     body: Result<Json<BeginBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let b = json_body(body)?;
+    super::files::check_modified(b.modified)?;
     for idle in state.uploads.sweep() {
         persist(&idle).await;
     }
@@ -360,10 +392,7 @@ pub async fn commit(
     let committed = result?;
     let server = &state.server;
     if let Some(m) = open.modified {
-        server
-            .storage
-            .set_modified(&open.owner, &open.path, m)
-            .await?;
+        super::files::set_modified_after_commit(server, &open.owner, &open.path, m).await;
     }
     let hex = committed.digest.to_string();
     let record = audit::UploadRecord {
