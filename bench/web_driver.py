@@ -45,11 +45,18 @@ def descendants(pid):
     while todo:
         p = todo.pop()
         out.append(p)
+        # Children are listed per thread: chromium starts its zygote and renderers from
+        # threads other than the main one.
         try:
-            with open(f'/proc/{p}/task/{p}/children') as f:
-                todo.extend(int(c) for c in f.read().split())
+            tasks = os.listdir(f'/proc/{p}/task')
         except OSError:
-            pass
+            continue
+        for t in tasks:
+            try:
+                with open(f'/proc/{p}/task/{t}/children') as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
     return out
 
 
