@@ -96,7 +96,7 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Drops idle browser uploads until `shutdown` ([`uploads::expire_idle`]).
+/// Drops idle browser uploads until `shutdown` (see `uploads::expire_idle`).
 pub async fn expire_idle_uploads(web: WebState, shutdown: tokio_util::sync::CancellationToken) {
     uploads::expire_idle(web.uploads.clone(), shutdown).await;
 }
