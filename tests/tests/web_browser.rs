@@ -9,12 +9,14 @@
 //! Without chromium and chromedriver the tests are skipped, unless XFER_REQUIRE_INTEROP=1
 //! (CI) makes that a failure. The browser tests take one lock: one browser at a time.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use fantoccini::elements::Element;
+use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client as Web, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -59,12 +61,30 @@ impl Browser {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             l.local_addr().expect("addr").port()
         };
-        let driver = Command::new(driver_bin)
+        let mut driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
+        // chromedriver says when it listens; the rest of what it prints is drained.
+        let out = BufReader::new(driver.stdout.take().expect("chromedriver's stdout"));
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                if line.contains("started successfully")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        tokio::time::timeout(BROWSER_DEADLINE, ready)
+            .await
+            .expect("chromedriver listens in time")
+            .expect("chromedriver said it started");
         let profile = TempDir::new().expect("profile dir");
         let downloads = TempDir::new().expect("download dir");
         let caps = json!({
@@ -84,28 +104,26 @@ impl Browser {
             _ => unreachable!(),
         };
         let url = format!("http://127.0.0.1:{port}");
-        // chromedriver listens a moment after it starts.
-        let mut last = String::new();
-        for _ in 0..200 {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(caps.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(web) => {
-                    return Some(Browser {
-                        web,
-                        driver,
-                        downloads,
-                        _profile: profile,
-                    });
-                }
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("no WebDriver session: {last}");
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let web = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("no WebDriver session: {e}"));
+        // `until` waits in the page, for at most this long.
+        web.update_timeouts(TimeoutConfiguration::new(
+            Some(BROWSER_DEADLINE),
+            None,
+            None,
+        ))
+        .await
+        .expect("WebDriver timeouts");
+        Some(Browser {
+            web,
+            driver,
+            downloads,
+            _profile: profile,
+        })
     }
 
     async fn close(mut self) {
@@ -127,21 +145,22 @@ impl Browser {
         self.web.execute(script, vec![]).await.expect("script runs")
     }
 
-    /// Waits until `script` (an expression) is truthy in the page; its value.
+    /// Waits until `script` (an expression) is truthy in the page; its value. The page
+    /// checks it on each animation frame and answers once it holds (the script timeout
+    /// is [`BROWSER_DEADLINE`]).
     async fn until(&self, what: &str, script: &str) -> Value {
-        let body = format!("return ({script});");
-        let start = std::time::Instant::now();
-        loop {
-            let v = self.js(&body).await;
-            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
-                return v;
-            }
-            assert!(
-                start.elapsed() < BROWSER_DEADLINE,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let body = format!(
+            "const done = arguments[arguments.length - 1];
+             const check = () => {{
+               const v = ({script});
+               if (v) done(v); else requestAnimationFrame(check);
+             }};
+             check();"
+        );
+        self.web
+            .execute_async(&body, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("timed out waiting for {what}: {e}"))
     }
 
     async fn sign_in(&self, d: &Daemon, user: &str) {
