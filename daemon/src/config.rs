@@ -114,6 +114,76 @@ pub struct StorageConfig {
     /// Content-type policy: each rule restricts what may be uploaded into a directory
     /// and everything below it (the most specific rule applies).
     pub type_rules: Vec<TypeRule>,
+    /// Where files live: `local` (under `data_dir`, the default) or `s3` (an
+    /// S3-compatible bucket, `[storage.s3]`).
+    pub backend: StorageBackend,
+    /// `[storage.s3]`: the bucket, when `backend = "s3"`.
+    pub s3: S3Config,
+}
+
+/// `[storage] backend`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Users' files under `<data_dir>/users`.
+    #[default]
+    Local,
+    /// Users' files in an S3-compatible bucket.
+    S3,
+}
+
+/// `[storage.s3]`: an S3-compatible bucket (Garage, MinIO, Ceph RGW, AWS).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The S3 API's base URL, such as `http://127.0.0.1:3900` (plain HTTP only on a
+    /// loopback address or with `allow_http`).
+    pub endpoint: String,
+    /// The bucket; xferd keeps everything under `prefix` in it.
+    pub bucket: String,
+    /// The region the store expects in signatures (Garage: its `s3_region`).
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`), as Garage and MinIO serve by
+    /// default; `false` for virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// A key prefix inside the bucket (`""` = the bucket's root), so several
+    /// deployments can share one bucket.
+    pub prefix: String,
+    /// A file (mode 0600) with `access_key_id = "…"` and `secret_access_key = "…"`;
+    /// relative to `data_dir`. Without it, `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` from the environment are used.
+    pub credentials_file: Option<PathBuf>,
+    /// Allow a plain-HTTP endpoint that is not on a loopback address.
+    pub allow_http: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "garage".into(),
+            path_style: true,
+            prefix: String::new(),
+            credentials_file: None,
+            allow_http: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials never live here, but keep the shape explicit.
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("prefix", &self.prefix)
+            .field("credentials_file", &self.credentials_file)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 /// `[[storage.type_rules]]`
@@ -140,6 +210,8 @@ impl Default for StorageConfig {
                     .map(String::from)
                     .to_vec(),
             }],
+            backend: StorageBackend::Local,
+            s3: S3Config::default(),
         }
     }
 }
@@ -477,6 +549,9 @@ impl Config {
                 );
             }
         }
+        if s.backend == StorageBackend::S3 {
+            self.validate_s3()?;
+        }
         let c = &self.chat;
         if c.messages_per_sec == 0 || c.message_burst == 0 {
             return invalid("chat.messages_per_sec / chat.message_burst", "must be > 0");
@@ -496,6 +571,71 @@ impl Config {
         // A per-user limit above max_channels is allowed: max_channels caps everyone
         // anyway, and a config that lowered only max_channels stays valid.
         self.metrics.validate()
+    }
+
+    fn validate_s3(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let s3 = &self.storage.s3;
+        let endpoint = s3.endpoint.trim_end_matches('/');
+        let Some((scheme, rest)) = endpoint.split_once("://") else {
+            return invalid(
+                "storage.s3.endpoint",
+                "must be a URL such as http://127.0.0.1:3900 or https://s3.lan".into(),
+            );
+        };
+        let host = rest.split('/').next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match scheme {
+            "https" => {}
+            "http" if loopback || s3.allow_http => {}
+            "http" => {
+                return invalid(
+                    "storage.s3.endpoint",
+                    format!(
+                        "{endpoint} is plain HTTP to another host: credentials and files would cross the network unencrypted; use https, or set storage.s3.allow_http = true on a trusted network"
+                    ),
+                );
+            }
+            _ => {
+                return invalid(
+                    "storage.s3.endpoint",
+                    format!("{endpoint}: the scheme must be http or https"),
+                );
+            }
+        }
+        if host.is_empty() {
+            return invalid("storage.s3.endpoint", format!("{endpoint} names no host"));
+        }
+        if s3.bucket.is_empty() {
+            return invalid("storage.s3.bucket", "must name the bucket".into());
+        }
+        if s3.region.is_empty() {
+            return invalid(
+                "storage.s3.region",
+                "must be the store's region (Garage: its s3_region)".into(),
+            );
+        }
+        if s3.prefix.starts_with('/') || s3.prefix.contains("//") {
+            return invalid(
+                "storage.s3.prefix",
+                "must be a relative key prefix such as \"xfer\" (or empty)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The S3 credentials file, resolved against `data_dir`.
+    pub fn s3_credentials_file(&self) -> Option<PathBuf> {
+        self.storage
+            .s3
+            .credentials_file
+            .as_ref()
+            .map(|p| self.data_dir.join(p))
     }
 
     /// Where chat history and delivery markers live.

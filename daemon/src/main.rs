@@ -166,6 +166,10 @@ fn main() -> ExitCode {
     fixed_mmap_threshold();
     let cli = Cli::parse();
     xferd::logging::init();
+    // Two rustls providers are linked (ring, ours; aws-lc-rs, object_store's HTTP
+    // client): xferd's own configs name ring explicitly, and this makes it the choice of
+    // any library that builds a config without naming one, instead of a panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

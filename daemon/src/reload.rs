@@ -195,6 +195,13 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
         changed.push("metrics");
         new.metrics = old.metrics.clone();
     }
+    // The storage backend is opened once: files do not move between backends on a
+    // reload (`xferd migrate` moves them).
+    if new.storage.backend != old.storage.backend || new.storage.s3 != old.storage.s3 {
+        changed.push("storage.backend");
+        new.storage.backend = old.storage.backend;
+        new.storage.s3 = old.storage.s3.clone();
+    }
     // A generated certificate is made once; new names need a new certificate.
     if old.tls_is_generated() && new.tls.names != old.tls.names {
         changed.push("tls.names");

@@ -17,9 +17,11 @@ use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
 use crate::admission::Admission;
 use crate::chat::Chat;
 use crate::config::Config;
+use crate::config::StorageBackend;
 use crate::connections::Connections;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
+use crate::storage::s3::S3Storage;
 
 /// Everything sessions share; one `Arc` of it is handed to each connection.
 pub struct ServerState {
@@ -84,13 +86,25 @@ impl ServerState {
             Duration::from_secs(config.login.session_ttl_secs),
         )
         .with_context(|| format!("opening session store `{}`", sessions_path.display()))?;
-        let storage = LocalStorage::open(&config.data_dir, config.storage.clone())
-            .with_context(|| format!("preparing `{}`", config.users_dir().display()))?;
+        let storage: Arc<dyn Storage> = match config.storage.backend {
+            StorageBackend::Local => Arc::new(
+                LocalStorage::open(&config.data_dir, config.storage.clone())
+                    .with_context(|| format!("preparing `{}`", config.users_dir().display()))?,
+            ),
+            StorageBackend::S3 => Arc::new(
+                S3Storage::open(
+                    &config.storage.s3,
+                    config.s3_credentials_file().as_deref(),
+                    config.storage.clone(),
+                )
+                .await?,
+            ),
+        };
         let chat = Chat::open(&config.data_dir, &config.chat).with_context(|| {
             format!("opening chat history in `{}`", config.chat_dir().display())
         })?;
         Ok(ServerState {
-            storage: Arc::new(storage),
+            storage,
             chat: Arc::new(chat),
             metrics: Arc::default(),
             tls: RwLock::new(tls),

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_path;
 mod admission;
+mod backends;
 mod ca;
 mod channels;
 mod chat;

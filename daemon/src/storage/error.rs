@@ -82,6 +82,13 @@ pub enum StorageError {
     /// Temporarily in the way (another connection, a limit).
     #[error("{0}")]
     Busy(String),
+    /// The object store (an `s3` backend) did not answer or failed; the detail is
+    /// logged, the peer is told to try again.
+    #[error(
+        "storage unavailable: {0} failed because the server's object store did not answer; \
+         try again later (an interrupted upload resumes)"
+    )]
+    Unavailable(&'static str),
     /// An operating-system error not caused by the peer; logged, never sent.
     #[error("{context}: {source}")]
     Io {
@@ -111,7 +118,7 @@ impl StorageError {
                 ErrorCode::TypeRejected
             }
             StorageError::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
-            StorageError::Busy(_) => ErrorCode::Busy,
+            StorageError::Busy(_) | StorageError::Unavailable(_) => ErrorCode::Busy,
             StorageError::Io { .. } => ErrorCode::Internal,
         }
     }

@@ -11,6 +11,7 @@
 //! - `policy.rs`: the content-type policy.
 //! - `error.rs`: [`StorageError`] and the peer's view of it.
 //! - `local/`: [`local::LocalStorage`], users' files on the local filesystem.
+//! - `s3/`: [`s3::S3Storage`], users' files in an S3-compatible bucket.
 //!
 //! This module and its generic parts never import `local/`: a second backend sits beside
 //! it the same way.
@@ -18,6 +19,7 @@
 mod error;
 pub mod local;
 mod policy;
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -29,6 +31,15 @@ pub use crate::relpath::{PathError, RelPath};
 pub use error::StorageError;
 pub(crate) use error::io_err;
 pub use policy::TypePolicy;
+
+/// Which share of the unfinished-uploads limit an upload to `path` counts against:
+/// unfinished sends in an inbox (`inbox/<sender>/…`) count against their sender's
+/// share, never against the owner's own uploads (`None`).
+pub(crate) fn partial_bucket(path: &str) -> Option<&str> {
+    path.strip_prefix("inbox/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(sender, _)| sender)
+}
 
 /// Chunk size of every transfer (the protocol's `CHUNK_SIZE`).
 pub const CHUNK_SIZE: u64 = xfer_proto::CHUNK_SIZE as u64;

@@ -55,7 +55,7 @@ use crate::accounts::UserName;
 use crate::config::StorageConfig;
 use crate::storage::{
     Download, ListPage, PathError, PutBegun, PutFileDone, PutRequest, RelPath, Storage,
-    StorageError, TypePolicy, Usage, WholeFile, WholeRead, io_err,
+    StorageError, TypePolicy, Usage, WholeFile, WholeRead, io_err, partial_bucket,
 };
 
 /// The `[storage]` settings in force, with the type policy built from them.
@@ -331,12 +331,6 @@ impl Local {
 /// The digest of the committed file at `path`, from its manifest (computed if needed).
 /// Whose share of the partials limit an upload to `path` uses: `Some(sender)` for a
 /// send into `inbox/<sender>/`, `None` for the owner's own uploads.
-fn partial_bucket(path: &str) -> Option<&str> {
-    path.strip_prefix("inbox/")
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(sender, _)| sender)
-}
-
 fn existing_digest(space: &UserSpace, path: &RelPath) -> Result<xfer_proto::Digest, StorageError> {
     let (file, meta) = space.open_file(path)?;
     let stamp = manifest::Stamp::of(&meta);

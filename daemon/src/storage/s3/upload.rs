@@ -1,0 +1,635 @@
+//! Resumable verified uploads on S3 multipart uploads.
+//!
+//! Chunks (1 MiB) are verified on arrival and gathered into parts of
+//! `part_chunks` chunks (8 MiB). A full part is stored with `UploadPart`, and the upload's
+//! record (`partials/<path>`: multipart id, digests of the chunks in stored parts, part
+//! ETags) is written again, so any node can resume from it. Only chunks in stored parts
+//! count as held: a part still gathering when a node dies is sent again, at most one
+//! part per upload. What one upload gathers in memory is bounded by
+//! [`MAX_GATHERING`] parts, whatever the peer sends.
+//!
+//! The commit needs no re-read: the chunk digests are BLAKE3 chaining values, so they
+//! give the whole-file digest ([`Digest::of_chunks`]), which must equal the client's;
+//! then `CompleteMultipartUpload` makes the object appear whole at its final key.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tracing::{info, warn};
+use xfer_proto::Digest;
+
+use super::client::{delete, get_record, os_err, put_record};
+use super::keys::{self, Area};
+use super::records::{FileManifest, PartialRecord, part_chunks_for};
+use super::{Dest, Shared, best_effort, load_partial, partials_in_bucket};
+use crate::storage::{
+    CHUNK_SIZE, Committed, PathError, PutBegun, PutRequest, RelPath, StorageError, Upload,
+    chunk_count, chunk_len,
+};
+
+/// Parts one upload may be gathering at once; chunks for a further part are refused
+/// (clients send in order, so they never meet it).
+pub(super) const MAX_GATHERING: usize = 4;
+
+/// An open upload.
+pub(super) struct S3Upload {
+    shared: Arc<Shared>,
+    user: String,
+    pub path: RelPath,
+    size: u64,
+    force: bool,
+    part_chunks: u64,
+    upload_id: String,
+    created_unix: u64,
+    resumed_from: u64,
+    policy: Arc<crate::storage::TypePolicy>,
+    /// Set when another connection (or node) took the upload over, or it ended.
+    superseded: AtomicBool,
+    state: Mutex<State>,
+    /// Serializes record writes, so an older state never overwrites a newer one.
+    persist_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct State {
+    /// Verified chunk digests; those in stored parts are held.
+    digests: Vec<Option<Digest>>,
+    /// ETags of stored parts.
+    parts: Vec<Option<String>>,
+    /// Parts being gathered: their chunks so far.
+    gathering: HashMap<u64, Vec<Option<Bytes>>>,
+    /// The record in the bucket is behind.
+    dirty: bool,
+    finished: bool,
+}
+
+impl State {
+    fn held(&self, part_chunks: u64, index: u64) -> bool {
+        self.parts[(index / part_chunks) as usize].is_some()
+    }
+}
+
+/// Admission, then a new upload or the resumption of a recorded one.
+pub(super) async fn begin(
+    shared: &Arc<Shared>,
+    user: &str,
+    request: PutRequest,
+) -> Result<PutBegun, StorageError> {
+    let PutRequest {
+        path,
+        size,
+        force,
+        head,
+    } = request;
+    if path.is_home() {
+        return Err(PathError::Home.into());
+    }
+    let settings = shared.settings();
+    let max = settings.config.max_file_bytes;
+    if max > 0 && size > max {
+        return Err(StorageError::TooLarge { size, max });
+    }
+    let _lock = shared.lock_user(user).await;
+    let replaced = match shared.destination(user, &path, force).await? {
+        Dest::Free => 0,
+        Dest::Replaces(n) => n,
+        Dest::Taken(meta) => {
+            let (_, digest, _) = shared.manifest_of(user, &path, &meta).await?;
+            return Ok(PutBegun::Exists {
+                size: meta.size,
+                digest: Some(digest),
+            });
+        }
+    };
+    settings.policy.check(&path, &head)?;
+    let usage = shared.usage.get(shared, user).await?;
+    let max_partials = settings.config.max_partials_per_user;
+    if partials_in_bucket(usage.partials.keys(), path.as_str()) >= max_partials as usize {
+        warn!(
+            user,
+            max_partials, "upload refused: too many unfinished uploads"
+        );
+        return Err(StorageError::TooManyPartials { max: max_partials });
+    }
+    let quota = settings.config.quota_bytes;
+    if quota > 0 {
+        let mut used = usage.used_bytes().saturating_sub(replaced);
+        used = used.saturating_sub(usage.partials.get(path.as_str()).copied().unwrap_or(0));
+        if used.saturating_add(size) > quota {
+            return Err(StorageError::QuotaExceeded {
+                used,
+                limit: quota,
+                size,
+            });
+        }
+    }
+    let now = crate::now_unix();
+    // This node's open handle is the freshest state; else the record, from any node.
+    let live = shared.live_upload(user, path.as_str());
+    let resumed = match live {
+        Some(old) if old.size == size => {
+            info!(user, path = ?path, "upload taken over from another connection");
+            old.superseded.store(true, Ordering::SeqCst);
+            old.persist_now().await?;
+            load_partial(shared, user, &path).await?
+        }
+        Some(old) => {
+            old.superseded.store(true, Ordering::SeqCst);
+            None
+        }
+        None => load_partial(shared, user, &path).await?,
+    };
+    let record = match resumed {
+        Some(r) if r.size == size => r,
+        other => {
+            if let Some(stale) = other {
+                // A different file is going there now: the old upload goes.
+                abort(shared, user, &path, &stale).await;
+            }
+            let part_chunks = part_chunks_for(size);
+            let location = shared.key(user, Area::Files, &path);
+            let upload_id = if size == 0 {
+                String::new()
+            } else {
+                shared
+                    .store
+                    .create_multipart(&location)
+                    .await
+                    .map_err(os_err("starting an upload"))?
+            };
+            let record = PartialRecord {
+                v: 1,
+                path: path.as_str().to_owned(),
+                size,
+                upload_id,
+                part_chunks,
+                created_unix: now,
+                touched_unix: now,
+                chunks: vec![String::new(); chunk_count(size) as usize],
+                parts: vec![String::new(); PartialRecord::part_count(size, part_chunks) as usize],
+            };
+            // Recorded before any part: an upload nobody finishes is found and aborted.
+            put_record(
+                &shared.store,
+                &shared.key(user, Area::Partials, &path),
+                &record,
+            )
+            .await?;
+            record
+        }
+    };
+    shared.usage.set_partial(user, path.as_str(), size);
+    let upload = Arc::new(S3Upload::from_record(
+        shared.clone(),
+        user,
+        path,
+        force,
+        &record,
+        settings.policy.clone(),
+    ));
+    shared.register(user, &upload);
+    Ok(PutBegun::Ready(upload))
+}
+
+impl S3Upload {
+    fn from_record(
+        shared: Arc<Shared>,
+        user: &str,
+        path: RelPath,
+        force: bool,
+        r: &PartialRecord,
+        policy: Arc<crate::storage::TypePolicy>,
+    ) -> S3Upload {
+        let parts: Vec<Option<String>> = r
+            .parts
+            .iter()
+            .map(|p| (!p.is_empty()).then(|| p.clone()))
+            .collect();
+        let digests: Vec<Option<Digest>> = r
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let part_stored = parts[i / r.part_chunks as usize].is_some();
+                c.parse().ok().filter(|_| part_stored)
+            })
+            .collect();
+        // A part counts only when all its chunks' digests are known.
+        let mut state = State {
+            digests,
+            parts,
+            gathering: HashMap::new(),
+            dirty: false,
+            finished: false,
+        };
+        for p in 0..state.parts.len() {
+            let first = p * r.part_chunks as usize;
+            let last = (first + r.part_chunks as usize).min(state.digests.len());
+            if state.digests[first..last].iter().any(Option::is_none) {
+                state.parts[p] = None;
+                state.digests[first..last].fill(None);
+            }
+        }
+        let resumed_from = (0..state.digests.len() as u64)
+            .filter(|&i| state.digests[i as usize].is_some())
+            .map(|i| chunk_len(r.size, i))
+            .sum();
+        S3Upload {
+            shared,
+            user: user.to_owned(),
+            path,
+            size: r.size,
+            force,
+            part_chunks: r.part_chunks,
+            upload_id: r.upload_id.clone(),
+            created_unix: r.created_unix,
+            resumed_from,
+            policy,
+            superseded: AtomicBool::new(false),
+            state: Mutex::new(state),
+            persist_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_live(&self, state: &State) -> Result<(), StorageError> {
+        if self.superseded.load(Ordering::SeqCst) && !state.finished {
+            return Err(StorageError::Busy(
+                "this upload was resumed from another connection".into(),
+            ));
+        }
+        if state.finished {
+            return Err(StorageError::BadRequest(
+                "this upload is already committed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn record(&self, state: &State) -> PartialRecord {
+        PartialRecord {
+            v: 1,
+            path: self.path.as_str().to_owned(),
+            size: self.size,
+            upload_id: self.upload_id.clone(),
+            part_chunks: self.part_chunks,
+            created_unix: self.created_unix,
+            touched_unix: crate::now_unix(),
+            chunks: state
+                .digests
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    Some(d) if state.held(self.part_chunks, i as u64) => d.to_string(),
+                    _ => String::new(),
+                })
+                .collect(),
+            parts: state
+                .parts
+                .iter()
+                .map(|p| p.clone().unwrap_or_default())
+                .collect(),
+        }
+    }
+
+    /// Writes the record if it is behind (also for a superseded upload, so that the
+    /// connection taking over starts from everything stored).
+    async fn persist_now(&self) -> Result<(), StorageError> {
+        let _order = self.persist_lock.lock().await;
+        let record = {
+            let mut state = self.lock();
+            if !state.dirty || state.finished {
+                return Ok(());
+            }
+            state.dirty = false;
+            self.record(&state)
+        };
+        let key = self.shared.key(&self.user, Area::Partials, &self.path);
+        let written = put_record(&self.shared.store, &key, &record).await;
+        if written.is_err() {
+            self.lock().dirty = true;
+        }
+        written
+    }
+
+    /// Stores part `part` from its gathered chunks.
+    async fn store_part(&self, part: u64, chunks: Vec<Bytes>) -> Result<(), StorageError> {
+        let location = self.shared.key(&self.user, Area::Files, &self.path);
+        let payload = PutPayload::from_iter(chunks);
+        let stored = self
+            .shared
+            .store
+            .put_part(&location, &self.upload_id, part as usize, payload)
+            .await;
+        let mut state = self.lock();
+        match stored {
+            Ok(PartId { content_id }) => {
+                state.parts[part as usize] = Some(content_id);
+                state.dirty = true;
+                Ok(())
+            }
+            Err(e) => {
+                // Its chunks are not held: the client sends them again on resume.
+                let first = (part * self.part_chunks) as usize;
+                let last = (first + self.part_chunks as usize).min(state.digests.len());
+                state.digests[first..last].fill(None);
+                Err(os_err("storing upload data")(e))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Upload for S3Upload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
+    fn chunks_held(&self) -> u64 {
+        let state = self.lock();
+        (0..state.digests.len() as u64)
+            .filter(|&i| state.digests[i as usize].is_some() && state.held(self.part_chunks, i))
+            .count() as u64
+    }
+
+    fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
+        let state = self.lock();
+        let end = first.saturating_add(count).min(state.digests.len() as u64);
+        (first.min(end)..end)
+            .map(|i| state.digests[i as usize].filter(|_| state.held(self.part_chunks, i)))
+            .collect()
+    }
+
+    async fn write_chunk(
+        &self,
+        offset: u64,
+        digest: Digest,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        let n = chunk_count(self.size);
+        if !offset.is_multiple_of(CHUNK_SIZE) || offset / CHUNK_SIZE >= n {
+            return Err(StorageError::BadRequest(format!(
+                "offset {offset} is not the start of a chunk of this {}-byte file",
+                self.size
+            )));
+        }
+        let index = offset / CHUNK_SIZE;
+        let want = chunk_len(self.size, index);
+        if data.len() as u64 != want {
+            return Err(StorageError::BadRequest(format!(
+                "chunk {index} must be {want} bytes, not {}",
+                data.len()
+            )));
+        }
+        {
+            let state = self.lock();
+            self.check_live(&state)?;
+            if state.held(self.part_chunks, index) {
+                return match state.digests[index as usize] {
+                    Some(d) if d == digest => Ok(()),
+                    _ => Err(StorageError::ChecksumMismatch(format!(
+                        "chunk {index} is already held with another digest"
+                    ))),
+                };
+            }
+        }
+        let size = self.size;
+        let hashed = data.clone();
+        let actual = tokio::task::spawn_blocking(move || Digest::of_chunk(&hashed, offset, size))
+            .await
+            .map_err(|_| StorageError::Unavailable("verifying a chunk"))?;
+        if actual != Some(digest) {
+            return Err(StorageError::ChecksumMismatch(format!(
+                "chunk {index} does not match its digest"
+            )));
+        }
+        if index == 0 && self.policy.applies(&self.path) {
+            self.policy
+                .check(&self.path, &data[..data.len().min(xfer_proto::SNIFF_LEN)])?;
+        }
+        let part = index / self.part_chunks;
+        let full = {
+            let mut state = self.lock();
+            self.check_live(&state)?;
+            let first = part * self.part_chunks;
+            let len = (self.part_chunks).min(n - first) as usize;
+            if !state.gathering.contains_key(&part) && state.gathering.len() >= MAX_GATHERING {
+                return Err(StorageError::BadRequest(
+                    "chunks arrive too far out of order for this server's object store; send them in order".into(),
+                ));
+            }
+            let slots = state
+                .gathering
+                .entry(part)
+                .or_insert_with(|| vec![None; len]);
+            slots[(index - first) as usize] = Some(data);
+            let full = slots.iter().all(Option::is_some);
+            state.digests[index as usize] = Some(digest);
+            if full {
+                state
+                    .gathering
+                    .remove(&part)
+                    .map(|s| s.into_iter().flatten().collect::<Vec<_>>())
+            } else {
+                None
+            }
+        };
+        if let Some(chunks) = full {
+            self.store_part(part, chunks).await?;
+            self.persist_now().await?;
+        }
+        Ok(())
+    }
+
+    async fn persist(&self) -> Result<(), StorageError> {
+        self.persist_now().await
+    }
+
+    async fn commit(&self, digest: Digest) -> Result<Committed, StorageError> {
+        let shared = &self.shared;
+        let _user = shared.lock_user(&self.user).await;
+        let (chunks, parts) = {
+            let state = self.lock();
+            self.check_live(&state)?;
+            let n = state.digests.len() as u64;
+            let held = (0..n)
+                .filter(|&i| state.digests[i as usize].is_some() && state.held(self.part_chunks, i))
+                .count() as u64;
+            if held < n {
+                return Err(StorageError::BadRequest(format!(
+                    "upload incomplete: {} of {n} chunks missing",
+                    n - held
+                )));
+            }
+            let chunks: Vec<Digest> = state.digests.iter().flatten().copied().collect();
+            let parts: Vec<PartId> = state
+                .parts
+                .iter()
+                .flatten()
+                .map(|e| PartId {
+                    content_id: e.clone(),
+                })
+                .collect();
+            (chunks, parts)
+        };
+        let whole = Digest::of_chunks(&chunks);
+        if whole != digest {
+            return Err(StorageError::ChecksumMismatch(format!(
+                "whole-file digest mismatch: the server assembled {whole}, the client announced {digest}"
+            )));
+        }
+        let replaced = match shared
+            .destination(&self.user, &self.path, self.force)
+            .await?
+        {
+            Dest::Free => 0,
+            Dest::Replaces(n) => n,
+            Dest::Taken(_) => {
+                return Err(StorageError::Conflict(
+                    "a file appeared at the destination during the upload; use force to replace it"
+                        .into(),
+                ));
+            }
+        };
+        let location = shared.key(&self.user, Area::Files, &self.path);
+        let put = if self.size == 0 {
+            shared
+                .store
+                .put(&location, PutPayload::default())
+                .await
+                .map_err(os_err("storing a file"))?
+        } else {
+            shared
+                .store
+                .complete_multipart(&location, &self.upload_id, parts)
+                .await
+                .map_err(os_err("completing an upload"))?
+        };
+        {
+            let mut state = self.lock();
+            state.finished = true;
+        }
+        self.superseded.store(true, Ordering::SeqCst);
+        shared.usage.drop_partial(&self.user, self.path.as_str());
+        shared
+            .usage
+            .add_files(&self.user, self.size as i64 - replaced as i64);
+        let manifest = FileManifest::new(
+            self.size,
+            put.e_tag.unwrap_or_default(),
+            &chunks,
+            crate::now_unix(),
+        );
+        // The object is in place: from here failures only cost a recomputation.
+        best_effort(
+            "writing a manifest",
+            put_record(
+                &shared.store,
+                &shared.key(&self.user, Area::Manifests, &self.path),
+                &manifest,
+            )
+            .await,
+        );
+        best_effort(
+            "removing an upload's record",
+            delete(
+                &shared.store,
+                &shared.key(&self.user, Area::Partials, &self.path),
+            )
+            .await,
+        );
+        Ok(Committed {
+            size: self.size,
+            digest: whole,
+        })
+    }
+}
+
+/// Aborts a recorded upload and removes its record.
+pub(super) async fn abort(shared: &Shared, user: &str, path: &RelPath, record: &PartialRecord) {
+    if !record.upload_id.is_empty() {
+        let location = shared.key(user, Area::Files, path);
+        match shared
+            .store
+            .abort_multipart(&location, &record.upload_id)
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => warn!(user, error = %e, "aborting a multipart upload failed"),
+        }
+    }
+    best_effort(
+        "removing an upload's record",
+        delete(&shared.store, &shared.key(user, Area::Partials, path)).await,
+    );
+    shared.usage.drop_partial(user, path.as_str());
+}
+
+/// Stops this node's handle on the upload to `path`, if one is open.
+pub(super) fn supersede(shared: &Shared, user: &str, path: &str) {
+    if let Some(u) = shared.live_upload(user, path) {
+        u.superseded.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Aborts every upload untouched for longer than `partial_ttl_secs` and open on no
+/// connection of this node; returns how many.
+pub(super) async fn expire(shared: &Shared, now: u64) -> Result<usize, StorageError> {
+    let ttl = shared.settings().config.partial_ttl_secs;
+    let users = shared
+        .store
+        .list_with_delimiter(Some(&shared.keys.users()))
+        .await
+        .map_err(os_err("listing users"))?;
+    let mut removed = 0;
+    for prefix in users.common_prefixes {
+        let Some(user) = keys::decode(&prefix) else {
+            continue;
+        };
+        if user.parse::<crate::accounts::UserName>().is_err() {
+            continue;
+        }
+        let base = shared.key(&user, Area::Partials, &RelPath::home());
+        let records: Vec<_> = shared
+            .store
+            .list(Some(&base))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(os_err("listing uploads"))?;
+        for meta in records {
+            let Some(rel) =
+                keys::below(&base, &meta.location).and_then(|p| RelPath::parse(&p).ok())
+            else {
+                continue;
+            };
+            if shared.live_upload(&user, rel.as_str()).is_some() {
+                continue;
+            }
+            let Some(record) = get_record::<PartialRecord>(&shared.store, &meta.location).await?
+            else {
+                continue;
+            };
+            if record.touched_unix.saturating_add(ttl) <= now {
+                info!(user, path = %rel, "removing an abandoned upload");
+                abort(shared, &user, &rel, &record).await;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
