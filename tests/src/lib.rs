@@ -9,6 +9,7 @@
 //! child process is killed when its handle drops.
 
 pub mod data;
+pub mod nats;
 pub mod proxy;
 pub mod pty;
 pub mod raw;

@@ -173,20 +173,43 @@ impl Cluster {
         max_age: Duration,
         history: i64,
     ) -> anyhow::Result<jetstream::kv::Store> {
+        use jetstream::stream;
+        // The bucket's stream is made here, as async-nats would make it, because its
+        // own `create_key_value` first asks for account details that nats-server 2.9
+        // does not send in the form this client expects.
+        let config = stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: history.max(1),
+            max_age,
+            max_bytes: -1,
+            max_message_size: -1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            num_replicas: 1,
+            discard: stream::DiscardPolicy::New,
+            // Nats refuses a duplicate window longer than the age limit.
+            duplicate_window: if max_age.is_zero() {
+                Duration::from_secs(120)
+            } else {
+                max_age.min(Duration::from_secs(120))
+            },
+            ..Default::default()
+        };
+        let context = || {
+            format!(
+                "opening NATS key-value bucket `{name}` on {} (is JetStream on: nats-server -js?)",
+                self.servers
+            )
+        };
         self.js
-            .create_or_update_key_value(jetstream::kv::Config {
-                bucket: name.to_owned(),
-                history,
-                max_age,
-                ..Default::default()
-            })
+            .create_or_update_stream(config)
             .await
-            .with_context(|| {
-                format!(
-                    "opening NATS key-value bucket `{name}` on {} (is JetStream on: nats-server -js?)",
-                    self.servers
-                )
-            })
+            .with_context(context)?;
+        self.js.get_key_value(name).await.with_context(context)
     }
 }
 
