@@ -286,21 +286,6 @@ where
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_round_trip_and_never_hold_dots() {
-        for name in ["alice", "a.b", "x_y-z", "a..b"] {
-            let t = token(name);
-            assert!(!t.contains('.'), "{t}");
-            assert_eq!(untoken(&t), name);
-        }
-        assert_ne!(token("a.b"), token("a_b"));
-    }
-}
-
 /// Chat on NATS (`[chat] bus = "nats"`): the stream, the buckets, the feed and the bus;
 /// returns once the feed has read the stream, so the daemon serves with the whole
 /// history known.
@@ -337,4 +322,19 @@ pub async fn open_chat(
         markers,
         config,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_never_hold_dots() {
+        for name in ["alice", "a.b", "x_y-z", "a..b"] {
+            let t = token(name);
+            assert!(!t.contains('.'), "{t}");
+            assert_eq!(untoken(&t), name);
+        }
+        assert_ne!(token("a.b"), token("a_b"));
+    }
 }
