@@ -11,9 +11,11 @@
 //! and `[tls]` paths resolve against `data_dir`. New path keys should follow the same
 //! rule (resolve them in [`Config::load`]).
 
+mod cluster;
 pub mod discover;
 mod metrics;
 
+pub use cluster::ClusterConfig;
 pub use metrics::MetricsConfig;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +55,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Prometheus metrics listener (off by default).
     pub metrics: MetricsConfig,
+    /// The NATS server several daemons share (off by default).
+    pub cluster: ClusterConfig,
 }
 
 /// `[tls]`
@@ -246,6 +250,20 @@ pub struct ChatConfig {
     /// Direct messages replayed at most when a user connects; older ones are reported
     /// as missed (`History` pages through them).
     pub replay_max: u32,
+    /// Where chat lives: `local` (this daemon: in-process hub, files under
+    /// `data_dir/chat`) or `nats` (shared by every daemon on `[cluster] nats`).
+    pub bus: ChatBusKind,
+}
+
+/// `[chat] bus`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatBusKind {
+    /// The in-process hub and local files.
+    #[default]
+    Local,
+    /// NATS subjects, a JetStream stream and key-value buckets.
+    Nats,
 }
 
 impl Default for ChatConfig {
@@ -262,6 +280,7 @@ impl Default for ChatConfig {
             lone_channel_days: 7,
             max_joined: 64,
             replay_max: 1000,
+            bus: ChatBusKind::Local,
         }
     }
 }
@@ -322,6 +341,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             chat: ChatConfig::default(),
             metrics: MetricsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -570,6 +590,13 @@ impl Config {
         }
         // A per-user limit above max_channels is allowed: max_channels caps everyone
         // anyway, and a config that lowered only max_channels stays valid.
+        if c.bus == ChatBusKind::Nats && !self.cluster.enabled() {
+            return invalid(
+                "chat.bus",
+                "is \"nats\" but [cluster] nats names no server; set cluster.nats = \"nats://host:4222\"",
+            );
+        }
+        self.cluster.validate()?;
         self.metrics.validate()
     }
 

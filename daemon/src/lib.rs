@@ -11,6 +11,7 @@ pub mod admin;
 pub mod admission;
 pub mod audit;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod control;

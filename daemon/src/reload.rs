@@ -143,6 +143,9 @@ pub fn apply(
     let new_fingerprint = (tls.1 != state.fingerprint()).then_some(tls.1);
     state.storage.reconfigure(new.storage.clone());
     state.throttle.reconfigure(new.throttle());
+    if let Some(shared) = &state.shared_throttle {
+        shared.reconfigure(new.throttle());
+    }
     state.chat.reconfigure(&new.chat);
     state
         .sessions

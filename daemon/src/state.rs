@@ -13,11 +13,12 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use xfer_certs::Fingerprint;
 
-use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verifier};
+use crate::accounts::{LivePasswordFile, SessionStore, Throttle, Verdict, Verifier};
 use crate::admission::Admission;
 use crate::chat::Chat;
-use crate::config::Config;
-use crate::config::StorageBackend;
+use crate::cluster::Cluster;
+use crate::cluster::throttle::SharedThrottle;
+use crate::config::{ChatBusKind, Config, StorageBackend};
 use crate::connections::Connections;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
@@ -42,6 +43,10 @@ pub struct ServerState {
     pub verifier: Verifier,
     /// Failed-login throttle.
     pub throttle: Throttle,
+    /// The NATS server shared with other daemons (`[cluster] nats`), if any.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The failed-login throttle shared with them.
+    pub shared_throttle: Option<SharedThrottle>,
     /// Users' files.
     pub storage: Arc<dyn Storage>,
     /// Chat: live bus, history, delivery markers.
@@ -100,9 +105,15 @@ impl ServerState {
                 .await?,
             ),
         };
-        let chat = Chat::open(&config.data_dir, &config.chat).with_context(|| {
-            format!("opening chat history in `{}`", config.chat_dir().display())
-        })?;
+        let (cluster, shared_throttle) = open_cluster(&config, &sessions).await?;
+        let chat = match (&cluster, config.chat.bus) {
+            (Some(cluster), ChatBusKind::Nats) => {
+                crate::cluster::open_chat(cluster, &config.chat).await?
+            }
+            _ => Chat::open(&config.data_dir, &config.chat).with_context(|| {
+                format!("opening chat history in `{}`", config.chat_dir().display())
+            })?,
+        };
         Ok(ServerState {
             storage,
             chat: Arc::new(chat),
@@ -114,9 +125,33 @@ impl ServerState {
             sessions,
             verifier: Verifier::new(config.hash_permits()).await,
             throttle: Throttle::new(config.throttle()),
+            cluster,
+            shared_throttle,
             admission: Admission::new(config.limits.max_connections),
             config: RwLock::new(Arc::new(config)),
         })
+    }
+
+    /// Reserves a failed login for `source` trying `user` (given back by
+    /// [`ServerState::refund_login`] when it succeeds), here and, in a cluster, on
+    /// every daemon; or the time to wait.
+    pub async fn admit_login(&self, source: std::net::IpAddr, user: &str) -> Verdict {
+        let local = self.throttle.admit(source, user, Instant::now());
+        if local != Verdict::Allow {
+            return local;
+        }
+        match &self.shared_throttle {
+            Some(shared) => shared.admit(source, user).await,
+            None => Verdict::Allow,
+        }
+    }
+
+    /// Gives back what [`ServerState::admit_login`] reserved: the login succeeded.
+    pub async fn refund_login(&self, source: std::net::IpAddr, user: &str) {
+        self.throttle.refund(source, user, Instant::now());
+        if let Some(shared) = &self.shared_throttle {
+            shared.refund(source, user).await;
+        }
     }
 
     /// The configuration in force now. Take it once per decision: a reload may replace
@@ -147,6 +182,26 @@ impl ServerState {
     pub(crate) fn set_tls(&self, tls: (TlsAcceptor, Fingerprint)) {
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
     }
+}
+
+/// With `[cluster] nats`: connects, makes the shared session store the authority for
+/// `sessions`, and opens the shared login throttle.
+async fn open_cluster(
+    config: &Config,
+    sessions: &SessionStore,
+) -> anyhow::Result<(Option<Arc<Cluster>>, Option<SharedThrottle>)> {
+    if !config.cluster.enabled() {
+        return Ok((None, None));
+    }
+    let cluster = Arc::new(Cluster::connect(&config.cluster, &config.data_dir).await?);
+    let shared = crate::cluster::sessions::NatsSessions::open(
+        cluster.clone(),
+        Duration::from_secs(config.login.session_ttl_secs),
+    )
+    .await?;
+    sessions.share(Arc::new(shared));
+    let throttle = SharedThrottle::open(cluster.clone(), config.throttle()).await?;
+    Ok((Some(cluster), Some(throttle)))
 }
 
 /// Reads a certificate chain and key into an acceptor, with the leaf's fingerprint.

@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod garage;
+pub mod nats;
 pub mod proxy;
 pub mod pty;
 pub mod raw;

@@ -10,6 +10,7 @@ mod chat;
 mod chat_server;
 mod chat_tty;
 mod client_ux;
+mod cluster;
 mod compress;
 mod confinement;
 mod files;

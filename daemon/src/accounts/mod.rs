@@ -25,7 +25,7 @@ pub use password_file::{
     Entry, LivePasswordFile, PasswordFile, PasswordFileError, UserName, hash_password,
 };
 pub use throttle::{Throttle, ThrottleConfig, Verdict};
-pub use tokens::{NewSession, SessionInfo, SessionStore};
+pub use tokens::{NewSession, SessionInfo, SessionStore, SharedSessions};
 
 /// Verifies passwords: argon2 work on the blocking pool behind a semaphore; unknown users cost
 /// the same as wrong passwords.

@@ -5,6 +5,13 @@
 //! under; `xferd user passwd` / `user del` change or remove that hash, which invalidates the
 //! user's sessions without any signal between processes. Writes are synchronous and small:
 //! async callers wrap them in `spawn_blocking`. This module does not know about users' rights.
+//!
+//! Several daemons share their sessions through [`SharedSessions`] (a NATS key-value
+//! bucket, `cluster/sessions.rs`), which is then the authority: a new session is stored
+//! there before it is handed out, a token is looked up there on every validation, and a
+//! revocation removes it there. The local file stays a cache of the sessions this
+//! daemon issued or validated, which keep working on it while the shared store cannot
+//! be reached.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -76,6 +83,27 @@ struct StoredSession {
     pw_tag: String,
 }
 
+/// Where several daemons keep their sessions in common, by `hex(blake3(token))`; the
+/// value is opaque to the store. Blocking, like [`SessionStore`]'s methods.
+pub trait SharedSessions: Send + Sync + fmt::Debug {
+    /// Stores a session record.
+    ///
+    /// # Errors
+    /// When the shared store cannot be reached or refuses; the message is one line for
+    /// the user.
+    fn put(&self, key: &str, record: &[u8]) -> io::Result<()>;
+    /// The record of a session, `None` when there is none (expired, revoked, unknown).
+    ///
+    /// # Errors
+    /// When the shared store cannot be reached.
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Removes a session.
+    ///
+    /// # Errors
+    /// When the shared store cannot be reached.
+    fn delete(&self, key: &str) -> io::Result<()>;
+}
+
 /// The daemon's sessions, persisted to one JSON file (mode 0600).
 #[derive(Debug)]
 pub struct SessionStore {
@@ -89,6 +117,8 @@ pub struct SessionStore {
     /// Set when the file is behind memory: `validate` dropped dead sessions it still
     /// holds, or a new session could not be written (full disk).
     forgotten: AtomicBool,
+    /// The sessions of every daemon of a cluster, when there is one.
+    shared: std::sync::OnceLock<std::sync::Arc<dyn SharedSessions>>,
 }
 
 impl SessionStore {
@@ -128,7 +158,14 @@ impl SessionStore {
             sessions: Mutex::new(sessions),
             write_lock: Mutex::new(()),
             forgotten: AtomicBool::new(false),
+            shared: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes `shared` the authority for sessions (see the module doc). Set once, before
+    /// serving.
+    pub fn share(&self, shared: std::sync::Arc<dyn SharedSessions>) {
+        let _ = self.shared.set(shared);
     }
 
     /// Creates a session for `user`, whose current password hash is `phc`, and persists it
@@ -151,6 +188,10 @@ impl SessionStore {
             pw_tag: pw_tag(phc),
         };
 
+        if let Some(shared) = self.shared.get() {
+            // Stored in common first: a token handed out works on every daemon.
+            shared.put(&hex(&key), &stored_record(&key, &record)?)?;
+        }
         let evicted = {
             let mut sessions = self.lock();
             sessions.insert(key, record);
@@ -191,7 +232,30 @@ impl SessionStore {
             return None;
         }
         let key = token_hash(token);
-        let record = self.lock().get(&key).cloned()?;
+        let record = match self.shared.get().map(|s| s.get(&hex(&key))) {
+            // The shared store decides: a session made elsewhere is learnt, one revoked
+            // or expired elsewhere is forgotten here too.
+            Some(Ok(Some(bytes))) => {
+                let Some(record) = parse_record(&key, &bytes) else {
+                    tracing::warn!("ignoring a damaged shared session record");
+                    return None;
+                };
+                self.lock().insert(key, record.clone());
+                record
+            }
+            Some(Ok(None)) => {
+                if self.lock().remove(&key).is_some() {
+                    self.forgotten.store(true, Ordering::Relaxed);
+                }
+                return None;
+            }
+            // Unreachable: sessions this daemon knows keep working.
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "shared session store unreachable; validating from the local cache");
+                self.lock().get(&key).cloned()?
+            }
+            None => self.lock().get(&key).cloned()?,
+        };
         // `current_phc` may read the password file: call it without holding the lock.
         let alive = record.expires_unix > now_unix
             && current_phc(&record.user).is_some_and(|phc| pw_tag(&phc) == record.pw_tag);
@@ -215,7 +279,13 @@ impl SessionStore {
         if !is_well_formed(token) {
             return Ok(false);
         }
-        let existed = self.lock().remove(&token_hash(token)).is_some();
+        let key = token_hash(token);
+        if let Some(shared) = self.shared.get() {
+            // Revoked in common first: a logout that could not reach the shared store
+            // fails, rather than leave the token valid on other daemons.
+            shared.delete(&hex(&key))?;
+        }
+        let existed = self.lock().remove(&key).is_some();
         if existed && let Err(e) = self.persist() {
             // Revoked in memory at once; on a full or read-only disk the file catches up
             // at the next write or purge that succeeds (as for a new session).
@@ -298,6 +368,32 @@ fn out_of_space(e: &io::Error) -> bool {
             | io::ErrorKind::ReadOnlyFilesystem
             | io::ErrorKind::QuotaExceeded
     )
+}
+
+/// One session as the shared store keeps it: the file's record format.
+fn stored_record(key: &TokenHash, r: &Record) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(&StoredSession {
+        token_blake3: hex(key),
+        user: r.user.clone(),
+        created_unix: r.created_unix,
+        expires_unix: r.expires_unix,
+        pw_tag: hex(&r.pw_tag),
+    })
+    .map_err(io::Error::other)
+}
+
+/// A record from the shared store, if it is whole and is the one for `key`.
+fn parse_record(key: &TokenHash, bytes: &[u8]) -> Option<Record> {
+    let s: StoredSession = serde_json::from_slice(bytes).ok()?;
+    if unhex::<32>(&s.token_blake3)? != *key {
+        return None;
+    }
+    Some(Record {
+        user: s.user,
+        created_unix: s.created_unix,
+        expires_unix: s.expires_unix,
+        pw_tag: unhex::<16>(&s.pw_tag)?,
+    })
 }
 
 fn parse(bytes: &[u8]) -> Result<HashMap<TokenHash, Record>, String> {

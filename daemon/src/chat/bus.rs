@@ -65,6 +65,15 @@ pub trait ChatBus: Send + Sync + 'static {
     /// Applies new limits (a config reload) to joins from now on.
     fn reconfigure(&self, config: HubConfig);
 
+    /// Whether the bus can serve requests now; a networked bus says why not (e.g. its
+    /// server is unreachable) in one line.
+    ///
+    /// # Errors
+    /// [`ChatError::Unavailable`].
+    fn check(&self) -> Result<(), ChatError> {
+        Ok(())
+    }
+
     // Presence.
 
     /// Registers chat connection `conn` of `user`, whose private events go to `inbox`.

@@ -98,21 +98,28 @@ impl Chat {
             let counts = Arc::clone(&counts);
             let me = user.to_owned();
             self.history
-                .after(&key, floor, MAX_CATCHUP_FILES, move |m| {
-                    if m.from == me {
-                        return false;
-                    }
-                    counts.0.fetch_add(1, Ordering::Relaxed);
-                    match &m.body {
-                        MessageBody::Text(text) => {
-                            if mentions(text, &me) {
-                                counts.1.fetch_add(1, Ordering::Relaxed);
-                            }
-                            false
+                .after(
+                    &key,
+                    floor,
+                    MAX_CATCHUP_FILES,
+                    Box::new(move |m| {
+                        if m.from == me {
+                            return false;
                         }
-                        MessageBody::File { .. } => m.target.user().is_some_and(|to| *to == *me),
-                    }
-                })
+                        counts.0.fetch_add(1, Ordering::Relaxed);
+                        match &m.body {
+                            MessageBody::Text(text) => {
+                                if mentions(text, &me) {
+                                    counts.1.fetch_add(1, Ordering::Relaxed);
+                                }
+                                false
+                            }
+                            MessageBody::File { .. } => {
+                                m.target.user().is_some_and(|to| *to == *me)
+                            }
+                        }
+                    }),
+                )
                 .await?
         };
         let unread = Unread {

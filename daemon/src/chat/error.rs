@@ -59,6 +59,9 @@ pub enum ChatError {
         /// Burst.
         burst: u32,
     },
+    /// A shared bus or store cannot be reached now (e.g. NATS is down).
+    #[error("chat unavailable: {0}")]
+    Unavailable(String),
     /// The history store failed.
     #[error("chat history: {0}")]
     Store(#[from] HistoryError),
@@ -77,6 +80,9 @@ impl ChatError {
             ChatError::TooManyJoined { .. } | ChatError::TooManyChannels { .. } => ErrorCode::Busy,
             ChatError::TooLong { .. } => ErrorCode::TooLarge,
             ChatError::Throttled { .. } => ErrorCode::RateLimited,
+            ChatError::Unavailable(_) | ChatError::Store(HistoryError::Unavailable(_)) => {
+                ErrorCode::Busy
+            }
             ChatError::Store(HistoryError::TooManyChannels { .. }) => ErrorCode::Busy,
             ChatError::Store(HistoryError::TooManyChannelsOfUser { .. }) => {
                 ErrorCode::QuotaExceeded
@@ -93,6 +99,9 @@ impl ChatError {
                 ChatError::TooManyChannels { max: *max }.to_string()
             }
             ChatError::Store(e @ HistoryError::TooManyChannelsOfUser { .. }) => e.to_string(),
+            ChatError::Store(HistoryError::Unavailable(why)) => {
+                ChatError::Unavailable(why.clone()).to_string()
+            }
             ChatError::Store(e) if e.out_of_space() => {
                 "the server is out of disk space: the message was not stored or sent".into()
             }

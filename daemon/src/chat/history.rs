@@ -35,7 +35,8 @@ use xfer_proto::{ChatMessage, MessageBody, Target};
 
 pub use key::ConvKey;
 pub(super) use logfile::write_atomic;
-use logfile::{ConvMeta, append_line, compact, decode, encode, read_back, scan_lines, sync_dir};
+use logfile::{ConvMeta, append_line, compact, read_back, scan_lines, sync_dir};
+pub(crate) use logfile::{decode, encode};
 
 /// Ids reserved on disk at a time: a restart skips at most this many.
 const ID_BLOCK: u64 = 1000;
@@ -78,6 +79,9 @@ pub enum HistoryError {
         /// The limit.
         max: usize,
     },
+    /// A shared store cannot be reached now; the text says which and what to do.
+    #[error("{0}")]
+    Unavailable(String),
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {

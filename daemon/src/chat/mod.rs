@@ -6,13 +6,16 @@
 //!   bounded `tokio::sync::broadcast` per channel; private events go to each chat
 //!   connection's bounded [`Inbox`] (direct messages, notices, presence). A slow
 //!   reader is skipped past and told how much it missed; a sender never waits.
-//! - [`history::History`] is the append-only store: one log per channel and per direct
+//! - [`ChatHistory`] (`store.rs`; locally [`history::History`]) is the append-only store: one log per channel and per direct
 //!   conversation, server-wide message ids, retention.
-//! - [`delivered::Delivered`] remembers, per user, up to which message id direct
+//! - [`DeliveryMarkers`] (locally [`delivered::Delivered`]) remember, per user, up to which message id direct
 //!   messages reached one of their connections, so that what arrived while they were
 //!   offline is replayed at their next `ChatOpen`.
 //! - [`ReadPositions`] (`reads.rs`) keeps, per user and conversation, the largest id
 //!   the user read; `catchup.rs` counts what is unread since (`MarkRead`, `Catchup`).
+//!
+//! A daemon alone uses the in-process hub and local files ([`Chat::open`]); several
+//! daemons on one NATS use the implementations in `cluster/` ([`Chat::with_stores`]).
 //!
 //! [`Chat`] ties them together for sessions. It does not parse requests or know about
 //! connections' sockets: that is `session/chat.rs`.
@@ -27,6 +30,7 @@ pub mod hub;
 mod inbox;
 mod ratelimit;
 pub mod reads;
+mod store;
 mod subscriptions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +50,7 @@ pub use hub::InProcessHub;
 pub use inbox::{Drops, Inbox, InboxSender};
 pub use ratelimit::TokenBucket;
 pub use reads::{ReadFile, ReadPositions};
+pub use store::{ChatHistory, DeliveryMarkers, Filter};
 pub use subscriptions::Subscriptions;
 
 pub use crate::now_unix_ms;
@@ -99,8 +104,8 @@ pub struct Replay {
 /// The chat service shared by sessions: live bus, history and delivery markers.
 pub struct Chat {
     bus: Arc<dyn ChatBus>,
-    history: History,
-    delivered: Delivered,
+    history: Arc<dyn ChatHistory>,
+    delivered: Arc<dyn DeliveryMarkers>,
     /// What each user has read.
     reads: Arc<dyn ReadPositions>,
     /// The last connection id handed out.
@@ -121,14 +126,31 @@ impl Chat {
         let history = History::open(&dir, config.history_config(), now_unix_ms())?;
         let delivered = Delivered::open(&dir.join("delivered.json"))?;
         let reads = ReadFile::open(&dir.join("read.json"))?;
-        Ok(Chat {
-            bus: Arc::new(InProcessHub::new(config.hub_config())),
+        Ok(Chat::with_stores(
+            Arc::new(InProcessHub::new(config.hub_config())),
+            Arc::new(history),
+            Arc::new(delivered),
+            Arc::new(reads),
+            config,
+        ))
+    }
+
+    /// Chat on the given bus and stores (e.g. those of `cluster/`).
+    pub fn with_stores(
+        bus: Arc<dyn ChatBus>,
+        history: Arc<dyn ChatHistory>,
+        delivered: Arc<dyn DeliveryMarkers>,
+        reads: Arc<dyn ReadPositions>,
+        config: &ChatConfig,
+    ) -> Chat {
+        Chat {
+            bus,
             history,
             delivered,
-            reads: Arc::new(reads),
+            reads,
             last_conn: AtomicU64::new(0),
             config: std::sync::Mutex::new(config.clone()),
-        })
+        }
     }
 
     /// Registers a chat connection of `user` with an inbox of `[chat]`'s size; dropping
@@ -148,13 +170,13 @@ impl Chat {
     }
 
     /// The history store.
-    pub fn history(&self) -> &History {
-        &self.history
+    pub fn history(&self) -> &dyn ChatHistory {
+        &*self.history
     }
 
     /// The delivery markers.
-    pub fn delivered(&self) -> &Delivered {
-        &self.delivered
+    pub fn delivered(&self) -> &dyn DeliveryMarkers {
+        &*self.delivered
     }
 
     /// The `[chat]` configuration in force.
@@ -186,11 +208,12 @@ impl Chat {
         target: &Target,
         body: MessageBody,
     ) -> Result<ChatMessage, ChatError> {
+        self.bus.check()?;
         let key = ConvKey::of(target, from);
         let bus = &self.bus;
         let message = self
             .history
-            .append(&key, from, target.clone(), body, |m| {
+            .append(&key, origin, from, target.clone(), body, &|m| {
                 bus.publish(origin, m);
             })
             .await?;
@@ -231,10 +254,10 @@ impl Chat {
                 .history
                 .after(&key, floor, max, {
                     let me = user.to_owned();
-                    move |m| {
+                    Box::new(move |m| {
                         m.id <= ceiling
                             && (!only_to_user || m.target.user().is_some_and(|to| *to == *me))
-                    }
+                    })
                 })
                 .await?;
             replay
@@ -260,11 +283,8 @@ impl Chat {
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || reads.persist()).await {
             tracing::error!(error = %e, "saving chat read positions failed");
         }
-        if !self.delivered.is_dirty() {
-            return;
-        }
-        let delivered = self.delivered.clone();
-        match tokio::task::spawn_blocking(move || delivered.save()).await {
+        let delivered = Arc::clone(&self.delivered);
+        match tokio::task::spawn_blocking(move || delivered.persist()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "saving chat delivery markers failed"),
             Err(e) => tracing::error!(error = %e, "chat marker task failed"),
@@ -282,7 +302,7 @@ impl Chat {
             .map(|c| c.name.trim_start_matches('#').to_owned())
             .collect();
         self.history
-            .expire_lone_channels(now_unix_ms(), |name| occupied.contains(name))
+            .expire_lone_channels(now_unix_ms(), &|name| occupied.contains(name))
             .await;
     }
 }

@@ -86,11 +86,7 @@ impl Auth {
         let ip = self.peer.ip();
         let throttle_key = truncate(&user, MAX_THROTTLE_NAME);
         // Admission reserves a failure up front, so parallel guesses cannot outrun the count.
-        if let Verdict::Deny { retry_after } =
-            state
-                .throttle
-                .admit(ip, throttle_key, std::time::Instant::now())
-        {
+        if let Verdict::Deny { retry_after } = state.admit_login(ip, throttle_key).await {
             audit::login_throttled(&user, self.peer, retry_after);
             state.metrics.login(LoginResult::Throttled);
             let secs = retry_after.as_secs().max(1);
@@ -115,9 +111,7 @@ impl Auth {
             state.metrics.login(LoginResult::Failed);
             return Response::error(ErrorCode::AuthFailed, "invalid user name or password");
         };
-        state
-            .throttle
-            .refund(ip, throttle_key, std::time::Instant::now());
+        state.refund_login(ip, throttle_key).await;
         if let Err(busy) = self.take_slot(&user) {
             return busy;
         }
@@ -128,6 +122,11 @@ impl Auth {
                 .await;
         let session = match created {
             Ok(Ok(s)) => s,
+            // The shared session store of a cluster is unreachable: say so.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => {
+                tracing::warn!(error = %e, "login refused: no session store");
+                return Response::error(ErrorCode::Busy, e.to_string());
+            }
             Ok(Err(e)) => return internal_error("creating a session", &e),
             Err(e) => return internal_error("creating a session", &e),
         };
@@ -216,6 +215,9 @@ impl Auth {
                 tokio::task::spawn_blocking(move || st.sessions.revoke(token.expose())).await;
             match revoked {
                 Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => {
+                    return Response::error(ErrorCode::Busy, e.to_string());
+                }
                 Ok(Err(e)) => return internal_error("revoking a session", &e),
                 Err(e) => return internal_error("revoking a session", &e),
             }

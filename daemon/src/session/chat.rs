@@ -251,7 +251,10 @@ fn fit(messages: &mut Vec<ChatMessage>, budget: usize) -> u64 {
 
 impl ChatState {
     /// Refuses when the connection's bucket is empty; the connection stays usable.
+    /// Takes one request from the connection's rate limit, after checking that chat can
+    /// be served at all (a shared bus may be unreachable).
     fn throttle(&mut self) -> Result<(), ChatError> {
+        self.state.chat.bus().check()?;
         if self.bucket.take(Instant::now()) {
             Ok(())
         } else {
@@ -320,7 +323,11 @@ impl ChatState {
         let key = ConvKey::Channel(name.to_owned());
         let limit = MAX_HISTORY as usize;
         let page = match after {
-            Some(after) => chat.history().after(&key, after, limit, |_| true).await,
+            Some(after) => {
+                chat.history()
+                    .after(&key, after, limit, Box::new(|_| true))
+                    .await
+            }
             None => {
                 let n = (history as usize).min(limit);
                 chat.history().last(&key, n, None).await

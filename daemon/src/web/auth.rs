@@ -212,11 +212,7 @@ pub async fn login(
     let state = &state.server;
     let peer = conn.peer;
     let throttle_key = truncate(&body.user, MAX_THROTTLE_NAME);
-    if let Verdict::Deny { retry_after } =
-        state
-            .throttle
-            .admit(peer.ip(), throttle_key, std::time::Instant::now())
-    {
+    if let Verdict::Deny { retry_after } = state.admit_login(peer.ip(), throttle_key).await {
         audit::login_throttled(&body.user, peer, retry_after);
         state.metrics.login(LoginResult::Throttled);
         let secs = retry_after.as_secs().max(1);
@@ -240,9 +236,7 @@ pub async fn login(
             "invalid user name or password",
         ));
     };
-    state
-        .throttle
-        .refund(peer.ip(), throttle_key, std::time::Instant::now());
+    state.refund_login(peer.ip(), throttle_key).await;
     let st = state.clone();
     let name = body.user.clone();
     let session =

@@ -104,13 +104,13 @@ impl<'a> Record<'a> {
 }
 
 /// Decodes one line; `None` for anything that is not a whole record.
-pub(super) fn decode(line: &[u8]) -> Option<ChatMessage> {
+pub(crate) fn decode(line: &[u8]) -> Option<ChatMessage> {
     serde_json::from_slice::<Record<'_>>(line)
         .ok()?
         .into_message()
 }
 
-pub(super) fn encode(m: &ChatMessage) -> Vec<u8> {
+pub(crate) fn encode(m: &ChatMessage) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Record::of(m)).expect("a record always serialises");
     line.push(b'\n');
     line

@@ -48,6 +48,37 @@ impl InProcessHub {
     fn state(&self) -> MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Tells every local chat connection that `user`, whose connections are elsewhere
+    /// (another daemon of a cluster), is now in `state`.
+    pub fn announce_elsewhere(&self, user: &str, state: PresenceState) {
+        // Connection ids start at 1: 0 is no local connection.
+        self.state().announce(ConnId(0), user, state);
+    }
+
+    /// Hands a join or part that happened elsewhere to the local members of `channel`
+    /// (none: nothing to do).
+    pub fn channel_event_elsewhere(&self, channel: &str, event: ChatEvent) {
+        if let Some(entry) = self.state().channels.get(channel) {
+            let _ = entry.tx.send(Arc::new(Envelope {
+                origin: None,
+                event,
+            }));
+        }
+    }
+
+    /// Whether `user` has a chat connection here.
+    pub fn is_connected(&self, user: &str) -> bool {
+        self.state().users.contains_key(user)
+    }
+
+    /// Whether `user` is in `channel` here.
+    pub fn is_member(&self, channel: &str, user: &str) -> bool {
+        self.state()
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.members.contains_key(user))
+    }
 }
 
 impl ChatBus for InProcessHub {
