@@ -59,6 +59,8 @@ struct Shared {
     fault: Mutex<Option<Fault>>,
     fired: AtomicU64,
     finished: Mutex<Vec<Moved>>,
+    /// Where new connections go instead of the first target ([`Proxy::set_target`]).
+    target: Mutex<Option<SocketAddr>>,
 }
 
 /// A running proxy; stops (and closes its connections) when dropped.
@@ -88,7 +90,12 @@ impl Proxy {
                 let accept = async {
                     while let Ok((client, _)) = listener.accept().await {
                         let fault = *conn_shared.fault.lock().expect("not poisoned");
-                        tokio::spawn(forward(client, target, fault, conn_shared.clone()));
+                        let to = conn_shared
+                            .target
+                            .lock()
+                            .expect("not poisoned")
+                            .unwrap_or(target);
+                        tokio::spawn(forward(client, to, fault, conn_shared.clone()));
                     }
                 };
                 tokio::select! {
@@ -114,6 +121,12 @@ impl Proxy {
     /// Sets the fault for connections accepted from now on (`None`: forward faithfully).
     pub fn set_fault(&self, fault: Option<Fault>) {
         *self.shared.fault.lock().expect("not poisoned") = fault;
+    }
+
+    /// Sends connections accepted from now on to `target` (a load balancer moving
+    /// clients to another daemon when one goes down).
+    pub fn set_target(&self, target: SocketAddr) {
+        *self.shared.target.lock().expect("not poisoned") = Some(target);
     }
 
     /// How many faults fired so far (a fault whose offset was never reached did not).

@@ -27,6 +27,7 @@ mod packaging;
 mod pipe;
 mod preview;
 mod resume;
+mod scale_out;
 mod sync;
 mod web_api;
 mod web_browser;
