@@ -10,7 +10,9 @@
 #                       on a shared 2-core VM)
 #     --where W         tmpfs, disk or both (both): where the files and the data live;
 #                       tmpfs is /dev/shm, disk is $BENCH_DISK_DIR (/var/tmp)
-#     --cases LIST      comma-separated: big, resume, small, load, scale (big,resume,small;
+#     --cases LIST      comma-separated: big, resume, small, s3, load, scale (big,resume,small;
+#                       s3: the big file through xferd on a Garage bucket vs on local files,
+#                       which installs Garage if it is missing;
 #                       load: chat fan-out to 1,000 members, 10,000 idle connections and
 #                       token re-logins from bench/load; scale: the long suite's version
 #                       of the last two, which builds the release test binary)
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN_DIR=$2; shift ;;
     --record) RECORD=1 ;;
     --smoke) SIZE_MIB=64 RUNS=1 WHERE=tmpfs CASES=big,resume,small PEERS=scp,rsync
+             command -v garage >/dev/null && CASES=$CASES,s3
              SMALL_FILES=200 MEDIUM_FILES=20 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -107,7 +110,7 @@ for place in "${places[@]}"; do
   start_xferd
   has_peer dufs && start_dufs
   SRC=$W/src.bin
-  if has_case big || has_case resume; then
+  if has_case big || has_case resume || has_case s3; then
     say "  generating ${SIZE_MIB} MiB of random data…"
     head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$SRC"
     BYTES=$(stat -c %s "$SRC")
@@ -115,6 +118,7 @@ for place in "${places[@]}"; do
   has_case big && case_big
   has_case resume && case_resume
   has_case small && case_small
+  has_case s3 && case_s3
   stop_place_servers
   rm -rf "$W"
   W=''
