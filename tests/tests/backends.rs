@@ -23,7 +23,7 @@ struct Setup {
     d: Daemon,
     c: Client,
     local: TempDir,
-    _garage: Option<Garage>,
+    garage: Option<Garage>,
 }
 
 impl Setup {
@@ -46,7 +46,7 @@ impl Setup {
             d,
             c,
             local: TempDir::new().unwrap(),
-            _garage: garage,
+            garage,
         })
     }
 
@@ -110,6 +110,7 @@ on_both!(
     the_type_policy_holds,
     many_small_files_round_trip,
     an_interrupted_push_resumes,
+    an_abandoned_upload_expires,
 );
 
 fn files_round_trip_with_conflicts_moves_and_removal(backend: Backend) {
@@ -268,4 +269,54 @@ fn an_interrupted_push_resumes(backend: Backend) {
             .iter()
             .all(|n| !n.ends_with(":partial"))
     );
+}
+
+fn an_abandoned_upload_expires(backend: Backend) {
+    let Some(s) = Setup::start(backend, "partial_ttl_secs = 2") else {
+        return;
+    };
+    let data = random_bytes(40 * CHUNK, 7);
+    let path = s.file("left.bin", &data);
+    let mut push = s.c.spawn(&["push", "-q", "--limit-rate", "8M", &path]);
+    let held = poll(DEADLINE, || {
+        assert!(
+            !push.finished(),
+            "push ended early: {}",
+            push.stderr_so_far()
+        );
+        s.c.partial_received("left.bin").filter(|&r| r >= 8 * MIB)
+    });
+    assert!(held.is_some(), "{backend:?}: no partial to abandon");
+    push.kill9();
+    let gone = poll(DEADLINE, || {
+        s.c.partial_received("left.bin").is_none().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{backend:?}: the abandoned upload was never removed"
+    );
+    if let Some(g) = &s.garage {
+        // Aborted in the store too, not only forgotten by xferd.
+        let aborted = poll(DEADLINE, || {
+            let info = g.cli(&["bucket", "info", &g.bucket]);
+            (!info.contains("Unfinished uploads")
+                || info.contains("Unfinished uploads:                    0"))
+            .then_some(())
+        });
+        assert!(
+            aborted.is_some(),
+            "multipart upload left in the bucket: {}",
+            g.cli(&["bucket", "info", &g.bucket])
+        );
+    }
+    if let Backend::Local = backend {
+        let swept = poll(DEADLINE, || {
+            s.d.partial_files("alice").is_empty().then_some(())
+        });
+        assert!(
+            swept.is_some(),
+            "partial data left: {:?}",
+            s.d.partial_files("alice")
+        );
+    }
 }
