@@ -1,10 +1,10 @@
 //! `xferd migrate` (README "Moving a single host into a bucket"): a single host on its
 //! local data directory gets files through the real `xfer` client, is stopped, and its
 //! data is copied into a real Garage bucket; the same config with `backend = "s3"` then
-//! serves the same names, sizes, digests and modified times, and the same bytes. A second
-//! run skips everything, an upload in progress is named and left out, and a config
-//! without `[storage.s3]` is refused naming the keys to set.
-
+//! serves the same names, sizes, digests and modified times, and the same bytes. A run
+//! limited to one user, then a full run, then another skip what is already there; an
+//! upload in progress is named and left out, and a config without `[storage.s3]` is
+//! refused naming the keys to set.
 use std::path::Path;
 
 use tempfile::TempDir;
@@ -158,6 +158,21 @@ fn a_single_host_moves_into_the_bucket() {
         "{summary}"
     );
 
+    // One user first (as a run cut short would leave it): the full run skips bob's file.
+    let bob_run = migrate(&data, &config_file, &["--user", "bob"]);
+    assert_eq!(bob_run.code(), 0, "{}", bob_run.stderr());
+    let bob_out = bob_run.stdout();
+    assert!(
+        bob_out.contains("copied bob/bob.txt (10 bytes"),
+        "{bob_out}"
+    );
+    assert!(!bob_out.contains("alice/"), "{bob_out}");
+    let summary = bob_out.lines().last().unwrap();
+    assert!(
+        summary.starts_with("migrated 1 file (10 bytes)"),
+        "{summary}"
+    );
+
     let run = migrate(&data, &config_file, &[]);
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
     let out = run.stdout();
@@ -167,8 +182,8 @@ fn a_single_host_moves_into_the_bucket() {
     );
     assert!(out.contains("not migrated: alice/unfinished.bin: an upload in progress"));
     let summary = out.lines().last().unwrap();
-    assert!(summary.starts_with("migrated 6 files ("), "{summary}");
-    assert_eq!(count(summary, "skipped "), 0, "{summary}");
+    assert!(summary.starts_with("migrated 5 files ("), "{summary}");
+    assert_eq!(count(summary, "skipped "), 1, "{summary}");
     assert!(summary.contains("MB/s"), "{summary}");
     // The local data is untouched.
     for (name, bytes) in &files {
