@@ -5,6 +5,7 @@
 //! limited to one user, then a full run, then another skip what is already there; an
 //! upload in progress is named and left out, and a config without `[storage.s3]` is
 //! refused naming the keys to set.
+
 use std::path::Path;
 
 use tempfile::TempDir;
