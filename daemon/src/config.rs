@@ -600,7 +600,8 @@ impl Config {
         self.metrics.validate()
     }
 
-    fn validate_s3(&self) -> Result<(), ConfigError> {
+    /// Checks `[storage.s3]` (also for `xferd migrate`, whatever the backend).
+    pub(crate) fn validate_s3(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         let s3 = &self.storage.s3;
         let endpoint = s3.endpoint.trim_end_matches('/');

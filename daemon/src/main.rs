@@ -81,6 +81,25 @@ enum Command {
     },
     /// Make the running daemon re-read its configuration (as SIGHUP does).
     Reload,
+    /// Copy every user's files from the data directory into the bucket of [storage.s3].
+    ///
+    /// Reads `<data_dir>/users/*/files` and writes each file, its manifest (digests,
+    /// modified time) and each empty directory into the bucket configured in
+    /// [storage.s3] of the same config, in the layout of `backend = "s3"`. The local data
+    /// is only read: nothing is ever deleted or modified there. Run it again at any time:
+    /// files already in the bucket (same size and digest) are skipped, so an interrupted
+    /// migration resumes. Uploads in progress are not migrated: they are listed, and
+    /// their users push those files again. Steps: add [storage.s3] to the config, run
+    /// `xferd migrate`, stop xferd, run `xferd migrate` again (it copies only what
+    /// changed), set `backend = "s3"`, start xferd.
+    Migrate {
+        /// Only list what would be copied; write nothing to the bucket.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this user's files.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
     /// Print a shell completion script: `xferd completions bash > /etc/bash_completion.d/xferd`.
     Completions(xfer_clidoc::CompletionsArgs),
     /// Write man pages: xferd.1 and one per subcommand into DIR, or xferd.1 to stdout.
@@ -254,6 +273,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             control::reload(&loaded.config)
         }
         Some(Command::User(cmd)) => user(&cli.load()?, cmd),
+        Some(Command::Migrate { dry_run, user }) => {
+            let loaded = cli.load()?;
+            let options = xferd::admin::migrate::Options {
+                user: user.clone(),
+                dry_run: *dry_run,
+            };
+            xferd::admin::migrate::migrate(&loaded.config, &loaded.source.to_string(), &options)?;
+            Ok(())
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod logging;
 mod login;
 mod many;
 mod metrics;
+mod migrate;
 mod names;
 mod operate;
 mod packaging;

@@ -71,7 +71,7 @@ fn credentials(file: Option<&FsPath>) -> anyhow::Result<Credentials> {
 
 /// The client for `[storage.s3]`. Requests time out and are retried briefly, so that a
 /// store that is down is reported in seconds, not minutes.
-pub(super) fn connect(
+pub(crate) fn connect(
     config: &S3Config,
     credentials_file: Option<&FsPath>,
 ) -> anyhow::Result<Arc<AmazonS3>> {
@@ -123,7 +123,7 @@ pub(super) fn os_err(context: &'static str) -> impl FnOnce(object_store::Error) 
 }
 
 /// Reads a JSON record; `None` when it is absent or damaged (logged).
-pub(super) async fn get_record<T: DeserializeOwned>(
+pub(crate) async fn get_record<T: DeserializeOwned>(
     store: &AmazonS3,
     key: &Path,
 ) -> Result<Option<T>, StorageError> {
@@ -147,7 +147,7 @@ pub(super) async fn get_record<T: DeserializeOwned>(
 }
 
 /// Writes a JSON record (one PUT: it appears whole or not at all).
-pub(super) async fn put_record<T: serde::Serialize>(
+pub(crate) async fn put_record<T: serde::Serialize>(
     store: &AmazonS3,
     key: &Path,
     record: &T,

@@ -20,7 +20,7 @@ use crate::storage::RelPath;
 
 /// The four key areas of a user (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Area {
+pub(crate) enum Area {
     Files,
     Dirs,
     Manifests,
@@ -40,7 +40,7 @@ impl Area {
 
 /// Builds keys under the deployment's prefix.
 #[derive(Debug, Clone)]
-pub(super) struct Keys {
+pub(crate) struct Keys {
     prefix: Vec<String>,
 }
 
@@ -82,7 +82,7 @@ impl Keys {
 }
 
 /// The name of a listed key's last segment, decoded; `None` if it is not UTF-8.
-pub(super) fn decode(location: &Path) -> Option<String> {
+pub(crate) fn decode(location: &Path) -> Option<String> {
     let raw = location.filename()?;
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()

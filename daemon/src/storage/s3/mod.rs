@@ -16,11 +16,11 @@
 //! checks the whole-file BLAKE3 from the chunk digests (no re-read), then completes the
 //! multipart upload: the object appears whole or not at all.
 
-mod client;
+pub(crate) mod client;
 mod download;
-mod keys;
+pub(crate) mod keys;
 mod namespace;
-mod records;
+pub(crate) mod records;
 mod upload;
 mod usage;
 
@@ -93,14 +93,7 @@ impl S3Storage {
     ) -> anyhow::Result<S3Storage> {
         let store = client::connect(s3, credentials_file)?;
         let keys = Keys::new(&s3.prefix);
-        let probe = store.list_with_delimiter(Some(&keys.users())).await;
-        if let Err(e) = probe {
-            anyhow::bail!(
-                "the S3 bucket `{}` at {} cannot be listed ({e}); check [storage.s3] endpoint, bucket, region and the key's permissions",
-                s3.bucket,
-                s3.endpoint
-            );
-        }
+        probe(&store, &keys, s3).await?;
         info!(endpoint = %s3.endpoint, bucket = %s3.bucket, prefix = %s3.prefix, "storing files in an S3 bucket");
         Ok(S3Storage {
             shared: Arc::new(Shared {
@@ -116,6 +109,19 @@ impl S3Storage {
             }),
         })
     }
+}
+
+/// Lists the deployment's prefix once, so that a wrong endpoint, bucket or key pair is
+/// reported in one line naming it.
+pub(crate) async fn probe(store: &AmazonS3, keys: &Keys, s3: &S3Config) -> anyhow::Result<()> {
+    if let Err(e) = store.list_with_delimiter(Some(&keys.users())).await {
+        anyhow::bail!(
+            "the S3 bucket `{}` at {} cannot be listed ({e}); check [storage.s3] endpoint, bucket, region and the key's permissions",
+            s3.bucket,
+            s3.endpoint
+        );
+    }
+    Ok(())
 }
 
 impl Shared {

@@ -12,7 +12,7 @@ pub(super) const MAX_RECORD: u64 = 256 << 20;
 
 /// What is known of a committed file (`manifests/<path>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct FileManifest {
+pub(crate) struct FileManifest {
     /// Format version.
     pub v: u32,
     /// Size of the object.
@@ -103,7 +103,7 @@ impl PartialRecord {
 
 /// Chunks per multipart part for a file of `size` bytes: 8 MiB parts (S3 wants at
 /// least 5 MiB but the last), larger for files that would need more than 10,000.
-pub(super) fn part_chunks_for(size: u64) -> u64 {
+pub(crate) fn part_chunks_for(size: u64) -> u64 {
     const MAX_PARTS: u64 = 10_000;
     crate::storage::chunk_count(size).div_ceil(MAX_PARTS).max(8)
 }
