@@ -111,6 +111,7 @@ on_both!(
     many_small_files_round_trip,
     an_interrupted_push_resumes,
     an_abandoned_upload_expires,
+    a_file_changed_between_attempts_is_never_stored_mixed,
 );
 
 fn files_round_trip_with_conflicts_moves_and_removal(backend: Backend) {
@@ -319,4 +320,41 @@ fn an_abandoned_upload_expires(backend: Backend) {
             s.d.partial_files("alice")
         );
     }
+}
+
+fn a_file_changed_between_attempts_is_never_stored_mixed(backend: Backend) {
+    let Some(s) = Setup::start(backend, "") else {
+        return;
+    };
+    let mut data = random_bytes(40 * CHUNK, 8);
+    let path = s.file("moving.bin", &data);
+    let mut push = s.c.spawn(&["push", "-q", "--limit-rate", "8M", &path]);
+    let held = poll(DEADLINE, || {
+        assert!(
+            !push.finished(),
+            "push ended early: {}",
+            push.stderr_so_far()
+        );
+        s.c.partial_received("moving.bin")
+            .filter(|&r| r >= 10 * MIB)
+    });
+    assert!(held.is_some(), "{backend:?}: nothing held");
+    push.kill9();
+    // The first chunks, already stored, change on the client's side.
+    data[..1000].fill(0xAB);
+    std::fs::write(&path, &data).unwrap();
+    let first = s.c.xfer(&["push", "-q", &path], "");
+    if first.code() != 0 {
+        // The S3 backend cannot take stored parts back: it discards the upload and says
+        // so; the next push starts over.
+        assert!(
+            first.stderr().contains("push again"),
+            "{backend:?}: {}",
+            first.stderr()
+        );
+        s.ok(&["push", "-q", &path]);
+    }
+    assert_eq!(s.pulled("moving.bin"), data, "{backend:?}");
+    let entry = s.c.ls_entry(&["-l"], "moving.bin").unwrap();
+    assert_eq!(entry["digest"], blake3_hex(&data));
 }

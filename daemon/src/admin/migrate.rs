@@ -49,6 +49,16 @@ pub struct Options {
     pub dry_run: bool,
 }
 
+/// What the bucket holds where a file would be copied.
+enum Stored {
+    /// Nothing.
+    Absent,
+    /// An object a migration put there, with its digest if its manifest still matches.
+    Migrated(Option<Digest>),
+    /// An object a migration did not put there (uploaded through the bucket): left alone.
+    Other,
+}
+
 /// What a migration did (or, for a dry run, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -302,12 +312,25 @@ impl Run {
     ) -> anyhow::Result<()> {
         let key = self.keys.at(user, Area::Files, &job.rel);
         let mkey = self.keys.at(user, Area::Manifests, &job.rel);
-        if let Some(stored) = self.stored_digest(&key, &mkey, job.size).await? {
-            let local = match manifests.and_then(|m| Manifest::load(m, job.stamp)) {
-                Some(m) => m.digest,
-                None => hash_file(job.path.clone(), job.size).await?,
-            };
-            if local == stored {
+        match self.stored_digest(&key, &mkey, job.size).await? {
+            Stored::Absent | Stored::Migrated(None) => {}
+            Stored::Migrated(Some(stored)) => {
+                let local = match manifests.and_then(|m| Manifest::load(m, job.stamp)) {
+                    Some(m) => m.digest,
+                    None => hash_file(job.path.clone(), job.size).await?,
+                };
+                if local == stored {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+            Stored::Other => {
+                // Put there by a user through the bucket, not by a migration: newer than
+                // the host's copy, never replaced.
+                say(&format!(
+                    "left alone: {user}/{}: the bucket holds a file there that was not migrated (uploaded since?); remove it from the bucket first to migrate the host's copy",
+                    job.rel
+                ));
                 self.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
@@ -333,31 +356,26 @@ impl Run {
 
     /// The digest of the object at `key` when it has `size` bytes and a manifest that
     /// belongs to it (same ETag and size).
-    async fn stored_digest(
-        &self,
-        key: &Path,
-        mkey: &Path,
-        size: u64,
-    ) -> anyhow::Result<Option<Digest>> {
+    async fn stored_digest(&self, key: &Path, mkey: &Path, size: u64) -> anyhow::Result<Stored> {
         let meta = match self.store.head(key).await {
             Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(object_store::Error::NotFound { .. }) => return Ok(Stored::Absent),
             Err(e) => return Err(e).context("checking the bucket"),
         };
-        if meta.size != size {
-            return Ok(None);
-        }
-        let Some(m) = get_record::<FileManifest>(&self.store, mkey)
+        let m = get_record::<FileManifest>(&self.store, mkey)
             .await
-            .map_err(|e| anyhow::anyhow!("reading a manifest in the bucket: {e}"))?
-        else {
-            return Ok(None);
+            .map_err(|e| anyhow::anyhow!("reading a manifest in the bucket: {e}"))?;
+        let Some(m) = m else {
+            return Ok(Stored::Other);
         };
-        let etag = meta.e_tag.unwrap_or_default();
-        if m.etag != etag || m.size != size {
-            return Ok(None);
+        if m.migrated.is_none() {
+            return Ok(Stored::Other);
         }
-        Ok(m.digests().map(|(d, _)| d))
+        let etag = meta.e_tag.unwrap_or_default();
+        if m.etag != etag || m.size != size || meta.size != size {
+            return Ok(Stored::Migrated(None));
+        }
+        Ok(Stored::Migrated(m.digests().map(|(d, _)| d)))
     }
 
     /// Uploads the file, checks the stored object, then writes its manifest.
@@ -435,7 +453,8 @@ impl Run {
         {
             bail!("the bucket's object changed during the upload (ETag {etag}, not {put_etag})");
         }
-        let manifest = FileManifest::new(size, etag, &chunks, job.stamp.modified_unix());
+        let mut manifest = FileManifest::new(size, etag, &chunks, job.stamp.modified_unix());
+        manifest.migrated = Some(job.stamp.modified_unix());
         put_record(&self.store, mkey, &manifest)
             .await
             .map_err(|e| anyhow::anyhow!("writing the manifest: {e}"))?;

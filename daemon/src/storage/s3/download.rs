@@ -133,8 +133,9 @@ impl Download for S3Download {
         let span = index / SPAN;
         let fetch = {
             let mut fetches = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
-            // Spans behind this one are done with (a reader goes forward).
-            fetches.retain(|&s, _| s + 1 >= span);
+            // Only the window around this span is kept: spans behind it are done with, and
+            // a reader jumping about does not pile up fetched spans.
+            fetches.retain(|&s, _| s + 1 >= span && s <= span + READ_AHEAD);
             for ahead in span + 1..(span + 1 + READ_AHEAD).min(self.spans()) {
                 // A shared future runs only when polled: a task drives each new one.
                 if let (f, true) = self.fetch(&mut fetches, ahead) {

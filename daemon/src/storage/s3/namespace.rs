@@ -444,15 +444,19 @@ pub(super) async fn rename(
     }
     let fbase = shared.key(user, Area::Files, from);
     let files = collect(shared, &fbase).await?;
-    let moved: Vec<(RelPath, RelPath, ObjectMeta)> = files
-        .into_iter()
-        .filter_map(|m| {
-            let below = keys::below(&fbase, &m.location)?;
-            let src = join_below(from, &below)?;
-            let dst = join_below(to, &below)?;
-            Some((src, dst, m))
-        })
-        .collect();
+    let mut moved: Vec<(RelPath, RelPath, ObjectMeta)> = Vec::with_capacity(files.len());
+    for m in files {
+        let mapped = keys::below(&fbase, &m.location)
+            .and_then(|below| Some((join_below(from, &below)?, join_below(to, &below)?)));
+        let Some((src, dst)) = mapped else {
+            // Nothing is moved (and so nothing deleted) unless every file can be.
+            return Err(StorageError::Conflict(format!(
+                "`{}` cannot be named at the destination (too long?); move or rename it first",
+                keys::below(&fbase, &m.location).unwrap_or_default()
+            )));
+        };
+        moved.push((src, dst, m));
+    }
     if policy.applies_within(to) {
         for (src, dst, m) in &moved {
             let dir = dst.parent().unwrap_or_else(RelPath::home);
@@ -486,8 +490,16 @@ pub(super) async fn rename(
             put_marker(shared, &shared.key(user, Area::Dirs, &dst)).await?;
         }
     }
-    delete_all(shared, &fbase).await?;
-    delete_all(shared, &shared.key(user, Area::Manifests, from)).await?;
+    // Exactly what was copied goes: a file committed meanwhile by another node stays.
+    let deleted: Vec<Result<(), StorageError>> = futures_util::stream::iter(moved)
+        .map(move |(src, _, m)| async move {
+            delete(&shared.store, &m.location).await?;
+            delete(&shared.store, &shared.key(user, Area::Manifests, &src)).await
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    deleted.into_iter().collect::<Result<(), _>>()?;
     delete_all(shared, &dbase).await?;
     delete(&shared.store, &dbase).await?;
     keep_parent(shared, user, from).await;

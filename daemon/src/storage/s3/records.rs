@@ -26,6 +26,10 @@ pub(crate) struct FileManifest {
     pub modified_unix: u64,
     /// Chunk digests (hex), in order.
     pub chunks: Vec<String>,
+    /// Set by `xferd migrate` (the local file's modification time): such an object may
+    /// be replaced by a later migration run; one a user uploaded is left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated: Option<u64>,
 }
 
 impl FileManifest {
@@ -37,6 +41,7 @@ impl FileManifest {
             digest: Digest::of_chunks(chunks).to_string(),
             modified_unix,
             chunks: chunks.iter().map(Digest::to_string).collect(),
+            migrated: None,
         }
     }
 

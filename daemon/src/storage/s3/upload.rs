@@ -6,7 +6,8 @@
 //! ETags) is written again, so any node can resume from it. Only chunks in stored parts
 //! count as held: a part still gathering when a node dies is sent again, at most one
 //! part per upload. What one upload gathers in memory is bounded by
-//! [`MAX_GATHERING`] parts, whatever the peer sends.
+//! [`GATHER_BYTES`] (at least one part), whatever the peer sends; uploads are at most
+//! [`MAX_OBJECT`] bytes, S3's own limit.
 //!
 //! The commit needs no re-read: the chunk digests are BLAKE3 chaining values, so they
 //! give the whole-file digest ([`Digest::of_chunks`]), which must equal the client's;
@@ -33,9 +34,13 @@ use crate::storage::{
     chunk_count, chunk_len,
 };
 
-/// Parts one upload may be gathering at once; chunks for a further part are refused
-/// (clients send in order, so they never meet it).
-pub(super) const MAX_GATHERING: usize = 4;
+/// Bytes one upload may be gathering at once (at least one part): chunks for a further
+/// part are refused (clients send in order, so they never meet it).
+pub(super) const GATHER_BYTES: u64 = 32 << 20;
+
+/// The largest object S3 stores (5 TiB): a larger upload is refused at once, before
+/// anything is allocated for it.
+pub(super) const MAX_OBJECT: u64 = 5 << 40;
 
 /// An open upload.
 pub(super) struct S3Upload {
@@ -51,6 +56,8 @@ pub(super) struct S3Upload {
     policy: Arc<crate::storage::TypePolicy>,
     /// Set when another connection (or node) took the upload over, or it ended.
     superseded: AtomicBool,
+    /// Set when the upload was removed or committed: its record is never written again.
+    retired: AtomicBool,
     state: Mutex<State>,
     /// Serializes record writes, so an older state never overwrites a newer one.
     persist_lock: tokio::sync::Mutex<()>,
@@ -62,8 +69,11 @@ struct State {
     digests: Vec<Option<Digest>>,
     /// ETags of stored parts.
     parts: Vec<Option<String>>,
-    /// Parts being gathered: their chunks so far.
+    /// Parts being gathered: their chunks so far (kept until the part is stored, so a
+    /// failed or cancelled store loses nothing the client was told was accepted).
     gathering: HashMap<u64, Vec<Option<Bytes>>>,
+    /// Parts whose store is in flight.
+    storing: std::collections::HashSet<u64>,
     /// The record in the bucket is behind.
     dirty: bool,
     finished: bool,
@@ -94,6 +104,12 @@ pub(super) async fn begin(
     let max = settings.config.max_file_bytes;
     if max > 0 && size > max {
         return Err(StorageError::TooLarge { size, max });
+    }
+    if size > MAX_OBJECT {
+        return Err(StorageError::TooLarge {
+            size,
+            max: MAX_OBJECT,
+        });
     }
     let _lock = shared.lock_user(user).await;
     let replaced = match shared.destination(user, &path, force).await? {
@@ -140,8 +156,10 @@ pub(super) async fn begin(
             load_partial(shared, user, &path).await?
         }
         Some(old) => {
+            // Another size: the recorded upload is aborted below, not orphaned.
             old.superseded.store(true, Ordering::SeqCst);
-            None
+            old.retired.store(true, Ordering::SeqCst);
+            load_partial(shared, user, &path).await?
         }
         None => load_partial(shared, user, &path).await?,
     };
@@ -225,6 +243,7 @@ impl S3Upload {
             digests,
             parts,
             gathering: HashMap::new(),
+            storing: std::collections::HashSet::new(),
             dirty: false,
             finished: false,
         };
@@ -252,6 +271,7 @@ impl S3Upload {
             resumed_from,
             policy,
             superseded: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             state: Mutex::new(state),
             persist_lock: tokio::sync::Mutex::new(()),
         }
@@ -307,7 +327,7 @@ impl S3Upload {
         let _order = self.persist_lock.lock().await;
         let record = {
             let mut state = self.lock();
-            if !state.dirty || state.finished {
+            if !state.dirty || state.finished || self.retired.load(Ordering::SeqCst) {
                 return Ok(());
             }
             state.dirty = false;
@@ -321,30 +341,39 @@ impl S3Upload {
         written
     }
 
-    /// Stores part `part` from its gathered chunks.
+    /// Stores part `part` from its gathered chunks (which stay gathered until it is
+    /// stored: on failure or cancellation the next chunk write for the part retries).
     async fn store_part(&self, part: u64, chunks: Vec<Bytes>) -> Result<(), StorageError> {
+        /// Ends the part's "storing" mark however the store ends, even cancelled.
+        struct Storing<'a>(&'a S3Upload, u64);
+        impl Drop for Storing<'_> {
+            fn drop(&mut self) {
+                self.0.lock().storing.remove(&self.1);
+            }
+        }
+        let _mark = Storing(self, part);
         let location = self.shared.key(&self.user, Area::Files, &self.path);
         let payload = PutPayload::from_iter(chunks);
         let stored = self
             .shared
             .store
             .put_part(&location, &self.upload_id, part as usize, payload)
-            .await;
+            .await
+            .map_err(os_err("storing upload data"))?;
         let mut state = self.lock();
-        match stored {
-            Ok(PartId { content_id }) => {
-                state.parts[part as usize] = Some(content_id);
-                state.dirty = true;
-                Ok(())
-            }
-            Err(e) => {
-                // Its chunks are not held: the client sends them again on resume.
-                let first = (part * self.part_chunks) as usize;
-                let last = (first + self.part_chunks as usize).min(state.digests.len());
-                state.digests[first..last].fill(None);
-                Err(os_err("storing upload data")(e))
-            }
-        }
+        state.parts[part as usize] = Some(stored.content_id);
+        state.gathering.remove(&part);
+        state.dirty = true;
+        Ok(())
+    }
+
+    /// Ends this upload for good: aborts the multipart upload and removes its record.
+    async fn discard(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.superseded.store(true, Ordering::SeqCst);
+        let _order = self.persist_lock.lock().await;
+        let record = self.record(&self.lock());
+        abort(&self.shared, &self.user, &self.path, &record).await;
     }
 }
 
@@ -394,16 +423,27 @@ impl Upload for S3Upload {
                 data.len()
             )));
         }
-        {
+        let changed = {
             let state = self.lock();
             self.check_live(&state)?;
-            if state.held(self.part_chunks, index) {
-                return match state.digests[index as usize] {
-                    Some(d) if d == digest => Ok(()),
-                    _ => Err(StorageError::ChecksumMismatch(format!(
-                        "chunk {index} is already held with another digest"
-                    ))),
-                };
+            let part = index / self.part_chunks;
+            if state.held(self.part_chunks, index) || state.storing.contains(&part) {
+                if state.digests[index as usize] == Some(digest) {
+                    return Ok(());
+                }
+                true
+            } else {
+                false
+            }
+        };
+        {
+            if changed {
+                // The local file changed since its stored parts were sent: they cannot be
+                // taken back one chunk at a time, so the upload starts over.
+                self.discard().await;
+                return Err(StorageError::Conflict(format!(
+                    "chunk {index} differs from what this upload already stored (the file changed since the upload began); the upload was discarded: push again to start over"
+                )));
             }
         }
         let size = self.size;
@@ -424,9 +464,19 @@ impl Upload for S3Upload {
         let full = {
             let mut state = self.lock();
             self.check_live(&state)?;
+            if state.held(self.part_chunks, index) || state.storing.contains(&part) {
+                // The same chunk again while its part was stored (checked above).
+                return match state.digests[index as usize] {
+                    Some(d) if d == digest => Ok(()),
+                    _ => Err(StorageError::Conflict(format!(
+                        "chunk {index} changed while its part was being stored; push again"
+                    ))),
+                };
+            }
             let first = part * self.part_chunks;
             let len = (self.part_chunks).min(n - first) as usize;
-            if !state.gathering.contains_key(&part) && state.gathering.len() >= MAX_GATHERING {
+            let max_parts = (GATHER_BYTES / (self.part_chunks * CHUNK_SIZE)).max(1) as usize;
+            if !state.gathering.contains_key(&part) && state.gathering.len() >= max_parts {
                 return Err(StorageError::BadRequest(
                     "chunks arrive too far out of order for this server's object store; send them in order".into(),
                 ));
@@ -436,16 +486,15 @@ impl Upload for S3Upload {
                 .entry(part)
                 .or_insert_with(|| vec![None; len]);
             slots[(index - first) as usize] = Some(data);
-            let full = slots.iter().all(Option::is_some);
+            let full = slots
+                .iter()
+                .all(Option::is_some)
+                .then(|| slots.iter().flatten().cloned().collect::<Vec<_>>());
             state.digests[index as usize] = Some(digest);
-            if full {
-                state
-                    .gathering
-                    .remove(&part)
-                    .map(|s| s.into_iter().flatten().collect::<Vec<_>>())
-            } else {
-                None
+            if full.is_some() {
+                state.storing.insert(part);
             }
+            full
         };
         if let Some(chunks) = full {
             self.store_part(part, chunks).await?;
@@ -523,6 +572,7 @@ impl Upload for S3Upload {
             state.finished = true;
         }
         self.superseded.store(true, Ordering::SeqCst);
+        self.retired.store(true, Ordering::SeqCst);
         shared.usage.drop_partial(&self.user, self.path.as_str());
         shared
             .usage
@@ -582,6 +632,7 @@ pub(super) async fn abort(shared: &Shared, user: &str, path: &RelPath, record: &
 pub(super) fn supersede(shared: &Shared, user: &str, path: &str) {
     if let Some(u) = shared.live_upload(user, path) {
         u.superseded.store(true, Ordering::SeqCst);
+        u.retired.store(true, Ordering::SeqCst);
     }
 }
 
