@@ -21,6 +21,8 @@ pub struct NatsServer {
     pub port: u16,
     store: TempDir,
     exe: PathBuf,
+    /// More arguments (e.g. `--user`, `--pass`).
+    extra: Vec<String>,
 }
 
 /// The `nats-server` executable, if installed.
@@ -38,6 +40,11 @@ impl NatsServer {
     /// Starts one, or `None` when `nats-server` is not installed (a failure instead
     /// when `XFER_REQUIRE_NATS=1`).
     pub fn start() -> Option<NatsServer> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`NatsServer::start`] with more arguments (e.g. `["--user", "u", "--pass", "p"]`).
+    pub fn start_with(extra: &[&str]) -> Option<NatsServer> {
         let Some(exe) = find() else {
             assert!(
                 std::env::var("XFER_REQUIRE_NATS").as_deref() != Ok("1"),
@@ -55,6 +62,7 @@ impl NatsServer {
             port,
             store: TempDir::new().expect("temp dir"),
             exe,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.run();
         Some(server)
@@ -99,6 +107,7 @@ impl NatsServer {
                     "-sd",
                 ])
                 .arg(self.store.path())
+                .args(&self.extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

@@ -229,3 +229,64 @@ fn without_nats_chat_says_so_files_still_move_and_chat_comes_back() {
 fn poll_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
     xfer_e2e::poll(DEADLINE * 2, &mut f).expect("condition not reached in time")
 }
+
+#[test]
+fn nats_credentials_are_used_and_a_wrong_password_is_named_at_start() {
+    let Some(nats) = NatsServer::start_with(&["--user", "xferd", "--pass", "nats-secret-1"]) else {
+        return;
+    };
+    let secrets = TempDir::new().unwrap();
+    let good = secrets.path().join("nats.password");
+    std::fs::write(&good, "nats-secret-1\n").unwrap();
+    // `config` already has a [cluster] table: the credentials go into it.
+    let with_creds = |text: String| {
+        text.replacen(
+            "[cluster]\n",
+            &format!(
+                "[cluster]\nuser = \"xferd\"\npassword_file = \"{}\"\n",
+                good.display()
+            ),
+            1,
+        )
+    };
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("a");
+    add_user(&data, "alice", PASSWORD);
+    add_user(&data, "bob", PASSWORD);
+    let a = Daemon::start_prepared(&data, &[], Some(&with_creds(config(&nats, ""))), tmp);
+    let alice = Client::new();
+    alice.login(&a, "alice", PASSWORD);
+    let bob = Client::new();
+    bob.login(&a, "bob", PASSWORD);
+    let f = bob.follow(&["#auth"]);
+    say(&alice, "#auth", "through an authenticated bus");
+    wait_message(&f, "#auth", "alice", "through an authenticated bus");
+    drop(f);
+
+    // A wrong password: the daemon does not start, and says why in one line naming NATS.
+    let bad = secrets.path().join("wrong.password");
+    std::fs::write(&bad, "not-the-password\n").unwrap();
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("b");
+    add_user(&data, "alice", PASSWORD);
+    let text = config(&nats, "").replacen(
+        "[cluster]\n",
+        &format!(
+            "[cluster]\nuser = \"xferd\"\npassword_file = \"{}\"\n",
+            bad.display()
+        ),
+        1,
+    );
+    let conf = data.with_extension("toml");
+    std::fs::write(&conf, text).unwrap();
+    let started = Daemon::start_in(&data, &["--config", conf.to_str().unwrap()]);
+    let log = match started {
+        Ok(_) => panic!("xferd started with a wrong NATS password"),
+        Err(log) => log,
+    };
+    assert!(log.to_lowercase().contains("nats"), "{log}");
+    assert!(
+        !log.contains("not-the-password"),
+        "the password was logged: {log}"
+    );
+}
