@@ -41,6 +41,21 @@ pub(crate) fn partial_bucket(path: &str) -> Option<&str> {
         .map(|(sender, _)| sender)
 }
 
+/// The `[storage]` settings in force, with the type policy built from them.
+pub(crate) struct Settings {
+    pub config: crate::config::StorageConfig,
+    pub policy: Arc<TypePolicy>,
+}
+
+impl Settings {
+    pub fn new(config: crate::config::StorageConfig) -> Arc<Settings> {
+        Arc::new(Settings {
+            policy: Arc::new(TypePolicy::new(&config.type_rules)),
+            config,
+        })
+    }
+}
+
 /// Chunk size of every transfer (the protocol's `CHUNK_SIZE`).
 pub const CHUNK_SIZE: u64 = xfer_proto::CHUNK_SIZE as u64;
 

@@ -54,24 +54,9 @@ use self::upload::{LiveUploads, LocalUpload, UploadHandle};
 use crate::accounts::UserName;
 use crate::config::StorageConfig;
 use crate::storage::{
-    Download, ListPage, PathError, PutBegun, PutFileDone, PutRequest, RelPath, Storage,
-    StorageError, TypePolicy, Usage, WholeFile, WholeRead, io_err, partial_bucket,
+    Download, ListPage, PathError, PutBegun, PutFileDone, PutRequest, RelPath, Settings, Storage,
+    StorageError, Usage, WholeFile, WholeRead, io_err, partial_bucket,
 };
-
-/// The `[storage]` settings in force, with the type policy built from them.
-struct Settings {
-    config: StorageConfig,
-    policy: Arc<TypePolicy>,
-}
-
-impl Settings {
-    fn new(config: StorageConfig) -> Arc<Settings> {
-        Arc::new(Settings {
-            policy: Arc::new(TypePolicy::new(&config.type_rules)),
-            config,
-        })
-    }
-}
 
 /// Users' files under `<data_dir>/users`. Cheap to share: the state is behind an `Arc`
 /// that each blocking task takes a clone of.

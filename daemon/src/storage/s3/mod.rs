@@ -42,15 +42,10 @@ use self::records::{FileManifest, PartialRecord};
 use self::upload::S3Upload;
 use crate::config::{S3Config, StorageConfig};
 use crate::storage::{
-    CHUNK_SIZE, Download, ListPage, PathError, PutBegun, PutFileDone, PutRequest, RelPath, Storage,
-    StorageError, TypePolicy, Usage, WholeFile, WholeRead, chunk_count, chunk_len, partial_bucket,
+    CHUNK_SIZE, Download, ListPage, PathError, PutBegun, PutFileDone, PutRequest, RelPath,
+    Settings, Storage, StorageError, Usage, WholeFile, WholeRead, chunk_count, chunk_len,
+    partial_bucket,
 };
-
-/// The `[storage]` settings in force, with the type policy built from them.
-struct Settings {
-    config: StorageConfig,
-    policy: Arc<TypePolicy>,
-}
 
 /// Users' files in a bucket. Cheap to share.
 pub struct S3Storage {
@@ -99,10 +94,7 @@ impl S3Storage {
             shared: Arc::new(Shared {
                 store,
                 keys,
-                settings: RwLock::new(Arc::new(Settings {
-                    policy: Arc::new(TypePolicy::new(&config.type_rules)),
-                    config,
-                })),
+                settings: RwLock::new(Settings::new(config)),
                 usage: usage::UsageCache::default(),
                 locks: Mutex::new(HashMap::new()),
                 live: Mutex::new(HashMap::new()),
@@ -334,10 +326,7 @@ impl Storage for S3Storage {
             .shared
             .settings
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Settings {
-            policy: Arc::new(TypePolicy::new(&config.type_rules)),
-            config,
-        });
+            .unwrap_or_else(|p| p.into_inner()) = Settings::new(config);
     }
 
     async fn usage(&self, user: &str) -> Result<Usage, StorageError> {
