@@ -65,6 +65,12 @@ pub enum PathError {
     /// e.g. one with a shorter name limit than 255 bytes.
     #[error("path refused: too long for the server's filesystem")]
     TooLongForServer,
+    /// The S3 bucket's keys hold at most 1024 bytes, and this path (with the user's
+    /// key prefix) would need more.
+    #[error(
+        "path refused: too long for the server's bucket (S3 keys hold at most 1024 bytes); use a shorter path"
+    )]
+    TooLongForBucket,
     /// A name beginning with `.xfer`.
     #[error("path refused: names beginning with `.xfer` are reserved")]
     Reserved,

@@ -22,7 +22,7 @@ fn alice_and_bob() -> (Daemon, Client, Client) {
 }
 
 /// `xfer chat ARGS…` for `c` at a colour terminal.
-fn chat_tty(c: &Client, args: &[&str]) -> Pty {
+pub(crate) fn chat_tty(c: &Client, args: &[&str]) -> Pty {
     let mut cmd = Command::new(bin("xfer"));
     cmd.arg("chat")
         .args(args)
@@ -33,7 +33,7 @@ fn chat_tty(c: &Client, args: &[&str]) -> Pty {
 }
 
 /// Waits until the screen of `t` satisfies `ok`; panics showing it at the deadline.
-fn wait_screen(t: &Pty, what: &str, ok: impl Fn(&Screen) -> bool) -> Screen {
+pub(crate) fn wait_screen(t: &Pty, what: &str, ok: impl Fn(&Screen) -> bool) -> Screen {
     poll(DEADLINE, || {
         let s = Screen::parse(&t.output(), COLS);
         ok(&s).then_some(s)

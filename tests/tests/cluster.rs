@@ -10,6 +10,8 @@ use tempfile::TempDir;
 use xfer_e2e::nats::NatsServer;
 use xfer_e2e::{Client, DEADLINE, Daemon, PASSWORD, Running, add_user, write_file};
 
+use super::chat_tty::{chat_tty, wait_screen};
+
 fn config(nats: &NatsServer, extra: &str) -> String {
     format!(
         "[cluster]\nnats = \"{}\"\n\n[chat]\nbus = \"nats\"\nmessages_per_sec = 1000\nmessage_burst = 1000\n{extra}",
@@ -289,4 +291,110 @@ fn nats_credentials_are_used_and_a_wrong_password_is_named_at_start() {
         !log.contains("not-the-password"),
         "the password was logged: {log}"
     );
+}
+
+#[test]
+fn who_is_here_and_who_joins_or_leaves_is_seen_across_daemons() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = two_daemons(&nats, "");
+    let alice = Client::new();
+    alice.login(&a, "alice", PASSWORD);
+    let bob = Client::new();
+    bob.login(&b, "bob", PASSWORD);
+
+    // alice at a terminal on A, in #hall.
+    let mut t = chat_tty(&alice, &["#hall"]);
+    t.expect("#hall> ");
+
+    // bob comes to #hall on B: A's terminal shows him arrive and /who lists him.
+    let f = bob.follow(&["#hall"]);
+    wait_screen(&t, "bob joining from B", |s| {
+        s.text().contains("bob joined #hall")
+    });
+    t.send("/who\r");
+    wait_screen(&t, "/who listing bob", |s| {
+        s.text().contains("#hall: alice, bob")
+    });
+
+    // From B, /who in #hall lists alice, who is on A (a second connection of bob's
+    // changes nothing A would show: he is already there).
+    poll_until(|| {
+        let out = bob.xfer(&["chat"], "/join #hall\n/who\n/quit\n");
+        out.stdout().contains("#hall: alice, bob").then_some(())
+    });
+
+    // bob leaves: A shows him leave the channel and go offline.
+    drop(f);
+    let s = wait_screen(&t, "bob leaving", |s| {
+        let text = s.text();
+        text.contains("bob left #hall") && text.contains("bob is offline")
+    });
+    let text = s.text();
+    assert!(
+        text.find("bob joined #hall") < text.find("bob left #hall"),
+        "{text}"
+    );
+    t.send("/quit\r");
+    assert!(t.wait().success(), "{}", t.output());
+    drop((a, b));
+}
+
+#[test]
+fn nats_over_tls_is_verified_against_the_configured_ca() {
+    // A CA of the deployment's, and NATS serving a certificate it issued for 127.0.0.1.
+    let pki = TempDir::new().unwrap();
+    let ca = xfer_certs::ca::LocalCa::generate("nats-test").unwrap();
+    let ca_pem = pki.path().join("nats-ca.pem");
+    std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
+    let issued = ca.issue(&["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (pki.path().join("nats.pem"), pki.path().join("nats.key"));
+    xfer_certs::generate::write_identity(&issued.identity, &cert, &key).unwrap();
+    let Some(nats) = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let with_ca = |text: String, ca: &Path| {
+        text.replacen(
+            "[cluster]\n",
+            &format!("[cluster]\nca_file = \"{}\"\n", ca.display()),
+            1,
+        )
+    };
+
+    // Trusting that CA, sessions and chat go through.
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("a");
+    add_user(&data, "alice", PASSWORD);
+    add_user(&data, "bob", PASSWORD);
+    let a = Daemon::start_prepared(&data, &[], Some(&with_ca(config(&nats, ""), &ca_pem)), tmp);
+    let alice = Client::new();
+    alice.login(&a, "alice", PASSWORD);
+    let bob = Client::new();
+    bob.login(&a, "bob", PASSWORD);
+    let f = bob.follow(&["#tls"]);
+    say(&alice, "#tls", "over TLS to NATS");
+    wait_message(&f, "#tls", "alice", "over TLS to NATS");
+    drop(f);
+
+    // Trusting another CA: NATS's certificate is refused and xferd says so at start.
+    let other = xfer_certs::ca::LocalCa::generate("someone-else").unwrap();
+    let other_pem = pki.path().join("other-ca.pem");
+    std::fs::write(&other_pem, other.cert_pem()).unwrap();
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("b");
+    add_user(&data, "alice", PASSWORD);
+    let conf = data.with_extension("toml");
+    std::fs::write(&conf, with_ca(config(&nats, ""), &other_pem)).unwrap();
+    let log = match Daemon::start_in(&data, &["--config", conf.to_str().unwrap()]) {
+        Ok(_) => panic!("xferd trusted a NATS certificate its CA did not issue"),
+        Err(log) => log,
+    };
+    assert!(log.to_lowercase().contains("nats"), "{log}");
 }

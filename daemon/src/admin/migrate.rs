@@ -38,7 +38,7 @@ use crate::storage::local::manifest::{Manifest, Stamp};
 use crate::storage::local::partial::PartialMeta;
 use crate::storage::s3::client::{connect, get_record, put_record};
 use crate::storage::s3::keys::{Area, Keys};
-use crate::storage::s3::records::{FileManifest, part_chunks_for};
+use crate::storage::s3::records::{FileManifest, bare_etag, part_chunks_for};
 
 /// What `xferd migrate` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -371,8 +371,7 @@ impl Run {
         if m.migrated.is_none() {
             return Ok(Stored::Other);
         }
-        let etag = meta.e_tag.unwrap_or_default();
-        if m.etag != etag || m.size != size || meta.size != size {
+        if !m.describes(&meta) || meta.size != size {
             return Ok(Stored::Migrated(None));
         }
         Ok(Stored::Migrated(m.digests().map(|(d, _)| d)))
@@ -449,7 +448,7 @@ impl Run {
             );
         }
         if let Some(put_etag) = &put.e_tag
-            && put_etag.trim_matches('"') != etag.trim_matches('"')
+            && bare_etag(put_etag) != bare_etag(&etag)
         {
             bail!("the bucket's object changed during the upload (ETag {etag}, not {put_etag})");
         }

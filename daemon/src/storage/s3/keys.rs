@@ -18,6 +18,9 @@ use object_store::path::{Path, PathPart};
 
 use crate::storage::RelPath;
 
+/// The longest key S3 stores, in bytes (UTF-8 of the key, as sent).
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
+
 /// The four key areas of a user (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Area {
@@ -64,6 +67,12 @@ impl Keys {
     /// The key of `rel` in `user`'s `area` (the area's root for the home).
     pub fn at(&self, user: &str, area: Area, rel: &RelPath) -> Path {
         self.parts(rel.components(), Some(user), Some(area))
+    }
+
+    /// Whether every key of `rel` fits S3's [`MAX_KEY_BYTES`]: the manifest's, under
+    /// the longest area name, is the longest.
+    pub fn fits(&self, user: &str, rel: &RelPath) -> bool {
+        self.at(user, Area::Manifests, rel).as_ref().len() <= MAX_KEY_BYTES
     }
 
     fn parts<'a>(
@@ -118,6 +127,23 @@ mod tests {
             let base = keys.at("alice", Area::Files, &RelPath::home());
             assert_eq!(below(&base, &key), Some(format!("dir/{name}")));
         }
+    }
+
+    #[test]
+    fn a_path_fits_while_its_longest_key_does() {
+        let keys = Keys::new("team");
+        // `team/users/al/manifests/` is 24 bytes: 1000 are left for the path.
+        let dirs = vec!["a".repeat(100); 9].join("/");
+        let fits = RelPath::parse(&format!("{dirs}/{}", "b".repeat(91))).unwrap();
+        assert_eq!(keys.at("al", Area::Manifests, &fits).as_ref().len(), 1024);
+        assert!(keys.fits("al", &fits));
+        let over = RelPath::parse(&format!("{dirs}/{}", "b".repeat(92))).unwrap();
+        assert!(!keys.fits("al", &over));
+        // Percent-encoding counts: `%` becomes three bytes in the key.
+        let encoded = RelPath::parse(&"%".repeat(250)).unwrap();
+        assert!(keys.fits("al", &encoded));
+        let encoded = RelPath::parse(&format!("{}/{}", "%".repeat(250), "%".repeat(84))).unwrap();
+        assert!(!keys.fits("al", &encoded));
     }
 
     #[test]

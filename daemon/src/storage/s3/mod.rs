@@ -128,6 +128,15 @@ impl Shared {
         self.keys.at(user, area, rel)
     }
 
+    /// Refuses a path to be created whose keys would not fit the bucket.
+    fn check_fits(&self, user: &str, rel: &RelPath) -> Result<(), StorageError> {
+        if self.keys.fits(user, rel) {
+            Ok(())
+        } else {
+            Err(PathError::TooLongForBucket.into())
+        }
+    }
+
     /// This node's lock for `user`'s admissions and mutations.
     async fn lock_user(&self, user: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
@@ -252,8 +261,7 @@ impl Shared {
         let mkey = self.key(user, Area::Manifests, rel);
         let etag = meta.e_tag.clone().unwrap_or_default();
         if let Some(m) = get_record::<FileManifest>(&self.store, &mkey).await?
-            && m.etag == etag
-            && m.size == meta.size
+            && m.describes(meta)
             && let Some((digest, chunks)) = m.digests()
         {
             return Ok((m, digest, chunks));
@@ -505,6 +513,7 @@ async fn put_whole(
     if path.is_home() {
         return Err(PathError::Home.into());
     }
+    shared.check_fits(user, &path)?;
     let size = data.len() as u64;
     if size > CHUNK_SIZE {
         return Err(StorageError::TooLarge {

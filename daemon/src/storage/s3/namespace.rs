@@ -160,7 +160,7 @@ async fn file_entry(
     let manifest =
         get_record::<FileManifest>(&shared.store, &shared.key(user, Area::Manifests, rel))
             .await?
-            .filter(|m| m.size == meta.size && Some(&m.etag) == meta.e_tag.as_ref());
+            .filter(|m| m.describes(meta));
     Ok(Entry {
         name: name.to_owned(),
         kind: EntryKind::File,
@@ -201,6 +201,7 @@ pub(super) async fn mkdir(
             Err(StorageError::Conflict("the home directory exists".into()))
         };
     }
+    shared.check_fits(user, path)?;
     let _lock = shared.lock_user(user).await;
     if shared.head_file(user, path).await?.is_some() {
         return Err(StorageError::Conflict(
@@ -363,7 +364,7 @@ async fn copy_file(
         .map_err(os_err("copying a file"))?;
     let old = get_record::<FileManifest>(&shared.store, &shared.key(user, Area::Manifests, from))
         .await?
-        .filter(|m| m.size == meta.size && Some(&m.etag) == meta.e_tag.as_ref());
+        .filter(|m| m.describes(meta));
     let mkey = shared.key(user, Area::Manifests, to);
     match old {
         Some(mut m) => {
@@ -399,6 +400,7 @@ pub(super) async fn rename(
     if from == to {
         return Ok(());
     }
+    shared.check_fits(user, to)?;
     let replaced = match shared.destination(user, to, force).await {
         Ok(Dest::Free) => 0,
         Ok(Dest::Taken(_)) => {
@@ -455,6 +457,8 @@ pub(super) async fn rename(
                 keys::below(&fbase, &m.location).unwrap_or_default()
             )));
         };
+        // Nothing is moved unless every key fits at the destination.
+        shared.check_fits(user, &dst)?;
         moved.push((src, dst, m));
     }
     if policy.applies_within(to) {

@@ -45,6 +45,17 @@ impl FileManifest {
         }
     }
 
+    /// Whether the manifest describes `meta`'s object: same size, same ETag. ETags are
+    /// compared without their quotes and weak marker, which stores and proxies do not
+    /// all keep alike.
+    pub fn describes(&self, meta: &object_store::ObjectMeta) -> bool {
+        self.size == meta.size
+            && meta
+                .e_tag
+                .as_deref()
+                .is_some_and(|e| bare_etag(e) == bare_etag(&self.etag))
+    }
+
     /// The whole-file digest and chunk digests, if the record is well formed for a
     /// file of its size.
     pub fn digests(&self) -> Option<(Digest, Vec<Digest>)> {
@@ -56,6 +67,13 @@ impl FileManifest {
             .collect::<Option<_>>()?;
         (chunks.len() as u64 == crate::storage::chunk_count(self.size)).then_some((digest, chunks))
     }
+}
+
+/// An ETag without its weak marker and quotes: `W/"abc"` and `"abc"` are `abc`.
+pub(crate) fn bare_etag(etag: &str) -> &str {
+    let e = etag.trim();
+    let e = e.strip_prefix("W/").unwrap_or(e);
+    e.trim_matches('"')
 }
 
 /// An upload in progress (`partials/<path>`): enough for any node to resume it.
@@ -115,6 +133,15 @@ pub(crate) fn part_chunks_for(size: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn etags_compare_without_quotes_or_weak_marker() {
+        use super::bare_etag;
+        assert_eq!(bare_etag("\"abc-3\""), "abc-3");
+        assert_eq!(bare_etag("W/\"abc-3\""), "abc-3");
+        assert_eq!(bare_etag("abc-3"), "abc-3");
+        assert_ne!(bare_etag("\"abc\""), bare_etag("\"abd\""));
+    }
+
     use super::*;
 
     #[test]

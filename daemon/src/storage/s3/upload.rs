@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -37,6 +37,11 @@ use crate::storage::{
 /// Bytes one upload may be gathering at once (at least one part): chunks for a further
 /// part are refused (clients send in order, so they never meet it).
 pub(super) const GATHER_BYTES: u64 = 32 << 20;
+
+/// Bytes of full parts one upload may have in flight to the store at once (at least
+/// one part): stores overlap with receiving the next part's chunks, instead of holding
+/// the connection for each part's round trip.
+pub(super) const IN_FLIGHT_BYTES: u64 = 32 << 20;
 
 /// The largest object S3 stores (5 TiB): a larger upload is refused at once, before
 /// anything is allocated for it.
@@ -61,9 +66,14 @@ pub(super) struct S3Upload {
     state: Mutex<State>,
     /// Serializes record writes, so an older state never overwrites a newer one.
     persist_lock: tokio::sync::Mutex<()>,
+    /// Permits for part stores in flight (see [`IN_FLIGHT_BYTES`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// How many permits `in_flight` has in all.
+    in_flight_max: u32,
+    /// This upload, for the tasks that store its parts.
+    me: Weak<S3Upload>,
 }
 
-#[derive(Clone)]
 struct State {
     /// Verified chunk digests; those in stored parts are held.
     digests: Vec<Option<Digest>>,
@@ -74,6 +84,9 @@ struct State {
     gathering: HashMap<u64, Vec<Option<Bytes>>>,
     /// Parts whose store is in flight.
     storing: std::collections::HashSet<u64>,
+    /// Why a part store in the background failed, for the next chunk or the commit to
+    /// report (the part stays gathered: a resend of its chunks stores it again).
+    failed: Option<StorageError>,
     /// The record in the bucket is behind.
     dirty: bool,
     finished: bool,
@@ -100,6 +113,7 @@ pub(super) async fn begin(
     if path.is_home() {
         return Err(PathError::Home.into());
     }
+    shared.check_fits(user, &path)?;
     let settings = shared.settings();
     let max = settings.config.max_file_bytes;
     if max > 0 && size > max {
@@ -203,14 +217,17 @@ pub(super) async fn begin(
         }
     };
     shared.usage.set_partial(user, path.as_str(), size);
-    let upload = Arc::new(S3Upload::from_record(
-        shared.clone(),
-        user,
-        path,
-        force,
-        &record,
-        settings.policy.clone(),
-    ));
+    let upload = Arc::new_cyclic(|me| {
+        S3Upload::from_record(
+            shared.clone(),
+            user,
+            path,
+            force,
+            &record,
+            settings.policy.clone(),
+            me.clone(),
+        )
+    });
     shared.register(user, &upload);
     Ok(PutBegun::Ready(upload))
 }
@@ -223,6 +240,7 @@ impl S3Upload {
         force: bool,
         r: &PartialRecord,
         policy: Arc<crate::storage::TypePolicy>,
+        me: Weak<S3Upload>,
     ) -> S3Upload {
         let parts: Vec<Option<String>> = r
             .parts
@@ -244,6 +262,7 @@ impl S3Upload {
             parts,
             gathering: HashMap::new(),
             storing: std::collections::HashSet::new(),
+            failed: None,
             dirty: false,
             finished: false,
         };
@@ -259,6 +278,8 @@ impl S3Upload {
             .filter(|&i| state.digests[i as usize].is_some())
             .map(|i| chunk_len(r.size, i))
             .sum();
+        let part_bytes = r.part_chunks.max(1) * CHUNK_SIZE;
+        let in_flight_max = (IN_FLIGHT_BYTES / part_bytes).clamp(1, 4) as u32;
         S3Upload {
             shared,
             user: user.to_owned(),
@@ -274,6 +295,48 @@ impl S3Upload {
             retired: AtomicBool::new(false),
             state: Mutex::new(state),
             persist_lock: tokio::sync::Mutex::new(()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight_max as usize)),
+            in_flight_max,
+            me,
+        }
+    }
+
+    /// Stores part `part` and then the record, in the background, once a permit is
+    /// free (waiting for one holds the connection: the back-pressure); a failure is
+    /// kept for the next chunk or the commit to report.
+    async fn store_in_background(&self, part: u64, chunks: Vec<Bytes>) -> Result<(), StorageError> {
+        let (Some(me), Ok(permit)) = (
+            self.me.upgrade(),
+            self.in_flight.clone().acquire_owned().await,
+        ) else {
+            self.lock().storing.remove(&part);
+            return Err(StorageError::Unavailable("storing upload data"));
+        };
+        tokio::spawn(async move {
+            let stored = match me.store_part(part, chunks).await {
+                Ok(()) => me.persist_now().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
+                me.lock().failed.get_or_insert(e);
+            }
+            drop(permit);
+        });
+        Ok(())
+    }
+
+    /// Waits until no part store is in flight; then the first failure among them, if
+    /// any.
+    async fn settle(&self) -> Result<(), StorageError> {
+        let all = self
+            .in_flight
+            .acquire_many(self.in_flight_max)
+            .await
+            .map_err(|_| StorageError::Unavailable("storing upload data"))?;
+        drop(all);
+        match self.lock().failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -424,8 +487,11 @@ impl Upload for S3Upload {
             )));
         }
         let changed = {
-            let state = self.lock();
+            let mut state = self.lock();
             self.check_live(&state)?;
+            if let Some(e) = state.failed.take() {
+                return Err(e);
+            }
             let part = index / self.part_chunks;
             if state.held(self.part_chunks, index) || state.storing.contains(&part) {
                 if state.digests[index as usize] == Some(digest) {
@@ -476,7 +542,13 @@ impl Upload for S3Upload {
             let first = part * self.part_chunks;
             let len = (self.part_chunks).min(n - first) as usize;
             let max_parts = (GATHER_BYTES / (self.part_chunks * CHUNK_SIZE)).max(1) as usize;
-            if !state.gathering.contains_key(&part) && state.gathering.len() >= max_parts {
+            // Parts in flight are bounded apart (IN_FLIGHT_BYTES).
+            let gathering = state
+                .gathering
+                .keys()
+                .filter(|p| !state.storing.contains(p))
+                .count();
+            if !state.gathering.contains_key(&part) && gathering >= max_parts {
                 return Err(StorageError::BadRequest(
                     "chunks arrive too far out of order for this server's object store; send them in order".into(),
                 ));
@@ -497,17 +569,18 @@ impl Upload for S3Upload {
             full
         };
         if let Some(chunks) = full {
-            self.store_part(part, chunks).await?;
-            self.persist_now().await?;
+            self.store_in_background(part, chunks).await?;
         }
         Ok(())
     }
 
     async fn persist(&self) -> Result<(), StorageError> {
+        self.settle().await?;
         self.persist_now().await
     }
 
     async fn commit(&self, digest: Digest) -> Result<Committed, StorageError> {
+        self.settle().await?;
         let shared = &self.shared;
         let _user = shared.lock_user(&self.user).await;
         let (chunks, parts) = {
@@ -668,9 +741,13 @@ pub(super) async fn expire(shared: &Shared, now: u64) -> Result<usize, StorageEr
             else {
                 continue;
             };
+            // Under the user's lock, as admissions: an upload this node resumes now is
+            // either live below, or resumed after the abort (and starts afresh).
+            let _lock = shared.lock_user(&user).await;
             if shared.live_upload(&user, rel.as_str()).is_some() {
                 continue;
             }
+            // Read last: another node resuming it has just touched it.
             let Some(record) = get_record::<PartialRecord>(&shared.store, &meta.location).await?
             else {
                 continue;
