@@ -358,3 +358,38 @@ fn a_file_changed_between_attempts_is_never_stored_mixed(backend: Backend) {
     let entry = s.c.ls_entry(&["-l"], "moving.bin").unwrap();
     assert_eq!(entry["digest"], blake3_hex(&data));
 }
+
+/// S3 keys hold at most 1024 bytes: a path that fits a local disk but not the bucket is
+/// refused with one line before anything is stored, for an upload, a `mkdir` and a move
+/// (whose every file is checked first).
+#[test]
+fn a_path_too_long_for_the_bucket_is_refused_before_anything_is_stored() {
+    let Some(s) = Setup::start(Backend::S3, "") else {
+        return;
+    };
+    // The keys start `deploy1/users/alice/manifests/` (30 bytes): 994 are left.
+    let dirs = vec!["d".repeat(100); 9].join("/");
+    let long = format!("{dirs}/{}", "f".repeat(120));
+    let src = s.file("small.txt", b"fits a disk, not a key");
+    for args in [
+        vec!["push", "-q", &src, &long],
+        vec!["mkdir", "-p", &long],
+    ] {
+        let err = s.fails(&args, 10);
+        assert!(err.contains("too long for the server's bucket"), "{args:?}: {err}");
+    }
+    assert!(s.names(&[]).is_empty(), "{:?}", s.names(&[]));
+
+    // Nine levels deep fits; one level more, by a move, does not.
+    let fits = format!("{dirs}/x.txt");
+    s.ok(&["push", "-q", &src, &fits]);
+    s.ok(&["mkdir", &"e".repeat(100)]);
+    let top = "d".repeat(100);
+    let deeper = format!("{}/{top}", "e".repeat(100));
+    let err = s.fails(&["mv", &top, &deeper], 10);
+    assert!(err.contains("too long for the server's bucket"), "{err}");
+    let got = s.local.path().join("back.txt");
+    s.ok(&["pull", "-q", &fits, got.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&got).unwrap(), b"fits a disk, not a key");
+    assert!(s.c.ls_json(&[&"e".repeat(100)]).is_empty());
+}
