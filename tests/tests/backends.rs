@@ -371,12 +371,12 @@ fn a_path_too_long_for_the_bucket_is_refused_before_anything_is_stored() {
     let dirs = vec!["d".repeat(100); 9].join("/");
     let long = format!("{dirs}/{}", "f".repeat(120));
     let src = s.file("small.txt", b"fits a disk, not a key");
-    for args in [
-        vec!["push", "-q", &src, &long],
-        vec!["mkdir", "-p", &long],
-    ] {
+    for args in [vec!["push", "-q", &src, &long], vec!["mkdir", "-p", &long]] {
         let err = s.fails(&args, 10);
-        assert!(err.contains("too long for the server's bucket"), "{args:?}: {err}");
+        assert!(
+            err.contains("too long for the server's bucket"),
+            "{args:?}: {err}"
+        );
     }
     assert!(s.names(&[]).is_empty(), "{:?}", s.names(&[]));
 

@@ -203,3 +203,48 @@ fn storage_down_is_a_clear_error_and_the_upload_resumes_when_it_returns() {
     let entry = c.ls_entry(&["-l"], "data.bin").unwrap();
     assert_eq!(entry["digest"], blake3_hex(&data));
 }
+
+/// `xfer send` through A into the bucket: bob, following on B, is told in chat (the
+/// notice carries size and BLAKE3), and pulls the file from his inbox through B.
+#[test]
+fn a_file_sent_through_one_node_is_announced_and_pulled_on_the_other() {
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = pair(&garage, &nats);
+    let alice = Client::new();
+    alice.login(&a, "alice", PASSWORD);
+    let bob = Client::new();
+    bob.login(&b, "bob", PASSWORD);
+    let f = bob.follow(&[]);
+
+    let tmp = TempDir::new().unwrap();
+    let data = random_bytes(20 * MIB as usize + 321, 15);
+    let path = write_file(tmp.path(), "scan.bin", &data);
+    let out = alice.xfer(&["send", "-q", "bob", &path], "");
+    assert_eq!(out.code(), 0, "send via A: {}", out.stderr());
+
+    let notice = format!(
+        " @bob [alice] file inbox/alice/scan.bin {} {}",
+        data.len(),
+        blake3_hex(&data)
+    );
+    let seen = f.wait_stdout(DEADLINE, |s| s.lines().any(|l| l.ends_with(&notice)));
+    assert!(
+        seen.is_some(),
+        "no notice `{notice}` on B:\n{}\n{}",
+        f.stdout_so_far(),
+        f.stderr_so_far()
+    );
+    let got = tmp.path().join("got.bin");
+    let out = bob.xfer(
+        &["pull", "-q", "inbox/alice/scan.bin", got.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(out.code(), 0, "pull via B: {}", out.stderr());
+    assert_eq!(blake3_hex(&std::fs::read(&got).unwrap()), blake3_hex(&data));
+    drop(f);
+}
