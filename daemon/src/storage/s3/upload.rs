@@ -166,6 +166,9 @@ pub(super) async fn begin(
         Some(old) if old.size == size => {
             info!(user, path = ?path, "upload taken over from another connection");
             old.superseded.store(true, Ordering::SeqCst);
+            // Its part stores in flight finish first, so the record holds them and no
+            // part is stored by both handles. A failed one is simply not held.
+            let _ = old.settle().await;
             old.persist_now().await?;
             load_partial(shared, user, &path).await?
         }
@@ -305,13 +308,24 @@ impl S3Upload {
     /// free (waiting for one holds the connection: the back-pressure); a failure is
     /// kept for the next chunk or the commit to report.
     async fn store_in_background(&self, part: u64, chunks: Vec<Bytes>) -> Result<(), StorageError> {
+        /// Ends the part's "storing" mark if the store never starts (no permit, or the
+        /// caller cancelled while waiting for one); once started, `store_part` ends it.
+        struct NotStarted<'a>(&'a S3Upload, u64, bool);
+        impl Drop for NotStarted<'_> {
+            fn drop(&mut self) {
+                if self.2 {
+                    self.0.lock().storing.remove(&self.1);
+                }
+            }
+        }
+        let mut mark = NotStarted(self, part, true);
         let (Some(me), Ok(permit)) = (
             self.me.upgrade(),
             self.in_flight.clone().acquire_owned().await,
         ) else {
-            self.lock().storing.remove(&part);
             return Err(StorageError::Unavailable("storing upload data"));
         };
+        mark.2 = false;
         tokio::spawn(async move {
             let stored = match me.store_part(part, chunks).await {
                 Ok(()) => me.persist_now().await,
