@@ -13,9 +13,9 @@ const simd = simdEngine().catch(() => null);
 self.onmessage = async (ev) => {
   const { seq, file, index, start, end, chunkSize, single, expect, url, csrf } = ev.data;
   try {
-    const engine = (ev.data.engine !== 'js' && (await simd)) || JS_ENGINE;
     const buf = await file.slice(start, end).arrayBuffer();
     if (buf.byteLength !== end - start) throw new Error('the file changed while it was read');
+    const engine = (ev.data.engine !== 'js' && (await simd)) || JS_ENGINE;
     // The protocol's chunk digest: the chunk's chaining value at its offset in the file,
     // or for a file of one chunk the file's BLAKE3 (docs/HTTP.md).
     const { digest, cv } = chunkDigests(new Uint8Array(buf), index, chunkSize, false, engine);
