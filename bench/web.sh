@@ -7,6 +7,10 @@
 #
 #   bench/web.sh [SIZE_MIB] [RUNS]      defaults: 1024 MiB, 3 runs
 #   XFER_BIN_DIR=DIR bench/web.sh …     the binaries in DIR instead of a fresh release build
+#   BLAKE3=js bench/web.sh …            the page hashes in JavaScript (`?blake3=js`), not wasm
+#
+# Each run also prints the engine the page's workers hashed with and chromium's busiest
+# threads (CPU s/GiB by process type/thread name).
 #
 # Files live under BENCH_DIR (default /dev/shm, as bench/run.sh: the disk is not measured).
 # Installs chromium and chromium-driver from Debian if missing.
@@ -48,7 +52,8 @@ for run in $(seq "$RUNS"); do
   # Each run uploads to a fresh name: nothing to resume, every chunk is sent.
   cp --reflink=auto "$W/src.bin" "$W/run$run.bin" 2>/dev/null || ln "$W/src.bin" "$W/run$run.bin"
   s0=$(xferd_cpu)
-  out=$(python3 bench/web_driver.py "https://$XADDR" bench bench-password-1 "$W/run$run.bin")
+  out=$(python3 bench/web_driver.py "https://$XADDR" bench bench-password-1 "$W/run$run.bin" \
+    "${BLAKE3:+?blake3=$BLAKE3}")
   s1=$(xferd_cpu)
   python3 - "$out" "$s0" "$s1" <<'PY'
 import json, sys
@@ -57,7 +62,10 @@ xferd = float(sys.argv[3]) - float(sys.argv[2])
 gib = r['bytes'] / 2**30
 print(f"run: {r['mb_s']} MB/s ({r['bytes']} bytes in {r['page_ms']} ms), "
       f"CPU s: chromium {r['chromium_cpu_s']} ({r['chromium_cpu_s'] / gib:.2f}/GiB), "
-      f"xferd {xferd:.2f} ({xferd / gib:.2f}/GiB), {r['hardware_concurrency']} cores")
+      f"xferd {xferd:.2f} ({xferd / gib:.2f}/GiB), {r['hardware_concurrency']} cores, "
+      f"BLAKE3 {r['engine']}")
+print("  chromium s/GiB by thread: "
+      + ", ".join(f"{name} {s / gib:.2f}" for name, s in r['threads']))
 PY
   rm -f "$W/run$run.bin" "$W/data/users/bench/files/run$run.bin"
 done

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Drives headless chromium over WebDriver (chromedriver, W3C JSON over HTTP; stdlib only)
 for bench/web.sh: signs in to xferd's page, uploads one file with the page's picker and
-prints the page's upload time and the CPU seconds chromium (all its processes) spent.
+prints the page's upload time, the BLAKE3 engine its workers used, and the CPU seconds
+chromium (all its processes) spent, in total and per process type and thread name.
 
-    web_driver.py https://127.0.0.1:PORT USER PASSWORD FILE
+    web_driver.py https://127.0.0.1:PORT USER PASSWORD FILE [PAGE_QUERY]
+
+PAGE_QUERY (e.g. `?blake3=js`) is appended to the page's address.
 """
 import json
 import os
@@ -14,6 +17,7 @@ import time
 import urllib.request
 
 BASE, USER, PASSWORD, FILE = sys.argv[1:5]
+QUERY = sys.argv[5] if len(sys.argv) > 5 else ''
 TCK = os.sysconf('SC_CLK_TCK')
 
 
@@ -57,6 +61,29 @@ def descendants(pid):
                     todo.extend(int(c) for c in f.read().split())
             except OSError:
                 pass
+    return out
+
+
+def threads(pid):
+    """{"process type/thread name": CPU ticks} of the processes under pid, chromedriver
+    excluded: where chromium's time goes (the upload workers are "renderer/DedicatedWorker",
+    TLS and sockets "NetworkService/Chrome_ChildIOThread")."""
+    out = {}
+    for p in descendants(pid)[1:]:
+        try:
+            with open(f'/proc/{p}/cmdline') as f:
+                args = f.read().replace('\0', ' ').split()
+            kind = next((a[len('--type='):] for a in args if a.startswith('--type=')), 'browser')
+            kind = next((a.split('.')[-1] for a in args if a.startswith('--utility-sub-type=')), kind)
+            for t in os.listdir(f'/proc/{p}/task'):
+                with open(f'/proc/{p}/task/{t}/comm') as f:
+                    name = f.read().strip()
+                with open(f'/proc/{p}/task/{t}/stat') as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+                key = f'{kind}/{name}'
+                out[key] = out.get(key, 0) + int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
     return out
 
 
@@ -107,18 +134,20 @@ try:
     def keys(css, text):
         wd('POST', f'{S}/element/{element(css)}/value', {'text': text})
 
-    wd('POST', f'{S}/url', {'url': BASE + '/'})
+    wd('POST', f'{S}/url', {'url': BASE + '/' + QUERY})
     keys('#signin-user', USER)
     keys('#signin-password', PASSWORD)
     wd('POST', f'{S}/element/{element("#signin-submit")}/click', {})
     until(f"return document.getElementById('whoami').textContent === {json.dumps(USER)}")
-    c0, t0 = cpu(driver.pid), time.time()
+    c0, t0, th0 = cpu(driver.pid), time.time(), threads(driver.pid)
     keys('#pick-files', FILE)
     state = until("const li = document.querySelector('#upload-list li'); "
                   "return li && ['done', 'failed', 'conflict'].includes(li.dataset.state) && li.dataset.state")
-    wall, c1 = time.time() - t0, cpu(driver.pid)
+    wall, c1, th1 = time.time() - t0, cpu(driver.pid), threads(driver.pid)
     status = js("return document.querySelector('#upload-list li').textContent")
     ms = js("return Number(document.querySelector('#upload-list li').dataset.ms || 0)")
+    engine = js("return document.querySelector('#upload-list li').dataset.engine || ''")
+    busiest = sorted(((v - th0.get(k, 0)) / TCK, k) for k, v in th1.items())[::-1][:6]
     if state != 'done':
         raise SystemExit(f'upload {state}: {status}')
     size = os.path.getsize(FILE)
@@ -126,6 +155,7 @@ try:
     print(json.dumps({'bytes': size, 'page_ms': ms, 'wall_s': round(wall, 2),
                       'mb_s': round(size / 1e6 / (ms / 1000), 1),
                       'chromium_cpu_s': round(c1 - c0, 2), 'hardware_concurrency': workers,
+                      'engine': engine, 'threads': [[k, round(v, 2)] for v, k in busiest],
                       'status': status}))
     wd('DELETE', S)
 finally:

@@ -130,22 +130,52 @@ function parentOf(o, words, wo) {
   o.counter = 0; o.len = 64; o.flags = PARENT;
 }
 
+// The plain JavaScript engine: the chaining value of the complete subtree of `count` (a
+// power of two) whole chunks from chunk `first` of the input given to `load`, whose first
+// chunk has counter `counter`, into dst[off..off+8]. b3simd.js has the same interface.
+export const JS_ENGINE = {
+  name: 'js',
+  words: null,
+  bytes: null,
+  load(bytes) {
+    this.bytes = bytes;
+    this.words = asWords(bytes);
+  },
+  subtree(first, count, counter, dst, off) {
+    const o = newOutput();
+    const stack = new Uint32Array(8 * 64);
+    let sp = 0;
+    for (let i = 0; i < count; i++) {
+      chunk(this.words, this.bytes, (first + i) * CHUNK_LEN, CHUNK_LEN, counter + i, o);
+      chainingValue(o, stack, 8 * sp++);
+      for (let total = i + 1; (total & 1) === 0; total >>>= 1) {
+        sp--;
+        compress(IV, 0, stack, 8 * (sp - 1), 0, 64, PARENT, stack, 8 * (sp - 1), false);
+      }
+    }
+    dst.set(stack.subarray(0, 8), off);
+  },
+};
+
 // BLAKE3's tree over bytes[0..len] whose first chunk has counter `c0` (a multiple of a
 // power of two at least as large as the input), leaving the top node's output in `o`.
-function tree(bytes, c0, o) {
+// Going left to right, the tree is a run of complete subtrees of whole chunks, each the
+// largest power of two that leaves at least one byte to its right, then the last chunk:
+// the engine hashes the subtrees, and their chaining values fold into the last chunk's
+// output from the right.
+function tree(bytes, c0, o, engine) {
   const words = asWords(bytes);
   const n = Math.max(1, Math.ceil(bytes.length / CHUNK_LEN));
   const stack = new Uint32Array(8 * 64);
-  let sp = 0;
-  for (let i = 0; i < n - 1; i++) {
-    chunk(words, bytes, i * CHUNK_LEN, CHUNK_LEN, c0 + i, o);
-    chainingValue(o, stack, 8 * sp++);
-    for (let total = i + 1; (total & 1) === 0; total >>>= 1) {
-      sp--;
-      compress(IV, 0, stack, 8 * (sp - 1), 0, 64, PARENT, stack, 8 * (sp - 1), false);
-    }
+  let sp = 0, first = 0;
+  if (n > 1) engine.load(bytes);
+  while (n - first > 1) {
+    let count = 1;
+    while (2 * count < n - first) count *= 2;
+    engine.subtree(first, count, c0 + first, stack, 8 * sp++);
+    first += count;
   }
-  chunk(words, bytes, (n - 1) * CHUNK_LEN, bytes.length - (n - 1) * CHUNK_LEN, c0 + n - 1, o);
+  chunk(words, bytes, first * CHUNK_LEN, bytes.length - first * CHUNK_LEN, c0 + first, o);
   foldStack(o, stack, sp);
 }
 
@@ -160,10 +190,10 @@ function foldStack(o, stack, sp) {
   }
 }
 
-/** The BLAKE3 digest (32 bytes) of `bytes` (a Uint8Array). */
-export function hash(bytes) {
+/** The BLAKE3 digest (32 bytes) of `bytes` (a Uint8Array), with `engine` for the bulk. */
+export function hash(bytes, engine = JS_ENGINE) {
   const o = newOutput();
-  tree(bytes, 0, o);
+  tree(bytes, 0, o, engine);
   return rootBytes(o);
 }
 
@@ -174,15 +204,15 @@ export function hash(bytes) {
  * (the protocol's chunk digest when the file is this one chunk). One pass over the bytes
  * for the first chunk; `standalone` = false skips the second pass for the others.
  */
-export function chunkDigests(bytes, index, unit, standalone = true) {
+export function chunkDigests(bytes, index, unit, standalone = true, engine = JS_ENGINE) {
   const o = newOutput();
   const cv = new Uint32Array(8);
   let digest = null;
   if (index === 0 || standalone) {
-    tree(bytes, 0, o);
+    tree(bytes, 0, o, engine);
     digest = rootBytes(o);
   }
-  if (index > 0) tree(bytes, index * (unit / CHUNK_LEN), o);
+  if (index > 0) tree(bytes, index * (unit / CHUNK_LEN), o, engine);
   chainingValue(o, cv, 0);
   return { digest, cv };
 }

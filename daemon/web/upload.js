@@ -12,9 +12,13 @@ const IN_FLIGHT = 6;
 const RETRIES = 5;
 const MANIFEST_PAGE = 16384;
 
-/** Web Workers that hash (and send) chunks; a job goes to the least busy one. */
+/**
+ * Web Workers that hash (and send) chunks; a job goes to the least busy one. `engine`
+ * 'js' makes every job hash in JavaScript even where WebAssembly SIMD is available.
+ */
 class Pool {
-  constructor(n) {
+  constructor(n, engine) {
+    this.engine = engine;
     this.workers = [];
     this.waiting = new Map();
     this.seq = 0;
@@ -37,14 +41,18 @@ class Pool {
     const seq = ++this.seq;
     return new Promise((resolve) => {
       this.waiting.set(seq, resolve);
-      w.postMessage({ ...job, seq });
+      w.postMessage({ engine: this.engine, ...job, seq });
     });
   }
 }
 
 let pool = null;
+/** The page's pool; `?blake3=js` in the page's address forces the JavaScript BLAKE3. */
 export function workerPool() {
-  if (!pool) pool = new Pool(Math.max(2, Math.min(4, navigator.hardwareConcurrency || 2)));
+  if (!pool) {
+    const engine = new URLSearchParams(location.search).get('blake3') === 'js' ? 'js' : null;
+    pool = new Pool(Math.max(2, Math.min(4, navigator.hardwareConcurrency || 2)), engine);
+  }
   return pool;
 }
 
@@ -221,6 +229,7 @@ export class Uploader {
     let first = null;
     await this.chunks(job, n, cs, held, (i, r) => {
       cvs[i] = r.cv;
+      job.engine = r.engine;
       if (i === 0) first = hexBytes(r.root);
     });
     job.set('committing', 'checking the whole file');
@@ -231,6 +240,7 @@ export class Uploader {
       + ', sent ' + fmtSize(job.sent) + ', BLAKE3 ' + done.blake3);
     job.el.dataset.blake3 = done.blake3;
     job.el.dataset.ms = String(Math.round(performance.now() - t0));
+    job.el.dataset.engine = job.engine || '';
     this.onFileDone(job);
   }
 

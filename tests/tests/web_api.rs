@@ -116,8 +116,19 @@ async fn cookie_flags_csrf_origin_csp_and_sessions_shared_with_the_cli() {
         assert!(cookie.split("; ").any(|f| f == flag), "{flag} in {cookie}");
     }
     let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
-    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"));
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    // Scripts only from the server; WebAssembly may be compiled (the page's BLAKE3), but
+    // JavaScript eval and inline scripts stay forbidden.
+    let script_src = csp.split("; ").find(|d| d.starts_with("script-src "));
+    assert_eq!(
+        script_src,
+        Some("script-src 'self' 'wasm-unsafe-eval'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("'unsafe-eval'") && !csp.contains("'unsafe-inline'"),
+        "{csp}"
+    );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     assert_eq!(headers["x-frame-options"], "DENY");

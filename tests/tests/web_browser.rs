@@ -1,10 +1,11 @@
 //! The web app in a real browser: Debian's `chromium` driven over WebDriver
 //! (`chromedriver`, fantoccini), headless, against the real `xferd` on 127.0.0.1 with its
-//! self-signed certificate. Sign-in, BLAKE3 in the page against the official vectors and
-//! the Rust crate, a 50 MiB upload cut at about 40 % by a page reload and finished by
-//! picking the file again (the audit shows where it resumed), the download compared
-//! byte for byte, chat both ways with `xfer chat`, hostile names and lines rendered as
-//! text, and screenshots of both views under `target/web-artifacts/`.
+//! self-signed certificate. Sign-in, BLAKE3 in the page (WebAssembly SIMD, and the
+//! JavaScript fallback) against the official vectors and the Rust crate, a 50 MiB upload
+//! cut at about 40 % by a page reload and finished by picking the file again (the audit
+//! shows where it resumed), the download compared byte for byte, chat both ways with
+//! `xfer chat`, hostile names and lines rendered as text, and screenshots of both views
+//! under `target/web-artifacts/`.
 //!
 //! Without chromium and chromedriver the tests are skipped, unless XFER_REQUIRE_INTEROP=1
 //! (CI) makes that a failure. The browser tests take one lock: one browser at a time.
@@ -248,23 +249,30 @@ fn blake3_in_the_page_matches_the_vectors_and_the_rust_crate() {
         let text = b.find("#result").await.text().await.expect("result text");
         let r: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(r["ok"], true, "{text}");
-        assert_eq!(r["vectors"]["passed"], 22, "{text}");
-        assert_eq!(r["workers"]["passed"], 22, "{text}");
-        // Whole-file digests joined from 1 MiB chunks' chaining values equal the crate's.
-        let joined = r["joined"].as_object().expect("joined digests");
-        assert_eq!(joined.len(), 6, "{text}");
-        for (len, hex) in joined {
-            let len: usize = len.parse().expect("a length");
-            assert_eq!(
-                hex.as_str(),
-                Some(blake3::hash(&pattern(len)).to_hex().as_str()),
-                "{len} bytes"
+        // The path the workers choose on their own is WebAssembly SIMD (a silent fallback
+        // to JavaScript fails here); the forced JavaScript path is checked the same way.
+        for (path, engine) in [("chosen", "wasm-simd"), ("js", "js")] {
+            let p = &r[path];
+            assert_eq!(p["page"], engine, "{path}: {text}");
+            assert_eq!(p["workers"], engine, "{path}: {text}");
+            assert_eq!(p["vectors"]["passed"], 22, "{path}: {text}");
+            assert_eq!(p["in_workers"]["passed"], 22, "{path}: {text}");
+            // Whole-file digests joined from 1 MiB chunks' chaining values equal the crate's.
+            let joined = p["joined"].as_object().expect("joined digests");
+            assert_eq!(joined.len(), 6, "{path}: {text}");
+            for (len, hex) in joined {
+                let len: usize = len.parse().expect("a length");
+                assert_eq!(
+                    hex.as_str(),
+                    Some(blake3::hash(&pattern(len)).to_hex().as_str()),
+                    "{path}: {len} bytes"
+                );
+            }
+            println!(
+                "BLAKE3 in headless chromium, {engine}: {} (stage times {})",
+                p["speed"], p["ms"]
             );
         }
-        println!(
-            "BLAKE3 in headless chromium: {} (stage times {})",
-            r["speed"], r["ms"]
-        );
         b.close().await;
     });
 }
@@ -328,6 +336,10 @@ fn a_browser_upload_cut_by_a_reload_resumes_verified_and_downloads_the_same() {
             .js("return document.querySelector('#upload-list li').dataset.blake3;")
             .await;
         assert_eq!(page_digest, json!(want), "{status}");
+        let engine = b
+            .js("return document.querySelector('#upload-list li').dataset.engine;")
+            .await;
+        assert_eq!(engine, json!("wasm-simd"), "the workers' BLAKE3: {status}");
 
         let stored = std::fs::read(d.files_dir("alice").join("big.bin")).expect("stored file");
         assert_eq!(blake3_hex(&stored), want, "the stored file's BLAKE3");

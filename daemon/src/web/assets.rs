@@ -30,6 +30,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/hashworker.js"),
     ),
     ("blake3.js", JS, include_bytes!("../../web/blake3.js")),
+    ("b3simd.js", JS, include_bytes!("../../web/b3simd.js")),
     ("chat.js", JS, include_bytes!("../../web/chat.js")),
     (
         "selftest.html",

@@ -1,6 +1,8 @@
 //! Security headers on every response, and `Cache-Control: no-store` on the API: the
 //! page may load only its own scripts and styles (no inline script, no eval), cannot be
-//! framed, and leaks no referrer.
+//! framed, and leaks no referrer. `'wasm-unsafe-eval'` lets the upload workers compile
+//! the WebAssembly BLAKE3 that `daemon/web/b3simd.js` assembles; it allows no JavaScript
+//! eval, and scripts still come only from the server itself.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -12,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 /// The Content-Security-Policy of every response.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+pub const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
 img-src 'self' blob: data:; connect-src 'self'; worker-src 'self'; manifest-src 'self'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
