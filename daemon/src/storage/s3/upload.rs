@@ -589,8 +589,10 @@ impl Upload for S3Upload {
     }
 
     async fn persist(&self) -> Result<(), StorageError> {
-        self.settle().await?;
-        self.persist_now().await
+        // What was stored is recorded even when a store failed; then the failure.
+        let settled = self.settle().await;
+        self.persist_now().await?;
+        settled
     }
 
     async fn commit(&self, digest: Digest) -> Result<Committed, StorageError> {
