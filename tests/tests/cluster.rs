@@ -232,60 +232,63 @@ fn poll_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
     xfer_e2e::poll(DEADLINE * 2, &mut f).expect("condition not reached in time")
 }
 
+/// `config(nats, "")` with `lines` added to its `[cluster]` table (credentials, TLS).
+fn config_with_cluster(nats: &NatsServer, lines: &str) -> String {
+    config(nats, "").replacen("[cluster]\n", &format!("[cluster]\n{lines}"), 1)
+}
+
+/// One daemon on `config`: alice's line in `channel` reaches bob following there.
+fn chat_goes_through(config: &str, channel: &str) {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("a");
+    add_user(&data, "alice", PASSWORD);
+    add_user(&data, "bob", PASSWORD);
+    let d = Daemon::start_prepared(&data, &[], Some(config), tmp);
+    let alice = Client::new();
+    alice.login(&d, "alice", PASSWORD);
+    let bob = Client::new();
+    bob.login(&d, "bob", PASSWORD);
+    let f = bob.follow(&[channel]);
+    say(&alice, channel, "through the bus");
+    wait_message(&f, channel, "alice", "through the bus");
+}
+
+/// The log of a daemon on `config` that must not start (`why`: what it would mean if it
+/// did).
+fn refused_at_start(config: &str, why: &str) -> String {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("b");
+    add_user(&data, "alice", PASSWORD);
+    let conf = data.with_extension("toml");
+    std::fs::write(&conf, config).unwrap();
+    match Daemon::start_in(&data, &["--config", conf.to_str().unwrap()]) {
+        Ok(_) => panic!("xferd started, {why}"),
+        Err(log) => log,
+    }
+}
+
 #[test]
 fn nats_credentials_are_used_and_a_wrong_password_is_named_at_start() {
     let Some(nats) = NatsServer::start_with(&["--user", "xferd", "--pass", "nats-secret-1"]) else {
         return;
     };
     let secrets = TempDir::new().unwrap();
-    let good = secrets.path().join("nats.password");
-    std::fs::write(&good, "nats-secret-1\n").unwrap();
-    // `config` already has a [cluster] table: the credentials go into it.
-    let with_creds = |text: String| {
-        text.replacen(
-            "[cluster]\n",
-            &format!(
-                "[cluster]\nuser = \"xferd\"\npassword_file = \"{}\"\n",
-                good.display()
-            ),
-            1,
+    // The file's name never holds the password: the log may name the file.
+    let with_password = |name: &str, password: &str| {
+        let file = secrets.path().join(name);
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        config_with_cluster(
+            &nats,
+            &format!("user = \"xferd\"\npassword_file = \"{}\"\n", file.display()),
         )
     };
-    let tmp = TempDir::new().unwrap();
-    let data = tmp.path().join("a");
-    add_user(&data, "alice", PASSWORD);
-    add_user(&data, "bob", PASSWORD);
-    let a = Daemon::start_prepared(&data, &[], Some(&with_creds(config(&nats, ""))), tmp);
-    let alice = Client::new();
-    alice.login(&a, "alice", PASSWORD);
-    let bob = Client::new();
-    bob.login(&a, "bob", PASSWORD);
-    let f = bob.follow(&["#auth"]);
-    say(&alice, "#auth", "through an authenticated bus");
-    wait_message(&f, "#auth", "alice", "through an authenticated bus");
-    drop(f);
+    chat_goes_through(&with_password("nats.password", "nats-secret-1"), "#auth");
 
     // A wrong password: the daemon does not start, and says why in one line naming NATS.
-    let bad = secrets.path().join("wrong.password");
-    std::fs::write(&bad, "not-the-password\n").unwrap();
-    let tmp = TempDir::new().unwrap();
-    let data = tmp.path().join("b");
-    add_user(&data, "alice", PASSWORD);
-    let text = config(&nats, "").replacen(
-        "[cluster]\n",
-        &format!(
-            "[cluster]\nuser = \"xferd\"\npassword_file = \"{}\"\n",
-            bad.display()
-        ),
-        1,
+    let log = refused_at_start(
+        &with_password("wrong.password", "not-the-password"),
+        "with a wrong NATS password",
     );
-    let conf = data.with_extension("toml");
-    std::fs::write(&conf, text).unwrap();
-    let started = Daemon::start_in(&data, &["--config", conf.to_str().unwrap()]);
-    let log = match started {
-        Ok(_) => panic!("xferd started with a wrong NATS password"),
-        Err(log) => log,
-    };
     assert!(log.to_lowercase().contains("nats"), "{log}");
     assert!(
         !log.contains("not-the-password"),
@@ -360,41 +363,19 @@ fn nats_over_tls_is_verified_against_the_configured_ca() {
     ]) else {
         return;
     };
-    let with_ca = |text: String, ca: &Path| {
-        text.replacen(
-            "[cluster]\n",
-            &format!("[cluster]\nca_file = \"{}\"\n", ca.display()),
-            1,
-        )
-    };
+    let with_ca =
+        |ca: &Path| config_with_cluster(&nats, &format!("ca_file = \"{}\"\n", ca.display()));
 
     // Trusting that CA, sessions and chat go through.
-    let tmp = TempDir::new().unwrap();
-    let data = tmp.path().join("a");
-    add_user(&data, "alice", PASSWORD);
-    add_user(&data, "bob", PASSWORD);
-    let a = Daemon::start_prepared(&data, &[], Some(&with_ca(config(&nats, ""), &ca_pem)), tmp);
-    let alice = Client::new();
-    alice.login(&a, "alice", PASSWORD);
-    let bob = Client::new();
-    bob.login(&a, "bob", PASSWORD);
-    let f = bob.follow(&["#tls"]);
-    say(&alice, "#tls", "over TLS to NATS");
-    wait_message(&f, "#tls", "alice", "over TLS to NATS");
-    drop(f);
+    chat_goes_through(&with_ca(&ca_pem), "#tls");
 
     // Trusting another CA: NATS's certificate is refused and xferd says so at start.
     let other = xfer_certs::ca::LocalCa::generate("someone-else").unwrap();
     let other_pem = pki.path().join("other-ca.pem");
     std::fs::write(&other_pem, other.cert_pem()).unwrap();
-    let tmp = TempDir::new().unwrap();
-    let data = tmp.path().join("b");
-    add_user(&data, "alice", PASSWORD);
-    let conf = data.with_extension("toml");
-    std::fs::write(&conf, with_ca(config(&nats, ""), &other_pem)).unwrap();
-    let log = match Daemon::start_in(&data, &["--config", conf.to_str().unwrap()]) {
-        Ok(_) => panic!("xferd trusted a NATS certificate its CA did not issue"),
-        Err(log) => log,
-    };
+    let log = refused_at_start(
+        &with_ca(&other_pem),
+        "trusting a NATS certificate its CA did not issue",
+    );
     assert!(log.to_lowercase().contains("nats"), "{log}");
 }
