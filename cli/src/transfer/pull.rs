@@ -446,7 +446,7 @@ fn write_chunks(
                 if Digest::of_chunk(&data, offset, size) != Some(manifest[index as usize]) {
                     let _ = file.sync_data();
                     return Err(IntegrityError(format!(
-                        "chunk {index} failed verification; the part file keeps the chunks verified so far"
+                        "chunk {index} does not match the digest the server stored for it (damaged on the server's disk or on the way); the part file keeps the chunks verified so far: pull again, and if it fails the same way ask the server's admin to check its disk"
                     ))
                     .into());
                 }

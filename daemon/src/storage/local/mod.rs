@@ -18,7 +18,7 @@
 //! - `namespace.rs`: listing, mkdir, remove, rename;
 //! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
 //! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones;
-//! - `seal.rs`: what a resumed upload checks of the chunks it held, and when;
+//! - `seal.rs`: whether a resumed upload reads back the chunks it held;
 //! - `batch.rs`: whole small files in one request, committed in batches (one `syncfs`);
 //! - `download.rs`: downloads served from manifests;
 //! - `manifest.rs`: chunk digests kept for committed files;

@@ -1,23 +1,22 @@
-//! Checking the chunks a partial upload holds when it is resumed, without making the
-//! resumed run pay what sending them cost.
+//! Deciding whether the chunks a partial upload holds must be read back when it is
+//! resumed, so a resumed run does not pay again what sending them cost.
 //!
 //! When a connection closes an upload, the data is synced and the state is saved with a
 //! [`Seal`]: the data file's identity, size and change times, taken after the sync and
 //! only if nothing but this upload wrote the file since its last write (the ctime seen
-//! right after that write). A resume that finds the file still exactly as sealed trusts
-//! the recorded chunk digests at once, so the client hears what is held without waiting
-//! for the data to be read back; those chunks are then re-hashed on a background thread
-//! ([`Recheck`]) while the rest arrives, and the commit waits for it. A damaged chunk
-//! found that way is dropped and the commit refused, so a corrupt file is never
-//! committed: the seal only decides when the check runs, never whether it does. Without a
-//! matching seal (a daemon that died, a file touched since) every recorded chunk is
-//! re-hashed before the resume is answered, as before, on a few threads at once
-//! ([`verify`]).
+//! right after that write). A resume that finds the file still exactly as sealed holds
+//! the data exactly as it was when each chunk was verified, synced and recorded: the
+//! recorded digests are trusted as they are, as those of a chunk written on an
+//! uninterrupted connection are (which is never read back either). Damage no file time
+//! shows (bit rot) is caught where it is for every stored file: the manifest keeps the
+//! digests verified on arrival, downloads send those, not digests of what is read, and
+//! the receiver refuses a chunk that does not match. Without a matching seal (a daemon
+//! that died, a file written since by anyone else) every recorded chunk is re-hashed
+//! before the resume is answered, on a few threads at once ([`verify`]), and damaged ones
+//! are asked for again.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 use xfer_proto::Digest;
@@ -93,30 +92,4 @@ fn damaged(file: &File, size: u64, chunks: &[(u64, Digest)]) -> Vec<(u64, Digest
         })
         .copied()
         .collect()
-}
-
-/// The re-check of sealed chunks, running on a thread of its own.
-pub(crate) struct Recheck {
-    chunks: Arc<Vec<(u64, Digest)>>,
-    thread: JoinHandle<Vec<(u64, Digest)>>,
-}
-
-impl Recheck {
-    /// Starts re-hashing `chunks` of `file` (a handle of its own on the data).
-    pub fn start(file: File, size: u64, chunks: Vec<(u64, Digest)>) -> std::io::Result<Recheck> {
-        let chunks = Arc::new(chunks);
-        let list = chunks.clone();
-        let thread = std::thread::Builder::new()
-            .name("xferd-recheck".into())
-            .spawn(move || verify(&file, size, &list))?;
-        Ok(Recheck { chunks, thread })
-    }
-
-    /// Waits for the re-check; the chunks that were damaged, with the digest each was
-    /// checked against. A re-check that panicked counts every chunk as damaged.
-    pub fn finish(self) -> Vec<(u64, Digest)> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| self.chunks.as_ref().clone())
-    }
 }

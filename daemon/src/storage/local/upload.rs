@@ -6,10 +6,10 @@
 //! [`SAVE_MAX_INTERVAL`] while chunks arrive) and when the transfer closes; losing the
 //! last few entries to a crash only costs re-sending those chunks. Listings show the
 //! saved state, so what `ls` reports as received survives a crash of the daemon.
-//! On resume every recorded chunk is read back and re-hashed, so data damaged on disk
-//! is dropped from the held set and asked for again: before the resume is answered, or,
-//! when the data is exactly as a closing connection sealed it, while the rest arrives
-//! and before the commit (`seal.rs`). Chunk digests are BLAKE3 subtree
+//! On resume the recorded chunks are trusted as they are when the data is exactly as a
+//! closing connection synced and sealed it (`seal.rs`); otherwise each is read back and
+//! re-hashed before the resume is answered, and damaged ones are dropped from the held
+//! set and asked for again. Chunk digests are BLAKE3 subtree
 //! chaining values ([`Digest::of_chunk`]), so the whole-file digest is derived from the
 //! verified chunk digests at commit ([`Digest::of_chunks`]) without reading or hashing
 //! the data again; it is compared with the client's, the data is fsynced, renamed into
@@ -36,7 +36,7 @@ use super::index::PartialInfo;
 use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
 use super::reserve::Reservation;
-use super::seal::{self, Recheck, Seal};
+use super::seal::{self, Seal};
 use super::space::{Destination, UserSpace};
 use crate::storage::policy::STORED_SNIFF_BYTES;
 use crate::storage::{
@@ -69,8 +69,6 @@ struct Inner {
     /// The data's ctime right after this upload last wrote it (or opened it): a seal is
     /// only taken if it is unchanged, i.e. nobody else wrote since.
     own_ctime: Option<(i64, i64)>,
-    /// Chunks trusted under a seal, still being re-hashed.
-    recheck: Option<Recheck>,
 }
 
 /// An upload in progress on the local filesystem.
@@ -147,15 +145,10 @@ impl LocalUpload {
             .map(|m| recorded_chunks(m, n))
             .unwrap_or_default();
         let held: BTreeMap<u64, Digest> = recorded.iter().copied().collect();
-        let (sealed, recheck, held) = match sealed {
-            // Trusted now, re-hashed while the rest arrives.
-            Some(s) if !recorded.is_empty() => {
-                let own = file.try_clone().map_err(io_err("opening upload data"))?;
-                let recheck = Recheck::start(own, size, recorded)
-                    .map_err(io_err("starting the check of upload data"))?;
-                (Some(s), Some(recheck), held)
-            }
-            _ => {
+        let (sealed, held) = match sealed {
+            // Exactly as synced and sealed: what was verified on arrival is still there.
+            Some(s) => (Some(s), held),
+            None => {
                 let damaged = seal::verify(&file, size, &recorded);
                 if !damaged.is_empty() {
                     warn!(path = ?dest, dropped = damaged.len(), "partial upload held damaged chunks; they will be sent again");
@@ -164,7 +157,7 @@ impl LocalUpload {
                 for (i, _) in damaged {
                     held.remove(&i);
                 }
-                (None, None, held)
+                (None, held)
             }
         };
         let resumed_from = held.keys().map(|&i| chunk_len(size, i)).sum();
@@ -189,7 +182,6 @@ impl LocalUpload {
                 reservation: None,
                 sealed,
                 own_ctime,
-                recheck,
             }),
         };
         // Saved at once: the partial now counts against the quota and shows in listings.
@@ -370,7 +362,6 @@ impl LocalUpload {
     /// Saves the state as the connection closes the upload: with a seal (after syncing
     /// the data) when nothing else wrote it, so a resume can answer at once.
     pub fn persist(&self) -> Result<(), StorageError> {
-        self.settle_recheck();
         let mut inner = self.lock();
         if inner.finished || self.superseded.load(Ordering::SeqCst) {
             return Ok(());
@@ -388,41 +379,7 @@ impl LocalUpload {
         Ok(())
     }
 
-    /// Waits for the re-check of chunks trusted under a seal, if one runs, and drops the
-    /// damaged ones it found (unless written again since); returns how many it dropped.
-    fn settle_recheck(&self) -> usize {
-        let Some(recheck) = self.lock().recheck.take() else {
-            return 0;
-        };
-        let damaged = recheck.finish();
-        let mut inner = self.lock();
-        let mut dropped = 0;
-        for (i, digest) in damaged {
-            if inner.held.get(&i) == Some(&digest) {
-                inner.held.remove(&i);
-                dropped += 1;
-            }
-        }
-        if dropped > 0 {
-            warn!(path = ?self.dest, dropped, "partial upload held damaged chunks; they were dropped");
-            inner.sealed = None;
-            inner.unsaved += 1;
-        }
-        dropped
-    }
-
     pub fn commit(&self, digest: &Digest) -> Result<Committed, StorageError> {
-        // Outside the locks: it may still be hashing.
-        let dropped = self.settle_recheck();
-        if dropped > 0 {
-            let inner = self.lock();
-            if let Err(e) = self.save(&inner) {
-                warn!(error = %e, "saving upload state failed");
-            }
-            return Err(StorageError::ChecksumMismatch(format!(
-                "{dropped} chunks held from an earlier attempt were damaged on the server's disk and were dropped; push again to send them"
-            )));
-        }
         // Lock order everywhere: the user's mutation lock, then the upload's.
         let space = &self.space;
         let _user = space.lock_mutations();
