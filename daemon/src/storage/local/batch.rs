@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use xfer_proto::Digest;
 
 use super::Local;
-use super::manifest::{Manifest, Stamp};
+use super::manifest::{self, Manifest, Stamp};
 use super::namespace;
 use super::partial::remove_partial;
 use super::space::{self, Destination, UserSpace};
@@ -258,12 +258,22 @@ impl Local {
             });
         }
         let stamp = Stamp::of(&meta);
-        let manifest = Manifest::load_or_compute(&space.manifests, &file, stamp)?;
+        let changed = || StorageError::Conflict("the file changed while being read".into());
         let mut data = vec![0u8; meta.len() as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, 0)
-            .map_err(|_| StorageError::Conflict("the file changed while being read".into()))?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, 0).map_err(|_| changed())?;
+        let digest = if manifest::is_stored_for(stamp.size) {
+            Manifest::load_or_compute(&space.manifests, &file, stamp)?.digest
+        } else {
+            // Small: the digest of the bytes just read, if they are still the file's.
+            let now =
+                Stamp::of(&Metadata::from_file(&file).map_err(io_err("reading file metadata"))?);
+            if now != stamp {
+                return Err(changed());
+            }
+            whole_digest(&data)?
+        };
         Ok(WholeRead {
-            digest: manifest.digest,
+            digest,
             modified_unix: stamp.modified_unix(),
             data: Bytes::from(data),
         })
@@ -333,12 +343,17 @@ fn stage(
             vec![Digest::of_chunk(data, 0, data.len() as u64).expect("checked by whole_digest")]
         };
         let manifest = Manifest { digest, chunks };
-        // A manifest is a cache (recomputed when missing): a file without one is fine.
-        let manifest_tmp = match manifest.stage(&space.manifests, stamp) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                warn!(error = %e, "staging the manifest of a small file failed");
-                None
+        // A manifest is a cache (recomputed when missing): a file without one is fine,
+        // and a small one keeps none.
+        let manifest_tmp = if !manifest::is_stored_for(stamp.size) {
+            None
+        } else {
+            match manifest.stage(&space.manifests, stamp) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    warn!(error = %e, "staging the manifest of a small file failed");
+                    None
+                }
             }
         };
         Ok((stamp, manifest_tmp))

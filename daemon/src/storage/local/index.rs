@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, Metadata};
 
 use super::partial::{self, PartialMeta};
 use crate::storage::RelPath;
@@ -110,12 +110,19 @@ impl Index {
 /// Bytes of the regular files at and beneath `path` in `home` (symlinks are neither
 /// followed nor counted).
 pub(crate) fn tree_bytes(home: &Dir, path: &RelPath) -> u64 {
-    match home.symlink_metadata(path.as_path()) {
-        Ok(m) if m.is_file() => return m.len(),
-        Ok(m) if m.is_dir() => {}
-        _ => return 0,
-    }
     let mut total = 0u64;
+    walk_files(home, path, |m| total = total.saturating_add(m.len()));
+    total
+}
+
+/// Calls `f` with the metadata of every regular file at and beneath `path` in `home`
+/// (symlinks are neither followed nor reported).
+pub(crate) fn walk_files(home: &Dir, path: &RelPath, mut f: impl FnMut(&Metadata)) {
+    match home.symlink_metadata(path.as_path()) {
+        Ok(m) if m.is_file() => return f(&m),
+        Ok(m) if m.is_dir() => {}
+        _ => return,
+    }
     let mut stack = vec![path.as_path().to_owned()];
     while let Some(dir_path) = stack.pop() {
         let Ok(dir) = home.open_dir(&dir_path) else {
@@ -128,10 +135,11 @@ pub(crate) fn tree_bytes(home: &Dir, path: &RelPath) -> u64 {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(dir_path.join(e.file_name()));
-            } else if ft.is_file() {
-                total = total.saturating_add(e.metadata().map_or(0, |m| m.len()));
+            } else if ft.is_file()
+                && let Ok(m) = e.metadata()
+            {
+                f(&m);
             }
         }
     }
-    total
 }

@@ -3,7 +3,13 @@
 //! A manifest is written at commit into `<user>/manifests/<inode>.json` and is valid only
 //! while the file's size and modification time (to the nanosecond) still match; a stale
 //! or missing one is recomputed by hashing the file when a download or a conflict check
-//! needs it. Listings never hash: they show no digest instead.
+//! needs it. Listings never hash a large file: they show no digest instead.
+//!
+//! A file of at most [`COMPUTED_UP_TO`] bytes keeps no manifest: its digest is computed
+//! from the data whenever it is asked for, listings included (one small read and a hash,
+//! less than reading and parsing the manifest's own file). A manifest per small file
+//! cost a second inode, block and rename for every file written, which was most of the
+//! server's work for a tree of small files on some filesystems (bench/RESULTS.md).
 
 use std::io::Read;
 
@@ -18,6 +24,14 @@ use crate::storage::{StorageError, io_err};
 /// values (protocol v2). Files written with another scheme (0 = absent: plain BLAKE3
 /// per chunk, protocol v1) are recomputed or discarded, never trusted.
 pub(crate) const DIGEST_SCHEME: u32 = 2;
+
+/// Files up to this size keep no stored manifest (see the module's documentation).
+pub(crate) const COMPUTED_UP_TO: u64 = 64 << 10;
+
+/// Whether a file of `size` bytes keeps a stored manifest.
+pub(crate) fn is_stored_for(size: u64) -> bool {
+    size > COMPUTED_UP_TO
+}
 
 /// What identifies one version of a committed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +149,7 @@ impl Manifest {
     pub fn compute(file: &std::fs::File, size: u64) -> Result<Manifest, StorageError> {
         let layout = ChunkLayout::standard(size);
         let mut chunks = Vec::with_capacity(layout.count() as usize);
-        let mut buf = vec![0u8; layout.chunk_size() as usize];
+        let mut buf = vec![0u8; u64::from(layout.chunk_size()).min(size) as usize];
         let mut reader = file;
         let changed = || StorageError::Conflict("the file changed while being hashed".into());
         for i in 0..layout.count() {
@@ -150,12 +164,18 @@ impl Manifest {
         })
     }
 
-    /// The stored manifest of the open `file`, or a fresh one (then stored).
+    /// The stored manifest of the open `file`, or a fresh one (then stored, unless the
+    /// file is small enough to keep none).
     pub fn load_or_compute(
         manifests: &Dir,
         file: &std::fs::File,
         stamp: Stamp,
     ) -> Result<Manifest, StorageError> {
+        if !is_stored_for(stamp.size) {
+            return Self::of_small(file, stamp).ok_or_else(|| {
+                StorageError::Conflict("the file changed while being hashed".into())
+            });
+        }
         if let Some(m) = Self::load(manifests, stamp) {
             return Ok(m);
         }
@@ -169,5 +189,29 @@ impl Manifest {
             tracing::warn!(error = %e, "could not store a file manifest");
         }
         Ok(m)
+    }
+
+    /// The manifest of a small `file` (one that keeps none), from its data, if the file
+    /// is still the version `stamp` describes once read.
+    pub fn of_small(file: &std::fs::File, stamp: Stamp) -> Option<Manifest> {
+        let mut reader = file;
+        let mut data = Vec::with_capacity(stamp.size as usize);
+        (&mut reader)
+            .take(stamp.size + 1)
+            .read_to_end(&mut data)
+            .ok()?;
+        let now = Stamp::of(&Metadata::from_file(file).ok()?);
+        if now != stamp || data.len() as u64 != stamp.size {
+            return None;
+        }
+        let chunks = if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![Digest::of_chunk(&data, 0, stamp.size)?]
+        };
+        Some(Manifest {
+            digest: Digest::of_chunks(&chunks),
+            chunks,
+        })
     }
 }

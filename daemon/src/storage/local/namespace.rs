@@ -7,8 +7,8 @@ use cap_std::fs::Dir;
 use tracing::{debug, warn};
 use xfer_proto::{Entry, EntryKind};
 
-use super::index::tree_bytes;
-use super::manifest::{Manifest, Stamp};
+use super::index::{tree_bytes, walk_files};
+use super::manifest::{self, Manifest, Stamp};
 use super::partial::{self, PartialMeta, remove_partial};
 use super::private;
 use super::space::{Destination, UserSpace};
@@ -16,7 +16,13 @@ use super::upload::LiveUploads;
 use crate::storage::policy::{MAX_MOVE_CHECK_ENTRIES, STORED_SNIFF_BYTES};
 use crate::storage::{ListPage, PathError, RelPath, StorageError, TypePolicy, io_err};
 
-fn file_entry(space: &UserSpace, name: &str, meta: &cap_std::fs::Metadata) -> Entry {
+/// The entry for `path` (named `name`), whose metadata is `meta`.
+fn file_entry(
+    space: &UserSpace,
+    path: &RelPath,
+    name: &str,
+    meta: &cap_std::fs::Metadata,
+) -> Entry {
     let stamp = Stamp::of(meta);
     let dir = meta.is_dir();
     Entry {
@@ -24,12 +30,21 @@ fn file_entry(space: &UserSpace, name: &str, meta: &cap_std::fs::Metadata) -> En
         kind: if dir { EntryKind::Dir } else { EntryKind::File },
         size: if dir { 0 } else { meta.len() },
         modified_unix: stamp.modified_unix(),
-        digest: (!dir)
-            .then(|| Manifest::load(&space.manifests, stamp).map(|m| m.digest))
-            .flatten(),
+        digest: (!dir).then(|| listed_digest(space, path, stamp)).flatten(),
         received: None,
         expires_unix: None,
     }
+}
+
+/// A file's digest as listings show it: from its manifest, or from the data of a small
+/// file (which keeps none); none for a large file without a current manifest (listings
+/// never hash one) or a file changing while it is read.
+fn listed_digest(space: &UserSpace, path: &RelPath, stamp: Stamp) -> Option<xfer_proto::Digest> {
+    if manifest::is_stored_for(stamp.size) {
+        return Manifest::load(&space.manifests, stamp).map(|m| m.digest);
+    }
+    let file = space.home.open(path.as_path()).ok()?.into_std();
+    Manifest::of_small(&file, stamp).map(|m| m.digest)
 }
 
 /// Sets the modification time of the committed file at `path`; its manifest, keyed by
@@ -79,6 +94,7 @@ pub(crate) fn set_modified_locked(
         &cap_std::fs::Metadata::from_file(&file).map_err(io_err("reading file metadata"))?,
     );
     if let Some(m) = manifest
+        && manifest::is_stored_for(after.size)
         && after != before
         && let Err(e) = m.store(&space.manifests, after)
     {
@@ -120,7 +136,7 @@ pub(crate) fn list(
     };
     if !meta.is_dir() {
         let name = path.file_name().expect("the home is a directory");
-        return one(file_entry(space, name, &meta));
+        return one(file_entry(space, path, name, &meta));
     }
     let wanted = |name: &str| after.is_none_or(|a| name > a);
     // Names first (cheap), then metadata only for the page's names: a page of a huge
@@ -176,7 +192,7 @@ pub(crate) fn list(
             // Resolved beneath the home: a symlink pointing outside is simply not listed.
             match home.metadata(child.as_path()) {
                 Ok(m) if m.is_dir() || m.is_file() => {
-                    page.entries.push(file_entry(space, &next, &m));
+                    page.entries.push(file_entry(space, &child, &next, &m));
                 }
                 Ok(_) => {}
                 Err(err) => debug!(error = %err, "skipping an entry that cannot be resolved"),
@@ -257,8 +273,19 @@ pub(crate) fn remove(
             .remove_dir(path.as_path())
             .map_err(io_err("removing a directory"));
     }
-    let bytes = tree_bytes(&space.home, path);
+    // What the tree holds, and the manifests of its files, which go with them.
+    let mut bytes = 0u64;
+    let mut manifests = Vec::new();
+    walk_files(&space.home, path, |m| {
+        bytes = bytes.saturating_add(m.len());
+        // Small files too: one committed before they kept none may have one.
+        manifests.push(Stamp::of(m).ino);
+    });
     let removed = space.home.remove_dir_all(path.as_path());
+    // A manifest is a cache: one removed for a file that stayed is computed again.
+    for ino in manifests {
+        Manifest::remove(&space.manifests, ino);
+    }
     // Whatever part went is no longer stored: count again rather than guess.
     let left = if removed.is_ok() {
         0

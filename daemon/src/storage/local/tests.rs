@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod index;
+mod manifests;
 mod reserve;
 mod resume_state;
 mod sealed;

@@ -33,7 +33,7 @@ use xfer_proto::Digest;
 
 use super::blocking::blocking;
 use super::index::PartialInfo;
-use super::manifest::{DIGEST_SCHEME, Manifest, Stamp};
+use super::manifest::{self, DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
 use super::reserve::Reservation;
 use super::seal::{self, Seal};
@@ -438,13 +438,15 @@ impl LocalUpload {
             digest: whole,
             chunks,
         };
-        let stored = match manifest.store(&space.manifests, stamp) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(error = %e, "storing the manifest of a committed file failed");
-                false
-            }
-        };
+        // A small file keeps none (`manifest.rs`).
+        let stored = manifest::is_stored_for(stamp.size)
+            && match manifest.store(&space.manifests, stamp) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "storing the manifest of a committed file failed");
+                    false
+                }
+            };
         // Atomic: the name shows the old file (or none) until it shows the complete one.
         if let Err(e) = space
             .partials
