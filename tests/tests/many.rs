@@ -178,3 +178,64 @@ fn push_and_pull_of_many_small_files_arrive_whole_with_results_summary_and_times
         out.stdout()
     );
 }
+
+/// `pull -r` into a tree where some files exist: free names get the new file (written
+/// unnamed, linked in at install), `--force` replaces the others (through part files),
+/// a user's own `NAME.xfer-part` is never touched, and the files get the modes any new
+/// file gets under the same umask.
+#[test]
+fn pull_r_fills_free_names_replaces_with_force_and_leaves_a_users_part_file_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let src = local.path().join("tree");
+    let files = tree(&src);
+    let n = files.len();
+    let out = c.xfer(&["push", "-r", &src.display().to_string()], "");
+    assert_eq!(out.code(), 0, "push -r: {}", out.stderr());
+
+    let back = TempDir::new().unwrap();
+    let dest = back.path().join("tree");
+    std::fs::create_dir_all(dest.join("d1")).unwrap();
+    // Two files there already with other content, and a user's own part file beside a
+    // free name.
+    std::fs::write(dest.join("d1/f005.txt"), b"mine").unwrap();
+    std::fs::write(dest.join("d1/f006.txt"), b"mine too").unwrap();
+    std::fs::write(dest.join("d1/f007.txt.xfer-part"), b"the user's").unwrap();
+    let back_arg = format!("{}/", back.path().display());
+
+    let out = c.xfer(&["pull", "-r", "tree", &back_arg], "");
+    assert_eq!(out.code(), 6, "conflicts: {}", out.stderr());
+    assert!(
+        out.stdout().contains(&format!(
+            "{n} files: {} transferred, 0 up to date, 3 conflicts, 0 failed",
+            n - 3
+        )),
+        "{}",
+        out.stdout()
+    );
+    assert_eq!(std::fs::read(dest.join("d1/f005.txt")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(dest.join("d1/f007.txt.xfer-part")).unwrap(),
+        b"the user's"
+    );
+    assert!(!dest.join("d1/f007.txt").exists());
+
+    std::fs::remove_file(dest.join("d1/f007.txt.xfer-part")).unwrap();
+    let out = c.xfer(&["pull", "-r", "--force", "tree", &back_arg], "");
+    assert_eq!(out.code(), 0, "pull -r --force: {}", out.stderr());
+    let probe = back.path().join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for (rel, data) in &files {
+        let got = dest.join(rel);
+        assert!(
+            std::fs::read(&got).unwrap() == *data,
+            "{} differs",
+            rel.display()
+        );
+        assert_eq!(mode(&got), mode(&probe), "{}", rel.display());
+    }
+    assert_eq!(leftovers(back.path()), Vec::<String>::new());
+}

@@ -1,15 +1,23 @@
-//! The writer of a pull of many small files: puts each whole file into its part file
-//! (with its record, as every download does: [`super::part`]) and installs them in
-//! batches, so the disk is flushed once per batch instead of twice per file.
+//! The writer of a pull of many small files: writes each whole file where it waits for
+//! its batch, and installs them in batches, so the disk is flushed once per batch
+//! instead of twice per file.
+//!
+//! A file whose destination is free waits in an unnamed file of the destination's
+//! directory (`O_TMPFILE`): nothing of it has a name until it is installed, and a crash
+//! leaves nothing behind, so it needs no part file or record (one inode per file, as for
+//! any copy). A file that replaces another (`--force`), one with a part file left by an
+//! earlier pull, or one on a filesystem without `O_TMPFILE` goes into its part file with
+//! its record, as every download does ([`super::part`]).
 //!
 //! A batch is installed when no further file is waiting, or after [`BATCH_FILES`]:
-//! one `syncfs` per filesystem makes the part files durable, each is renamed over its
-//! destination, a second `syncfs` makes the renames durable, and only then are the
-//! records removed and the files reported done. A crash leaves each destination either
-//! absent (or the old file) or complete, and at most a part file with its record, which
-//! the next pull takes over.
+//! one `syncfs` per filesystem makes the data durable, each file is linked in (unnamed)
+//! or renamed over its destination (part file), a second `syncfs` makes the names
+//! durable, and only then are the records removed and the files reported done. A crash
+//! leaves each destination either absent (or the old file) or complete, and at most a
+//! part file with its record, which the next pull takes over.
 
-use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -55,14 +63,22 @@ pub struct Received {
 /// One file's result, in order: the remote path, the local one, and how it ended.
 pub type Installed = (String, PathBuf, Result<Outcome>);
 
-/// A part file written and waiting for its batch's flush.
+/// A file written and waiting for its batch's flush.
 struct Pending {
     remote: String,
     dest: PathBuf,
-    part: PathBuf,
+    staged: Staged,
     file: std::fs::File,
     size: u64,
     digest: Digest,
+}
+
+/// Where a file's bytes wait for their batch.
+enum Staged {
+    /// An unnamed file in the destination's directory, linked in at install.
+    Unnamed,
+    /// A part file with its record, renamed over the destination at install.
+    Part(PathBuf),
 }
 
 /// The writer task: runs until `rx` closes, sending every result to `done` in order.
@@ -165,20 +181,73 @@ fn write(r: Received) -> Result<Written> {
     }
     let part = part_path(&dest);
     let size = data.len() as u64;
-    let record = PartRecord::new(server, remote.clone(), size, digest.to_string());
-    let file = part::open_part(&part, &record)?;
-    file.set_len(0)
-        .and_then(|()| file.write_all_at(&data, 0))
+    // Unnamed when nothing is there to replace or take over.
+    let free = !force
+        || matches!(std::fs::symlink_metadata(&dest), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let unnamed = (free && std::fs::symlink_metadata(&part).is_err())
+        .then(|| unnamed_in(dir_of(&dest)))
+        .flatten();
+    let (file, staged) = match unnamed {
+        Some(file) => (file, Staged::Unnamed),
+        None => {
+            let record = PartRecord::new(server, remote.clone(), size, digest.to_string());
+            let file = part::open_part(&part, &record)?;
+            file.set_len(0)
+                .with_context(|| format!("writing `{}`", part.display()))?;
+            (file, Staged::Part(part))
+        }
+    };
+    file.write_all_at(&data, 0)
         .and_then(|()| file.set_modified(time))
-        .with_context(|| format!("writing `{}`", part.display()))?;
+        .with_context(|| format!("writing `{}`", dest.display()))?;
     Ok(Written::Pending(Pending {
         remote,
         dest,
-        part,
+        staged,
         file,
         size,
         digest,
     }))
+}
+
+/// A new unnamed file in `dir` (`O_TMPFILE`, mode 0666 less the umask, like any new
+/// file), or `None` where that cannot be done or linked in later: a filesystem without
+/// `O_TMPFILE`, or no `/proc/self/fd` to link it through.
+fn unnamed_in(dir: &Path) -> Option<std::fs::File> {
+    static LINKABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*LINKABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o666)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .open(dir)
+        .ok()
+}
+
+/// Gives the unnamed `file` the name `dest`, which must be free: a file that appeared
+/// there since the pull looked is not replaced.
+fn link_in(file: &std::fs::File, dest: &Path) -> Result<()> {
+    use nix::fcntl::{AT_FDCWD, AtFlags};
+    let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match nix::unistd::linkat(
+        AT_FDCWD,
+        fd.as_str(),
+        AT_FDCWD,
+        dest,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EEXIST) => Err(ConflictError(format!(
+            "{} appeared while the pull ran; it was left as it is (use --force to replace it)",
+            dest.display()
+        ))
+        .into()),
+        Err(e) => Err(std::io::Error::from(e))
+            .with_context(|| format!("putting `{}` in place", dest.display())),
+    }
 }
 
 /// Installs the pending part files (flush, rename, flush) and sends every result held
@@ -211,9 +280,10 @@ fn install_batch(batch: &mut [Pending]) -> Vec<Installed> {
         let r = synced
             .as_ref()
             .map_err(|e| anyhow!("{e:#}"))
-            .and_then(|()| {
-                std::fs::rename(&p.part, &p.dest)
-                    .with_context(|| format!("moving `{}` into place", p.part.display()))
+            .and_then(|()| match &p.staged {
+                Staged::Unnamed => link_in(&p.file, &p.dest),
+                Staged::Part(part) => std::fs::rename(part, &p.dest)
+                    .with_context(|| format!("moving `{}` into place", part.display())),
             });
         if r.is_ok() {
             renamed.push(i);
@@ -228,7 +298,9 @@ fn install_batch(batch: &mut [Pending]) -> Vec<Installed> {
         }
     }
     for &i in &renamed {
-        part::forget(&batch[i].part);
+        if let Staged::Part(part) = &batch[i].staged {
+            part::forget(part);
+        }
     }
     out
 }
@@ -250,7 +322,7 @@ fn sync_filesystems(batch: &[Pending]) -> Result<()> {
         let dev = p
             .file
             .metadata()
-            .with_context(|| format!("reading `{}`", p.part.display()))?
+            .with_context(|| format!("reading `{}`", p.dest.display()))?
             .dev();
         if !seen.contains(&dev) {
             seen.push(dev);
