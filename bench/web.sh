@@ -8,6 +8,7 @@
 #   bench/web.sh [SIZE_MIB] [RUNS]      defaults: 1024 MiB, 3 runs
 #   XFER_BIN_DIR=DIR bench/web.sh …     the binaries in DIR instead of a fresh release build
 #   BLAKE3=js bench/web.sh …            the page hashes in JavaScript (`?blake3=js`), not wasm
+#   RUN=N bench/web.sh …                N chunks per request (`?run=N`; 1: one request per chunk)
 #
 # Each run also prints the engine the page's workers hashed with and chromium's busiest
 # threads (CPU s/GiB by process type/thread name).
@@ -48,12 +49,17 @@ XADDR=$(sed -n 's/.* listening on //p' "$W/xferd.out")
 TCK=$(getconf CLK_TCK)
 xferd_cpu() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$XFERD_PID/stat"; }
 
+QUERY=""
+[ -n "${BLAKE3:-}" ] && QUERY="blake3=$BLAKE3"
+[ -n "${RUN:-}" ] && QUERY="${QUERY:+$QUERY&}run=$RUN"
+QUERY=${QUERY:+?$QUERY}
+
 for run in $(seq "$RUNS"); do
   # Each run uploads to a fresh name: nothing to resume, every chunk is sent.
   cp --reflink=auto "$W/src.bin" "$W/run$run.bin" 2>/dev/null || ln "$W/src.bin" "$W/run$run.bin"
   s0=$(xferd_cpu)
   out=$(python3 bench/web_driver.py "https://$XADDR" bench bench-password-1 "$W/run$run.bin" \
-    "${BLAKE3:+?blake3=$BLAKE3}")
+    "$QUERY")
   s1=$(xferd_cpu)
   python3 - "$out" "$s0" "$s1" <<'PY'
 import json, sys
