@@ -9,6 +9,7 @@
 #   XFER_BIN_DIR=DIR bench/web.sh …     the binaries in DIR instead of a fresh release build
 #   BLAKE3=js bench/web.sh …            the page hashes in JavaScript (`?blake3=js`), not wasm
 #   RUN=N bench/web.sh …                N chunks per request (`?run=N`; 1: one request per chunk)
+#   HTTP1=1 bench/web.sh …              the page speaks HTTP/1.1 (chromium --disable-http2), not h2
 #
 # Each run also prints the engine the page's workers hashed with and chromium's busiest
 # threads (CPU s/GiB by process type/thread name).
@@ -53,6 +54,7 @@ QUERY=""
 [ -n "${BLAKE3:-}" ] && QUERY="blake3=$BLAKE3"
 [ -n "${RUN:-}" ] && QUERY="${QUERY:+$QUERY&}run=$RUN"
 QUERY=${QUERY:+?$QUERY}
+if [ -n "${HTTP1:-}" ]; then export CHROMIUM_ARGS="${CHROMIUM_ARGS:-} --disable-http2"; fi
 
 for run in $(seq "$RUNS"); do
   # Each run uploads to a fresh name: nothing to resume, every chunk is sent.
@@ -69,7 +71,7 @@ gib = r['bytes'] / 2**30
 print(f"run: {r['mb_s']} MB/s ({r['bytes']} bytes in {r['page_ms']} ms), "
       f"CPU s: chromium {r['chromium_cpu_s']} ({r['chromium_cpu_s'] / gib:.2f}/GiB), "
       f"xferd {xferd:.2f} ({xferd / gib:.2f}/GiB), {r['hardware_concurrency']} cores, "
-      f"BLAKE3 {r['engine']}")
+      f"BLAKE3 {r['engine']}, {r.get('protocol') or '?'}")
 print("  chromium s/GiB by thread: "
       + ", ".join(f"{name} {s / gib:.2f}" for name, s in r['threads']))
 PY
