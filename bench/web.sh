@@ -8,6 +8,8 @@
 #   bench/web.sh [SIZE_MIB] [RUNS]      defaults: 1024 MiB, 3 runs
 #   XFER_BIN_DIR=DIR bench/web.sh …     the binaries in DIR instead of a fresh release build
 #   BLAKE3=js bench/web.sh …            the page hashes in JavaScript (`?blake3=js`), not wasm
+#   RUN=N bench/web.sh …                N chunks per request (`?run=N`; 1: one request per chunk)
+#   HTTP1=1 bench/web.sh …              the page speaks HTTP/1.1 (chromium --disable-http2), not h2
 #
 # Each run also prints the engine the page's workers hashed with and chromium's busiest
 # threads (CPU s/GiB by process type/thread name).
@@ -48,12 +50,18 @@ XADDR=$(sed -n 's/.* listening on //p' "$W/xferd.out")
 TCK=$(getconf CLK_TCK)
 xferd_cpu() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$XFERD_PID/stat"; }
 
+QUERY=""
+[ -n "${BLAKE3:-}" ] && QUERY="blake3=$BLAKE3"
+[ -n "${RUN:-}" ] && QUERY="${QUERY:+$QUERY&}run=$RUN"
+QUERY=${QUERY:+?$QUERY}
+if [ -n "${HTTP1:-}" ]; then export CHROMIUM_ARGS="${CHROMIUM_ARGS:-} --disable-http2"; fi
+
 for run in $(seq "$RUNS"); do
   # Each run uploads to a fresh name: nothing to resume, every chunk is sent.
   cp --reflink=auto "$W/src.bin" "$W/run$run.bin" 2>/dev/null || ln "$W/src.bin" "$W/run$run.bin"
   s0=$(xferd_cpu)
   out=$(python3 bench/web_driver.py "https://$XADDR" bench bench-password-1 "$W/run$run.bin" \
-    "${BLAKE3:+?blake3=$BLAKE3}")
+    "$QUERY")
   s1=$(xferd_cpu)
   python3 - "$out" "$s0" "$s1" <<'PY'
 import json, sys
@@ -63,7 +71,7 @@ gib = r['bytes'] / 2**30
 print(f"run: {r['mb_s']} MB/s ({r['bytes']} bytes in {r['page_ms']} ms), "
       f"CPU s: chromium {r['chromium_cpu_s']} ({r['chromium_cpu_s'] / gib:.2f}/GiB), "
       f"xferd {xferd:.2f} ({xferd / gib:.2f}/GiB), {r['hardware_concurrency']} cores, "
-      f"BLAKE3 {r['engine']}")
+      f"BLAKE3 {r['engine']}, {r.get('protocol') or '?'}")
 print("  chromium s/GiB by thread: "
       + ", ".join(f"{name} {s / gib:.2f}" for name, s in r['threads']))
 PY

@@ -6,7 +6,8 @@ chromium (all its processes) spent, in total and per process type and thread nam
 
     web_driver.py https://127.0.0.1:PORT USER PASSWORD FILE [PAGE_QUERY]
 
-PAGE_QUERY (e.g. `?blake3=js`) is appended to the page's address.
+PAGE_QUERY (e.g. `?blake3=js`) is appended to the page's address; CHROMIUM_ARGS in the
+environment (space-separated) adds switches to chromium's command line.
 """
 import json
 import os
@@ -18,6 +19,8 @@ import urllib.request
 
 BASE, USER, PASSWORD, FILE = sys.argv[1:5]
 QUERY = sys.argv[5] if len(sys.argv) > 5 else ''
+# More chromium switches, e.g. `--disable-http2` (bench/web.sh's HTTP1=1).
+CHROMIUM_ARGS = os.environ.get('CHROMIUM_ARGS', '').split()
 TCK = os.sysconf('SC_CLK_TCK')
 
 
@@ -111,7 +114,8 @@ try:
     sid = wd('POST', '/session', {'capabilities': {'alwaysMatch': {
         'browserName': 'chrome', 'acceptInsecureCerts': True,
         'goog:chromeOptions': {'args': ['--headless=new', '--no-sandbox', '--disable-gpu',
-                                        '--disable-dev-shm-usage', f'--user-data-dir={profile}']}}}})['sessionId']
+                                        '--disable-dev-shm-usage', f'--user-data-dir={profile}']
+                                       + CHROMIUM_ARGS}}}})['sessionId']
     S = f'/session/{sid}'
 
     def js(script):
@@ -152,10 +156,13 @@ try:
         raise SystemExit(f'upload {state}: {status}')
     size = os.path.getsize(FILE)
     workers = js('return navigator.hardwareConcurrency')
+    # The page's own requests (the workers' share their connection): h2 or http/1.1.
+    protocol = js("return performance.getEntriesByType('resource')"
+                  ".map((e) => e.nextHopProtocol).filter(Boolean).pop() || ''")
     print(json.dumps({'bytes': size, 'page_ms': ms, 'wall_s': round(wall, 2),
                       'mb_s': round(size / 1e6 / (ms / 1000), 1),
                       'chromium_cpu_s': round(c1 - c0, 2), 'hardware_concurrency': workers,
-                      'engine': engine, 'threads': [[k, round(v, 2)] for v, k in busiest],
+                      'engine': engine, 'protocol': protocol, 'threads': [[k, round(v, 2)] for v, k in busiest],
                       'status': status}))
     wd('DELETE', S)
 finally:

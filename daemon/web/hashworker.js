@@ -1,8 +1,11 @@
-// A Web Worker that reads one protocol chunk of a file, hashes it (its own digest and its
-// chaining value in the file's tree) and, when given an upload URL and the digest the
-// server already holds differs, sends it. Several jobs overlap: while one chunk's request
-// is on the wire the worker hashes the next. BLAKE3 runs in WebAssembly SIMD (b3simd.js)
-// where the browser has it, else in JavaScript; a job with engine 'js' asks for the latter.
+// A Web Worker that reads a run of consecutive protocol chunks of a file in one Blob read,
+// hashes each (its own digest and its chaining value in the file's tree) and, when given
+// an upload URL, sends the chunks whose digest differs from the one the server already
+// holds: consecutive ones together in one request (`PUT …/runs/{first}`, or `…/chunks/{i}`
+// for a single chunk), since the browser's cost of sending falls with the body's size.
+// Several jobs overlap: while one run's request is on the wire the worker hashes the next.
+// BLAKE3 runs in WebAssembly SIMD (b3simd.js) where the browser has it, else in
+// JavaScript; a job with engine 'js' asks for the latter.
 
 import { chunkDigests, cvBytes, toHex, JS_ENGINE } from './blake3.js';
 import { simdEngine } from './b3simd.js';
@@ -11,24 +14,37 @@ import { simdEngine } from './b3simd.js';
 const simd = simdEngine().catch(() => null);
 
 self.onmessage = async (ev) => {
-  const { seq, file, index, start, end, chunkSize, single, expect, url, csrf } = ev.data;
+  const { seq, file, first, count, start, end, chunkSize, single, expect, url, csrf } = ev.data;
   try {
     const buf = await file.slice(start, end).arrayBuffer();
     if (buf.byteLength !== end - start) throw new Error('the file changed while it was read');
     const engine = (ev.data.engine !== 'js' && (await simd)) || JS_ENGINE;
-    // The protocol's chunk digest: the chunk's chaining value at its offset in the file,
-    // or for a file of one chunk the file's BLAKE3 (docs/HTTP.md).
-    const { digest, cv } = chunkDigests(new Uint8Array(buf), index, chunkSize, false, engine);
-    const hex = toHex(single ? digest : cvBytes(cv));
-    let sent = false;
-    if (url && hex !== expect) {
-      const res = await fetch(url, {
+    const cvs = [];
+    const hexes = [];
+    let root = null;
+    for (let k = 0; k < count; k++) {
+      const off = k * chunkSize;
+      const bytes = new Uint8Array(buf, off, Math.min(chunkSize, buf.byteLength - off));
+      // The protocol's chunk digest: the chunk's chaining value at its offset in the
+      // file, or for a file of one chunk the file's BLAKE3 (docs/HTTP.md).
+      const { digest, cv } = chunkDigests(bytes, first + k, chunkSize, false, engine);
+      hexes.push(toHex(single ? digest : cvBytes(cv)));
+      cvs.push(cv);
+      if (first + k === 0) root = toHex(digest);
+    }
+    let sent = 0;
+    for (let k = 0; url && k < count;) {
+      if (hexes[k] === (expect && expect[k])) { k++; continue; }
+      let j = k + 1;
+      while (j < count && hexes[j] !== (expect && expect[j])) j++;
+      const from = k * chunkSize, to = Math.min(buf.byteLength, j * chunkSize);
+      const res = await fetch(url + (j - k > 1 ? '/runs/' : '/chunks/') + (first + k), {
         method: 'PUT',
-        body: buf,
+        body: new Uint8Array(buf, from, to - from),
         credentials: 'same-origin',
         headers: {
           'Content-Type': 'application/octet-stream',
-          'X-Xfer-Blake3': hex,
+          'X-Xfer-Blake3': hexes.slice(k, j).join(','),
           'X-CSRF-Token': csrf,
         },
       });
@@ -39,9 +55,10 @@ self.onmessage = async (ev) => {
         self.postMessage({ seq, error: { status: res.status, code: e.code || 'http_' + res.status, message: e.message || 'HTTP ' + res.status } });
         return;
       }
-      sent = true;
+      sent += to - from;
+      k = j;
     }
-    self.postMessage({ seq, digest: hex, root: digest && toHex(digest), cv, sent, engine: engine.name }, [cv.buffer]);
+    self.postMessage({ seq, digests: hexes, root, cvs, sent, engine: engine.name }, cvs.map((cv) => cv.buffer));
   } catch (e) {
     self.postMessage({ seq, error: { status: 0, code: 'network', message: String((e && e.message) || e) } });
   }

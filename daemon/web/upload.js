@@ -8,9 +8,21 @@ import { api, csrfToken } from './api.js';
 import { $, h, show, fmtSize, fmtRate, fmtDuration } from './dom.js';
 import { fileDigest, toHex } from './blake3.js';
 
+// Requests in flight: enough for IN_FLIGHT chunks, and at least RUNS_IN_FLIGHT (runs of 8:
+// three, 24 MiB read and hashed ahead or on the wire).
 const IN_FLIGHT = 6;
+const RUNS_IN_FLIGHT = 3;
+// Chunks per request: with 8 MiB bodies the browser spends about 40 % less CPU per byte
+// than with 1 MiB ones (bench/RESULTS.md); `?run=N` in the page's address sets it (1: a
+// request per chunk), up to the server's `max_run_chunks` (a server without runs takes 1).
+const RUN_CHUNKS = 8;
 const RETRIES = 5;
 const MANIFEST_PAGE = 16384;
+
+function runChunks(serverMax) {
+  const asked = Number(new URLSearchParams(location.search).get('run')) || RUN_CHUNKS;
+  return Math.max(1, Math.min(asked, serverMax || 1));
+}
 
 /**
  * Web Workers that hash (and send) chunks; a job goes to the least busy one. `engine`
@@ -117,7 +129,7 @@ class Job {
 
   progress(bytes, sent) {
     this.done += bytes;
-    if (sent) this.sent += bytes;
+    this.sent += sent;
     this.bar.value = this.done;
     this.meter.add(this.done);
     const at = sessionStorage.getItem('xfer.pauseAt');
@@ -227,8 +239,8 @@ export class Uploader {
     job.set('sending', 'sending');
     const cvs = new Array(n);
     let first = null;
-    await this.chunks(job, n, cs, held, (i, r) => {
-      cvs[i] = r.cv;
+    await this.chunks(job, n, cs, held, runChunks(open.max_run_chunks), (i, cv, r) => {
+      cvs[i] = cv;
       job.engine = r.engine;
       if (i === 0) first = hexBytes(r.root);
     });
@@ -254,19 +266,24 @@ export class Uploader {
     return out;
   }
 
-  // Every chunk through the pool, IN_FLIGHT at a time, in order of index; a chunk that
-  // fails is retried with a growing pause, then the upload fails (and stays resumable).
-  async chunks(job, n, cs, held, onChunk) {
-    const url = (i) => '/api/uploads/' + encodeURIComponent(job.id) + '/chunks/' + i;
+  // Every chunk through the pool, in runs of consecutive chunks (one Blob read, and one
+  // request for those the server lacks), a few runs in flight, in order of index; a run
+  // that fails is retried with a growing pause, then the upload fails (and stays
+  // resumable).
+  async chunks(job, n, cs, held, runLen, onChunk) {
+    const url = '/api/uploads/' + encodeURIComponent(job.id);
+    const inFlight = Math.max(RUNS_IN_FLIGHT, Math.ceil(IN_FLIGHT / runLen));
     let next = 0, active = 0, failure = null;
     await new Promise((resolve) => {
       const pump = async () => {
-        while (!failure && !job.paused && active < IN_FLIGHT && next < n) {
-          const i = next++;
+        while (!failure && !job.paused && active < inFlight && next < n) {
+          const first = next;
+          const count = Math.min(runLen, n - first);
+          next += count;
           active++;
-          this.chunk(job, i, cs, held[i] || null, url(i)).then((r) => {
-            onChunk(i, r);
-            job.progress(Math.min(cs, job.size - i * cs), r.sent);
+          this.sendRun(job, first, count, cs, held.slice(first, first + count), url).then((r) => {
+            r.cvs.forEach((cv, k) => onChunk(first + k, cv, r));
+            job.progress(Math.min(job.size, (first + count) * cs) - first * cs, r.sent);
           }, (e) => { failure = failure || e; }).finally(() => {
             active--;
             pump();
@@ -280,11 +297,11 @@ export class Uploader {
     if (failure) throw failure;
   }
 
-  async chunk(job, i, cs, expect, url) {
-    const start = i * cs, end = Math.min(job.size, start + cs);
+  async sendRun(job, first, count, cs, expect, url) {
+    const start = first * cs, end = Math.min(job.size, (first + count) * cs);
     for (let attempt = 0; ; attempt++) {
       const r = await workerPool().run({
-        file: job.file, index: i, start, end, chunkSize: cs, single: job.size <= cs, expect, url, csrf: csrfToken(),
+        file: job.file, first, count, start, end, chunkSize: cs, single: job.size <= cs, expect, url, csrf: csrfToken(),
       });
       if (!r.error) return r;
       const retry = [0, 408, 422, 429, 500, 502, 503, 504].includes(r.error.status);

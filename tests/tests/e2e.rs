@@ -32,3 +32,4 @@ mod scale_out;
 mod sync;
 mod web_api;
 mod web_browser;
+mod web_runs;

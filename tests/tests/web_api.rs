@@ -16,7 +16,7 @@ use xfer_e2e::{CHUNK, Client, Daemon, PASSWORD, alice, blake3_hex, random_bytes,
 use xfer_proto::Digest;
 
 /// An HTTPS client for one daemon.
-struct Web {
+pub(crate) struct Web {
     base: String,
     http: reqwest::Client,
 }
@@ -37,7 +37,7 @@ impl Web {
         }
     }
 
-    fn new(d: &Daemon) -> Web {
+    pub(crate) fn new(d: &Daemon) -> Web {
         Web::with_alpn(d, &[b"h2", b"http/1.1"])
     }
 
@@ -58,7 +58,7 @@ impl Web {
     }
 
     /// Signs in as `user` and returns the session token (from the cookie) and CSRF token.
-    async fn session(&self, user: &str) -> (String, String) {
+    pub(crate) async fn session(&self, user: &str) -> (String, String) {
         let (status, headers, body) = self.login(user, PASSWORD).await;
         assert_eq!(status, StatusCode::OK, "login: {body}");
         let cookie = headers["set-cookie"].to_str().unwrap();
@@ -70,13 +70,18 @@ impl Web {
         (token, body["csrf"].as_str().unwrap().to_owned())
     }
 
-    fn bearer(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn bearer(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
         self.req(method, path).bearer_auth(token)
     }
 }
 
 /// The JSON error code of a refusal.
-async fn code(r: reqwest::Response) -> (StatusCode, String) {
+pub(crate) async fn code(r: reqwest::Response) -> (StatusCode, String) {
     let status = r.status();
     let v: Value = r.json().await.unwrap_or(Value::Null);
     (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
@@ -623,7 +628,7 @@ async fn send_chunks(web: &Web, token: &str, id: &str, data: &[u8], range: Range
     }
 }
 
-async fn begin(web: &Web, token: &str, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn begin(web: &Web, token: &str, body: Value) -> (StatusCode, Value) {
     let r = web
         .bearer(Method::POST, "/api/uploads", token)
         .json(&body)
@@ -769,7 +774,7 @@ async fn a_resumable_upload_in_two_halves_resumes_and_verifies() {
     assert!(!d.audit_events("send").is_empty());
 }
 
-fn base64_head(data: &[u8]) -> String {
+pub(crate) fn base64_head(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let head = &data[..data.len().min(510)];
     let mut out = String::new();

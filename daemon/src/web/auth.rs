@@ -188,6 +188,7 @@ pub async fn server_info(State(state): State<WebState>) -> Json<serde_json::Valu
         "version": env!("CARGO_PKG_VERSION"),
         "fingerprint": state.server.fingerprint().to_string(),
         "chunk_size": crate::storage::CHUNK_SIZE,
+        "max_run_chunks": super::chunks::MAX_RUN_CHUNKS,
     }))
 }
 

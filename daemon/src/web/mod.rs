@@ -8,7 +8,8 @@
 //! - `auth.rs`: sign-in, logout, the [`Authed`] extractor (Bearer or cookie + CSRF).
 //! - `files.rs`, `download.rs`, `thumb.rs`: listing, download with Range/ETag, small
 //!   PUT, mkdir/rm/mv, thumbnails; all through [`crate::storage::Storage`].
-//! - `uploads.rs`: verified, resumable uploads by chunk (a per-session registry).
+//! - `uploads.rs`: verified, resumable uploads by chunk (a per-session registry);
+//!   `chunks.rs`: their data, one chunk or a run of chunks per request.
 //! - `headers.rs`: security headers on every response; `error.rs`: JSON errors.
 //! - `assets.rs`: the page's static files, embedded.
 //!
@@ -19,6 +20,7 @@
 mod assets;
 mod auth;
 mod chat;
+mod chunks;
 mod conn;
 mod download;
 mod error;
@@ -50,6 +52,8 @@ pub struct WebState {
     pub server: Arc<ServerState>,
     /// Open browser uploads, by session.
     pub(crate) uploads: Arc<uploads::Registry>,
+    /// Chunk buffers reused across uploads.
+    buffers: Arc<chunks::BufferPool>,
 }
 
 impl WebState {
@@ -58,6 +62,7 @@ impl WebState {
         WebState {
             server,
             uploads: Arc::default(),
+            buffers: Arc::default(),
         }
     }
 }
@@ -84,7 +89,11 @@ pub fn router(state: WebState) -> Router {
         .route("/api/uploads/{id}/manifest", get(uploads::manifest))
         .route(
             "/api/uploads/{id}/chunks/{index}",
-            put(uploads::chunk).layer(DefaultBodyLimit::disable()),
+            put(chunks::chunk).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/uploads/{id}/runs/{first}",
+            put(chunks::run).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/uploads/{id}/commit", post(uploads::commit))
         .route("/api/uploads/{id}", axum::routing::delete(uploads::close))

@@ -1,8 +1,9 @@
 //! Verified, resumable uploads by chunk: `POST /api/uploads` opens (or resumes) an
 //! upload through [`crate::storage::Storage::begin_upload`] — the same admission,
 //! partial store and resume as `xfer push`/`xfer send` — and keeps it in a registry under
-//! a random id, bound to the session that opened it. Chunks arrive as separate requests
-//! (several at once), each checked against its digest before it is written; the commit
+//! a random id, bound to the session that opened it. Chunks arrive in separate requests
+//! (several at once), one or a run of them per request (`chunks.rs`), each checked
+//! against its digest before it is written; the commit
 //! checks the whole file's BLAKE3. An upload idle for [`IDLE_EXPIRY`] is dropped from
 //! the registry (its partial stays, resumable, until `storage.partial_ttl_secs`).
 
@@ -12,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,7 +24,7 @@ use xfer_proto::{
     Digest, ErrorCode, MANIFEST_PAGE, MessageBody, SNIFF_LEN, Target, UserName, valid_user_name,
 };
 
-use super::files::{busy_transfers, conflict, json_body, query, read_body};
+use super::files::{busy_transfers, conflict, json_body, query};
 use super::{ApiError, Authed, WebState};
 use crate::admission::TransferSlot;
 use crate::audit;
@@ -40,7 +40,7 @@ const INBOX: &str = "inbox";
 pub const DIGEST_HEADER: &str = "x-xfer-blake3";
 
 /// One open upload.
-struct Open {
+pub(super) struct Open {
     session: [u8; 32],
     caller: String,
     /// Whose files it lands in (the caller's, or the recipient's for a send).
@@ -79,7 +79,7 @@ impl Registry {
         idle.iter().filter_map(|id| open.remove(id)).collect()
     }
 
-    fn get(&self, id: &str, authed: &Authed) -> Result<Arc<Open>, ApiError> {
+    pub(super) fn get(&self, id: &str, authed: &Authed) -> Result<Arc<Open>, ApiError> {
         let open = self
             .lock()
             .get(id)
@@ -131,6 +131,26 @@ pub async fn expire_idle(uploads: Arc<Registry>, shutdown: CancellationToken) {
         }
         for idle in uploads.sweep() {
             persist(&idle).await;
+        }
+    }
+}
+
+impl Open {
+    /// The storage's upload.
+    pub(super) fn upload(&self) -> &Arc<dyn Upload> {
+        &self.upload
+    }
+
+    /// Chunk data of `len` bytes was written: counts it, saves the resume state now and
+    /// then, and paces the caller at `limits.user_bytes_per_sec`.
+    pub(super) async fn stored(&self, state: &WebState, len: u64) {
+        self.received.fetch_add(len, Ordering::Relaxed);
+        if lock(&self.last_persist).elapsed() >= PERSIST_EVERY {
+            persist(self).await;
+        }
+        let rate = state.server.config().limits.user_bytes_per_sec;
+        if let Some(until) = state.server.admission.charge(&self.caller, len, rate) {
+            tokio::time::sleep_until(until).await;
         }
     }
 }
@@ -232,6 +252,7 @@ pub async fn begin(
     let answer = json!({
         "id": id,
         "chunk_size": storage::CHUNK_SIZE,
+        "max_run_chunks": super::chunks::MAX_RUN_CHUNKS,
         "chunks_held": upload.chunks_held(),
         "resumed_from": upload.resumed_from(),
     });
@@ -307,61 +328,6 @@ pub async fn manifest(
         .map(|d| d.map(|d| d.to_string()))
         .collect();
     Ok(Json(json!({ "first": q.first, "digests": digests })))
-}
-
-/// `PUT /api/uploads/{id}/chunks/{index}`: one chunk, checked before it is written.
-pub async fn chunk(
-    State(state): State<WebState>,
-    authed: Authed,
-    Path((id, index)): Path<(String, u64)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let open = state.uploads.get(&id, &authed)?;
-    let size = open.upload.size();
-    if index >= storage::chunk_count(size) {
-        return Err(ApiError::bad_request(format!(
-            "chunk {index} is past the end of a {size}-byte file"
-        )));
-    }
-    let given: Digest = headers
-        .get(DIGEST_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::bad_request("missing X-Xfer-Blake3 header"))?
-        .parse()
-        .map_err(|_| ApiError::bad_request("X-Xfer-Blake3 is not 64 hex digits"))?;
-    let offset = index * storage::CHUNK_SIZE;
-    let len = storage::chunk_len(size, index);
-    let data = read_body(body, len, |_| {}).await?;
-    if data.len() as u64 != len {
-        return Err(ApiError::bad_request(format!(
-            "chunk {index} must be exactly {len} bytes, got {}",
-            data.len()
-        )));
-    }
-    let cv = Digest::of_chunk(&data, offset, size)
-        .ok_or_else(|| ApiError::internal("placing a chunk", &index))?;
-    // The protocol's chunk digest, or the plain BLAKE3 of the chunk's bytes.
-    if given != cv && given != Digest::of(&data) {
-        let e = storage::StorageError::ChecksumMismatch(format!("chunk {index}"));
-        state.server.metrics.chunk_received(len, &Err(e));
-        return Err(ApiError::new(
-            ErrorCode::ChecksumMismatch,
-            format!("chunk {index} does not match its X-Xfer-Blake3; send it again"),
-        ));
-    }
-    let written = open.upload.write_chunk(offset, cv, data).await;
-    state.server.metrics.chunk_received(len, &written);
-    written?;
-    open.received.fetch_add(len, Ordering::Relaxed);
-    if lock(&open.last_persist).elapsed() >= PERSIST_EVERY {
-        persist(&open).await;
-    }
-    let rate = state.server.config().limits.user_bytes_per_sec;
-    if let Some(until) = state.server.admission.charge(&open.caller, len, rate) {
-        tokio::time::sleep_until(until).await;
-    }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
