@@ -227,9 +227,10 @@ fn a_corrupted_byte_in_the_servers_partial_is_detected_and_repaired() {
     assert_stored(&d, &c, "big.bin", &data);
 }
 
-/// A resumed push trusts what the server synced and sealed without reading it back; bit
-/// rot (data changed, file times not) is caught where it is for every stored file: the
-/// download sends the digests verified on arrival and the receiver checks them.
+/// What the server holds is trusted when it is exactly as synced and sealed (a resumed
+/// push does not read it back); bit rot (data changed, file times not) is caught where
+/// it is for every stored file: the download sends the digests verified on arrival and
+/// the receiver checks them. Here, in a committed file.
 #[test]
 fn a_stored_file_that_rots_on_the_servers_disk_is_refused_by_pull() {
     let d = Daemon::start();

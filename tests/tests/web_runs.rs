@@ -231,3 +231,83 @@ async fn put_run_unsized(
         .unwrap_or(0);
     (status, text)
 }
+
+/// On the S3 backend, a chunk it holds sent again with its plain BLAKE3 (`b3sum` of the
+/// piece, as docs/HTTP.md's curl loop does on a re-run) is the same chunk: accepted, the
+/// upload kept (that backend starts an upload over when a held chunk changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_chunk_sent_again_with_its_plain_blake3_keeps_an_s3_upload() {
+    let Some(garage) = tokio::task::block_in_place(xfer_e2e::garage::Garage::start) else {
+        return;
+    };
+    let tmp = tempfile::TempDir::new().unwrap();
+    let config = garage.storage_config(&tmp.path().join("s3-credentials.toml"), "web", "");
+    let data_dir = tmp.path().join("data");
+    let d = tokio::task::block_in_place(|| {
+        Daemon::start_prepared(&data_dir, &["alice"], Some(&config), tmp)
+    });
+    // Ten chunks: the first eight make the first 8 MiB part, stored while the rest comes.
+    let data = random_bytes(9 * CHUNK + 99, 8);
+    let web = Web::new(&d);
+    let (token, _) = web.session("alice").await;
+    let (status, open) = begin(
+        &web,
+        &token,
+        json!({ "path": "again.bin", "size": data.len(), "head": base64_head(&data) }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{open}");
+    let id = open["id"].as_str().unwrap();
+    let all: Vec<String> = (0..10).map(|i| cv(&data, i)).collect();
+    let r = put_run(&web, &token, id, 0, &all[..8], run_bytes(&data, 0, 8)).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let part_stored = [vec![true; 8], vec![false; 2]].concat();
+    let mut seen = Vec::new();
+    for _ in 0..600 {
+        seen = held(&web, &token, id, 10).await;
+        if seen == part_stored {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, part_stored, "the first part was never stored");
+
+    let plain = vec![blake3_hex(&run_bytes(&data, 1, 1))];
+    let r = put_run(&web, &token, id, 1, &plain, run_bytes(&data, 1, 1)).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(
+        held(&web, &token, id, 10).await,
+        part_stored,
+        "the upload was kept"
+    );
+
+    let r = put_run(&web, &token, id, 8, &all[8..], run_bytes(&data, 8, 2)).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let done = web
+        .bearer(Method::POST, &format!("/api/uploads/{id}/commit"), &token)
+        .json(&json!({ "blake3": blake3_hex(&data) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        done.status(),
+        StatusCode::OK,
+        "{}",
+        done.text().await.unwrap()
+    );
+}

@@ -134,7 +134,8 @@ enum Written {
     Done(Outcome),
 }
 
-/// Checks the data and the destination, then writes the part file (not flushed).
+/// Checks the data and the destination, then writes the file where it waits for its
+/// batch (not flushed).
 fn write(r: Received) -> Result<Written> {
     let Received {
         remote,
@@ -241,7 +242,7 @@ fn link_in(file: &std::fs::File, dest: &Path) -> Result<()> {
     ) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EEXIST) => Err(ConflictError(format!(
-            "{} appeared while the pull ran; it was left as it is (use --force to replace it)",
+            "{} appeared while the pull ran and was left as it is; pull again (with --force to replace it)",
             dest.display()
         ))
         .into()),
@@ -250,7 +251,7 @@ fn link_in(file: &std::fs::File, dest: &Path) -> Result<()> {
     }
 }
 
-/// Installs the pending part files (flush, rename, flush) and sends every result held
+/// Installs the pending files (flush, link or rename, flush) and sends every result held
 /// in `order`, in order.
 fn install(
     pending: &mut Vec<Pending>,
@@ -337,5 +338,77 @@ fn dir_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(dest: PathBuf, data: &[u8], force: bool) -> Received {
+        Received {
+            remote: "r".into(),
+            dest,
+            data: Bytes::copy_from_slice(data),
+            digest: Digest::of(data),
+            modified_unix: 1_700_000_000,
+            force,
+            server: "h:1".into(),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_free_name_waits_unnamed_and_a_replaced_one_in_its_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = dir.path().join("free");
+        let taken = dir.path().join("taken");
+        std::fs::write(&taken, b"old").unwrap();
+        let mut batch = Vec::new();
+        for r in [
+            received(free.clone(), b"new", false),
+            received(taken.clone(), b"newer", true),
+        ] {
+            match write(r).unwrap() {
+                Written::Pending(p) => batch.push(p),
+                Written::Done(_) => panic!("nothing was up to date"),
+            }
+        }
+        assert!(matches!(batch[0].staged, Staged::Unnamed));
+        assert!(matches!(batch[1].staged, Staged::Part(_)));
+        // Before the install, nothing of the free one has a name.
+        assert_eq!(
+            names(dir.path()),
+            ["taken", "taken.xfer-part", "taken.xfer-part.json"]
+        );
+        for (_, _, r) in install_batch(&mut batch) {
+            r.unwrap();
+        }
+        assert_eq!(names(dir.path()), ["free", "taken"]);
+        assert_eq!(std::fs::read(&free).unwrap(), b"new");
+        assert_eq!(std::fs::read(&taken).unwrap(), b"newer");
+    }
+
+    #[test]
+    fn a_name_taken_while_the_pull_ran_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let Written::Pending(p) = write(received(dest.clone(), b"pulled", false)).unwrap() else {
+            panic!("to install");
+        };
+        std::fs::write(&dest, b"someone's").unwrap();
+        let out = install_batch(&mut [p]);
+        let err = out[0].2.as_ref().unwrap_err().to_string();
+        assert!(err.contains("appeared while the pull ran"), "{err}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"someone's");
+        assert_eq!(names(dir.path()), ["f"]);
     }
 }

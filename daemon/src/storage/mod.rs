@@ -220,7 +220,8 @@ pub trait Storage: Send + Sync + 'static {
         modified_unix: u64,
     ) -> Result<(), StorageError>;
     /// Admission (path, conflicts, size, quota, free space, type policy), then opens or
-    /// resumes the upload, re-verifying what an earlier attempt left.
+    /// resumes the upload, re-verifying what an earlier attempt left unless it is exactly
+    /// as a closing connection synced and sealed it.
     async fn begin_upload(&self, user: &str, request: PutRequest)
     -> Result<PutBegun, StorageError>;
     /// Opens a committed file for download, computing its manifest if needed.

@@ -204,10 +204,17 @@ fn digests(headers: &HeaderMap, max: u64) -> Result<Vec<Digest>, ApiError> {
             })
         })?;
     if parsed.len() as u64 > max {
-        return Err(ApiError::bad_request(format!(
-            "X-Xfer-Blake3 names {} chunks; a run is at most {max}",
-            parsed.len()
-        )));
+        return Err(ApiError::bad_request(if max == 1 {
+            format!(
+                "X-Xfer-Blake3 names {} chunks; this route takes one",
+                parsed.len()
+            )
+        } else {
+            format!(
+                "X-Xfer-Blake3 names {} chunks; a run is at most {max}",
+                parsed.len()
+            )
+        }));
     }
     Ok(parsed)
 }

@@ -264,13 +264,20 @@ impl Local {
         let digest = if manifest::is_stored_for(stamp.size) {
             Manifest::load_or_compute(&space.manifests, &file, stamp)?.digest
         } else {
-            // Small: the digest of the bytes just read, if they are still the file's.
-            let now =
-                Stamp::of(&Metadata::from_file(&file).map_err(io_err("reading file metadata"))?);
-            if now != stamp {
-                return Err(changed());
+            // Small: its tag, or the digest of the bytes just read if they are still the
+            // file's.
+            match Manifest::read_tag(&file, stamp) {
+                Some(m) => m.digest,
+                None => {
+                    let now = Stamp::of(
+                        &Metadata::from_file(&file).map_err(io_err("reading file metadata"))?,
+                    );
+                    if now != stamp {
+                        return Err(changed());
+                    }
+                    whole_digest(&data)?
+                }
             }
-            whole_digest(&data)?
         };
         Ok(WholeRead {
             digest,
@@ -343,9 +350,10 @@ fn stage(
             vec![Digest::of_chunk(data, 0, data.len() as u64).expect("checked by whole_digest")]
         };
         let manifest = Manifest { digest, chunks };
-        // A manifest is a cache (recomputed when missing): a file without one is fine,
-        // and a small one keeps none.
+        // A manifest is a cache (recomputed when missing): a file without one is fine.
+        // A small file's is a tag on the file, made durable with its data.
         let manifest_tmp = if !manifest::is_stored_for(stamp.size) {
+            manifest.tag(&file, stamp);
             None
         } else {
             match manifest.stage(&space.manifests, stamp) {

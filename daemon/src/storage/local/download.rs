@@ -1,8 +1,8 @@
 //! Downloads of committed files, served from their manifests.
 //!
-//! Chunk digests come from the manifest (not recomputed, so data corrupted on disk is
-//! caught by the receiver); chunk data is read into buffers recycled from one chunk to
-//! the next.
+//! Chunk digests come from the manifest, or a small file's tag (`manifest.rs`): recorded
+//! at upload, not recomputed, so data corrupted on disk is caught by the receiver; chunk
+//! data is read into buffers recycled from one chunk to the next.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;

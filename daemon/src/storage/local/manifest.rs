@@ -5,11 +5,15 @@
 //! or missing one is recomputed by hashing the file when a download or a conflict check
 //! needs it. Listings never hash a large file: they show no digest instead.
 //!
-//! A file of at most [`COMPUTED_UP_TO`] bytes keeps no manifest: its digest is computed
-//! from the data whenever it is asked for, listings included (one small read and a hash,
-//! less than reading and parsing the manifest's own file). A manifest per small file
-//! cost a second inode, block and rename for every file written, which was most of the
-//! server's work for a tree of small files on some filesystems (bench/RESULTS.md).
+//! A file of at most [`COMPUTED_UP_TO`] bytes (one chunk) keeps no manifest file: its
+//! chunk digest, with the size and time it is valid for, is an extended attribute of the
+//! file itself ([`TAG`], written before the file is made durable and renamed into
+//! place), so it costs no inode, block or rename of its own: a manifest file per small
+//! file was most of the server's work for a tree of small files on some filesystems
+//! (bench/RESULTS.md). Where the filesystem keeps no user attributes, or the tag is
+//! missing or stale, the digest is computed from the data (one small read and a hash),
+//! listings included. As with manifests, downloads send the recorded digest, so damage
+//! on disk is caught by the receiver whenever the tag was there.
 
 use std::io::Read;
 
@@ -27,6 +31,11 @@ pub(crate) const DIGEST_SCHEME: u32 = 2;
 
 /// Files up to this size keep no stored manifest (see the module's documentation).
 pub(crate) const COMPUTED_UP_TO: u64 = 64 << 10;
+
+/// The extended attribute holding a small file's manifest: [`DIGEST_SCHEME`] (1 byte),
+/// size (8, little-endian), modification time in nanoseconds (16), chunk digest (32;
+/// none for an empty file).
+pub(crate) const TAG: &str = "user.xfer.digest";
 
 /// Whether a file of `size` bytes keeps a stored manifest.
 pub(crate) fn is_stored_for(size: u64) -> bool {
@@ -78,8 +87,13 @@ struct ManifestFile {
 }
 
 impl Manifest {
-    /// The manifest for `stamp`, if one is stored and still matches the file.
+    /// The manifest for `stamp`, if one is stored and still matches the file. Never for
+    /// a small file: one stored for it (before small files kept none, or a leftover of a
+    /// file whose inode it reuses) is not trusted.
     pub fn load(manifests: &Dir, stamp: Stamp) -> Option<Manifest> {
+        if !is_stored_for(stamp.size) {
+            return None;
+        }
         let text = manifests.read(stamp.file_name()).ok()?;
         let f: ManifestFile = serde_json::from_slice(&text).ok()?;
         if f.size != stamp.size || f.mtime_ns != stamp.mtime_ns || f.digests != DIGEST_SCHEME {
@@ -172,9 +186,14 @@ impl Manifest {
         stamp: Stamp,
     ) -> Result<Manifest, StorageError> {
         if !is_stored_for(stamp.size) {
-            return Self::of_small(file, stamp).ok_or_else(|| {
+            if let Some(m) = Self::read_tag(file, stamp) {
+                return Ok(m);
+            }
+            let m = Self::of_small(file, stamp).ok_or_else(|| {
                 StorageError::Conflict("the file changed while being hashed".into())
-            });
+            })?;
+            m.tag(file, stamp);
+            return Ok(m);
         }
         if let Some(m) = Self::load(manifests, stamp) {
             return Ok(m);
@@ -182,7 +201,10 @@ impl Manifest {
         let m = Self::compute(file, stamp.size)?;
         // Store it only if the file did not change while it was hashed.
         let after = file.metadata().map_err(io_err("reading file metadata"))?;
+        // ...and still has a name: a manifest stored for a file removed meanwhile would
+        // outlive it, keyed by an inode the next file may get.
         if after.len() == stamp.size
+            && std::os::unix::fs::MetadataExt::nlink(&after) > 0
             && Stamp::of(&Metadata::from_just_metadata(after)) == stamp
             && let Err(e) = m.store(manifests, stamp)
         {
@@ -208,6 +230,47 @@ impl Manifest {
             Vec::new()
         } else {
             vec![Digest::of_chunk(&data, 0, stamp.size)?]
+        };
+        Some(Manifest {
+            digest: Digest::of_chunks(&chunks),
+            chunks,
+        })
+    }
+
+    /// Keeps this manifest of a small `file` of version `stamp` on the file itself
+    /// ([`TAG`]). Best effort: without it the digest is computed when asked.
+    pub fn tag(&self, file: &std::fs::File, stamp: Stamp) {
+        let mut value = Vec::with_capacity(57);
+        value.push(DIGEST_SCHEME as u8);
+        value.extend_from_slice(&stamp.size.to_le_bytes());
+        value.extend_from_slice(&stamp.mtime_ns.to_le_bytes());
+        if let Some(chunk) = self.chunks.first() {
+            value.extend_from_slice(chunk.as_bytes());
+        }
+        if let Err(e) = rustix::fs::fsetxattr(file, TAG, &value, rustix::fs::XattrFlags::empty()) {
+            tracing::debug!(error = %e, "could not tag a small file with its digest");
+        }
+    }
+
+    /// The manifest a small `file` is tagged with, if the tag is there and is for the
+    /// version `stamp` describes.
+    pub fn read_tag(file: &std::fs::File, stamp: Stamp) -> Option<Manifest> {
+        let mut value = [0u8; 64];
+        let len = rustix::fs::fgetxattr(file, TAG, &mut value[..]).ok()?;
+        let (scheme, rest) = value[..len].split_first()?;
+        let (size, rest) = rest.split_first_chunk::<8>()?;
+        let (mtime, rest) = rest.split_first_chunk::<16>()?;
+        if u32::from(*scheme) != DIGEST_SCHEME
+            || u64::from_le_bytes(*size) != stamp.size
+            || i128::from_le_bytes(*mtime) != stamp.mtime_ns
+            || is_stored_for(stamp.size)
+        {
+            return None;
+        }
+        let chunks = match (stamp.size, <[u8; 32]>::try_from(rest)) {
+            (0, _) if rest.is_empty() => Vec::new(),
+            (1.., Ok(chunk)) => vec![Digest(chunk)],
+            _ => return None,
         };
         Some(Manifest {
             digest: Digest::of_chunks(&chunks),

@@ -36,15 +36,17 @@ fn file_entry(
     }
 }
 
-/// A file's digest as listings show it: from its manifest, or from the data of a small
-/// file (which keeps none); none for a large file without a current manifest (listings
+/// A file's digest as listings show it: from its manifest, or for a small file from its
+/// tag or else its data; none for a large file without a current manifest (listings
 /// never hash one) or a file changing while it is read.
 fn listed_digest(space: &UserSpace, path: &RelPath, stamp: Stamp) -> Option<xfer_proto::Digest> {
     if manifest::is_stored_for(stamp.size) {
         return Manifest::load(&space.manifests, stamp).map(|m| m.digest);
     }
     let file = space.home.open(path.as_path()).ok()?.into_std();
-    Manifest::of_small(&file, stamp).map(|m| m.digest)
+    Manifest::read_tag(&file, stamp)
+        .or_else(|| Manifest::of_small(&file, stamp))
+        .map(|m| m.digest)
 }
 
 /// Sets the modification time of the committed file at `path`; its manifest, keyed by
@@ -77,7 +79,11 @@ pub(crate) fn set_modified_locked(
         )));
     }
     let before = Stamp::of(&meta);
-    let manifest = Manifest::load(&space.manifests, before);
+    let manifest = if manifest::is_stored_for(before.size) {
+        Manifest::load(&space.manifests, before)
+    } else {
+        Manifest::read_tag(&file, before)
+    };
     // A time the filesystem cannot hold (beyond i64 seconds) is refused, never a panic.
     let time = i64::try_from(modified_unix)
         .ok()
@@ -94,11 +100,13 @@ pub(crate) fn set_modified_locked(
         &cap_std::fs::Metadata::from_file(&file).map_err(io_err("reading file metadata"))?,
     );
     if let Some(m) = manifest
-        && manifest::is_stored_for(after.size)
         && after != before
-        && let Err(e) = m.store(&space.manifests, after)
     {
-        warn!(error = %e, "storing the manifest of a file whose time was set failed");
+        if !manifest::is_stored_for(after.size) {
+            m.tag(&file, after);
+        } else if let Err(e) = m.store(&space.manifests, after) {
+            warn!(error = %e, "storing the manifest of a file whose time was set failed");
+        }
     }
     Ok(())
 }

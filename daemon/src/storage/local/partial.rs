@@ -44,8 +44,8 @@ pub(crate) struct PartialMeta {
     /// `(index, hex digest)` of every verified chunk.
     pub chunks: Vec<(u64, String)>,
     /// The data file as synced when a connection closed the upload, if nothing else
-    /// wrote it; a resume that finds it unchanged answers at once and re-hashes the
-    /// chunks while the rest arrives (`seal.rs`).
+    /// wrote it; a resume that finds it unchanged trusts the recorded chunks without
+    /// reading them back (`seal.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<Seal>,
 }

@@ -8,9 +8,10 @@
 //! the data exactly as it was when each chunk was verified, synced and recorded: the
 //! recorded digests are trusted as they are, as those of a chunk written on an
 //! uninterrupted connection are (which is never read back either). Damage no file time
-//! shows (bit rot) is caught where it is for every stored file: the manifest keeps the
-//! digests verified on arrival, downloads send those, not digests of what is read, and
-//! the receiver refuses a chunk that does not match. Without a matching seal (a daemon
+//! shows (bit rot) is caught where it is for every stored file: the manifest (or a small
+//! file's tag, `manifest.rs`) keeps the digests verified on arrival, downloads send
+//! those, not digests of what is read, and the receiver refuses a chunk that does not
+//! match. Without a matching seal (a daemon
 //! that died, a file written since by anyone else) every recorded chunk is re-hashed
 //! before the resume is answered, on a few threads at once ([`verify`]), and damaged ones
 //! are asked for again.

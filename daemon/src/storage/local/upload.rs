@@ -92,7 +92,8 @@ pub(crate) struct LocalUpload {
 
 impl LocalUpload {
     /// Opens (creating or resuming) the partial for `dest`, re-verifying every chunk an
-    /// earlier attempt recorded. A partial of another size is discarded.
+    /// earlier attempt recorded unless the data is exactly as sealed (`seal.rs`). A
+    /// partial of another size is discarded.
     pub fn open(
         space: Arc<UserSpace>,
         dest: RelPath,
@@ -226,7 +227,9 @@ impl LocalUpload {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the state inconsistent in a way
-        // that matters: every chunk is re-verified on resume.
+        // that matters: the seal is dropped before a write and taken again only if the
+        // data's ctime is this upload's own, so chunks written then are re-verified on
+        // resume.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -411,6 +414,17 @@ impl LocalUpload {
                 .map_err(io_err("reading upload data"))?;
             self.policy.check(&self.dest, &head)?;
         }
+        // Keyed by inode and stamp, which the rename keeps. A small file's is a tag on
+        // the file itself, made durable with its data (`manifest.rs`).
+        let stamp =
+            Stamp::of(&Metadata::from_file(&inner.file).map_err(io_err("reading file metadata"))?);
+        let manifest = Manifest {
+            digest: whole,
+            chunks,
+        };
+        if !manifest::is_stored_for(stamp.size) {
+            manifest.tag(&inner.file, stamp);
+        }
         inner
             .file
             .sync_all()
@@ -430,15 +444,8 @@ impl LocalUpload {
                 ));
             }
         };
-        // The manifest goes in first (keyed by inode and stamp, which the rename keeps), so
-        // a listing never sees the committed name without its digest.
-        let stamp =
-            Stamp::of(&Metadata::from_file(&inner.file).map_err(io_err("reading file metadata"))?);
-        let manifest = Manifest {
-            digest: whole,
-            chunks,
-        };
-        // A small file keeps none (`manifest.rs`).
+        // The manifest goes in first, so a listing never sees the committed name without
+        // its digest.
         let stored = manifest::is_stored_for(stamp.size)
             && match manifest.store(&space.manifests, stamp) {
                 Ok(()) => true,

@@ -516,16 +516,6 @@ impl Upload for S3Upload {
                 false
             }
         };
-        {
-            if changed {
-                // The local file changed since its stored parts were sent: they cannot be
-                // taken back one chunk at a time, so the upload starts over.
-                self.discard().await;
-                return Err(StorageError::Conflict(format!(
-                    "chunk {index} differs from what this upload already stored (the file changed since the upload began); the upload was discarded: push again to start over"
-                )));
-            }
-        }
         let size = self.size;
         let hashed = data.clone();
         let actual = tokio::task::spawn_blocking(move || Digest::of_chunk(&hashed, offset, size))
@@ -534,6 +524,17 @@ impl Upload for S3Upload {
         if actual != Some(digest) {
             return Err(StorageError::ChecksumMismatch(format!(
                 "chunk {index} does not match its digest"
+            )));
+        }
+        // Only a chunk that is what its digest says can tell the upload changed (a digest
+        // of another kind for the same bytes, e.g. a plain BLAKE3 from the web API, is
+        // refused above and sent again in the protocol's kind).
+        if changed {
+            // The local file changed since its stored parts were sent: they cannot be
+            // taken back one chunk at a time, so the upload starts over.
+            self.discard().await;
+            return Err(StorageError::Conflict(format!(
+                "chunk {index} differs from what this upload already stored (the file changed since the upload began); the upload was discarded: push again to start over"
             )));
         }
         if index == 0 && self.policy.applies(&self.path) {

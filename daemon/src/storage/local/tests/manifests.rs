@@ -1,7 +1,8 @@
-//! Manifests: kept for large files, not for small ones (whose digest is computed from
-//! the data when asked, listings included), and removed with the files they describe.
+//! Manifests: kept in files for large files, as a tag on the file itself for small ones
+//! (computed from the data when the tag is missing or stale), and removed with the files
+//! they describe.
 
-use super::manifest::COMPUTED_UP_TO;
+use super::manifest::{COMPUTED_UP_TO, Manifest, Stamp};
 use super::*;
 
 fn manifests(f: &Fixture, user: &str) -> Vec<String> {
@@ -95,8 +96,71 @@ async fn small_files_keep_no_manifest_yet_list_and_serve_their_digest() {
         "{done:?}"
     );
 
-    // A small file changed behind the daemon's back lists its new digest, never a
-    // stale one.
+    // A manifest file left for a small file (by an older xferd, or by a file whose
+    // inode it reuses) with the right size and time but another digest is not trusted:
+    // not by listings, downloads or `xferd migrate` (which uses `Manifest::load`).
+    let edge_path = home.join("b/edge");
+    let stamp = Stamp::of(&cap_std::fs::Metadata::from_just_metadata(
+        std::fs::metadata(&edge_path).unwrap(),
+    ));
+    let wrong = Digest::of(b"something else");
+    let space = f.storage.space("alice").unwrap();
+    Manifest {
+        digest: wrong,
+        chunks: vec![wrong],
+    }
+    .store(&space.manifests, stamp)
+    .unwrap();
+    assert!(Manifest::load(&space.manifests, stamp).is_none());
+    let listed = f.list_all("alice", &p("b/edge")).await.unwrap();
+    assert_eq!(listed[0].digest, Some(Digest::of(&edge)));
+    let dl = f
+        .storage
+        .open_download("alice", &p("b/edge"))
+        .await
+        .unwrap();
+    assert_eq!(dl.digest(), Digest::of(&edge));
+    std::fs::remove_file(
+        f.tmp
+            .path()
+            .join("users/alice/manifests")
+            .join(format!("{}.json", stamp.ino)),
+    )
+    .unwrap();
+
+    // Damage that leaves the file's time as it was (bit rot): the digest recorded at
+    // upload is what listings, whole reads and downloads give, so the receiver sees the
+    // data does not match it.
+    let stored = home.join("b/tiny");
+    let modified = std::fs::metadata(&stored).unwrap().modified().unwrap();
+    let mut rotten = tiny.clone();
+    rotten[100] ^= 0x20;
+    std::fs::write(&stored, &rotten).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stored)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let listed = f.list_all("alice", &p("b/tiny")).await.unwrap();
+    assert_eq!(
+        listed[0].digest,
+        Some(Digest::of(&tiny)),
+        "listed as uploaded"
+    );
+    let whole = f.storage.read_whole("alice", &p("b/tiny")).await.unwrap();
+    assert_eq!(whole.digest, Digest::of(&tiny));
+    assert_eq!(&whole.data[..], &rotten[..]);
+    let dl = f
+        .storage
+        .open_download("alice", &p("b/tiny"))
+        .await
+        .unwrap();
+    let (digest, bytes) = dl.read_chunk(0).await.unwrap();
+    assert_ne!(Digest::of_chunk(&bytes, 0, dl.size()), Some(digest));
+
+    // A small file changed behind the daemon's back (a new time) lists its new digest,
+    // never a stale one.
     let changed = random_bytes(2048, 4);
     std::fs::write(home.join("b/tiny"), &changed).unwrap();
     let listed = f.list_all("alice", &p("b/tiny")).await.unwrap();
