@@ -335,7 +335,23 @@ impl LocalUpload {
         }
         let mut inner = self.lock();
         self.check_live(&inner)?;
-        inner.sealed = None;
+        if let Some(seal) = inner.sealed.take() {
+            // Before the data can differ from the seal, the saved state stops claiming
+            // it: a power cut can keep a write yet lose the file times it changed, and a
+            // seal that still matched would then vouch for the new bytes. Once per
+            // resumed upload; no write until it is done.
+            let unsealed = self.save(&inner).and_then(|()| {
+                self.space
+                    .partials
+                    .open(".")
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err("saving upload state"))
+            });
+            if let Err(e) = unsealed {
+                inner.sealed = Some(seal);
+                return Err(e);
+            }
+        }
         inner
             .file
             .write_all_at(data, offset)

@@ -97,3 +97,27 @@ async fn a_partial_written_after_its_seal_is_verified_before_the_resume_is_answe
     up.commit(Digest::of(&data)).await.unwrap();
     assert_eq!(std::fs::read(f.home("alice").join("w")).unwrap(), data);
 }
+
+#[tokio::test]
+async fn the_first_write_after_a_sealed_resume_takes_the_seal_off_the_saved_state_first() {
+    let f = fixture();
+    let data = random_bytes(3 * CHUNK_SIZE as usize, 43);
+    let up = f.ready("alice", "s", &data).await;
+    send_chunks(&*up, &data, 0..2).await;
+    up.persist().await.unwrap();
+    drop(up);
+    assert!(sealed_in_meta(&f, "s").is_some(), "sealed at close");
+
+    let up = f.ready("alice", "s", &data).await;
+    assert_eq!(up.chunks_held(), 2, "trusted under the seal");
+    assert!(sealed_in_meta(&f, "s").is_some(), "nothing written yet");
+    // The saved state no longer claims the seal once the data may differ from it,
+    // before any save the chunk count would cause.
+    send_chunks(&*up, &data, 2..3).await;
+    assert!(
+        sealed_in_meta(&f, "s").is_none(),
+        "unsealed by the first write"
+    );
+    up.commit(Digest::of(&data)).await.unwrap();
+    assert_eq!(std::fs::read(f.home("alice").join("s")).unwrap(), data);
+}
