@@ -182,10 +182,13 @@ fn write(r: Received) -> Result<Written> {
     }
     let part = part_path(&dest);
     let size = data.len() as u64;
-    // Unnamed when nothing is there to replace or take over.
+    // Unnamed when nothing is there to replace or take over (a part file, or a record a
+    // crash left without its part file, goes the part file's way and is cleaned up).
     let free = !force
         || matches!(std::fs::symlink_metadata(&dest), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-    let unnamed = (free && std::fs::symlink_metadata(&part).is_err())
+    let leftover = std::fs::symlink_metadata(&part).is_ok()
+        || std::fs::symlink_metadata(part::record_path(&part)).is_ok();
+    let unnamed = (free && !leftover)
         .then(|| unnamed_in(dir_of(&dest)))
         .flatten();
     let (file, staged) = match unnamed {
