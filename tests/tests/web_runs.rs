@@ -9,7 +9,7 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use xfer_e2e::{CHUNK, Daemon, blake3_hex, random_bytes};
+use xfer_e2e::{CHUNK, DEADLINE, Daemon, blake3_hex, random_bytes};
 use xfer_proto::Digest;
 
 use super::web_api::{Web, base64_head, begin, code};
@@ -69,6 +69,44 @@ async fn held(web: &Web, token: &str, id: &str, chunks: usize) -> Vec<bool> {
         .collect()
 }
 
+/// Opens an upload of `data` to `path`; the server's answer (with its `id`).
+async fn open_upload(web: &Web, token: &str, path: &str, data: &[u8]) -> Value {
+    let (status, open) = begin(
+        web,
+        token,
+        json!({ "path": path, "size": data.len(), "head": base64_head(data) }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{open}");
+    open
+}
+
+/// Asserts a run was taken whole (204).
+async fn accepted(r: reqwest::Response) {
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+}
+
+/// Commits upload `id` as `data` and asserts it was committed.
+async fn commit(web: &Web, token: &str, id: &str, data: &[u8]) {
+    let done = web
+        .bearer(Method::POST, &format!("/api/uploads/{id}/commit"), token)
+        .json(&json!({ "blake3": blake3_hex(data) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        done.status(),
+        StatusCode::OK,
+        "{}",
+        done.text().await.unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_chunks_is_verified_chunk_by_chunk_and_bounded() {
     let d = Daemon::start_with(&["alice"], None);
@@ -76,13 +114,7 @@ async fn a_run_of_chunks_is_verified_chunk_by_chunk_and_bounded() {
     let n = data.len().div_ceil(CHUNK);
     let web = Web::new(&d);
     let (token, _) = web.session("alice").await;
-    let (status, open) = begin(
-        &web,
-        &token,
-        json!({ "path": "run.bin", "size": data.len(), "head": base64_head(&data) }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{open}");
+    let open = open_upload(&web, &token, "run.bin", &data).await;
     assert_eq!(open["max_run_chunks"], 16);
     let id = open["id"].as_str().unwrap();
 
@@ -93,12 +125,7 @@ async fn a_run_of_chunks_is_verified_chunk_by_chunk_and_bounded() {
         cv(&data, 2),
     ];
     let r = put_run(&web, &token, id, 0, &digests, run_bytes(&data, 0, 3)).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::NO_CONTENT,
-        "{}",
-        r.text().await.unwrap()
-    );
+    accepted(r).await;
 
     // Chunk 4 of the run 3..6 does not match its digest: 3 is written, 4 and 5 are not.
     let digests = vec![cv(&data, 3), cv(&data, 3), cv(&data, 5)];
@@ -161,19 +188,8 @@ async fn a_run_of_chunks_is_verified_chunk_by_chunk_and_bounded() {
     // The rest, including the short last chunk, in one run; the file commits.
     let run = vec![cv(&data, 4), cv(&data, 5), cv(&data, 6)];
     let r = put_run(&web, &token, id, 4, &run, run_bytes(&data, 4, 3)).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::NO_CONTENT,
-        "{}",
-        r.text().await.unwrap()
-    );
-    let done = web
-        .bearer(Method::POST, &format!("/api/uploads/{id}/commit"), &token)
-        .json(&json!({ "blake3": blake3_hex(&data) }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), StatusCode::OK);
+    accepted(r).await;
+    commit(&web, &token, id, &data).await;
     let stored = std::fs::read(d.files_dir("alice").join("run.bin")).unwrap();
     assert_eq!(blake3_hex(&stored), blake3_hex(&data));
 }
@@ -250,41 +266,23 @@ async fn a_held_chunk_sent_again_with_its_plain_blake3_keeps_an_s3_upload() {
     let data = random_bytes(9 * CHUNK + 99, 8);
     let web = Web::new(&d);
     let (token, _) = web.session("alice").await;
-    let (status, open) = begin(
-        &web,
-        &token,
-        json!({ "path": "again.bin", "size": data.len(), "head": base64_head(&data) }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{open}");
+    let open = open_upload(&web, &token, "again.bin", &data).await;
     let id = open["id"].as_str().unwrap();
     let all: Vec<String> = (0..10).map(|i| cv(&data, i)).collect();
     let r = put_run(&web, &token, id, 0, &all[..8], run_bytes(&data, 0, 8)).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::NO_CONTENT,
-        "{}",
-        r.text().await.unwrap()
-    );
+    accepted(r).await;
     let part_stored = [vec![true; 8], vec![false; 2]].concat();
-    let mut seen = Vec::new();
-    for _ in 0..600 {
-        seen = held(&web, &token, id, 10).await;
-        if seen == part_stored {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, part_stored, "the first part was never stored");
+    let runtime = tokio::runtime::Handle::current();
+    let stored = tokio::task::block_in_place(|| {
+        xfer_e2e::poll(DEADLINE, || {
+            (runtime.block_on(held(&web, &token, id, 10)) == part_stored).then_some(())
+        })
+    });
+    assert!(stored.is_some(), "the first part was never stored");
 
     let plain = vec![blake3_hex(&run_bytes(&data, 1, 1))];
     let r = put_run(&web, &token, id, 1, &plain, run_bytes(&data, 1, 1)).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::NO_CONTENT,
-        "{}",
-        r.text().await.unwrap()
-    );
+    accepted(r).await;
     assert_eq!(
         held(&web, &token, id, 10).await,
         part_stored,
@@ -292,22 +290,6 @@ async fn a_held_chunk_sent_again_with_its_plain_blake3_keeps_an_s3_upload() {
     );
 
     let r = put_run(&web, &token, id, 8, &all[8..], run_bytes(&data, 8, 2)).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::NO_CONTENT,
-        "{}",
-        r.text().await.unwrap()
-    );
-    let done = web
-        .bearer(Method::POST, &format!("/api/uploads/{id}/commit"), &token)
-        .json(&json!({ "blake3": blake3_hex(&data) }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        done.status(),
-        StatusCode::OK,
-        "{}",
-        done.text().await.unwrap()
-    );
+    accepted(r).await;
+    commit(&web, &token, id, &data).await;
 }

@@ -9,7 +9,7 @@
 //! size), and the server holds one chunk of it at a time, in a buffer reused from a small
 //! pool rather than a fresh allocation per chunk.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -17,7 +17,7 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use xfer_proto::{Digest, ErrorCode};
+use xfer_proto::{BufferPool, Digest, ErrorCode};
 
 use super::files::BODY_TIMEOUT;
 use super::uploads::{DIGEST_HEADER, Open};
@@ -26,58 +26,9 @@ use crate::storage::{self, StorageError};
 
 /// Most chunks one `PUT …/runs/{first}` carries (16 MiB of 1 MiB chunks).
 pub const MAX_RUN_CHUNKS: u64 = 16;
-/// Chunk buffers kept for reuse; more in use at once are allocated and freed as usual.
-const POOLED_BUFFERS: usize = 16;
-/// Below this a chunk gets a buffer of its own size, not a pooled full-chunk one.
-const POOL_FROM: usize = 64 * 1024;
-
-/// Full-chunk buffers given back after the storage wrote them. Reusing them saves the
-/// allocator's fresh pages (and their page faults) for every MiB received.
-#[derive(Default)]
-pub struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
-}
-
-impl BufferPool {
-    fn take(&self, len: usize) -> Vec<u8> {
-        let chunk = storage::CHUNK_SIZE as usize;
-        if (POOL_FROM..=chunk).contains(&len) {
-            let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            reused.unwrap_or_else(|| Vec::with_capacity(chunk))
-        } else {
-            Vec::with_capacity(len)
-        }
-    }
-
-    fn give_back(&self, mut buf: Vec<u8>) {
-        if buf.capacity() != storage::CHUNK_SIZE as usize {
-            return;
-        }
-        buf.clear();
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < POOLED_BUFFERS {
-            free.push(buf);
-        }
-    }
-}
-
-/// A chunk's bytes that return to the pool when the last [`Bytes`] of them is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    pool: Arc<BufferPool>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.pool.give_back(std::mem::take(&mut self.buf));
-    }
-}
+/// Chunk buffers kept for reuse (xferd's [`BufferPool`]); more in use at once are
+/// allocated and freed as usual.
+pub const POOLED_BUFFERS: usize = 16;
 
 /// A request body read piece by piece, each piece within [`BODY_TIMEOUT`].
 struct BodyReader {
@@ -145,15 +96,11 @@ impl BodyReader {
             if buf.is_none() && piece.len() == len {
                 return Ok(Ok(piece));
             }
+            buf.get_or_insert_with(|| pool.take(len))[have..have + piece.len()]
+                .copy_from_slice(&piece);
             have += piece.len();
-            buf.get_or_insert_with(|| pool.take(len))
-                .extend_from_slice(&piece);
         }
-        let buf = buf.unwrap_or_default();
-        Ok(Ok(Bytes::from_owner(Pooled {
-            buf,
-            pool: pool.clone(),
-        })))
+        Ok(Ok(pool.bytes(buf.unwrap_or_default())))
     }
 }
 

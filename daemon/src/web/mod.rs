@@ -53,7 +53,7 @@ pub struct WebState {
     /// Open browser uploads, by session.
     pub(crate) uploads: Arc<uploads::Registry>,
     /// Chunk buffers reused across uploads.
-    buffers: Arc<chunks::BufferPool>,
+    buffers: Arc<xfer_proto::BufferPool>,
 }
 
 impl WebState {
@@ -62,7 +62,7 @@ impl WebState {
         WebState {
             server,
             uploads: Arc::default(),
-            buffers: Arc::default(),
+            buffers: xfer_proto::BufferPool::new(chunks::POOLED_BUFFERS),
         }
     }
 }
