@@ -9,7 +9,8 @@
 #   XFER_BIN_DIR=DIR bench/web.sh …     the binaries in DIR instead of a fresh release build
 #   BLAKE3=js bench/web.sh …            the page hashes in JavaScript (`?blake3=js`), not wasm
 #   RUN=N bench/web.sh …                N chunks per request (`?run=N`; 1: one request per chunk)
-#   HTTP1=1 bench/web.sh …              the page speaks HTTP/1.1 (chromium --disable-http2), not h2
+#   HTTP1=1 bench/web.sh …              chromium --disable-http2: HTTP/1.1 against an older xferd
+#                                       that preferred h2 (xferd now prefers HTTP/1.1 itself)
 #
 # Each run also prints the engine the page's workers hashed with and chromium's busiest
 # threads (CPU s/GiB by process type/thread name).

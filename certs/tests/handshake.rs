@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ProtocolVersion, ServerConfig};
+use rustls::{CipherSuite, ClientConfig, ProtocolVersion, ServerConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -57,6 +57,9 @@ async fn handshake(
             let (_, conn) = tls.get_ref();
             assert_eq!(conn.protocol_version(), Some(ProtocolVersion::TLSv1_3));
             assert_eq!(conn.alpn_protocol(), Some(ALPN));
+            // xfer and xferd agree on AES-128-GCM (the provider lists it first).
+            let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
+            assert_eq!(suite, Some(CipherSuite::TLS13_AES_128_GCM_SHA256));
             tls.write_all(b"ping").await.unwrap();
             let mut buf = [0u8; 4];
             tls.read_exact(&mut buf).await.unwrap();

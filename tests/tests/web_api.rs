@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Version};
 use serde_json::{Value, json};
 use xfer_e2e::{CHUNK, Client, Daemon, PASSWORD, alice, blake3_hex, random_bytes, write_file};
 use xfer_proto::Digest;
@@ -230,8 +230,14 @@ async fn range_downloads_etag_and_disposition() {
     let data = random_bytes(3 * CHUNK + 12_345, 41);
     let src = write_file(local.path(), "big.bin", &data);
     assert_eq!(cli.xfer(&["push", "-q", &src], "").code(), 0);
-    for alpn in [&b"h2"[..], b"http/1.1"] {
-        let web = Web::with_alpn(&d, &[alpn]);
+    // A client offering both gets HTTP/1.1 (xferd lists it first); h2 alone still works.
+    let offers: [(&[&[u8]], Version); 3] = [
+        (&[b"h2"], Version::HTTP_2),
+        (&[b"http/1.1"], Version::HTTP_11),
+        (&[b"h2", b"http/1.1"], Version::HTTP_11),
+    ];
+    for (alpn, version) in offers {
+        let web = Web::with_alpn(&d, alpn);
         let (token, _) = web.session("alice").await;
         let get = |range: Option<&str>| {
             let mut r = web.bearer(Method::GET, "/api/file?path=big.bin", &token);
@@ -242,6 +248,7 @@ async fn range_downloads_etag_and_disposition() {
         };
         let full = get(None).await.unwrap();
         assert_eq!(full.status(), StatusCode::OK);
+        assert_eq!(full.version(), version, "offering {alpn:?}");
         let etag = full.headers()["etag"].to_str().unwrap().to_owned();
         assert_eq!(etag, format!("\"{}\"", blake3_hex(&data)));
         assert_eq!(full.headers()["accept-ranges"], "bytes");

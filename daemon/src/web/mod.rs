@@ -1,6 +1,7 @@
-//! The HTTPS application served on the xfer port to clients that negotiate ALPN `h2` or
-//! `http/1.1` (browsers, curl): the same accounts, sessions, throttle, storage and chat
-//! as the framed protocol, behind a JSON API under `/api/` and the embedded web page.
+//! The HTTPS application served on the xfer port to clients that negotiate ALPN
+//! `http/1.1` or `h2` (browsers, curl; HTTP/1.1 first, see `xfer_certs::HTTP_ALPN`): the
+//! same accounts, sessions, throttle, storage and chat as the framed protocol, behind a
+//! JSON API under `/api/` and the embedded web page.
 //! The contract is docs/HTTP.md.
 //!
 //! - `conn.rs`: one accepted TLS stream served by hyper-util's auto (HTTP/1.1 + h2)
