@@ -4,16 +4,20 @@
 //! those of a thousand `xfer` processes.
 //!
 //! ```text
-//! xfer-load fanout  ADDR FINGERPRINT PASSWORD [MEMBERS] [MESSAGES] [INTERVAL_MS]
+//! xfer-load fanout  ADDR FINGERPRINT PASSWORD [MEMBERS] [MESSAGES] [INTERVAL_MS] [ONE_BY_ONE]
 //! xfer-load idle    ADDR FINGERPRINT PASSWORD PID [CONNECTIONS]
 //! xfer-load relogin ADDR FINGERPRINT PASSWORD [SECONDS] [CONCURRENCY]
 //! ```
 //!
 //! - `fanout`: users `fan0001`… (MEMBERS of them, 1,000; each logs in once with
-//!   PASSWORD) join `#fanout` on a connection each; user `bench` says MESSAGES (200)
-//!   there, one every INTERVAL_MS (10). Each message carries the time it was sent; every
-//!   member notes when it arrives. Prints the delivery time's p50, p99 and maximum, and
-//!   how many deliveries were lost (never arrived, or reported `Missed`).
+//!   PASSWORD) join `#fanout` on a connection each. User `bench` first says ONE_BY_ONE
+//!   (50) messages there one at a time: each is said once every member has the one
+//!   before, so each fan-out is measured alone (the issue's case: one message to a
+//!   channel of 1,000). Then it says MESSAGES (200), one every INTERVAL_MS (10), without
+//!   waiting: a sustained 100 messages a second, 100,000 deliveries a second. Each
+//!   message carries the time it was sent; every member notes when it arrives. Prints,
+//!   for each of the two, the delivery time's p50, p99 and maximum, and how many
+//!   deliveries were lost (never arrived, or reported `Missed`).
 //! - `idle`: CONNECTIONS (10,000) connections authenticated with `bench`'s token, opened
 //!   64 at a time from four source addresses and held idle; prints the resident memory
 //!   of the daemon (process PID) before and after, per connection. Needs that many file
@@ -79,6 +83,7 @@ fn main() -> Result<()> {
             num(0, 1000)? as usize,
             num(1, 200)? as usize,
             Duration::from_millis(num(2, 10)?),
+            num(3, 50)? as usize,
         )),
         "idle" => {
             let pid = more
@@ -187,8 +192,14 @@ async fn fanout(
     members: usize,
     messages: usize,
     interval: Duration,
+    one_by_one: usize,
 ) -> Result<()> {
     let epoch = Instant::now();
+    // Deliveries of the one-at-a-time messages so far; the member that completes a
+    // message's fan-out wakes the sender.
+    let arrived = Arc::new(AtomicU64::new(0));
+    let all_there = Arc::new(tokio::sync::Notify::new());
+    let alone = Arc::new(Mutex::new(Vec::with_capacity(members * one_by_one)));
     let opening = Arc::new(Semaphore::new(OPENING));
     let sending = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(members * messages)));
@@ -198,6 +209,7 @@ async fn fanout(
     for i in 1..=members {
         let (server, opening, sending) = (server.clone(), opening.clone(), sending.clone());
         let (latencies, missed, ready) = (latencies.clone(), missed.clone(), ready_tx.clone());
+        let (arrived, all_there, alone) = (arrived.clone(), all_there.clone(), alone.clone());
         let password = password.to_owned();
         tasks.spawn(async move {
             let joined = async {
@@ -227,9 +239,10 @@ async fn fanout(
             };
             drop(ready);
             let mut mine = Vec::with_capacity(messages);
+            let mut first = Vec::with_capacity(one_by_one);
             let mut lost = 0u64;
             // Until every message is here, or the sender says it is over.
-            while mine.len() + (lost as usize) < messages {
+            while first.len() + mine.len() + (lost as usize) < one_by_one + messages {
                 let frame = match tokio::time::timeout(ANSWER_TIMEOUT, conn.next()).await {
                     Ok(Some(Ok(f))) => f,
                     _ => break,
@@ -239,11 +252,18 @@ async fn fanout(
                 };
                 match *event {
                     ChatEvent::Message(m) => {
-                        if let MessageBody::Text(t) = &m.body
-                            && let Some(sent) =
-                                t.strip_prefix("t=").and_then(|s| s.parse::<u64>().ok())
-                        {
+                        let MessageBody::Text(t) = &m.body else {
+                            continue;
+                        };
+                        let sent =
+                            |tag: &str| t.strip_prefix(tag).and_then(|s| s.parse::<u64>().ok());
+                        if let Some(sent) = sent("t=") {
                             mine.push(micros(epoch).saturating_sub(sent));
+                        } else if let Some(sent) = sent("o=") {
+                            first.push(micros(epoch).saturating_sub(sent));
+                            if (arrived.fetch_add(1, Ordering::SeqCst) + 1) % members as u64 == 0 {
+                                all_there.notify_one();
+                            }
                         }
                     }
                     ChatEvent::Missed { count, .. } if sending.load(Ordering::SeqCst) => {
@@ -254,6 +274,7 @@ async fn fanout(
             }
             missed.fetch_add(lost, Ordering::SeqCst);
             latencies.lock().await.extend(mine);
+            alone.lock().await.extend(first);
         });
     }
     drop(ready_tx);
@@ -268,16 +289,25 @@ async fn fanout(
     let setup_secs = setup.elapsed().as_secs_f64();
 
     let (mut sender, _) = server.login("bench", password).await?;
-    let mut tick = tokio::time::interval(interval);
+    let say = |tag: &str| Request::Say {
+        target: Target::Channel(CHANNEL.parse().expect("a channel name")),
+        text: format!("{tag}{}", micros(epoch)),
+    };
     sending.store(true, Ordering::SeqCst);
+    for _ in 0..one_by_one {
+        match call(&mut sender, say("o=")).await? {
+            Response::Said { .. } => {}
+            other => bail!("say refused: {other:?}"),
+        }
+        tokio::time::timeout(ANSWER_TIMEOUT, all_there.notified())
+            .await
+            .context("a message did not reach every member")?;
+    }
+    let mut tick = tokio::time::interval(interval);
     let sent_from = Instant::now();
     for _ in 0..messages {
         tick.tick().await;
-        let say = Request::Say {
-            target: CHANNEL.parse::<Target>()?,
-            text: format!("t={}", micros(epoch)),
-        };
-        match call(&mut sender, say).await? {
+        match call(&mut sender, say("t=")).await? {
             Response::Said { .. } => {}
             other => bail!("say refused: {other:?} (raise [chat] messages_per_sec)"),
         }
@@ -288,12 +318,23 @@ async fn fanout(
     }
     let mut lat = std::mem::take(&mut *latencies.lock().await);
     lat.sort_unstable();
-    let expected = (members * messages) as u64;
-    let delivered = lat.len() as u64;
-    let pct = |p: f64| -> f64 {
+    let mut one = std::mem::take(&mut *alone.lock().await);
+    one.sort_unstable();
+    let pct = |lat: &[u64], p: f64| -> f64 {
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
             .map_or(f64::NAN, |&us| us as f64 / 1000.0)
     };
+    println!(
+        "figure fanout_one: members={members} messages={one_by_one} deliveries={} \
+         expected={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        one.len(),
+        members * one_by_one,
+        pct(&one, 0.50),
+        pct(&one, 0.99),
+        pct(&one, 1.0),
+    );
+    let expected = (members * messages) as u64;
+    let delivered = lat.len() as u64;
     println!(
         "figure fanout: members={members} messages={messages} interval_ms={} \
          deliveries={delivered} expected={expected} lost={} missed={} p50_ms={:.2} \
@@ -301,9 +342,9 @@ async fn fanout(
         interval.as_millis(),
         expected - delivered,
         missed.load(Ordering::SeqCst),
-        pct(0.50),
-        pct(0.99),
-        pct(1.0),
+        pct(&lat, 0.50),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0),
     );
     Ok(())
 }
