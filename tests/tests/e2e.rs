@@ -32,4 +32,5 @@ mod scale_out;
 mod sync;
 mod web_api;
 mod web_browser;
+mod web_limits;
 mod web_runs;

@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Version};
@@ -23,7 +24,7 @@ pub(crate) struct Web {
 
 impl Web {
     /// Offers `alpn` (e.g. `h2`, `http/1.1`), trusting exactly the daemon's certificate.
-    fn with_alpn(d: &Daemon, alpn: &[&[u8]]) -> Web {
+    pub(crate) fn with_alpn(d: &Daemon, alpn: &[&[u8]]) -> Web {
         let verifier = xfer_certs::PinnedVerifier::new(Some(d.fingerprint.parse().unwrap()));
         let mut config = (*xfer_certs::config::client_config_pinned(verifier)).clone();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -265,6 +266,15 @@ async fn range_downloads_etag_and_disposition() {
         assert_eq!(part.bytes().await.unwrap(), data[a..=b]);
         let tail = get(Some("bytes=-10")).await.unwrap();
         assert_eq!(tail.bytes().await.unwrap(), data[data.len() - 10..]);
+        // The audit line of a range counts what it sent, not where it ended.
+        let line = tokio::task::block_in_place(|| {
+            xfer_e2e::poll(Duration::from_secs(30), || {
+                let lines = d.audit_events("download");
+                lines.into_iter().find(|l| l.contains(" bytes=10 "))
+            })
+        });
+        let line = line.expect("an audit line for the 10-byte range");
+        assert!(line.contains("resumed=true"), "{line}");
         let beyond = get(Some(&format!("bytes={}-", data.len()))).await.unwrap();
         assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 

@@ -293,3 +293,42 @@ async fn a_held_chunk_sent_again_with_its_plain_blake3_keeps_an_s3_upload() {
     accepted(r).await;
     commit(&web, &token, id, &data).await;
 }
+
+/// A chunked upload onto a name that is taken is refused with `conflict` and the file that
+/// is there; with `force` it replaces that file only at commit, as `xfer push --force` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_onto_a_taken_name_conflicts_and_force_replaces_it_at_commit() {
+    let d = Daemon::start_with(&["alice"], None);
+    let web = Web::new(&d);
+    let (token, _) = web.session("alice").await;
+    let old = random_bytes(CHUNK + 17, 11);
+    let open = open_upload(&web, &token, "taken.bin", &old).await;
+    let id = open["id"].as_str().unwrap();
+    let all: Vec<String> = (0..2).map(|i| cv(&old, i)).collect();
+    accepted(put_run(&web, &token, id, 0, &all, old.clone()).await).await;
+    commit(&web, &token, id, &old).await;
+
+    let new = random_bytes(3 * CHUNK + 5, 12);
+    let body = json!({ "path": "taken.bin", "size": new.len(), "head": base64_head(&new) });
+    let (status, refused) = begin(&web, &token, body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    assert_eq!(refused["existing"]["size"], old.len(), "{refused}");
+
+    let body = json!({
+        "path": "taken.bin", "size": new.len(), "head": base64_head(&new), "force": true,
+    });
+    let (status, open) = begin(&web, &token, body).await;
+    assert_eq!(status, StatusCode::OK, "{open}");
+    let id = open["id"].as_str().unwrap();
+    let all: Vec<String> = (0..4).map(|i| cv(&new, i)).collect();
+    accepted(put_run(&web, &token, id, 0, &all, new.clone()).await).await;
+    // Until the commit, the old file is what a download gets.
+    let get = || async {
+        let r = web.bearer(Method::GET, "/api/file?path=taken.bin", &token);
+        r.send().await.unwrap().bytes().await.unwrap()
+    };
+    assert_eq!(get().await, old);
+    commit(&web, &token, id, &new).await;
+    assert_eq!(get().await, new);
+}

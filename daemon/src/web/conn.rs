@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use hyper::body::Incoming;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, Version};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
@@ -25,6 +27,7 @@ use tracing::debug;
 use xfer_proto::ErrorCode;
 
 use super::ApiError;
+use super::linger::Linger;
 use crate::admission::PreAuthGuard;
 use crate::connections::Registration;
 use crate::session::Accepted;
@@ -117,7 +120,20 @@ pub async fn serve_connection(
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         c.last_request.store(crate::now_unix(), Ordering::Relaxed);
         req.extensions_mut().insert(c.clone());
-        router.clone().oneshot(req.map(Body::new))
+        // A refused HTTP/1.1 request may leave its body unread, and then hyper closes the
+        // connection after the answer; saying so in the answer keeps the client from
+        // sending its next request on a connection that is closing (`linger.rs` keeps
+        // the answer itself from being lost).
+        let may_close = req.version() == Version::HTTP_11 && !req.body().is_end_stream();
+        let answer = router.clone().oneshot(req.map(Body::new));
+        async move {
+            let mut res = answer.await?;
+            if may_close && (res.status().is_client_error() || res.status().is_server_error()) {
+                res.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(res)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -132,7 +148,7 @@ pub async fn serve_connection(
         .max_concurrent_streams(MAX_STREAMS)
         .keep_alive_interval(Some(HEADER_TIMEOUT))
         .keep_alive_timeout(HEADER_TIMEOUT);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Linger::new(tls)), service);
     tokio::pin!(conn);
     let idle = Duration::from_secs(state.config().limits.idle_timeout_secs);
     let why = loop {

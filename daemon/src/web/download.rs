@@ -101,6 +101,7 @@ pub async fn get_file(
         user: authed.user,
         path,
         download,
+        start,
         next: start,
         end,
         resumed: start > 0,
@@ -124,6 +125,8 @@ struct Sender {
     user: String,
     path: RelPath,
     download: Arc<dyn Download>,
+    /// The first byte asked for (0, or a range's start).
+    start: u64,
     next: u64,
     end: u64,
     resumed: bool,
@@ -165,7 +168,8 @@ impl Sender {
     }
 
     fn finished(&self) {
-        let sent = self.end;
+        // What this request sent: a range from its first byte, not from the file's.
+        let sent = self.end - self.start;
         audit::download(&audit::DownloadRecord {
             user: &self.user,
             path: self.path.as_str(),

@@ -5,7 +5,9 @@
 //! The contract is docs/HTTP.md.
 //!
 //! - `conn.rs`: one accepted TLS stream served by hyper-util's auto (HTTP/1.1 + h2)
-//!   builder: deadlines, size bounds, admission, kick and shutdown.
+//!   builder: deadlines, size bounds, admission, kick and shutdown; `linger.rs`: its
+//!   close, which reads what the client still sends so a refusal sent before the body
+//!   arrived is not lost to a reset.
 //! - `auth.rs`: sign-in, logout, the [`Authed`] extractor (Bearer or cookie + CSRF).
 //! - `files.rs`, `download.rs`, `thumb.rs`: listing, download with Range/ETag, small
 //!   PUT, mkdir/rm/mv, thumbnails; all through [`crate::storage::Storage`].
@@ -27,6 +29,7 @@ mod download;
 mod error;
 mod files;
 mod headers;
+mod linger;
 mod thumb;
 mod uploads;
 
