@@ -32,4 +32,5 @@ mod scale_out;
 mod sync;
 mod web_api;
 mod web_browser;
+mod web_chat;
 mod web_runs;
