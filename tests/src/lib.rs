@@ -56,6 +56,25 @@ pub fn bin(name: &str) -> PathBuf {
             "build", "--quiet", "--bins", "-p", "xferd", "-p", "xfer", "-p", "xfer-e2e",
         ]);
         cmd.args(["--features", "xfer-e2e/tokio-test-util"]);
+        // `cargo test` gives the test its package's CARGO_PKG_*, CARGO_MANIFEST_* and
+        // the like; ring's build script reruns when those change, so passing them on
+        // would rebuild ring, rustls and both binaries here and again at the next
+        // `cargo build` or `cargo test`.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let per_package = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ];
+            if per_package.iter().any(|p| k.starts_with(p))
+                || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "CARGO_TARGET_TMPDIR"
+            {
+                cmd.env_remove(&key);
+            }
+        }
         if profile == "release" {
             cmd.arg("--release");
         } else if profile != "debug" {

@@ -32,5 +32,6 @@ mod scale_out;
 mod sync;
 mod web_api;
 mod web_browser;
+mod web_chat;
 mod web_limits;
 mod web_runs;
