@@ -29,7 +29,7 @@ pub const ALPN: &[u8] = b"xfer/1";
 
 /// The ALPN identifiers of the HTTPS application the daemon also serves on its port
 /// (browsers, curl): offered after [`ALPN`], so an xfer client always gets the protocol.
-/// HTTP/1.1 comes before h2: a browser's upload costs it and the daemon about 2.5 CPU
+/// HTTP/1.1 comes before h2: a browser's upload costs it and the daemon about 1.7 CPU
 /// seconds per GiB less than over h2's framing and flow control (bench/RESULTS.md), and
 /// a LAN page gains little from h2's single connection. A client offering only h2 gets it.
 pub const HTTP_ALPN: [&[u8]; 2] = [b"http/1.1", b"h2"];

@@ -86,10 +86,15 @@ async fn a_request_head_that_never_ends_is_dropped_after_30_s() {
     // The login deadline far beyond the head's 30 s, so only the head timeout can close.
     let d = Daemon::start_with(&["alice"], Some("[limits]\nlogin_timeout_secs = 600\n"));
     let mut tls = connect(&d).await;
+    let started = std::time::Instant::now();
     tls.write_all(b"GET /api/server HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let sent = read_to_close(&mut tls, Duration::from_secs(30) + DEADLINE).await;
+    // Not before the head's time was up (the server's clock started at the connection,
+    // a little before this one).
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(25), "closed after {waited:?}");
     // Nothing was answered: the request never became one.
     let sent = String::from_utf8_lossy(&sent);
     assert!(!sent.contains("200 OK"), "{sent}");
@@ -99,11 +104,19 @@ async fn a_request_head_that_never_ends_is_dropped_after_30_s() {
 async fn a_busy_connection_that_never_signs_in_is_closed_at_the_login_deadline() {
     let d = Daemon::start_with(&["alice"], Some("[limits]\nlogin_timeout_secs = 3\n"));
     let (mut rx, mut tx) = tokio::io::split(connect(&d).await);
-    // Anonymous requests back to back: the connection is never idle and no request head
-    // is ever late, so nothing but the login deadline can close it.
+    // Anonymous requests one after another: the connection is never idle and no request
+    // head is ever late, so nothing but the login deadline can close it.
     let writer = tokio::spawn(async move {
         let req = b"GET /api/server HTTP/1.1\r\nHost: localhost\r\n\r\n";
-        while tx.write_all(req).await.is_ok() {}
+        // Paced, so the test does not take a core: the idle timeout (15 min) and the
+        // head's 30 s are far longer than the gaps.
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            pace.tick().await;
+            if tx.write_all(req).await.is_err() {
+                break;
+            }
+        }
     });
     let answers = read_to_close(&mut rx, Duration::from_secs(3) + DEADLINE).await;
     writer.abort();

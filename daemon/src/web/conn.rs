@@ -148,7 +148,9 @@ pub async fn serve_connection(
         .max_concurrent_streams(MAX_STREAMS)
         .keep_alive_interval(Some(HEADER_TIMEOUT))
         .keep_alive_timeout(HEADER_TIMEOUT);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Linger::new(tls)), service);
+    let http1 = tls.get_ref().1.alpn_protocol() == Some(b"http/1.1");
+    let io = Linger::new(tls, http1, stop.clone());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = Duration::from_secs(state.config().limits.idle_timeout_secs);
     let why = loop {

@@ -108,12 +108,19 @@ pub async fn get_file(
         started: Instant::now(),
         _slot: slot,
     };
+    // Recorded with the last piece, not when the stream ends: hyper's HTTP/1.1 writer
+    // stops polling a body once it has sent its Content-Length.
+    if sender.next >= sender.end {
+        sender.finished();
+    }
     let stream = futures_util::stream::unfold(sender, |mut s| async move {
         if s.next >= s.end {
-            s.finished();
             return None;
         }
         let piece = s.piece().await;
+        if piece.is_ok() && s.next >= s.end {
+            s.finished();
+        }
         Some((piece, s))
     });
     Ok((status, h, Body::from_stream(stream)).into_response())

@@ -6,8 +6,9 @@
 //! the kernel send a reset, which can reach the client before it has read the answer, so
 //! the client sees a broken connection instead of the 413 or 422 that says what to fix
 //! (h2 refuses one stream and keeps the connection; HTTP/1.1 cannot). [`Linger`] wraps
-//! the stream: its shutdown sends the close, then reads and drops what the client still
-//! sends, until the client closes, [`LINGER_BYTES`] or [`LINGER_TIME`].
+//! the stream of an HTTP/1.1 connection: its shutdown sends the close, then reads and
+//! drops what the client still sends, until the client closes, [`LINGER_BYTES`] or
+//! [`LINGER_TIME`]. A kick or the daemon's shutdown skips it.
 
 use std::io;
 use std::pin::Pin;
@@ -16,24 +17,31 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 
 /// Most bytes read and dropped after the close: a whole run of chunks and then some.
-pub const LINGER_BYTES: u64 = 32 * 1024 * 1024;
+pub const LINGER_BYTES: u64 = 20 * 1024 * 1024;
 /// Longest wait for the client to close after the server has.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
 
 /// A stream whose shutdown lingers (module docs).
 pub struct Linger<T> {
     io: T,
+    /// Off for h2 (which refuses a stream, not the connection).
+    enabled: bool,
+    /// The connection's kick and shutdown: no lingering once cancelled.
+    stop: CancellationToken,
     /// Set once the close was sent: draining until it fires.
     deadline: Option<Pin<Box<Sleep>>>,
     drained: u64,
 }
 
 impl<T> Linger<T> {
-    pub fn new(io: T) -> Linger<T> {
+    pub fn new(io: T, enabled: bool, stop: CancellationToken) -> Linger<T> {
         Linger {
             io,
+            enabled,
+            stop,
             deadline: None,
             drained: 0,
         }
@@ -79,6 +87,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<T> {
         let this = &mut *self;
         if this.deadline.is_none() {
             ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            if !this.enabled || this.stop.is_cancelled() {
+                return Poll::Ready(Ok(()));
+            }
             this.deadline = Some(Box::pin(tokio::time::sleep(LINGER_TIME)));
         }
         let mut scratch = [0u8; 16 * 1024];
