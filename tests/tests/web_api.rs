@@ -23,14 +23,35 @@ pub(crate) struct Web {
     http: reqwest::Client,
 }
 
+/// A TLS client config that offers `alpn` and trusts exactly the daemon's certificate.
+fn pinned_config(d: &Daemon, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let verifier = xfer_certs::PinnedVerifier::new(Some(d.fingerprint.parse().unwrap()));
+    let mut config = (*xfer_certs::config::client_config_pinned(verifier)).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// A raw TLS connection to the daemon that negotiated HTTP/1.1, for tests that write
+/// requests by hand (chunked bodies, stalled heads, WebSocket upgrades).
+pub(crate) async fn http1_tls(
+    d: &Daemon,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = pinned_config(d, &[b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls
+}
+
 impl Web {
     /// Offers `alpn` (e.g. `h2`, `http/1.1`), trusting exactly the daemon's certificate.
     pub(crate) fn with_alpn(d: &Daemon, alpn: &[&[u8]]) -> Web {
-        let verifier = xfer_certs::PinnedVerifier::new(Some(d.fingerprint.parse().unwrap()));
-        let mut config = (*xfer_certs::config::client_config_pinned(verifier)).clone();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(config)
+            .use_preconfigured_tls(pinned_config(d, alpn))
             .build()
             .expect("reqwest client");
         Web {

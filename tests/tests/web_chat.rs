@@ -4,8 +4,6 @@
 //! no connection, history paged backwards, presence, the upgrade's CSRF/Origin/Bearer
 //! rules, the frame size and rate limits, and `xferd kick` ending the socket.
 
-use std::time::Duration;
-
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -16,7 +14,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
 use xfer_e2e::{Client, DEADLINE, Daemon, PASSWORD, alice};
 
-use crate::web_api::Web;
+use crate::web_api::{Web, http1_tls};
 
 /// Frames a socket may send at once before it is told to slow down (docs/HTTP.md).
 const FRAME_BURST: usize = 60;
@@ -44,17 +42,7 @@ async fn upgrade(
     auth: &Auth<'_>,
     origin: Option<&str>,
 ) -> Result<WebSocketStream<TlsStream<TcpStream>>, tungstenite::Error> {
-    let verifier = xfer_certs::PinnedVerifier::new(Some(d.fingerprint.parse().unwrap()));
-    let mut config = (*xfer_certs::config::client_config_pinned(verifier)).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(d.addr).await.expect("tcp connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("tls connect");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-
+    let tls = http1_tls(d).await;
     let query = match auth {
         Auth::Cookie {
             csrf: Some(csrf), ..
@@ -470,8 +458,9 @@ async fn frames_faster_than_the_rate_are_answered_rate_limited() {
             break;
         }
         assert_eq!(v["code"], "rate_limited", "{v}");
+        // A refused frame takes no token, so each answer is the next try's cue while
+        // the bucket refills (20 a second).
         assert!(start.elapsed() < DEADLINE, "never answered again");
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -4,36 +4,14 @@
 //! closed at the login deadline however busy it keeps itself; a refusal sent before the
 //! body was read reaches the client.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use xfer_certs::PinnedVerifier;
-use xfer_certs::config::client_config_pinned;
 use xfer_e2e::{CHUNK, DEADLINE, Daemon, blake3_hex, random_bytes};
 
-use super::web_api::{Web, base64_head, begin, code};
-
-/// A TLS connection to `d` that negotiated HTTP/1.1.
-async fn connect(d: &Daemon) -> TlsStream<TcpStream> {
-    let verifier = PinnedVerifier::new(Some(d.fingerprint.parse().unwrap()));
-    let mut config = (*client_config_pinned(verifier)).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(d.addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    tls
-}
+use super::web_api::{Web, base64_head, begin, code, http1_tls};
 
 /// Everything the server sends until it closes the connection, which must happen within
 /// `limit`.
@@ -67,13 +45,13 @@ fn request(header_len: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_over_64_kib_is_refused_and_one_under_it_is_served() {
     let d = Daemon::start_with(&["alice"], None);
-    let mut tls = connect(&d).await;
+    let mut tls = http1_tls(&d).await;
     tls.write_all(request(1024).as_bytes()).await.unwrap();
     let served = read_to_close(&mut tls, DEADLINE).await;
     let served = String::from_utf8_lossy(&served);
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 
-    let mut tls = connect(&d).await;
+    let mut tls = http1_tls(&d).await;
     // The server may stop reading (and close) before the whole head is written.
     let _ = tls.write_all(request(70 * 1024).as_bytes()).await;
     let refused = read_to_close(&mut tls, DEADLINE).await;
@@ -85,7 +63,7 @@ async fn a_request_head_over_64_kib_is_refused_and_one_under_it_is_served() {
 async fn a_request_head_that_never_ends_is_dropped_after_30_s() {
     // The login deadline far beyond the head's 30 s, so only the head timeout can close.
     let d = Daemon::start_with(&["alice"], Some("[limits]\nlogin_timeout_secs = 600\n"));
-    let mut tls = connect(&d).await;
+    let mut tls = http1_tls(&d).await;
     let started = std::time::Instant::now();
     tls.write_all(b"GET /api/server HTTP/1.1\r\nHost: localhost\r\n")
         .await
@@ -103,7 +81,7 @@ async fn a_request_head_that_never_ends_is_dropped_after_30_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_connection_that_never_signs_in_is_closed_at_the_login_deadline() {
     let d = Daemon::start_with(&["alice"], Some("[limits]\nlogin_timeout_secs = 3\n"));
-    let (mut rx, mut tx) = tokio::io::split(connect(&d).await);
+    let (mut rx, mut tx) = tokio::io::split(http1_tls(&d).await);
     // Anonymous requests one after another: the connection is never idle and no request
     // head is ever late, so nothing but the login deadline can close it.
     let writer = tokio::spawn(async move {

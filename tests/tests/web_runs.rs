@@ -4,15 +4,13 @@
 //! (also when the body has no length and the excess only shows as it arrives), and a run
 //! that finishes the upload commits the same file as single chunks would.
 
-use std::sync::Arc;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xfer_e2e::{CHUNK, DEADLINE, Daemon, blake3_hex, random_bytes};
 use xfer_proto::Digest;
 
-use super::web_api::{Web, base64_head, begin, code};
+use super::web_api::{Web, base64_head, begin, code, http1_tls};
 
 /// The protocol digest of chunk `index` of `data`.
 fn cv(data: &[u8], index: usize) -> String {
@@ -206,16 +204,7 @@ async fn put_run_unsized(
     body: &[u8],
     excess: usize,
 ) -> (u16, String) {
-    let verifier = xfer_certs::PinnedVerifier::new(Some(d.fingerprint.parse().unwrap()));
-    let mut config = (*xfer_certs::config::client_config_pinned(verifier)).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(d.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (mut rx, mut tx) = tokio::io::split(tls);
+    let (mut rx, mut tx) = tokio::io::split(http1_tls(d).await);
     let head = format!(
         "PUT /api/uploads/{id}/runs/{first} HTTP/1.1\r\nHost: localhost\r\n\
          Authorization: Bearer {token}\r\nX-Xfer-Blake3: {}\r\n\
