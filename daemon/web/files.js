@@ -27,6 +27,7 @@ export function init(c) {
 /** Shows folder `path` ('' = home). */
 export function open(path) {
   cwd = path || '';
+  error('');
   load();
 }
 
@@ -40,7 +41,6 @@ function error(msg) {
 
 async function load() {
   const seq = ++loadSeq;
-  error('');
   renderCrumbs();
   let listing;
   try {
@@ -135,10 +135,22 @@ function mkdir() {
   act(() => api('POST', '/api/mkdir', { path: join(cwd, name), parents: false }));
 }
 
+// Onto a name that is taken, the page asks before it replaces (the API's `force`).
 function rename(e) {
   const to = prompt('Rename ' + e.name + ' to', e.name);
   if (!to || to === e.name) return;
-  act(() => api('POST', '/api/mv', { from: join(cwd, e.name), to: join(cwd, to), force: false }));
+  const mv = (force) => api('POST', '/api/mv', { from: join(cwd, e.name), to: join(cwd, to), force });
+  act(async () => {
+    try {
+      await mv(false);
+    } catch (err) {
+      if (err.code !== 'conflict') throw err;
+      if (!confirm(to + ' already exists here. Replace it with ' + e.name + '?')) {
+        throw new Error(to + ' already exists here; ' + e.name + ' was not renamed');
+      }
+      await mv(true);
+    }
+  });
 }
 
 function remove(e, path) {

@@ -4,6 +4,7 @@
 // holds: consecutive ones together in one request (`PUT …/runs/{first}`, or `…/chunks/{i}`
 // for a single chunk), since the browser's cost of sending falls with the body's size.
 // Several jobs overlap: while one run's request is on the wire the worker hashes the next.
+// While a request is on the wire the worker reports the bytes sent so far.
 // BLAKE3 runs in WebAssembly SIMD (b3simd.js) where the browser has it, else in
 // JavaScript; a job with engine 'js' asks for the latter.
 
@@ -12,6 +13,28 @@ import { simdEngine } from './b3simd.js';
 
 // Compiled once per worker, while the first chunk is read; null without wasm SIMD.
 const simd = simdEngine().catch(() => null);
+
+// One PUT with XMLHttpRequest, which (unlike fetch) reports upload progress: the page's
+// bars, rates and times left move while a run of 8 MiB is on the wire, not only when it
+// ends. Progress goes to the page as { seq, progress: bytes since the last report }.
+function put(seq, url, body, headers) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('PUT', url);
+    for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);
+    let reported = 0;
+    xhr.upload.onprogress = (ev) => {
+      if (ev.loaded > reported) {
+        self.postMessage({ seq, progress: ev.loaded - reported });
+        reported = ev.loaded;
+      }
+    };
+    xhr.onload = () => resolve({ ok: xhr.status >= 200 && xhr.status < 300, status: xhr.status, text: xhr.responseText });
+    xhr.onerror = () => reject(new Error('the connection to the server failed'));
+    xhr.onabort = () => reject(new Error('the request was aborted'));
+    xhr.send(body);
+  });
+}
 
 self.onmessage = async (ev) => {
   const { seq, file, first, count, start, end, chunkSize, single, expect, url, csrf } = ev.data;
@@ -38,19 +61,15 @@ self.onmessage = async (ev) => {
       let j = k + 1;
       while (j < count && hexes[j] !== (expect && expect[j])) j++;
       const from = k * chunkSize, to = Math.min(buf.byteLength, j * chunkSize);
-      const res = await fetch(url + (j - k > 1 ? '/runs/' : '/chunks/') + (first + k), {
-        method: 'PUT',
-        body: new Uint8Array(buf, from, to - from),
-        credentials: 'same-origin',
-        headers: {
+      const res = await put(seq, url + (j - k > 1 ? '/runs/' : '/chunks/') + (first + k),
+        new Uint8Array(buf, from, to - from), {
           'Content-Type': 'application/octet-stream',
           'X-Xfer-Blake3': hexes.slice(k, j).join(','),
           'X-CSRF-Token': csrf,
-        },
-      });
+        });
       if (!res.ok) {
         let body = null;
-        try { body = await res.json(); } catch { /* not JSON */ }
+        try { body = JSON.parse(res.text); } catch { /* not JSON */ }
         const e = (body && body.error) || {};
         self.postMessage({ seq, error: { status: res.status, code: e.code || 'http_' + res.status, message: e.message || 'HTTP ' + res.status } });
         return;

@@ -33,24 +33,34 @@ class Pool {
     this.engine = engine;
     this.workers = [];
     this.waiting = new Map();
+    this.onProgress = new Map();
     this.seq = 0;
     for (let i = 0; i < n; i++) {
       const w = new Worker('/assets/hashworker.js', { type: 'module' });
       w.busy = 0;
       w.onmessage = (ev) => {
+        const { seq, progress } = ev.data;
+        if (progress !== undefined) {
+          const report = this.onProgress.get(seq);
+          if (report) report(progress);
+          return;
+        }
         w.busy--;
-        const done = this.waiting.get(ev.data.seq);
-        this.waiting.delete(ev.data.seq);
+        const done = this.waiting.get(seq);
+        this.waiting.delete(seq);
+        this.onProgress.delete(seq);
         done(ev.data);
       };
       this.workers.push(w);
     }
   }
 
-  run(job) {
+  /** Runs `job`; `onProgress(bytes)` hears of bytes sent while its request is out. */
+  run(job, onProgress) {
     const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
     w.busy++;
     const seq = ++this.seq;
+    if (onProgress) this.onProgress.set(seq, onProgress);
     return new Promise((resolve) => {
       this.waiting.set(seq, resolve);
       w.postMessage({ engine: this.engine, ...job, seq });
@@ -283,7 +293,8 @@ export class Uploader {
           active++;
           this.sendRun(job, first, count, cs, held.slice(first, first + count), url).then((r) => {
             r.cvs.forEach((cv, k) => onChunk(first + k, cv, r));
-            job.progress(Math.min(job.size, (first + count) * cs) - first * cs, r.sent);
+            // The run's bytes, less those already counted while they were sent.
+            job.progress(Math.min(job.size, (first + count) * cs) - first * cs - r.counted, r.sent);
           }, (e) => { failure = failure || e; }).finally(() => {
             active--;
             pump();
@@ -300,10 +311,13 @@ export class Uploader {
   async sendRun(job, first, count, cs, expect, url) {
     const start = first * cs, end = Math.min(job.size, (first + count) * cs);
     for (let attempt = 0; ; attempt++) {
+      let counted = 0;
       const r = await workerPool().run({
         file: job.file, first, count, start, end, chunkSize: cs, single: job.size <= cs, expect, url, csrf: csrfToken(),
-      });
-      if (!r.error) return r;
+      }, (bytes) => { counted += bytes; job.progress(bytes, 0); });
+      if (!r.error) return { ...r, counted };
+      // What a failed request had sent is not held: take it back off the bars.
+      job.progress(-counted, 0);
       const retry = [0, 408, 422, 429, 500, 502, 503, 504].includes(r.error.status);
       if (!retry || attempt >= RETRIES) throw new Error(r.error.message);
       await new Promise((res) => setTimeout(res, 250 * 2 ** attempt));

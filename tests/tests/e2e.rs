@@ -34,4 +34,5 @@ mod web_api;
 mod web_browser;
 mod web_chat;
 mod web_limits;
+mod web_page;
 mod web_runs;

@@ -354,7 +354,7 @@ async fn range_downloads_etag_and_disposition() {
     }
 }
 
-fn png() -> Vec<u8> {
+pub(crate) fn png() -> Vec<u8> {
     // A valid 1x1 RGBA PNG.
     let hex = "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489\
                0000000d4944415478da636460f85f0f0002870180eb47ba920000000049454e44ae426082";
@@ -891,6 +891,60 @@ async fn quota_and_type_policy_are_refused_with_their_codes() {
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
     assert_eq!(body["error"]["code"], "type_rejected");
     assert!(!d.files_dir("alice").join("big.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_would_eat_the_free_space_reserve_is_refused_with_no_space() {
+    // A reserve larger than any disk: every upload would eat into it.
+    let config = "[storage]\nmin_free_bytes = 1000000000000000000\n";
+    let d = Daemon::start_with(&["alice", "bob"], Some(config));
+    let web = Web::new(&d);
+    let (token, _) = web.session("alice").await;
+    let data = random_bytes(3 * CHUNK + 5, 3);
+    for req in [
+        json!({ "path": "big.bin", "size": data.len(), "head": base64_head(&data) }),
+        json!({ "to": "bob", "name": "big.bin", "size": data.len(), "head": base64_head(&data) }),
+    ] {
+        let (status, body) = begin(&web, &token, req.clone()).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{req}: {body}");
+        assert_eq!(body["error"]["code"], "no_space", "{req}: {body}");
+        assert_eq!(
+            body["error"]["message"], "server out of space",
+            "{req}: {body}"
+        );
+    }
+    let r = web
+        .bearer(Method::PUT, "/api/file?path=small.bin", &token)
+        .body(vec![1u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::INSUFFICIENT_STORAGE, "no_space".into())
+    );
+    // The CLI is refused the same way, before any data flows.
+    let a = alice(&d);
+    let src = tempfile::TempDir::new().unwrap();
+    let path = write_file(src.path(), "big.bin", &data);
+    let out = a.xfer(&["push", &path], "");
+    assert_eq!(out.code(), 10, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("server out of space"),
+        "{}",
+        out.stderr()
+    );
+    // Nothing was stored or kept partial by anyone.
+    for user in ["alice", "bob"] {
+        assert!(d.partial_files(user).is_empty(), "{user}'s partials");
+        let stored: Vec<_> = std::fs::read_dir(d.files_dir(user))
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            stored.iter().all(|n| n == "inbox"),
+            "{user}'s files: {stored:?}"
+        );
+    }
 }
 
 /// The fenced `sh` blocks of docs/HTTP.md, run in order by bash against a real xferd,

@@ -26,16 +26,16 @@ use xfer_e2e::{
 };
 
 /// A browser may take long on a loaded 2-core machine: page loads, a 50 MiB upload.
-const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
 
 static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 /// chromedriver on a free port, a headless chromium session through it, and the
 /// download directory. Dropping it ends the session's processes.
-struct Browser {
-    web: Web,
+pub(crate) struct Browser {
+    pub(crate) web: Web,
     driver: Child,
-    downloads: TempDir,
+    pub(crate) downloads: TempDir,
     _profile: TempDir,
 }
 
@@ -49,7 +49,7 @@ fn tool(name: &str) -> Option<PathBuf> {
 
 impl Browser {
     /// `None` (the test is skipped) when chromium or chromedriver is missing.
-    async fn start() -> Option<Browser> {
+    pub(crate) async fn start() -> Option<Browser> {
         let (Some(driver_bin), Some(_)) = (tool("chromedriver"), tool("chromium")) else {
             assert!(
                 std::env::var("XFER_REQUIRE_INTEROP").as_deref() != Ok("1"),
@@ -127,13 +127,13 @@ impl Browser {
         })
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.web.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 
-    async fn find(&self, css: &str) -> Element {
+    pub(crate) async fn find(&self, css: &str) -> Element {
         self.web
             .wait()
             .at_most(BROWSER_DEADLINE)
@@ -142,14 +142,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no {css} in the page: {e}"))
     }
 
-    async fn js(&self, script: &str) -> Value {
+    pub(crate) async fn js(&self, script: &str) -> Value {
         self.web.execute(script, vec![]).await.expect("script runs")
     }
 
     /// Waits until `script` (an expression) is truthy in the page; its value. The page
     /// checks it on each animation frame and answers once it holds (the script timeout
     /// is [`BROWSER_DEADLINE`]).
-    async fn until(&self, what: &str, script: &str) -> Value {
+    pub(crate) async fn until(&self, what: &str, script: &str) -> Value {
         let body = format!(
             "const done = arguments[arguments.length - 1];
              const check = () => {{
@@ -164,9 +164,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("timed out waiting for {what}: {e}"))
     }
 
-    async fn sign_in(&self, d: &Daemon, user: &str) {
+    pub(crate) async fn sign_in(&self, d: &Daemon, user: &str) {
+        self.sign_in_at(&d.host_port(), user).await;
+    }
+
+    /// Signs in on the page at `host_port` (the daemon, or a relay to it).
+    pub(crate) async fn sign_in_at(&self, host_port: &str, user: &str) {
         self.web
-            .goto(&format!("https://{}/", d.host_port()))
+            .goto(&format!("https://{host_port}/"))
             .await
             .expect("page loads");
         self.find("#signin-user")
@@ -191,14 +196,55 @@ impl Browser {
         .await;
     }
 
+    /// Picks `paths` in the file input `css` (chromedriver takes one path per line; a
+    /// directory for a `webkitdirectory` input).
+    pub(crate) async fn pick(&self, css: &str, paths: &[&Path]) {
+        let keys: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        self.find(css)
+            .await
+            .send_keys(&keys.join("\n"))
+            .await
+            .unwrap_or_else(|e| panic!("pick {keys:?} in {css}: {e}"));
+    }
+
+    /// The text of the `prompt()` or `confirm()` the page opens, once it is open (a page
+    /// may ask only after a request's answer).
+    pub(crate) async fn dialog(&self) -> String {
+        let deadline = tokio::time::Instant::now() + BROWSER_DEADLINE;
+        loop {
+            match self.web.get_alert_text().await {
+                Ok(text) => return text,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    panic!("no dialog opened: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Answers the `prompt()` or `confirm()` the page has open: `Some(text)` types it and
+    /// accepts, `None` cancels.
+    pub(crate) async fn answer(&self, text: Option<&str>) {
+        match text {
+            Some(t) => {
+                self.web
+                    .send_alert_text(t)
+                    .await
+                    .expect("type in the prompt");
+                self.web.accept_alert().await.expect("accept the prompt");
+            }
+            None => self.web.dismiss_alert().await.expect("dismiss the prompt"),
+        }
+    }
+
     /// No `alert()` ran (WebDriver reports an open dialog).
-    async fn assert_no_alert(&self) {
+    pub(crate) async fn assert_no_alert(&self) {
         if let Ok(text) = self.web.get_alert_text().await {
             panic!("the page opened an alert: {text}");
         }
     }
 
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.web.screenshot().await.expect("screenshot");
         let dir = bin("xfer")
             .parent()
@@ -213,7 +259,7 @@ impl Browser {
 }
 
 /// Runs a browser scenario on its own runtime, one browser at a time.
-fn browse<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) {
+pub(crate) fn browse<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,0 +1,706 @@
+//! The web app's features driven in a real browser (headless chromium over WebDriver,
+//! the same harness as `web_browser`): the sign-in page's fingerprint and its refusal,
+//! new folder, rename and delete from the listing (the page's prompts answered), folder
+//! uploads from the picker and files dropped on the page, the image viewer, progress with
+//! rate and time left per file and in total, a phone-sized window, and the chat view's
+//! "send a file to a person" and file notices. Every check reads the store on disk or the
+//! CLI, not only the page.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use fantoccini::Locator;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use xfer_e2e::{Client, DEADLINE, Daemon, PASSWORD, blake3_hex, poll, random_bytes, write_file};
+
+use super::web_api::png;
+use super::web_browser::{BROWSER_DEADLINE, Browser, browse};
+
+/// The upload list's entry for `label` (a path, or `name → user`) once it is done; fails
+/// with its status text if it ends any other way.
+async fn upload_done(b: &Browser, label: &str) {
+    let sel = format!("#upload-list li[data-path={}]", json!(label));
+    let state = b
+        .until(
+            &format!("the upload of {label}"),
+            &format!(
+                "(() => {{ const li = document.querySelector({sel}); \
+                 return li && ['done', 'failed', 'conflict'].includes(li.dataset.state) && li.dataset.state; }})()",
+                sel = json!(sel)
+            ),
+        )
+        .await;
+    if state != json!("done") {
+        let status = b
+            .js(&format!(
+                "return document.querySelector({}).textContent;",
+                json!(sel)
+            ))
+            .await;
+        panic!("{label} ended {state}: {status}");
+    }
+}
+
+/// Waits until the listing shows a row named `name`.
+async fn row_shown(b: &Browser, name: &str) {
+    b.find(&format!("#entries tr[data-name={}]", json!(name)))
+        .await;
+}
+
+/// Waits until the listing has no row named `name`.
+async fn row_gone(b: &Browser, name: &str) {
+    b.until(
+        &format!("{name} gone from the listing"),
+        &format!(
+            "!document.querySelector({})",
+            json!(format!("#entries tr[data-name={}]", json!(name)))
+        ),
+    )
+    .await;
+}
+
+/// Clicks the button `label` in the row named `name` (a name without quotes).
+async fn row_button(b: &Browser, name: &str, label: &str) {
+    let xpath = format!("//tbody[@id='entries']/tr[@data-name='{name}']//button[text()='{label}']");
+    b.web
+        .find(Locator::XPath(&xpath))
+        .await
+        .unwrap_or_else(|e| panic!("no {label} button for {name}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {label} for {name}: {e}"));
+}
+
+#[test]
+fn the_sign_in_page_shows_the_fingerprint_and_refuses_a_wrong_password() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice"], None);
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.web
+            .goto(&format!("https://{}/", d.host_port()))
+            .await
+            .expect("page loads");
+        let shown = b
+            .until(
+                "the fingerprint",
+                "(() => { const t = document.getElementById('fingerprint').textContent; return t !== '…' && t; })()",
+            )
+            .await;
+        assert_eq!(shown, json!(d.fingerprint), "the page's fingerprint");
+        let status = d.admin(&["status"]);
+        assert!(
+            status.stdout().contains(&d.fingerprint),
+            "xferd status shows the same: {}",
+            status.stdout()
+        );
+
+        b.find("#signin-user")
+            .await
+            .send_keys("alice")
+            .await
+            .expect("type user");
+        b.find("#signin-password")
+            .await
+            .send_keys("not the password")
+            .await
+            .expect("type password");
+        b.find("#signin-submit")
+            .await
+            .click()
+            .await
+            .expect("submit");
+        let said = b
+            .until(
+                "the refusal",
+                "document.getElementById('signin-error').textContent",
+            )
+            .await;
+        assert_eq!(said, json!("Wrong user or password."));
+        assert_eq!(
+            b.js("return document.getElementById('top').hidden;").await,
+            json!(true),
+            "still signed out"
+        );
+        // Audited like the CLI's wrong passwords.
+        poll(DEADLINE, || {
+            d.audit_events("login")
+                .into_iter()
+                .find(|l| l.contains("outcome=\"failure\"") && l.contains("user=\"alice\""))
+        })
+        .unwrap_or_else(|| panic!("no audited refusal: {:?}", d.audit_lines()));
+        b.sign_in(&d, "alice").await;
+        b.close().await;
+    });
+}
+
+#[test]
+fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice"], None);
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        let home = d.files_dir("alice");
+        b.sign_in(&d, "alice").await;
+        b.find("#entries").await;
+
+        // New folder: the page prompts for the name.
+        b.find("#mkdir").await.click().await.expect("New folder");
+        b.answer(Some("docs")).await;
+        row_shown(&b, "docs").await;
+        assert!(home.join("docs").is_dir(), "docs made on disk");
+        // Cancelling the prompt makes nothing.
+        b.find("#mkdir").await.click().await.expect("New folder");
+        b.answer(None).await;
+
+        // Into it by its link; the breadcrumbs follow.
+        b.find("#entries tr[data-name=docs] a.dir")
+            .await
+            .click()
+            .await
+            .expect("open docs");
+        b.until(
+            "the docs breadcrumb",
+            "document.querySelector('#crumbs span')?.textContent === 'docs'",
+        )
+        .await;
+
+        // A folder from the picker keeps its tree under the current folder.
+        let src = TempDir::new().expect("source dir");
+        let tree = src.path().join("tree");
+        let files = [
+            ("tree/a.txt", random_bytes(1000, 1)),
+            ("tree/sub/b.bin", random_bytes(3 << 20, 2)),
+            ("tree/sub/deeper/c.bin", random_bytes(70_000, 3)),
+        ];
+        for (rel, data) in &files {
+            let p = src.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).expect("mkdir");
+            std::fs::write(&p, data).expect("write");
+        }
+        b.pick("#pick-folder", &[&tree]).await;
+        for (rel, data) in &files {
+            upload_done(&b, &format!("docs/{rel}")).await;
+            let stored = std::fs::read(home.join("docs").join(rel))
+                .unwrap_or_else(|e| panic!("docs/{rel} stored: {e}"));
+            assert_eq!(blake3_hex(&stored), blake3_hex(data), "docs/{rel}");
+        }
+        row_shown(&b, "tree").await;
+
+        // Files dropped on the page land in the current folder. WebDriver cannot drag
+        // from the desktop: the files are read from disk by an input the test adds, then
+        // dropped on the page as a browser's drop event carries them.
+        let dropped = [
+            ("one.bin", random_bytes(2 << 20, 4)),
+            ("two.txt", b"two".to_vec()),
+        ];
+        let paths: Vec<_> = dropped
+            .iter()
+            .map(|(name, data)| {
+                let p = src.path().join(name);
+                std::fs::write(&p, data).expect("write");
+                p
+            })
+            .collect();
+        b.js("const i = document.createElement('input');
+             i.type = 'file'; i.multiple = true; i.id = 'test-source'; i.hidden = true;
+             document.body.append(i); return null;")
+            .await;
+        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        b.pick("#test-source", &refs).await;
+        let dragging = b
+            .js("const dt = new DataTransfer();
+                 for (const f of document.getElementById('test-source').files) dt.items.add(f);
+                 const at = document.getElementById('dropzone');
+                 const fire = (type) => at.dispatchEvent(
+                   new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
+                 fire('dragenter'); fire('dragover');
+                 const highlighted = document.body.classList.contains('dragging');
+                 fire('drop');
+                 document.getElementById('test-source').remove();
+                 return [highlighted, document.body.classList.contains('dragging')];")
+            .await;
+        assert_eq!(
+            dragging,
+            json!([true, false]),
+            "the drop zone lights up, then not"
+        );
+        for (name, data) in &dropped {
+            upload_done(&b, &format!("docs/{name}")).await;
+            let stored = std::fs::read(home.join("docs").join(name)).expect("stored");
+            assert_eq!(blake3_hex(&stored), blake3_hex(data), "docs/{name}");
+            row_shown(&b, name).await;
+        }
+
+        // Rename: the prompt starts with the old name.
+        row_button(&b, "two.txt", "Rename").await;
+        assert_eq!(b.dialog().await, "Rename two.txt to");
+        b.answer(Some("deux.txt")).await;
+        row_shown(&b, "deux.txt").await;
+        row_gone(&b, "two.txt").await;
+        assert_eq!(
+            std::fs::read(home.join("docs/deux.txt")).expect("renamed"),
+            b"two"
+        );
+        assert!(!home.join("docs/two.txt").exists());
+        // Onto a taken name the page asks first: cancelling moves nothing and says why,
+        // accepting replaces it.
+        for replace in [false, true] {
+            row_button(&b, "deux.txt", "Rename").await;
+            b.answer(Some("one.bin")).await;
+            let asked = b.dialog().await;
+            assert_eq!(
+                asked,
+                "one.bin already exists here. Replace it with deux.txt?"
+            );
+            if replace {
+                b.web.accept_alert().await.expect("replace");
+            } else {
+                b.answer(None).await;
+                let err = b
+                    .until(
+                        "the refusal",
+                        "document.getElementById('files-error').textContent",
+                    )
+                    .await;
+                assert_eq!(
+                    err,
+                    json!("one.bin already exists here; deux.txt was not renamed")
+                );
+                assert_eq!(
+                    std::fs::read(home.join("docs/deux.txt")).expect("kept"),
+                    b"two"
+                );
+                assert_eq!(
+                    blake3_hex(&std::fs::read(home.join("docs/one.bin")).expect("kept")),
+                    blake3_hex(&dropped[0].1)
+                );
+            }
+        }
+        row_gone(&b, "deux.txt").await;
+        assert_eq!(
+            std::fs::read(home.join("docs/one.bin")).expect("replaced"),
+            b"two"
+        );
+        assert!(!home.join("docs/deux.txt").exists());
+
+        // Delete asks first: cancelling keeps the file, accepting removes it.
+        row_button(&b, "one.bin", "Delete").await;
+        assert_eq!(b.dialog().await, "Delete one.bin?");
+        b.answer(None).await;
+        assert!(home.join("docs/one.bin").exists(), "cancel keeps it");
+        row_button(&b, "one.bin", "Delete").await;
+        b.web.accept_alert().await.expect("confirm");
+        row_gone(&b, "one.bin").await;
+        assert!(!home.join("docs/one.bin").exists(), "deleted on disk");
+
+        // A folder goes with everything in it, after saying so.
+        row_button(&b, "tree", "Delete").await;
+        assert_eq!(
+            b.dialog().await,
+            "Delete the folder tree and everything in it?"
+        );
+        b.web.accept_alert().await.expect("confirm");
+        row_gone(&b, "tree").await;
+        assert!(!home.join("docs/tree").exists(), "the tree deleted on disk");
+
+        // Home again by the breadcrumb.
+        b.find("#crumbs a").await.click().await.expect("Home");
+        row_shown(&b, "docs").await;
+        b.assert_no_alert().await;
+        b.close().await;
+    });
+}
+
+/// What the image viewer shows, once its image has loaded: the image's alt text, the
+/// caption, whether Previous and Next are disabled, and the download link's query.
+async fn viewer_state(b: &Browser) -> Value {
+    b.until(
+        "the viewer's image",
+        "(() => { const img = document.getElementById('viewer-img');
+           return document.getElementById('viewer').open && img.complete && img.naturalWidth > 0
+             && [img.alt, document.getElementById('viewer-name').textContent,
+                 document.getElementById('viewer-prev').disabled,
+                 document.getElementById('viewer-next').disabled,
+                 new URL(document.getElementById('viewer-download').href).search]; })()",
+    )
+    .await
+}
+
+#[test]
+fn the_image_viewer_steps_through_a_folders_images() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice"], None);
+        let c = Client::new();
+        c.login(&d, "alice", PASSWORD);
+        let src = TempDir::new().expect("source dir");
+        for name in ["a.png", "b.png", "c.png"] {
+            let p = write_file(src.path(), name, &png());
+            let out = c.xfer(&["push", "-q", &p, &format!("pics/{name}")], "");
+            assert_eq!(out.code(), 0, "{}", out.stderr());
+        }
+        let p = write_file(src.path(), "notes.txt", b"not a picture");
+        let out = c.xfer(&["push", "-q", &p, "pics/notes.txt"], "");
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.sign_in(&d, "alice").await;
+        b.web
+            .goto(&format!("https://{}/#/files/pics", d.host_port()))
+            .await
+            .expect("pics");
+        row_shown(&b, "c.png").await;
+        // Each image has a thumbnail the browser decoded; the text file has none.
+        b.until(
+            "three decoded thumbnails",
+            "[...document.querySelectorAll('#entries img.thumb')].filter(i => i.complete && i.naturalWidth > 0).length === 3",
+        )
+        .await;
+        assert_eq!(
+            b.js("return document.querySelectorAll('#entries tr[data-name=\"notes.txt\"] img').length;")
+                .await,
+            json!(0)
+        );
+
+        // Open the second image: the dialog shows it, its name and a download link.
+        b.find("#entries tr[data-name='b.png'] img.thumb")
+            .await
+            .click()
+            .await
+            .expect("open b.png");
+        let v = viewer_state(&b).await;
+        assert_eq!(v[0], "b.png", "{v}");
+        assert!(v[1].as_str().unwrap().starts_with("b.png — "), "{v}");
+        assert_eq!((&v[2], &v[3]), (&json!(false), &json!(false)), "{v}");
+        assert_eq!(v[4], "?path=pics%2Fb.png", "{v}");
+
+        // Next, to the last one (Next disabled), then back with the arrow key.
+        b.find("#viewer-next").await.click().await.expect("next");
+        let v = viewer_state(&b).await;
+        assert_eq!((&v[0], &v[3]), (&json!("c.png"), &json!(true)), "{v}");
+        for _ in 0..2 {
+            b.find("#viewer")
+                .await
+                .send_keys("\u{E012}")
+                .await
+                .expect("arrow left");
+        }
+        let v = b
+            .until(
+                "the first image",
+                "document.getElementById('viewer-img').alt === 'a.png' && document.getElementById('viewer-prev').disabled",
+            )
+            .await;
+        assert_eq!(v, json!(true));
+        // The image is served inline, as an image, for the viewer only.
+        let inline = b
+            .js("return new URL(document.getElementById('viewer-img').src).search;")
+            .await;
+        assert_eq!(inline, json!("?path=pics%2Fa.png&inline=1"));
+        b.screenshot("viewer.png").await;
+        b.find("#viewer-close").await.click().await.expect("close");
+        b.until(
+            "the viewer closed",
+            "!document.getElementById('viewer').open",
+        )
+        .await;
+        b.close().await;
+    });
+}
+
+/// A TCP relay to `to` that passes what clients send at most `rate` bytes a second over
+/// all its connections together, like a slow Wi-Fi link; what comes back is not slowed.
+/// TLS runs end to end through it.
+async fn slow_link(to: SocketAddr, rate: u64) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let start = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_server, mut to_server) = outbound.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = from_client.read(&mut buf).await?;
+                        if n == 0 {
+                            return to_server.shutdown().await;
+                        }
+                        to_server.write_all(&buf[..n]).await?;
+                        let total = sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                        // Hold the next read until the link's budget has caught up.
+                        let due = start + Duration::from_secs_f64(total as f64 / rate as f64);
+                        tokio::time::sleep_until(due).await;
+                    }
+                };
+                let down = tokio::io::copy(&mut from_server, &mut to_client);
+                let _: (std::io::Result<()>, _) = tokio::join!(up, down);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn progress_shows_rate_and_time_left_per_file_and_in_total() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice"], None);
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        // Through a link slow enough that the page reports several times while it sends,
+        // however fast this machine is.
+        let link = slow_link(d.addr, 4_000_000).await;
+        b.sign_in_at(&link.to_string(), "alice").await;
+        b.find("#entries").await;
+        b.js(
+            "window.seen = { file: [], total: [] };
+             new MutationObserver(() => {
+               const s = document.querySelector('#upload-list li .ustatus');
+               if (s) window.seen.file.push(s.textContent);
+               window.seen.total.push(document.getElementById('total-text').textContent);
+             }).observe(document.getElementById('uploads'), { subtree: true, childList: true, characterData: true });
+             return null;",
+        )
+        .await;
+        let src = TempDir::new().expect("source dir");
+        let a = write_file(src.path(), "a.bin", &random_bytes(12 << 20, 5));
+        let bb = write_file(src.path(), "b.bin", &random_bytes(4 << 20, 6));
+        b.pick("#pick-files", &[Path::new(&a), Path::new(&bb)])
+            .await;
+        upload_done(&b, "a.bin").await;
+        upload_done(&b, "b.bin").await;
+        // "sending: 37 %, 8.0 MB/s, 1 s left" and "5.0 MiB of 16 MiB (31 %), 8.0 MB/s,
+        // 1 s left", matched in the page by JavaScript regular expressions.
+        let seen: Value = b
+            .js(r"const left = String.raw`\d+(\.\d)? MB/s, \d+ (s|min \d+ s) left$`;
+                  const file = new RegExp(String.raw`^sending: \d+ %, ` + left);
+                  const total = new RegExp(String.raw`^\d+(\.\d)? [KM]?i?B of 16 MiB \(\d+ %\), ` + left);
+                  return [window.seen.file.some(t => file.test(t)),
+                          window.seen.total.some(t => total.test(t)), window.seen];")
+            .await;
+        assert_eq!(
+            seen[0],
+            json!(true),
+            "no per-file rate and time left: {seen}"
+        );
+        assert_eq!(seen[1], json!(true), "no total rate and time left: {seen}");
+        let last = b
+            .until(
+                "the total at 100 %",
+                "(() => { const t = document.getElementById('total-text').textContent; return t.includes('(100 %)') && t; })()",
+            )
+            .await;
+        assert_eq!(last, json!("16 MiB of 16 MiB (100 %)"));
+        b.close().await;
+    });
+}
+
+#[test]
+fn a_phone_sized_window_gets_one_column_without_sideways_scrolling() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice"], None);
+        let c = Client::new();
+        c.login(&d, "alice", PASSWORD);
+        let src = TempDir::new().expect("source dir");
+        let long = "a-rather-long-file-name-from-a-camera-2026-12-01-IMG_20261201_101530.jpeg.bin";
+        for name in [long, "notes.txt"] {
+            let p = write_file(src.path(), name, b"some bytes");
+            let out = c.xfer(&["push", "-q", &p, name], "");
+            assert_eq!(out.code(), 0, "{}", out.stderr());
+        }
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.web.set_window_size(390, 844).await.expect("phone size");
+        b.sign_in(&d, "alice").await;
+        row_shown(&b, long).await;
+        // The page's phone layout applies, nothing is wider than the screen, and the
+        // columns that give way are the digest and the time.
+        let fit = |what: &'static str| {
+            format!(
+                "(() => {{
+                   const w = window.innerWidth;
+                   const over = [...document.querySelectorAll('{what}')]
+                     .filter(e => e.offsetParent && e.getBoundingClientRect().right > w + 1)
+                     .map(e => e.id || e.className || e.tagName);
+                   return [matchMedia('(max-width: 640px)').matches,
+                           document.documentElement.scrollWidth <= w, over]; }})()"
+            )
+        };
+        let files = b
+            .js(&format!(
+                "return {};",
+                fit("#top *, #files *, #crumbs *, .toolbar *")
+            ))
+            .await;
+        assert_eq!(files, json!([true, true, []]), "files view: {files}");
+        let hidden = b
+            .js(
+                "return ['th.hash', 'td.hash', 'th.time', 'td.time'].map(s =>
+                   getComputedStyle(document.querySelector('#listing ' + s)).display);",
+            )
+            .await;
+        assert_eq!(hidden, json!(["none", "none", "none", "none"]));
+        b.screenshot("phone-files.png").await;
+
+        // Chat: the side list stacks above the conversation.
+        b.find("#tab-chat").await.click().await.expect("chat tab");
+        b.find("#join-name")
+            .await
+            .send_keys("#lab")
+            .await
+            .expect("type channel");
+        b.find("#join-form button")
+            .await
+            .click()
+            .await
+            .expect("join");
+        b.until(
+            "#lab open",
+            "document.getElementById('conv-title').textContent === '#lab'",
+        )
+        .await;
+        let chat = b
+            .js(&format!(
+                "const side = document.getElementById('chat-side').getBoundingClientRect();
+                 const main = document.getElementById('chat-main').getBoundingClientRect();
+                 return [side.bottom <= main.top, {}];",
+                fit("#chat *")
+            ))
+            .await;
+        assert_eq!(chat, json!([true, [true, true, []]]), "chat view: {chat}");
+        b.screenshot("phone-chat.png").await;
+        b.close().await;
+    });
+}
+
+#[test]
+fn a_file_sent_from_the_chat_lands_in_the_inbox_and_a_notice_links_to_it() {
+    browse(|| async {
+        let d = Daemon::start_with(&["alice", "bob"], None);
+        let bob = Client::new();
+        bob.login(&d, "bob", PASSWORD);
+        let follower = bob.follow(&[]);
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.sign_in(&d, "alice").await;
+        b.find("#tab-chat").await.click().await.expect("chat tab");
+        b.find("#dm-name")
+            .await
+            .send_keys("bob")
+            .await
+            .expect("type user");
+        b.find("#dm-form button")
+            .await
+            .click()
+            .await
+            .expect("message");
+        b.until(
+            "the conversation with bob",
+            "document.getElementById('conv-title').textContent === 'Direct: bob'
+               && !document.getElementById('send-file-label').hidden",
+        )
+        .await;
+
+        // alice sends a file from the conversation: it is uploaded into bob's inbox (the
+        // same verified upload), and bob's `xfer chat` hears of it.
+        let src = TempDir::new().expect("source dir");
+        let data = random_bytes(5 << 20, 9);
+        let path = write_file(src.path(), "report.bin", &data);
+        b.pick("#send-file", &[Path::new(&path)]).await;
+        upload_done(&b, "report.bin → bob").await;
+        let stored = std::fs::read(d.files_dir("bob").join("inbox/alice/report.bin"))
+            .expect("in bob's inbox");
+        assert_eq!(blake3_hex(&stored), blake3_hex(&data));
+        let notice = format!(
+            " @bob [alice] file inbox/alice/report.bin {} {}",
+            data.len(),
+            blake3_hex(&data)
+        );
+        follower
+            .wait_stdout(DEADLINE, |s| s.lines().any(|l| l.ends_with(&notice)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "bob's xfer chat has no `{notice}`: {}{}",
+                    follower.stdout_so_far(),
+                    follower.stderr_so_far()
+                )
+            });
+        // In alice's page the notice is hers, without a link (the file is bob's now).
+        let mine = b
+            .until(
+                "alice's own notice",
+                "[...document.querySelectorAll('#messages li')].find(li => li.textContent.includes('sent a file: report.bin'))?.outerHTML",
+            )
+            .await;
+        assert!(!mine.as_str().unwrap().contains("<a "), "{mine}");
+
+        // bob sends one back with the CLI: alice's page shows the notice with a link that
+        // downloads it.
+        let back = random_bytes(300_000, 10);
+        let back_path = write_file(src.path(), "answer.bin", &back);
+        let out = bob.xfer(&["send", "-q", "alice", &back_path], "");
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let link = b.find("#messages li a[download='answer.bin']").await;
+        let text = b
+            .js("return [...document.querySelectorAll('#messages li')].find(li => li.textContent.includes('answer.bin')).textContent;")
+            .await;
+        assert!(
+            text.as_str().unwrap().contains(&format!(
+                "bobsent a file: answer.bin (293 KiB) BLAKE3 {}…",
+                &blake3_hex(&back)[..16]
+            )),
+            "{text}"
+        );
+        b.screenshot("chat-file.png").await;
+        link.click().await.expect("download");
+        let got = b.downloads.path().join("answer.bin");
+        poll(BROWSER_DEADLINE, || {
+            (std::fs::metadata(&got).ok()?.len() == back.len() as u64).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no download at {}", got.display()));
+        assert_eq!(
+            blake3_hex(&std::fs::read(&got).expect("read")),
+            blake3_hex(&back)
+        );
+
+        // In a channel there is no one to send a file to.
+        b.find("#join-name")
+            .await
+            .send_keys("#lab")
+            .await
+            .expect("type channel");
+        b.find("#join-form button")
+            .await
+            .click()
+            .await
+            .expect("join");
+        b.until(
+            "#lab without Send file",
+            "document.getElementById('conv-title').textContent === '#lab'
+               && document.getElementById('send-file-label').hidden",
+        )
+        .await;
+        b.close().await;
+    });
+}
