@@ -53,12 +53,14 @@ async function signIn(ev) {
   }
 }
 
+// Signing out loads the page afresh: nothing of this user's listing, uploads or chat
+// stays in the page for whoever signs in next.
 async function signOut() {
   try { await api('POST', '/api/logout'); } catch { /* the session may be gone already */ }
   chat.stop();
   state.user = null;
   setCsrf('');
-  showSignIn();
+  location.replace(location.pathname);
 }
 
 function enter(session) {
@@ -83,7 +85,10 @@ function route() {
   $('#tab-files').classList.toggle('active', !isChat);
   $('#tab-chat').classList.toggle('active', isChat);
   if (isChat) chat.open(arg);
-  else files.open(arg);
+  else {
+    chat.hide();
+    files.open(arg);
+  }
 }
 
 function safeDecode(s) {

@@ -12,6 +12,8 @@ let ws = null;
 let stopped = true;
 let retry = 0;
 let current = '';
+// Whether the chat view is on screen: a conversation is read only while it is shown.
+let viewing = false;
 const convs = new Map(); // key ('#lab' or a user) → { messages, oldest, unread, lastRead, more }
 const people = new Map(); // user → 'online' | 'away' | 'offline'
 
@@ -56,6 +58,8 @@ export function init(ctx) {
 
 export function stop() {
   stopped = true;
+  viewing = false;
+  current = '';
   if (ws) ws.close();
   ws = null;
   convs.clear();
@@ -128,7 +132,7 @@ function handle(m) {
           c.lastRead = u.read;
           store.set('read.' + u.to, u.read);
         }
-        if (u.to !== current) c.unread = u.unread;
+        if (u.to !== current || !viewing) c.unread = u.unread;
       }
       renderSide();
       break;
@@ -181,7 +185,7 @@ function incoming(m) {
   if (c.messages.some((x) => x.id === m.id)) return;
   c.messages.push(m);
   if (c.oldest === null) c.oldest = m.id;
-  const seen = key === current && !document.hidden;
+  const seen = key === current && viewing && !document.hidden;
   if (m.from !== me && !seen) {
     c.unread++;
     notify(m, key);
@@ -215,6 +219,7 @@ function older() {
 
 /** Shows conversation `key` ('' = none chosen). */
 export function open(key) {
+  viewing = true;
   current = key || '';
   error('');
   const isDm = current && !current.startsWith('#');
@@ -268,7 +273,13 @@ function sendRead(key, id) {
   readTimers.set(key, entry);
 }
 
+/** The files view took the screen: nothing here is being read until `open` again. */
+export function hide() {
+  viewing = false;
+}
+
 function markRead() {
+  if (!viewing) return;
   const c = convs.get(current);
   if (!c || c.messages.length === 0) return;
   const last = c.messages[c.messages.length - 1].id;

@@ -4,7 +4,7 @@
 // holds: consecutive ones together in one request (`PUT …/runs/{first}`, or `…/chunks/{i}`
 // for a single chunk), since the browser's cost of sending falls with the body's size.
 // Several jobs overlap: while one run's request is on the wire the worker hashes the next.
-// While a request is on the wire the worker reports the bytes sent so far.
+// Asked to, it reports the bytes sent while a request is on the wire.
 // BLAKE3 runs in WebAssembly SIMD (b3simd.js) where the browser has it, else in
 // JavaScript; a job with engine 'js' asks for the latter.
 
@@ -14,10 +14,17 @@ import { simdEngine } from './b3simd.js';
 // Compiled once per worker, while the first chunk is read; null without wasm SIMD.
 const simd = simdEngine().catch(() => null);
 
-// One PUT with XMLHttpRequest, which (unlike fetch) reports upload progress: the page's
-// bars, rates and times left move while a run of 8 MiB is on the wire, not only when it
-// ends. Progress goes to the page as { seq, progress: bytes since the last report }.
-function put(seq, url, body, headers) {
+// One PUT. With `progress`, through XMLHttpRequest, which (unlike fetch) reports upload
+// progress: on a slow link the page's bars, rates and times left then move while a run
+// of 8 MiB is on the wire, not only when it ends. Progress goes to the page as
+// { seq, progress: bytes since the last report }. Without it, through fetch, which costs
+// the browser a little less CPU per byte (bench/RESULTS.md); the page asks for progress
+// only while the upload is slower than its runs are long.
+async function put(seq, url, body, headers, progress) {
+  if (!progress) {
+    const res = await fetch(url, { method: 'PUT', body, headers, credentials: 'same-origin' });
+    return { ok: res.ok, status: res.status, text: res.ok ? '' : await res.text() };
+  }
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('PUT', url);
@@ -37,7 +44,7 @@ function put(seq, url, body, headers) {
 }
 
 self.onmessage = async (ev) => {
-  const { seq, file, first, count, start, end, chunkSize, single, expect, url, csrf } = ev.data;
+  const { seq, file, first, count, start, end, chunkSize, single, expect, url, csrf, progress } = ev.data;
   try {
     const buf = await file.slice(start, end).arrayBuffer();
     if (buf.byteLength !== end - start) throw new Error('the file changed while it was read');
@@ -66,7 +73,7 @@ self.onmessage = async (ev) => {
           'Content-Type': 'application/octet-stream',
           'X-Xfer-Blake3': hexes.slice(k, j).join(','),
           'X-CSRF-Token': csrf,
-        });
+        }, progress);
       if (!res.ok) {
         let body = null;
         try { body = JSON.parse(res.text); } catch { /* not JSON */ }

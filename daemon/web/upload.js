@@ -17,6 +17,10 @@ const RUNS_IN_FLIGHT = 3;
 // request per chunk), up to the server's `max_run_chunks` (a server without runs takes 1).
 const RUN_CHUNKS = 8;
 const RETRIES = 5;
+// Below this rate (bytes/s) a run's request reports progress while it is out (through
+// XMLHttpRequest); above it runs end often enough for the bars to move (and fetch costs
+// the browser about 4 % less CPU per byte: bench/RESULTS.md).
+const PROGRESS_BELOW = 50e6;
 const MANIFEST_PAGE = 16384;
 
 function runChunks(serverMax) {
@@ -312,8 +316,10 @@ export class Uploader {
     const start = first * cs, end = Math.min(job.size, (first + count) * cs);
     for (let attempt = 0; ; attempt++) {
       let counted = 0;
+      // Progress while the request is out only where a run takes long enough to need it.
+      const progress = job.meter.rate() < PROGRESS_BELOW;
       const r = await workerPool().run({
-        file: job.file, first, count, start, end, chunkSize: cs, single: job.size <= cs, expect, url, csrf: csrfToken(),
+        file: job.file, first, count, start, end, chunkSize: cs, single: job.size <= cs, expect, url, csrf: csrfToken(), progress,
       }, (bytes) => { counted += bytes; job.progress(bytes, 0); });
       if (!r.error) return { ...r, counted };
       // What a failed request had sent is not held: take it back off the bars.

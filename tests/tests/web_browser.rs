@@ -97,6 +97,8 @@ impl Browser {
                 "prefs": {
                     "download.default_directory": downloads.path().display().to_string(),
                     "download.prompt_for_download": false,
+                    // Notifications allowed, as a user who said yes once.
+                    "profile.default_content_setting_values.notifications": 1,
                 },
             },
         });

@@ -704,3 +704,200 @@ fn a_file_sent_from_the_chat_lands_in_the_inbox_and_a_notice_links_to_it() {
         b.close().await;
     });
 }
+
+/// The page's lines in the open conversation: `[from, text]` of each message.
+async fn shown_lines(b: &Browser) -> Vec<(String, String)> {
+    let v = b
+        .js("return [...document.querySelectorAll('#messages li[data-id]')].map(li =>
+               [li.querySelector('.from').textContent, li.querySelector('.text')?.textContent ?? '']);")
+        .await;
+    serde_json::from_value(v).expect("pairs")
+}
+
+#[test]
+fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
+    browse(|| async {
+        let config = "[chat]\nmessages_per_sec = 1000\nmessage_burst = 1000\n";
+        let d = Daemon::start_with(&["alice", "bob"], Some(config));
+        let bob = Client::new();
+        bob.login(&d, "bob", PASSWORD);
+        let lines: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+        let out = bob.xfer(&["chat", "#lab"], &lines);
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.sign_in(&d, "alice").await;
+        b.find("#tab-chat").await.click().await.expect("chat tab");
+        b.find("#join-name")
+            .await
+            .send_keys("#lab")
+            .await
+            .expect("type channel");
+        b.find("#join-form button")
+            .await
+            .click()
+            .await
+            .expect("join");
+
+        // History: the last 50 first, then the earlier ones on request, then no more.
+        b.until(
+            "50 lines of history",
+            "document.querySelectorAll('#messages li[data-id]').length === 50",
+        )
+        .await;
+        let shown = shown_lines(&b).await;
+        assert_eq!(shown[0], ("bob".into(), "line 11".into()));
+        assert_eq!(shown[49], ("bob".into(), "line 60".into()));
+        b.find("#older").await.click().await.expect("earlier");
+        b.until(
+            "60 lines",
+            "document.querySelectorAll('#messages li[data-id]').length === 60",
+        )
+        .await;
+        let shown = shown_lines(&b).await;
+        let want: Vec<(String, String)> = (1..=60)
+            .map(|i| ("bob".to_owned(), format!("line {i}")))
+            .collect();
+        assert_eq!(shown, want, "all of it, in order");
+        b.find("#older").await.click().await.expect("earlier");
+        b.until(
+            "no earlier messages",
+            "document.getElementById('older').hidden",
+        )
+        .await;
+
+        // Presence: bob online while his `xfer chat` runs, offline when it ends.
+        let mut follower = bob.follow(&["#lab"]);
+        b.until(
+            "bob online",
+            "document.querySelector('#people-list li[data-conv=bob] .dot.online')",
+        )
+        .await;
+        follower.kill9();
+        b.until(
+            "bob offline",
+            "document.querySelector('#people-list li[data-conv=bob] .dot.offline')",
+        )
+        .await;
+
+        // Away from the conversation: a line arriving while alice looks at her files is
+        // unread (the Chat tab says 1). She signs out, bob says two more, she signs in
+        // again: the Chat tab and the channel say 3, and the conversation marks where
+        // she left.
+        b.find("#tab-files").await.click().await.expect("files tab");
+        b.find("#entries").await;
+        let out = bob.xfer(&["chat", "#lab", "--say", "while you browse files"], "");
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        b.until(
+            "1 unread on the Chat tab",
+            "document.getElementById('chat-badge').textContent === '1'
+               && !document.getElementById('chat-badge').hidden",
+        )
+        .await;
+        b.find("#logout").await.click().await.expect("sign out");
+        b.find("#signin-user").await;
+        for line in ["while you were out", "and one more"] {
+            let out = bob.xfer(&["chat", "#lab", "--say", line], "");
+            assert_eq!(out.code(), 0, "{}", out.stderr());
+        }
+        // Signing out loaded the page afresh: nothing of alice's is left in it.
+        b.until(
+            "the sign-in page",
+            "!document.getElementById('signin').hidden && location.hash === ''",
+        )
+        .await;
+        let left = b
+            .js("return [document.querySelectorAll('#chan-list li, #entries tr, #upload-list li, #messages li').length,
+                         document.getElementById('chat-badge').hidden];")
+            .await;
+        assert_eq!(left, json!([0, true]));
+        b.find("#signin-user")
+            .await
+            .send_keys("alice")
+            .await
+            .expect("type user");
+        b.find("#signin-password")
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .expect("type password");
+        b.find("#signin-submit")
+            .await
+            .click()
+            .await
+            .expect("submit");
+        b.until(
+            "3 unread on the Chat tab",
+            "document.getElementById('chat-badge').textContent === '3'
+               && !document.getElementById('chat-badge').hidden",
+        )
+        .await;
+        b.find("#tab-chat").await.click().await.expect("chat tab");
+        b.until(
+            "3 unread on #lab and on the tab",
+            "document.querySelector('#chan-list li[data-conv=\"#lab\"] .badge')?.textContent === '3'
+               && document.getElementById('chat-badge').textContent === '3'
+               && !document.getElementById('chat-badge').hidden",
+        )
+        .await;
+        b.find("#chan-list li[data-conv='#lab']")
+            .await
+            .click()
+            .await
+            .expect("open #lab");
+        let after_mark = b
+            .until(
+                "the new-since-you-left mark",
+                "(() => { const m = document.querySelector('#messages li.newmark');
+                   return m && m.nextElementSibling && m.nextElementSibling.querySelector('.text')?.textContent; })()",
+            )
+            .await;
+        assert_eq!(after_mark, json!("while you browse files"));
+        assert_eq!(
+            b.js("return document.querySelector('#messages li.newmark').previousElementSibling.querySelector('.text').textContent;")
+                .await,
+            json!("line 60")
+        );
+        b.until(
+            "read: no badge",
+            "document.getElementById('chat-badge').hidden",
+        )
+        .await;
+        b.screenshot("chat-unread.png").await;
+
+        // A line arriving while the page is in a background tab raises a browser
+        // notification. The page's Notification calls are recorded on their way through,
+        // in localStorage, where a second tab of the same origin (the one in front) reads
+        // them.
+        b.js("const Real = window.Notification;
+              window.Notification = class extends Real {
+                constructor(title, opts) {
+                  super(title, opts);
+                  localStorage.setItem('test.notes', JSON.stringify([title, opts.body, document.hidden]));
+                }
+              };
+              return null;")
+            .await;
+        let other = b.web.new_window(true).await.expect("another tab");
+        b.web
+            .switch_to_window(other.handle)
+            .await
+            .expect("to the other tab");
+        b.web
+            .goto(&format!("https://{}/api/server", d.host_port()))
+            .await
+            .expect("same origin");
+        let out = bob.xfer(&["chat", "#lab", "--say", "ping while you look away"], "");
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let note = b
+            .until("a notification", "localStorage.getItem('test.notes')")
+            .await;
+        assert_eq!(
+            note,
+            json!(r##"["bob in #lab","ping while you look away",true]"##)
+        );
+        b.close().await;
+    });
+}
