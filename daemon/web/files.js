@@ -144,7 +144,8 @@ function rename(e) {
     try {
       await mv(false);
     } catch (err) {
-      if (err.code !== 'conflict') throw err;
+      // A folder of that name is never replaced: the server's refusal says so.
+      if (err.code !== 'conflict' || entries.some((x) => x.name === to && x.kind === 'dir')) throw err;
       if (!confirm(to + ' already exists here. Replace it with ' + e.name + '?')) {
         throw new Error(to + ' already exists here; ' + e.name + ' was not renamed');
       }

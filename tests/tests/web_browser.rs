@@ -362,6 +362,28 @@ fn a_browser_upload_cut_by_a_reload_resumes_verified_and_downloads_the_same() {
             "document.getElementById('whoami').textContent === 'alice'",
         )
         .await;
+        // The listing shows what the server holds as an upload in progress, not a file.
+        let partial = b
+            .until(
+                "the partial in the listing",
+                "document.querySelector('#entries tr.partial[data-name=\"big.bin\"]')?.textContent",
+            )
+            .await;
+        let partial = partial.as_str().unwrap();
+        assert!(
+            partial.contains("partial: ")
+                && partial.contains("of 50 MiB held")
+                && partial.contains("(pick the file again to resume)"),
+            "{partial}"
+        );
+        assert_eq!(
+            b.js(
+                "return document.querySelectorAll('#entries tr[data-name=\"big.bin\"] a').length;"
+            )
+            .await,
+            json!(0),
+            "no download link for a partial"
+        );
 
         // Picking the same file again resumes and finishes.
         b.find("#pick-files")

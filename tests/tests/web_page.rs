@@ -3,8 +3,9 @@
 //! new folder, rename and delete from the listing (the page's prompts answered), folder
 //! uploads from the picker and files dropped on the page, the image viewer, progress with
 //! rate and time left per file and in total, a phone-sized window, and the chat view's
-//! "send a file to a person" and file notices. Every check reads the store on disk or the
-//! CLI, not only the page.
+//! "send a file to a person", file notices, history paging, presence, unread counts, the
+//! "new since you left" mark and notifications. Every check reads the store on disk or
+//! the CLI where there is one, not only the page.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,7 +17,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use fantoccini::Locator;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use xfer_e2e::{Client, DEADLINE, Daemon, PASSWORD, blake3_hex, poll, random_bytes, write_file};
@@ -67,16 +67,23 @@ async fn row_gone(b: &Browser, name: &str) {
     .await;
 }
 
-/// Clicks the button `label` in the row named `name` (a name without quotes).
-async fn row_button(b: &Browser, name: &str, label: &str) {
-    let xpath = format!("//tbody[@id='entries']/tr[@data-name='{name}']//button[text()='{label}']");
-    b.web
-        .find(Locator::XPath(&xpath))
-        .await
-        .unwrap_or_else(|e| panic!("no {label} button for {name}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {label} for {name}: {e}"));
+/// Clicks the button `label` in the row named `name`; the text of the `prompt()` or
+/// `confirm()` it opens. The click is the page's own (`HTMLElement.click()` from a
+/// timer, so the script returns before the dialog blocks the page): a listing reloaded
+/// under the test (after an action, or an upload's refresh) cannot make it miss.
+async fn row_button(b: &Browser, name: &str, label: &str) -> String {
+    let clicked = b
+        .js(&format!(
+            "const tr = document.querySelector({});
+             const btn = tr && [...tr.querySelectorAll('button')].find(x => x.textContent === {});
+             if (btn) setTimeout(() => btn.click());
+             return !!btn;",
+            json!(format!("#entries tr[data-name={}]", json!(name))),
+            json!(label)
+        ))
+        .await;
+    assert_eq!(clicked, json!(true), "no {label} button for {name}");
+    b.dialog().await
 }
 
 #[test]
@@ -243,8 +250,10 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
         }
 
         // Rename: the prompt starts with the old name.
-        row_button(&b, "two.txt", "Rename").await;
-        assert_eq!(b.dialog().await, "Rename two.txt to");
+        assert_eq!(
+            row_button(&b, "two.txt", "Rename").await,
+            "Rename two.txt to"
+        );
         b.answer(Some("deux.txt")).await;
         row_shown(&b, "deux.txt").await;
         row_gone(&b, "two.txt").await;
@@ -253,10 +262,28 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
             b"two"
         );
         assert!(!home.join("docs/two.txt").exists());
-        // Onto a taken name the page asks first: cancelling moves nothing and says why,
-        // accepting replaces it.
+        // Onto a folder's name it is refused with the server's reason, nothing asked.
+        assert_eq!(
+            row_button(&b, "deux.txt", "Rename").await,
+            "Rename deux.txt to"
+        );
+        b.answer(Some("tree")).await;
+        let err = b
+            .until(
+                "the refusal",
+                "document.getElementById('files-error').textContent",
+            )
+            .await;
+        assert_eq!(err, json!("a directory exists at the destination"));
+        b.assert_no_alert().await;
+        assert!(home.join("docs/deux.txt").is_file() && home.join("docs/tree").is_dir());
+        // Onto a taken file name the page asks first: cancelling moves nothing and says
+        // why, accepting replaces it.
         for replace in [false, true] {
-            row_button(&b, "deux.txt", "Rename").await;
+            assert_eq!(
+                row_button(&b, "deux.txt", "Rename").await,
+                "Rename deux.txt to"
+            );
             b.answer(Some("one.bin")).await;
             let asked = b.dialog().await;
             assert_eq!(
@@ -295,19 +322,17 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
         assert!(!home.join("docs/deux.txt").exists());
 
         // Delete asks first: cancelling keeps the file, accepting removes it.
-        row_button(&b, "one.bin", "Delete").await;
-        assert_eq!(b.dialog().await, "Delete one.bin?");
+        assert_eq!(row_button(&b, "one.bin", "Delete").await, "Delete one.bin?");
         b.answer(None).await;
         assert!(home.join("docs/one.bin").exists(), "cancel keeps it");
-        row_button(&b, "one.bin", "Delete").await;
+        assert_eq!(row_button(&b, "one.bin", "Delete").await, "Delete one.bin?");
         b.web.accept_alert().await.expect("confirm");
         row_gone(&b, "one.bin").await;
         assert!(!home.join("docs/one.bin").exists(), "deleted on disk");
 
         // A folder goes with everything in it, after saying so.
-        row_button(&b, "tree", "Delete").await;
         assert_eq!(
-            b.dialog().await,
+            row_button(&b, "tree", "Delete").await,
             "Delete the folder tree and everything in it?"
         );
         b.web.accept_alert().await.expect("confirm");

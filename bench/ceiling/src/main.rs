@@ -6,16 +6,24 @@
 //! frames, no acknowledgements, no manifest, no commit. What xfer reaches is reported as
 //! a fraction of this.
 //!
-//! `xfer-ceiling SRC DST` sends SRC to DST (DST is replaced) and prints one line:
-//! `bytes seconds MB/s`. Sender and receiver each run on a thread of their own with a
-//! single-threaded runtime, like two processes would, and each does its file work
-//! (read and hash; hash and write) on a blocking thread beside its TLS stream, as xfer
-//! does; the timing covers the handshake and ends when the receiver has written and
-//! hashed the last byte.
+//! `xfer-ceiling [--blocking] SRC DST` sends SRC to DST (DST is replaced) and prints one
+//! line: `bytes seconds MB/s`. The timing covers the handshake and ends when the
+//! receiver has written and hashed the last byte. Sender and receiver each run on a
+//! thread of their own, like two processes would:
+//!
+//! - by default each has a single-threaded tokio runtime and does its file work (read
+//!   and hash; hash and write) on a blocking thread beside its TLS stream, as xfer does;
+//! - `--blocking`: each does everything in order on its one thread, with rustls's
+//!   blocking `StreamOwned` over a std `TcpStream` (read, hash, encrypt, send; receive,
+//!   decrypt, hash, write): no runtime, no handoff between threads, so the least CPU
+//!   per byte; on two cores it also has no third thread to share them with.
+//!
+//! `bench/cases/big.sh` runs both and takes the faster as the ceiling.
 
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
@@ -27,9 +35,13 @@ use xfer_certs::{PinnedVerifier, config, generate};
 use xfer_proto::{CHUNK_SIZE, Digest};
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let blocking = args.first().is_some_and(|a| a == "--blocking");
+    if blocking {
+        args.remove(0);
+    }
     let [src, dst] = args.as_slice() else {
-        bail!("usage: xfer-ceiling SRC DST (sends SRC to DST over TLS on 127.0.0.1)");
+        bail!("usage: xfer-ceiling [--blocking] SRC DST (sends SRC to DST over TLS on 127.0.0.1)");
     };
     let id = generate::generate_self_signed(&["localhost".into()])?;
     let certs = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
@@ -37,10 +49,10 @@ fn main() -> Result<()> {
         .context("reading the generated certificate")?;
     let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
         .context("reading the generated key")?;
-    let acceptor = TlsAcceptor::from(config::server_config(certs, key)?);
-    let connector = TlsConnector::from(config::client_config_pinned(PinnedVerifier::new(Some(
-        id.fingerprint,
-    ))));
+    let server = config::server_config(certs, key)?;
+    let client = config::client_config_pinned(PinnedVerifier::new(Some(id.fingerprint)));
+    let acceptor = TlsAcceptor::from(Arc::clone(&server));
+    let connector = TlsConnector::from(Arc::clone(&client));
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -52,6 +64,14 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_file(&dst);
 
     let start = Instant::now();
+    if blocking {
+        listener.set_nonblocking(false)?;
+        let receiver = std::thread::spawn(move || receive_blocking(&listener, server, &dst, size));
+        let sender = std::thread::spawn(move || send_blocking(addr, client, &src, size));
+        sender.join().expect("the sender thread panicked")?;
+        receiver.join().expect("the receiver thread panicked")?;
+        return report(size, start);
+    }
     let receiver = std::thread::spawn(move || -> Result<()> {
         runtime()?.block_on(async {
             let listener = TcpListener::from_std(listener)?;
@@ -73,6 +93,10 @@ fn main() -> Result<()> {
     });
     sender.join().expect("the sender thread panicked")?;
     receiver.join().expect("the receiver thread panicked")?;
+    report(size, start)
+}
+
+fn report(size: u64, start: Instant) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let mut out = std::io::stdout().lock();
     writeln!(out, "{size} {secs:.3} {:.0}", size as f64 / secs / 1e6)?;
@@ -163,5 +187,63 @@ async fn receive(
         bail!("the sender sent more than {size} bytes");
     }
     tls.shutdown().await?;
+    Ok(())
+}
+
+/// `--blocking`: reads, hashes and sends each chunk in order on this thread.
+fn send_blocking(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    src: &str,
+    size: u64,
+) -> Result<()> {
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
+    let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost")?)?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let file = File::open(src)?;
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut offset = 0u64;
+    while offset < size {
+        let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
+        file.read_exact_at(&mut buf[..len], offset)?;
+        std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
+        tls.write_all(&buf[..len])?;
+        offset += len as u64;
+    }
+    tls.conn.send_close_notify();
+    tls.flush()?;
+    // As in the async sender: wait for the receiver to close first.
+    let mut rest = [0u8; 4096];
+    while matches!(tls.read(&mut rest), Ok(n) if n > 0) {}
+    Ok(())
+}
+
+/// `--blocking`: receives, hashes and writes each chunk in order on this thread.
+fn receive_blocking(
+    listener: &std::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    dst: &str,
+    size: u64,
+) -> Result<()> {
+    let (tcp, _) = listener.accept()?;
+    tcp.set_nodelay(true)?;
+    let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config)?, tcp);
+    let file = File::create(dst)?;
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut offset = 0u64;
+    while offset < size {
+        let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
+        tls.read_exact(&mut buf[..len])?;
+        std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
+        file.write_all_at(&buf[..len], offset)?;
+        offset += len as u64;
+    }
+    let mut rest = [0u8; 16];
+    if tls.read(&mut rest)? != 0 {
+        bail!("the sender sent more than {size} bytes");
+    }
+    tls.conn.send_close_notify();
+    tls.flush()?;
     Ok(())
 }
