@@ -54,13 +54,26 @@ async function signIn(ev) {
 }
 
 // Signing out loads the page afresh: nothing of this user's listing, uploads or chat
-// stays in the page for whoever signs in next.
+// stays in the page for whoever signs in next. Uploads in progress stop (they resume
+// when the files are picked again), so the page asks first; a logout the server did not
+// confirm leaves the page as it is, saying so.
 async function signOut() {
-  try { await api('POST', '/api/logout'); } catch { /* the session may be gone already */ }
+  if (files.uploading()
+    && !confirm('Uploads in progress will stop; pick the same files again later to resume them. Sign out?')) return;
+  try {
+    await api('POST', '/api/logout');
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 401) {
+      const msg = 'Signing out failed (' + e.message + '); try again.';
+      $('#files-error').textContent = msg;
+      $('#chat-error').textContent = msg;
+      return;
+    }
+  }
   chat.stop();
   state.user = null;
   setCsrf('');
-  location.replace(location.pathname);
+  location.replace(location.pathname + location.search);
 }
 
 function enter(session) {

@@ -114,7 +114,8 @@ function handle(m) {
       send({ op: 'who' });
       send({ op: 'catchup' });
       renderSide();
-      if (current) open(current);
+      // After a reconnect: the open conversation again, if it is on screen.
+      if (current && viewing) open(current);
       break;
     case 'message':
     case 'file':

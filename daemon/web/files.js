@@ -144,8 +144,9 @@ function rename(e) {
     try {
       await mv(false);
     } catch (err) {
-      // A folder of that name is never replaced: the server's refusal says so.
-      if (err.code !== 'conflict' || entries.some((x) => x.name === to && x.kind === 'dir')) throw err;
+      // Only a file this folder shows under that name is offered for replacing; anything
+      // else (a folder, a path elsewhere) gets the server's refusal as it is.
+      if (err.code !== 'conflict' || !entries.some((x) => x.name === to && x.kind === 'file')) throw err;
       if (!confirm(to + ' already exists here. Replace it with ' + e.name + '?')) {
         throw new Error(to + ' already exists here; ' + e.name + ' was not renamed');
       }
@@ -263,6 +264,11 @@ function setUpViewer() {
     if (ev.key === 'ArrowLeft') step(-1);
     if (ev.key === 'ArrowRight') step(1);
   });
+}
+
+/** Whether an upload is queued, running or paused. */
+export function uploading() {
+  return !!uploader && uploader.active();
 }
 
 /** For the chat view: send files into a person's inbox with the same uploads. */

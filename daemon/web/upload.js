@@ -100,7 +100,8 @@ class Meter {
     const s = this.samples;
     if (s.length < 2) return 0;
     const dt = (s[s.length - 1][0] - s[0][0]) / 1000;
-    return dt > 0 ? (s[s.length - 1][1] - s[0][1]) / dt : 0;
+    // Never below 0: a failed request takes its bytes back off a file's count.
+    return dt > 0 ? Math.max(0, (s[s.length - 1][1] - s[0][1]) / dt) : 0;
   }
 }
 
@@ -146,6 +147,12 @@ class Job {
     this.sent += sent;
     this.bar.value = this.done;
     this.meter.add(this.done);
+  }
+
+  // The test hook behind the Pause button's automation (`xfer.pauseAt` in
+  // sessionStorage, a fraction): checked when a run is held by the server, not on bytes
+  // merely handed to the network.
+  runHeld() {
     const at = sessionStorage.getItem('xfer.pauseAt');
     if (at !== null && !this.paused && this.done >= Number(at) * this.size) {
       sessionStorage.removeItem('xfer.pauseAt');
@@ -165,6 +172,10 @@ export class Uploader {
     this.jobs = [];
     this.running = false;
     this.total = new Meter();
+    // Bytes that went on the wire, over every file: the link's rate, which decides
+    // whether requests report progress while they are out.
+    this.wire = new Meter();
+    this.wireBytes = 0;
     this.dirsMade = new Set();
     setInterval(() => this.tick(), 500);
   }
@@ -193,6 +204,16 @@ export class Uploader {
     } finally {
       this.running = false;
     }
+  }
+
+  onWire(bytes) {
+    this.wireBytes += bytes;
+    this.wire.add(this.wireBytes);
+  }
+
+  /** Whether an upload is queued, running or paused (signing out would stop it). */
+  active() {
+    return this.jobs.some((j) => ['queued', 'hashing', 'sending', 'committing', 'paused'].includes(j.state));
   }
 
   // Progress and rate, per file and in total, twice a second.
@@ -299,6 +320,8 @@ export class Uploader {
             r.cvs.forEach((cv, k) => onChunk(first + k, cv, r));
             // The run's bytes, less those already counted while they were sent.
             job.progress(Math.min(job.size, (first + count) * cs) - first * cs - r.counted, r.sent);
+            this.onWire(Math.max(0, r.sent - r.counted));
+            job.runHeld();
           }, (e) => { failure = failure || e; }).finally(() => {
             active--;
             pump();
@@ -316,11 +339,12 @@ export class Uploader {
     const start = first * cs, end = Math.min(job.size, (first + count) * cs);
     for (let attempt = 0; ; attempt++) {
       let counted = 0;
-      // Progress while the request is out only where a run takes long enough to need it.
-      const progress = job.meter.rate() < PROGRESS_BELOW;
+      // Progress while the request is out only where a run takes long enough to need it:
+      // on a link (bytes actually sent, over every file) slower than PROGRESS_BELOW.
+      const progress = this.wire.rate() < PROGRESS_BELOW;
       const r = await workerPool().run({
         file: job.file, first, count, start, end, chunkSize: cs, single: job.size <= cs, expect, url, csrf: csrfToken(), progress,
-      }, (bytes) => { counted += bytes; job.progress(bytes, 0); });
+      }, (bytes) => { counted += bytes; job.progress(bytes, 0); this.onWire(bytes); });
       if (!r.error) return { ...r, counted };
       // What a failed request had sent is not held: take it back off the bars.
       job.progress(-counted, 0);

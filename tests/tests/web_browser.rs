@@ -176,26 +176,103 @@ impl Browser {
             .goto(&format!("https://{host_port}/"))
             .await
             .expect("page loads");
-        self.find("#signin-user")
-            .await
-            .send_keys(user)
-            .await
-            .expect("type user");
-        self.find("#signin-password")
-            .await
-            .send_keys(PASSWORD)
-            .await
-            .expect("type password");
-        self.find("#signin-submit")
-            .await
-            .click()
-            .await
-            .expect("submit");
+        self.submit_sign_in(user, PASSWORD).await;
         self.until(
             "signed in",
             &format!("document.getElementById('whoami').textContent === '{user}'"),
         )
         .await;
+    }
+
+    /// Fills in the sign-in form (whatever it held) and submits it, once it shows.
+    pub(crate) async fn submit_sign_in(&self, user: &str, password: &str) {
+        self.until(
+            "the sign-in form",
+            "!document.getElementById('signin').hidden",
+        )
+        .await;
+        for (field, text) in [("#signin-user", user), ("#signin-password", password)] {
+            let input = self.find(field).await;
+            input.clear().await.expect("clear a field");
+            input.send_keys(text).await.expect("type in a field");
+        }
+        self.find("#signin-submit")
+            .await
+            .click()
+            .await
+            .expect("submit");
+    }
+
+    /// Clicks the tab `files` or `chat` and waits until its view shows.
+    pub(crate) async fn tab(&self, view: &str) {
+        self.find(&format!("#tab-{view}"))
+            .await
+            .click()
+            .await
+            .expect("a tab");
+        self.until(
+            &format!("the {view} view"),
+            &format!("!document.getElementById('{view}').hidden"),
+        )
+        .await;
+    }
+
+    /// Joins `channel` from the chat view's form and waits until it is open.
+    pub(crate) async fn join(&self, channel: &str) {
+        self.tab("chat").await;
+        self.find("#join-name")
+            .await
+            .send_keys(channel)
+            .await
+            .expect("type channel");
+        self.find("#join-form button")
+            .await
+            .click()
+            .await
+            .expect("join");
+        self.until(
+            &format!("{channel} open"),
+            &format!(
+                "document.getElementById('conv-title').textContent === {}",
+                json!(channel)
+            ),
+        )
+        .await;
+    }
+
+    /// Clicks the element `css` with the page's own `click()`: for elements the page
+    /// rebuilds as it updates, which a WebDriver click could find stale.
+    pub(crate) async fn click_js(&self, css: &str) {
+        let clicked = self
+            .js(&format!(
+                "const e = document.querySelector({}); if (e) setTimeout(() => e.click()); return !!e;",
+                json!(css)
+            ))
+            .await;
+        assert_eq!(clicked, json!(true), "no {css} to click");
+    }
+
+    /// Waits until the upload list's entry for `label` (a path, or `name → user`) is
+    /// done; fails with its status text if it ends any other way.
+    pub(crate) async fn upload_done(&self, label: &str) {
+        let sel = json!(format!("#upload-list li[data-path={}]", json!(label)));
+        let state = self
+            .until(
+                &format!("the upload of {label}"),
+                &format!(
+                    "(() => {{ const li = document.querySelector({sel}); \
+                     return li && ['done', 'failed', 'conflict'].includes(li.dataset.state) && li.dataset.state; }})()"
+                ),
+            )
+            .await;
+        if state != json!("done") {
+            let status = self
+                .js(&format!(
+                    "return document.querySelector({sel}).textContent;"
+                ))
+                .await;
+            panic!("{label} ended {state}: {status}");
+        }
     }
 
     /// Picks `paths` in the file input `css` (chromedriver takes one path per line; a
@@ -356,6 +433,18 @@ fn a_browser_upload_cut_by_a_reload_resumes_verified_and_downloads_the_same() {
             "document.querySelector('#upload-list li[data-state=paused]')",
         )
         .await;
+        // Signing out now would stop it: the page asks, and cancelling keeps the session.
+        b.find("#logout").await.click().await.expect("sign out");
+        assert_eq!(
+            b.dialog().await,
+            "Uploads in progress will stop; pick the same files again later to resume them. Sign out?"
+        );
+        b.answer(None).await;
+        assert_eq!(
+            b.js("return document.getElementById('whoami').textContent;")
+                .await,
+            json!("alice")
+        );
         b.web.refresh().await.expect("reload");
         b.until(
             "signed in again",
@@ -391,17 +480,10 @@ fn a_browser_upload_cut_by_a_reload_resumes_verified_and_downloads_the_same() {
             .send_keys(&path.display().to_string())
             .await
             .expect("pick again");
-        let state = b
-            .until(
-                "the upload to finish",
-                "(() => { const li = document.querySelector('#upload-list li'); \
-                 return li && ['done', 'failed', 'conflict'].includes(li.dataset.state) && li.dataset.state; })()",
-            )
-            .await;
+        b.upload_done("big.bin").await;
         let status = b
             .js("return document.querySelector('#upload-list li').textContent;")
             .await;
-        assert_eq!(state, "done", "{status}");
         let page_digest = b
             .js("return document.querySelector('#upload-list li').dataset.blake3;")
             .await;
@@ -472,22 +554,7 @@ fn chat_lines_flow_between_the_page_and_xfer_chat() {
             return;
         };
         b.sign_in(&d, "alice").await;
-        b.find("#tab-chat").await.click().await.expect("chat tab");
-        b.find("#join-name")
-            .await
-            .send_keys("#lab")
-            .await
-            .expect("type channel");
-        b.find("#join-form button")
-            .await
-            .click()
-            .await
-            .expect("join");
-        b.until(
-            "#lab open",
-            "document.getElementById('conv-title').textContent === '#lab'",
-        )
-        .await;
+        b.join("#lab").await;
 
         // Page → CLI, with markup that must stay text.
         let line = "<script>alert(1)</script> hello from the page";

@@ -9,8 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -24,28 +23,22 @@ use xfer_e2e::{Client, DEADLINE, Daemon, PASSWORD, blake3_hex, poll, random_byte
 use super::web_api::png;
 use super::web_browser::{BROWSER_DEADLINE, Browser, browse};
 
-/// The upload list's entry for `label` (a path, or `name → user`) once it is done; fails
-/// with its status text if it ends any other way.
-async fn upload_done(b: &Browser, label: &str) {
-    let sel = format!("#upload-list li[data-path={}]", json!(label));
-    let state = b
-        .until(
-            &format!("the upload of {label}"),
-            &format!(
-                "(() => {{ const li = document.querySelector({sel}); \
-                 return li && ['done', 'failed', 'conflict'].includes(li.dataset.state) && li.dataset.state; }})()",
-                sel = json!(sel)
-            ),
-        )
-        .await;
-    if state != json!("done") {
-        let status = b
-            .js(&format!(
-                "return document.querySelector({}).textContent;",
-                json!(sel)
-            ))
-            .await;
-        panic!("{label} ended {state}: {status}");
+/// Waits until the files view shows an error; its text.
+async fn files_error(b: &Browser) -> Value {
+    b.until(
+        "the files view's error",
+        "document.getElementById('files-error').textContent",
+    )
+    .await
+}
+
+/// Pushes each `(local name, bytes, remote path)` with `xfer push` as `c`.
+fn push_all(c: &Client, files: &[(&str, &[u8], &str)]) {
+    let src = TempDir::new().expect("source dir");
+    for (name, data, remote) in files {
+        let p = write_file(src.path(), name, data);
+        let out = c.xfer(&["push", "-q", &p, remote], "");
+        assert_eq!(out.code(), 0, "push {remote}: {}", out.stderr());
     }
 }
 
@@ -111,21 +104,7 @@ fn the_sign_in_page_shows_the_fingerprint_and_refuses_a_wrong_password() {
             status.stdout()
         );
 
-        b.find("#signin-user")
-            .await
-            .send_keys("alice")
-            .await
-            .expect("type user");
-        b.find("#signin-password")
-            .await
-            .send_keys("not the password")
-            .await
-            .expect("type password");
-        b.find("#signin-submit")
-            .await
-            .click()
-            .await
-            .expect("submit");
+        b.submit_sign_in("alice", "not the password").await;
         let said = b
             .until(
                 "the refusal",
@@ -159,7 +138,6 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
         };
         let home = d.files_dir("alice");
         b.sign_in(&d, "alice").await;
-        b.find("#entries").await;
 
         // New folder: the page prompts for the name.
         b.find("#mkdir").await.click().await.expect("New folder");
@@ -197,7 +175,7 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
         }
         b.pick("#pick-folder", &[&tree]).await;
         for (rel, data) in &files {
-            upload_done(&b, &format!("docs/{rel}")).await;
+            b.upload_done(&format!("docs/{rel}")).await;
             let stored = std::fs::read(home.join("docs").join(rel))
                 .unwrap_or_else(|e| panic!("docs/{rel} stored: {e}"));
             assert_eq!(blake3_hex(&stored), blake3_hex(data), "docs/{rel}");
@@ -243,7 +221,7 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
             "the drop zone lights up, then not"
         );
         for (name, data) in &dropped {
-            upload_done(&b, &format!("docs/{name}")).await;
+            b.upload_done(&format!("docs/{name}")).await;
             let stored = std::fs::read(home.join("docs").join(name)).expect("stored");
             assert_eq!(blake3_hex(&stored), blake3_hex(data), "docs/{name}");
             row_shown(&b, name).await;
@@ -268,13 +246,10 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
             "Rename deux.txt to"
         );
         b.answer(Some("tree")).await;
-        let err = b
-            .until(
-                "the refusal",
-                "document.getElementById('files-error').textContent",
-            )
-            .await;
-        assert_eq!(err, json!("a directory exists at the destination"));
+        assert_eq!(
+            files_error(&b).await,
+            json!("a directory exists at the destination")
+        );
         b.assert_no_alert().await;
         assert!(home.join("docs/deux.txt").is_file() && home.join("docs/tree").is_dir());
         // Onto a taken file name the page asks first: cancelling moves nothing and says
@@ -294,14 +269,8 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
                 b.web.accept_alert().await.expect("replace");
             } else {
                 b.answer(None).await;
-                let err = b
-                    .until(
-                        "the refusal",
-                        "document.getElementById('files-error').textContent",
-                    )
-                    .await;
                 assert_eq!(
-                    err,
+                    files_error(&b).await,
                     json!("one.bin already exists here; deux.txt was not renamed")
                 );
                 assert_eq!(
@@ -321,16 +290,11 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
         );
         assert!(!home.join("docs/deux.txt").exists());
 
-        // Delete asks first: cancelling keeps the file, accepting removes it.
+        // Delete asks first. Cancelled, nothing is sent: one.bin is still there after the
+        // next action (a folder deleted with everything in it, after saying so) has been
+        // to the server and back; accepted, it goes.
         assert_eq!(row_button(&b, "one.bin", "Delete").await, "Delete one.bin?");
         b.answer(None).await;
-        assert!(home.join("docs/one.bin").exists(), "cancel keeps it");
-        assert_eq!(row_button(&b, "one.bin", "Delete").await, "Delete one.bin?");
-        b.web.accept_alert().await.expect("confirm");
-        row_gone(&b, "one.bin").await;
-        assert!(!home.join("docs/one.bin").exists(), "deleted on disk");
-
-        // A folder goes with everything in it, after saying so.
         assert_eq!(
             row_button(&b, "tree", "Delete").await,
             "Delete the folder tree and everything in it?"
@@ -338,10 +302,24 @@ fn folders_are_made_renamed_deleted_and_uploaded_from_the_page() {
         b.web.accept_alert().await.expect("confirm");
         row_gone(&b, "tree").await;
         assert!(!home.join("docs/tree").exists(), "the tree deleted on disk");
+        assert!(home.join("docs/one.bin").exists(), "cancel keeps it");
+        row_shown(&b, "one.bin").await;
+        assert_eq!(row_button(&b, "one.bin", "Delete").await, "Delete one.bin?");
+        b.web.accept_alert().await.expect("confirm");
+        row_gone(&b, "one.bin").await;
+        assert!(!home.join("docs/one.bin").exists(), "deleted on disk");
 
-        // Home again by the breadcrumb.
+        // Home again by the breadcrumb. The cancelled New folder made nothing: docs is
+        // all there is.
         b.find("#crumbs a").await.click().await.expect("Home");
         row_shown(&b, "docs").await;
+        let mut made: Vec<String> = std::fs::read_dir(&home)
+            .expect("home")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "inbox")
+            .collect();
+        made.sort();
+        assert_eq!(made, ["docs"]);
         b.assert_no_alert().await;
         b.close().await;
     });
@@ -368,15 +346,16 @@ fn the_image_viewer_steps_through_a_folders_images() {
         let d = Daemon::start_with(&["alice"], None);
         let c = Client::new();
         c.login(&d, "alice", PASSWORD);
-        let src = TempDir::new().expect("source dir");
-        for name in ["a.png", "b.png", "c.png"] {
-            let p = write_file(src.path(), name, &png());
-            let out = c.xfer(&["push", "-q", &p, &format!("pics/{name}")], "");
-            assert_eq!(out.code(), 0, "{}", out.stderr());
-        }
-        let p = write_file(src.path(), "notes.txt", b"not a picture");
-        let out = c.xfer(&["push", "-q", &p, "pics/notes.txt"], "");
-        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let png = png();
+        push_all(
+            &c,
+            &[
+                ("a.png", &png, "pics/a.png"),
+                ("b.png", &png, "pics/b.png"),
+                ("c.png", &png, "pics/c.png"),
+                ("notes.txt", b"not a picture", "pics/notes.txt"),
+            ],
+        );
 
         let Some(b) = Browser::start().await else {
             return;
@@ -407,7 +386,7 @@ fn the_image_viewer_steps_through_a_folders_images() {
             .expect("open b.png");
         let v = viewer_state(&b).await;
         assert_eq!(v[0], "b.png", "{v}");
-        assert!(v[1].as_str().unwrap().starts_with("b.png — "), "{v}");
+        assert_eq!(v[1], format!("b.png — {} B", png.len()), "{v}");
         assert_eq!((&v[2], &v[3]), (&json!(false), &json!(false)), "{v}");
         assert_eq!(v[4], "?path=pics%2Fb.png", "{v}");
 
@@ -422,13 +401,11 @@ fn the_image_viewer_steps_through_a_folders_images() {
                 .await
                 .expect("arrow left");
         }
-        let v = b
-            .until(
-                "the first image",
-                "document.getElementById('viewer-img').alt === 'a.png' && document.getElementById('viewer-prev').disabled",
-            )
-            .await;
-        assert_eq!(v, json!(true));
+        b.until(
+            "the first image, Previous disabled",
+            "document.getElementById('viewer-img').alt === 'a.png' && document.getElementById('viewer-prev').disabled",
+        )
+        .await;
         // The image is served inline, as an image, for the viewer only.
         let inline = b
             .js("return new URL(document.getElementById('viewer-img').src).search;")
@@ -451,11 +428,11 @@ fn the_image_viewer_steps_through_a_folders_images() {
 async fn slow_link(to: SocketAddr, rate: u64) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let start = Instant::now();
-    let sent = Arc::new(AtomicU64::new(0));
+    // When the link is free again: an idle link builds up no credit to burst with.
+    let free_at = Arc::new(Mutex::new(Instant::now()));
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
-            let sent = sent.clone();
+            let free_at = free_at.clone();
             tokio::spawn(async move {
                 let Ok(outbound) = TcpStream::connect(to).await else {
                     return;
@@ -470,9 +447,14 @@ async fn slow_link(to: SocketAddr, rate: u64) -> SocketAddr {
                             return to_server.shutdown().await;
                         }
                         to_server.write_all(&buf[..n]).await?;
-                        let total = sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-                        // Hold the next read until the link's budget has caught up.
-                        let due = start + Duration::from_secs_f64(total as f64 / rate as f64);
+                        // These bytes occupy the link for n / rate seconds after it is
+                        // next free; the next read waits until then.
+                        let due = {
+                            let mut free = free_at.lock().expect("the link's clock");
+                            *free = (*free).max(Instant::now())
+                                + Duration::from_secs_f64(n as f64 / rate as f64);
+                            *free
+                        };
                         tokio::time::sleep_until(due).await;
                     }
                 };
@@ -495,7 +477,6 @@ fn progress_shows_rate_and_time_left_per_file_and_in_total() {
         // however fast this machine is.
         let link = slow_link(d.addr, 4_000_000).await;
         b.sign_in_at(&link.to_string(), "alice").await;
-        b.find("#entries").await;
         b.js(
             "window.seen = { file: [], total: [] };
              new MutationObserver(() => {
@@ -511,8 +492,8 @@ fn progress_shows_rate_and_time_left_per_file_and_in_total() {
         let bb = write_file(src.path(), "b.bin", &random_bytes(4 << 20, 6));
         b.pick("#pick-files", &[Path::new(&a), Path::new(&bb)])
             .await;
-        upload_done(&b, "a.bin").await;
-        upload_done(&b, "b.bin").await;
+        b.upload_done("a.bin").await;
+        b.upload_done("b.bin").await;
         // "sending: 37 %, 8.0 MB/s, 1 s left" and "5.0 MiB of 16 MiB (31 %), 8.0 MB/s,
         // 1 s left", matched in the page by JavaScript regular expressions.
         let seen: Value = b
@@ -545,13 +526,14 @@ fn a_phone_sized_window_gets_one_column_without_sideways_scrolling() {
         let d = Daemon::start_with(&["alice"], None);
         let c = Client::new();
         c.login(&d, "alice", PASSWORD);
-        let src = TempDir::new().expect("source dir");
         let long = "a-rather-long-file-name-from-a-camera-2026-12-01-IMG_20261201_101530.jpeg.bin";
-        for name in [long, "notes.txt"] {
-            let p = write_file(src.path(), name, b"some bytes");
-            let out = c.xfer(&["push", "-q", &p, name], "");
-            assert_eq!(out.code(), 0, "{}", out.stderr());
-        }
+        push_all(
+            &c,
+            &[
+                (long, b"some bytes", long),
+                ("notes.txt", b"some bytes", "notes.txt"),
+            ],
+        );
         let Some(b) = Browser::start().await else {
             return;
         };
@@ -588,22 +570,7 @@ fn a_phone_sized_window_gets_one_column_without_sideways_scrolling() {
         b.screenshot("phone-files.png").await;
 
         // Chat: the side list stacks above the conversation.
-        b.find("#tab-chat").await.click().await.expect("chat tab");
-        b.find("#join-name")
-            .await
-            .send_keys("#lab")
-            .await
-            .expect("type channel");
-        b.find("#join-form button")
-            .await
-            .click()
-            .await
-            .expect("join");
-        b.until(
-            "#lab open",
-            "document.getElementById('conv-title').textContent === '#lab'",
-        )
-        .await;
+        b.join("#lab").await;
         let chat = b
             .js(&format!(
                 "const side = document.getElementById('chat-side').getBoundingClientRect();
@@ -629,7 +596,7 @@ fn a_file_sent_from_the_chat_lands_in_the_inbox_and_a_notice_links_to_it() {
             return;
         };
         b.sign_in(&d, "alice").await;
-        b.find("#tab-chat").await.click().await.expect("chat tab");
+        b.tab("chat").await;
         b.find("#dm-name")
             .await
             .send_keys("bob")
@@ -653,7 +620,7 @@ fn a_file_sent_from_the_chat_lands_in_the_inbox_and_a_notice_links_to_it() {
         let data = random_bytes(5 << 20, 9);
         let path = write_file(src.path(), "report.bin", &data);
         b.pick("#send-file", &[Path::new(&path)]).await;
-        upload_done(&b, "report.bin → bob").await;
+        b.upload_done("report.bin → bob").await;
         let stored = std::fs::read(d.files_dir("bob").join("inbox/alice/report.bin"))
             .expect("in bob's inbox");
         assert_eq!(blake3_hex(&stored), blake3_hex(&data));
@@ -710,16 +677,7 @@ fn a_file_sent_from_the_chat_lands_in_the_inbox_and_a_notice_links_to_it() {
         );
 
         // In a channel there is no one to send a file to.
-        b.find("#join-name")
-            .await
-            .send_keys("#lab")
-            .await
-            .expect("type channel");
-        b.find("#join-form button")
-            .await
-            .click()
-            .await
-            .expect("join");
+        b.join("#lab").await;
         b.until(
             "#lab without Send file",
             "document.getElementById('conv-title').textContent === '#lab'
@@ -754,17 +712,7 @@ fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
             return;
         };
         b.sign_in(&d, "alice").await;
-        b.find("#tab-chat").await.click().await.expect("chat tab");
-        b.find("#join-name")
-            .await
-            .send_keys("#lab")
-            .await
-            .expect("type channel");
-        b.find("#join-form button")
-            .await
-            .click()
-            .await
-            .expect("join");
+        b.join("#lab").await;
 
         // History: the last 50 first, then the earlier ones on request, then no more.
         b.until(
@@ -811,8 +759,7 @@ fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
         // unread (the Chat tab says 1). She signs out, bob says two more, she signs in
         // again: the Chat tab and the channel say 3, and the conversation marks where
         // she left.
-        b.find("#tab-files").await.click().await.expect("files tab");
-        b.find("#entries").await;
+        b.tab("files").await;
         let out = bob.xfer(&["chat", "#lab", "--say", "while you browse files"], "");
         assert_eq!(out.code(), 0, "{}", out.stderr());
         b.until(
@@ -821,16 +768,29 @@ fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
                && !document.getElementById('chat-badge').hidden",
         )
         .await;
+        let signed_in_url = b.web.current_url().await.expect("url");
         b.find("#logout").await.click().await.expect("sign out");
-        b.find("#signin-user").await;
         for line in ["while you were out", "and one more"] {
             let out = bob.xfer(&["chat", "#lab", "--say", line], "");
             assert_eq!(out.code(), 0, "{}", out.stderr());
         }
-        // Signing out loaded the page afresh: nothing of alice's is left in it.
+        // Signing out loaded the page afresh (its address lost the view's `#/files/`):
+        // nothing of alice's is left in it.
+        let deadline = Instant::now() + BROWSER_DEADLINE;
+        loop {
+            let now = b.web.current_url().await.expect("url");
+            if now != signed_in_url && now.fragment().is_none() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload after signing out: {now}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         b.until(
             "the sign-in page",
-            "!document.getElementById('signin').hidden && location.hash === ''",
+            "!document.getElementById('signin').hidden",
         )
         .await;
         let left = b
@@ -838,28 +798,14 @@ fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
                          document.getElementById('chat-badge').hidden];")
             .await;
         assert_eq!(left, json!([0, true]));
-        b.find("#signin-user")
-            .await
-            .send_keys("alice")
-            .await
-            .expect("type user");
-        b.find("#signin-password")
-            .await
-            .send_keys(PASSWORD)
-            .await
-            .expect("type password");
-        b.find("#signin-submit")
-            .await
-            .click()
-            .await
-            .expect("submit");
+        b.submit_sign_in("alice", PASSWORD).await;
         b.until(
             "3 unread on the Chat tab",
             "document.getElementById('chat-badge').textContent === '3'
                && !document.getElementById('chat-badge').hidden",
         )
         .await;
-        b.find("#tab-chat").await.click().await.expect("chat tab");
+        b.tab("chat").await;
         b.until(
             "3 unread on #lab and on the tab",
             "document.querySelector('#chan-list li[data-conv=\"#lab\"] .badge')?.textContent === '3'
@@ -867,11 +813,7 @@ fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
                && !document.getElementById('chat-badge').hidden",
         )
         .await;
-        b.find("#chan-list li[data-conv='#lab']")
-            .await
-            .click()
-            .await
-            .expect("open #lab");
+        b.click_js("#chan-list li[data-conv='#lab']").await;
         let after_mark = b
             .until(
                 "the new-since-you-left mark",

@@ -68,9 +68,7 @@ fn main() -> Result<()> {
         listener.set_nonblocking(false)?;
         let receiver = std::thread::spawn(move || receive_blocking(&listener, server, &dst, size));
         let sender = std::thread::spawn(move || send_blocking(addr, client, &src, size));
-        sender.join().expect("the sender thread panicked")?;
-        receiver.join().expect("the receiver thread panicked")?;
-        return report(size, start);
+        return finish(sender, receiver, size, start);
     }
     let receiver = std::thread::spawn(move || -> Result<()> {
         runtime()?.block_on(async {
@@ -91,12 +89,23 @@ fn main() -> Result<()> {
             send(tls, &src, size).await
         })
     });
-    sender.join().expect("the sender thread panicked")?;
-    receiver.join().expect("the receiver thread panicked")?;
-    report(size, start)
+    finish(sender, receiver, size, start)
 }
 
-fn report(size: u64, start: Instant) -> Result<()> {
+/// Joins both sides and prints the line. The receiver's error comes first: when it
+/// fails (an unwritable DST), the sender only sees the connection break.
+fn finish(
+    sender: std::thread::JoinHandle<Result<()>>,
+    receiver: std::thread::JoinHandle<Result<()>>,
+    size: u64,
+    start: Instant,
+) -> Result<()> {
+    let sent = sender.join().expect("the sender thread panicked");
+    receiver
+        .join()
+        .expect("the receiver thread panicked")
+        .context("receiving")?;
+    sent.context("sending")?;
     let secs = start.elapsed().as_secs_f64();
     let mut out = std::io::stdout().lock();
     writeln!(out, "{size} {secs:.3} {:.0}", size as f64 / secs / 1e6)?;
@@ -119,7 +128,7 @@ async fn send(
     src: &str,
     size: u64,
 ) -> Result<()> {
-    let file = File::open(src)?;
+    let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(DEPTH);
     let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -157,7 +166,9 @@ async fn receive(
     dst: &str,
     size: u64,
 ) -> Result<()> {
-    let file = File::create(dst)?;
+    let file = File::create(dst).with_context(|| format!("creating `{dst}`"))?;
+    // Sized first, as xferd sizes an upload's partial file.
+    file.set_len(size)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(DEPTH);
     let (back, mut spare) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -197,11 +208,11 @@ fn send_blocking(
     src: &str,
     size: u64,
 ) -> Result<()> {
-    let tcp = std::net::TcpStream::connect(addr)?;
+    let tcp = std::net::TcpStream::connect(addr).context("connecting to the receiver")?;
     tcp.set_nodelay(true)?;
     let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost")?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let file = File::open(src)?;
+    let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut offset = 0u64;
     while offset < size {
@@ -226,10 +237,12 @@ fn receive_blocking(
     dst: &str,
     size: u64,
 ) -> Result<()> {
-    let (tcp, _) = listener.accept()?;
+    let (tcp, _) = listener.accept().context("accepting the sender")?;
     tcp.set_nodelay(true)?;
     let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config)?, tcp);
-    let file = File::create(dst)?;
+    let file = File::create(dst).with_context(|| format!("creating `{dst}`"))?;
+    // Sized first, as xferd sizes an upload's partial file.
+    file.set_len(size)?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut offset = 0u64;
     while offset < size {
