@@ -288,17 +288,16 @@ impl Browser {
 
     /// The text of the `prompt()` or `confirm()` the page opens, once it is open (a page
     /// may ask only after a request's answer).
+    /// WebDriver has no event for a dialog opening (a script waiting in the page is cut
+    /// off by it), so this asks with the test kit's `poll`.
     pub(crate) async fn dialog(&self) -> String {
-        let deadline = tokio::time::Instant::now() + BROWSER_DEADLINE;
-        loop {
-            match self.web.get_alert_text().await {
-                Ok(text) => return text,
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    panic!("no dialog opened: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            poll(BROWSER_DEADLINE, || {
+                rt.block_on(self.web.get_alert_text()).ok()
+            })
+        })
+        .expect("no dialog opened")
     }
 
     /// Answers the `prompt()` or `confirm()` the page has open: `Some(text)` types it and

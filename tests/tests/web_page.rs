@@ -768,7 +768,8 @@ fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
                && !document.getElementById('chat-badge').hidden",
         )
         .await;
-        let signed_in_url = b.web.current_url().await.expect("url");
+        let mut signed_out_url = b.web.current_url().await.expect("url");
+        signed_out_url.set_fragment(None);
         b.find("#logout").await.click().await.expect("sign out");
         for line in ["while you were out", "and one more"] {
             let out = bob.xfer(&["chat", "#lab", "--say", line], "");
@@ -776,18 +777,12 @@ fn chat_history_presence_unread_marks_and_notifications_in_the_page() {
         }
         // Signing out loaded the page afresh (its address lost the view's `#/files/`):
         // nothing of alice's is left in it.
-        let deadline = Instant::now() + BROWSER_DEADLINE;
-        loop {
-            let now = b.web.current_url().await.expect("url");
-            if now != signed_in_url && now.fragment().is_none() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no reload after signing out: {now}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        b.web
+            .wait()
+            .at_most(BROWSER_DEADLINE)
+            .for_url(&signed_out_url)
+            .await
+            .unwrap_or_else(|e| panic!("no reload to {signed_out_url} after signing out: {e}"));
         b.until(
             "the sign-in page",
             "!document.getElementById('signin').hidden",
