@@ -181,8 +181,10 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fixed_mmap_threshold();
+    xfer_proto::glibc::reexec_with(&[
+        xfer_proto::glibc::FIXED_MMAP_THRESHOLD,
+        xfer_proto::glibc::REP_MOVSB_THRESHOLD,
+    ]);
     let cli = Cli::parse();
     xferd::logging::init();
     // Two rustls providers are linked (ring, ours; aws-lc-rs, object_store's HTTP
@@ -196,30 +198,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// glibc's malloc raises its mmap threshold to the largest mapped block freed (up to
-/// 32 MiB): once a 1 MiB frame buffer has been freed, later ones come from the heap
-/// arenas, which are not given back, so what connections used stays resident after
-/// they close (docs/TESTING.md, "Memory after connections close" and "Hostile peers").
-/// A fixed threshold (glibc's default, 128 KiB) turns the rise off. glibc reads it only
-/// at start, from `GLIBC_TUNABLES`, so xferd executes itself again once with it set:
-/// same process (pid), arguments and environment. Tunables set by whoever started
-/// xferd are left as they are (and end the re-exec).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fixed_mmap_threshold() {
-    use std::os::unix::process::CommandExt as _;
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| "xferd".into());
-    // Returns only when the exec failed (no /proc): then run with glibc's defaults.
-    let _ = std::process::Command::new("/proc/self/exe")
-        .arg0(arg0)
-        .args(args)
-        .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
-        .exec();
 }
 
 impl Cli {

@@ -5,13 +5,15 @@
 //! the binary file-data frame ([`Chunk`]) and the stable error codes ([`ErrorCode`]).
 //! The crate is pure: it works on any `AsyncRead`/`AsyncWrite` through
 //! `tokio_util::codec::Framed` and knows nothing of sockets, TLS or files.
-//! `docs/PROTOCOL.md` is the written form of this crate and changes with it.
+//! `docs/PROTOCOL.md` is the written form of this crate and changes with it. Beside the
+//! protocol, [`glibc`] holds the process tuning both ends start with.
 #![warn(missing_docs)]
 
 pub mod chat;
 pub mod checksum;
 pub mod codec;
 pub mod error;
+pub mod glibc;
 pub mod layout;
 pub mod message;
 pub mod names;
@@ -24,7 +26,9 @@ pub use chat::{
 pub use checksum::Digest;
 pub use codec::{ClientCodec, Frame, ServerCodec, XferCodec};
 pub use error::{ErrorCode, ProtoError};
-pub use layout::{BadChunkSize, BufferPool, COMPRESS_LEVEL, ChunkLayout};
+pub use layout::{
+    BadChunkSize, BufferPool, CHUNK_BUF_ALIGN, COMPRESS_LEVEL, ChunkBuf, ChunkLayout,
+};
 pub use message::{
     Chunk, ChunkEncoding, Entry, EntryKind, Hello, Request, Response, Secret, WhoAmI,
 };

@@ -377,3 +377,74 @@ fn control_commands_without_a_daemon_say_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no xferd is running"), "{err}");
 }
+
+/// The `GLIBC_TUNABLES` of each program image `bin ARGS…` executes, in order (the
+/// first is what it was started with), as strace sees the `execve` calls. (glibc cuts
+/// the variable short in place once it has parsed it, so `/proc/PID/environ` cannot
+/// tell.)
+fn tunables_executed(bin: &str, args: &[&str], given: Option<&str>) -> Vec<Option<String>> {
+    let tmp = TempDir::new().unwrap();
+    let log = tmp.path().join("execve");
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-v", "-s", "4096", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .arg(xfer_e2e::bin(bin))
+        .args(args)
+        .env_remove("GLIBC_TUNABLES");
+    if let Some(given) = given {
+        cmd.env("GLIBC_TUNABLES", given);
+    }
+    let out = cmd.output().expect("strace (apt-get install strace)");
+    assert!(out.status.success(), "{bin} {args:?}: {out:?}");
+    std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("execve(") && l.ends_with("= 0"))
+        .map(|l| {
+            l.split_once("\"GLIBC_TUNABLES=")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(value, _)| value.to_owned())
+        })
+        .collect()
+}
+
+/// Both programs execute themselves again once at start with their glibc tunables (a
+/// fixed mmap threshold for the daemon; on AMD CPUs, a memcpy without `rep movsb` for
+/// both). Tunables given by whoever starts them are kept as they are, with no re-exec.
+#[test]
+fn both_programs_run_with_their_glibc_tunables_unless_given_their_own() {
+    use xfer_proto::glibc::{FIXED_MMAP_THRESHOLD, REP_MOVSB_THRESHOLD};
+    let amd = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .contains("AuthenticAMD");
+    let (daemon_wants, client_wants) = if amd && cfg!(target_arch = "x86_64") {
+        (
+            vec![
+                None,
+                Some(format!("{FIXED_MMAP_THRESHOLD}:{REP_MOVSB_THRESHOLD}")),
+            ],
+            vec![None, Some(REP_MOVSB_THRESHOLD.to_owned())],
+        )
+    } else {
+        (
+            vec![None, Some(FIXED_MMAP_THRESHOLD.to_owned())],
+            vec![None],
+        )
+    };
+    assert_eq!(
+        tunables_executed("xferd", &["--version"], None),
+        daemon_wants
+    );
+    assert_eq!(
+        tunables_executed("xfer", &["--version"], None),
+        client_wants
+    );
+    let own = "glibc.malloc.arena_max=2";
+    for bin in ["xferd", "xfer"] {
+        assert_eq!(
+            tunables_executed(bin, &["--version"], Some(own)),
+            [Some(own.to_owned())],
+            "{bin}"
+        );
+    }
+}

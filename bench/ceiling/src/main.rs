@@ -32,9 +32,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use xfer_certs::{PinnedVerifier, config, generate};
-use xfer_proto::{CHUNK_SIZE, Digest};
+use xfer_proto::{CHUNK_SIZE, ChunkBuf, Digest};
 
 fn main() -> Result<()> {
+    // The memcpy xfer and xferd run with.
+    xfer_proto::glibc::reexec_with(&[xfer_proto::glibc::REP_MOVSB_THRESHOLD]);
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let blocking = args.first().is_some_and(|a| a == "--blocking");
     if blocking {
@@ -129,14 +131,16 @@ async fn send(
     size: u64,
 ) -> Result<()> {
     let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(DEPTH);
-    let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ChunkBuf>(DEPTH);
+    let (back, spare) = std::sync::mpsc::channel::<ChunkBuf>();
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut offset = 0u64;
         while offset < size {
             let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-            let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
-            buf.resize(len, 0);
+            let mut buf = spare
+                .try_recv()
+                .unwrap_or_else(|_| ChunkBuf::new(CHUNK_SIZE));
+            buf.resize(len);
             file.read_exact_at(&mut buf, offset)?;
             std::hint::black_box(Digest::of_chunk(&buf, offset, size));
             if tx.blocking_send(buf).is_err() {
@@ -169,8 +173,8 @@ async fn receive(
     let file = File::create(dst).with_context(|| format!("creating `{dst}`"))?;
     // Sized first, as xferd sizes an upload's partial file.
     file.set_len(size)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(DEPTH);
-    let (back, mut spare) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, ChunkBuf)>(DEPTH);
+    let (back, mut spare) = tokio::sync::mpsc::unbounded_channel::<ChunkBuf>();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         while let Some((offset, buf)) = rx.blocking_recv() {
             std::hint::black_box(Digest::of_chunk(&buf, offset, size));
@@ -182,8 +186,10 @@ async fn receive(
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
-        buf.resize(len, 0);
+        let mut buf = spare
+            .try_recv()
+            .unwrap_or_else(|_| ChunkBuf::new(CHUNK_SIZE));
+        buf.resize(len);
         tls.read_exact(&mut buf).await?;
         if tx.send((offset, buf)).await.is_err() {
             break;
@@ -213,7 +219,7 @@ fn send_blocking(
     let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost")?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut buf = ChunkBuf::new(CHUNK_SIZE);
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
@@ -243,7 +249,7 @@ fn receive_blocking(
     let file = File::create(dst).with_context(|| format!("creating `{dst}`"))?;
     // Sized first, as xferd sizes an upload's partial file.
     file.set_len(size)?;
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut buf = ChunkBuf::new(CHUNK_SIZE);
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;

@@ -18,7 +18,7 @@ use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use xfer_proto::{
-    BufferPool, Chunk, ChunkLayout, Digest, ErrorCode, PUT_WINDOW, Response, SNIFF_LEN,
+    BufferPool, Chunk, ChunkBuf, ChunkLayout, Digest, ErrorCode, PUT_WINDOW, Response, SNIFF_LEN,
 };
 
 use super::progress::Progress;
@@ -567,8 +567,8 @@ fn read_chunk(
     file: &File,
     plan: &ReadPlan,
     index: u64,
-    mut buf: Vec<u8>,
-) -> std::io::Result<(Vec<u8>, Digest)> {
+    mut buf: ChunkBuf,
+) -> std::io::Result<(ChunkBuf, Digest)> {
     let offset = plan.layout.offset(index);
     file.read_exact_at(&mut buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {

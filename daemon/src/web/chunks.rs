@@ -17,7 +17,7 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use xfer_proto::{BufferPool, Digest, ErrorCode};
+use xfer_proto::{BufferPool, ChunkBuf, Digest, ErrorCode};
 
 use super::files::BODY_TIMEOUT;
 use super::uploads::{DIGEST_HEADER, Open};
@@ -84,7 +84,7 @@ impl BodyReader {
         len: usize,
         pool: &Arc<BufferPool>,
     ) -> Result<Result<Bytes, usize>, ApiError> {
-        let mut buf: Option<Vec<u8>> = None;
+        let mut buf: Option<ChunkBuf> = None;
         let mut have = 0;
         while have < len {
             let Some(mut piece) = self.next().await? else {
