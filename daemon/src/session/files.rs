@@ -1,13 +1,14 @@
 //! File requests and transfers on one connection.
 //!
 //! Storage work is awaited (the local backend runs it in `spawn_blocking`; decompression
-//! and compression run there too). Uploaded chunks are pipelined: while one chunk is
-//! verified and written in a task (one task per chunk: decompress if it came
-//! compressed, hash, then positioned write), the session goes on
+//! and compression run there too). Uploaded chunks are pipelined: while up to
+//! [`RUNNING_CHUNKS`] chunks are verified and written in tasks (one task per chunk:
+//! decompress if it came compressed, hash, then positioned write), the session goes on
 //! reading and decrypting the next frames, up to [`MAX_QUEUED_CHUNKS`] waiting; beyond
-//! that it stops reading, which is the backpressure. Chunks are processed and
-//! acknowledged in arrival order, and any other request first waits until every earlier
-//! chunk is acknowledged, so responses keep request order. Downloads read (and, when
+//! that it stops reading, which is the backpressure. Chunks are acknowledged in arrival
+//! order (a chunk that cannot be taken is answered once the ones before it are), and any
+//! other request first waits until every earlier chunk is acknowledged, so responses
+//! keep request order. Downloads read (and, when
 //! asked, compress) the next chunk in a task while the current one is sent.
 //!
 //! Each transfer holds one of its user's `limits.max_transfers_per_user` places. With
@@ -42,8 +43,13 @@ use crate::storage::{
 
 /// Transfers one connection may hold open at once.
 pub const MAX_TRANSFERS: usize = 8;
-/// Chunk frames read ahead of the one being written (16 MiB at most).
+/// Chunk frames read ahead of the ones being written (16 MiB at most).
 pub const MAX_QUEUED_CHUNKS: usize = xfer_proto::PUT_WINDOW;
+/// Chunk jobs running at once. With two, the next chunk is already being hashed while
+/// one is written, and the blocking threads never wait for the session task (busy
+/// decrypting the frames behind) to take a finished job's result and start the next:
+/// with one, they idled about a quarter of a 1 GiB push (bench/RESULTS.md).
+pub const RUNNING_CHUNKS: usize = 2;
 /// zstd level for downloads that ask for compression: the protocol's, the cheapest
 /// level, because the server compresses for every such client.
 pub use xfer_proto::COMPRESS_LEVEL;
@@ -105,7 +111,8 @@ pub(super) struct Files {
     transfers: HashMap<u64, Transfer>,
     next_id: u64,
     queue: VecDeque<Chunk>,
-    running: Option<JoinHandle<ChunkDone>>,
+    /// Chunk jobs in arrival order, at most [`RUNNING_CHUNKS`].
+    running: VecDeque<JoinHandle<ChunkDone>>,
     /// Set while the user's bandwidth cap holds further chunk frames back.
     paused_until: Option<tokio::time::Instant>,
 }
@@ -118,7 +125,7 @@ impl Files {
             transfers: HashMap::new(),
             next_id: 1,
             queue: VecDeque::new(),
-            running: None,
+            running: VecDeque::with_capacity(RUNNING_CHUNKS),
             paused_until: None,
         }
     }
@@ -143,13 +150,13 @@ impl Files {
         self.paused_until = None;
     }
 
-    /// The running chunk job's outcome; pending forever when none runs.
+    /// The outcome of the oldest running chunk job; pending forever when none runs.
     ///
     /// # Cancel safety
-    /// Cancel-safe: the job is polled through `&mut`, and stays in `running` until it
-    /// has completed.
+    /// Cancel-safe: the job is polled through `&mut`, and stays in `running` until
+    /// [`Files::chunk_done`] takes it.
     pub async fn next_done(&mut self) -> ChunkOutcome {
-        match &mut self.running {
+        match self.running.front_mut() {
             Some(job) => job.await,
             None => std::future::pending().await,
         }
@@ -169,16 +176,17 @@ impl Files {
         Ok(id)
     }
 
-    /// Starts the job for `chunk`, or says why it cannot be taken.
-    fn start_chunk(&mut self, chunk: Chunk) -> Result<(), Response> {
-        let Some(Transfer::Upload(t)) = self.transfers.get(&chunk.transfer_id) else {
-            return Err(Response::error(
-                ErrorCode::BadRequest,
-                format!("no upload with transfer id {} is open", chunk.transfer_id),
-            ));
-        };
-        let upload = t.upload.clone();
-        self.running = Some(tokio::spawn(async move {
+    /// The upload a chunk of transfer `id` goes to, if one is open.
+    fn upload(&self, id: u64) -> Option<Arc<dyn Upload>> {
+        match self.transfers.get(&id) {
+            Some(Transfer::Upload(t)) => Some(t.upload.clone()),
+            _ => None,
+        }
+    }
+
+    /// Starts the job writing `chunk` to `upload`.
+    fn start_chunk(&mut self, chunk: Chunk, upload: Arc<dyn Upload>) {
+        self.running.push_back(tokio::spawn(async move {
             let (transfer_id, offset) = (chunk.transfer_id, chunk.offset);
             let wire = chunk.data.len() as u64;
             // Decompression is bounded by the chunk size and runs off the async threads,
@@ -211,8 +219,15 @@ impl Files {
                 },
             }
         }));
-        Ok(())
     }
+}
+
+/// The answer to a chunk of transfer `id` when no upload of that id is open.
+fn no_upload(id: u64) -> Response {
+    Response::error(
+        ErrorCode::BadRequest,
+        format!("no upload with transfer id {id} is open"),
+    )
 }
 
 fn parse(path: &str) -> Result<RelPath, Response> {
@@ -254,14 +269,16 @@ impl Files {
     /// so a resume after the restart starts from everything received.
     pub async fn checkpoint(&mut self) {
         loop {
-            if let Some(job) = self.running.take() {
+            while let Some(job) = self.running.pop_front() {
                 let _ = job.await;
             }
             let Some(chunk) = self.queue.pop_front() else {
                 break;
             };
             // A chunk that cannot be taken is dropped; the client sends it again.
-            let _ = self.start_chunk(chunk);
+            if let Some(upload) = self.upload(chunk.transfer_id) {
+                self.start_chunk(chunk, upload);
+            }
         }
         self.close_transfers().await;
     }
@@ -282,15 +299,23 @@ impl Files {
             })
     }
 
-    /// Starts the next queued chunk if none is running, answering at once the chunks
-    /// that cannot be taken (in order: nothing is running before them).
+    /// Starts queued chunks while fewer than [`RUNNING_CHUNKS`] run. A chunk that cannot
+    /// be taken is answered once nothing runs before it, so answers keep arrival order.
     async fn pump<T: Transport>(&mut self, link: &mut Link<T>) -> Result<(), End> {
-        while self.running.is_none() {
-            let Some(chunk) = self.queue.pop_front() else {
+        while self.running.len() < RUNNING_CHUNKS {
+            let Some(id) = self.queue.front().map(|c| c.transfer_id) else {
                 break;
             };
-            if let Err(response) = self.start_chunk(chunk) {
-                link.send(response).await?;
+            match self.upload(id) {
+                Some(upload) => {
+                    let chunk = self.queue.pop_front().expect("a queued chunk");
+                    self.start_chunk(chunk, upload);
+                }
+                None if self.running.is_empty() => {
+                    self.queue.pop_front();
+                    link.send(no_upload(id)).await?;
+                }
+                None => break,
             }
         }
         Ok(())
@@ -302,24 +327,27 @@ impl Files {
         outcome: ChunkOutcome,
         link: &mut Link<T>,
     ) -> Result<(), End> {
-        self.running = None;
+        self.running.pop_front();
         if let Ok(done) = &outcome {
             self.state.metrics.chunk_received(done.len, &done.result);
         }
         let response = match outcome {
             Err(e) => internal_error("writing a chunk", &e),
             Ok(done) => match done.result {
-                Ok(()) => {
-                    if let Some(Transfer::Upload(t)) = self.transfers.get_mut(&done.transfer_id) {
+                Ok(()) => match self.transfers.get_mut(&done.transfer_id) {
+                    Some(Transfer::Upload(t)) => {
                         t.bytes_received += done.len;
                         t.wire_bytes += done.wire;
                         t.tracked.progress().add(done.len);
+                        Response::ChunkAck {
+                            transfer_id: done.transfer_id,
+                            offset: done.offset,
+                        }
                     }
-                    Response::ChunkAck {
-                        transfer_id: done.transfer_id,
-                        offset: done.offset,
-                    }
-                }
+                    // An error of a chunk before it, running beside it, ended the
+                    // upload: answered as if it had been taken afterwards.
+                    _ => no_upload(done.transfer_id),
+                },
                 Err(e) => {
                     // Any error ends the transfer; the partial stays for a resume.
                     self.end_transfer(done.transfer_id).await;
@@ -333,7 +361,7 @@ impl Files {
 
     /// Waits until every chunk received so far is answered.
     pub async fn drain_chunks<T: Transport>(&mut self, link: &mut Link<T>) -> Result<(), End> {
-        while self.running.is_some() {
+        while !self.running.is_empty() {
             let outcome = self.next_done().await;
             self.chunk_done(outcome, link).await?;
         }
@@ -370,13 +398,13 @@ impl Files {
         true
     }
 
-    /// Ends every transfer (connection end, logout, new login): waits for the chunk
+    /// Ends every transfer (connection end, logout, new login): waits for the chunks
     /// being written, then saves upload state.
     pub async fn close_transfers(&mut self) {
-        if let Some(job) = self.running.take()
-            && let Ok(done) = job.await
-        {
-            self.state.metrics.chunk_received(done.len, &done.result);
+        while let Some(job) = self.running.pop_front() {
+            if let Ok(done) = job.await {
+                self.state.metrics.chunk_received(done.len, &done.result);
+            }
         }
         self.queue.clear();
         let ids: Vec<u64> = self.transfers.keys().copied().collect();

@@ -217,20 +217,30 @@ async fn bad_input_gets_precise_errors_and_the_connection_survives() {
             ..
         }
     ));
-    // A chunk whose digest lies is refused and ends the transfer; a commit then fails.
+    // A chunk whose digest lies is refused and ends the transfer; the chunk sent right
+    // behind it (written beside it, or queued) is answered after it, as belonging to no
+    // open upload; a commit then fails.
     let data = random_bytes(2 * CHUNK_SIZE, 2);
     let Response::PutReady { transfer_id, .. } = c.put_begin("f", &data, false).await else {
         panic!("put refused");
     };
-    c.framed
-        .send(Frame::Chunk(Chunk::raw(
+    let second = Bytes::copy_from_slice(&data[CHUNK_SIZE..]);
+    for chunk in [
+        Chunk::raw(
             transfer_id,
             0,
             Digest::of(b"lie"),
             Bytes::copy_from_slice(&data[..CHUNK_SIZE]),
-        )))
-        .await
-        .unwrap();
+        ),
+        Chunk::raw(
+            transfer_id,
+            CHUNK_SIZE as u64,
+            Digest::of_chunk(&second, CHUNK_SIZE as u64, data.len() as u64).unwrap(),
+            second.clone(),
+        ),
+    ] {
+        c.framed.send(Frame::Chunk(chunk)).await.unwrap();
+    }
     assert!(matches!(
         c.response().await,
         Response::Error {
@@ -238,6 +248,16 @@ async fn bad_input_gets_precise_errors_and_the_connection_survives() {
             ..
         }
     ));
+    match c.response().await {
+        Response::Error {
+            code: ErrorCode::BadRequest,
+            message,
+        } => assert_eq!(
+            message,
+            format!("no upload with transfer id {transfer_id} is open")
+        ),
+        other => panic!("the chunk behind a refused one got {other:?}"),
+    }
     assert!(matches!(
         c.call(Request::PutCommit {
             transfer_id,
