@@ -3,13 +3,14 @@
 # builds (directories holding xferd and xfer) that differ in one change.
 #
 #   bench/ab-cpu.sh N DIR...    N rounds; each round pushes then pulls 1 GiB on tmpfs
+#                               (AB_DIR=/var/tmp: on the disk)
 #                               with each build in turn, against a daemon of its own
 #
 # Prints one line per build per round: CPU seconds (user + system) of xfer and of xferd,
 # and the wall time, for the push and the pull. Medians are left to the reader.
 set -euo pipefail
 N=$1; shift
-W=$(mktemp -d /dev/shm/xfer-ab.XXXXXX)
+W=$(mktemp -d "${AB_DIR:-/dev/shm}/xfer-ab.XXXXXX")
 head -c 1G /dev/urandom > $W/src.bin
 declare -A PID
 trap 'kill "${PID[@]}" 2>/dev/null; rm -rf "$W"' EXIT

@@ -19,6 +19,7 @@
 //! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
 //! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones;
 //! - `seal.rs`: whether a resumed upload reads back the chunks it held;
+//! - `writeback.rs`: an upload's data flushed as it arrives, beside the upload;
 //! - `batch.rs`: whole small files in one request, committed in batches (one `syncfs`);
 //! - `download.rs`: downloads served from manifests;
 //! - `manifest.rs`: chunk digests kept for committed files;
@@ -37,6 +38,7 @@ mod reserve;
 mod seal;
 mod space;
 mod upload;
+mod writeback;
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;

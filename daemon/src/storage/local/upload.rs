@@ -38,6 +38,7 @@ use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
 use super::reserve::Reservation;
 use super::seal::{self, Seal};
 use super::space::{Destination, UserSpace};
+use super::writeback::Writeback;
 use crate::storage::policy::STORED_SNIFF_BYTES;
 use crate::storage::{
     CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
@@ -69,6 +70,8 @@ struct Inner {
     /// The data's ctime right after this upload last wrote it (or opened it): a seal is
     /// only taken if it is unchanged, i.e. nobody else wrote since.
     own_ctime: Option<(i64, i64)>,
+    /// The data flushed as it arrives (`writeback.rs`).
+    writeback: Writeback,
 }
 
 /// An upload in progress on the local filesystem.
@@ -183,6 +186,7 @@ impl LocalUpload {
                 reservation: None,
                 sealed,
                 own_ctime,
+                writeback: Writeback::default(),
             }),
         };
         // Saved at once: the partial now counts against the quota and shows in listings.
@@ -356,6 +360,8 @@ impl LocalUpload {
             .file
             .write_all_at(data, offset)
             .map_err(io_err("writing upload data"))?;
+        let inner = &mut *inner;
+        inner.writeback.wrote(&inner.file, expected);
         inner.own_ctime = seal::ctime_of(&inner.file);
         if inner.held.insert(index, *digest).is_none()
             && let Some(r) = inner.reservation.as_mut()
@@ -367,7 +373,7 @@ impl LocalUpload {
         if (inner.unsaved >= SAVE_EVERY_CHUNKS && since >= SAVE_MIN_INTERVAL)
             || since >= SAVE_MAX_INTERVAL
         {
-            match self.save(&inner) {
+            match self.save(inner) {
                 Ok(()) => {
                     inner.unsaved = 0;
                     inner.last_saved = Instant::now();
@@ -442,8 +448,9 @@ impl LocalUpload {
             manifest.tag(&inner.file, stamp);
         }
         inner
-            .file
-            .sync_all()
+            .writeback
+            .finish()
+            .and_then(|()| inner.file.sync_all())
             .map_err(io_err("syncing upload data"))?;
         let home = &space.home;
         let parent = self.dest.parent().unwrap_or_else(RelPath::home);
