@@ -8,8 +8,9 @@
 //!
 //! `xfer-ceiling [--blocking] SRC DST` sends SRC to DST (DST is replaced) and prints one
 //! line: `bytes seconds MB/s`. The timing covers the handshake and ends when the
-//! receiver has written and hashed the last byte. Sender and receiver each run on a
-//! thread of their own, like two processes would:
+//! receiver has written and hashed the last byte and synced the file (xferd answers a
+//! commit once the file is durable; sftp, scp and rsync do not sync). Sender and
+//! receiver each run on a thread of their own, like two processes would:
 //!
 //! - by default each has a single-threaded tokio runtime and does its file work (read
 //!   and hash; hash and write) on a blocking thread beside its TLS stream, as xfer does;
@@ -181,7 +182,8 @@ async fn receive(
             file.write_all_at(&buf, offset)?;
             let _ = back.send(buf);
         }
-        Ok(())
+        // Durable, as xferd makes an upload before it answers the commit.
+        file.sync_all()
     });
     let mut offset = 0u64;
     while offset < size {
@@ -258,6 +260,7 @@ fn receive_blocking(
         file.write_all_at(&buf[..len], offset)?;
         offset += len as u64;
     }
+    file.sync_all()?;
     let mut rest = [0u8; 16];
     if tls.read(&mut rest)? != 0 {
         bail!("the sender sent more than {size} bytes");

@@ -46,9 +46,10 @@ pub const MAX_TRANSFERS: usize = 8;
 /// Chunk frames read ahead of the ones being written (16 MiB at most).
 pub const MAX_QUEUED_CHUNKS: usize = xfer_proto::PUT_WINDOW;
 /// Chunk jobs running at once. With two, the next chunk is already being hashed while
-/// one is written, and the blocking threads never wait for the session task (busy
+/// one is written, and the blocking threads need not wait for the session task (busy
 /// decrypting the frames behind) to take a finished job's result and start the next:
-/// with one, they idled about a quarter of a 1 GiB push (bench/RESULTS.md).
+/// with one, the chunk jobs of a 1 GiB push kept them busy about two thirds of the
+/// time (bench/RESULTS.md).
 pub const RUNNING_CHUNKS: usize = 2;
 /// zstd level for downloads that ask for compression: the protocol's, the cheapest
 /// level, because the server compresses for every such client.
