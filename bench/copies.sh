@@ -2,7 +2,7 @@
 # The copies alignment decides, on this machine (see bench/copies.c): the kernel's copy
 # of file data into buffers at several offsets from a page, and glibc's memcpy of 16 KiB
 # records at several source/destination offsets, with glibc's defaults and with the
-# tunable xfer and xferd start with on AMD CPUs (proto/src/glibc.rs).
+# tunable xfer and xferd start with on AMD CPUs (glibc/src/lib.rs).
 #
 #   bench/copies.sh [DIR]    DIR holds the 1 GiB test file (/dev/shm)
 set -euo pipefail

@@ -61,7 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    xfer_proto::glibc::reexec_with(&[xfer_proto::glibc::REP_MOVSB_THRESHOLD]);
+    xfer_glibc::reexec_with(&[xfer_glibc::REP_MOVSB_THRESHOLD]);
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -181,9 +181,9 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    xfer_proto::glibc::reexec_with(&[
-        xfer_proto::glibc::FIXED_MMAP_THRESHOLD,
-        xfer_proto::glibc::REP_MOVSB_THRESHOLD,
+    xfer_glibc::reexec_with(&[
+        xfer_glibc::FIXED_MMAP_THRESHOLD,
+        xfer_glibc::REP_MOVSB_THRESHOLD,
     ]);
     let cli = Cli::parse();
     xferd::logging::init();

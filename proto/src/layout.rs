@@ -90,14 +90,14 @@ impl ChunkLayout {
 /// Where a [`ChunkBuf`]'s bytes start: on a page boundary. On the AMD EPYC machines
 /// this project is measured on, the kernel copies a file's pages into a buffer that
 /// starts 16 bytes past a 32-byte boundary (where glibc puts a large `malloc` block, so
-/// any `Vec<u8>` of 1 MiB) about four times slower than into an aligned one: 0.75 s
-/// against 0.2 s per GiB read from tmpfs (bench/RESULTS.md). Reading every chunk of a
-/// file into such a `Vec` cost a sender a third of its CPU.
+/// any `Vec<u8>` of 1 MiB) about four times slower than into an aligned one: 0.58–0.70 s
+/// against 0.15–0.20 s per GiB read from tmpfs (bench/RESULTS.md, `bench/copies.sh`).
+/// Reading every chunk of a file into such a `Vec` cost a sender a quarter of its CPU.
 pub const CHUNK_BUF_ALIGN: usize = 4096;
 
 /// A buffer of `len` bytes for one chunk whose first byte is on a [`CHUNK_BUF_ALIGN`]
 /// boundary: the place `pread` copies file data into. Dereferences to its bytes.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ChunkBuf {
     /// Room for the aligned bytes and the padding in front of them.
     vec: Vec<u8>,
@@ -127,6 +127,15 @@ impl ChunkBuf {
             };
         }
         self.len = len;
+    }
+}
+
+impl std::fmt::Debug for ChunkBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkBuf")
+            .field("len", &self.len)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
     }
 }
 

@@ -5,15 +5,13 @@
 //! the binary file-data frame ([`Chunk`]) and the stable error codes ([`ErrorCode`]).
 //! The crate is pure: it works on any `AsyncRead`/`AsyncWrite` through
 //! `tokio_util::codec::Framed` and knows nothing of sockets, TLS or files.
-//! `docs/PROTOCOL.md` is the written form of this crate and changes with it. Beside the
-//! protocol, [`glibc`] holds the process tuning both ends start with.
+//! `docs/PROTOCOL.md` is the written form of this crate and changes with it.
 #![warn(missing_docs)]
 
 pub mod chat;
 pub mod checksum;
 pub mod codec;
 pub mod error;
-pub mod glibc;
 pub mod layout;
 pub mod message;
 pub mod names;

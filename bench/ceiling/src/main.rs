@@ -37,7 +37,7 @@ use xfer_proto::{CHUNK_SIZE, ChunkBuf, Digest};
 
 fn main() -> Result<()> {
     // The memcpy xfer and xferd run with.
-    xfer_proto::glibc::reexec_with(&[xfer_proto::glibc::REP_MOVSB_THRESHOLD]);
+    xfer_glibc::reexec_with(&[xfer_glibc::REP_MOVSB_THRESHOLD]);
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let blocking = args.first().is_some_and(|a| a == "--blocking");
     if blocking {

@@ -300,18 +300,20 @@ impl Files {
             })
     }
 
-    /// Starts queued chunks while fewer than [`RUNNING_CHUNKS`] run. A chunk that cannot
-    /// be taken is answered once nothing runs before it, so answers keep arrival order.
+    /// Starts queued chunks while fewer than [`RUNNING_CHUNKS`] run (one at a time for a
+    /// backend without [`Upload::concurrent_writes`]). A chunk that cannot be taken is
+    /// answered once nothing runs before it, so answers keep arrival order.
     async fn pump<T: Transport>(&mut self, link: &mut Link<T>) -> Result<(), End> {
         while self.running.len() < RUNNING_CHUNKS {
             let Some(id) = self.queue.front().map(|c| c.transfer_id) else {
                 break;
             };
             match self.upload(id) {
-                Some(upload) => {
+                Some(upload) if self.running.is_empty() || upload.concurrent_writes() => {
                     let chunk = self.queue.pop_front().expect("a queued chunk");
                     self.start_chunk(chunk, upload);
                 }
+                Some(_) => break,
                 None if self.running.is_empty() => {
                     self.queue.pop_front();
                     link.send(no_upload(id)).await?;

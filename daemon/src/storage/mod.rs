@@ -257,6 +257,12 @@ pub trait Upload: Send + Sync {
     fn chunks_held(&self) -> u64;
     /// Digests of chunks `first..first+count` (clipped to the file), `None` where not held.
     fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>>;
+    /// Whether a chunk may be written while an earlier one is still being written (they
+    /// may then finish in either order). The S3 backend gathers chunks into parts in
+    /// order and refuses ones that run too far ahead, so it says no.
+    fn concurrent_writes(&self) -> bool {
+        false
+    }
     /// Verifies one chunk against `digest`, then writes it at `offset`.
     async fn write_chunk(
         &self,

@@ -448,9 +448,8 @@ impl LocalUpload {
             manifest.tag(&inner.file, stamp);
         }
         inner
-            .writeback
-            .finish()
-            .and_then(|()| inner.file.sync_all())
+            .file
+            .sync_all()
             .map_err(io_err("syncing upload data"))?;
         let home = &space.home;
         let parent = self.dest.parent().unwrap_or_else(RelPath::home);
@@ -556,6 +555,11 @@ impl Upload for UploadHandle {
 
     fn held_digests(&self, first: u64, count: u64) -> Vec<Option<Digest>> {
         self.0.held_digests(first, count)
+    }
+
+    fn concurrent_writes(&self) -> bool {
+        // Hashing runs outside the lock; the write and the bookkeeping under it.
+        true
     }
 
     async fn write_chunk(

@@ -1,15 +1,16 @@
-//! glibc tunables both ends start with ([`reexec_with`]): glibc reads `GLIBC_TUNABLES`
-//! only when a program starts, so a program that wants one executes itself again, once,
-//! with it set: same process (pid), arguments and environment. Tunables set by whoever
-//! started the program are left as they are (and end the re-exec): theirs is the say.
-//!
-//! Not protocol, but a fact of moving chunks that both ends share, like the buffers
-//! they read chunks into ([`crate::ChunkBuf`]).
+//! The glibc tunables xfer and xferd start with ([`reexec_with`]): glibc reads
+//! `GLIBC_TUNABLES` only when a program starts, so a program that wants one executes
+//! itself again, once, with it set: same process (pid), arguments and environment.
+//! Tunables set by whoever started the program are left as they are (and end the
+//! re-exec): theirs is the say. A program running with raised privileges (setuid, file
+//! capabilities: glibc's secure mode, which may drop `GLIBC_TUNABLES`) is never
+//! executed again, so it cannot loop.
+#![warn(missing_docs)]
 
 /// glibc's `memcpy` copies blocks of 2 KiB and up with `rep movsb`. On AMD Zen CPUs that
-/// runs up to 20× slower when the destination is a few bytes past the source modulo a
-/// page (glibc bug 30994, fixed in 2.39; Debian 12 has 2.36): 0.4–0.5 s per GiB against
-/// 0.02 for 16 KiB copies (bench/RESULTS.md). rustls copies every received TLS record
+/// runs about 20× slower when the destination is a few bytes past the source modulo a
+/// page (glibc bug 30994, fixed in 2.39; Debian 12 has 2.36): 0.42–0.61 s per GiB
+/// against 0.02–0.03 s for 16 KiB copies (bench/RESULTS.md, `bench/copies.sh`). rustls copies every received TLS record
 /// (up to 16 KiB) out of its read buffer at such offsets, which cost a receiver a
 /// quarter of its CPU. This threshold keeps `rep movsb` out of every copy.
 pub const REP_MOVSB_THRESHOLD: &str = "glibc.cpu.x86_rep_movsb_threshold=1073741824";
@@ -29,7 +30,7 @@ pub fn reexec_with(tunables: &[&str]) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt as _;
-        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        if std::env::var_os("GLIBC_TUNABLES").is_some() || secure_mode() {
             return;
         }
         let amd = cpu_vendor().as_deref() == Some("AuthenticAMD");
@@ -53,6 +54,22 @@ pub fn reexec_with(tunables: &[&str]) {
     let _ = tunables;
 }
 
+/// Whether this process runs in glibc's secure mode (`AT_SECURE` in its auxiliary
+/// vector: setuid, setgid or file capabilities). When it cannot tell, it says yes.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn secure_mode() -> bool {
+    const AT_SECURE: usize = 23;
+    const WORD: usize = std::mem::size_of::<usize>();
+    let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
+        return true;
+    };
+    let word = |b: &[u8]| usize::from_ne_bytes(b.try_into().expect("a word"));
+    auxv.chunks_exact(2 * WORD)
+        .map(|pair| (word(&pair[..WORD]), word(&pair[WORD..])))
+        .find(|&(key, _)| key == AT_SECURE)
+        .is_none_or(|(_, value)| value != 0)
+}
+
 /// The CPU's vendor as `/proc/cpuinfo` names it (`AuthenticAMD`, `GenuineIntel`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn cpu_vendor() -> Option<String> {
@@ -66,4 +83,12 @@ fn cpu_vendor() -> Option<String> {
             let (key, value) = line.split_once(':')?;
             (key.trim() == "vendor_id").then(|| value.trim().to_owned())
         })
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    #[test]
+    fn a_test_process_is_not_in_secure_mode() {
+        assert!(!super::secure_mode());
+    }
 }
