@@ -10,9 +10,10 @@
 /// glibc's `memcpy` copies blocks of 2 KiB and up with `rep movsb`. On AMD Zen CPUs that
 /// runs about 20× slower when the destination is a few bytes past the source modulo a
 /// page (glibc bug 30994, fixed in 2.39; Debian 12 has 2.36): 0.42–0.61 s per GiB
-/// against 0.02–0.03 s for 16 KiB copies (bench/RESULTS.md, `bench/copies.sh`). rustls copies every received TLS record
-/// (up to 16 KiB) out of its read buffer at such offsets, which cost a receiver a
-/// quarter of its CPU. This threshold keeps `rep movsb` out of every copy.
+/// against 0.02–0.03 s for 16 KiB copies (bench/RESULTS.md, `bench/copies.sh`). rustls
+/// copies every received TLS record (up to 16 KiB) out of its read buffer at such
+/// offsets, which cost a receiver a quarter of its CPU. This threshold keeps `rep movsb`
+/// out of every copy.
 pub const REP_MOVSB_THRESHOLD: &str = "glibc.cpu.x86_rep_movsb_threshold=1073741824";
 
 /// glibc's malloc raises its mmap threshold to the largest mapped block freed (up to
