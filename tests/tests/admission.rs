@@ -226,6 +226,20 @@ fn a_user_bandwidth_cap_paces_transfers_that_still_arrive_intact() {
     assert_eq!(out.code(), 0, "{}", out.stderr());
     let pulled = std::fs::read(back.join("capped.bin")).unwrap();
     assert_eq!(blake3_hex(&pulled), blake3_hex(&data));
+
+    // Whole small files (`PutFile` batches) are paced too, and all arrive.
+    let tree = local.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let files: Vec<Vec<u8>> = (0..6).map(|i| random_bytes(MIB as usize, 10 + i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        write_file(&tree, &format!("f{i}.bin"), data);
+    }
+    let out = c.xfer(&["push", "-r", "-q", tree.to_str().unwrap()], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    for (i, data) in files.iter().enumerate() {
+        let stored = std::fs::read(d.files_dir("alice").join(format!("tree/f{i}.bin"))).unwrap();
+        assert_eq!(blake3_hex(&stored), blake3_hex(data), "tree/f{i}.bin");
+    }
 }
 
 /// A size that keeps the upload in flight at `--limit-rate` and the re-run quick on a

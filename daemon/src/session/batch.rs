@@ -5,10 +5,13 @@
 //! transport holds, never waiting) joins it, up to [`MAX_BATCH_FILES`] files or
 //! [`MAX_BATCH_BYTES`]. The batch is admitted, written and made durable together
 //! (`Storage::put_files`: one `syncfs` for the data, one for the renames), then answered
-//! in request order with one flush. While it commits, the next files pile up in the
-//! connection, so the next batch is larger: group commit. The first frame that is no
-//! `PutFile` is kept and handled right after the batch's answers, so responses keep
-//! request order.
+//! in request order with one flush. While it commits, the session goes on reading: the
+//! `PutFile`s that arrive meanwhile form the next batch (the two together hold at most
+//! [`MAX_BATCH_BYTES`]), committed as soon as the one before is answered. So the
+//! network and the decryption never wait for the disk, and the slower the disk, the
+//! larger the batches: group commit. The first frame that is no `PutFile` stops the
+//! reading; it is kept and handled right after the answers to the files before it, so
+//! responses keep request order.
 //!
 //! `GetFile` answers with the whole file (`Response::File`); the client pipelines them.
 
@@ -16,12 +19,13 @@ use std::time::Instant;
 
 use futures_util::FutureExt as _;
 use tokio_util::sync::CancellationToken;
-use xfer_proto::{Digest, ErrorCode, Frame, Request, Response};
+use xfer_proto::{Digest, ErrorCode, Frame, ProtoError, Request, Response};
 
 use super::Session;
 use super::link::Transport;
 use super::reply::{End, answer, storage_error};
 use crate::audit;
+use crate::state::ServerState;
 use crate::storage::{PutFileDone, RelPath, WholeFile};
 
 /// Files committed together at most: bounds the batch's open temporaries and the time
@@ -39,138 +43,236 @@ pub(super) struct PutFile {
     pub data: bytes::Bytes,
 }
 
+impl PutFile {
+    /// The `PutFile` request `frame` is, if it is one.
+    fn from_frame(frame: Frame<Request>) -> Result<PutFile, Frame<Request>> {
+        match frame {
+            Frame::Message(Request::PutFile {
+                path,
+                force,
+                modified_unix,
+                digest,
+                data,
+            }) => Ok(PutFile {
+                path,
+                force,
+                modified_unix,
+                digest,
+                data,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
+/// The files of one batch, and when its first one was read.
+struct Batch {
+    files: Vec<PutFile>,
+    bytes: usize,
+    started: Instant,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            files: Vec::new(),
+            bytes: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, file: PutFile) {
+        if self.files.is_empty() {
+            self.started = Instant::now();
+        }
+        self.bytes += file.data.len();
+        self.files.push(file);
+    }
+}
+
 impl<T: Transport> Session<T> {
-    /// Answers `first` and every `PutFile` already behind it, as one durable batch.
+    /// Answers `first` and every `PutFile` behind it, in durable batches. The first
+    /// batch is what has already arrived; while a batch commits, the next one is read,
+    /// until a frame that is no `PutFile`, the bounds (the two batches together hold at
+    /// most [`MAX_BATCH_BYTES`]), the user's bandwidth cap or shutdown stops the
+    /// reading. Returns once nothing read is left unanswered.
     pub(super) async fn put_files(
         &mut self,
         user: &str,
         first: PutFile,
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
-        let started = Instant::now();
         let rate = self.state.config().limits.user_bytes_per_sec;
-        let mut bytes = first.data.len();
-        let mut paused = self.state.admission.charge(user, bytes as u64, rate);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_FILES && bytes < MAX_BATCH_BYTES && paused.is_none() {
-            match self.link.next().now_or_never() {
-                Some(Some(Ok(Frame::Message(Request::PutFile {
-                    path,
-                    force,
-                    modified_unix,
-                    digest,
-                    data,
-                })))) => {
-                    bytes += data.len();
-                    paused = self.state.admission.charge(user, data.len() as u64, rate);
-                    batch.push(PutFile {
-                        path,
-                        force,
-                        modified_unix,
-                        digest,
-                        data,
-                    });
-                }
-                // Anything else is handled after this batch's answers, in order.
-                Some(other) => {
-                    self.stashed = Some(other);
-                    break;
-                }
-                None => break,
-            }
-        }
-        // The batch is one transfer for `limits.max_transfers_per_user`: refused whole
-        // when the user has no place left, as a `PutBegin` would be.
-        let answers = match self.files.transfer_slot(user) {
-            Ok(_slot) => self.commit_files(user, batch, started).await,
-            Err(busy) => vec![busy; batch.len()],
-        };
-        let sent = tokio::time::timeout(
-            self.link.idle(),
-            self.link.send_all(answers.into_iter().map(Frame::Message)),
-        )
-        .await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return Err(End::PeerClosed);
-        }
-        // The user's bandwidth cap: no further frame is read before it allows.
-        if let Some(until) = paused {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => {}
-                () = shutdown.cancelled() => return Err(End::Stopped),
-            }
-        }
-        Ok(())
-    }
-
-    /// Validates each file's path, commits the valid ones as one batch, and audits what
-    /// was committed; one answer per file, in order.
-    async fn commit_files(
-        &mut self,
-        user: &str,
-        batch: Vec<PutFile>,
-        started: Instant,
-    ) -> Vec<Response> {
-        let mut answers: Vec<Option<Response>> = Vec::with_capacity(batch.len());
-        let mut files = Vec::with_capacity(batch.len());
-        for f in batch {
-            match RelPath::parse_entry(&f.path) {
-                Ok(path) => {
-                    answers.push(None);
-                    files.push(WholeFile {
-                        path,
-                        force: f.force,
-                        modified_unix: f.modified_unix,
-                        digest: f.digest,
-                        data: f.data,
-                    });
-                }
-                Err(e) => {
-                    answers.push(Some(Response::error(ErrorCode::InvalidPath, e.to_string())))
-                }
-            }
-        }
-        let paths: Vec<String> = files.iter().map(|f| f.path.as_str().to_owned()).collect();
-        let state = self.files.state();
-        let done = state.storage.put_files(user, files).await;
-        let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let mut done = done.into_iter().zip(paths);
-        for slot in answers.iter_mut().filter(|a| a.is_none()) {
-            let Some((result, path)) = done.next() else {
+        let mut paused = self
+            .state
+            .admission
+            .charge(user, first.data.len() as u64, rate);
+        let mut batch = Batch::new();
+        batch.push(first);
+        // What has already arrived joins the first batch.
+        while paused.is_none()
+            && batch.files.len() < MAX_BATCH_FILES
+            && batch.bytes < MAX_BATCH_BYTES
+        {
+            let Some(read) = self.link.next().now_or_never() else {
                 break;
             };
-            *slot = Some(match result {
-                Ok(PutFileDone::Committed(c)) => {
-                    audit::upload(&audit::UploadRecord {
-                        user,
-                        path: &path,
-                        bytes: c.size,
-                        digest: &c.digest.to_string(),
-                        duration_ms: millis,
-                        resumed_from: 0,
-                        bytes_received: c.size,
-                        wire_bytes: c.size,
-                    });
-                    state.metrics.upload_committed(0);
-                    Response::Committed {
-                        size: c.size,
-                        digest: c.digest,
+            if !self.take_put_file(read, user, &mut batch, &mut paused) {
+                break;
+            }
+        }
+        loop {
+            let mut next = Batch::new();
+            // The batch is one transfer for `limits.max_transfers_per_user`: refused
+            // whole when the user has no place left, as a `PutBegin` would be.
+            let slot = self.files.transfer_slot(user);
+            let held = batch.bytes;
+            let state = self.state.clone();
+            let commit = async move {
+                match slot {
+                    Ok(_slot) => commit_files(&state, user, batch).await,
+                    Err(busy) => vec![busy; batch.files.len()],
+                }
+            };
+            tokio::pin!(commit);
+            let answers = loop {
+                let reading = self.stashed.is_none()
+                    && paused.is_none()
+                    && !shutdown.is_cancelled()
+                    && next.files.len() < MAX_BATCH_FILES
+                    && held + next.bytes < MAX_BATCH_BYTES;
+                tokio::select! {
+                    biased;
+                    answers = &mut commit => break answers,
+                    () = shutdown.cancelled(), if reading => {}
+                    read = self.link.next(), if reading => {
+                        self.take_put_file(read, user, &mut next, &mut paused);
                     }
                 }
-                Ok(PutFileDone::Exists { size, digest }) => Response::Exists { size, digest },
-                Err(e) => storage_error(&e),
-            });
+            };
+            let sent = tokio::time::timeout(
+                self.link.idle(),
+                self.link.send_all(answers.into_iter().map(Frame::Message)),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return Err(End::PeerClosed);
+            }
+            // The user's bandwidth cap: no further frame is read before it allows.
+            if let Some(until) = paused.take() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = shutdown.cancelled() => return Err(End::Stopped),
+                }
+            }
+            if next.files.is_empty() {
+                return Ok(());
+            }
+            batch = next;
         }
-        answers
-            .into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| {
-                    Response::error(ErrorCode::Internal, "the batch lost a file; see the log")
-                })
-            })
-            .collect()
     }
 
+    /// Adds the frame `read` to `batch` if it is a `PutFile`, charging it to the user's
+    /// bandwidth (`paused`: until when the cap holds further frames back). Anything else
+    /// (another request, an error, the end) is kept for after the answers before it, so
+    /// responses keep request order; false then.
+    fn take_put_file(
+        &mut self,
+        read: Option<Result<Frame<Request>, ProtoError>>,
+        user: &str,
+        batch: &mut Batch,
+        paused: &mut Option<tokio::time::Instant>,
+    ) -> bool {
+        match read {
+            Some(Ok(frame)) => match PutFile::from_frame(frame) {
+                Ok(file) => {
+                    let rate = self.state.config().limits.user_bytes_per_sec;
+                    *paused = self
+                        .state
+                        .admission
+                        .charge(user, file.data.len() as u64, rate);
+                    batch.push(file);
+                    true
+                }
+                Err(other) => {
+                    self.stashed = Some(Some(Ok(other)));
+                    false
+                }
+            },
+            other => {
+                self.stashed = Some(other);
+                false
+            }
+        }
+    }
+}
+
+/// Validates each file's path, commits the valid ones as one batch, and audits what was
+/// committed; one answer per file, in order.
+async fn commit_files(state: &ServerState, user: &str, batch: Batch) -> Vec<Response> {
+    let Batch {
+        files: batch,
+        started,
+        ..
+    } = batch;
+    let mut answers: Vec<Option<Response>> = Vec::with_capacity(batch.len());
+    let mut files = Vec::with_capacity(batch.len());
+    for f in batch {
+        match RelPath::parse_entry(&f.path) {
+            Ok(path) => {
+                answers.push(None);
+                files.push(WholeFile {
+                    path,
+                    force: f.force,
+                    modified_unix: f.modified_unix,
+                    digest: f.digest,
+                    data: f.data,
+                });
+            }
+            Err(e) => answers.push(Some(Response::error(ErrorCode::InvalidPath, e.to_string()))),
+        }
+    }
+    let paths: Vec<String> = files.iter().map(|f| f.path.as_str().to_owned()).collect();
+    let done = state.storage.put_files(user, files).await;
+    let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut done = done.into_iter().zip(paths);
+    for slot in answers.iter_mut().filter(|a| a.is_none()) {
+        let Some((result, path)) = done.next() else {
+            break;
+        };
+        *slot = Some(match result {
+            Ok(PutFileDone::Committed(c)) => {
+                audit::upload(&audit::UploadRecord {
+                    user,
+                    path: &path,
+                    bytes: c.size,
+                    digest: &c.digest.to_string(),
+                    duration_ms: millis,
+                    resumed_from: 0,
+                    bytes_received: c.size,
+                    wire_bytes: c.size,
+                });
+                state.metrics.upload_committed(0);
+                Response::Committed {
+                    size: c.size,
+                    digest: c.digest,
+                }
+            }
+            Ok(PutFileDone::Exists { size, digest }) => Response::Exists { size, digest },
+            Err(e) => storage_error(&e),
+        });
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Response::error(ErrorCode::Internal, "the batch lost a file; see the log")
+            })
+        })
+        .collect()
+}
+
+impl<T: Transport> Session<T> {
     /// `GetFile`: the whole file in one answer. It holds a place of the user's
     /// `limits.max_transfers_per_user` while it reads, and is paced by
     /// `limits.user_bytes_per_sec` like a chunked download.

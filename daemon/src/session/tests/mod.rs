@@ -24,6 +24,8 @@ use crate::accounts::{PasswordFile, UserName, hash_password};
 use crate::config::Config;
 use crate::state::ServerState;
 
+mod batch;
+
 const PASSWORD: &str = "correct horse battery";
 /// How long any one answer may take on a loaded machine before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);

@@ -1,0 +1,139 @@
+//! `PutFile` batches: answers in request order, with another request between them.
+
+use super::*;
+
+fn put_file(path: &str, data: Vec<u8>) -> Request {
+    Request::PutFile {
+        path: path.into(),
+        force: false,
+        modified_unix: Some(1_700_000_000),
+        digest: Digest::of(&data),
+        data: Bytes::from(data),
+    }
+}
+
+/// 1 MiB of bytes that differ from file to file.
+fn content(i: usize) -> Vec<u8> {
+    let mut data = vec![0u8; 1 << 20];
+    for (j, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(31) ^ j.wrapping_mul(7)) as u8;
+    }
+    data
+}
+
+#[tokio::test]
+async fn put_files_sent_ahead_are_answered_in_order_around_another_request() {
+    let mut server = Server::start(&["alice"]).await;
+    let mut c = server.connect().await;
+    assert!(matches!(
+        login(&mut c, "alice", PASSWORD).await,
+        Response::LoggedIn { .. }
+    ));
+
+    // 40 MiB of files (more than a batch holds), a listing, then more files, one of them
+    // with a digest that does not match and one with a path that escapes, all sent
+    // before any answer is read.
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let data = content(i);
+        expected.push(Some(Digest::of(&data)));
+        assert!(c.send(put_file(&format!("f{i:02}.bin"), data)).await);
+    }
+    assert!(
+        c.send(Request::List {
+            path: String::new(),
+            after: None,
+        })
+        .await
+    );
+    for i in 40..50 {
+        let data = content(i);
+        let request = match i {
+            44 => {
+                let Request::PutFile {
+                    path,
+                    force,
+                    modified_unix,
+                    data,
+                    ..
+                } = put_file(&format!("f{i:02}.bin"), data)
+                else {
+                    unreachable!()
+                };
+                Request::PutFile {
+                    path,
+                    force,
+                    modified_unix,
+                    digest: Digest::of(b"something else"),
+                    data,
+                }
+            }
+            45 => put_file("../escape.bin", data),
+            _ => {
+                expected.push(Some(Digest::of(&data)));
+                put_file(&format!("f{i:02}.bin"), data)
+            }
+        };
+        if matches!(i, 44 | 45) {
+            expected.push(None);
+        }
+        assert!(c.send(request).await);
+    }
+
+    let mut listed = None;
+    let mut answers = Vec::new();
+    while answers.len() < expected.len() {
+        match timeout(PATIENCE, c.response())
+            .await
+            .expect("an answer in time")
+        {
+            Response::Listing { entries, .. } => {
+                assert_eq!(
+                    answers.len(),
+                    40,
+                    "the listing comes right after the files before it"
+                );
+                listed = Some(entries);
+            }
+            other => answers.push(other),
+        }
+    }
+    for (i, (answer, want)) in answers.iter().zip(&expected).enumerate() {
+        match (answer, want) {
+            (Response::Committed { size, digest }, Some(d)) => {
+                assert_eq!((*size, digest), (1 << 20, d), "file {i}");
+            }
+            (Response::Error { code, .. }, None) if i == 44 => {
+                assert_eq!(*code, ErrorCode::ChecksumMismatch, "{answer:?}");
+            }
+            (Response::Error { code, .. }, None) if i == 45 => {
+                assert_eq!(*code, ErrorCode::InvalidPath, "{answer:?}");
+            }
+            _ => panic!("answer {i}: {answer:?}, expected {want:?}"),
+        }
+    }
+    // The listing saw every file sent before it, committed, and none sent after it.
+    let mut names: Vec<String> = listed
+        .expect("a listing")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    let before: Vec<String> = (0..40).map(|i| format!("f{i:02}.bin")).collect();
+    assert_eq!(names, before);
+
+    // Still serving, and what was refused is not there.
+    match c
+        .call(Request::List {
+            path: String::new(),
+            after: None,
+        })
+        .await
+    {
+        Response::Listing { entries, .. } => {
+            assert_eq!(entries.len(), 48, "{entries:?}");
+            assert!(entries.iter().all(|e| e.name != "f44.bin"));
+        }
+        other => panic!("expected a listing, got {other:?}"),
+    }
+}
