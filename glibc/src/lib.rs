@@ -26,7 +26,8 @@ pub const FIXED_MMAP_THRESHOLD: &str = "glibc.malloc.mmap_threshold=131072";
 /// Executes this program again with `tunables` in `GLIBC_TUNABLES`, unless that is set
 /// already; [`REP_MOVSB_THRESHOLD`] is left out on CPUs other than AMD's. Call it first
 /// thing in `main`, before any thread starts. Returns when nothing needs doing, or when
-/// the exec failed (no `/proc`): the program then runs with glibc's defaults.
+/// the exec failed (no `/proc`, the program's file gone): the program then runs with
+/// glibc's defaults.
 pub fn reexec_with(tunables: &[&str]) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -43,9 +44,19 @@ pub fn reexec_with(tunables: &[&str]) {
         if wanted.is_empty() {
             return;
         }
+        // The program's own path, not `/proc/self/exe`: the kernel names the process
+        // after the file executed (`ps`, `pgrep`, `top`, the journal's `_COMM`), which
+        // would then be "exe". A program whose file was replaced or removed since it
+        // started runs on without the tunables.
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        if exe.as_os_str().to_string_lossy().ends_with(" (deleted)") {
+            return;
+        }
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_default();
-        let _ = std::process::Command::new("/proc/self/exe")
+        let _ = std::process::Command::new(exe)
             .arg0(arg0)
             .args(args)
             .env("GLIBC_TUNABLES", wanted.join(":"))

@@ -402,6 +402,9 @@ fn tunables_executed(bin: &str, args: &[&str], given: Option<&str>) -> Vec<Optio
         .lines()
         .filter(|l| l.contains("execve(") && l.ends_with("= 0"))
         .map(|l| {
+            // Each image is the program's own file, so the process keeps its name.
+            let path = l.split('"').nth(1).unwrap_or_default();
+            assert!(path.ends_with(&format!("/{bin}")), "{bin} executed {path}");
             l.split_once("\"GLIBC_TUNABLES=")
                 .and_then(|(_, rest)| rest.split_once('"'))
                 .map(|(value, _)| value.to_owned())
@@ -462,4 +465,13 @@ fn both_programs_run_with_their_glibc_tunables_unless_given_their_own() {
             "{bin}"
         );
     }
+}
+
+/// After executing itself again for its tunables, the daemon still goes by its file's
+/// name, as `ps`, `pgrep xferd`, `top` and the journal's `_COMM` see it.
+#[test]
+fn the_daemon_keeps_its_name_after_executing_itself_again() {
+    let d = Daemon::start();
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", d.pid())).unwrap();
+    assert_eq!(comm.trim_end(), "xferd");
 }
