@@ -125,10 +125,15 @@ settle_sshd() {
 }
 
 # Runs contender function $2 whose server is process $1 (0: none); appends
-# "wall client_cpu server_cpu" to the samples of key $3.
+# "wall client_cpu server_cpu" to the samples of key $3. A function ${2}_prep, where
+# there is one, runs first, untimed (e.g. removing what the last run left).
 declare -A T C S
 sample() {
   local spid=$1 f=$2 key=$3 t0 t1 c0 c1 s0=0 s1=0
+  if declare -F "${f}_prep" >/dev/null; then
+    "${f}_prep" >/dev/null 2>&1 || true
+    [ "$spid" = "${SSHD_PID:-x}" ] && settle_sshd
+  fi
   [ "$spid" != 0 ] && s0=$(proc_cpu "$spid")
   child_cpu >"$BENCH_TMP/c0"; t0=$(now)
   if ! "$f" >"$BENCH_TMP/out" 2>&1; then

@@ -15,16 +15,27 @@ for i in range(n):
 PY
 }
 
-# Each contender replaces the whole remote (or local) tree: the old one is removed first,
-# inside the timed region.
-tree_xpush() { "$XFER" rm -r "$TREE" >/dev/null 2>&1 || true; "$XFER" push -q -r "$W/trees/$TREE"; }
-tree_xpull() { rm -rf "$W/pull/$TREE"; "$XFER" pull -q -r "$TREE" "$W/pull/"; }
-tree_sput() { rm -rf "$W/ssh/$TREE"; "${SFTP[@]}" <<<"put -r $W/trees/$TREE $W/ssh/$TREE"; }
-tree_sget() { rm -rf "$W/pull/$TREE"; "${SFTP[@]}" <<<"get -r $W/ssh/$TREE $W/pull/$TREE"; }
-tree_cput() { rm -rf "$W/ssh/$TREE"; "${SCP[@]}" -r "$W/trees/$TREE" "$SSH_USER:$W/ssh/$TREE"; }
-tree_cget() { rm -rf "$W/pull/$TREE"; "${SCP[@]}" -r "$SSH_USER:$W/ssh/$TREE" "$W/pull/$TREE"; }
-tree_rput() { rm -rf "$W/ssh/$TREE"; rsync -a -e "$RSYNC_SSH" "$W/trees/$TREE/" "$SSH_USER:$W/ssh/$TREE/"; }
-tree_rget() { rm -rf "$W/pull/$TREE"; rsync -a -e "$RSYNC_SSH" "$SSH_USER:$W/ssh/$TREE/" "$W/pull/$TREE/"; }
+# Each contender writes the whole tree into an empty place: what the last run left is
+# removed first, untimed (sample runs the _prep functions before the clock starts, so
+# the writes still go into memory just freed). Until 2026-12-02 the removal was timed;
+# that added the same local `rm -rf` to both sides of a pull, and a whole second
+# connection (`xfer rm -r`) to xfer's push against a local `rm -rf` for the peers.
+tree_xpush_prep() { "$XFER" rm -r "$TREE"; }
+tree_xpush() { "$XFER" push -q -r "$W/trees/$TREE"; }
+tree_xpull_prep() { rm -rf "$W/pull/$TREE"; }
+tree_xpull() { "$XFER" pull -q -r "$TREE" "$W/pull/"; }
+tree_sput_prep() { rm -rf "$W/ssh/$TREE"; }
+tree_sput() { "${SFTP[@]}" <<<"put -r $W/trees/$TREE $W/ssh/$TREE"; }
+tree_sget_prep() { rm -rf "$W/pull/$TREE"; }
+tree_sget() { "${SFTP[@]}" <<<"get -r $W/ssh/$TREE $W/pull/$TREE"; }
+tree_cput_prep() { rm -rf "$W/ssh/$TREE"; }
+tree_cput() { "${SCP[@]}" -r "$W/trees/$TREE" "$SSH_USER:$W/ssh/$TREE"; }
+tree_cget_prep() { rm -rf "$W/pull/$TREE"; }
+tree_cget() { "${SCP[@]}" -r "$SSH_USER:$W/ssh/$TREE" "$W/pull/$TREE"; }
+tree_rput_prep() { rm -rf "$W/ssh/$TREE"; }
+tree_rput() { rsync -a -e "$RSYNC_SSH" "$W/trees/$TREE/" "$SSH_USER:$W/ssh/$TREE/"; }
+tree_rget_prep() { rm -rf "$W/pull/$TREE"; }
+tree_rget() { rsync -a -e "$RSYNC_SSH" "$SSH_USER:$W/ssh/$TREE/" "$W/pull/$TREE/"; }
 # One file changed (new content, same size), then the tree sent again over what is there.
 touch_one() { head -c 2048 /dev/urandom >"$W/trees/$TREE/d07/f00007.bin"; }
 tree_xupdate() { touch_one; "$XFER" push -q -r --update "$W/trees/$TREE"; }
@@ -45,7 +56,11 @@ small_keys() {
 tree_round() {
   local n=$1 label=$2 k key pidvar f
   small_keys
-  for k in "${KEYS[@]}"; do IFS=: read -r key pidvar f <<<"$k"; "$f" >/dev/null 2>&1 || { say "$f failed"; "$f"; }; done
+  for k in "${KEYS[@]}"; do
+    IFS=: read -r key pidvar f <<<"$k"
+    "${f}_prep" >/dev/null 2>&1 || true
+    "$f" >/dev/null 2>&1 || { say "$f failed"; "$f"; }
+  done
   for i in $(seq "$RUNS"); do
     say "  $label, run $i of $RUNS"
     for k in "${KEYS[@]}"; do
