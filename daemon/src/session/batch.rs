@@ -23,7 +23,7 @@ use xfer_proto::{Digest, ErrorCode, Frame, ProtoError, Request, Response};
 
 use super::Session;
 use super::link::Transport;
-use super::reply::{End, answer, storage_error};
+use super::reply::{End, storage_error};
 use crate::audit;
 use crate::state::ServerState;
 use crate::storage::{PutFileDone, RelPath, WholeFile};
@@ -273,52 +273,123 @@ async fn commit_files(state: &ServerState, user: &str, batch: Batch) -> Vec<Resp
 }
 
 impl<T: Transport> Session<T> {
-    /// `GetFile`: the whole file in one answer. It holds a place of the user's
-    /// `limits.max_transfers_per_user` while it reads, and is paced by
-    /// `limits.user_bytes_per_sec` like a chunked download.
-    pub(super) async fn get_file(
+    /// `GetFile`s: `first` and every `GetFile` that has already arrived behind it (up
+    /// to [`MAX_BATCH_FILES`]), read together and answered with one flush, each with
+    /// the whole file (`Response::File`) or why not, in request order. The reads stop
+    /// at [`MAX_BATCH_BYTES`] and go on once those are sent. Each read holds a place of
+    /// the user's `limits.max_transfers_per_user` and is paced by
+    /// `limits.user_bytes_per_sec` like a chunked download. The first frame that is no
+    /// `GetFile` is handled after these answers.
+    pub(super) async fn get_files(
         &mut self,
         user: &str,
-        path: &str,
+        first: String,
         shutdown: &CancellationToken,
-    ) -> Result<Response, End> {
-        match self.read_file(user, path).await {
-            Ok((response, bytes)) => {
-                let rate = self.state.config().limits.user_bytes_per_sec;
-                if let Some(until) = self.state.admission.charge(user, bytes, rate) {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(until) => {}
-                        () = shutdown.cancelled() => return Err(End::Stopped),
-                    }
+    ) -> Result<(), End> {
+        let mut paths = vec![first];
+        while paths.len() < MAX_BATCH_FILES {
+            let Some(read) = self.link.next().now_or_never() else {
+                break;
+            };
+            match read {
+                Some(Ok(Frame::Message(Request::GetFile { path }))) => paths.push(path),
+                other => {
+                    self.stashed = Some(other);
+                    break;
                 }
-                Ok(response)
             }
-            Err(refusal) => Ok(refusal),
         }
+        // A path that does not parse is answered in its place.
+        let parsed: Vec<Result<RelPath, Response>> = paths
+            .iter()
+            .map(|p| {
+                RelPath::parse_entry(p)
+                    .map_err(|e| Response::error(ErrorCode::InvalidPath, e.to_string()))
+            })
+            .collect();
+        let mut rest = &parsed[..];
+        while !rest.is_empty() {
+            let valid = rest.iter().take_while(|p| p.is_ok()).count();
+            let (mut answers, bytes) = if valid == 0 {
+                let Err(refusal) = &rest[0] else {
+                    unreachable!("no valid path leads")
+                };
+                (vec![refusal.clone()], 0)
+            } else {
+                let wanted: Vec<RelPath> = rest[..valid]
+                    .iter()
+                    .filter_map(|p| p.as_ref().ok().cloned())
+                    .collect();
+                self.read_files(user, &wanted).await
+            };
+            if answers.is_empty() {
+                // A backend must answer at least one; never loop on one that does not.
+                answers.push(Response::error(
+                    ErrorCode::Internal,
+                    "the storage read no file; see the log",
+                ));
+                tracing::error!("read_wholes answered nothing");
+            }
+            rest = &rest[answers.len()..];
+            let rate = self.state.config().limits.user_bytes_per_sec;
+            if let Some(until) = self.state.admission.charge(user, bytes, rate) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = shutdown.cancelled() => return Err(End::Stopped),
+                }
+            }
+            let sent = tokio::time::timeout(
+                self.link.idle(),
+                self.link.send_all(answers.into_iter().map(Frame::Message)),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return Err(End::PeerClosed);
+            }
+        }
+        Ok(())
     }
 
-    async fn read_file(&mut self, user: &str, path: &str) -> Result<(Response, u64), Response> {
-        let path = RelPath::parse_entry(path)
-            .map_err(|e| Response::error(ErrorCode::InvalidPath, e.to_string()))?;
-        let _slot = self.files.transfer_slot(user)?;
-        let state = self.files.state();
-        let read = answer(state.storage.read_whole(user, &path)).await?;
-        audit::download(&audit::DownloadRecord {
-            user,
-            path: path.as_str(),
-            size: read.data.len() as u64,
-            bytes_sent: read.data.len() as u64,
-            wire_bytes: read.data.len() as u64,
-            resumed: false,
-            duration_ms: 0,
-        });
-        state.metrics.download_completed();
-        let bytes = read.data.len() as u64;
-        let response = Response::File {
-            digest: read.digest,
-            modified_unix: read.modified_unix,
-            data: read.data,
+    /// Reads a leading run of `paths` (all of them, or up to [`MAX_BATCH_BYTES`]) under
+    /// one transfer place: one answer per path read, and the file bytes read.
+    async fn read_files(&mut self, user: &str, paths: &[RelPath]) -> (Vec<Response>, u64) {
+        let _slot = match self.files.transfer_slot(user) {
+            Ok(slot) => slot,
+            // Refused whole, as a `GetBegin` would be.
+            Err(busy) => return (vec![busy; paths.len()], 0),
         };
-        Ok((response, bytes))
+        let state = self.files.state();
+        let reads = state
+            .storage
+            .read_wholes(user, paths, MAX_BATCH_BYTES)
+            .await;
+        let mut bytes = 0;
+        let answers = reads
+            .into_iter()
+            .zip(paths)
+            .map(|(read, path)| match read {
+                Ok(read) => {
+                    let size = read.data.len() as u64;
+                    audit::download(&audit::DownloadRecord {
+                        user,
+                        path: path.as_str(),
+                        size,
+                        bytes_sent: size,
+                        wire_bytes: size,
+                        resumed: false,
+                        duration_ms: 0,
+                    });
+                    state.metrics.download_completed();
+                    bytes += size;
+                    Response::File {
+                        digest: read.digest,
+                        modified_unix: read.modified_unix,
+                        data: read.data,
+                    }
+                }
+                Err(e) => storage_error(&e),
+            })
+            .collect();
+        (answers, bytes)
     }
 }

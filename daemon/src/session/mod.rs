@@ -480,7 +480,10 @@ impl<T: Transport> Session<T> {
                 self.put_files(me()?, first, shutdown).await?;
                 return Ok(None);
             }
-            Request::GetFile { path } => self.get_file(me()?, &path, shutdown).await?,
+            Request::GetFile { path } => {
+                self.get_files(me()?, path, shutdown).await?;
+                return Ok(None);
+            }
         };
         Ok(Some(response))
     }

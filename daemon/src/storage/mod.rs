@@ -239,6 +239,27 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Vec<Result<PutFileDone, StorageError>>;
     /// Reads a whole file of at most one chunk (a larger one is `TooLarge`).
     async fn read_whole(&self, user: &str, path: &RelPath) -> Result<WholeRead, StorageError>;
+    /// Reads whole files as [`Storage::read_whole`] does, in order, until `max_bytes`
+    /// have been read: one answer per path read, at least one, fewer than `paths` when
+    /// the bound stopped it.
+    async fn read_wholes(
+        &self,
+        user: &str,
+        paths: &[RelPath],
+        max_bytes: usize,
+    ) -> Vec<Result<WholeRead, StorageError>> {
+        let mut out = Vec::with_capacity(paths.len());
+        let mut bytes = 0;
+        for path in paths {
+            if bytes >= max_bytes && !out.is_empty() {
+                break;
+            }
+            let read = self.read_whole(user, path).await;
+            bytes += read.as_ref().map_or(0, |r| r.data.len());
+            out.push(read);
+        }
+        out
+    }
     /// Removes partial uploads abandoned for longer than their time to live; returns
     /// how many.
     async fn expire_partials(&self, now_unix: u64) -> Result<usize, StorageError>;

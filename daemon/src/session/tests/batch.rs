@@ -1,4 +1,5 @@
-//! `PutFile` batches: answers in request order, with another request between them.
+//! `PutFile` and `GetFile` batches: answers in request order, with other requests
+//! between them.
 
 use super::*;
 
@@ -136,4 +137,76 @@ async fn put_files_sent_ahead_are_answered_in_order_around_another_request() {
         }
         other => panic!("expected a listing, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn get_files_sent_ahead_are_answered_in_order_each_with_its_file_or_why_not() {
+    let mut server = Server::start(&["alice"]).await;
+    let mut c = server.connect().await;
+    assert!(matches!(
+        login(&mut c, "alice", PASSWORD).await,
+        Response::LoggedIn { .. }
+    ));
+    // 40 files of 1 MiB: more than one read of MAX_BATCH_BYTES.
+    for i in 0..40 {
+        assert!(matches!(
+            c.call(put_file(&format!("f{i:02}.bin"), content(i))).await,
+            Response::Committed { .. }
+        ));
+    }
+    let get = |path: &str| Request::GetFile { path: path.into() };
+    let mut asked = Vec::new();
+    for i in 0..40 {
+        asked.push(Some(i));
+        assert!(c.send(get(&format!("f{i:02}.bin"))).await);
+        match i {
+            10 => {
+                asked.push(None);
+                assert!(c.send(get("../outside.bin")).await);
+            }
+            20 => {
+                asked.push(None);
+                assert!(c.send(get("missing.bin")).await);
+            }
+            30 => {
+                asked.push(None);
+                assert!(
+                    c.send(Request::Mkdir {
+                        path: "made".into(),
+                        parents: false
+                    })
+                    .await
+                );
+            }
+            _ => {}
+        }
+    }
+    for (n, want) in asked.iter().enumerate() {
+        let answer = timeout(PATIENCE, c.response())
+            .await
+            .expect("an answer in time");
+        match (want, &answer) {
+            (
+                Some(i),
+                Response::File {
+                    data,
+                    digest,
+                    modified_unix,
+                },
+            ) => {
+                assert_eq!(data.as_ref(), content(*i).as_slice(), "file {i}");
+                assert_eq!(*digest, Digest::of(data));
+                assert_eq!(*modified_unix, 1_700_000_000);
+            }
+            (None, _) if n == 11 => assert_eq!(code(&answer), Some(ErrorCode::InvalidPath)),
+            (None, _) if n == 22 => assert_eq!(code(&answer), Some(ErrorCode::NotFound)),
+            (None, Response::Ok) if n == 33 => {}
+            _ => panic!("answer {n}: {answer:?}, expected {want:?}"),
+        }
+    }
+    // Still serving.
+    assert!(matches!(
+        c.call(get("f00.bin")).await,
+        Response::File { .. }
+    ));
 }
