@@ -234,11 +234,33 @@ fn a_user_bandwidth_cap_paces_transfers_that_still_arrive_intact() {
     for (i, data) in files.iter().enumerate() {
         write_file(&tree, &format!("f{i}.bin"), data);
     }
+    // 6 MiB at 2 MiB/s with at most a second's burst (2 MiB) saved up: at least 2 s
+    // each way, however slow the machine (a lower bound only).
+    let paced = Duration::from_millis(1500);
+    let started = Instant::now();
     let out = c.xfer(&["push", "-r", "-q", tree.to_str().unwrap()], "");
     assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        started.elapsed() >= paced,
+        "push -r took {:?}",
+        started.elapsed()
+    );
     for (i, data) in files.iter().enumerate() {
         let stored = std::fs::read(d.files_dir("alice").join(format!("tree/f{i}.bin"))).unwrap();
         assert_eq!(blake3_hex(&stored), blake3_hex(data), "tree/f{i}.bin");
+    }
+    // And back: `GetFile`s read together are paced too, and answered while paced.
+    let started = Instant::now();
+    let out = c.xfer(&["pull", "-r", "-q", "tree", back.to_str().unwrap()], "");
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        started.elapsed() >= paced,
+        "pull -r took {:?}",
+        started.elapsed()
+    );
+    for (i, data) in files.iter().enumerate() {
+        let pulled = std::fs::read(back.join(format!("tree/f{i}.bin"))).unwrap();
+        assert_eq!(blake3_hex(&pulled), blake3_hex(data), "tree/f{i}.bin");
     }
 }
 

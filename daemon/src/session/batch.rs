@@ -13,7 +13,9 @@
 //! reading; it is kept and handled right after the answers to the files before it, so
 //! responses keep request order.
 //!
-//! `GetFile` answers with the whole file (`Response::File`); the client pipelines them.
+//! `GetFile` answers with the whole file (`Response::File`); the client pipelines them,
+//! and the `GetFile`s that have arrived together are read together (`Storage::read_wholes`)
+//! and answered with one flush.
 
 use std::time::Instant;
 
@@ -158,11 +160,12 @@ impl<T: Transport> Session<T> {
             if !matches!(sent, Ok(Ok(()))) {
                 return Err(End::PeerClosed);
             }
-            // The user's bandwidth cap: no further frame is read before it allows.
+            // The user's bandwidth cap: no further frame is read before it allows. On
+            // shutdown the files already read are still committed and answered below.
             if let Some(until) = paused.take() {
                 tokio::select! {
                     () = tokio::time::sleep_until(until) => {}
-                    () = shutdown.cancelled() => return Err(End::Stopped),
+                    () = shutdown.cancelled() => {}
                 }
             }
             if next.files.is_empty() {
@@ -307,8 +310,19 @@ impl<T: Transport> Session<T> {
                     .map_err(|e| Response::error(ErrorCode::InvalidPath, e.to_string()))
             })
             .collect();
+        // Under a bandwidth cap, about a second's worth at a time, so that answers keep
+        // coming while the cap paces them.
+        let rate = self.state.config().limits.user_bytes_per_sec;
+        let max_bytes = match usize::try_from(rate) {
+            Ok(0) | Err(_) => MAX_BATCH_BYTES,
+            Ok(rate) => rate.min(MAX_BATCH_BYTES),
+        };
         let mut rest = &parsed[..];
         while !rest.is_empty() {
+            // A kick or the shutdown: the peer hears which, as on every other path.
+            if shutdown.is_cancelled() {
+                return Err(End::Stopped);
+            }
             let valid = rest.iter().take_while(|p| p.is_ok()).count();
             let (mut answers, bytes) = if valid == 0 {
                 let Err(refusal) = &rest[0] else {
@@ -320,7 +334,7 @@ impl<T: Transport> Session<T> {
                     .iter()
                     .filter_map(|p| p.as_ref().ok().cloned())
                     .collect();
-                self.read_files(user, &wanted).await
+                self.read_files(user, &wanted, max_bytes).await
             };
             if answers.is_empty() {
                 // A backend must answer at least one; never loop on one that does not.
@@ -331,7 +345,6 @@ impl<T: Transport> Session<T> {
                 tracing::error!("read_wholes answered nothing");
             }
             rest = &rest[answers.len()..];
-            let rate = self.state.config().limits.user_bytes_per_sec;
             if let Some(until) = self.state.admission.charge(user, bytes, rate) {
                 tokio::select! {
                     () = tokio::time::sleep_until(until) => {}
@@ -350,19 +363,21 @@ impl<T: Transport> Session<T> {
         Ok(())
     }
 
-    /// Reads a leading run of `paths` (all of them, or up to [`MAX_BATCH_BYTES`]) under
-    /// one transfer place: one answer per path read, and the file bytes read.
-    async fn read_files(&mut self, user: &str, paths: &[RelPath]) -> (Vec<Response>, u64) {
+    /// Reads a leading run of `paths` (all of them, or up to `max_bytes`) under one
+    /// transfer place: one answer per path read, and the file bytes read.
+    async fn read_files(
+        &mut self,
+        user: &str,
+        paths: &[RelPath],
+        max_bytes: usize,
+    ) -> (Vec<Response>, u64) {
         let _slot = match self.files.transfer_slot(user) {
             Ok(slot) => slot,
             // Refused whole, as a `GetBegin` would be.
             Err(busy) => return (vec![busy; paths.len()], 0),
         };
         let state = self.files.state();
-        let reads = state
-            .storage
-            .read_wholes(user, paths, MAX_BATCH_BYTES)
-            .await;
+        let reads = state.storage.read_wholes(user, paths, max_bytes).await;
         let mut bytes = 0;
         let answers = reads
             .into_iter()

@@ -10,7 +10,8 @@
 //!
 //! Every request is routed in one place, `Session::route`, one `match` naming every
 //! variant, to the handler that owns its state: `Auth` (`auth.rs`), `Files`
-//! (`files.rs`, `send.rs`: transfers and the chunk pipeline), `ChatState` (`chat.rs`:
+//! (`files/`, `send.rs`: transfers and the chunk pipeline; `batch.rs`: whole small
+//! files), `ChatState` (`chat.rs`:
 //! chat requests and pushed events). Handlers that write frames themselves get the
 //! `Link` (`link.rs`).
 
@@ -146,7 +147,7 @@ struct Session<T> {
     chat: ChatState,
     /// This connection in the admin's registry (`xferd status`, `xferd kick`).
     registration: Registration,
-    /// A frame read ahead while gathering a batch of `PutFile`s (`batch.rs`), handled
+    /// A frame read ahead while gathering `PutFile`s or `GetFile`s (`batch.rs`), handled
     /// before the next read.
     stashed: Option<Option<Result<Frame<Request>, ProtoError>>>,
 }

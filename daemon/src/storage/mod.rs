@@ -241,24 +241,19 @@ pub trait Storage: Send + Sync + 'static {
     async fn read_whole(&self, user: &str, path: &RelPath) -> Result<WholeRead, StorageError>;
     /// Reads whole files as [`Storage::read_whole`] does, in order, until `max_bytes`
     /// have been read: one answer per path read, at least one, fewer than `paths` when
-    /// the bound stopped it.
+    /// the bound stopped it. By default only the first, so that each answer goes out as
+    /// soon as it is read; a backend where reading many at once is cheaper does so.
     async fn read_wholes(
         &self,
         user: &str,
         paths: &[RelPath],
         max_bytes: usize,
     ) -> Vec<Result<WholeRead, StorageError>> {
-        let mut out = Vec::with_capacity(paths.len());
-        let mut bytes = 0;
-        for path in paths {
-            if bytes >= max_bytes && !out.is_empty() {
-                break;
-            }
-            let read = self.read_whole(user, path).await;
-            bytes += read.as_ref().map_or(0, |r| r.data.len());
-            out.push(read);
+        let _ = max_bytes;
+        match paths.first() {
+            Some(path) => vec![self.read_whole(user, path).await],
+            None => Vec::new(),
         }
-        out
     }
     /// Removes partial uploads abandoned for longer than their time to live; returns
     /// how many.
