@@ -278,8 +278,9 @@ async fn commit_files(state: &ServerState, user: &str, batch: Batch) -> Vec<Resp
 impl<T: Transport> Session<T> {
     /// `GetFile`s: `first` and every `GetFile` that has already arrived behind it (up
     /// to [`MAX_BATCH_FILES`]), read together and answered with one flush, each with
-    /// the whole file (`Response::File`) or why not, in request order. The reads stop
-    /// at [`MAX_BATCH_BYTES`] and go on once those are sent. Each read holds a place of
+    /// the whole file (`Response::File`) or why not, in request order. Each read stops
+    /// at [`MAX_BATCH_BYTES`] (about a second's worth under `limits.user_bytes_per_sec`)
+    /// and the next starts once its answers are sent. Each read holds a place of
     /// the user's `limits.max_transfers_per_user` and is paced by
     /// `limits.user_bytes_per_sec` like a chunked download. The first frame that is no
     /// `GetFile` is handled after these answers.
