@@ -82,48 +82,144 @@ enum Staged {
 }
 
 /// The writer task: runs until `rx` closes, sending every result to `done` in order.
+///
+/// It writes each file where it waits, and hands each batch to an installer thread of
+/// its own, so the next batch is written while the one before is flushed and linked:
+/// on a disk the flushes are a third of a pull of many small files (bench/RESULTS.md).
+/// At most one batch waits for the installer besides the one it installs.
 pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Installed>) {
-    let mut pending: Vec<Pending> = Vec::new();
-    // Results of files answered before the batch they wait behind.
-    let mut order: Vec<Option<Installed>> = Vec::new();
+    let installer = Installer::start(done);
+    let mut batch = Batch::default();
     loop {
         let next = match rx.try_recv() {
             Ok(m) => Some(m),
             Err(mpsc::error::TryRecvError::Empty) => {
-                install(&mut pending, &mut order, &done);
+                // Nothing waiting: what was written goes to be installed now.
+                if !batch.is_empty() && !installer.take(std::mem::take(&mut batch)) {
+                    break;
+                }
                 rx.blocking_recv()
             }
             Err(mpsc::error::TryRecvError::Disconnected) => None,
         };
         let Some(msg) = next else {
-            install(&mut pending, &mut order, &done);
-            return;
+            break;
         };
         match msg {
             ToWriter::File(r) => {
                 let (remote, dest) = (r.remote.clone(), r.dest.clone());
                 match write(*r) {
                     Ok(Written::Pending(p)) => {
-                        pending.push(p);
-                        order.push(None);
+                        batch.pending.push(p);
+                        batch.order.push(None);
                     }
-                    Ok(Written::Done(outcome)) => order.push(Some((remote, dest, Ok(outcome)))),
-                    Err(e) => order.push(Some((remote, dest, Err(e)))),
+                    Ok(Written::Done(outcome)) => {
+                        batch.order.push(Some((remote, dest, Ok(outcome))));
+                    }
+                    Err(e) => batch.order.push(Some((remote, dest, Err(e)))),
                 }
             }
             ToWriter::Failed {
                 remote,
                 dest,
                 error,
-            } => order.push(Some((remote, dest, Err(error)))),
+            } => batch.order.push(Some((remote, dest, Err(error)))),
             ToWriter::Sync(ack) => {
-                install(&mut pending, &mut order, &done);
-                let _ = ack.send(());
+                // Answered once this batch, and so every one before it, is installed.
+                batch.ack = Some(ack);
+                if !installer.take(std::mem::take(&mut batch)) {
+                    break;
+                }
                 continue;
             }
         }
-        if pending.len() >= BATCH_FILES {
-            install(&mut pending, &mut order, &done);
+        if batch.pending.len() >= BATCH_FILES && !installer.take(std::mem::take(&mut batch)) {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        installer.take(batch);
+    }
+    installer.finish();
+}
+
+/// Where batches are installed: a thread of their own, or, when none can be started,
+/// the writer itself.
+enum Installer {
+    Thread(
+        std::sync::mpsc::SyncSender<Batch>,
+        std::thread::JoinHandle<()>,
+    ),
+    Inline(mpsc::UnboundedSender<Installed>),
+}
+
+impl Installer {
+    fn start(done: mpsc::UnboundedSender<Installed>) -> Installer {
+        let (tx, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
+        let results = done.clone();
+        let thread = std::thread::Builder::new()
+            .name("xfer-install".into())
+            .spawn(move || {
+                for batch in batches {
+                    batch.install(&results);
+                }
+            });
+        match thread {
+            Ok(thread) => Installer::Thread(tx, thread),
+            Err(_) => Installer::Inline(done),
+        }
+    }
+
+    /// Hands `batch` over (waiting while one is already queued); false when the
+    /// installer is gone.
+    fn take(&self, batch: Batch) -> bool {
+        match self {
+            Installer::Thread(tx, _) => tx.send(batch).is_ok(),
+            Installer::Inline(done) => {
+                batch.install(done);
+                true
+            }
+        }
+    }
+
+    /// Waits until every batch handed over is installed.
+    fn finish(self) {
+        if let Installer::Thread(tx, thread) = self {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Files written and waiting to be installed together, with the results of the files
+/// answered before them, in order.
+#[derive(Default)]
+struct Batch {
+    pending: Vec<Pending>,
+    /// One entry per file in order: its result, or `None` for the next pending one.
+    order: Vec<Option<Installed>>,
+    /// Told once the batch is installed.
+    ack: Option<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.order.is_empty() && self.ack.is_none()
+    }
+
+    /// Installs the pending files (flush, link or rename, flush) and sends every result
+    /// in order.
+    fn install(mut self, done: &mpsc::UnboundedSender<Installed>) {
+        let mut installed = install_batch(&mut self.pending).into_iter();
+        for slot in self.order {
+            let r = match slot {
+                Some(r) => r,
+                None => installed.next().expect("one result per pending file"),
+            };
+            let _ = done.send(r);
+        }
+        if let Some(ack) = self.ack {
+            let _ = ack.send(());
         }
     }
 }
@@ -251,24 +347,6 @@ fn link_in(file: &std::fs::File, dest: &Path) -> Result<()> {
         .into()),
         Err(e) => Err(std::io::Error::from(e))
             .with_context(|| format!("putting `{}` in place", dest.display())),
-    }
-}
-
-/// Installs the pending files (flush, link or rename, flush) and sends every result held
-/// in `order`, in order.
-fn install(
-    pending: &mut Vec<Pending>,
-    order: &mut Vec<Option<Installed>>,
-    done: &mpsc::UnboundedSender<Installed>,
-) {
-    let mut batch = std::mem::take(pending);
-    let mut installed = install_batch(&mut batch).into_iter();
-    for slot in order.drain(..) {
-        let r = match slot {
-            Some(r) => r,
-            None => installed.next().expect("one result per pending file"),
-        };
-        let _ = done.send(r);
     }
 }
 
@@ -413,5 +491,62 @@ mod tests {
         assert!(err.contains("appeared while the pull ran"), "{err}");
         assert_eq!(std::fs::read(&dest).unwrap(), b"someone's");
         assert_eq!(names(dir.path()), ["f"]);
+    }
+
+    #[test]
+    fn results_come_in_order_across_batches_and_a_sync_waits_for_the_ones_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(BATCH_FILES);
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        let writer = std::thread::spawn(move || run(rx, done_tx));
+        let n = 2 * BATCH_FILES + 44;
+        let mut acked = None;
+        for i in 0..n {
+            let dest = dir.path().join(format!("f{i:04}"));
+            let msg = if i == 100 {
+                ToWriter::Failed {
+                    remote: format!("f{i:04}"),
+                    dest,
+                    error: anyhow!("refused"),
+                }
+            } else {
+                let mut r = received(dest, format!("file {i}").as_bytes(), false);
+                r.remote = format!("f{i:04}");
+                ToWriter::File(Box::new(r))
+            };
+            tx.blocking_send(msg).unwrap();
+            if i == BATCH_FILES + 10 {
+                let (ack, rx) = oneshot::channel();
+                tx.blocking_send(ToWriter::Sync(ack)).unwrap();
+                acked = Some(rx);
+            }
+        }
+        // The sync is answered once every file before it is installed and reported.
+        acked.unwrap().blocking_recv().unwrap();
+        let mut seen = Vec::new();
+        while let Ok(r) = done.try_recv() {
+            seen.push(r);
+        }
+        assert!(
+            seen.len() > BATCH_FILES + 10,
+            "{} reported before the sync's answer",
+            seen.len()
+        );
+        drop(tx);
+        writer.join().unwrap();
+        while let Some(r) = done.blocking_recv() {
+            seen.push(r);
+        }
+        assert_eq!(seen.len(), n);
+        for (i, (remote, dest, r)) in seen.iter().enumerate() {
+            assert_eq!(remote, &format!("f{i:04}"));
+            if i == 100 {
+                assert!(r.is_err());
+                assert!(!dest.exists());
+            } else {
+                assert!(r.is_ok(), "{i}: {r:?}");
+                assert_eq!(std::fs::read(dest).unwrap(), format!("file {i}").as_bytes());
+            }
+        }
     }
 }
