@@ -310,8 +310,11 @@ impl Pipelined<'_> {
         let answers = window.drain(self.client).await?;
         self.hand_over(&tx, answers, &server).await?;
         drop(tx);
-        let _ = writer.await;
+        let written = writer.await;
         self.report_installed(&mut done).await;
+        // A writer that died (it cannot, short of a bug) must not pass for one whose
+        // files were all reported.
+        written.map_err(|e| anyhow::anyhow!("the file writer failed: {e}"))?;
         Ok(())
     }
 

@@ -86,7 +86,8 @@ enum Staged {
 /// It writes each file where it waits, and hands each batch to an installer thread of
 /// its own, so the next batch is written while the one before is flushed and linked:
 /// on a disk the flushes are a third of a pull of many small files (bench/RESULTS.md).
-/// At most one batch waits for the installer besides the one it installs.
+/// At most one batch waits for the installer besides the one it installs, so up to three
+/// batches of files are open at once (that one, the one waiting, the one being written).
 pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Installed>) {
     let installer = Installer::start(done);
     let mut batch = Batch::default();
@@ -182,11 +183,14 @@ impl Installer {
         }
     }
 
-    /// Waits until every batch handed over is installed.
+    /// Waits until every batch handed over is installed. A panic of the installer is
+    /// the writer's: the pull must not end as if its files were all reported.
     fn finish(self) {
         if let Installer::Thread(tx, thread) = self {
             drop(tx);
-            let _ = thread.join();
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 }
@@ -532,6 +536,14 @@ mod tests {
             "{} reported before the sync's answer",
             seen.len()
         );
+        for (i, (remote, dest, _)) in seen.iter().take(BATCH_FILES + 11).enumerate() {
+            assert_eq!(remote, &format!("f{i:04}"));
+            assert_eq!(
+                dest.exists(),
+                i != 100,
+                "{i} is installed by the sync's answer"
+            );
+        }
         drop(tx);
         writer.join().unwrap();
         while let Some(r) = done.blocking_recv() {
