@@ -152,14 +152,7 @@ impl<T: Transport> Session<T> {
                     }
                 }
             };
-            let sent = tokio::time::timeout(
-                self.link.idle(),
-                self.link.send_all(answers.into_iter().map(Frame::Message)),
-            )
-            .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                return Err(End::PeerClosed);
-            }
+            self.link.send_answers(answers).await?;
             // The user's bandwidth cap: no further frame is read before it allows. On
             // shutdown the files already read are still committed and answered below.
             if let Some(until) = paused.take() {
@@ -352,14 +345,7 @@ impl<T: Transport> Session<T> {
                     () = shutdown.cancelled() => return Err(End::Stopped),
                 }
             }
-            let sent = tokio::time::timeout(
-                self.link.idle(),
-                self.link.send_all(answers.into_iter().map(Frame::Message)),
-            )
-            .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                return Err(End::PeerClosed);
-            }
+            self.link.send_answers(answers).await?;
         }
         Ok(())
     }

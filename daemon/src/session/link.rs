@@ -136,6 +136,15 @@ impl<T: Transport> Link<T> {
         }
     }
 
+    /// Sends `responses` in order with one flush, under the idle timeout.
+    pub async fn send_answers(&mut self, responses: Vec<Response>) -> Result<(), End> {
+        let frames = responses.into_iter().map(Frame::Message);
+        match timeout(self.idle, self.send_all(frames)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::PeerClosed),
+        }
+    }
+
     /// Writes `frames` and flushes once, without a timeout: the caller bounds it.
     pub async fn send_all(
         &mut self,

@@ -247,9 +247,8 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         user: &str,
         paths: &[RelPath],
-        max_bytes: usize,
+        _max_bytes: usize,
     ) -> Vec<Result<WholeRead, StorageError>> {
-        let _ = max_bytes;
         match paths.first() {
             Some(path) => vec![self.read_whole(user, path).await],
             None => Vec::new(),
