@@ -378,6 +378,71 @@ fn control_commands_without_a_daemon_say_so() {
     assert!(err.contains("no xferd is running"), "{err}");
 }
 
+/// Whether strace is here to run; without it a test skips, unless CI, which installs
+/// it, says it is required (XFER_REQUIRE_INTEROP).
+fn have_strace() -> bool {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("XFER_REQUIRE_INTEROP").is_none(),
+        "strace is required"
+    );
+    eprintln!("skipping: no strace");
+    false
+}
+
+/// A pulled file is flushed as it arrives (crate xfer-disk), not all at the end: past
+/// 64 MiB the part file gets an `fdatasync` of its own before the final `fsync`, which
+/// then finds little left to write.
+#[test]
+fn a_big_pull_is_flushed_to_the_disk_as_it_arrives() {
+    if !have_strace() {
+        return;
+    }
+    let d = Daemon::start();
+    let c = xfer_e2e::alice(&d);
+    let tmp = TempDir::new().unwrap();
+    let src = write_file(tmp.path(), "big.bin", &random_bytes(65 * CHUNK, 9));
+    assert_eq!(c.xfer(&["push", "-q", &src], "").code(), 0);
+    let back = tmp.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    let log = tmp.path().join("syncs");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&log)
+        .arg(xfer_e2e::bin("xfer"))
+        .args(["pull", "-q", "big.bin"])
+        .arg(&back)
+        .env("XFER_HOME", c.home())
+        .output()
+        .expect("strace");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(back.join("big.bin")).unwrap(),
+        std::fs::read(&src).unwrap()
+    );
+    // Where each call starts (strace splits a call that another thread interrupts
+    // into `<unfinished ...>` and `<... resumed>` lines); none failed.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("= -1"), "{log}");
+    let started = |call: &str| {
+        let start = format!("{call}(");
+        log.lines()
+            .position(|l| l.contains(&start) && l.contains(".xfer-part>"))
+    };
+    let flushed = started("fdatasync").unwrap_or_else(|| panic!("no flush before the end:\n{log}"));
+    let synced = started("fsync").unwrap_or_else(|| panic!("no final sync:\n{log}"));
+    assert!(
+        flushed < synced,
+        "the flush starts before the final sync:\n{log}"
+    );
+}
+
 /// The `GLIBC_TUNABLES` of each program image `bin ARGS…` executes, in order (the
 /// first is what it was started with), as strace sees the `execve` calls. (glibc cuts
 /// the variable short in place once it has parsed it, so `/proc/PID/environ` cannot
@@ -420,16 +485,7 @@ fn tunables_executed(bin: &str, args: &[&str], given: Option<&str>) -> Vec<Optio
 #[test]
 fn both_programs_run_with_their_glibc_tunables_unless_given_their_own() {
     use xfer_glibc::{FIXED_MMAP_THRESHOLD, REP_MOVSB_THRESHOLD};
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("XFER_REQUIRE_INTEROP").is_none(),
-            "strace is required"
-        );
-        eprintln!("skipping: no strace");
+    if !have_strace() {
         return;
     }
     let amd = std::fs::read_to_string("/proc/cpuinfo")

@@ -9,7 +9,8 @@
 //! `xfer-ceiling [--blocking] SRC DST` sends SRC to DST (DST is replaced) and prints one
 //! line: `bytes seconds MB/s`. The timing covers the handshake and ends when the
 //! receiver has written and hashed the last byte and synced the file (xferd answers a
-//! commit once the file is durable; sftp, scp and rsync do not sync). Sender and
+//! commit once the file is durable; sftp, scp and rsync do not sync); like xferd and
+//! xfer, the receiver flushes the file as it fills (crate xfer-disk). Sender and
 //! receiver each run on a thread of their own, like two processes would:
 //!
 //! - by default each has a single-threaded tokio runtime and does its file work (read
@@ -177,9 +178,11 @@ async fn receive(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, ChunkBuf)>(DEPTH);
     let (back, mut spare) = tokio::sync::mpsc::unbounded_channel::<ChunkBuf>();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut writeback = writeback();
         while let Some((offset, buf)) = rx.blocking_recv() {
             std::hint::black_box(Digest::of_chunk(&buf, offset, size));
             file.write_all_at(&buf, offset)?;
+            writeback.wrote(&file, buf.len() as u64);
             let _ = back.send(buf);
         }
         // Durable, as xferd makes an upload before it answers the commit.
@@ -207,6 +210,12 @@ async fn receive(
     }
     tls.shutdown().await?;
     Ok(())
+}
+
+/// The received file flushed as it fills, as xferd and xfer flush theirs (a failed
+/// flush is met again by the final sync).
+fn writeback() -> xfer_disk::Writeback {
+    xfer_disk::Writeback::new("ceiling-writeback", |_| {})
 }
 
 /// `--blocking`: reads, hashes and sends each chunk in order on this thread.
@@ -252,12 +261,14 @@ fn receive_blocking(
     // Sized first, as xferd sizes an upload's partial file.
     file.set_len(size)?;
     let mut buf = ChunkBuf::new(CHUNK_SIZE);
+    let mut writeback = writeback();
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
         tls.read_exact(&mut buf[..len])?;
         std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
         file.write_all_at(&buf[..len], offset)?;
+        writeback.wrote(&file, len as u64);
         offset += len as u64;
     }
     file.sync_all()?;

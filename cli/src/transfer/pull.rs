@@ -21,6 +21,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
+use xfer_disk::Writeback;
 use xfer_proto::{Chunk, ChunkEncoding, ChunkLayout, Digest, Request};
 
 use super::part::{self, PartRecord};
@@ -434,6 +435,8 @@ fn write_chunks(
     mut rx: mpsc::Receiver<ToWriter>,
 ) -> Result<Option<Digest>> {
     let size = layout.size();
+    // The part file is flushed as it fills, so the final sync finds little left.
+    let mut writeback = Writeback::new("xfer-writeback", |_| {});
     loop {
         match rx.blocking_recv() {
             Some(ToWriter::Chunk(index, chunk)) => {
@@ -452,6 +455,7 @@ fn write_chunks(
                 }
                 file.write_all_at(&data, offset)
                     .context("writing the part file")?;
+                writeback.wrote(&file, data.len() as u64);
                 have[index as usize] = true;
             }
             Some(ToWriter::Finish) => {

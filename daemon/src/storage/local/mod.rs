@@ -38,7 +38,6 @@ mod reserve;
 mod seal;
 mod space;
 mod upload;
-mod writeback;
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;

@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cap_std::fs::{Metadata, OpenOptions, OpenOptionsExt};
 use tracing::{debug, warn};
+use xfer_disk::Writeback;
 use xfer_proto::Digest;
 
 use super::blocking::blocking;
@@ -38,7 +39,6 @@ use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
 use super::reserve::Reservation;
 use super::seal::{self, Seal};
 use super::space::{Destination, UserSpace};
-use super::writeback::Writeback;
 use crate::storage::policy::STORED_SNIFF_BYTES;
 use crate::storage::{
     CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
@@ -70,7 +70,7 @@ struct Inner {
     /// The data's ctime right after this upload last wrote it (or opened it): a seal is
     /// only taken if it is unchanged, i.e. nobody else wrote since.
     own_ctime: Option<(i64, i64)>,
-    /// The data flushed as it arrives (`writeback.rs`).
+    /// The data flushed as it arrives (crate xfer-disk).
     writeback: Writeback,
 }
 
@@ -186,7 +186,7 @@ impl LocalUpload {
                 reservation: None,
                 sealed,
                 own_ctime,
-                writeback: Writeback::default(),
+                writeback: upload_writeback(),
             }),
         };
         // Saved at once: the partial now counts against the quota and shows in listings.
@@ -516,6 +516,14 @@ impl LocalUpload {
 }
 
 /// The chunks `meta` records for a file of `n` chunks, in order, each once.
+/// The flushes of one upload's file: a flush that fails is logged, and the commit
+/// meets the error again.
+fn upload_writeback() -> Writeback {
+    Writeback::new("xferd-writeback", |e| {
+        warn!(error = %e, "flushing upload data failed; the commit will report it");
+    })
+}
+
 fn recorded_chunks(meta: &PartialMeta, n: u64) -> Vec<(u64, Digest)> {
     let mut recorded: Vec<(u64, Digest)> = meta
         .chunks

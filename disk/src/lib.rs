@@ -1,38 +1,54 @@
-//! An upload's data is made durable as it arrives, not all at the commit: every
-//! [`FLUSH_EVERY`] bytes written, a thread of its own flushes the file (`fdatasync`)
-//! beside the upload, one flush at a time. The disk then writes while the network
-//! delivers, and the commit's fsync, which the client waits for, finds only the last
-//! stretch left: on this project's VM that fsync took half a second of a 1 GiB push
-//! (bench/RESULTS.md).
+//! A received file's data is made durable as it arrives, not all at the end
+//! ([`Writeback`]): every [`FLUSH_EVERY`] bytes written, a thread of its own flushes the
+//! file (`fdatasync`) beside the transfer, one flush at a time. The disk then writes
+//! while the network delivers, and the final fsync, which the sender or the user waits
+//! for, finds only the last stretch left. On this project's VM that fsync took half a
+//! second of a 1 GiB push (bench/RESULTS.md). Both receivers use it: xferd for uploads,
+//! xfer for downloads (and the benchmark's ceiling, which does what they do).
 //!
-//! What the commit and the seal promise is unchanged: they still sync the whole file
-//! through the upload's own descriptor, and see any write error. A flush runs on a new
-//! open file description of the same file (`/proc/self/fd/N`, not a `dup`): Linux
-//! reports a writeback error once to each open file description that was open when it
-//! happened, so a flush that meets one (and logs it) does not take it from the upload's
-//! descriptor, whose next fsync fails as it would have without the flush.
+//! What the final sync promises is unchanged: the receiver still syncs the whole file
+//! through its own descriptor, and sees any write error. A flush runs on a new open file
+//! description of the same file (`/proc/self/fd/N`, not a `dup`): Linux reports a
+//! writeback error once to each open file description that was open when it happened,
+//! so a flush that meets one does not take it from the receiver's descriptor, whose
+//! next fsync fails as it would have without the flush.
+#![warn(missing_docs)]
 
 use std::fs::File;
+use std::io;
 use std::os::fd::AsRawFd as _;
 use std::thread::JoinHandle;
 
-use tracing::warn;
-
 /// Bytes written between the starts of two flushes.
-pub(super) const FLUSH_EVERY: u64 = 64 << 20;
+pub const FLUSH_EVERY: u64 = 64 << 20;
 
-/// The flushes of one upload's file.
-#[derive(Debug, Default)]
-pub(super) struct Writeback {
+/// The flushes of one file being received.
+#[derive(Debug)]
+pub struct Writeback {
     /// Bytes written since the last flush started.
     pending: u64,
     running: Option<JoinHandle<()>>,
+    /// The flush threads' name.
+    name: &'static str,
+    /// Told of a flush that failed (the final sync reports it again).
+    report: fn(io::Error),
 }
 
 impl Writeback {
+    /// Flushes on threads named `name`; a flush that fails is passed to `report` (a log
+    /// line, say) and is otherwise left to the final sync, which meets it too.
+    pub fn new(name: &'static str, report: fn(io::Error)) -> Self {
+        Writeback {
+            pending: 0,
+            running: None,
+            name,
+            report,
+        }
+    }
+
     /// Counts `len` bytes just written to `file`, and starts a flush once
     /// [`FLUSH_EVERY`] have been written since the last one started, if that one is
-    /// done. A flush that cannot be started is left to the commit.
+    /// done. A flush that cannot be started is left to the final sync.
     pub fn wrote(&mut self, file: &File, len: u64) {
         self.pending += len;
         if self.pending < FLUSH_EVERY || self.running.as_ref().is_some_and(|f| !f.is_finished()) {
@@ -41,11 +57,12 @@ impl Writeback {
         let Ok(own) = reopen(file) else {
             return;
         };
+        let report = self.report;
         let started = std::thread::Builder::new()
-            .name("xferd-writeback".into())
+            .name(self.name.into())
             .spawn(move || {
                 if let Err(e) = own.sync_data() {
-                    warn!(error = %e, "flushing upload data failed; the commit will report it");
+                    report(e);
                 }
             });
         if let Ok(flush) = started {
@@ -57,7 +74,7 @@ impl Writeback {
 
 /// The file open again: a new open file description, with its own record of which
 /// write errors it has reported.
-fn reopen(file: &File) -> std::io::Result<File> {
+fn reopen(file: &File) -> io::Result<File> {
     File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
@@ -72,7 +89,7 @@ mod tests {
     fn flushes_start_every_stretch_one_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let file = File::create(dir.path().join("f")).unwrap();
-        let mut wb = Writeback::default();
+        let mut wb = Writeback::new("test-writeback", |e| panic!("flush failed: {e}"));
         wb.wrote(&file, FLUSH_EVERY - 1);
         assert!(wb.running.is_none(), "not before a whole stretch");
         wb.wrote(&file, 1);
