@@ -17,9 +17,9 @@
 //! - `space.rs`: a user's directories, the destination check, usage and free space;
 //! - `namespace.rs`: listing, mkdir, remove, rename;
 //! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
-//! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones;
+//! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones; their
+//!   data flushed as it arrives (crate xfer-disk);
 //! - `seal.rs`: whether a resumed upload reads back the chunks it held;
-//! - `writeback.rs`: an upload's data flushed as it arrives, beside the upload;
 //! - `batch.rs`: whole small files in one request, committed in batches (one `syncfs`);
 //! - `download.rs`: downloads served from manifests;
 //! - `manifest.rs`: chunk digests kept for committed files;
