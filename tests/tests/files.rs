@@ -215,6 +215,37 @@ fn a_forced_replace_leaves_the_old_file_intact_until_the_commit() {
     assert!(std::fs::read(&stored).unwrap() == new);
 }
 
+/// A big file replaced by a push is let go of after the commit's answer, on a thread of
+/// the daemon's: the new file is in place at once, and the daemon soon holds no
+/// descriptor of the old one (its space is given back to the filesystem).
+#[test]
+fn a_big_replaced_file_is_let_go_of_after_the_commit() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let old = write_file(local.path(), "big.bin", &random_bytes(17 * CHUNK, 5));
+    assert_eq!(c.xfer(&["push", "-q", &old], "").code(), 0);
+    let stored = d.files_dir("alice").join("big.bin");
+    let old_ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stored).unwrap());
+    let newdir = TempDir::new().unwrap();
+    let new = random_bytes(17 * CHUNK, 6);
+    let new_path = write_file(newdir.path(), "big.bin", &new);
+    assert_eq!(c.xfer(&["push", "-q", "--force", &new_path], "").code(), 0);
+    assert!(std::fs::read(&stored).unwrap() == new);
+    // Every descriptor the daemon holds, by inode: none is the old file's.
+    let fds = format!("/proc/{}/fd", d.pid());
+    let holds_old = || {
+        std::fs::read_dir(&fds).unwrap().flatten().any(|fd| {
+            std::fs::metadata(fd.path())
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == old_ino)
+        })
+    };
+    assert!(
+        poll(DEADLINE, || (!holds_old()).then_some(())).is_some(),
+        "the daemon still holds the replaced file open"
+    );
+}
+
 fn start_with_storage(storage: &str) -> Daemon {
     Daemon::start_with(&["alice"], Some(&format!("[storage]\n{storage}\n")))
 }
