@@ -40,7 +40,9 @@ else:
   echo "$held"
 }
 
-resume_full() { "$XFER" rm resume.bin 2>/dev/null || true; "$XFER" push -q "$SRC" resume.bin; }
+# The last run's file is removed untimed (sample runs the _prep function first).
+resume_full_prep() { "$XFER" rm resume.bin; }
+resume_full() { "$XFER" push -q "$SRC" resume.bin; }
 resume_rerun() { "$XFER" push -q "$SRC" resume.bin; }
 
 case_resume() {

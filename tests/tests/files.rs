@@ -215,35 +215,63 @@ fn a_forced_replace_leaves_the_old_file_intact_until_the_commit() {
     assert!(std::fs::read(&stored).unwrap() == new);
 }
 
-/// A big file replaced by a push is let go of after the commit's answer, on a thread of
-/// the daemon's: the new file is in place at once, and the daemon soon holds no
-/// descriptor of the old one (its space is given back to the filesystem).
+/// A big file whose last name goes (replaced by a push or a move, or removed) is let go
+/// of after the answer, on a thread of the daemon's: the change is in place at once,
+/// and the daemon soon holds no descriptor of the old file (its space is given back).
 #[test]
-fn a_big_replaced_file_is_let_go_of_after_the_commit() {
+fn a_big_file_replaced_or_removed_is_let_go_of_after_the_answer() {
+    use std::os::unix::fs::MetadataExt as _;
     let d = Daemon::start();
     let c = alice(&d);
     let local = TempDir::new().unwrap();
-    let old = write_file(local.path(), "big.bin", &random_bytes(17 * CHUNK, 5));
-    assert_eq!(c.xfer(&["push", "-q", &old], "").code(), 0);
     let stored = d.files_dir("alice").join("big.bin");
-    let old_ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stored).unwrap());
-    let newdir = TempDir::new().unwrap();
-    let new = random_bytes(17 * CHUNK, 6);
-    let new_path = write_file(newdir.path(), "big.bin", &new);
-    assert_eq!(c.xfer(&["push", "-q", "--force", &new_path], "").code(), 0);
-    assert!(std::fs::read(&stored).unwrap() == new);
-    // Every descriptor the daemon holds, by inode: none is the old file's.
     let fds = format!("/proc/{}/fd", d.pid());
-    let holds_old = || {
-        std::fs::read_dir(&fds).unwrap().flatten().any(|fd| {
-            std::fs::metadata(fd.path())
-                .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == old_ino)
-        })
+    // Pushes `seed`'s 17 MiB as `name` and returns its inode on the server.
+    let push = |name: &str, seed: u64, force: bool| {
+        let data = random_bytes(17 * CHUNK, seed);
+        let path = write_file(local.path(), name, &data);
+        let mut args = vec!["push", "-q", &path];
+        if force {
+            args.push("--force");
+        }
+        assert_eq!(c.xfer(&args, "").code(), 0);
+        (
+            data,
+            std::fs::metadata(d.files_dir("alice").join(name))
+                .unwrap()
+                .ino(),
+        )
     };
-    assert!(
-        poll(DEADLINE, || (!holds_old()).then_some(())).is_some(),
-        "the daemon still holds the replaced file open"
+    // Waits until no descriptor the daemon holds is inode `ino`.
+    let let_go = |ino: u64, what: &str| {
+        let holds = || {
+            std::fs::read_dir(&fds)
+                .unwrap()
+                .flatten()
+                .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.ino() == ino))
+        };
+        assert!(
+            poll(DEADLINE, || (!holds()).then_some(())).is_some(),
+            "the daemon still holds the file {what} open"
+        );
+    };
+    let (_, first) = push("big.bin", 5, false);
+    let (second_data, second) = push("big.bin", 6, true);
+    assert!(std::fs::read(&stored).unwrap() == second_data);
+    let_go(first, "a push replaced");
+
+    let (third_data, third) = push("other.bin", 7, false);
+    assert_eq!(
+        c.xfer(&["mv", "other.bin", "big.bin", "--force"], "")
+            .code(),
+        0
     );
+    assert!(std::fs::read(&stored).unwrap() == third_data);
+    let_go(second, "a move replaced");
+
+    assert_eq!(c.xfer(&["rm", "big.bin"], "").code(), 0);
+    assert!(!stored.exists());
+    let_go(third, "removed");
 }
 
 fn start_with_storage(storage: &str) -> Daemon {

@@ -19,6 +19,7 @@
 //! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
 //! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones; their
 //!   data flushed as it arrives (crate xfer-disk);
+//! - `release.rs`: big files let go of after the answer, not inside it;
 //! - `seal.rs`: whether a resumed upload reads back the chunks it held;
 //! - `batch.rs`: whole small files in one request, committed in batches (one `syncfs`);
 //! - `download.rs`: downloads served from manifests;
@@ -33,6 +34,7 @@ pub(crate) mod manifest;
 mod namespace;
 pub(crate) mod partial;
 mod private;
+mod release;
 mod renormalize;
 mod reserve;
 mod seal;

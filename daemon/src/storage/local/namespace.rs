@@ -11,6 +11,7 @@ use super::index::{tree_bytes, walk_files};
 use super::manifest::{self, Manifest, Stamp};
 use super::partial::{self, PartialMeta, remove_partial};
 use super::private;
+use super::release::Held;
 use super::space::{Destination, UserSpace};
 use super::upload::LiveUploads;
 use crate::storage::policy::{MAX_MOVE_CHECK_ENTRIES, STORED_SNIFF_BYTES};
@@ -266,13 +267,15 @@ pub(crate) fn remove(
         .symlink_metadata(path.as_path())
         .map_err(io_err("reading metadata"))?;
     if !meta.is_dir() {
+        let gone = if meta.is_file() { meta.len() } else { 0 };
+        let held = Held::open(&space.home, path.as_path(), gone);
         space
             .home
             .remove_file(path.as_path())
             .map_err(io_err("removing a file"))?;
-        let gone = if meta.is_file() { meta.len() } else { 0 };
         space.update_index(|ix| ix.committed_changed(0, gone));
         Manifest::remove(&space.manifests, Stamp::of(&meta).ino);
+        held.release();
         return Ok(());
     }
     if !recursive {
@@ -337,6 +340,7 @@ pub(crate) fn rename(
         return Ok(());
     }
     let mut replaced_bytes = 0;
+    let mut held = None;
     let replaced = match space.destination(to, force, false)? {
         Destination::Free => None,
         Destination::Taken(_) => {
@@ -351,6 +355,7 @@ pub(crate) fn rename(
         }
         Destination::Replaces(m) => {
             replaced_bytes = if m.is_file() { m.len() } else { 0 };
+            held = Some(Held::open(home, to.as_path(), replaced_bytes));
             Some(Stamp::of(&m).ino)
         }
     };
@@ -364,6 +369,9 @@ pub(crate) fn rename(
     space.update_index(|ix| ix.committed_changed(0, replaced_bytes));
     if let Some(ino) = replaced {
         Manifest::remove(&space.manifests, ino);
+    }
+    if let Some(held) = held {
+        held.release();
     }
     if from_meta.is_dir() {
         move_partials(space, live, user, &lock, from, to);

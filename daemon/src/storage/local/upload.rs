@@ -36,6 +36,7 @@ use super::blocking::blocking;
 use super::index::PartialInfo;
 use super::manifest::{self, DIGEST_SCHEME, Manifest, Stamp};
 use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
+use super::release::Held;
 use super::reserve::Reservation;
 use super::seal::{self, Seal};
 use super::space::{Destination, UserSpace};
@@ -455,15 +456,13 @@ impl LocalUpload {
         let parent = self.dest.parent().unwrap_or_else(RelPath::home);
         let mut replaced_bytes = 0;
         // A big file replaced is held open across the rename, so that freeing it is not
-        // part of the rename (`release_later`).
+        // part of the rename (`release.rs`).
         let mut held_old = None;
         let replaced = match space.destination(&self.dest, self.force, true)? {
             Destination::Free => None,
             Destination::Replaces(m) => {
                 replaced_bytes = if m.is_file() { m.len() } else { 0 };
-                if replaced_bytes >= RELEASE_LATER {
-                    held_old = home.open(self.dest.as_path()).ok();
-                }
+                held_old = Some(Held::open(home, self.dest.as_path(), replaced_bytes));
                 Some(Stamp::of(&m).ino)
             }
             Destination::Taken(_) => {
@@ -507,7 +506,7 @@ impl LocalUpload {
             Manifest::remove(&space.manifests, old);
         }
         if let Some(old) = held_old {
-            release_later(old);
+            old.release();
         }
         // After the rename, so a crash in between leaves state without data, which
         // `PartialMeta::load` recognises and removes; a listing may have done so already.
@@ -530,19 +529,6 @@ fn upload_writeback() -> Writeback {
     Writeback::new("xferd-writeback", |e| {
         warn!(error = %e, "flushing upload data failed; the commit will report it");
     })
-}
-
-/// Replaced files at least this big are let go of after the commit's answer, not in it.
-const RELEASE_LATER: u64 = 16 << 20;
-
-/// Closes `old`, the last handle on a file the commit replaced, on a thread of its own:
-/// the kernel frees the file's pages and blocks when its last handle closes, which for
-/// 1 GiB took 0.21 s on tmpfs inside the rename (bench/RESULTS.md), time the client
-/// waited for. Without a thread, it is closed here.
-fn release_later(old: cap_std::fs::File) {
-    let _ = std::thread::Builder::new()
-        .name("xferd-release".into())
-        .spawn(move || drop(old));
 }
 
 /// The chunks `meta` records for a file of `n` chunks, in order, each once.
