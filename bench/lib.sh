@@ -124,6 +124,16 @@ settle_sshd() {
   for _ in $(seq 100); do pgrep -P "$SSHD_PID" >/dev/null || return 0; sleep 0.02; done
 }
 
+# xferd closes a big file that lost its last name (a push --force over it, an rm) on a
+# thread of its own after answering: wait for that, so it neither runs inside the next
+# contender's clock nor escapes xferd's CPU for the command that caused it.
+settle_xferd() {
+  for _ in $(seq 250); do
+    find "/proc/$XFERD_PID/fd" -lname '* (deleted)' 2>/dev/null | grep -q . || return 0
+    sleep 0.02
+  done
+}
+
 # Runs contender function $2 whose server is process $1 (0: none); appends
 # "wall client_cpu server_cpu" to the samples of key $3. A function ${2}_prep, where
 # there is one, runs first, untimed (e.g. removing what the last run left).
@@ -133,6 +143,7 @@ sample() {
   if declare -F "${f}_prep" >/dev/null; then
     "${f}_prep" >/dev/null 2>&1 || true
     [ "$spid" = "${SSHD_PID:-x}" ] && settle_sshd
+    [ "$spid" = "${XFERD_PID:-x}" ] && settle_xferd
   fi
   [ "$spid" != 0 ] && s0=$(proc_cpu "$spid")
   child_cpu >"$BENCH_TMP/c0"; t0=$(now)
@@ -141,6 +152,7 @@ sample() {
   fi
   t1=$(now)
   [ "$spid" = "${SSHD_PID:-x}" ] && settle_sshd
+  [ "$spid" = "${XFERD_PID:-x}" ] && settle_xferd
   child_cpu >"$BENCH_TMP/c1"
   [ "$spid" != 0 ] && s1=$(proc_cpu "$spid")
   c0=$(cat "$BENCH_TMP/c0"); c1=$(cat "$BENCH_TMP/c1")

@@ -72,6 +72,16 @@ impl Writeback {
     }
 }
 
+impl Writeback {
+    /// Waits for the flush under way, if any: call it before the final sync, which then
+    /// comes after every flush (it would wait for those pages anyway).
+    pub fn finish(&mut self) {
+        if let Some(flush) = self.running.take() {
+            let _ = flush.join();
+        }
+    }
+}
+
 /// The file open again: a new open file description, with its own record of which
 /// write errors it has reported.
 fn reopen(file: &File) -> io::Result<File> {
@@ -94,8 +104,10 @@ mod tests {
         assert!(wb.running.is_none(), "not before a whole stretch");
         wb.wrote(&file, 1);
         assert_eq!(wb.pending, 0);
-        let flush = wb.running.take().expect("a flush started");
-        flush.join().unwrap();
+        assert!(wb.running.is_some(), "a flush started");
+        wb.wrote(&file, FLUSH_EVERY);
+        wb.finish();
+        assert!(wb.running.is_none(), "finished");
     }
 
     #[test]

@@ -226,7 +226,8 @@ fn a_big_file_replaced_or_removed_is_let_go_of_after_the_answer() {
     let local = TempDir::new().unwrap();
     let stored = d.files_dir("alice").join("big.bin");
     let fds = format!("/proc/{}/fd", d.pid());
-    // Pushes `seed`'s 17 MiB as `name` and returns its inode on the server.
+    // Pushes `seed`'s 17 MiB as `name`; returns its data and which file it is on the
+    // server (device, inode).
     let push = |name: &str, seed: u64, force: bool| {
         let data = random_bytes(17 * CHUNK, seed);
         let path = write_file(local.path(), name, &data);
@@ -235,20 +236,16 @@ fn a_big_file_replaced_or_removed_is_let_go_of_after_the_answer() {
             args.push("--force");
         }
         assert_eq!(c.xfer(&args, "").code(), 0);
-        (
-            data,
-            std::fs::metadata(d.files_dir("alice").join(name))
-                .unwrap()
-                .ino(),
-        )
+        let m = std::fs::metadata(d.files_dir("alice").join(name)).unwrap();
+        (data, (m.dev(), m.ino()))
     };
-    // Waits until no descriptor the daemon holds is inode `ino`.
-    let let_go = |ino: u64, what: &str| {
+    // Waits until no descriptor the daemon holds is file `id`.
+    let let_go = |id: (u64, u64), what: &str| {
         let holds = || {
             std::fs::read_dir(&fds)
                 .unwrap()
                 .flatten()
-                .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.ino() == ino))
+                .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == id))
         };
         assert!(
             poll(DEADLINE, || (!holds()).then_some(())).is_some(),

@@ -239,3 +239,43 @@ fn pull_r_fills_free_names_replaces_with_force_and_leaves_a_users_part_file_alon
     }
     assert_eq!(leftovers(back.path()), Vec::<String>::new());
 }
+
+/// Under a low limit on open files (`ulimit -n 64`), `pull -r` of many small files
+/// installs smaller batches instead of failing files for want of descriptors: each
+/// file waits for its batch in a file of its own, held open.
+#[test]
+fn pull_of_many_small_files_fits_a_low_limit_on_open_files() {
+    let d = Daemon::start();
+    let c = alice(&d);
+    let local = TempDir::new().unwrap();
+    let src = local.path().join("flat");
+    std::fs::create_dir(&src).unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..400u64)
+        .map(|i| (format!("f{i:03}"), random_bytes(1024 + i as usize, i)))
+        .collect();
+    for (name, data) in &files {
+        write_file(&src, name, data);
+    }
+    let out = c.xfer(&["push", "-r", "-q", &src.display().to_string()], "");
+    assert_eq!(out.code(), 0, "push -r: {}", out.stderr());
+    let back = local.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .arg(xfer_e2e::bin("xfer"))
+        .args(["pull", "-r", "-q", "flat"])
+        .arg(&back)
+        .env("XFER_HOME", c.home())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first: Vec<&str> = err.lines().take(5).collect();
+    assert!(out.status.success(), "pull -r: {first:?}");
+    for (name, data) in &files {
+        assert!(
+            std::fs::read(back.join("flat").join(name)).unwrap() == *data,
+            "{name} differs"
+        );
+    }
+    assert!(leftovers(&back).is_empty(), "{:?}", leftovers(&back));
+}

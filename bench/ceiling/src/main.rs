@@ -186,6 +186,7 @@ async fn receive(
             let _ = back.send(buf);
         }
         // Durable, as xferd makes an upload before it answers the commit.
+        writeback.finish();
         file.sync_all()
     });
     let mut offset = 0u64;
@@ -271,6 +272,7 @@ fn receive_blocking(
         writeback.wrote(&file, len as u64);
         offset += len as u64;
     }
+    writeback.finish();
     file.sync_all()?;
     let mut rest = [0u8; 16];
     if tls.read(&mut rest)? != 0 {

@@ -9,7 +9,8 @@
 //! earlier pull, or one on a filesystem without `O_TMPFILE` goes into its part file with
 //! its record, as every download does ([`super::part`]).
 //!
-//! A batch is installed when no further file is waiting, or after [`BATCH_FILES`]:
+//! A batch is installed when no further file is waiting, or after [`BATCH_FILES`] (fewer
+//! under a low limit on open files):
 //! one `syncfs` per filesystem makes the data durable, each file is linked in (unnamed)
 //! or renamed over its destination (part file), a second `syncfs` makes the names
 //! durable, and only then are the records removed and the files reported done. A crash
@@ -32,6 +33,26 @@ use crate::error::{ConflictError, IntegrityError};
 
 /// Files installed together at most.
 pub const BATCH_FILES: usize = 128;
+
+/// Descriptors left for everything but the files of a pull: the standard streams, the
+/// connection, the runtime's, a chunked file and its directory.
+const OTHER_FILES: u64 = 32;
+
+/// Files installed together in this process: [`BATCH_FILES`], or fewer when the limit on
+/// open files (`ulimit -n`) would not hold three batches of them (see [`run`]).
+fn batch_files() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    static BATCH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BATCH.get_or_init(|| {
+        let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return BATCH_FILES;
+        };
+        let fit = soft.saturating_sub(OTHER_FILES) / 3;
+        usize::try_from(fit)
+            .unwrap_or(usize::MAX)
+            .clamp(1, BATCH_FILES)
+    })
+}
 
 /// What the writer is handed, in the order results are to be reported.
 pub enum ToWriter {
@@ -134,7 +155,7 @@ pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Install
                 continue;
             }
         }
-        if batch.pending.len() >= BATCH_FILES && !installer.take(std::mem::take(&mut batch)) {
+        if batch.pending.len() >= batch_files() && !installer.take(std::mem::take(&mut batch)) {
             break;
         }
     }

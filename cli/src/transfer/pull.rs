@@ -463,6 +463,7 @@ fn write_chunks(
                     return Err(ProtocolError(format!("chunk {i} never arrived")).into());
                 }
                 file.set_len(size).context("sizing the part file")?;
+                writeback.finish();
                 file.sync_all().context("syncing the part file")?;
                 return Ok(Some(Digest::of_chunks(manifest)));
             }

@@ -268,7 +268,7 @@ pub(crate) fn remove(
         .map_err(io_err("reading metadata"))?;
     if !meta.is_dir() {
         let gone = if meta.is_file() { meta.len() } else { 0 };
-        let held = Held::open(&space.home, path.as_path(), gone);
+        let held = Held::open(&space.home, path.as_path(), &meta);
         space
             .home
             .remove_file(path.as_path())
@@ -355,7 +355,7 @@ pub(crate) fn rename(
         }
         Destination::Replaces(m) => {
             replaced_bytes = if m.is_file() { m.len() } else { 0 };
-            held = Some(Held::open(home, to.as_path(), replaced_bytes));
+            held = Some(Held::open(home, to.as_path(), &m));
             Some(Stamp::of(&m).ino)
         }
     };

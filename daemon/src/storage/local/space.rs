@@ -201,10 +201,12 @@ impl UserSpace {
     }
 }
 
-/// Bytes free for the daemon on the filesystem holding `data_dir`.
+/// Bytes free for the daemon on the filesystem holding `data_dir`, counting those of
+/// files let go of and about to be freed (`release.rs`).
 pub(crate) fn free_bytes(data_dir: &Path) -> Result<u64, StorageError> {
     let st = nix::sys::statvfs::statvfs(data_dir)
         .map_err(|e| StorageError::io("checking free space", std::io::Error::from(e)))?;
     #[allow(clippy::useless_conversion)] // the field types differ between platforms
-    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    let free = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+    Ok(free.saturating_add(super::release::releasing_bytes()))
 }

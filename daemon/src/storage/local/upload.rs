@@ -448,6 +448,7 @@ impl LocalUpload {
         if !manifest::is_stored_for(stamp.size) {
             manifest.tag(&inner.file, stamp);
         }
+        inner.writeback.finish();
         inner
             .file
             .sync_all()
@@ -462,7 +463,7 @@ impl LocalUpload {
             Destination::Free => None,
             Destination::Replaces(m) => {
                 replaced_bytes = if m.is_file() { m.len() } else { 0 };
-                held_old = Some(Held::open(home, self.dest.as_path(), replaced_bytes));
+                held_old = Some(Held::open(home, self.dest.as_path(), &m));
                 Some(Stamp::of(&m).ino)
             }
             Destination::Taken(_) => {
