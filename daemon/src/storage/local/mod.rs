@@ -17,8 +17,8 @@
 //! - `space.rs`: a user's directories, the destination check, usage and free space;
 //! - `namespace.rs`: listing, mkdir, remove, rename;
 //! - `partial.rs`: the `.part`/`.meta` files of uploads in progress, and their expiry;
-//! - `upload.rs`: resumable uploads, verify and commit; the registry of open ones; their
-//!   data flushed as it arrives (crate xfer-disk);
+//! - `upload/`: resumable uploads, their data flushed as it arrives (crate xfer-disk),
+//!   verify and commit (`commit.rs`); the registry of open ones (`live.rs`);
 //! - `release.rs`: big files let go of after the answer, not inside it;
 //! - `seal.rs`: whether a resumed upload reads back the chunks it held;
 //! - `batch.rs`: whole small files in one request, committed in batches (one `syncfs`);

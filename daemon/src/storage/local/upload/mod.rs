@@ -16,35 +16,39 @@
 //! place beneath the home and the directory fsynced. The state is removed last: state
 //! a crash left without its data is recognised and removed by [`PartialMeta::load`].
 //!
-//! [`LocalUpload`] does the blocking work; [`UploadHandle`] is the [`Upload`] that
-//! sessions hold, running it in blocking tasks.
+//! [`LocalUpload`] does the blocking work (its commit in `commit.rs`); [`UploadHandle`]
+//! is the [`Upload`] that sessions hold, running it in blocking tasks; `live.rs` keeps
+//! the registry of open ones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cap_std::fs::{Metadata, OpenOptions, OpenOptionsExt};
+use cap_std::fs::{OpenOptions, OpenOptionsExt};
 use tracing::{debug, warn};
 use xfer_disk::Writeback;
 use xfer_proto::Digest;
 
 use super::blocking::blocking;
 use super::index::PartialInfo;
-use super::manifest::{self, DIGEST_SCHEME, Manifest, Stamp};
-use super::partial::{PartialMeta, meta_name, part_name, remove_partial};
-use super::release::Held;
+use super::manifest::DIGEST_SCHEME;
+use super::partial::{PartialMeta, part_name, remove_partial};
 use super::reserve::Reservation;
 use super::seal::{self, Seal};
-use super::space::{Destination, UserSpace};
-use crate::storage::policy::STORED_SNIFF_BYTES;
+use super::space::UserSpace;
 use crate::storage::{
     CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
     io_err,
 };
+
+mod commit;
+mod live;
+
+pub(crate) use live::LiveUploads;
 
 /// Save the resume state after this many new chunks...
 pub const SAVE_EVERY_CHUNKS: u32 = 16;
@@ -404,124 +408,6 @@ impl LocalUpload {
         inner.last_saved = Instant::now();
         Ok(())
     }
-
-    pub fn commit(&self, digest: &Digest) -> Result<Committed, StorageError> {
-        // Lock order everywhere: the user's mutation lock, then the upload's.
-        let space = &self.space;
-        let _user = space.lock_mutations();
-        let mut inner = self.lock();
-        self.check_live(&inner)?;
-        let n = chunk_count(self.size);
-        let held = inner.held.len() as u64;
-        if held < n {
-            return Err(StorageError::BadRequest(format!(
-                "upload incomplete: {} of {n} chunks missing",
-                n - held
-            )));
-        }
-        // Keys are the indexes below `n` (checked on write), in order: all of them.
-        let chunks: Vec<Digest> = inner.held.values().copied().collect();
-        let whole = Digest::of_chunks(&chunks);
-        if whole != *digest {
-            return Err(StorageError::ChecksumMismatch(format!(
-                "whole-file digest mismatch: the server assembled {whole}, the client announced {digest}"
-            )));
-        }
-        // Chunk 0 was judged when it arrived, for the path of that time; an upload whose
-        // directory moved since lands elsewhere. Judge the content for where it lands.
-        if self.policy.applies(&self.dest) {
-            let mut head = vec![0u8; STORED_SNIFF_BYTES.min(self.size) as usize];
-            inner
-                .file
-                .read_exact_at(&mut head, 0)
-                .map_err(io_err("reading upload data"))?;
-            self.policy.check(&self.dest, &head)?;
-        }
-        // Keyed by inode and stamp, which the rename keeps. A small file's is a tag on
-        // the file itself, made durable with its data (`manifest.rs`).
-        let stamp =
-            Stamp::of(&Metadata::from_file(&inner.file).map_err(io_err("reading file metadata"))?);
-        let manifest = Manifest {
-            digest: whole,
-            chunks,
-        };
-        if !manifest::is_stored_for(stamp.size) {
-            manifest.tag(&inner.file, stamp);
-        }
-        inner.writeback.finish();
-        inner
-            .file
-            .sync_all()
-            .map_err(io_err("syncing upload data"))?;
-        let home = &space.home;
-        let parent = self.dest.parent().unwrap_or_else(RelPath::home);
-        let mut replaced_bytes = 0;
-        // A big file replaced is held open across the rename, so that freeing it is not
-        // part of the rename (`release.rs`).
-        let mut held_old = None;
-        let replaced = match space.destination(&self.dest, self.force, true)? {
-            Destination::Free => None,
-            Destination::Replaces(m) => {
-                replaced_bytes = if m.is_file() { m.len() } else { 0 };
-                held_old = Some(Held::open(home, self.dest.as_path(), &m));
-                Some(Stamp::of(&m).ino)
-            }
-            Destination::Taken(_) => {
-                return Err(StorageError::Conflict(
-                    "a file appeared at the destination meanwhile; use force to replace it".into(),
-                ));
-            }
-        };
-        // The manifest goes in first, so a listing never sees the committed name without
-        // its digest.
-        let stored = manifest::is_stored_for(stamp.size)
-            && match manifest.store(&space.manifests, stamp) {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(error = %e, "storing the manifest of a committed file failed");
-                    false
-                }
-            };
-        // Atomic: the name shows the old file (or none) until it shows the complete one.
-        if let Err(e) = space
-            .partials
-            .rename(part_name(&self.key), home, self.dest.as_path())
-        {
-            if stored {
-                Manifest::remove(&space.manifests, stamp.ino);
-            }
-            return Err(StorageError::io("moving the upload into place", e));
-        }
-        // cap-std opens directories O_PATH, which cannot be fsynced: open it for reading.
-        home.open(parent.as_path())
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing a directory"))?;
-        inner.finished = true;
-        inner.reservation = None;
-        self.space.set_unsaved(&self.key, None);
-        space.update_index(|ix| {
-            ix.partials.remove(&self.key);
-            ix.committed_changed(self.size, replaced_bytes);
-        });
-        if let Some(old) = replaced.filter(|&ino| ino != stamp.ino) {
-            Manifest::remove(&space.manifests, old);
-        }
-        if let Some(old) = held_old {
-            old.release();
-        }
-        // After the rename, so a crash in between leaves state without data, which
-        // `PartialMeta::load` recognises and removes; a listing may have done so already.
-        match space.partials.remove_file(meta_name(&self.key)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                warn!(error = %e, "removing the state of a committed upload failed; it is removed on next access");
-            }
-            _ => {}
-        }
-        Ok(Committed {
-            size: self.size,
-            digest: whole,
-        })
-    }
 }
 
 /// The flushes of one upload's file: a flush that fails is logged, and the commit
@@ -600,40 +486,5 @@ impl Upload for UploadHandle {
     async fn commit(&self, digest: Digest) -> Result<Committed, StorageError> {
         let upload = self.0.clone();
         blocking("committing an upload", move || upload.commit(&digest)).await
-    }
-}
-
-/// Uploads open on some connection, by (user, key): a second `PutBegin` for the same
-/// destination takes the upload over (the first connection may be dead but not yet
-/// timed out, e.g. after a network cut), and expiry and removal leave them alone or stop
-/// them.
-#[derive(Default)]
-pub(crate) struct LiveUploads(Mutex<HashMap<(String, String), Weak<LocalUpload>>>);
-
-impl LiveUploads {
-    /// The upload of `user` to partial `key`, if a connection has it open.
-    pub fn get(&self, user: &str, key: &str) -> Option<Arc<LocalUpload>> {
-        let live = self.lock();
-        live.get(&(user.to_owned(), key.to_owned()))?.upgrade()
-    }
-
-    /// Stops the upload of `user` to partial `key`, if one is open.
-    pub fn supersede(&self, user: &str, key: &str) {
-        if let Some(live) = self.get(user, key) {
-            live.supersede();
-        }
-    }
-
-    pub fn register(&self, user: &str, upload: &Arc<LocalUpload>) {
-        let mut live = self.lock();
-        live.retain(|_, w| w.strong_count() > 0);
-        live.insert(
-            (user.to_owned(), upload.key().to_owned()),
-            Arc::downgrade(upload),
-        );
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Weak<LocalUpload>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
