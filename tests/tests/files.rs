@@ -215,9 +215,10 @@ fn a_forced_replace_leaves_the_old_file_intact_until_the_commit() {
     assert!(std::fs::read(&stored).unwrap() == new);
 }
 
-/// A big file whose last name goes (replaced by a push or a move, or removed) is let go
-/// of after the answer, on a thread of the daemon's: the change is in place at once,
-/// and the daemon soon holds no descriptor of the old file (its space is given back).
+/// A big file whose last name goes (replaced by a push or a move, removed, alone or with
+/// its folder) is let go of after the answer, on a thread of the daemon's: the change
+/// is in place at once, and the daemon soon holds no descriptor of the old file (its
+/// space is given back).
 #[test]
 fn a_big_file_replaced_or_removed_is_let_go_of_after_the_answer() {
     use std::os::unix::fs::MetadataExt as _;
@@ -269,6 +270,17 @@ fn a_big_file_replaced_or_removed_is_let_go_of_after_the_answer() {
     assert_eq!(c.xfer(&["rm", "big.bin"], "").code(), 0);
     assert!(!stored.exists());
     let_go(third, "removed");
+
+    let (_, fourth) = push("in-a-folder.bin", 8, false);
+    assert_eq!(c.xfer(&["mkdir", "folder"], "").code(), 0);
+    assert_eq!(
+        c.xfer(&["mv", "in-a-folder.bin", "folder/in-a-folder.bin"], "")
+            .code(),
+        0
+    );
+    assert_eq!(c.xfer(&["rm", "-r", "folder"], "").code(), 0);
+    assert!(!d.files_dir("alice").join("folder").exists());
+    let_go(fourth, "removed with its folder");
 }
 
 fn start_with_storage(storage: &str) -> Daemon {

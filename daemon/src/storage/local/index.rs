@@ -8,6 +8,7 @@
 //! Changes made behind the daemon's back (an admin deleting files) show after a restart.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use cap_std::fs::{Dir, Metadata};
 
@@ -111,15 +112,15 @@ impl Index {
 /// followed nor counted).
 pub(crate) fn tree_bytes(home: &Dir, path: &RelPath) -> u64 {
     let mut total = 0u64;
-    walk_files(home, path, |m| total = total.saturating_add(m.len()));
+    walk_files(home, path, |_, m| total = total.saturating_add(m.len()));
     total
 }
 
-/// Calls `f` with the metadata of every regular file at and beneath `path` in `home`
-/// (symlinks are neither followed nor reported).
-pub(crate) fn walk_files(home: &Dir, path: &RelPath, mut f: impl FnMut(&Metadata)) {
+/// Calls `f` with the path (under `home`) and metadata of every regular file at and
+/// beneath `path` in `home` (symlinks are neither followed nor reported).
+pub(crate) fn walk_files(home: &Dir, path: &RelPath, mut f: impl FnMut(&Path, &Metadata)) {
     match home.symlink_metadata(path.as_path()) {
-        Ok(m) if m.is_file() => return f(&m),
+        Ok(m) if m.is_file() => return f(path.as_path(), &m),
         Ok(m) if m.is_dir() => {}
         _ => return,
     }
@@ -138,7 +139,7 @@ pub(crate) fn walk_files(home: &Dir, path: &RelPath, mut f: impl FnMut(&Metadata
             } else if ft.is_file()
                 && let Ok(m) = e.metadata()
             {
-                f(&m);
+                f(&dir_path.join(e.file_name()), &m);
             }
         }
     }

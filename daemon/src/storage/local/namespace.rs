@@ -11,7 +11,7 @@ use super::index::{tree_bytes, walk_files};
 use super::manifest::{self, Manifest, Stamp};
 use super::partial::{self, PartialMeta, remove_partial};
 use super::private;
-use super::release::Held;
+use super::release::{Held, MAX_HELD_PER_REMOVE};
 use super::space::{Destination, UserSpace};
 use super::upload::LiveUploads;
 use crate::storage::policy::{MAX_MOVE_CHECK_ENTRIES, STORED_SNIFF_BYTES};
@@ -284,19 +284,25 @@ pub(crate) fn remove(
             .remove_dir(path.as_path())
             .map_err(io_err("removing a directory"));
     }
-    // What the tree holds, and the manifests of its files, which go with them.
+    // What the tree holds, and the manifests of its files, which go with them; its
+    // first big files are held, to be let go of after the answer (`release.rs`).
     let mut bytes = 0u64;
     let mut manifests = Vec::new();
-    walk_files(&space.home, path, |m| {
+    let mut held = Vec::new();
+    walk_files(&space.home, path, |file, m| {
         bytes = bytes.saturating_add(m.len());
         // Small files too: one committed before they kept none may have one.
         manifests.push(Stamp::of(m).ino);
+        if held.len() < MAX_HELD_PER_REMOVE {
+            held.extend(Held::open(&space.home, file, m).holding());
+        }
     });
     let removed = space.home.remove_dir_all(path.as_path());
     // A manifest is a cache: one removed for a file that stayed is computed again.
     for ino in manifests {
         Manifest::remove(&space.manifests, ino);
     }
+    held.into_iter().for_each(Held::release);
     // Whatever part went is no longer stored: count again rather than guess.
     let left = if removed.is_ok() {
         0

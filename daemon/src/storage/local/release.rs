@@ -6,9 +6,9 @@
 //! a file at a time ([`Held::release`]).
 //!
 //! Covered: a commit's rename over a file (an upload of more than one chunk), `mv
-//! --force` over a file, `rm` of a file. Not covered, so freed in place as before: a
-//! small file's batch commit over a big file, `rm -r`, and partial uploads removed or
-//! expired. Until a held file is closed, the filesystem counts its space as used; the
+//! --force` over a file, `rm` of a file, the first [`MAX_HELD_PER_REMOVE`] big files of
+//! an `rm -r`. Not covered, so freed in place as before: a small file's batch commit
+//! over a big file, and partial uploads removed or expired. Until a held file is closed, the filesystem counts its space as used; the
 //! admission of new uploads counts it as free ([`releasing_bytes`]).
 
 use std::path::Path;
@@ -20,6 +20,10 @@ use cap_std::fs::{Dir, File, Metadata, MetadataExt as _, OpenOptions, OpenOption
 
 /// Files at least this big are held; smaller ones are freed quickly enough in place.
 pub(super) const HOLD_FROM: u64 = 16 << 20;
+
+/// Files held at most by one `rm -r` (each holds a descriptor until it is closed); the
+/// rest of a tree is freed in place.
+pub(super) const MAX_HELD_PER_REMOVE: usize = 64;
 
 /// Bytes of the disk that held files let go of but not closed yet occupy.
 static RELEASING: AtomicU64 = AtomicU64::new(0);
@@ -59,6 +63,11 @@ impl Held {
                 .filter(same)
                 .map(|f| (f, occupied)),
         )
+    }
+
+    /// `Some(self)` when a file is held.
+    pub fn holding(self) -> Option<Held> {
+        self.0.is_some().then_some(self)
     }
 
     /// Hands the file to the release thread, which closes it (in place if the thread
