@@ -115,6 +115,10 @@ pub struct StorageConfig {
     /// Unfinished uploads one user may hold at once; a new one past it is refused
     /// until some finish or are removed (`xfer rm --partial`).
     pub max_partials_per_user: u32,
+    /// Writes a big upload (64 MiB and more) to the disk past the page cache
+    /// (`O_DIRECT`) where the data directory's filesystem supports it; `false` writes
+    /// every upload through the page cache.
+    pub direct_io: bool,
     /// Content-type policy: each rule restricts what may be uploaded into a directory
     /// and everything below it (the most specific rule applies).
     pub type_rules: Vec<TypeRule>,
@@ -208,6 +212,7 @@ impl Default for StorageConfig {
             min_free_bytes: 64 << 20,
             partial_ttl_secs: 7 * 24 * 3600,
             max_partials_per_user: 100,
+            direct_io: true,
             type_rules: vec![TypeRule {
                 dir: "images".into(),
                 accept: ["image/jpeg", "image/png", "image/gif", "image/webp"]

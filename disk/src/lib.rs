@@ -11,12 +11,27 @@
 //! description of the same file (`/proc/self/fd/N`, not a `dup`): Linux reports a
 //! writeback error once to each open file description that was open when it happened,
 //! so a flush that meets one does not take it from the receiver's descriptor, whose
-//! next fsync fails as it would have without the flush.
+//! next fsync fails as it would have without the flush. A descriptor opened later (a
+//! resumed transfer, another process) would never hear of it, and the failed pages may
+//! still be read back intact from memory: so the flush's error is also kept, and
+//! [`Writeback::finish`] returns it. A receiver that meets it must treat the data it
+//! wrote as lost (xferd and xfer discard it), not only fail this once.
+//!
+//! Big files skip the page cache where the filesystem allows it ([`Writer`], `direct.rs`):
+//! each aligned chunk goes to the disk with `O_DIRECT`, so the receiver neither copies
+//! it into cached pages nor makes the kernel allocate, write back and later reclaim
+//! them, and a transfer of many gigabytes does not push the host's other files out of
+//! its memory (MinIO writes large objects the same way).
 #![warn(missing_docs)]
+
+mod direct;
+
+pub use direct::{DIRECT_MIN, Writer, direct_from_env};
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd as _;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Bytes written between the starts of two flushes.
@@ -32,6 +47,8 @@ pub struct Writeback {
     name: &'static str,
     /// Told of a flush that failed (the final sync reports it again).
     report: fn(io::Error),
+    /// The first error a flush met, kept for [`Writeback::finish`].
+    failed: Arc<Mutex<Option<io::Error>>>,
 }
 
 impl Writeback {
@@ -43,6 +60,7 @@ impl Writeback {
             running: None,
             name,
             report,
+            failed: Arc::default(),
         }
     }
 
@@ -58,11 +76,17 @@ impl Writeback {
             return;
         };
         let report = self.report;
+        let failed = Arc::clone(&self.failed);
         let started = std::thread::Builder::new()
             .name(self.name.into())
             .spawn(move || {
                 if let Err(e) = own.sync_data() {
+                    let kept = io::Error::new(e.kind(), e.to_string());
                     report(e);
+                    failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(kept);
                 }
             });
         if let Ok(flush) = started {
@@ -74,11 +98,32 @@ impl Writeback {
 
 impl Writeback {
     /// Waits for the flush under way, if any: call it before the final sync, which then
-    /// comes after every flush (it would wait for those pages anyway).
-    pub fn finish(&mut self) {
+    /// comes after every flush (it would wait for those pages anyway). The error of a
+    /// flush that failed, if any: the data written so far may not be on the disk.
+    pub fn finish(&mut self) -> io::Result<()> {
         if let Some(flush) = self.running.take() {
             let _ = flush.join();
         }
+        self.take_failure()
+    }
+
+    /// Whether a flush that already ended failed (without waiting for one under way).
+    pub fn failed(&self) -> bool {
+        self.lock_failed().is_some()
+    }
+
+    fn take_failure(&self) -> io::Result<()> {
+        match self.lock_failed().as_ref() {
+            Some(e) => Err(io::Error::new(
+                e.kind(),
+                format!("an earlier flush of the file failed: {e}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn lock_failed(&self) -> std::sync::MutexGuard<'_, Option<io::Error>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -106,7 +151,7 @@ mod tests {
         assert_eq!(wb.pending, 0);
         assert!(wb.running.is_some(), "a flush started");
         wb.wrote(&file, FLUSH_EVERY);
-        wb.finish();
+        wb.finish().unwrap();
         assert!(wb.running.is_none(), "finished");
     }
 

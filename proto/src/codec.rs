@@ -52,6 +52,11 @@ const SLAB_MIN_FRAME: usize = 64 * 1024;
 const SLAB_SLACK: usize = 16 * 1024;
 /// Bytes of one slab: the largest frame after authentication, its prefix, the slack.
 const SLAB_LEN: usize = LEN_PREFIX + crate::MAX_FRAME_LEN + SLAB_SLACK;
+/// Where a raw chunk's data starts in its frame: prefix, kind, header.
+const CHUNK_DATA_AT: usize = LEN_PREFIX + 1 + CHUNK_HEADER;
+/// What a slab allocates: [`SLAB_LEN`] and room to place a frame so that a chunk's data
+/// starts on a [`crate::CHUNK_BUF_ALIGN`] boundary.
+const SLAB_ALLOC: usize = SLAB_LEN + crate::CHUNK_BUF_ALIGN;
 /// Slabs tracked at once: every chunk a transfer pipeline holds (a window of
 /// [`crate::PUT_WINDOW`] plus the ones being written and read), with some margin. Past
 /// that, frames get plain allocations.
@@ -64,6 +69,10 @@ const KEEP_SLABS: usize = 2;
 /// dropped. For each slab handed to the read buffer a zero-length handle on the same
 /// allocation (its "shadow") is kept; when the shadow is the only handle left,
 /// `BytesMut::try_reclaim` gives the whole buffer back without copying or allocating.
+///
+/// A frame is placed in its slab so that a raw chunk's data starts on a page boundary:
+/// the receiver can then write it to the disk with `O_DIRECT` straight from this
+/// buffer (crate xfer-disk), and the copies into it start aligned.
 #[derive(Default)]
 struct Slabs {
     shadows: Vec<BytesMut>,
@@ -77,7 +86,7 @@ impl Slabs {
     fn install(&mut self, src: &mut BytesMut, total: usize) {
         let mut free = None;
         self.shadows.retain_mut(|shadow| {
-            if free.is_some() || !shadow.try_reclaim(SLAB_LEN) {
+            if free.is_some() || !shadow.try_reclaim(SLAB_ALLOC) {
                 return true;
             }
             free = Some(std::mem::take(shadow));
@@ -87,13 +96,19 @@ impl Slabs {
             Some(slab) => slab,
             None if self.shadows.len() < MAX_SLABS => {
                 self.allocated += 1;
-                BytesMut::with_capacity(SLAB_LEN)
+                BytesMut::with_capacity(SLAB_ALLOC)
             }
             None => {
                 src.reserve(total - src.len());
                 return;
             }
         };
+        // Skip the bytes that put the chunk data on a boundary (`try_reclaim` gives the
+        // slab back from the start of its allocation).
+        let align = crate::CHUNK_BUF_ALIGN;
+        let pad = (align - (slab.as_ptr() as usize + CHUNK_DATA_AT) % align) % align;
+        slab.resize(pad, 0);
+        slab.advance(pad);
         let end = slab.capacity();
         self.shadows.push(slab.split_off(end));
         slab.extend_from_slice(src);
@@ -108,7 +123,7 @@ impl Slabs {
         }
         let mut kept = Vec::with_capacity(KEEP_SLABS);
         for mut shadow in self.shadows.drain(..) {
-            if kept.len() < KEEP_SLABS && shadow.try_reclaim(SLAB_LEN) {
+            if kept.len() < KEEP_SLABS && shadow.try_reclaim(SLAB_ALLOC) {
                 kept.push(shadow);
             }
         }

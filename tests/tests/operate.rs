@@ -396,9 +396,10 @@ fn have_strace() -> bool {
     false
 }
 
-/// A pulled file is flushed as it arrives (crate xfer-disk), not all at the end: past
-/// 64 MiB the part file gets an `fdatasync` of its own before the final `fsync`, which
-/// then finds little left to write.
+/// A pulled file written through the page cache (`XFER_DIRECT_IO=0`, or a filesystem
+/// without direct I/O) is flushed as it arrives (crate xfer-disk), not all at the end:
+/// past 64 MiB the part file gets an `fdatasync` of its own before the final `fsync`,
+/// which then finds little left to write.
 #[test]
 fn a_big_pull_is_flushed_to_the_disk_as_it_arrives() {
     if !have_strace() {
@@ -419,6 +420,7 @@ fn a_big_pull_is_flushed_to_the_disk_as_it_arrives() {
         .args(["pull", "-q", "big.bin"])
         .arg(&back)
         .env("XFER_HOME", c.home())
+        .env("XFER_DIRECT_IO", "0")
         .output()
         .expect("strace");
     assert!(out.status.success(), "{out:?}");
@@ -441,6 +443,207 @@ fn a_big_pull_is_flushed_to_the_disk_as_it_arrives() {
         flushed < synced,
         "the flush starts before the final sync:\n{log}"
     );
+}
+
+/// A flush of a pulled file that fails (`EIO`, injected by strace) fails the pull and
+/// empties the part file: the data may not be on the disk although it still reads back
+/// from memory, and a later run's fsync would not hear of the error. The next run
+/// starts over and gets the whole file.
+#[test]
+fn a_failed_flush_fails_the_pull_and_the_next_run_starts_over() {
+    if !have_strace() {
+        return;
+    }
+    let d = Daemon::start();
+    let c = xfer_e2e::alice(&d);
+    let tmp = TempDir::new().unwrap();
+    let data = random_bytes(65 * CHUNK, 13);
+    let src = write_file(tmp.path(), "big.bin", &data);
+    assert_eq!(c.xfer(&["push", "-q", &src], "").code(), 0);
+    let back = tmp.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"])
+        .args(["-e", "inject=fdatasync:error=EIO"])
+        .arg(xfer_e2e::bin("xfer"))
+        .args(["pull", "-q", "big.bin"])
+        .arg(&back)
+        .env("XFER_HOME", c.home())
+        .env("XFER_DIRECT_IO", "0")
+        .output()
+        .expect("strace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the pull succeeded: {stderr}");
+    assert!(stderr.contains("flushing the part file"), "{stderr}");
+    assert!(
+        !back.join("big.bin").exists(),
+        "installed after a failed flush"
+    );
+    let part = back.join("big.bin.xfer-part");
+    assert!(
+        std::fs::metadata(&part).map_or(true, |m| m.len() == 0),
+        "the part file keeps data the disk may not hold"
+    );
+    let again = c.xfer(&["pull", "-q", "big.bin", back.to_str().unwrap()], "");
+    assert_eq!(again.code(), 0);
+    assert!(std::fs::read(back.join("big.bin")).unwrap() == data);
+}
+
+/// Whether `path` is on tmpfs, where xfer-disk writes through the page cache anyway.
+fn on_tmpfs(path: &Path) -> bool {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .expect("stat");
+    String::from_utf8_lossy(&out.stdout).trim() == "tmpfs"
+}
+
+/// `O_DIRECT` in an open file description's flags (x86_64 and aarch64 differ).
+#[cfg(target_arch = "x86_64")]
+const O_DIRECT: u32 = 0o40000;
+#[cfg(not(target_arch = "x86_64"))]
+const O_DIRECT: u32 = 0o200000;
+
+/// The open flags of each descriptor the daemon holds on a file under `dir`.
+fn daemon_flags_under(d: &Daemon, dir: &Path) -> Vec<u32> {
+    let pid = d.pid();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)))
+        .filter_map(|fd| {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            u32::from_str_radix(flags.trim(), 8).ok()
+        })
+        .collect()
+}
+
+/// An upload of 64 MiB and more goes to the disk past the page cache where the data
+/// directory's filesystem allows it: while it runs, the daemon holds its partial open
+/// with `O_DIRECT` too, and the file arrives whole (its last, shorter chunk through the
+/// cache). With `direct_io = false` no descriptor of it ever has `O_DIRECT`.
+#[test]
+fn a_big_push_goes_past_the_page_cache_unless_configured_not_to() {
+    let data = random_bytes(65 * CHUNK + 1000, 11);
+    let local = TempDir::new().unwrap();
+    let src = write_file(local.path(), "big.bin", &data);
+    for direct in [true, false] {
+        let d = Daemon::start_with(
+            &["alice"],
+            Some(&format!("[storage]\ndirect_io = {direct}\n")),
+        );
+        let c = xfer_e2e::alice(&d);
+        let partials = d.partials_dir("alice");
+        std::fs::create_dir_all(&partials).unwrap();
+        if on_tmpfs(&partials) {
+            eprintln!("skipped: the test's data directory is on tmpfs");
+            return;
+        }
+        let partials = partials.canonicalize().unwrap();
+        let mut push = c.spawn(&["push", "-q", "--limit-rate", "16M", &src]);
+        let (mut open_seen, mut direct_seen) = (0, 0);
+        while !push.finished() {
+            let flags = daemon_flags_under(&d, &partials);
+            open_seen += usize::from(!flags.is_empty());
+            direct_seen += usize::from(flags.iter().any(|f| f & O_DIRECT != 0));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(push.wait(DEADLINE).code(), 0);
+        assert!(
+            open_seen > 0,
+            "the partial was never seen open (direct_io = {direct})"
+        );
+        if direct {
+            assert!(
+                direct_seen > 0,
+                "no O_DIRECT descriptor in {open_seen} looks"
+            );
+        } else {
+            assert_eq!(direct_seen, 0, "O_DIRECT although direct_io = false");
+        }
+        let stored = std::fs::read(d.files_dir("alice").join("big.bin")).unwrap();
+        assert!(
+            stored == data,
+            "the file arrived whole (direct_io = {direct})"
+        );
+    }
+}
+
+/// A pull of 64 MiB and more is written past the page cache where the destination's
+/// filesystem allows it: every whole chunk through an `O_DIRECT` descriptor of the part
+/// file, the short last one through the other; `XFER_DIRECT_IO=0` turns it off.
+#[test]
+fn a_big_pull_goes_past_the_page_cache_unless_told_not_to() {
+    if !have_strace() {
+        return;
+    }
+    let d = Daemon::start();
+    let c = xfer_e2e::alice(&d);
+    let tmp = TempDir::new().unwrap();
+    if on_tmpfs(tmp.path()) {
+        eprintln!("skipped: the test's directory is on tmpfs");
+        return;
+    }
+    let src = write_file(tmp.path(), "big.bin", &random_bytes(65 * CHUNK + 1000, 12));
+    assert_eq!(c.xfer(&["push", "-q", &src], "").code(), 0);
+    for direct in ["1", "0"] {
+        let back = tmp.path().join(format!("back{direct}"));
+        std::fs::create_dir(&back).unwrap();
+        // One log per thread (`-ff`), so no call is split by another thread's.
+        let logs = tmp.path().join(format!("writes{direct}"));
+        std::fs::create_dir(&logs).unwrap();
+        let out = std::process::Command::new("strace")
+            .args(["-ff", "-qq", "-y", "-e", "trace=openat,pwrite64", "-o"])
+            .arg(logs.join("t"))
+            .arg(xfer_e2e::bin("xfer"))
+            .args(["pull", "-q", "big.bin"])
+            .arg(&back)
+            .env("XFER_HOME", c.home())
+            .env("XFER_DIRECT_IO", direct)
+            .output()
+            .expect("strace");
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            std::fs::read(back.join("big.bin")).unwrap() == std::fs::read(&src).unwrap(),
+            "the file arrived whole (XFER_DIRECT_IO={direct})"
+        );
+        let log: String = std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .map(|f| std::fs::read_to_string(f.path()).unwrap())
+            .collect();
+        // The descriptor opened with O_DIRECT on the part file, as `N<path>`.
+        let direct_fd = log
+            .lines()
+            .filter(|l| {
+                l.contains("openat(") && l.contains("O_DIRECT") && l.contains(".xfer-part>")
+            })
+            .find_map(|l| l.rsplit_once(" = ").map(|(_, fd)| fd.to_owned()));
+        // Writes of `len` bytes to the part file through descriptor `fd` (any: "").
+        let writes_on = |fd: &str, len: usize| {
+            let start = format!("pwrite64({fd}");
+            log.lines()
+                .filter(|l| l.starts_with(&start) && l.contains(".xfer-part>"))
+                .filter(|l| l.ends_with(&format!(" = {len}")))
+                .count()
+        };
+        match (direct, direct_fd) {
+            ("1", Some(fd)) => {
+                assert_eq!(writes_on(&fd, CHUNK), 65, "whole chunks through {fd}");
+                assert_eq!(writes_on(&fd, 1000), 0, "the short chunk not through {fd}");
+                assert_eq!(writes_on("", 1000), 1, "the short chunk through the cache");
+            }
+            ("0", None) => {}
+            (_, fd) => panic!("XFER_DIRECT_IO={direct}: O_DIRECT descriptor {fd:?}"),
+        }
+    }
 }
 
 /// The `GLIBC_TUNABLES` of each program image `bin ARGS…` executes, in order (the

@@ -178,15 +178,14 @@ async fn receive(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, ChunkBuf)>(DEPTH);
     let (back, mut spare) = tokio::sync::mpsc::unbounded_channel::<ChunkBuf>();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut writeback = writeback();
+        let mut writer = writer(&file, size);
         while let Some((offset, buf)) = rx.blocking_recv() {
             std::hint::black_box(Digest::of_chunk(&buf, offset, size));
-            file.write_all_at(&buf, offset)?;
-            writeback.wrote(&file, buf.len() as u64);
+            writer.write_at(&file, &buf, offset)?;
             let _ = back.send(buf);
         }
         // Durable, as xferd makes an upload before it answers the commit.
-        writeback.finish();
+        writer.finish()?;
         file.sync_all()
     });
     let mut offset = 0u64;
@@ -213,10 +212,17 @@ async fn receive(
     Ok(())
 }
 
-/// The received file flushed as it fills, as xferd and xfer flush theirs (a failed
-/// flush is met again by the final sync).
-fn writeback() -> xfer_disk::Writeback {
-    xfer_disk::Writeback::new("ceiling-writeback", |_| {})
+/// The received file written as xferd and xfer write theirs: a big one past the page
+/// cache where the filesystem allows it, otherwise flushed as it fills (a failed flush
+/// is met again by the final sync).
+fn writer(file: &File, size: u64) -> xfer_disk::Writer {
+    xfer_disk::Writer::new(
+        file,
+        size,
+        xfer_disk::direct_from_env(),
+        "ceiling-writeback",
+        |_| {},
+    )
 }
 
 /// `--blocking`: reads, hashes and sends each chunk in order on this thread.
@@ -262,17 +268,16 @@ fn receive_blocking(
     // Sized first, as xferd sizes an upload's partial file.
     file.set_len(size)?;
     let mut buf = ChunkBuf::new(CHUNK_SIZE);
-    let mut writeback = writeback();
+    let mut writer = writer(&file, size);
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
         tls.read_exact(&mut buf[..len])?;
         std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
-        file.write_all_at(&buf[..len], offset)?;
-        writeback.wrote(&file, len as u64);
+        writer.write_at(&file, &buf[..len], offset)?;
         offset += len as u64;
     }
-    writeback.finish();
+    writer.finish()?;
     file.sync_all()?;
     let mut rest = [0u8; 16];
     if tls.read(&mut rest)? != 0 {

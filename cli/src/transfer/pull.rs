@@ -21,7 +21,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
-use xfer_disk::Writeback;
+use xfer_disk::Writer;
 use xfer_proto::{Chunk, ChunkEncoding, ChunkLayout, Digest, Request};
 
 use super::part::{self, PartRecord};
@@ -435,8 +435,15 @@ fn write_chunks(
     mut rx: mpsc::Receiver<ToWriter>,
 ) -> Result<Option<Digest>> {
     let size = layout.size();
-    // The part file is flushed as it fills, so the final sync finds little left.
-    let mut writeback = Writeback::new("xfer-writeback", |_| {});
+    // A big file goes past the page cache where the filesystem allows it; the rest is
+    // flushed as it fills, so the final sync finds little left.
+    let mut writer = Writer::new(
+        &file,
+        size,
+        xfer_disk::direct_from_env(),
+        "xfer-writeback",
+        |_| {},
+    );
     loop {
         match rx.blocking_recv() {
             Some(ToWriter::Chunk(index, chunk)) => {
@@ -453,9 +460,9 @@ fn write_chunks(
                     ))
                     .into());
                 }
-                file.write_all_at(&data, offset)
+                writer
+                    .write_at(&file, &data, offset)
                     .context("writing the part file")?;
-                writeback.wrote(&file, data.len() as u64);
                 have[index as usize] = true;
             }
             Some(ToWriter::Finish) => {
@@ -463,13 +470,21 @@ fn write_chunks(
                     return Err(ProtocolError(format!("chunk {i} never arrived")).into());
                 }
                 file.set_len(size).context("sizing the part file")?;
-                writeback.finish();
+                if let Err(e) = writer.finish() {
+                    // The disk may not hold what was written, though it reads back
+                    // intact from memory: start the next run from nothing.
+                    let _ = file.set_len(0);
+                    return Err(e).context("flushing the part file (it was emptied: pull again)");
+                }
                 file.sync_all().context("syncing the part file")?;
                 return Ok(Some(Digest::of_chunks(manifest)));
             }
             None => {
-                // Interrupted: keep what was written for the next run; the receiving
-                // side reports why.
+                // Interrupted: keep what was written for the next run, unless a flush
+                // failed (see `Finish`); the receiving side reports why.
+                if writer.failed() {
+                    let _ = file.set_len(0);
+                }
                 let _ = file.sync_data();
                 return Ok(None);
             }

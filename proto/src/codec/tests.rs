@@ -406,6 +406,11 @@ async fn stream_chunks(n: u64, hold: usize) -> (usize, usize) {
         match rx.next().await.unwrap().unwrap() {
             Frame::Chunk(c) => {
                 assert_eq!(c.offset, i * crate::CHUNK_SIZE as u64);
+                if (i as usize) < MAX_SLABS {
+                    // In a slab: placed so the data can go to the disk with O_DIRECT.
+                    let at = c.data.as_ptr() as usize % crate::CHUNK_BUF_ALIGN;
+                    assert_eq!(at, 0, "chunk {i}'s data starts {at} bytes past a page");
+                }
                 assert!(c.data == data, "chunk {i} arrived intact");
                 held.push_back(c);
                 if held.len() > hold {

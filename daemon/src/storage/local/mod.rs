@@ -282,16 +282,8 @@ impl Local {
                 .map_err(io_err("creating directories"))?;
         }
         let upload = Arc::new(
-            LocalUpload::open(
-                space.clone(),
-                path,
-                size,
-                force,
-                settings.config.partial_ttl_secs,
-                settings.policy.clone(),
-                now,
-            )?
-            .with_reservation(reservation),
+            LocalUpload::open(space.clone(), path, size, force, &settings, now)?
+                .with_reservation(reservation),
         );
         self.live.register(user, &upload);
         Ok(PutBegun::Ready(Arc::new(UploadHandle(upload))))

@@ -8,12 +8,18 @@
 //! Covered: a commit's rename over a file (an upload of more than one chunk), `mv
 //! --force` over a file, `rm` of a file, the first [`MAX_HELD_PER_REMOVE`] big files of
 //! an `rm -r`. Not covered, so freed in place as before: a small file's batch commit
-//! over a big file, and partial uploads removed or expired. Until a held file is closed, the filesystem counts its space as used; the
-//! admission of new uploads counts it as free ([`releasing_bytes`]).
+//! over a big file, and partial uploads removed or expired. Until a held file is closed,
+//! the filesystem counts its space as used; the admission of new uploads counts it as
+//! free ([`releasing_bytes`]).
+//!
+//! Bounded: at most [`MAX_HELD`] files are held or waiting to be closed in the whole
+//! daemon (each is a descriptor, and its space is promised to admission); past that, a
+//! file is freed in place as before. Only a file whose last name goes (one link) is
+//! held: closing one with other links frees nothing.
 
 use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 
 use cap_std::fs::{Dir, File, Metadata, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
@@ -25,8 +31,14 @@ pub(super) const HOLD_FROM: u64 = 16 << 20;
 /// rest of a tree is freed in place.
 pub(super) const MAX_HELD_PER_REMOVE: usize = 64;
 
+/// Files held or waiting to be closed at most, in the whole daemon.
+pub(super) const MAX_HELD: usize = 128;
+
 /// Bytes of the disk that held files let go of but not closed yet occupy.
 static RELEASING: AtomicU64 = AtomicU64::new(0);
+
+/// Files held now (open, queued, or being closed).
+static HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes the filesystem still counts as used for files already let go of: free space
 /// in all but name, soon.
@@ -44,7 +56,11 @@ impl Held {
     /// waiting on a FIFO, or nothing. Dropped without [`Held::release`] (an error
     /// path), it closes in place.
     pub fn open(home: &Dir, path: &Path, meta: &Metadata) -> Held {
-        if !meta.is_file() || meta.len() < HOLD_FROM {
+        if !meta.is_file() || meta.len() < HOLD_FROM || meta.nlink() != 1 {
+            return Held(None);
+        }
+        if HELD.fetch_add(1, Ordering::Relaxed) >= MAX_HELD {
+            HELD.fetch_sub(1, Ordering::Relaxed);
             return Held(None);
         }
         let mut options = OpenOptions::new();
@@ -57,12 +73,15 @@ impl Held {
         };
         // What the filesystem frees: its blocks, not its length (a file may be sparse).
         let occupied = meta.blocks().saturating_mul(512);
-        Held(
-            home.open_with(path, &options)
-                .ok()
-                .filter(same)
-                .map(|f| (f, occupied)),
-        )
+        let held = home
+            .open_with(path, &options)
+            .ok()
+            .filter(same)
+            .map(|f| (f, occupied));
+        if held.is_none() {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+        Held(held)
     }
 
     /// `Some(self)` when a file is held.
@@ -72,10 +91,17 @@ impl Held {
 
     /// Hands the file to the release thread, which closes it (in place if the thread
     /// cannot start).
-    pub fn release(self) {
-        let Some((file, len)) = self.0 else {
+    pub fn release(mut self) {
+        let Some((file, len)) = self.0.take() else {
             return;
         };
+        #[cfg(test)]
+        if let Ok(m) = file.metadata() {
+            tests::RELEASED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((m.dev(), m.ino()));
+        }
         RELEASING.fetch_add(len, Ordering::Relaxed);
         match releaser() {
             Some(tx) => {
@@ -103,17 +129,46 @@ fn releaser() -> Option<&'static Sender<(File, u64)>> {
         .as_ref()
 }
 
-/// Closes a held file: the kernel frees it here.
+impl Drop for Held {
+    /// Not released (an error path): closed in place.
+    fn drop(&mut self) {
+        if let Some((file, _)) = self.0.take() {
+            drop(file);
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Closes a held file: the kernel frees it here. Its bytes stop counting as free
+/// first, so admission never counts them twice (once here, once in the filesystem's).
 fn close((file, len): (File, u64)) {
-    drop(file);
     RELEASING.fetch_sub(len, Ordering::Relaxed);
+    drop(file);
+    HELD.fetch_sub(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::sync::Mutex;
+
     use cap_std::ambient_authority;
 
     use super::*;
+
+    /// (device, inode) of every file handed to the release thread, for tests that check
+    /// a call let go of the file it replaced or removed.
+    pub(in crate::storage::local) static RELEASED: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+    /// Where the record of released files stands now.
+    pub(in crate::storage::local) fn released_mark() -> usize {
+        RELEASED.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether file (device, inode) was handed to the release thread since `mark` (an
+    /// inode number is reused once its file is freed).
+    pub(in crate::storage::local) fn released_since(mark: usize, id: (u64, u64)) -> bool {
+        RELEASED.lock().unwrap_or_else(|p| p.into_inner())[mark..].contains(&id)
+    }
 
     fn held(h: &Held) -> bool {
         h.0.is_some()
@@ -138,6 +193,9 @@ mod tests {
         assert!(!held(&Held::open(&dir, Path::new("link"), &meta("big"))));
         // Another file than the one whose metadata was taken is not held.
         assert!(!held(&Held::open(&dir, Path::new("big"), &meta("big2"))));
+        // A file with another name left: closing it would free nothing.
+        std::fs::hard_link(tmp.path().join("big2"), tmp.path().join("big2-link")).unwrap();
+        assert!(!held(&Held::open(&dir, Path::new("big2"), &meta("big2"))));
 
         let h = Held::open(&dir, Path::new("big"), &meta("big"));
         assert!(held(&h));

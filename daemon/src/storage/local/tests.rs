@@ -744,3 +744,78 @@ async fn listing_pages_cover_a_directory_once_in_name_order() {
     assert_eq!(seen[9].1, EntryKind::File);
     assert_eq!(seen[10].1, EntryKind::Partial);
 }
+
+/// A big file whose last name goes is handed to the release thread, to be closed after
+/// the answer: replaced by a commit, replaced by `mv --force`, removed alone and with its
+/// folder. (The e2e test checks the daemon then lets go of it.)
+#[tokio::test]
+async fn big_files_replaced_or_removed_go_to_the_release_thread() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::release::tests::{released_mark, released_since};
+    let f = fixture();
+    let size = release::HOLD_FROM as usize + 1;
+    let id = |path: &str| {
+        let m = std::fs::metadata(f.home("alice").join(path)).unwrap();
+        (m.dev(), m.ino())
+    };
+    let put_forced = |path: &'static str, seed: u64| {
+        let data = random_bytes(size, seed);
+        let f = &f;
+        async move {
+            let PutBegun::Ready(up) = f.begin("alice", path, &data, true).await.unwrap() else {
+                panic!("{path}: not ready");
+            };
+            send_chunks(&*up, &data, 0..chunk_count(size as u64)).await;
+            up.commit(Digest::of(&data)).await.unwrap();
+        }
+    };
+    put_forced("big", 1).await;
+    let first = id("big");
+    let mark = released_mark();
+    put_forced("big", 2).await;
+    assert!(released_since(mark, first), "a commit's replaced file");
+
+    let second = id("big");
+    put_forced("other", 3).await;
+    let mark = released_mark();
+    f.storage
+        .rename("alice", &p("other"), &p("big"), true)
+        .await
+        .unwrap();
+    assert!(released_since(mark, second), "a move's replaced file");
+
+    let third = id("big");
+    let mark = released_mark();
+    f.storage
+        .remove("alice", &p("big"), false, false)
+        .await
+        .unwrap();
+    assert!(released_since(mark, third), "a removed file");
+
+    put_forced("dir/in", 4).await;
+    let fourth = id("dir/in");
+    let mark = released_mark();
+    f.storage
+        .remove("alice", &p("dir"), true, false)
+        .await
+        .unwrap();
+    assert!(
+        released_since(mark, fourth),
+        "a file removed with its folder"
+    );
+
+    // A file with a second name frees nothing when its first goes: freed in place.
+    put_forced("linked", 5).await;
+    let fifth = id("linked");
+    std::fs::hard_link(f.home("alice").join("linked"), f.tmp.path().join("backup")).unwrap();
+    let mark = released_mark();
+    f.storage
+        .remove("alice", &p("linked"), false, false)
+        .await
+        .unwrap();
+    assert!(
+        !released_since(mark, fifth),
+        "a file with another link is not held"
+    );
+}

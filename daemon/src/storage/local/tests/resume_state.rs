@@ -17,8 +17,7 @@ fn a_declared_terabyte_allocates_nothing_until_chunks_arrive() {
             p("huge.bin"),
             TIB,
             false,
-            3600,
-            settings.policy.clone(),
+            &settings,
             crate::now_unix(),
         )
         .unwrap()

@@ -61,7 +61,13 @@ impl LocalUpload {
         if !manifest::is_stored_for(stamp.size) {
             manifest.tag(&inner.file, stamp);
         }
-        inner.writeback.finish();
+        if let Err(e) = inner.writer.finish() {
+            self.forget_data(&mut inner);
+            return Err(StorageError::io(
+                "flushing upload data (the disk lost some; every chunk will be sent again)",
+                e,
+            ));
+        }
         inner
             .file
             .sync_all()

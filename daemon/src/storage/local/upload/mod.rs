@@ -21,7 +21,6 @@
 //! the registry of open ones.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cap_std::fs::{OpenOptions, OpenOptionsExt};
 use tracing::{debug, warn};
-use xfer_disk::Writeback;
+use xfer_disk::Writer;
 use xfer_proto::Digest;
 
 use super::blocking::blocking;
@@ -41,8 +40,8 @@ use super::reserve::Reservation;
 use super::seal::{self, Seal};
 use super::space::UserSpace;
 use crate::storage::{
-    CHUNK_SIZE, Committed, RelPath, StorageError, TypePolicy, Upload, chunk_count, chunk_len,
-    io_err,
+    CHUNK_SIZE, Committed, RelPath, Settings, StorageError, TypePolicy, Upload, chunk_count,
+    chunk_len, io_err,
 };
 
 mod commit;
@@ -75,8 +74,9 @@ struct Inner {
     /// The data's ctime right after this upload last wrote it (or opened it): a seal is
     /// only taken if it is unchanged, i.e. nobody else wrote since.
     own_ctime: Option<(i64, i64)>,
-    /// The data flushed as it arrives (crate xfer-disk).
-    writeback: Writeback,
+    /// How the data reaches the disk: past the page cache for a big file where the
+    /// filesystem allows it, otherwise flushed as it arrives (crate xfer-disk).
+    writer: Writer,
 }
 
 /// An upload in progress on the local filesystem.
@@ -107,10 +107,10 @@ impl LocalUpload {
         dest: RelPath,
         size: u64,
         force: bool,
-        ttl_secs: u64,
-        policy: Arc<TypePolicy>,
+        settings: &Settings,
         now_unix: u64,
     ) -> Result<LocalUpload, StorageError> {
+        let (ttl_secs, policy) = (settings.config.partial_ttl_secs, settings.policy.clone());
         let key = dest.key();
         let n = chunk_count(size);
         let mut meta = space.partial_state(&key);
@@ -149,6 +149,7 @@ impl LocalUpload {
                 .map_err(io_err("preparing upload data"))?;
         }
         let own_ctime = seal::ctime_of(&file);
+        let writer = upload_writer(&file, size, settings.config.direct_io);
         let recorded = meta
             .as_ref()
             .map(|m| recorded_chunks(m, n))
@@ -191,7 +192,7 @@ impl LocalUpload {
                 reservation: None,
                 sealed,
                 own_ctime,
-                writeback: upload_writeback(),
+                writer,
             }),
         };
         // Saved at once: the partial now counts against the quota and shows in listings.
@@ -361,12 +362,11 @@ impl LocalUpload {
                 return Err(e);
             }
         }
-        inner
-            .file
-            .write_all_at(data, offset)
-            .map_err(io_err("writing upload data"))?;
         let inner = &mut *inner;
-        inner.writeback.wrote(&inner.file, expected);
+        inner
+            .writer
+            .write_at(&inner.file, data, offset)
+            .map_err(io_err("writing upload data"))?;
         inner.own_ctime = seal::ctime_of(&inner.file);
         if inner.held.insert(index, *digest).is_none()
             && let Some(r) = inner.reservation.as_mut()
@@ -396,6 +396,10 @@ impl LocalUpload {
         if inner.finished || self.superseded.load(Ordering::SeqCst) {
             return Ok(());
         }
+        if inner.writer.failed() {
+            self.forget_data(&mut inner);
+            return Ok(());
+        }
         let resealed = inner.sealed.is_none() && {
             inner.sealed = take_seal(&inner);
             inner.sealed.is_some()
@@ -410,10 +414,26 @@ impl LocalUpload {
     }
 }
 
-/// The flushes of one upload's file: a flush that fails is logged, and the commit
-/// meets the error again.
-fn upload_writeback() -> Writeback {
-    Writeback::new("xferd-writeback", |e| {
+impl LocalUpload {
+    /// A flush of the data failed: the disk may not hold what was written, though the
+    /// pages may still read back intact from memory, and a later descriptor's fsync
+    /// would not report it. Nothing received so far is trusted any more: the held
+    /// chunks are forgotten (and the state saved so), to be sent again.
+    fn forget_data(&self, inner: &mut Inner) {
+        warn!(path = ?self.dest, chunks = inner.held.len(), "a flush of upload data failed; its chunks will be sent again");
+        inner.held.clear();
+        inner.sealed = None;
+        inner.unsaved = 0;
+        if let Err(e) = self.save(inner) {
+            warn!(error = %e, "saving the state of an upload whose data was lost failed");
+        }
+    }
+}
+
+/// The writer of one upload's file: a flush that fails is logged, and the commit meets
+/// the error again.
+fn upload_writer(file: &std::fs::File, size: u64, direct: bool) -> Writer {
+    Writer::new(file, size, direct, "xferd-writeback", |e| {
         warn!(error = %e, "flushing upload data failed; the commit will report it");
     })
 }
