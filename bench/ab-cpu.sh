@@ -7,7 +7,10 @@
 #                               with each build in turn, against a daemon of its own
 #
 # Prints one line per build per round: CPU seconds (user + system) of xfer and of xferd,
-# and the wall time, for the push and the pull. Medians are left to the reader.
+# the wall time, and the whole machine's CPU seconds over the command (every process and
+# kernel thread: the page cache's writeback runs in kernel threads, not in xferd; on a
+# quiet machine this is the honest total), for the push and the pull. Medians are left
+# to the reader.
 set -euo pipefail
 N=$1; shift
 W=$(mktemp -d "${AB_DIR:-/dev/shm}/xfer-ab.XXXXXX")
@@ -25,16 +28,23 @@ for b in "$@"; do
 done
 TCK=$(getconf CLK_TCK)
 cpu() { awk -v t="$TCK" '{print ($14+$15)/t}' /proc/$1/stat; }
+# user + nice + system + irq + softirq of all CPUs.
+mcpu() { awk -v t="$TCK" '/^cpu /{print ($2+$3+$4+$7+$8)/t}' /proc/stat; }
 for i in $(seq $N); do
   for b in "$@"; do
     d=$W/$(basename "$b")
-    s0=$(cpu ${PID[$b]})
+    s0=$(cpu ${PID[$b]}); m0=$(mcpu)
     c=$( { XFER_HOME=$d/home /usr/bin/time -f '%U %S %e' $b/xfer push -q --force $W/src.bin big.bin >/dev/null; } 2>&1 | tail -1)
-    s1=$(cpu ${PID[$b]})
+    # The file the push replaced is freed by xferd after the answer: count it here.
+    for _ in $(seq 200); do
+      find /proc/${PID[$b]}/fd -lname '* (deleted)' 2>/dev/null | grep -q . || break; sleep 0.05
+    done
+    s1=$(cpu ${PID[$b]}); m1=$(mcpu)
     rm -f $W/dst.bin
+    m1b=$(mcpu)
     p=$( { XFER_HOME=$d/home /usr/bin/time -f '%U %S %e' $b/xfer pull -q big.bin $W/dst.bin >/dev/null; } 2>&1 | tail -1)
-    s2=$(cpu ${PID[$b]})
+    s2=$(cpu ${PID[$b]}); m2=$(mcpu)
     rm -f $W/dst.bin
-    echo "$b push client $(awk '{print $1+$2, "wall", $3}' <<<"$c") server $(awk -v a="$s0" -v b="$s1" 'BEGIN {print b - a}') | pull client $(awk '{print $1+$2, "wall", $3}' <<<"$p") server $(awk -v a="$s1" -v b="$s2" 'BEGIN {print b - a}')"
+    echo "$b push client $(awk '{print $1+$2, "wall", $3}' <<<"$c") server $(awk -v a="$s0" -v b="$s1" 'BEGIN {print b - a}') machine $(awk -v a="$m0" -v b="$m1" 'BEGIN {print b - a}') | pull client $(awk '{print $1+$2, "wall", $3}' <<<"$p") server $(awk -v a="$s1" -v b="$s2" 'BEGIN {print b - a}') machine $(awk -v a="$m1b" -v b="$m2" 'BEGIN {print b - a}')"
   done
 done

@@ -1,4 +1,5 @@
-//! Writes past the page cache (`O_DIRECT`) for big received files.
+//! Writes past the page cache (`O_DIRECT`) for big received files, and reads of big
+//! stored files the same way ([`Reader`]).
 //!
 //! A receiver writes each chunk where it belongs in the file. Through the page cache
 //! that is a copy into pages the kernel must first allocate and later write back and
@@ -145,8 +146,57 @@ impl Direct {
     }
 }
 
-/// The direct descriptor of `file`, where it is allowed, worth it and possible.
+/// How a big stored file is read to be sent: past the page cache (`O_DIRECT`) where the
+/// filesystem allows it, so reading a file does not fill the host's memory with it (and,
+/// on a VM that hands freed memory back to its host, does not pay to take that memory
+/// back). A file read often is then read from the disk each time.
+#[derive(Debug)]
+pub struct Reader {
+    direct: Option<Direct>,
+}
+
+impl Reader {
+    /// The reader of `file` (`size` bytes), past the page cache where `direct` allows
+    /// it and the file qualifies (as for [`Writer`]).
+    pub fn new(file: &File, size: u64, direct: bool) -> Reader {
+        Reader {
+            direct: open_direct_as(file, size, direct, false),
+        }
+    }
+
+    /// Whether uncached chunks are read past the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Fills `buf` from `offset` of `file` (the file [`Reader::new`] was given): with a
+    /// direct read when `buf`, `offset` and the length are aligned, otherwise through
+    /// the cache. (Asking the cache first, `preadv2` with `RWF_NOWAIT`, was tried: on a
+    /// miss the kernel starts its readahead into the cache anyway, and the data was read
+    /// twice; bench/RESULTS.md.) A file shorter than `offset + buf.len()` is an
+    /// `UnexpectedEof` error, as with
+    /// [`std::os::unix::fs::FileExt::read_exact_at`].
+    pub fn read_exact_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(direct) = &self.direct
+            && direct.fits(buf, offset)
+        {
+            match direct.file.read_exact_at(buf, offset) {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+                done => return done,
+            }
+        }
+        file.read_exact_at(buf, offset)
+    }
+}
+
+/// The direct descriptor of `file` for writing, where it is allowed, worth it and
+/// possible.
 fn open_direct(file: &File, size: u64, allowed: bool) -> Option<Direct> {
+    open_direct_as(file, size, allowed, true)
+}
+
+/// The direct descriptor of `file`, for writing or reading.
+fn open_direct_as(file: &File, size: u64, allowed: bool, write: bool) -> Option<Direct> {
     if size < DIRECT_MIN || !allowed {
         return None;
     }
@@ -163,7 +213,8 @@ fn open_direct(file: &File, size: u64, allowed: bool) -> Option<Direct> {
         return None;
     }
     let direct = OpenOptions::new()
-        .write(true)
+        .read(!write)
+        .write(write)
         .custom_flags(OFlags::DIRECT.bits() as i32)
         .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .ok()?;
@@ -253,6 +304,52 @@ mod tests {
         let mut tail = vec![0u8; 4096 + 17];
         file.read_exact_at(&mut tail, DIRECT_MIN).unwrap();
         assert!(tail == c[sc..sc + 4096 + 17], "tail read back");
+    }
+
+    #[test]
+    fn a_reader_reads_cached_and_uncached_chunks_alike() {
+        let dir = disk_dir();
+        let path = dir.path().join("big");
+        let size = DIRECT_MIN + 17;
+        let (a, sa) = aligned(1 << 20, 5);
+        {
+            let file = File::create(&path).unwrap();
+            file.set_len(size).unwrap();
+            // Written past the cache: not in memory when read below.
+            let mut w = Writer::new(&file, size, true, "t", |e| panic!("{e}"));
+            w.write_at(&file, &a[sa..sa + (1 << 20)], 0).unwrap();
+            w.write_at(&file, &a[sa..sa + 17], DIRECT_MIN).unwrap();
+            file.sync_all().unwrap();
+        }
+        let file = File::open(&path).unwrap();
+        let r = Reader::new(&file, size, true);
+        if !r.is_direct() {
+            eprintln!("skipped: {} takes no direct reads", dir.path().display());
+            return;
+        }
+        let (mut b, sb) = aligned(1 << 20, 0);
+        r.read_exact_at(&file, &mut b[sb..sb + (1 << 20)], 0)
+            .unwrap();
+        assert!(
+            b[sb..sb + (1 << 20)] == a[sa..sa + (1 << 20)],
+            "uncached chunk"
+        );
+        // Now cached by an ordinary read: the same bytes again.
+        let mut plain = vec![0u8; 1 << 20];
+        file.read_exact_at(&mut plain, 0).unwrap();
+        b[sb..sb + (1 << 20)].fill(0);
+        r.read_exact_at(&file, &mut b[sb..sb + (1 << 20)], 0)
+            .unwrap();
+        assert!(
+            b[sb..sb + (1 << 20)] == a[sa..sa + (1 << 20)],
+            "cached chunk"
+        );
+        // The short last chunk, and a read past the end.
+        r.read_exact_at(&file, &mut b[sb..sb + 17], DIRECT_MIN)
+            .unwrap();
+        assert!(b[sb..sb + 17] == a[sa..sa + 17]);
+        let past = r.read_exact_at(&file, &mut b[sb..sb + (1 << 20)], DIRECT_MIN - 4096);
+        assert_eq!(past.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! [`Writeback::finish`] returns it. A receiver that meets it must treat the data it
 //! wrote as lost (xferd and xfer discard it), not only fail this once.
 //!
-//! Big files skip the page cache where the filesystem allows it ([`Writer`], `direct.rs`):
+//! Big files skip the page cache where the filesystem allows it ([`Writer`], [`Reader`],
+//! `direct.rs`):
 //! each aligned chunk goes to the disk with `O_DIRECT`, so the receiver neither copies
 //! it into cached pages nor makes the kernel allocate, write back and later reclaim
 //! them, and a transfer of many gigabytes does not push the host's other files out of
@@ -26,7 +27,7 @@
 
 mod direct;
 
-pub use direct::{DIRECT_MIN, Writer, direct_from_env};
+pub use direct::{DIRECT_MIN, Reader, Writer, direct_from_env};
 
 use std::fs::File;
 use std::io;

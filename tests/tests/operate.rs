@@ -528,9 +528,10 @@ fn daemon_flags_under(d: &Daemon, dir: &Path) -> Vec<u32> {
 /// An upload of 64 MiB and more goes to the disk past the page cache where the data
 /// directory's filesystem allows it: while it runs, the daemon holds its partial open
 /// with `O_DIRECT` too, and the file arrives whole (its last, shorter chunk through the
-/// cache). With `direct_io = false` no descriptor of it ever has `O_DIRECT`.
+/// cache). A download of it reads past the cache the same way, and arrives whole. With
+/// `direct_io = false` no descriptor of either ever has `O_DIRECT`.
 #[test]
-fn a_big_push_goes_past_the_page_cache_unless_configured_not_to() {
+fn a_big_file_goes_past_the_page_cache_both_ways_unless_configured_not_to() {
     let data = random_bytes(65 * CHUNK + 1000, 11);
     let local = TempDir::new().unwrap();
     let src = write_file(local.path(), "big.bin", &data);
@@ -572,6 +573,34 @@ fn a_big_push_goes_past_the_page_cache_unless_configured_not_to() {
         assert!(
             stored == data,
             "the file arrived whole (direct_io = {direct})"
+        );
+
+        let files = d.files_dir("alice").canonicalize().unwrap();
+        let back = local.path().join(format!("back-{direct}"));
+        std::fs::create_dir(&back).unwrap();
+        let back_arg = back.to_str().unwrap();
+        let mut pull = c.spawn(&["pull", "-q", "--limit-rate", "16M", "big.bin", back_arg]);
+        let (mut open_seen, mut direct_seen) = (0, 0);
+        while !pull.finished() {
+            let flags = daemon_flags_under(&d, &files);
+            open_seen += usize::from(!flags.is_empty());
+            direct_seen += usize::from(flags.iter().any(|f| f & O_DIRECT != 0));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(pull.wait(DEADLINE).code(), 0);
+        assert!(
+            open_seen > 0,
+            "the download was never seen open (direct_io = {direct})"
+        );
+        if direct {
+            assert!(direct_seen > 0, "no O_DIRECT read in {open_seen} looks");
+        } else {
+            assert_eq!(direct_seen, 0, "O_DIRECT read although direct_io = false");
+        }
+        let pulled = std::fs::read(back.join("big.bin")).unwrap();
+        assert!(
+            pulled == data,
+            "the file came back whole (direct_io = {direct})"
         );
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! Chunk digests come from the manifest, or a small file's tag (`manifest.rs`): recorded
 //! at upload, not recomputed, so data corrupted on disk is caught by the receiver; chunk
-//! data is read into buffers recycled from one chunk to the next.
+//! data is read into buffers recycled from one chunk to the next. A big file's chunks
+//! come from the page cache when they are there and past it otherwise (crate
+//! xfer-disk's `Reader`, `[storage] direct_io`).
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use xfer_disk::Reader;
 use xfer_proto::{BufferPool, ChunkLayout, Digest};
 
 use super::blocking::blocking;
@@ -16,14 +18,14 @@ use super::manifest::{Manifest, Stamp};
 use super::space::UserSpace;
 use crate::storage::{Download, RelPath, StorageError};
 
-/// Read buffers a download keeps for reuse: a chunk being sent, the next one being read,
-/// and one spare.
-const KEEP_READ_BUFFERS: usize = 3;
+/// Read buffers a download keeps for reuse: a chunk being sent, the next three being
+/// read (the session's read-ahead), and one spare.
+const KEEP_READ_BUFFERS: usize = 5;
 
 /// A committed file open for download: its manifest in memory, its data read chunk by
 /// chunk in blocking tasks.
 pub(crate) struct LocalDownload {
-    file: Arc<std::fs::File>,
+    file: Arc<(std::fs::File, Reader)>,
     stamp: Stamp,
     manifest: Manifest,
     buffers: Arc<BufferPool>,
@@ -32,7 +34,11 @@ pub(crate) struct LocalDownload {
 impl LocalDownload {
     /// Opens `path` beneath the home, computing its manifest if none is stored (or the
     /// stored one is stale).
-    pub fn open(space: &UserSpace, path: &RelPath) -> Result<LocalDownload, StorageError> {
+    pub fn open(
+        space: &UserSpace,
+        path: &RelPath,
+        direct: bool,
+    ) -> Result<LocalDownload, StorageError> {
         if path.is_home() {
             return Err(StorageError::BadRequest("the home is a directory".into()));
         }
@@ -44,8 +50,9 @@ impl LocalDownload {
         }
         let stamp = Stamp::of(&meta);
         let manifest = Manifest::load_or_compute(&space.manifests, &file, stamp)?;
+        let reader = Reader::new(&file, stamp.size, direct);
         Ok(LocalDownload {
-            file: Arc::new(file),
+            file: Arc::new((file, reader)),
             stamp,
             manifest,
             buffers: BufferPool::new(KEEP_READ_BUFFERS),
@@ -55,13 +62,14 @@ impl LocalDownload {
 
 /// Reads chunk `index` of `file` into a pooled buffer.
 fn read_chunk(
-    file: &std::fs::File,
+    (file, reader): &(std::fs::File, Reader),
     buffers: &Arc<BufferPool>,
     layout: ChunkLayout,
     index: u64,
 ) -> Result<Bytes, StorageError> {
     let mut buf = buffers.take(layout.chunk_len(index) as usize);
-    file.read_exact_at(&mut buf, layout.offset(index))
+    reader
+        .read_exact_at(file, &mut buf, layout.offset(index))
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => {
                 StorageError::Conflict("the file shrank while being downloaded".into())

@@ -418,8 +418,9 @@ impl Storage for LocalStorage {
         path: &RelPath,
     ) -> Result<Arc<dyn Download>, StorageError> {
         let path = path.clone();
-        self.with_space("opening a download", user, move |_, space| {
-            Ok(Arc::new(LocalDownload::open(space, &path)?) as Arc<dyn Download>)
+        self.with_space("opening a download", user, move |local, space| {
+            let direct = local.settings().config.direct_io;
+            Ok(Arc::new(LocalDownload::open(space, &path, direct)?) as Arc<dyn Download>)
         })
         .await
     }
