@@ -129,9 +129,10 @@ settle_sshd() {
 # contender's clock nor escapes xferd's CPU for the command that caused it.
 settle_xferd() {
   for _ in $(seq 250); do
-    find "/proc/$XFERD_PID/fd" -lname '* (deleted)' 2>/dev/null | grep -q . || return 0
+    find "/proc/$XFERD_PID/fd" -lname "$W/*(deleted)" 2>/dev/null | grep -q . || return 0
     sleep 0.02
   done
+  echo "warning: xferd still holds a removed file after 5 s; timing goes on" >&2
 }
 
 # Runs contender function $2 whose server is process $1 (0: none); appends

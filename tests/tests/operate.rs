@@ -474,7 +474,7 @@ fn a_failed_flush_fails_the_pull_and_the_next_run_starts_over() {
         .expect("strace");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the pull succeeded: {stderr}");
-    assert!(stderr.contains("flushing the part file"), "{stderr}");
+    assert!(stderr.contains("it was emptied: pull again"), "{stderr}");
     assert!(
         !back.join("big.bin").exists(),
         "installed after a failed flush"
@@ -489,14 +489,76 @@ fn a_failed_flush_fails_the_pull_and_the_next_run_starts_over() {
     assert!(std::fs::read(back.join("big.bin")).unwrap() == data);
 }
 
-/// Whether `path` is on tmpfs, where xfer-disk writes through the page cache anyway.
-fn on_tmpfs(path: &Path) -> bool {
-    let out = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(path)
-        .output()
-        .expect("stat");
-    String::from_utf8_lossy(&out.stdout).trim() == "tmpfs"
+/// A flush of an upload's data that fails (`EIO`, injected by strace into the running
+/// daemon) fails the commit and makes the daemon forget every chunk it held: the data
+/// may not be on the disk although it still reads back from memory. The next push
+/// sends the whole file again and it is stored whole.
+#[test]
+fn a_failed_flush_of_an_upload_fails_the_commit_and_the_next_push_sends_it_all() {
+    use std::io::BufRead as _;
+    if !have_strace() {
+        return;
+    }
+    // Through the page cache, so the upload is flushed every 64 MiB.
+    let d = Daemon::start_with(&["alice"], Some("[storage]\ndirect_io = false\n"));
+    let c = xfer_e2e::alice(&d);
+    let tmp = TempDir::new().unwrap();
+    let data = random_bytes(65 * CHUNK, 14);
+    let src = write_file(tmp.path(), "big.bin", &data);
+    // Only the flushes of this upload's data file (`-P`): the daemon's other files,
+    // its state among them, sync as usual.
+    let partials = d.partials_dir("alice");
+    std::fs::create_dir_all(&partials).unwrap();
+    let part = partials
+        .canonicalize()
+        .unwrap()
+        .join(format!("{}.part", xfer_e2e::blake3_hex(b"big.bin")));
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", "trace=fdatasync"])
+        .args(["-e", "inject=fdatasync:error=EIO", "-P"])
+        .arg(&part)
+        .arg("-p")
+        .arg(d.pid().to_string())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace");
+    // strace says "Process N attached" once it holds the daemon's threads.
+    let mut lines = std::io::BufReader::new(strace.stderr.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("attached"))),
+        "strace never attached"
+    );
+    let out = c.xfer(&["push", "-q", &src], "");
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    let _ = strace.wait();
+    assert_ne!(out.code(), 0, "the push succeeded");
+    assert!(
+        out.stderr().contains("the disk lost some"),
+        "{}",
+        out.stderr()
+    );
+    assert!(!d.files_dir("alice").join("big.bin").exists());
+
+    let again = c.xfer(&["push", "-q", &src], "");
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    let stored = std::fs::read(d.files_dir("alice").join("big.bin")).unwrap();
+    assert!(stored == data, "stored whole");
+    let uploads = d.audit_events("upload");
+    let last = uploads.last().expect("an upload event");
+    assert!(
+        last.contains("resumed_from=0"),
+        "the second push reused chunks the daemon had forgotten: {last}"
+    );
+}
+
+/// Whether xfer-disk writes a big file in `dir` past the page cache: not on tmpfs, nor
+/// where the filesystem or the kernel (before 6.1) does not declare direct I/O.
+fn takes_direct(dir: &Path) -> bool {
+    let probe = tempfile::tempfile_in(dir).unwrap();
+    probe.set_len(xfer_disk::DIRECT_MIN).unwrap();
+    xfer_disk::Writer::new(&probe, xfer_disk::DIRECT_MIN, true, "probe", |_| {}).is_direct()
 }
 
 /// `O_DIRECT` in an open file description's flags (x86_64 and aarch64 differ).
@@ -543,8 +605,8 @@ fn a_big_file_goes_past_the_page_cache_both_ways_unless_configured_not_to() {
         let c = xfer_e2e::alice(&d);
         let partials = d.partials_dir("alice");
         std::fs::create_dir_all(&partials).unwrap();
-        if on_tmpfs(&partials) {
-            eprintln!("skipped: the test's data directory is on tmpfs");
+        if !takes_direct(&partials) {
+            eprintln!("skipped: the test's data directory takes no direct I/O");
             return;
         }
         let partials = partials.canonicalize().unwrap();
@@ -616,8 +678,8 @@ fn a_big_pull_goes_past_the_page_cache_unless_told_not_to() {
     let d = Daemon::start();
     let c = xfer_e2e::alice(&d);
     let tmp = TempDir::new().unwrap();
-    if on_tmpfs(tmp.path()) {
-        eprintln!("skipped: the test's directory is on tmpfs");
+    if !takes_direct(tmp.path()) {
+        eprintln!("skipped: the test's directory takes no direct I/O");
         return;
     }
     let src = write_file(tmp.path(), "big.bin", &random_bytes(65 * CHUNK + 1000, 12));

@@ -427,23 +427,66 @@ fn verify_part(
 /// whole-file digest (that of the manifest, which was checked against the announced
 /// one) after `Finish`, with every chunk present and the part file fsynced, or `None`
 /// when the sender went away without finishing.
+///
+/// If a flush or the final sync failed, the disk may not hold what was written though
+/// it still reads back intact from memory, and the next run's fsync would not hear of
+/// it: the part file is emptied, so the next run starts over.
 fn write_chunks(
     file: File,
     layout: ChunkLayout,
     manifest: &[Digest],
-    mut have: Vec<bool>,
-    mut rx: mpsc::Receiver<ToWriter>,
+    have: Vec<bool>,
+    rx: mpsc::Receiver<ToWriter>,
 ) -> Result<Option<Digest>> {
-    let size = layout.size();
     // A big file goes past the page cache where the filesystem allows it; the rest is
     // flushed as it fills, so the final sync finds little left.
     let mut writer = Writer::new(
         &file,
-        size,
+        layout.size(),
         xfer_disk::direct_from_env(),
         "xfer-writeback",
         |_| {},
     );
+    let written = write_all_chunks(&file, &mut writer, layout, manifest, have, rx);
+    let lost = match &written {
+        Ok(Written::Complete) => {
+            let synced = writer.finish().and_then(|()| file.sync_all());
+            match synced {
+                Ok(()) => return Ok(Some(Digest::of_chunks(manifest))),
+                Err(e) => Some(e),
+            }
+        }
+        _ => writer.finish().err(),
+    };
+    if let Some(e) = lost {
+        let _ = file.set_len(0);
+        return Err(e).context("syncing the part file (it was emptied: pull again)");
+    }
+    // Interrupted, or refused (a chunk that does not match): keep what was written for
+    // the next run, if it is on the disk; the receiving side reports why.
+    if file.sync_data().is_err() {
+        let _ = file.set_len(0);
+    }
+    written.map(|_| None)
+}
+
+/// How [`write_all_chunks`] ended without an error.
+enum Written {
+    /// Every chunk is written and the file has its size: sync it.
+    Complete,
+    /// The sender went away first.
+    Interrupted,
+}
+
+fn write_all_chunks(
+    file: &File,
+    writer: &mut Writer,
+    layout: ChunkLayout,
+    manifest: &[Digest],
+    mut have: Vec<bool>,
+    mut rx: mpsc::Receiver<ToWriter>,
+) -> Result<Written> {
+    let size = layout.size();
     loop {
         match rx.blocking_recv() {
             Some(ToWriter::Chunk(index, chunk)) => {
@@ -454,14 +497,13 @@ fn write_chunks(
                     .map_err(|e| ProtocolError(format!("server sent chunk {index}: {e}")))?
                     .data;
                 if Digest::of_chunk(&data, offset, size) != Some(manifest[index as usize]) {
-                    let _ = file.sync_data();
                     return Err(IntegrityError(format!(
                         "chunk {index} does not match the digest the server stored for it (damaged on the server's disk or on the way); the part file keeps the chunks verified so far: pull again, and if it fails the same way ask the server's admin to check its disk"
                     ))
                     .into());
                 }
                 writer
-                    .write_at(&file, &data, offset)
+                    .write_at(file, &data, offset)
                     .context("writing the part file")?;
                 have[index as usize] = true;
             }
@@ -470,24 +512,9 @@ fn write_chunks(
                     return Err(ProtocolError(format!("chunk {i} never arrived")).into());
                 }
                 file.set_len(size).context("sizing the part file")?;
-                if let Err(e) = writer.finish() {
-                    // The disk may not hold what was written, though it reads back
-                    // intact from memory: start the next run from nothing.
-                    let _ = file.set_len(0);
-                    return Err(e).context("flushing the part file (it was emptied: pull again)");
-                }
-                file.sync_all().context("syncing the part file")?;
-                return Ok(Some(Digest::of_chunks(manifest)));
+                return Ok(Written::Complete);
             }
-            None => {
-                // Interrupted: keep what was written for the next run, unless a flush
-                // failed (see `Finish`); the receiving side reports why.
-                if writer.failed() {
-                    let _ = file.set_len(0);
-                }
-                let _ = file.sync_data();
-                return Ok(None);
-            }
+            None => return Ok(Written::Interrupted),
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::session::link::{Link, Transport};
 use crate::session::reply::{End, answer, internal_error, storage_error};
 use crate::storage::{self, StorageError};
 
-/// Chunks of a download read at once, ahead of the one being sent.
+/// Chunk reads of a download in flight at once: the next chunk to send and the two
+/// after it.
 const READ_AHEAD: u64 = 3;
 
 /// zstd level for downloads that ask for compression: the protocol's, the cheapest
@@ -105,8 +106,8 @@ impl Files {
                     })
             })
         };
-        // The chunks after the one being sent are read meanwhile, [`READ_AHEAD`] at a
-        // time: a read past the page cache waits for the disk, and one wait at a time
+        // While a chunk is sent the next ones are read, up to `READ_AHEAD` reads at
+        // once: a read past the page cache waits for the disk, and one wait at a time
         // would leave the link idle (bench/RESULTS.md).
         let mut reads = std::collections::VecDeque::with_capacity(READ_AHEAD as usize);
         let mut queued = first;

@@ -18,8 +18,8 @@ use super::manifest::{Manifest, Stamp};
 use super::space::UserSpace;
 use crate::storage::{Download, RelPath, StorageError};
 
-/// Read buffers a download keeps for reuse: a chunk being sent, the next three being
-/// read (the session's read-ahead), and one spare.
+/// Read buffers a download keeps for reuse: a chunk being sent, up to three being read
+/// (the session's read-ahead), and one spare.
 const KEEP_READ_BUFFERS: usize = 5;
 
 /// A committed file open for download: its manifest in memory, its data read chunk by

@@ -13,7 +13,7 @@ use super::super::manifest::{self, Manifest, Stamp};
 use super::super::partial::{meta_name, part_name};
 use super::super::release::Held;
 use super::super::space::Destination;
-use super::LocalUpload;
+use super::{DATA_LOST, LocalUpload};
 use crate::storage::policy::STORED_SNIFF_BYTES;
 use crate::storage::{Committed, RelPath, StorageError, chunk_count, io_err};
 
@@ -61,17 +61,10 @@ impl LocalUpload {
         if !manifest::is_stored_for(stamp.size) {
             manifest.tag(&inner.file, stamp);
         }
-        if let Err(e) = inner.writer.finish() {
+        if let Err(e) = inner.writer.finish().and_then(|()| inner.file.sync_all()) {
             self.forget_data(&mut inner);
-            return Err(StorageError::io(
-                "flushing upload data (the disk lost some; every chunk will be sent again)",
-                e,
-            ));
+            return Err(StorageError::io(DATA_LOST, e));
         }
-        inner
-            .file
-            .sync_all()
-            .map_err(io_err("syncing upload data"))?;
         let home = &space.home;
         let parent = self.dest.parent().unwrap_or_else(RelPath::home);
         let mut replaced_bytes = 0;

@@ -228,9 +228,12 @@ impl LocalUpload {
         self.superseded.store(true, Ordering::SeqCst);
         // The connection taking over is admitted with a reservation of its own.
         inner.reservation = None;
-        if !inner.finished
-            && let Err(e) = self.save(&inner)
-        {
+        if inner.finished {
+            return;
+        }
+        if inner.writer.finish().is_err() {
+            self.forget_data(&mut inner);
+        } else if let Err(e) = self.save(&inner) {
             warn!(error = %e, "saving a superseded upload failed");
         }
     }
@@ -345,6 +348,13 @@ impl LocalUpload {
         }
         let mut inner = self.lock();
         self.check_live(&inner)?;
+        if inner.writer.failed() {
+            // Nothing written so far is trusted; the client sends it all again.
+            let e = inner.writer.finish().err();
+            self.forget_data(&mut inner);
+            let e = e.unwrap_or_else(|| std::io::Error::other("a flush failed"));
+            return Err(StorageError::io(DATA_LOST, e));
+        }
         if let Some(seal) = inner.sealed.take() {
             // Before the data can differ from the seal, the saved state stops claiming
             // it: a power cut can keep a write yet lose the file times it changed, and a
@@ -396,13 +406,22 @@ impl LocalUpload {
         if inner.finished || self.superseded.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if inner.writer.failed() {
+        if inner.writer.finish().is_err() {
             self.forget_data(&mut inner);
             return Ok(());
         }
-        let resealed = inner.sealed.is_none() && {
-            inner.sealed = take_seal(&inner);
+        let resealed = if inner.sealed.is_none() {
+            match take_seal(&inner) {
+                Ok(seal) => inner.sealed = seal,
+                // Unsynced data is never sealed, nor trusted.
+                Err(_) => {
+                    self.forget_data(&mut inner);
+                    return Ok(());
+                }
+            }
             inner.sealed.is_some()
+        } else {
+            false
         };
         if inner.unsaved == 0 && !resealed {
             return Ok(());
@@ -452,12 +471,19 @@ fn recorded_chunks(meta: &PartialMeta, n: u64) -> Vec<(u64, Digest)> {
 }
 
 /// Syncs the data and seals it, if nothing but this upload wrote it since its last
-/// write; `None` otherwise (or if the sync fails: unsynced data is never sealed).
-fn take_seal(inner: &Inner) -> Option<Seal> {
-    let own = inner.own_ctime?;
-    inner.file.sync_data().ok()?;
-    Seal::of(&inner.file).ok().filter(|s| s.ctime_is(own))
+/// write; `None` otherwise. An error when the sync fails: what was written may not be
+/// on the disk.
+fn take_seal(inner: &Inner) -> std::io::Result<Option<Seal>> {
+    let Some(own) = inner.own_ctime else {
+        return Ok(None);
+    };
+    inner.file.sync_data()?;
+    Ok(Seal::of(&inner.file).ok().filter(|s| s.ctime_is(own)))
 }
+
+/// What a client hears when the disk lost some of an upload's data.
+pub(super) const DATA_LOST: &str =
+    "syncing upload data (the disk lost some; every chunk will be sent again)";
 
 /// An open [`LocalUpload`] as sessions hold it.
 pub(crate) struct UploadHandle(pub Arc<LocalUpload>);
