@@ -396,6 +396,25 @@ fn have_strace() -> bool {
     false
 }
 
+/// `xfer pull -q big.bin BACK` as `c`, under `strace STRACE...`, with `XFER_DIRECT_IO`
+/// set to `direct`.
+fn pull_under_strace(
+    c: &Client,
+    strace: &[&str],
+    back: &Path,
+    direct: &str,
+) -> std::process::Output {
+    std::process::Command::new("strace")
+        .args(strace)
+        .arg(xfer_e2e::bin("xfer"))
+        .args(["pull", "-q", "big.bin"])
+        .arg(back)
+        .env("XFER_HOME", c.home())
+        .env("XFER_DIRECT_IO", direct)
+        .output()
+        .expect("strace")
+}
+
 /// A pulled file written through the page cache (`XFER_DIRECT_IO=0`, or a filesystem
 /// without direct I/O) is flushed as it arrives (crate xfer-disk), not all at the end:
 /// past 64 MiB the part file gets an `fdatasync` of its own before the final `fsync`,
@@ -413,16 +432,17 @@ fn a_big_pull_is_flushed_to_the_disk_as_it_arrives() {
     let back = tmp.path().join("back");
     std::fs::create_dir(&back).unwrap();
     let log = tmp.path().join("syncs");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
-        .arg(&log)
-        .arg(xfer_e2e::bin("xfer"))
-        .args(["pull", "-q", "big.bin"])
-        .arg(&back)
-        .env("XFER_HOME", c.home())
-        .env("XFER_DIRECT_IO", "0")
-        .output()
-        .expect("strace");
+    let log_arg = log.to_str().unwrap();
+    let trace = [
+        "-f",
+        "-qq",
+        "-y",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-o",
+        log_arg,
+    ];
+    let out = pull_under_strace(&c, &trace, &back, "0");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         std::fs::read(back.join("big.bin")).unwrap(),
@@ -462,16 +482,9 @@ fn a_failed_flush_fails_the_pull_and_the_next_run_starts_over() {
     assert_eq!(c.xfer(&["push", "-q", &src], "").code(), 0);
     let back = tmp.path().join("back");
     std::fs::create_dir(&back).unwrap();
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"])
-        .args(["-e", "inject=fdatasync:error=EIO"])
-        .arg(xfer_e2e::bin("xfer"))
-        .args(["pull", "-q", "big.bin"])
-        .arg(&back)
-        .env("XFER_HOME", c.home())
-        .env("XFER_DIRECT_IO", "0")
-        .output()
-        .expect("strace");
+    let inject = ["-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"];
+    let inject = [&inject[..], &["-e", "inject=fdatasync:error=EIO"]].concat();
+    let out = pull_under_strace(&c, &inject, &back, "0");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the pull succeeded: {stderr}");
     assert!(stderr.contains("it was emptied: pull again"), "{stderr}");
@@ -567,6 +580,23 @@ const O_DIRECT: u32 = 0o40000;
 #[cfg(not(target_arch = "x86_64"))]
 const O_DIRECT: u32 = 0o200000;
 
+/// Looks at the daemon's descriptors of files under `dir` until `run` ends (each look
+/// is an event of `poll`'s): how many looks saw one open, and how many saw one with
+/// `O_DIRECT`. Asserts that `run` succeeded and that the file was seen open.
+fn watch_flags_until_done(d: &Daemon, dir: &Path, mut run: Running, what: &str) -> usize {
+    let (mut open_seen, mut direct_seen) = (0, 0);
+    let ended = poll(4 * DEADLINE, || {
+        let flags = daemon_flags_under(d, dir);
+        open_seen += usize::from(!flags.is_empty());
+        direct_seen += usize::from(flags.iter().any(|f| f & O_DIRECT != 0));
+        run.finished().then_some(())
+    });
+    assert!(ended.is_some(), "{what} did not end");
+    assert_eq!(run.wait(DEADLINE).code(), 0, "{what}");
+    assert!(open_seen > 0, "{what}: the file was never seen open");
+    direct_seen
+}
+
 /// The open flags of each descriptor the daemon holds on a file under `dir`.
 fn daemon_flags_under(d: &Daemon, dir: &Path) -> Vec<u32> {
     let pid = d.pid();
@@ -610,27 +640,14 @@ fn a_big_file_goes_past_the_page_cache_both_ways_unless_configured_not_to() {
             return;
         }
         let partials = partials.canonicalize().unwrap();
-        let mut push = c.spawn(&["push", "-q", "--limit-rate", "16M", &src]);
-        let (mut open_seen, mut direct_seen) = (0, 0);
-        while !push.finished() {
-            let flags = daemon_flags_under(&d, &partials);
-            open_seen += usize::from(!flags.is_empty());
-            direct_seen += usize::from(flags.iter().any(|f| f & O_DIRECT != 0));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(push.wait(DEADLINE).code(), 0);
-        assert!(
-            open_seen > 0,
-            "the partial was never seen open (direct_io = {direct})"
+        let push = c.spawn(&["push", "-q", "--limit-rate", "16M", &src]);
+        let what = format!("the push (direct_io = {direct})");
+        let direct_seen = watch_flags_until_done(&d, &partials, push, &what);
+        assert_eq!(
+            direct_seen > 0,
+            direct,
+            "{what}: {direct_seen} looks saw O_DIRECT"
         );
-        if direct {
-            assert!(
-                direct_seen > 0,
-                "no O_DIRECT descriptor in {open_seen} looks"
-            );
-        } else {
-            assert_eq!(direct_seen, 0, "O_DIRECT although direct_io = false");
-        }
         let stored = std::fs::read(d.files_dir("alice").join("big.bin")).unwrap();
         assert!(
             stored == data,
@@ -641,24 +658,14 @@ fn a_big_file_goes_past_the_page_cache_both_ways_unless_configured_not_to() {
         let back = local.path().join(format!("back-{direct}"));
         std::fs::create_dir(&back).unwrap();
         let back_arg = back.to_str().unwrap();
-        let mut pull = c.spawn(&["pull", "-q", "--limit-rate", "16M", "big.bin", back_arg]);
-        let (mut open_seen, mut direct_seen) = (0, 0);
-        while !pull.finished() {
-            let flags = daemon_flags_under(&d, &files);
-            open_seen += usize::from(!flags.is_empty());
-            direct_seen += usize::from(flags.iter().any(|f| f & O_DIRECT != 0));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(pull.wait(DEADLINE).code(), 0);
-        assert!(
-            open_seen > 0,
-            "the download was never seen open (direct_io = {direct})"
+        let pull = c.spawn(&["pull", "-q", "--limit-rate", "16M", "big.bin", back_arg]);
+        let what = format!("the pull (direct_io = {direct})");
+        let direct_seen = watch_flags_until_done(&d, &files, pull, &what);
+        assert_eq!(
+            direct_seen > 0,
+            direct,
+            "{what}: {direct_seen} looks saw O_DIRECT"
         );
-        if direct {
-            assert!(direct_seen > 0, "no O_DIRECT read in {open_seen} looks");
-        } else {
-            assert_eq!(direct_seen, 0, "O_DIRECT read although direct_io = false");
-        }
         let pulled = std::fs::read(back.join("big.bin")).unwrap();
         assert!(
             pulled == data,
@@ -690,16 +697,10 @@ fn a_big_pull_goes_past_the_page_cache_unless_told_not_to() {
         // One log per thread (`-ff`), so no call is split by another thread's.
         let logs = tmp.path().join(format!("writes{direct}"));
         std::fs::create_dir(&logs).unwrap();
-        let out = std::process::Command::new("strace")
-            .args(["-ff", "-qq", "-y", "-e", "trace=openat,pwrite64", "-o"])
-            .arg(logs.join("t"))
-            .arg(xfer_e2e::bin("xfer"))
-            .args(["pull", "-q", "big.bin"])
-            .arg(&back)
-            .env("XFER_HOME", c.home())
-            .env("XFER_DIRECT_IO", direct)
-            .output()
-            .expect("strace");
+        let prefix = logs.join("t");
+        let trace = ["-ff", "-qq", "-y", "-e", "trace=openat,pwrite64", "-o"];
+        let trace = [&trace[..], &[prefix.to_str().unwrap()]].concat();
+        let out = pull_under_strace(&c, &trace, &back, direct);
         assert!(out.status.success(), "{out:?}");
         assert!(
             std::fs::read(back.join("big.bin")).unwrap() == std::fs::read(&src).unwrap(),
