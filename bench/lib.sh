@@ -137,7 +137,11 @@ settle_xferd() {
 
 # Runs contender function $2 whose server is process $1 (0: none); appends
 # "wall client_cpu server_cpu" to the samples of key $3. A function ${2}_prep, where
-# there is one, runs first, untimed (e.g. removing what the last run left).
+# there is one, runs first, untimed (e.g. removing what the last run left). What earlier
+# contenders left dirty in the page cache is written out first, untimed: sftp, scp,
+# rsync and curl leave their files to the kernel's writeback, which would otherwise run
+# (30 s later, or once enough is dirty) inside whichever contender comes next, and
+# xfer's own syncs would wait for it.
 declare -A T C S
 sample() {
   local spid=$1 f=$2 key=$3 t0 t1 c0 c1 s0=0 s1=0
@@ -146,6 +150,7 @@ sample() {
     [ "$spid" = "${SSHD_PID:-x}" ] && settle_sshd
     [ "$spid" = "${XFERD_PID:-x}" ] && settle_xferd
   fi
+  sync
   [ "$spid" != 0 ] && s0=$(proc_cpu "$spid")
   child_cpu >"$BENCH_TMP/c0"; t0=$(now)
   if ! "$f" >"$BENCH_TMP/out" 2>&1; then
@@ -158,6 +163,8 @@ sample() {
   [ "$spid" != 0 ] && s1=$(proc_cpu "$spid")
   c0=$(cat "$BENCH_TMP/c0"); c1=$(cat "$BENCH_TMP/c1")
   T[$key]+="$(echo "$t1 - $t0" | bc -l) "
+  # Every sample goes to the log, so a median can be read against its spread.
+  say "    $key $(echo "$t1 - $t0" | bc -l | awk '{printf "%.2f", $1}') s"
   C[$key]+="$(echo "$c1 - $c0" | bc -l) "
   S[$key]+="$(echo "$s1 - $s0" | bc -l) "
 }

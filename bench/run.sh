@@ -26,7 +26,11 @@
 # Every timed operation deletes its destination first, inside the timed region (sftp put
 # truncates when it opens): on this VM freed memory goes back to the host after ~2 s and
 # the first write into it costs up to ~2.5 s more per GiB (see RESULTS.md), so each
-# writer must write into the memory it just freed. Client CPU comes from `times` (the
+# writer must write into the memory it just freed. Before each timed operation, `sync`
+# writes out what the one before left dirty (untimed), so no contender pays for another's
+# writeback; what a contender leaves dirty itself is not waited for (xfer syncs what it
+# receives before it reports it; sftp, scp, rsync and curl do not). Every sample's time
+# goes to the log. Client CPU comes from `times` (the
 # client and its children: ssh under sftp, scp and rsync), server CPU from
 # /proc/PID/stat with reaped children (sshd's sessions).
 set -euo pipefail

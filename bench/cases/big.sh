@@ -1,8 +1,9 @@
 # One big file, push and pull: xfer against sftp, scp, rsync over ssh and dufs + curl,
 # and the ceiling (bench/ceiling: the same bytes over bare rustls, hashed and written,
 # no protocol; two designs, tokio with file threads as xfer and plain blocking threads,
-# the faster of the two is the ceiling). Sourced by run.sh inside a place ($W); needs
-# $SRC and $BYTES.
+# the faster of the two is the ceiling of a push; the ceiling of a pull sends the file
+# xferd stored, read as a download reads it: on the disk, from the disk). Sourced by
+# run.sh inside a place ($W); needs $SRC and $BYTES.
 
 xfer_push() { "$XFER" rm big.bin 2>/dev/null || true; "$XFER" push -q "$SRC" big.bin; }
 xfer_pull() { rm -f "$W/pull/big.bin"; "$XFER" pull -q --force big.bin "$W/pull/"; }
@@ -17,6 +18,7 @@ dufs_put() { rm -f "$W/dufs/dufs.bin"; "${CURL[@]}" -T "$SRC" "$DUFS_URL/dufs.bi
 dufs_get() { rm -f "$W/pull/dufs.bin"; "${CURL[@]}" -o "$W/pull/dufs.bin" "$DUFS_URL/dufs.bin"; }
 ceiling() { "$CEILING" "$SRC" "$W/ceiling.bin" >"$BENCH_TMP/ceiling.out"; }
 ceiling_blocking() { "$CEILING" --blocking "$SRC" "$W/ceiling.bin" >"$BENCH_TMP/ceiling.out"; }
+ceiling_pull() { "$CEILING" --pull "$W/data/users/bench/files/big.bin" "$W/pull/ceiling.bin" >"$BENCH_TMP/ceiling.out"; }
 
 case_big() {
   mkdir -p "$W/pull" "$W/ssh"
@@ -29,7 +31,7 @@ case_big() {
   has_peer scp && keys+=(cget:SSHD_PID:scp_get)
   has_peer rsync && keys+=(rget:SSHD_PID:rsync_get)
   has_peer dufs && keys+=(dget:DUFS_PID:dufs_get)
-  keys+=(ceil:0:ceiling ceilb:0:ceiling_blocking)
+  keys+=(ceil:0:ceiling ceilb:0:ceiling_blocking ceilp:0:ceiling_pull)
   # One untimed round first, so every source of a download exists and every destination
   # exists (and is deleted) in the first timed round.
   local k key pidvar f
@@ -61,12 +63,13 @@ case_big() {
   has_peer dufs && big_row "dufs GET (curl)" dget xpull
   big_row "ceiling: tokio, file threads (bare TLS, hash, write)" ceil xpush
   big_row "ceiling: blocking threads (bare TLS, hash, write)" ceilb xpush
+  big_row "ceiling of a pull: xferd's copy read as a download reads it" ceilp xpull
   report ""
   # The ceiling is the faster of the two designs.
   local best=ceil push_ceiling pull_ceiling
   awk -v a="$(med ceil)" -v b="$(med ceilb)" 'BEGIN {exit !(b < a)}' && best=ceilb
   push_ceiling=$(awk -v a="$(med xpush)" -v c="$(med $best)" 'BEGIN {printf "%.0f %%", c / a * 100}')
-  pull_ceiling=$(awk -v a="$(med xpull)" -v c="$(med $best)" 'BEGIN {printf "%.0f %%", c / a * 100}')
+  pull_ceiling=$(awk -v a="$(med xpull)" -v c="$(med ceilp)" 'BEGIN {printf "%.0f %%", c / a * 100}')
   report "xfer push is $(ratio xpush sput) sftp put$(has_peer rsync && echo ", $(ratio xpush rput) rsync")$(has_peer dufs && echo ", $(ratio xpush dput) dufs PUT"), $push_ceiling of the ceiling;"
   report "xfer pull is $(ratio xpull sget) sftp get$(has_peer rsync && echo ", $(ratio xpull rget) rsync")$(has_peer dufs && echo ", $(ratio xpull dget) dufs GET"), $pull_ceiling of the ceiling."
   report ""

@@ -20,11 +20,17 @@
 //!   decrypt, hash, write): no runtime, no handoff between threads, so the least CPU
 //!   per byte; on two cores it also has no third thread to share them with.
 //!
-//! `bench/cases/big.sh` runs both and takes the faster as the ceiling.
+//! `--pull` makes the sender read SRC as xferd reads a stored file for a download: past
+//! the page cache where the filesystem allows it ([`xfer_disk::Reader`]; `XFER_DIRECT_IO=0`
+//! turns it off), and without hashing it (the receiver checks each chunk). Given the file
+//! xferd stored for a push, that is the ceiling of a pull: on a disk the bytes come from
+//! the disk, not from memory.
+//!
+//! `bench/cases/big.sh` runs both designs and takes the faster as the ceiling of a push,
+//! and `--pull` (tokio design) of xferd's copy as the ceiling of a pull.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,12 +46,15 @@ fn main() -> Result<()> {
     // The memcpy xfer and xferd run with.
     xfer_glibc::reexec_with(&[xfer_glibc::REP_MOVSB_THRESHOLD]);
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let blocking = args.first().is_some_and(|a| a == "--blocking");
-    if blocking {
-        args.remove(0);
-    }
+    let mut flag = |name: &str| {
+        let found = args.iter().position(|a| a == name);
+        found.map(|i| args.remove(i)).is_some()
+    };
+    let (blocking, pull) = (flag("--blocking"), flag("--pull"));
     let [src, dst] = args.as_slice() else {
-        bail!("usage: xfer-ceiling [--blocking] SRC DST (sends SRC to DST over TLS on 127.0.0.1)");
+        bail!(
+            "usage: xfer-ceiling [--blocking] [--pull] SRC DST (sends SRC to DST over TLS on 127.0.0.1)"
+        );
     };
     let id = generate::generate_self_signed(&["localhost".into()])?;
     let certs = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
@@ -71,7 +80,7 @@ fn main() -> Result<()> {
     if blocking {
         listener.set_nonblocking(false)?;
         let receiver = std::thread::spawn(move || receive_blocking(&listener, server, &dst, size));
-        let sender = std::thread::spawn(move || send_blocking(addr, client, &src, size));
+        let sender = std::thread::spawn(move || send_blocking(addr, client, &src, size, pull));
         return finish(sender, receiver, size, start);
     }
     let receiver = std::thread::spawn(move || -> Result<()> {
@@ -90,7 +99,7 @@ fn main() -> Result<()> {
             let tls = connector
                 .connect(ServerName::try_from("localhost")?, tcp)
                 .await?;
-            send(tls, &src, size).await
+            send(tls, &src, size, pull).await
         })
     });
     finish(sender, receiver, size, start)
@@ -125,14 +134,17 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Chunks in flight between a side's blocking file thread and its TLS stream.
 const DEPTH: usize = 4;
 
-/// Reads `src` a chunk at a time on a blocking thread that hashes each chunk, and writes
-/// the chunks to the stream as they come (buffers go back to the reader to be reused).
+/// Reads `src` a chunk at a time on a blocking thread that hashes each chunk (not with
+/// `pull`), and writes the chunks to the stream as they come (buffers go back to the
+/// reader to be reused).
 async fn send(
     mut tls: tokio_rustls::client::TlsStream<TcpStream>,
     src: &str,
     size: u64,
+    pull: bool,
 ) -> Result<()> {
     let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
+    let reader = source_reader(&file, size, pull);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ChunkBuf>(DEPTH);
     let (back, spare) = std::sync::mpsc::channel::<ChunkBuf>();
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -143,8 +155,10 @@ async fn send(
                 .try_recv()
                 .unwrap_or_else(|_| ChunkBuf::new(CHUNK_SIZE));
             buf.resize(len);
-            file.read_exact_at(&mut buf, offset)?;
-            std::hint::black_box(Digest::of_chunk(&buf, offset, size));
+            reader.read_exact_at(&file, &mut buf, offset)?;
+            if !pull {
+                std::hint::black_box(Digest::of_chunk(&buf, offset, size));
+            }
             if tx.blocking_send(buf).is_err() {
                 break;
             }
@@ -225,24 +239,35 @@ fn writer(file: &File, size: u64) -> xfer_disk::Writer {
     )
 }
 
-/// `--blocking`: reads, hashes and sends each chunk in order on this thread.
+/// How the sender reads `file`: as xfer push reads a local file (through the page
+/// cache), or with `pull` as xferd reads a stored one for a download.
+fn source_reader(file: &File, size: u64, pull: bool) -> xfer_disk::Reader {
+    xfer_disk::Reader::new(file, size, pull && xfer_disk::direct_from_env())
+}
+
+/// `--blocking`: reads, hashes (not with `pull`) and sends each chunk in order on this
+/// thread.
 fn send_blocking(
     addr: std::net::SocketAddr,
     config: Arc<rustls::ClientConfig>,
     src: &str,
     size: u64,
+    pull: bool,
 ) -> Result<()> {
     let tcp = std::net::TcpStream::connect(addr).context("connecting to the receiver")?;
     tcp.set_nodelay(true)?;
     let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost")?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
+    let reader = source_reader(&file, size, pull);
     let mut buf = ChunkBuf::new(CHUNK_SIZE);
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-        file.read_exact_at(&mut buf[..len], offset)?;
-        std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
+        reader.read_exact_at(&file, &mut buf[..len], offset)?;
+        if !pull {
+            std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
+        }
         tls.write_all(&buf[..len])?;
         offset += len as u64;
     }
