@@ -51,6 +51,9 @@ fn main() -> Result<()> {
         found.map(|i| args.remove(i)).is_some()
     };
     let (blocking, pull) = (flag("--blocking"), flag("--pull"));
+    if let Some(unknown) = args.iter().find(|a| a.starts_with("--")) {
+        bail!("xfer-ceiling: unknown option {unknown} (it takes --blocking and --pull)");
+    }
     let [src, dst] = args.as_slice() else {
         bail!(
             "usage: xfer-ceiling [--blocking] [--pull] SRC DST (sends SRC to DST over TLS on 127.0.0.1)"
@@ -144,7 +147,7 @@ async fn send(
     pull: bool,
 ) -> Result<()> {
     let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
-    let reader = source_reader(&file, size, pull);
+    let source = source_reader(&file, size, pull);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ChunkBuf>(DEPTH);
     let (back, spare) = std::sync::mpsc::channel::<ChunkBuf>();
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -155,7 +158,7 @@ async fn send(
                 .try_recv()
                 .unwrap_or_else(|_| ChunkBuf::new(CHUNK_SIZE));
             buf.resize(len);
-            reader.read_exact_at(&file, &mut buf, offset)?;
+            source.read_exact_at(&file, &mut buf, offset)?;
             if !pull {
                 std::hint::black_box(Digest::of_chunk(&buf, offset, size));
             }
@@ -259,12 +262,12 @@ fn send_blocking(
     let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost")?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
-    let reader = source_reader(&file, size, pull);
+    let source = source_reader(&file, size, pull);
     let mut buf = ChunkBuf::new(CHUNK_SIZE);
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-        reader.read_exact_at(&file, &mut buf[..len], offset)?;
+        source.read_exact_at(&file, &mut buf[..len], offset)?;
         if !pull {
             std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
         }
