@@ -139,7 +139,7 @@ settle_xferd() {
 # "wall client_cpu server_cpu" to the samples of key $3. A function ${2}_prep, where
 # there is one, runs first, untimed (e.g. removing what the last run left). What earlier
 # contenders left dirty in the page cache is written out first, untimed: sftp, scp,
-# rsync and curl leave their files to the kernel's writeback, which would otherwise run
+# rsync and curl leave their files to the kernel's writeback, which could otherwise run
 # (30 s later, or once enough is dirty) inside whichever contender comes next, and
 # xfer's own syncs would wait for it.
 declare -A T C S
@@ -162,9 +162,10 @@ sample() {
   child_cpu >"$BENCH_TMP/c1"
   [ "$spid" != 0 ] && s1=$(proc_cpu "$spid")
   c0=$(cat "$BENCH_TMP/c0"); c1=$(cat "$BENCH_TMP/c1")
-  T[$key]+="$(echo "$t1 - $t0" | bc -l) "
+  local wall; wall=$(echo "$t1 - $t0" | bc -l)
+  T[$key]+="$wall "
   # Every sample goes to the log, so a median can be read against its spread.
-  say "    $key $(echo "$t1 - $t0" | bc -l | awk '{printf "%.2f", $1}') s"
+  say "    $key $(awk -v w="$wall" 'BEGIN {printf "%.2f", w}') s"
   C[$key]+="$(echo "$c1 - $c0" | bc -l) "
   S[$key]+="$(echo "$s1 - $s0" | bc -l) "
 }

@@ -146,8 +146,7 @@ async fn send(
     size: u64,
     pull: bool,
 ) -> Result<()> {
-    let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
-    let source = source_reader(&file, size, pull);
+    let source = Source::open(src, size, pull)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ChunkBuf>(DEPTH);
     let (back, spare) = std::sync::mpsc::channel::<ChunkBuf>();
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -158,10 +157,7 @@ async fn send(
                 .try_recv()
                 .unwrap_or_else(|_| ChunkBuf::new(CHUNK_SIZE));
             buf.resize(len);
-            source.read_exact_at(&file, &mut buf, offset)?;
-            if !pull {
-                std::hint::black_box(Digest::of_chunk(&buf, offset, size));
-            }
+            source.read_chunk(&mut buf, offset)?;
             if tx.blocking_send(buf).is_err() {
                 break;
             }
@@ -242,10 +238,36 @@ fn writer(file: &File, size: u64) -> xfer_disk::Writer {
     )
 }
 
-/// How the sender reads `file`: as xfer push reads a local file (through the page
-/// cache), or with `pull` as xferd reads a stored one for a download.
-fn source_reader(file: &File, size: u64, pull: bool) -> xfer_disk::Reader {
-    xfer_disk::Reader::new(file, size, pull && xfer_disk::direct_from_env())
+/// The sender's file, read as xfer push reads a local one (through the page cache, each
+/// chunk hashed), or with `pull` as xferd reads a stored one for a download (past the
+/// cache where it can, not hashed: the receiver checks).
+struct Source {
+    file: File,
+    reader: xfer_disk::Reader,
+    size: u64,
+    pull: bool,
+}
+
+impl Source {
+    fn open(path: &str, size: u64, pull: bool) -> Result<Source> {
+        let file = File::open(path).with_context(|| format!("opening `{path}`"))?;
+        let reader = xfer_disk::Reader::new(&file, size, pull && xfer_disk::direct_from_env());
+        Ok(Source {
+            file,
+            reader,
+            size,
+            pull,
+        })
+    }
+
+    /// Fills `buf` with the chunk at `offset`, hashing it unless pulling.
+    fn read_chunk(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reader.read_exact_at(&self.file, buf, offset)?;
+        if !self.pull {
+            std::hint::black_box(Digest::of_chunk(buf, offset, self.size));
+        }
+        Ok(())
+    }
 }
 
 /// `--blocking`: reads, hashes (not with `pull`) and sends each chunk in order on this
@@ -261,16 +283,12 @@ fn send_blocking(
     tcp.set_nodelay(true)?;
     let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost")?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let file = File::open(src).with_context(|| format!("opening `{src}`"))?;
-    let source = source_reader(&file, size, pull);
+    let source = Source::open(src, size, pull)?;
     let mut buf = ChunkBuf::new(CHUNK_SIZE);
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-        source.read_exact_at(&file, &mut buf[..len], offset)?;
-        if !pull {
-            std::hint::black_box(Digest::of_chunk(&buf[..len], offset, size));
-        }
+        source.read_chunk(&mut buf[..len], offset)?;
         tls.write_all(&buf[..len])?;
         offset += len as u64;
     }
