@@ -96,6 +96,11 @@ fn a_login_a_push_and_a_pull_show_up_byte_for_byte() {
         value(&m, "xferd_wire_bytes_total{direction=\"in\"}") > size / 2,
         "{m}"
     );
+    // The pull's chunks, sent from their own buffers, are counted as well.
+    assert!(
+        value(&m, "xferd_wire_bytes_total{direction=\"out\"}") > size,
+        "{m}"
+    );
     // login, push and pull each connected once (the scrapes are not counted).
     assert!(value(&m, "xferd_connections_accepted_total") >= 3, "{m}");
     assert_eq!(value(&m, "xferd_errors_sent_total{code=\"AuthFailed\"}"), 0);

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
-use xfer_proto::{ChatEvent, ChunkEncoding, Frame, ProtoError, Request, Response, ServerCodec};
+use xfer_proto::{
+    ChatEvent, Chunk, ChunkEncoding, Frame, ProtoError, Request, Response, ServerCodec,
+};
 
 use super::Metrics;
 
@@ -37,6 +39,21 @@ impl MeteredCodec {
     pub fn set_max_frame_length(&mut self, max: usize) {
         self.inner.set_max_frame_length(max);
     }
+
+    /// Counts the file bytes of a chunk sent (its raw length, compressed or not).
+    pub fn count_chunk(&self, chunk: &Chunk) {
+        let raw = match chunk.encoding {
+            ChunkEncoding::Raw => chunk.data.len() as u64,
+            ChunkEncoding::Zstd { raw_len } => u64::from(raw_len),
+        };
+        self.metrics.file_bytes.outbound.inc_by(raw);
+    }
+
+    /// Counts `len` bytes written past the encoder (a chunk's data sent from its own
+    /// buffer, `Transport::send_chunk`).
+    pub fn count_wire(&self, len: usize) {
+        self.metrics.wire_bytes.outbound.inc_by(len as u64);
+    }
 }
 
 impl Decoder for MeteredCodec {
@@ -61,13 +78,7 @@ impl Encoder<Frame<Response>> for MeteredCodec {
     fn encode(&mut self, frame: Frame<Response>, dst: &mut BytesMut) -> Result<(), ProtoError> {
         let m = &self.metrics;
         match &frame {
-            Frame::Chunk(chunk) => {
-                let raw = match chunk.encoding {
-                    ChunkEncoding::Raw => chunk.data.len() as u64,
-                    ChunkEncoding::Zstd { raw_len } => u64::from(raw_len),
-                };
-                m.file_bytes.outbound.inc_by(raw);
-            }
+            Frame::Chunk(chunk) => self.count_chunk(chunk),
             Frame::Message(Response::Error { code, .. }) => m.error_sent(*code),
             Frame::Message(Response::Said { .. }) => {
                 m.chat_said.inc();

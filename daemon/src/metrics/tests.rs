@@ -192,6 +192,50 @@ fn the_codec_counts_frames_errors_chunks_and_chat_without_changing_them() {
     }
 }
 
+/// A chunk sent past the encoder (`Transport::send_chunk`) puts on the wire exactly the
+/// bytes of `Frame::Chunk`, behind the frames queued before it, and is counted the same.
+#[tokio::test]
+async fn a_chunk_sent_from_its_own_buffer_is_the_frame_and_is_counted() {
+    use crate::session::{Transport, framed};
+    use futures_util::SinkExt as _;
+
+    let m = Arc::new(Metrics::new());
+    let (ours, mut theirs) = tokio::io::duplex(4 << 20);
+    let mut io = framed(ours, m.clone());
+    io.set_max_frame_length(xfer_proto::MAX_FRAME_LEN);
+    let data = Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
+    let chunk = Chunk::raw(3, 1 << 20, Digest::of(&data), data.clone());
+    io.feed(Frame::Message(Response::Pong)).await.unwrap();
+    io.send_chunk(chunk.clone()).await.unwrap();
+    drop(io);
+
+    let mut expected = BytesMut::new();
+    let mut plain = ServerCodec::new(xfer_proto::MAX_FRAME_LEN);
+    plain
+        .encode(Frame::Message(Response::Pong), &mut expected)
+        .unwrap();
+    plain.encode(Frame::Chunk(chunk), &mut expected).unwrap();
+    let mut wire = Vec::new();
+    theirs.read_to_end(&mut wire).await.unwrap();
+    assert!(
+        wire == expected,
+        "the bytes on the wire differ from the frames"
+    );
+
+    let text = m.render();
+    let series = [
+        ("xferd_file_bytes_total{direction=\"out\"}", data.len()),
+        ("xferd_wire_bytes_total{direction=\"out\"}", expected.len()),
+    ];
+    for (series, value) in series {
+        assert_eq!(
+            sample(&text, series),
+            Some(value as f64),
+            "{series}:\n{text}"
+        );
+    }
+}
+
 /// One raw HTTP exchange; returns the whole response.
 async fn http(addr: std::net::SocketAddr, request: &str) -> String {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

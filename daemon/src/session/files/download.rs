@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
-use xfer_proto::{Chunk, ChunkEncoding, ErrorCode, Frame, Response};
+use xfer_proto::{Chunk, ChunkEncoding, ErrorCode, Response};
 
 use super::{DownloadTransfer, Files, Transfer, no_transfer, parse_entry};
 use crate::connections::{Direction, Registration};
@@ -140,7 +140,7 @@ impl Files {
             if !self.pace_download(user, wire, shutdown).await {
                 return Err(End::Stopped);
             }
-            link.send_frame(Frame::Chunk(chunk)).await?;
+            link.send_chunk(chunk).await?;
             if let Some(Transfer::Download(t)) = self.transfers.get_mut(&transfer_id) {
                 t.bytes_sent += len;
                 t.wire_bytes += wire;
