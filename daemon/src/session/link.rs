@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use tracing::debug;
-use xfer_proto::codec::chunk_header;
+use xfer_proto::codec::write_chunk;
 use xfer_proto::{
     Chunk, ErrorCode, Frame, Hello, PROTOCOL_VERSION, ProtoError, Request, Response, ServerCodec,
 };
@@ -45,19 +45,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, MeteredCo
         self.codec_mut().set_max_frame_length(max);
     }
 
-    /// The header goes out behind the frames queued before it, then the data straight
-    /// from the chunk's buffer: through the frame buffer every byte would be copied once
-    /// more (5 % of the daemon's CPU in a download; bench/RESULTS.md). The bytes on the
-    /// wire are those of `Frame::Chunk`.
+    /// Behind the frames queued before it, from the chunk's own buffer
+    /// ([`write_chunk`]: through the frame buffer every byte would be copied once more).
     async fn send_chunk(&mut self, chunk: Chunk) -> Result<(), ProtoError> {
-        let buffer = self.write_buffer_mut();
-        let before = buffer.len();
-        chunk_header(&chunk, buffer)?;
-        let header = buffer.len() - before;
-        self.codec().count_chunk(&chunk);
-        self.codec().count_wire(header + chunk.data.len());
         SinkExt::<Frame<Response>>::flush(self).await?;
-        self.get_mut().write_all(&chunk.data).await?;
+        let sent = write_chunk(self.get_mut(), &chunk).await?;
+        self.codec().count_chunk(&chunk);
+        self.codec().count_wire(sent);
         Ok(())
     }
 }

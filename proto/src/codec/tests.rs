@@ -483,3 +483,30 @@ fn set_modified_is_the_appended_variant_24() {
     .unwrap();
     assert_eq!(bytes, vec![24, 1, b'a', 0xac, 0x02]);
 }
+
+/// A chunk written from its own buffer is byte for byte the frame the encoder makes, raw
+/// or compressed, and one past the frame limit is refused before anything is written.
+#[tokio::test]
+async fn write_chunk_puts_the_encoders_bytes_on_the_wire() {
+    let text = Bytes::from("all work and no play ".repeat(40_000));
+    let raw = Chunk::raw(9, 3 << 20, Digest::of(&text), text.clone());
+    let zstd = raw.clone().compress(1);
+    assert!(matches!(zstd.encoding, ChunkEncoding::Zstd { .. }));
+    for chunk in [raw, zstd] {
+        let mut expected = BytesMut::new();
+        ClientCodec::new(crate::MAX_FRAME_LEN)
+            .encode(Frame::Chunk(chunk.clone()), &mut expected)
+            .unwrap();
+        let mut wire = Vec::new();
+        let written = write_chunk(&mut wire, &chunk).await.unwrap();
+        assert_eq!(written, expected.len());
+        assert!(wire == expected, "{:?}: the bytes differ", chunk.encoding);
+    }
+
+    let big = Bytes::from(vec![1u8; crate::MAX_FRAME_LEN]);
+    let too_big = Chunk::raw(9, 0, Digest::of(&big), big);
+    let mut wire = Vec::new();
+    let err = write_chunk(&mut wire, &too_big).await.unwrap_err();
+    assert!(matches!(err, ProtoError::FrameTooLarge { .. }), "{err}");
+    assert!(wire.is_empty());
+}
