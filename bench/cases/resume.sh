@@ -37,6 +37,9 @@ else:
     [ "$held" -ge "$want" ] && break
     sleep 0.05
   done
+  # The full push's file, removed above, is freed by xferd after the answer: not inside
+  # the re-run's clock (as sample does after every _prep).
+  settle_xferd
   echo "$held"
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use tracing::debug;
@@ -46,10 +46,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, MeteredCo
     }
 
     /// Behind the frames queued before it, from the chunk's own buffer
-    /// ([`write_chunk`]: through the frame buffer every byte would be copied once more).
+    /// ([`write_chunk`]: through the frame buffer every byte would be copied once more),
+    /// then flushed: TLS keeps what the socket did not take, and the last chunk of a
+    /// `GetChunks` run is followed by no other write that would push it out.
     async fn send_chunk(&mut self, chunk: Chunk) -> Result<(), ProtoError> {
         SinkExt::<Frame<Response>>::flush(self).await?;
-        let sent = write_chunk(self.get_mut(), &chunk).await?;
+        let io = self.get_mut();
+        let sent = write_chunk(io, &chunk).await?;
+        io.flush().await?;
         self.codec().count_chunk(&chunk);
         self.codec().count_wire(sent);
         Ok(())
