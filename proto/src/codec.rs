@@ -324,8 +324,9 @@ impl<In, Out: Serialize> Encoder<Frame<Out>> for XferCodec<In, Out> {
 /// buffer, header and data in one vectored write, instead of through a codec's frame
 /// buffer, where every byte would be copied once more (0.05-0.1 CPU-second per GiB on
 /// the sending side; bench/RESULTS.md). The bytes on the wire are those of
-/// [`Frame::Chunk`]; frames queued in a codec before it must be flushed first. Returns
-/// the bytes written.
+/// [`Frame::Chunk`]; frames queued in a codec before it must be flushed first. It does
+/// not flush: a writer that buffers, as TLS does, may keep the frame's last bytes until
+/// the next flush. Returns the bytes written.
 ///
 /// # Errors
 /// [`ProtoError::FrameTooLarge`] for a chunk past [`crate::MAX_FRAME_LEN`] (nothing is
