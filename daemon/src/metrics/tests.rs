@@ -1,6 +1,8 @@
 //! The registry's text output, the codec's counting and the listener's answers.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -199,40 +201,34 @@ struct HoldsUntilFlush(tokio::io::DuplexStream, Vec<u8>);
 
 impl tokio::io::AsyncRead for HoldsUntilFlush {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl tokio::io::AsyncWrite for HoldsUntilFlush {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
+    ) -> Poll<std::io::Result<usize>> {
         self.1.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         while !this.1.is_empty() {
-            let n = std::task::ready!(std::pin::Pin::new(&mut this.0).poll_write(cx, &this.1))?;
+            let n = std::task::ready!(Pin::new(&mut this.0).poll_write(cx, &this.1))?;
             this.1.drain(..n);
         }
-        std::pin::Pin::new(&mut this.0).poll_flush(cx)
+        Pin::new(&mut this.0).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.poll_flush(cx)
     }
 }
