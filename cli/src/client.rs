@@ -16,8 +16,9 @@ use tokio_rustls::TlsConnector;
 use tokio_util::codec::Framed;
 use xfer_certs::Fingerprint;
 use xfer_proto::{
-    Chunk, ClientCodec, Digest, Entry, Frame, Hello, ProtoError, Request, Response, Secret, WhoAmI,
-    codec::write_chunk,
+    Chunk, ClientCodec, Digest, Entry, Frame, Hello, Payload as _, ProtoError, Request, Response,
+    Secret, WhoAmI,
+    codec::{write_chunk, write_message},
 };
 
 use crate::error::{NetworkError, ProtocolError, RemoteError};
@@ -522,15 +523,27 @@ impl Client {
     }
 
     /// Queues a request without flushing or waiting for its answer (read it later with
-    /// [`Client::recv_response`] or [`Client::recv_chunk`]).
+    /// [`Client::recv_response`] or [`Client::recv_chunk`]). A request carrying a file of
+    /// at least [`xfer_proto::payload::SHARE_MIN`] bytes is written at once behind what
+    /// is queued, its data from its own buffer ([`write_message`]); as with a chunk, the
+    /// TLS layer may keep its last bytes until the next [`Client::flush`].
     ///
     /// # Errors
     /// [`NetworkError`] if the connection fails while making room in the write buffer.
     pub async fn feed_request(&mut self, req: Request) -> Result<()> {
-        self.framed
-            .feed(Frame::Message(req))
-            .await
-            .map_err(|e| self.proto_error(e))
+        if !req.has_large_payload() {
+            return self
+                .framed
+                .feed(Frame::Message(req))
+                .await
+                .map_err(|e| self.proto_error(e));
+        }
+        // A whole file's data goes from its own buffer, as a chunk's does.
+        self.framed.flush().await.map_err(|e| self.proto_error(e))?;
+        match write_message(self.framed.get_mut(), req).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.proto_error(e)),
+        }
     }
 
     /// Writes a chunk frame (the TLS layer may keep its last bytes until the next

@@ -11,11 +11,12 @@
 //! peer cannot make this side allocate more than [`XferCodec::max_frame_length`].
 //! The codec never touches sockets; it is used through `tokio_util::codec::Framed`.
 //!
-//! Large frames (file chunks) are read into recycled receive buffers ("slabs", see
-//! `Slabs`) instead of a fresh allocation per frame: a decoded chunk still holds the
-//! buffer it arrived in, so without recycling every 1 MiB frame needs new memory, which
-//! the allocator tends to return to the kernel in between and then fault back in, page
-//! by page (measured in bench/RESULTS.md).
+//! Large frames (file chunks, whole small files) are read into recycled receive buffers
+//! ("slabs", see `Slabs`) instead of a fresh allocation per frame: a decoded chunk, or a
+//! whole file's data (`crate::payload`), still holds the buffer it arrived in, so without
+//! recycling every 1 MiB frame needs new memory, which the allocator tends to return to
+//! the kernel in between and then fault back in, page by page (measured in
+//! bench/RESULTS.md).
 
 use std::marker::PhantomData;
 
@@ -25,7 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::{Chunk, ChunkEncoding, Digest, Hello, ProtoError, Request, Response};
+use crate::{Chunk, ChunkEncoding, Digest, Hello, Payload, ProtoError, Request, Response};
 
 const KIND_HELLO: u8 = 0x00;
 const KIND_MESSAGE: u8 = 0x01;
@@ -62,8 +63,9 @@ const SLAB_ALLOC: usize = SLAB_LEN + crate::CHUNK_BUF_ALIGN;
 /// [`crate::PUT_WINDOW`] plus the ones being written and read), with some margin. Past
 /// that, frames get plain allocations.
 const MAX_SLABS: usize = crate::PUT_WINDOW + 4;
-/// Slabs kept once a control message arrives (transfers send none mid-stream): an idle
-/// connection holds at most this many.
+/// Slabs kept once a control message arrives (transfers send none mid-stream; a whole
+/// file's message, which is as large as a chunk, does not count): an idle connection
+/// holds at most this many.
 const KEEP_SLABS: usize = 2;
 
 /// Receive buffers for large frames, reused once every frame decoded from one has been
@@ -210,7 +212,8 @@ impl<In: DeserializeOwned, Out> Decoder for XferCodec<In, Out> {
         src.advance(LEN_PREFIX);
         let body = src.split_to(len).freeze();
         let frame = decode_body(body)?;
-        if matches!(frame, Frame::Message(_)) {
+        // A large message is a whole file, part of a transfer like a chunk.
+        if matches!(frame, Frame::Message(_)) && len < SLAB_MIN_FRAME {
             self.slabs.trim();
         }
         Ok(Some(frame))
@@ -223,7 +226,8 @@ fn decode_body<M: DeserializeOwned>(mut body: Bytes) -> Result<Frame<M>, ProtoEr
     }
     match body.get_u8() {
         KIND_HELLO => decode_hello(body).map(Frame::Hello),
-        KIND_MESSAGE => postcard::from_bytes(&body)
+        // A whole file's data in the message stays where it arrived (crate::payload).
+        KIND_MESSAGE => crate::payload::decoding(&body, || postcard::from_bytes(&body))
             .map(Frame::Message)
             .map_err(|e| ProtoError::Malformed(format!("undecodable message: {e}"))),
         kind @ (KIND_CHUNK | KIND_ZSTD_CHUNK) => {
@@ -303,13 +307,7 @@ impl<In, Out: Serialize> Encoder<Frame<Out>> for XferCodec<In, Out> {
                 dst.put_u16(hello.version);
                 dst.put_slice(software.as_bytes());
             }
-            Frame::Message(msg) => {
-                let body = postcard::to_stdvec(&msg)
-                    .map_err(|e| ProtoError::Malformed(format!("unencodable message: {e}")))?;
-                put_len(dst, 1 + body.len(), max)?;
-                dst.put_u8(KIND_MESSAGE);
-                dst.put_slice(&body);
-            }
+            Frame::Message(msg) => put_message(&msg, max, dst)?,
             Frame::Chunk(chunk) => {
                 dst.reserve(LEN_PREFIX + 1 + CHUNK_HEADER + 4 + chunk.data.len());
                 put_chunk_header(&chunk, max, dst)?;
@@ -341,6 +339,100 @@ pub async fn write_chunk<W: AsyncWrite + Unpin>(
     io.write_all_buf(&mut header.chain(chunk.data.clone()))
         .await?;
     Ok(len)
+}
+
+/// Appends the frame of `msg` to `dst`, serialized in place (not into a buffer of its own
+/// and copied). Nothing is appended if it fails.
+fn put_message<M: Serialize>(msg: &M, max: usize, dst: &mut BytesMut) -> Result<(), ProtoError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    dst.put_u8(KIND_MESSAGE);
+    let len = match postcard::serialize_with_flavor(msg, Append(dst)) {
+        Ok(()) => dst.len() - start - LEN_PREFIX,
+        Err(e) => {
+            dst.truncate(start);
+            return Err(ProtoError::Malformed(format!("unencodable message: {e}")));
+        }
+    };
+    if len > max {
+        dst.truncate(start);
+        return Err(ProtoError::FrameTooLarge { len, max });
+    }
+    dst[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// A postcard output that appends to a frame buffer.
+struct Append<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.put_u8(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the frame of `msg` to `io`, with a whole file's data ([`Payload`]) straight from
+/// its own buffer after the rest of the frame, in one vectored write, as [`write_chunk`]
+/// does for a chunk's: through a frame buffer every byte would be copied once more. The
+/// bytes on the wire are those of [`Frame::Message`]; frames queued in a codec before it
+/// must be flushed first. It does not flush. Returns the bytes written.
+///
+/// # Errors
+/// [`ProtoError::FrameTooLarge`] for a frame past [`crate::MAX_FRAME_LEN`] (nothing is
+/// written), [`ProtoError::Io`] if the write fails.
+pub async fn write_message<M: Serialize + Payload, W: AsyncWrite + Unpin>(
+    io: &mut W,
+    mut msg: M,
+) -> Result<usize, ProtoError> {
+    let max = crate::MAX_FRAME_LEN;
+    let data = msg.take_payload();
+    let mut head = BytesMut::new();
+    put_message(&msg, max, &mut head)?;
+    let data = match data {
+        Some(data) => {
+            // The data is the message's last field: postcard wrote it, empty, as one
+            // byte, its length 0. Its real length goes there, and its bytes after.
+            if head.last() != Some(&0) {
+                return Err(ProtoError::Malformed(
+                    "a message's file data is not its last field".into(),
+                ));
+            }
+            head.truncate(head.len() - 1);
+            put_varint(&mut head, data.len());
+            let len = head.len() - LEN_PREFIX + data.len();
+            if len > max {
+                return Err(ProtoError::FrameTooLarge { len, max });
+            }
+            head[..LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+            data
+        }
+        None => Bytes::new(),
+    };
+    let written = head.len() + data.len();
+    io.write_all_buf(&mut head.chain(data)).await?;
+    Ok(written)
+}
+
+/// Appends `n` as postcard writes a length: 7 bits a byte, least significant first, the
+/// top bit set on every byte but the last.
+fn put_varint(dst: &mut BytesMut, mut n: usize) {
+    while n >= 0x80 {
+        dst.put_u8(n as u8 | 0x80);
+        n >>= 7;
+    }
+    dst.put_u8(n as u8);
 }
 
 fn put_chunk_header(chunk: &Chunk, max: usize, dst: &mut BytesMut) -> Result<(), ProtoError> {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod layout;
 pub mod message;
 pub mod names;
+pub mod payload;
 pub mod text;
 
 pub use chat::{
@@ -34,6 +35,7 @@ pub use names::{
     ChannelName, InvalidChannelName, InvalidUserName, MAX_CHANNEL_LEN, MAX_USER_LEN, UserName,
     valid_channel_name, valid_user_name,
 };
+pub use payload::Payload;
 
 /// The protocol version this build speaks. Both ends must agree exactly; the [`Hello`]
 /// exchange that compares them has a layout frozen across all versions. Version 2 made

@@ -280,7 +280,9 @@ pub enum Request {
         modified_unix: Option<u64>,
         /// BLAKE3 of the whole file, checked before anything is stored.
         digest: Digest,
-        /// The file's bytes: at most [`crate::CHUNK_SIZE`].
+        /// The file's bytes: at most [`crate::CHUNK_SIZE`]. The last field
+        /// ([`crate::Payload`]).
+        #[serde(with = "crate::payload")]
         data: bytes::Bytes,
     },
     /// Reads a whole file of at most [`crate::CHUNK_SIZE`] bytes in one request;
@@ -468,7 +470,8 @@ pub enum Response {
         digest: Digest,
         /// Last modification, seconds since the Unix epoch.
         modified_unix: u64,
-        /// The file's bytes.
+        /// The file's bytes. The last field ([`crate::Payload`]).
+        #[serde(with = "crate::payload")]
         data: bytes::Bytes,
     },
 }

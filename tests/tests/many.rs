@@ -11,8 +11,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use tempfile::TempDir;
 use xfer_e2e::{CHUNK, Daemon, alice, blake3_hex, random_bytes, write_file};
 
-/// Files in the tree: 6 folders of small files (0 B to 4 KiB), one file of exactly one
-/// chunk and one a byte larger.
+/// Files in the tree: 6 folders of small files (0 B to 4 KiB), two on either side of
+/// the size whose data is written apart from its message (64 KiB), one file of exactly
+/// one chunk and one a byte larger.
 fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     for dir in 0..6 {
@@ -35,6 +36,9 @@ fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     for (name, len) in [
+        // Whole files whose data travels apart from the rest of their frame, and below.
+        ("apart.bin", 64 * 1024),
+        ("not-apart.bin", 64 * 1024 - 1),
         ("one-chunk.bin", CHUNK),
         ("chunk-and-a-byte.bin", CHUNK + 1),
     ] {

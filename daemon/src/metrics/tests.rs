@@ -283,6 +283,56 @@ async fn a_chunk_sent_from_its_own_buffer_is_the_frame_and_is_counted() {
     }
 }
 
+/// Whole files' answers, their data written from its own buffer when large, arrive as
+/// the encoder's frames in the order queued, and count as wire bytes.
+#[tokio::test]
+async fn whole_files_written_apart_are_the_frames_in_order_and_are_counted() {
+    use crate::session::{Transport, framed};
+    use futures_util::SinkExt;
+
+    let m = Arc::new(Metrics::new());
+    let (ours, mut theirs) = tokio::io::duplex(4 << 20);
+    let mut io = framed(HoldsUntilFlush(ours, Vec::new()), m.clone());
+    io.set_max_frame_length(xfer_proto::MAX_FRAME_LEN);
+    let file = |len: usize| {
+        let data = Bytes::from((0..len).map(|i| (i % 241) as u8).collect::<Vec<_>>());
+        Response::File {
+            digest: Digest::of(&data),
+            modified_unix: 5,
+            data,
+        }
+    };
+    let answers = [
+        Response::Pong,
+        file(1 << 20),
+        file(100),
+        file(70_000),
+        Response::Ok,
+    ];
+    let mut expected = BytesMut::new();
+    let mut plain = ServerCodec::new(xfer_proto::MAX_FRAME_LEN);
+    for answer in answers.clone() {
+        plain
+            .encode(Frame::Message(answer.clone()), &mut expected)
+            .unwrap();
+        io.feed_response(answer).await.unwrap();
+    }
+    SinkExt::<Frame<Response>>::flush(&mut io).await.unwrap();
+    let mut wire = vec![0u8; expected.len()];
+    let read = tokio::time::timeout(Duration::from_secs(30), theirs.read_exact(&mut wire));
+    read.await.expect("every answer arrives").unwrap();
+    assert!(
+        wire == expected,
+        "the bytes on the wire differ from the frames"
+    );
+    drop(io);
+    assert_eq!(theirs.read(&mut [0u8; 1]).await.unwrap(), 0, "nothing more");
+    assert_eq!(
+        sample(&m.render(), "xferd_wire_bytes_total{direction=\"out\"}"),
+        Some(expected.len() as f64)
+    );
+}
+
 /// One raw HTTP exchange; returns the whole response.
 async fn http(addr: std::net::SocketAddr, request: &str) -> String {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -15,9 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use tracing::debug;
-use xfer_proto::codec::write_chunk;
+use xfer_proto::codec::{write_chunk, write_message};
 use xfer_proto::{
-    Chunk, ErrorCode, Frame, Hello, PROTOCOL_VERSION, ProtoError, Request, Response, ServerCodec,
+    Chunk, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Payload as _, ProtoError, Request, Response,
+    ServerCodec,
 };
 
 use super::reply::End;
@@ -38,6 +39,14 @@ pub trait Transport:
     fn send_chunk(&mut self, chunk: Chunk) -> impl Future<Output = Result<(), ProtoError>> + Send {
         self.send(Frame::Chunk(chunk))
     }
+
+    /// Queues a response behind the frames before it, for the next flush.
+    fn feed_response(
+        &mut self,
+        response: Response,
+    ) -> impl Future<Output = Result<(), ProtoError>> + Send {
+        self.feed(Frame::Message(response))
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, MeteredCodec> {
@@ -55,6 +64,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, MeteredCo
         let sent = write_chunk(io, &chunk).await?;
         io.flush().await?;
         self.codec().count_chunk(&chunk);
+        self.codec().count_wire(sent);
+        Ok(())
+    }
+
+    /// A whole file's answer (`Response::File`) of at least
+    /// [`xfer_proto::payload::SHARE_MIN`] bytes is written at once behind the frames
+    /// queued before it, its data from its own buffer ([`write_message`]), as a chunk's
+    /// is; the caller's flush sends what TLS keeps of it.
+    async fn feed_response(&mut self, response: Response) -> Result<(), ProtoError> {
+        if !response.has_large_payload() {
+            return self.feed(Frame::Message(response)).await;
+        }
+        SinkExt::<Frame<Response>>::flush(self).await?;
+        let sent = write_message(self.get_mut(), response).await?;
         self.codec().count_wire(sent);
         Ok(())
     }
@@ -174,7 +197,10 @@ impl<T: Transport> Link<T> {
         frames: impl IntoIterator<Item = Frame<Response>>,
     ) -> Result<(), ProtoError> {
         for frame in frames {
-            self.io.feed(frame).await?;
+            match frame {
+                Frame::Message(response) => self.io.feed_response(response).await?,
+                frame => self.io.feed(frame).await?,
+            }
         }
         self.io.flush().await
     }

@@ -510,3 +510,154 @@ async fn write_chunk_puts_the_encoders_bytes_on_the_wire() {
     assert!(matches!(err, ProtoError::FrameTooLarge { .. }), "{err}");
     assert!(wire.is_empty());
 }
+
+/// The frame of `msg` as the encoder writes it, decoded from a buffer of its own; returns
+/// the message and the address range of that buffer.
+fn decode_alone(msg: Request) -> (Request, std::ops::Range<usize>) {
+    let mut buf = BytesMut::new();
+    ClientCodec::new(crate::MAX_FRAME_LEN)
+        .encode(Frame::Message(msg), &mut buf)
+        .unwrap();
+    let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+    match ServerCodec::new(crate::MAX_FRAME_LEN).decode(&mut buf) {
+        Ok(Some(Frame::Message(m))) => (m, range),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+fn put_file(len: usize) -> Request {
+    let data: Bytes = (0..len).map(|i| (i % 253) as u8).collect();
+    Request::PutFile {
+        path: "d/f.bin".into(),
+        force: false,
+        modified_unix: Some(7),
+        digest: Digest::of(&data),
+        data,
+    }
+}
+
+#[test]
+fn a_whole_files_data_is_a_view_of_its_frame_not_a_copy() {
+    let sent = put_file(crate::CHUNK_SIZE);
+    let (got, frame) = decode_alone(sent.clone());
+    assert_eq!(got, sent);
+    let Request::PutFile { data, .. } = got else {
+        unreachable!()
+    };
+    let at = data.as_ptr() as usize;
+    assert!(
+        frame.contains(&at) && frame.contains(&(at + data.len() - 1)),
+        "the data was copied out of the frame"
+    );
+    // A small file is copied: a few bytes must not keep a large receive buffer alive.
+    let sent = put_file(crate::payload::SHARE_MIN - 1);
+    let (got, frame) = decode_alone(sent.clone());
+    assert_eq!(got, sent);
+    let Request::PutFile { data, .. } = got else {
+        unreachable!()
+    };
+    assert!(
+        !frame.contains(&(data.as_ptr() as usize)),
+        "a small file is a copy"
+    );
+}
+
+#[tokio::test]
+async fn whole_files_reuse_receive_buffers_like_chunks() {
+    // Many 1 MiB files, four alive at a time (as a batch holds them until they are
+    // stored): a handful of receive buffers serve them all, as they serve chunks.
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let mut tx = Framed::new(a, ClientCodec::new(crate::MAX_FRAME_LEN));
+    let mut rx = Framed::new(b, ServerCodec::new(crate::MAX_FRAME_LEN));
+    let sent = put_file(crate::CHUNK_SIZE);
+    let want = sent.clone();
+    let writer = tokio::spawn(async move {
+        for _ in 0..40 {
+            tx.send(Frame::Message(sent.clone())).await.unwrap();
+        }
+        tx
+    });
+    let mut held = std::collections::VecDeque::new();
+    for _ in 0..40 {
+        let got = rx.next().await.unwrap().unwrap();
+        assert_eq!(got, Frame::Message(want.clone()));
+        held.push_back(got);
+        if held.len() > 4 {
+            held.pop_front();
+        }
+    }
+    drop(held);
+    let _tx = writer.await.unwrap();
+    let allocated = rx.codec().slabs.allocated;
+    assert!(
+        allocated <= 4 + 3,
+        "{allocated} receive buffers for 40 files"
+    );
+}
+
+#[test]
+fn a_message_is_encoded_in_place_and_a_refused_one_leaves_nothing() {
+    let msg = put_file(5000);
+    let mut buf = BytesMut::from(&b"queued"[..]);
+    ClientCodec::new(crate::MAX_FRAME_LEN)
+        .encode(Frame::Message(msg.clone()), &mut buf)
+        .unwrap();
+    let body = postcard::to_stdvec(&msg).unwrap();
+    let mut want = b"queued".to_vec();
+    want.extend_from_slice(&(1 + body.len() as u32).to_be_bytes());
+    want.push(KIND_MESSAGE);
+    want.extend_from_slice(&body);
+    assert_eq!(&buf[..], &want[..]);
+    // Past the limit: refused, and what was queued before is untouched.
+    let mut codec = ClientCodec::new(100);
+    let mut buf = BytesMut::from(&b"queued"[..]);
+    let big = put_file(crate::MAX_FRAME_LEN);
+    assert!(matches!(
+        codec.encode(Frame::Message(big), &mut buf),
+        Err(ProtoError::FrameTooLarge { .. })
+    ));
+    assert_eq!(&buf[..], b"queued");
+}
+
+/// A message written with its file's data apart is byte for byte the frame the encoder
+/// makes, for every size of length postcard writes, requests and responses alike; one
+/// past the frame limit is refused before anything is written.
+#[tokio::test]
+async fn write_message_puts_the_encoders_bytes_on_the_wire() {
+    async fn same<M: Serialize + Payload + Clone + std::fmt::Debug>(msg: M) {
+        let mut expected = BytesMut::new();
+        XferCodec::<Request, M>::new(crate::MAX_FRAME_LEN)
+            .encode(Frame::Message(msg.clone()), &mut expected)
+            .unwrap();
+        let mut wire = Vec::new();
+        let written = write_message(&mut wire, msg.clone()).await.unwrap();
+        assert_eq!(written, expected.len());
+        assert!(wire == expected, "{msg:?}: the bytes differ");
+    }
+    for len in [0, 1, 127, 128, 16_383, 16_384, crate::CHUNK_SIZE] {
+        let data: Bytes = (0..len).map(|i| (i % 251) as u8).collect();
+        same(Request::PutFile {
+            path: "a/b.bin".into(),
+            force: true,
+            modified_unix: None,
+            digest: Digest::of(&data),
+            data: data.clone(),
+        })
+        .await;
+        same(Response::File {
+            digest: Digest::of(&data),
+            modified_unix: u64::MAX,
+            data,
+        })
+        .await;
+    }
+    same(Response::Ok).await;
+    same(Request::GetFile { path: "x".into() }).await;
+
+    let mut wire = Vec::new();
+    let err = write_message(&mut wire, put_file(crate::MAX_FRAME_LEN))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProtoError::FrameTooLarge { .. }), "{err}");
+    assert!(wire.is_empty());
+}
