@@ -121,3 +121,23 @@ async fn the_first_write_after_a_sealed_resume_takes_the_seal_off_the_saved_stat
     up.commit(Digest::of(&data)).await.unwrap();
     assert_eq!(std::fs::read(f.home("alice").join("s")).unwrap(), data);
 }
+
+#[tokio::test]
+async fn an_upload_taken_over_is_sealed_so_the_new_connection_trusts_it() {
+    let f = fixture();
+    let data = random_bytes(4 * CHUNK_SIZE as usize, 43);
+    let first = f.ready("alice", "over", &data).await;
+    send_chunks(&*first, &data, 0..3).await;
+    // The first connection is not closed (a push re-run before the daemon saw the
+    // interrupted one go): the second takes the upload over and seals it first.
+    let second = f.ready("alice", "over", &data).await;
+    assert!(
+        sealed_in_meta(&f, "over").is_some(),
+        "the takeover sealed the state"
+    );
+    assert_eq!(second.chunks_held(), 3);
+    drop(first);
+    send_chunks(&*second, &data, 3..4).await;
+    second.commit(Digest::of(&data)).await.unwrap();
+    assert_eq!(std::fs::read(f.home("alice").join("over")).unwrap(), data);
+}

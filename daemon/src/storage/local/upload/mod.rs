@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cap_std::fs::{OpenOptions, OpenOptionsExt};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use xfer_disk::Writer;
 use xfer_proto::Digest;
 
@@ -157,8 +157,14 @@ impl LocalUpload {
         let held: BTreeMap<u64, Digest> = recorded.iter().copied().collect();
         let (sealed, held) = match sealed {
             // Exactly as synced and sealed: what was verified on arrival is still there.
-            Some(s) => (Some(s), held),
+            Some(s) => {
+                debug!(path = ?dest, chunks = held.len(), "resuming a sealed partial upload");
+                (Some(s), held)
+            }
             None => {
+                if !recorded.is_empty() {
+                    info!(path = ?dest, chunks = recorded.len(), "resuming a partial upload that was not sealed: reading back the chunks it holds");
+                }
                 let damaged = seal::verify(&file, size, &recorded);
                 if !damaged.is_empty() {
                     warn!(path = ?dest, dropped = damaged.len(), "partial upload held damaged chunks; they will be sent again");
@@ -222,7 +228,11 @@ impl LocalUpload {
         self.supersede();
     }
 
-    /// Stops this handle: later writes and commits are refused, the state is saved.
+    /// Stops this handle: later writes and commits are refused, the state is saved,
+    /// sealed as when its connection closes ([`Self::persist`]), so the connection
+    /// taking it over trusts what this one verified instead of reading it all back (a
+    /// push re-run at once after an interrupted one often gets here before the old
+    /// connection's close is seen).
     pub fn supersede(&self) {
         let mut inner = self.lock();
         self.superseded.store(true, Ordering::SeqCst);
@@ -231,9 +241,7 @@ impl LocalUpload {
         if inner.finished {
             return;
         }
-        if inner.writer.finish().is_err() {
-            self.forget_data(&mut inner);
-        } else if let Err(e) = self.save(&inner) {
+        if let Err(e) = self.seal_and_save(&mut inner) {
             warn!(error = %e, "saving a superseded upload failed");
         }
     }
@@ -406,16 +414,22 @@ impl LocalUpload {
         if inner.finished || self.superseded.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.seal_and_save(&mut inner)
+    }
+
+    /// Waits for the data's flushes, then syncs and seals it (unless sealed already or
+    /// written by someone else) and saves the state if anything changed.
+    fn seal_and_save(&self, inner: &mut Inner) -> Result<(), StorageError> {
         if inner.writer.finish().is_err() {
-            self.forget_data(&mut inner);
+            self.forget_data(inner);
             return Ok(());
         }
         let resealed = if inner.sealed.is_none() {
-            match take_seal(&inner) {
+            match take_seal(inner) {
                 Ok(seal) => inner.sealed = seal,
                 // Unsynced data is never sealed, nor trusted.
                 Err(_) => {
-                    self.forget_data(&mut inner);
+                    self.forget_data(inner);
                     return Ok(());
                 }
             }
@@ -426,7 +440,7 @@ impl LocalUpload {
         if inner.unsaved == 0 && !resealed {
             return Ok(());
         }
-        self.save(&inner)?;
+        self.save(inner)?;
         inner.unsaved = 0;
         inner.last_saved = Instant::now();
         Ok(())
