@@ -240,8 +240,16 @@ impl Local {
         answers
     }
 
-    /// Reads a whole file of at most one chunk, with its digest and time.
-    pub(super) fn read_whole(space: &UserSpace, path: &RelPath) -> Result<WholeRead, StorageError> {
+    /// Reads a whole file of at most one chunk, with its digest and time. A file of
+    /// [`POOLED_WHOLE_MIN`] bytes or more is read into a recycled buffer: a fresh one per
+    /// file (an `mmap` of its own under xferd's allocator settings) was faulted in page
+    /// by page and unmapped again, a tenth of xferd's CPU when 200 files of 1 MiB were
+    /// pulled (bench/RESULTS.md).
+    pub(super) fn read_whole(
+        &self,
+        space: &UserSpace,
+        path: &RelPath,
+    ) -> Result<WholeRead, StorageError> {
         if path.is_home() {
             return Err(StorageError::BadRequest("the home is a directory".into()));
         }
@@ -259,7 +267,12 @@ impl Local {
         }
         let stamp = Stamp::of(&meta);
         let changed = || StorageError::Conflict("the file changed while being read".into());
-        let mut data = vec![0u8; meta.len() as usize];
+        let len = meta.len() as usize;
+        let mut data = if len >= POOLED_WHOLE_MIN {
+            Whole::Pooled(self.whole_buffers.take(len))
+        } else {
+            Whole::Plain(vec![0u8; len])
+        };
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, 0).map_err(|_| changed())?;
         let digest = if manifest::is_stored_for(stamp.size) {
             Manifest::load_or_compute(&space.manifests, &file, stamp)?.digest
@@ -279,11 +292,49 @@ impl Local {
                 }
             }
         };
+        let data = match data {
+            Whole::Pooled(buf) => self.whole_buffers.bytes(buf),
+            Whole::Plain(vec) => Bytes::from(vec),
+        };
         Ok(WholeRead {
             digest,
             modified_unix: stamp.modified_unix(),
-            data: Bytes::from(data),
+            data,
         })
+    }
+}
+
+/// Files at least this big are read into recycled buffers; smaller ones into their own
+/// (a recycled buffer keeps its 1 MiB when shrunk, which many small files in flight
+/// would each hold).
+const POOLED_WHOLE_MIN: usize = 64 * 1024;
+
+/// Spare buffers of whole files kept for reuse by the whole daemon.
+pub(super) const KEEP_WHOLE_BUFFERS: usize = 16;
+
+/// The buffer a whole file is read into.
+enum Whole {
+    Pooled(xfer_proto::ChunkBuf),
+    Plain(Vec<u8>),
+}
+
+impl std::ops::Deref for Whole {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Whole::Pooled(buf) => buf,
+            Whole::Plain(vec) => vec,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Whole {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Whole::Pooled(buf) => buf,
+            Whole::Plain(vec) => vec,
+        }
     }
 }
 

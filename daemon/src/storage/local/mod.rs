@@ -77,6 +77,8 @@ struct Local {
     live: LiveUploads,
     /// Free space promised to open uploads.
     reserve: reserve::Reserve,
+    /// Buffers of whole files read for `GetFile` ([`Local::read_whole`]).
+    whole_buffers: Arc<xfer_proto::BufferPool>,
 }
 
 impl LocalStorage {
@@ -98,6 +100,7 @@ impl LocalStorage {
                 spaces: Mutex::new(HashMap::new()),
                 live: LiveUploads::default(),
                 reserve: reserve::Reserve::default(),
+                whole_buffers: xfer_proto::BufferPool::new(batch::KEEP_WHOLE_BUFFERS),
             }),
         })
     }
@@ -446,8 +449,8 @@ impl Storage for LocalStorage {
 
     async fn read_whole(&self, user: &str, path: &RelPath) -> Result<WholeRead, StorageError> {
         let path = path.clone();
-        self.with_space("reading a file", user, move |_, space| {
-            Local::read_whole(space, &path)
+        self.with_space("reading a file", user, move |local, space| {
+            local.read_whole(space, &path)
         })
         .await
     }
@@ -469,7 +472,7 @@ impl Storage for LocalStorage {
                 if bytes >= max_bytes && !out.is_empty() {
                     break;
                 }
-                let read = Local::read_whole(&space, path);
+                let read = local.read_whole(&space, path);
                 bytes += read.as_ref().map_or(0, |r| r.data.len());
                 out.push(read);
             }

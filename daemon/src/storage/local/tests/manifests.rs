@@ -188,3 +188,34 @@ async fn removing_a_tree_removes_the_manifests_of_its_files() {
         "only the manifest of the file that stayed"
     );
 }
+
+#[tokio::test]
+async fn whole_files_are_read_into_recycled_buffers_and_small_ones_into_their_own() {
+    let f = fixture();
+    let big = random_bytes(CHUNK_SIZE as usize - 5, 61);
+    let other = random_bytes(70_000, 62);
+    let small = random_bytes(1000, 63);
+    for (path, data) in [("big", &big), ("other", &other), ("small", &small)] {
+        f.put("alice", path, data).await;
+    }
+    let first = f.storage.read_whole("alice", &p("big")).await.unwrap();
+    assert!(first.data == big);
+    let at = first.data.as_ptr();
+    drop(first);
+    // The buffer went back to the pool: the next file of that size is read into it.
+    let second = f.storage.read_whole("alice", &p("other")).await.unwrap();
+    assert!(second.data == other);
+    assert_eq!(second.data.as_ptr(), at, "the buffer was recycled");
+    // One in use is not handed out twice.
+    let third = f.storage.read_whole("alice", &p("big")).await.unwrap();
+    assert!(third.data == big);
+    assert_ne!(third.data.as_ptr(), second.data.as_ptr());
+    drop((second, third));
+    let tiny = f.storage.read_whole("alice", &p("small")).await.unwrap();
+    assert!(tiny.data == small);
+    assert_ne!(
+        tiny.data.as_ptr(),
+        at,
+        "a small file has a buffer of its own"
+    );
+}
