@@ -257,7 +257,7 @@ impl Local {
         }
         if let Some(live) = self.live.get(user, &key) {
             info!(user, path = ?path, "upload taken over from another connection");
-            live.supersede();
+            live.hand_over();
         }
         let already = space
             .partial_state(&key)

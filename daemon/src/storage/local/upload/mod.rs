@@ -228,12 +228,22 @@ impl LocalUpload {
         self.supersede();
     }
 
-    /// Stops this handle: later writes and commits are refused, the state is saved,
-    /// sealed as when its connection closes ([`Self::persist`]), so the connection
-    /// taking it over trusts what this one verified instead of reading it all back (a
-    /// push re-run at once after an interrupted one often gets here before the old
-    /// connection's close is seen).
+    /// Stops this handle: later writes and commits are refused, the state is saved.
     pub fn supersede(&self) {
+        self.stop(false);
+    }
+
+    /// Stops this handle for another connection that takes the upload over: as
+    /// [`Self::supersede`], with the state synced and sealed as when its connection
+    /// closes ([`Self::persist`]), so the new connection trusts what this one verified
+    /// instead of reading it all back. A push re-run at once after an interrupted one
+    /// gets here when the daemon has not seen the old connection go (a network cut, a
+    /// client stopped rather than killed).
+    pub fn hand_over(&self) {
+        self.stop(true);
+    }
+
+    fn stop(&self, seal: bool) {
         let mut inner = self.lock();
         self.superseded.store(true, Ordering::SeqCst);
         // The connection taking over is admitted with a reservation of its own.
@@ -241,7 +251,15 @@ impl LocalUpload {
         if inner.finished {
             return;
         }
-        if let Err(e) = self.seal_and_save(&mut inner) {
+        let saved = if seal {
+            self.seal_and_save(&mut inner)
+        } else if inner.writer.finish().is_err() {
+            self.forget_data(&mut inner);
+            Ok(())
+        } else {
+            self.save(&inner)
+        };
+        if let Err(e) = saved {
             warn!(error = %e, "saving a superseded upload failed");
         }
     }
