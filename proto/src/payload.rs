@@ -7,7 +7,7 @@
 //! A plain `Bytes` field is copied out of the frame into memory of its own. For a file of
 //! 1 MiB that is a fresh allocation the kernel faults in page by page, a copy, and later
 //! an unmap: a quarter of xferd's CPU when 200 files of 1 MiB were pushed
-//! (bench/RESULTS.md). The codec names the frame being decoded ([`decoding`]) and a
+//! (bench/RESULTS.md). The codec names the frame being decoded (`decoding`) and a
 //! field marked `#[serde(with = "crate::payload")]` takes a view of it instead of a copy
 //! when it is at least [`SHARE_MIN`] bytes.
 //!
@@ -118,7 +118,7 @@ pub(crate) fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::
     s.serialize_bytes(bytes)
 }
 
-/// Deserializes as `Bytes` does, as a view of the frame where [`share`] allows it.
+/// Deserializes as `Bytes` does, as a view of the frame where `share` allows it.
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
     d.deserialize_bytes(Shared)
 }
