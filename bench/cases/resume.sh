@@ -1,6 +1,7 @@
 # Resume: a push killed once the server holds 90 % of the file (by bytes written into
-# the partial), then run again; the re-run's time against a full push. Sourced by run.sh
-# inside a place ($W); needs $SRC and $BYTES.
+# the partial), then run again; the re-run's time against a full push. Then the same with
+# the push stopped instead of killed, its connection left open, so the re-run takes the
+# upload over from it. Sourced by run.sh inside a place ($W); needs $SRC and $BYTES.
 
 # Bytes the partial upload holds on the server: the .part file is sparse until complete,
 # so its allocated blocks are what was written.
@@ -43,6 +44,27 @@ else:
   echo "$held"
 }
 
+# Starts a push and stops the client (SIGSTOP) when the partial holds $1 % of the file:
+# its connection stays open, as after a network cut the daemon has not noticed, so the
+# re-run takes the upload over from it. Sets STOPPED to the stopped client's pid.
+push_stopped_at() {
+  "$XFER" rm resume.bin >/dev/null 2>&1 || true
+  "$XFER" rm --partial resume.bin >/dev/null 2>&1 || true
+  local want=$((BYTES * $1 / 100))
+  "$XFER" push -q --limit-rate "$((BYTES / 2 + 1))" "$SRC" resume.bin >/dev/null 2>&1 &
+  STOPPED=$!
+  while kill -0 "$STOPPED" 2>/dev/null && [ "$(partial_bytes)" -lt "$want" ]; do sleep 0.005; done
+  kill -STOP "$STOPPED" 2>/dev/null || true
+  settle_xferd
+}
+
+# Ends the client push_stopped_at stopped.
+end_stopped() {
+  kill -9 "$STOPPED" 2>/dev/null || true
+  kill -CONT "$STOPPED" 2>/dev/null || true
+  wait "$STOPPED" 2>/dev/null || true
+}
+
 # The last run's file is removed untimed (sample runs the _prep function first).
 resume_full_prep() { "$XFER" rm resume.bin; }
 resume_full() { "$XFER" push -q "$SRC" resume.bin; }
@@ -56,6 +78,9 @@ case_resume() {
     held=$(push_killed_at "$pct")
     held_sum=$((held_sum + held))
     sample "$XFERD_PID" resume_rerun rre
+    push_stopped_at "$pct"
+    sample "$XFERD_PID" resume_rerun rover
+    end_stopped
   done
   report "### Resume of a ${SIZE_MIB} MiB push killed at $pct %, $PLACE_LABEL, median of $RUNS"
   report ""
@@ -63,7 +88,8 @@ case_resume() {
   report "|---|---|---|---|"
   report "| full push | $(printf '%.2f' "$(med rfull)") | $(echo "${C[rfull]}" | median) | $(echo "${S[rfull]}" | median) |"
   report "| re-run after the kill (server held $((held_sum / RUNS / 1048576)) MiB on average) | $(printf '%.2f' "$(med rre)") | $(echo "${C[rre]}" | median) | $(echo "${S[rre]}" | median) |"
+  report "| re-run while the stopped push's connection is still open (a takeover) | $(printf '%.2f' "$(med rover)") | $(echo "${C[rover]}" | median) | $(echo "${S[rover]}" | median) |"
   report ""
-  report "re-run / full push: $(awk -v a="$(med rre)" -v b="$(med rfull)" 'BEGIN {printf "%.0f %%", a / b * 100}') (target ≤ 15 %)"
+  report "re-run / full push: $(awk -v a="$(med rre)" -v b="$(med rfull)" 'BEGIN {printf "%.0f %%", a / b * 100}') (target ≤ 15 %); after a takeover: $(awk -v a="$(med rover)" -v b="$(med rfull)" 'BEGIN {printf "%.0f %%", a / b * 100}')"
   report ""
 }
