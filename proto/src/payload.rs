@@ -12,10 +12,12 @@
 //! when it is at least [`SHARE_MIN`] bytes.
 //!
 //! A view keeps the whole receive buffer the frame was read into alive until the field
-//! is dropped. Frames this large are read into the codec's slabs, which are bounded per
-//! connection, or into buffers sized for them, so what a peer can make this side hold
-//! stays bounded by what it sent; smaller fields are copied, so a few bytes never pin a
-//! large buffer.
+//! is dropped. Only a field that ends the frame and is all of it but a few KiB becomes a
+//! view, so the frame held is the field it is accounted as; smaller fields, and fields
+//! followed or preceded by more, are copied. Frames this large are read into the
+//! codec's slabs (at most [`crate::PUT_WINDOW`] + 4 of about 1 MiB per connection, as a
+//! chunk transfer holds) or into buffers sized for them: files of 64 KiB held in slabs
+//! keep at most those slabs, about 21 MiB, on one connection.
 
 use std::cell::RefCell;
 
@@ -96,15 +98,23 @@ pub(crate) fn decoding<T>(frame: &Bytes, decode: impl FnOnce() -> T) -> T {
     decode()
 }
 
-/// `bytes` as a view of the frame being decoded, when it is large and lies inside it;
-/// otherwise a copy.
+/// Bytes of a frame besides a field that may be a view of it: the rest of the message
+/// before the field (a path, a digest, a few numbers).
+const SHARE_SLACK: usize = 16 * 1024;
+
+/// `bytes` as a view of the frame being decoded, when it is large and is most of the
+/// frame, up to its end (where [`crate::codec::write_message`] puts it); otherwise a
+/// copy. A view keeps the whole frame alive, so a peer that padded a small field with
+/// bytes nobody reads (postcard ignores what follows a message) would make this side
+/// hold far more than the field it accounts for.
 fn share(bytes: &[u8]) -> Bytes {
     if bytes.len() >= SHARE_MIN {
         let view = FRAME.with_borrow(|frame| {
             let frame = frame.as_ref()?;
-            let start = frame.as_ptr() as usize;
-            let at = bytes.as_ptr() as usize;
-            (at >= start && at + bytes.len() <= start + frame.len()).then(|| frame.slice_ref(bytes))
+            let (start, at) = (frame.as_ptr() as usize, bytes.as_ptr() as usize);
+            let end = start + frame.len();
+            let whole = at >= start && at + bytes.len() == end;
+            (whole && frame.len() - bytes.len() <= SHARE_SLACK).then(|| frame.slice_ref(bytes))
         });
         if let Some(view) = view {
             return view;

@@ -562,6 +562,33 @@ fn a_whole_files_data_is_a_view_of_its_frame_not_a_copy() {
     );
 }
 
+#[test]
+fn a_file_padded_with_bytes_past_its_message_is_copied_not_kept_with_them() {
+    // postcard ignores what follows a message: a peer could pad a 64 KiB file's frame to
+    // a megabyte, and a view of the field would keep the whole frame alive.
+    let sent = put_file(crate::payload::SHARE_MIN);
+    let mut buf = BytesMut::new();
+    ClientCodec::new(crate::MAX_FRAME_LEN)
+        .encode(Frame::Message(sent.clone()), &mut buf)
+        .unwrap();
+    buf.extend_from_slice(&vec![0u8; 900_000]);
+    let len = (buf.len() - LEN_PREFIX) as u32;
+    buf[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+    let frame = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+    let got = match ServerCodec::new(crate::MAX_FRAME_LEN).decode(&mut buf) {
+        Ok(Some(Frame::Message(m))) => m,
+        other => panic!("expected a message, got {other:?}"),
+    };
+    assert_eq!(got, sent);
+    let Request::PutFile { data, .. } = got else {
+        unreachable!()
+    };
+    assert!(
+        !frame.contains(&(data.as_ptr() as usize)),
+        "a padded file is a copy"
+    );
+}
+
 #[tokio::test]
 async fn whole_files_reuse_receive_buffers_like_chunks() {
     // Many 1 MiB files, four alive at a time (as a batch holds them until they are
