@@ -524,7 +524,7 @@ impl Client {
 
     /// Queues a request without flushing or waiting for its answer (read it later with
     /// [`Client::recv_response`] or [`Client::recv_chunk`]). A request carrying a file of
-    /// at least [`xfer_proto::payload::SHARE_MIN`] bytes is written at once behind what
+    /// at least [`xfer_proto::payload::APART_MIN`] bytes is written at once behind what
     /// is queued, its data from its own buffer ([`write_message`]); as with a chunk, the
     /// TLS layer may keep its last bytes until the next [`Client::flush`].
     ///

@@ -227,9 +227,16 @@ fn decode_body<M: DeserializeOwned>(mut body: Bytes) -> Result<Frame<M>, ProtoEr
     match body.get_u8() {
         KIND_HELLO => decode_hello(body).map(Frame::Hello),
         // A whole file's data in the message stays where it arrived (crate::payload).
-        KIND_MESSAGE => crate::payload::decoding(&body, || postcard::from_bytes(&body))
-            .map(Frame::Message)
-            .map_err(|e| ProtoError::Malformed(format!("undecodable message: {e}"))),
+        // Nothing may follow the message: postcard would ignore it, and a peer could pad
+        // a frame with bytes that are never accounted for.
+        KIND_MESSAGE => crate::payload::decoding(&body, || postcard::take_from_bytes(&body))
+            .map_err(|e| ProtoError::Malformed(format!("undecodable message: {e}")))
+            .and_then(|(message, rest)| match rest.len() {
+                0 => Ok(Frame::Message(message)),
+                n => Err(ProtoError::Malformed(format!(
+                    "undecodable message: {n} bytes follow it in its frame"
+                ))),
+            }),
         kind @ (KIND_CHUNK | KIND_ZSTD_CHUNK) => {
             let header = CHUNK_HEADER + if kind == KIND_ZSTD_CHUNK { 4 } else { 0 };
             if body.len() < header {

@@ -69,7 +69,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, MeteredCo
     }
 
     /// A whole file's answer (`Response::File`) of at least
-    /// [`xfer_proto::payload::SHARE_MIN`] bytes is written at once behind the frames
+    /// [`xfer_proto::payload::APART_MIN`] bytes is written at once behind the frames
     /// queued before it, its data from its own buffer ([`write_message`]), as a chunk's
     /// is; the caller's flush sends what TLS keeps of it.
     async fn feed_response(&mut self, response: Response) -> Result<(), ProtoError> {
