@@ -6,20 +6,26 @@
 #   bench/ab-tree.sh N DIR...     N rounds; each round pushes then pulls the tree with each
 #                                 build in turn, against a daemon of its own
 #   AB_DIR=/var/tmp               where the tree, the data and the pulls live (/dev/shm)
-#   AB_FILES=200 AB_KIB=1024      the tree: AB_FILES files of AB_KIB KiB in 4 folders
+#   AB_FILES=200 AB_KIB=1024      the tree: AB_FILES files of AB_KIB KiB in AB_DIRS folders
+#   AB_DIRS=4
+#   AB_CHURN=0                    before each pull, that many local copies of the tree
+#                                 are made beside it and removed (untimed), as the peers
+#                                 of bench/run.sh's small case do before xfer pulls: on
+#                                 ext4 without a journal, inodes freed in the last minute
+#                                 make new files slow to create (bench/RESULTS.md)
 #
 # Prints one line per build per round: wall time and CPU seconds (user + system) of xfer
 # and of xferd, for the push and the pull. What each run replaces is removed and synced
 # first, untimed. Medians are left to the reader.
 set -euo pipefail
 N=$1; shift
-FILES=${AB_FILES:-200}; KIB=${AB_KIB:-1024}
+FILES=${AB_FILES:-200}; KIB=${AB_KIB:-1024}; DIRS=${AB_DIRS:-4}; CHURN=${AB_CHURN:-0}
 W=$(mktemp -d "${AB_DIR:-/dev/shm}/xfer-abt.XXXXXX")
-python3 - "$W/tree" "$FILES" "$KIB" <<'PY'
+python3 - "$W/tree" "$FILES" "$KIB" "$DIRS" <<'PY'
 import os, sys
-d, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+d, n, kib, dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 for i in range(n):
-    sub = os.path.join(d, f"d{i % 4}")
+    sub = os.path.join(d, f"d{i % dirs}")
     os.makedirs(sub, exist_ok=True)
     with open(os.path.join(sub, f"f{i:05}.bin"), "wb") as f:
         f.write(os.urandom(kib * 1024))
@@ -45,7 +51,9 @@ for i in $(seq $N); do
     s0=$(cpu ${PID[$b]})
     c=$( { XFER_HOME=$d/home /usr/bin/time -f '%U %S %e' $b/xfer push -q -r $W/tree >/dev/null; } 2>&1 | tail -1)
     s1=$(cpu ${PID[$b]})
-    rm -rf $W/pull; mkdir $W/pull; sync
+    rm -rf $W/pull; mkdir $W/pull
+    for _ in $(seq $CHURN); do cp -r $W/tree $W/pull/churn; rm -rf $W/pull/churn; done
+    sync
     s1b=$(cpu ${PID[$b]})
     p=$( { XFER_HOME=$d/home /usr/bin/time -f '%U %S %e' $b/xfer pull -q -r tree $W/pull/ >/dev/null; } 2>&1 | tail -1)
     s2=$(cpu ${PID[$b]})

@@ -109,11 +109,16 @@ enum Staged {
 /// on a disk the flushes are a third of a pull of many small files (bench/RESULTS.md).
 /// At most one batch waits for the installer besides the one it installs, so up to three
 /// batches of files are open at once (that one, the one waiting, the one being written).
+///
+/// Files that are already waiting when one arrives are written on [`WRITERS`] threads
+/// at once (see [`write_run`]).
 pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Installed>) {
     let installer = Installer::start(done);
     let mut batch = Batch::default();
+    // A message taken while gathering files that is not a file: handled next.
+    let mut held: Option<ToWriter> = None;
     loop {
-        let next = match rx.try_recv() {
+        let next = match held.take().map_or_else(|| rx.try_recv(), Ok) {
             Ok(m) => Some(m),
             Err(mpsc::error::TryRecvError::Empty) => {
                 // Nothing waiting: what was written goes to be installed now.
@@ -129,16 +134,30 @@ pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Install
         };
         match msg {
             ToWriter::File(r) => {
-                let (remote, dest) = (r.remote.clone(), r.dest.clone());
-                match write(*r) {
-                    Ok(Written::Pending(p)) => {
-                        batch.pending.push(p);
-                        batch.order.push(None);
+                // With it, the files already waiting, up to what the batch has room for.
+                let room = batch_files().saturating_sub(batch.pending.len()).max(1);
+                let mut run = vec![*r];
+                while run.len() < room {
+                    match rx.try_recv() {
+                        Ok(ToWriter::File(r)) => run.push(*r),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
                     }
-                    Ok(Written::Done(outcome)) => {
-                        batch.order.push(Some((remote, dest, Ok(outcome))));
+                }
+                for (remote, dest, written) in write_run(run) {
+                    match written {
+                        Ok(Written::Pending(p)) => {
+                            batch.pending.push(p);
+                            batch.order.push(None);
+                        }
+                        Ok(Written::Done(outcome)) => {
+                            batch.order.push(Some((remote, dest, Ok(outcome))));
+                        }
+                        Err(e) => batch.order.push(Some((remote, dest, Err(e)))),
                     }
-                    Err(e) => batch.order.push(Some((remote, dest, Err(e)))),
                 }
             }
             ToWriter::Failed {
@@ -247,6 +266,77 @@ impl Batch {
             let _ = ack.send(());
         }
     }
+}
+
+/// Threads that write the files of one run at once.
+///
+/// Creating a file is most of the cost of a small one, and on a filesystem that must
+/// search for a free inode (ext4 without a journal skips the inodes freed in the last
+/// minute, one by one) it is CPU time in the kernel, which a second thread overlaps:
+/// `bench/RESULTS.md` has the figures. Two: more were not measured (the project's
+/// machine has two cores, and the pull's network task needs one as well).
+pub const WRITERS: usize = 2;
+
+/// Runs shorter than this are written on the writer's thread alone: starting a helper
+/// costs about as much as writing a file or two.
+const RUN_FOR_HELPERS: usize = 4;
+
+/// Writes each file of `run` ([`write`]), on up to [`WRITERS`] threads that take the
+/// files in turn; the results come back in the order of `run`. A helper that cannot be
+/// started leaves its share to the others.
+fn write_run(run: Vec<Received>) -> Vec<(String, PathBuf, Result<Written>)> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let names: Vec<(String, PathBuf)> = run
+        .iter()
+        .map(|r| (r.remote.clone(), r.dest.clone()))
+        .collect();
+    let results: Vec<Result<Written>> = if run.len() < RUN_FOR_HELPERS {
+        run.into_iter().map(write).collect()
+    } else {
+        let slots: Vec<Mutex<Option<Received>>> =
+            run.into_iter().map(|r| Mutex::new(Some(r))).collect();
+        let outs: Vec<Mutex<Option<Result<Written>>>> =
+            slots.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = slots.get(i) else { break };
+                let r = lock(slot).take().expect("each file is taken once");
+                *lock(&outs[i]) = Some(write(r));
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..WRITERS {
+                // A thread that cannot be started leaves its share to this one.
+                let _ = std::thread::Builder::new()
+                    .name("xfer-write".into())
+                    .spawn_scoped(scope, work);
+            }
+            work();
+        });
+        outs.into_iter()
+            .map(|o| {
+                o.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .expect("every file is written")
+            })
+            .collect()
+    };
+    names
+        .into_iter()
+        .zip(results)
+        .map(|((remote, dest), written)| (remote, dest, written))
+        .collect()
+}
+
+/// The slots' locks: a writer that panics takes the whole run down with it (the scope
+/// passes its panic on), so a poisoned lock is never read from; this only spares an
+/// `unwrap`.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 enum Written {
@@ -501,6 +591,57 @@ mod tests {
         assert_eq!(names(dir.path()), ["free", "taken"]);
         assert_eq!(std::fs::read(&free).unwrap(), b"new");
         assert_eq!(std::fs::read(&taken).unwrap(), b"newer");
+    }
+
+    #[test]
+    fn a_run_written_on_several_threads_keeps_its_order_and_each_file_its_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let same = dir.path().join("f0007");
+        std::fs::write(&same, b"file 7").unwrap();
+        let other = dir.path().join("f0011");
+        std::fs::write(&other, b"someone's").unwrap();
+        let run: Vec<Received> = (0..64)
+            .map(|i| {
+                let mut r = received(
+                    dir.path().join(format!("f{i:04}")),
+                    format!("file {i}").as_bytes(),
+                    false,
+                );
+                r.remote = format!("f{i:04}");
+                if i == 30 {
+                    r.digest = Digest::of(b"something else");
+                }
+                r
+            })
+            .collect();
+        let written = write_run(run);
+        assert_eq!(written.len(), 64);
+        let mut pending = Vec::new();
+        for (i, (remote, dest, w)) in written.into_iter().enumerate() {
+            assert_eq!(remote, format!("f{i:04}"));
+            assert_eq!(dest, dir.path().join(format!("f{i:04}")));
+            match (i, w) {
+                (7, Ok(Written::Done(Outcome::UpToDate))) => {}
+                (11, Err(e)) => assert!(e.to_string().contains("--force"), "{e}"),
+                (30, Err(e)) => assert!(e.to_string().contains("BLAKE3"), "{e}"),
+                (7 | 11 | 30, _) => panic!("{i}: not the result it should have"),
+                (_, Ok(Written::Pending(p))) => pending.push(p),
+                (_, _) => panic!("{i}: not written"),
+            }
+        }
+        assert_eq!(pending.len(), 61);
+        for (_, dest, r) in install_batch(&mut pending) {
+            r.unwrap();
+            let i: usize = dest.file_name().unwrap().to_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            assert_eq!(
+                std::fs::read(&dest).unwrap(),
+                format!("file {i}").as_bytes()
+            );
+        }
+        assert_eq!(std::fs::read(&other).unwrap(), b"someone's");
+        assert!(!dir.path().join("f0030").exists());
     }
 
     #[test]
