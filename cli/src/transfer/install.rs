@@ -111,7 +111,7 @@ enum Staged {
 /// batches of files are open at once (that one, the one waiting, the one being written).
 ///
 /// Files that are already waiting when one arrives are written on [`WRITERS`] threads
-/// at once (see [`write_run`]).
+/// at once (`write_run`).
 pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Installed>) {
     let installer = Installer::start(done);
     let mut batch = Batch::default();
