@@ -395,10 +395,12 @@ fn stage(
         }
         let stamp =
             Stamp::of(&Metadata::from_file(&file).map_err(io_err("reading file metadata"))?);
+        // One chunk that is the whole file: its digest is the file's (`Digest::of_chunk`),
+        // which admission has just computed, so the data is not hashed a second time.
         let chunks = if data.is_empty() {
             Vec::new()
         } else {
-            vec![Digest::of_chunk(data, 0, data.len() as u64).expect("checked by whole_digest")]
+            vec![digest]
         };
         let manifest = Manifest { digest, chunks };
         // A manifest is a cache (recomputed when missing): a file without one is fine.
