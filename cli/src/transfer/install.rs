@@ -134,8 +134,12 @@ pub fn run(mut rx: mpsc::Receiver<ToWriter>, done: mpsc::UnboundedSender<Install
         };
         match msg {
             ToWriter::File(r) => {
-                // With it, the files already waiting, up to what the batch has room for.
-                let room = batch_files().saturating_sub(batch.pending.len()).max(1);
+                // With it, the files already waiting, up to what the batch has room for
+                // and at most RUN_MAX (a run's files are held in memory beside the
+                // channel's).
+                let room = batch_files()
+                    .saturating_sub(batch.pending.len())
+                    .clamp(1, RUN_MAX);
                 let mut run = vec![*r];
                 while run.len() < room {
                     match rx.try_recv() {
@@ -276,6 +280,10 @@ impl Batch {
 /// `bench/RESULTS.md` has the figures. Two: more were not measured (the project's
 /// machine has two cores, and the pull's network task needs one as well).
 pub const WRITERS: usize = 2;
+
+/// Files taken into one run at most: with the channel's, at most this many more whole
+/// files (of at most a chunk each) are held in memory than with one writer.
+const RUN_MAX: usize = 16;
 
 /// Runs shorter than this are written on the writer's thread alone: starting a helper
 /// costs about as much as writing a file or two.
@@ -611,6 +619,12 @@ mod tests {
                 if i == 30 {
                     r.digest = Digest::of(b"something else");
                 }
+                // Every fifth replaces a file there, through its part file and record:
+                // several records are written in one directory at once.
+                if i % 5 == 0 {
+                    std::fs::write(&r.dest, b"old").unwrap();
+                    r.force = true;
+                }
                 r
             })
             .collect();
@@ -625,11 +639,32 @@ mod tests {
                 (11, Err(e)) => assert!(e.to_string().contains("--force"), "{e}"),
                 (30, Err(e)) => assert!(e.to_string().contains("BLAKE3"), "{e}"),
                 (7 | 11 | 30, _) => panic!("{i}: not the result it should have"),
-                (_, Ok(Written::Pending(p))) => pending.push(p),
+                (_, Ok(Written::Pending(p))) => {
+                    assert_eq!(p.dest, dest, "{i}: another file's result");
+                    assert!(
+                        matches!(p.staged, Staged::Unnamed) == (i % 5 != 0),
+                        "{i}: staged the wrong way"
+                    );
+                    pending.push(p);
+                }
                 (_, _) => panic!("{i}: not written"),
             }
         }
         assert_eq!(pending.len(), 61);
+        // Each record is its own file's, and no temporary is left.
+        for p in &pending {
+            if let Staged::Part(part) = &p.staged {
+                let record = std::fs::read_to_string(part::record_path(part)).unwrap();
+                let name = p.dest.file_name().unwrap().to_str().unwrap();
+                assert!(record.contains(&format!("\"{name}\"")), "{record}");
+                assert!(record.contains(&p.digest.to_string()), "{record}");
+            }
+        }
+        assert!(
+            names(dir.path()).iter().all(|n| !n.ends_with(".tmp")),
+            "{:?}",
+            names(dir.path())
+        );
         for (_, dest, r) in install_batch(&mut pending) {
             r.unwrap();
             let i: usize = dest.file_name().unwrap().to_str().unwrap()[1..]
@@ -641,7 +676,7 @@ mod tests {
             );
         }
         assert_eq!(std::fs::read(&other).unwrap(), b"someone's");
-        assert!(!dir.path().join("f0030").exists());
+        assert_eq!(std::fs::read(dir.path().join("f0030")).unwrap(), b"old");
     }
 
     #[test]

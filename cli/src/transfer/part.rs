@@ -81,9 +81,12 @@ fn not_ours(path: &Path) -> anyhow::Error {
 /// record cut short by a kill would read as not xfer's, and the pull would refuse to go on.
 fn write_record(path: &Path, record: &PartRecord) -> Result<()> {
     let json = serde_json::to_vec(record).expect("a part record always serialises");
-    // Short and fixed, not NAME + suffix: a long NAME would go past the file system's
-    // limit on a name (the record's own name already adds 15 bytes).
-    let tmp = path.with_file_name(format!(".xfer-record-{}.tmp", std::process::id()));
+    // Short, not NAME + suffix: a long NAME would go past the file system's limit on a
+    // name (the record's own name already adds 15 bytes). Unique per call, since a pull
+    // writes several files' records at once (`install::write_run`).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".xfer-record-{}-{n}.tmp", std::process::id()));
     std::fs::write(&tmp, json)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("writing `{}`", path.display()))
