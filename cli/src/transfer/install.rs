@@ -291,7 +291,8 @@ const RUN_FOR_HELPERS: usize = 4;
 
 /// Writes each file of `run` ([`write`]), on up to [`WRITERS`] threads that take the
 /// files in turn; the results come back in the order of `run`. A helper that cannot be
-/// started leaves its share to the others.
+/// started leaves its share to the others. A run with two destinations that differ only
+/// in case is written on one thread.
 fn write_run(run: Vec<Received>) -> Vec<(String, PathBuf, Result<Written>)> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -300,7 +301,7 @@ fn write_run(run: Vec<Received>) -> Vec<(String, PathBuf, Result<Written>)> {
         .iter()
         .map(|r| (r.remote.clone(), r.dest.clone()))
         .collect();
-    let results: Vec<Result<Written>> = if run.len() < RUN_FOR_HELPERS {
+    let results: Vec<Result<Written>> = if run.len() < RUN_FOR_HELPERS || !distinct(&run) {
         run.into_iter().map(write).collect()
     } else {
         let slots: Vec<Mutex<Option<Received>>> =
@@ -338,6 +339,15 @@ fn write_run(run: Vec<Received>) -> Vec<(String, PathBuf, Result<Written>)> {
         .zip(results)
         .map(|((remote, dest), written)| (remote, dest, written))
         .collect()
+}
+
+/// Whether no two destinations of `run` could be one file on a filesystem that ignores
+/// case: those are written one after the other, as with one writer, never into one part
+/// file at once.
+fn distinct(run: &[Received]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(run.len());
+    run.iter()
+        .all(|r| seen.insert(r.dest.to_string_lossy().to_lowercase()))
 }
 
 /// The slots' locks: a writer that panics takes the whole run down with it (the scope
@@ -677,6 +687,19 @@ mod tests {
         }
         assert_eq!(std::fs::read(&other).unwrap(), b"someone's");
         assert_eq!(std::fs::read(dir.path().join("f0030")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn destinations_that_differ_only_in_case_are_not_written_at_once() {
+        let run = |names: &[&str]| -> Vec<Received> {
+            names
+                .iter()
+                .map(|n| received(PathBuf::from(n), b"x", false))
+                .collect()
+        };
+        assert!(distinct(&run(&["d/a", "d/b", "e/a", "d/A.txt"])));
+        assert!(!distinct(&run(&["d/a", "d/b", "d/A"])));
+        assert!(!distinct(&run(&["D/a", "d/b", "d/a"])));
     }
 
     #[test]
