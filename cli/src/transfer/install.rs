@@ -294,50 +294,50 @@ const RUN_FOR_HELPERS: usize = 4;
 /// started leaves its share to the others. A run with two destinations that differ only
 /// in case is written on one thread.
 fn write_run(run: Vec<Received>) -> Vec<(String, PathBuf, Result<Written>)> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    let names: Vec<(String, PathBuf)> = run
-        .iter()
-        .map(|r| (r.remote.clone(), r.dest.clone()))
-        .collect();
     let results: Vec<Result<Written>> = if run.len() < RUN_FOR_HELPERS || !distinct(&run) {
-        run.into_iter().map(write).collect()
+        run.iter().map(write).collect()
     } else {
-        let slots: Vec<Mutex<Option<Received>>> =
-            run.into_iter().map(|r| Mutex::new(Some(r))).collect();
-        let outs: Vec<Mutex<Option<Result<Written>>>> =
-            slots.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        // Each thread takes the next file not taken yet and keeps its results by position.
         let work = || {
+            let mut done = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(slot) = slots.get(i) else { break };
-                let r = lock(slot).take().expect("each file is taken once");
-                *lock(&outs[i]) = Some(write(r));
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(r) = run.get(i) else { break done };
+                done.push((i, write(r)));
             }
         };
+        let mut results: Vec<Option<Result<Written>>> = run.iter().map(|_| None).collect();
         std::thread::scope(|scope| {
-            for _ in 1..WRITERS {
+            let helpers: Vec<_> = (1..WRITERS)
                 // A thread that cannot be started leaves its share to this one.
-                let _ = std::thread::Builder::new()
-                    .name("xfer-write".into())
-                    .spawn_scoped(scope, work);
+                .filter_map(|_| {
+                    std::thread::Builder::new()
+                        .name("xfer-write".into())
+                        .spawn_scoped(scope, work)
+                        .ok()
+                })
+                .collect();
+            let mut all = work();
+            for helper in helpers {
+                all.extend(
+                    helper
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                );
             }
-            work();
+            for (i, written) in all {
+                results[i] = Some(written);
+            }
         });
-        outs.into_iter()
-            .map(|o| {
-                o.into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .expect("every file is written")
-            })
+        results
+            .into_iter()
+            .map(|r| r.expect("every file is written"))
             .collect()
     };
-    names
-        .into_iter()
+    run.into_iter()
         .zip(results)
-        .map(|((remote, dest), written)| (remote, dest, written))
+        .map(|(r, written)| (r.remote, r.dest, written))
         .collect()
 }
 
@@ -350,13 +350,6 @@ fn distinct(run: &[Received]) -> bool {
         .all(|r| seen.insert(r.dest.to_string_lossy().to_lowercase()))
 }
 
-/// The slots' locks: a writer that panics takes the whole run down with it (the scope
-/// passes its panic on), so a poisoned lock is never read from; this only spares an
-/// `unwrap`.
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 enum Written {
     Pending(Pending),
     /// Nothing to install (the same content is there).
@@ -365,7 +358,7 @@ enum Written {
 
 /// Checks the data and the destination, then writes the file where it waits for its
 /// batch (not flushed).
-fn write(r: Received) -> Result<Written> {
+fn write(r: &Received) -> Result<Written> {
     let Received {
         remote,
         dest,
@@ -375,17 +368,18 @@ fn write(r: Received) -> Result<Written> {
         force,
         server,
     } = r;
-    if Digest::of(&data) != digest {
+    let (digest, modified_unix, force) = (*digest, *modified_unix, *force);
+    if Digest::of(data) != digest {
         return Err(IntegrityError(format!(
             "`{remote}` arrived with BLAKE3 {}, not the {digest} the server announced; nothing was written",
-            Digest::of(&data)
+            Digest::of(data)
         ))
         .into());
     }
     let time = UNIX_EPOCH
         .checked_add(Duration::from_secs(modified_unix))
         .ok_or_else(|| anyhow!("the server's modification time {modified_unix} is out of range"))?;
-    match std::fs::symlink_metadata(&dest) {
+    match std::fs::symlink_metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("checking `{}`", dest.display())),
         Ok(meta) if meta.is_dir() => {
@@ -394,10 +388,10 @@ fn write(r: Received) -> Result<Written> {
         Ok(_) if force => {}
         Ok(meta) => {
             if meta.is_file()
-                && hash_file(&dest).with_context(|| format!("reading `{}`", dest.display()))?
+                && hash_file(dest).with_context(|| format!("reading `{}`", dest.display()))?
                     == digest
             {
-                std::fs::File::open(&dest)
+                std::fs::File::open(dest)
                     .and_then(|f| f.set_modified(time))
                     .with_context(|| format!("setting the time of `{}`", dest.display()))?;
                 return Ok(Written::Done(Outcome::UpToDate));
@@ -409,33 +403,33 @@ fn write(r: Received) -> Result<Written> {
             .into());
         }
     }
-    let part = part_path(&dest);
+    let part = part_path(dest);
     let size = data.len() as u64;
     // Unnamed when nothing is there to replace or take over (a part file, or a record a
     // crash left without its part file, goes the part file's way and is cleaned up).
     let free = !force
-        || matches!(std::fs::symlink_metadata(&dest), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        || matches!(std::fs::symlink_metadata(dest), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
     let leftover = std::fs::symlink_metadata(&part).is_ok()
         || std::fs::symlink_metadata(part::record_path(&part)).is_ok();
     let unnamed = (free && !leftover)
-        .then(|| unnamed_in(dir_of(&dest)))
+        .then(|| unnamed_in(dir_of(dest)))
         .flatten();
     let (file, staged) = match unnamed {
         Some(file) => (file, Staged::Unnamed),
         None => {
-            let record = PartRecord::new(server, remote.clone(), size, digest.to_string());
+            let record = PartRecord::new(server.clone(), remote.clone(), size, digest.to_string());
             let file = part::open_part(&part, &record)?;
             file.set_len(0)
                 .with_context(|| format!("writing `{}`", part.display()))?;
             (file, Staged::Part(part))
         }
     };
-    file.write_all_at(&data, 0)
+    file.write_all_at(data, 0)
         .and_then(|()| file.set_modified(time))
         .with_context(|| format!("writing `{}`", dest.display()))?;
     Ok(Written::Pending(Pending {
-        remote,
-        dest,
+        remote: remote.clone(),
+        dest: dest.clone(),
         staged,
         file,
         size,
@@ -591,7 +585,7 @@ mod tests {
             received(free.clone(), b"new", false),
             received(taken.clone(), b"newer", true),
         ] {
-            match write(r).unwrap() {
+            match write(&r).unwrap() {
                 Written::Pending(p) => batch.push(p),
                 Written::Done(_) => panic!("nothing was up to date"),
             }
@@ -706,7 +700,7 @@ mod tests {
     fn a_name_taken_while_the_pull_ran_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
-        let Written::Pending(p) = write(received(dest.clone(), b"pulled", false)).unwrap() else {
+        let Written::Pending(p) = write(&received(dest.clone(), b"pulled", false)).unwrap() else {
             panic!("to install");
         };
         std::fs::write(&dest, b"someone's").unwrap();
