@@ -10,7 +10,11 @@
 #                       on a shared 2-core VM)
 #     --where W         tmpfs, disk or both (both): where the files and the data live;
 #                       tmpfs is /dev/shm, disk is $BENCH_DISK_DIR (/var/tmp)
-#     --cases LIST      comma-separated: big, resume, small, s3, load, scale (big,resume,small;
+#     --cases LIST      comma-separated: big, resume, small, lan, s3, load, scale
+#                       (big,resume,small; lan: a 256 MiB file and both trees again, every
+#                       contender reaching its server through an emulated LAN link of
+#                       1 Gbit/s and 0.5 ms round trip, bench/link, set with
+#                       BENCH_LAN_MBIT, BENCH_LAN_RTT_MS and BENCH_LAN_MIB;
 #                       s3: the big file through xferd on a Garage bucket vs on local files,
 #                       which installs Garage if it is missing;
 #                       load: chat fan-out to 1,000 members, 10,000 idle connections and
@@ -73,13 +77,14 @@ has_peer dufs && install_dufs
 
 if [ -n "$BIN_DIR" ]; then
   BIN=$(cd "$BIN_DIR" && pwd)
-  cargo build --release --quiet -p xfer-ceiling -p xfer-load
+  cargo build --release --quiet -p xfer-ceiling -p xfer-load -p xfer-link
 else
-  cargo build --release --quiet -p xferd -p xfer -p xfer-ceiling -p xfer-load
+  cargo build --release --quiet -p xferd -p xfer -p xfer-ceiling -p xfer-load -p xfer-link
   BIN=$PWD/target/release
 fi
 XFERD=$BIN/xferd XFER=$BIN/xfer CEILING=$PWD/target/release/xfer-ceiling
-LOAD=$PWD/target/release/xfer-load
+LOAD=$PWD/target/release/xfer-load LINK=$PWD/target/release/xfer-link
+LINK_PIDS=()
 
 BENCH_TMP=$(mktemp -d /dev/shm/xfer-bench-tmp.XXXXXX)
 REPORT=$BENCH_TMP/report.md
@@ -87,6 +92,7 @@ report() { echo "$*" | tee -a "$REPORT"; }
 cleanup() {
   set +e
   stop_place_servers
+  [ ${#LINK_PIDS[@]} -gt 0 ] && kill "${LINK_PIDS[@]}" 2>/dev/null
   [ -n "${SSHD_PID:-}" ] && kill "$SSHD_PID" 2>/dev/null
   [ -n "${W:-}" ] && rm -rf "$W"
   rm -rf "$BENCH_TMP"
@@ -123,6 +129,7 @@ for place in "${places[@]}"; do
   has_case resume && case_resume
   has_case small && case_small
   has_case s3 && case_s3
+  has_case lan && case_lan
   stop_place_servers
   rm -rf "$W"
   W=''
