@@ -99,7 +99,7 @@ enum Staged {
     /// An unnamed file in the destination's directory, linked in at install.
     Unnamed,
     /// A part file with its record, renamed over the destination at install.
-    Part(PathBuf),
+    Part(PathBuf, PartRecord),
 }
 
 /// The writer task: runs until `rx` closes, sending every result to `done` in order.
@@ -421,7 +421,7 @@ fn write(r: &Received) -> Result<Written> {
             let file = part::open_part(&part, &record)?;
             file.set_len(0)
                 .with_context(|| format!("writing `{}`", part.display()))?;
-            (file, Staged::Part(part))
+            (file, Staged::Part(part, record))
         }
     };
     file.write_all_at(data, 0)
@@ -491,8 +491,15 @@ fn install_batch(batch: &mut [Pending]) -> Vec<Installed> {
             .map_err(|e| anyhow!("{e:#}"))
             .and_then(|()| match &p.staged {
                 Staged::Unnamed => link_in(&p.file, &p.dest),
-                Staged::Part(part) => std::fs::rename(part, &p.dest)
-                    .with_context(|| format!("moving `{}` into place", part.display())),
+                Staged::Part(part, record) => match part::still_names(part, &p.file) {
+                    Ok(()) => std::fs::rename(part, &p.dest)
+                        .with_context(|| format!("moving `{}` into place", part.display())),
+                    // The record no longer speaks for what the name holds.
+                    Err(e) => {
+                        part::forget(part, record);
+                        Err(e)
+                    }
+                },
             });
         if r.is_ok() {
             renamed.push(i);
@@ -507,8 +514,8 @@ fn install_batch(batch: &mut [Pending]) -> Vec<Installed> {
         }
     }
     for &i in &renamed {
-        if let Staged::Part(part) = &batch[i].staged {
-            part::forget(part);
+        if let Staged::Part(part, record) = &batch[i].staged {
+            part::forget(part, record);
         }
     }
     out
@@ -591,7 +598,7 @@ mod tests {
             }
         }
         assert!(matches!(batch[0].staged, Staged::Unnamed));
-        assert!(matches!(batch[1].staged, Staged::Part(_)));
+        assert!(matches!(batch[1].staged, Staged::Part(..)));
         // Before the install, nothing of the free one has a name.
         assert_eq!(
             names(dir.path()),
@@ -603,6 +610,129 @@ mod tests {
         assert_eq!(names(dir.path()), ["free", "taken"]);
         assert_eq!(std::fs::read(&free).unwrap(), b"new");
         assert_eq!(std::fs::read(&taken).unwrap(), b"newer");
+    }
+
+    /// Writes `run` one file after the other and installs it; one result per file.
+    fn write_and_install(run: &[Received]) -> Vec<Result<()>> {
+        let mut batch = Vec::new();
+        let mut results: Vec<Option<Result<()>>> = Vec::new();
+        for r in run {
+            match write(r) {
+                Ok(Written::Pending(p)) => {
+                    batch.push(p);
+                    results.push(None);
+                }
+                Ok(Written::Done(_)) => results.push(Some(Ok(()))),
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut installed = install_batch(&mut batch).into_iter();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| installed.next().unwrap().2.map(|_| ())))
+            .collect()
+    }
+
+    #[test]
+    fn a_file_named_like_another_files_record_is_not_removed_with_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, record) = (dir.path().join("x"), dir.path().join("x.xfer-part.json"));
+        std::fs::write(&x, b"old").unwrap();
+        // `x` goes through its part file (it replaces one) and its record; then a file
+        // of the remote tree named like that record replaces it.
+        let results = write_and_install(&[
+            received(x.clone(), b"new x", true),
+            received(record.clone(), b"precious", true),
+        ]);
+        for r in results {
+            r.unwrap();
+        }
+        assert_eq!(std::fs::read(&x).unwrap(), b"new x");
+        assert_eq!(std::fs::read(&record).unwrap(), b"precious");
+        assert_eq!(names(dir.path()), ["x", "x.xfer-part.json"]);
+    }
+
+    #[test]
+    fn a_part_file_replaced_while_the_pull_wrote_it_is_not_moved_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = dir.path().join("x");
+        let part = part_path(&x);
+        std::fs::write(&x, b"old").unwrap();
+        // What an interrupted pull of another version of `x` left.
+        let stale = PartRecord::new(
+            "h:1".into(),
+            "r".into(),
+            9,
+            Digest::of(b"stale").to_string(),
+        );
+        drop(part::open_part(&part, &stale).unwrap());
+        std::fs::write(&part, b"stale").unwrap();
+        // A remote file named like the part file, replaced first (through a part file
+        // of its own, renamed over `x.xfer-part`), then `x` itself, whose data went into
+        // the part file that name held.
+        let results = write_and_install(&[
+            received(part.clone(), b"a file named x.xfer-part", true),
+            received(x.clone(), b"new x", true),
+        ]);
+        results[0].as_ref().unwrap();
+        let err = results[1].as_ref().unwrap_err();
+        assert!(err.is::<ConflictError>(), "{err:#}");
+        assert!(format!("{err}").contains("was replaced"), "{err:#}");
+        // `x` kept its old bytes rather than the other file's under its name.
+        assert_eq!(std::fs::read(&x).unwrap(), b"old");
+        assert_eq!(std::fs::read(&part).unwrap(), b"a file named x.xfer-part");
+        // Nor does a record claim that file for xfer, where a later pull would take it.
+        assert_eq!(names(dir.path()), ["x", "x.xfer-part"]);
+    }
+
+    #[test]
+    fn two_names_of_one_file_in_a_run_never_put_one_files_bytes_under_the_other() {
+        // `alias` is a symlink to `real`: `alias/f` and `real/f` are one file, which
+        // `distinct` cannot see. Both replace it through one part file, on two threads.
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let real = dir.path().join("real");
+            std::fs::create_dir(&real).unwrap();
+            std::os::unix::fs::symlink(&real, dir.path().join("alias")).unwrap();
+            std::fs::write(real.join("f"), b"old").unwrap();
+            let mut run = vec![
+                received(dir.path().join("alias/f"), b"through the alias", true),
+                received(real.join("f"), b"through the real name", true),
+            ];
+            for i in 0..4 {
+                run.push(received(real.join(format!("g{i}")), b"other", false));
+            }
+            let mut results = Vec::new();
+            let mut batch = Vec::new();
+            for (_, _, w) in write_run(run) {
+                match w {
+                    Ok(Written::Pending(p)) => {
+                        results.push(None);
+                        batch.push(p);
+                    }
+                    Ok(Written::Done(_)) => panic!("{round}: nothing was up to date"),
+                    Err(e) => results.push(Some(Err(e))),
+                }
+            }
+            let mut installed = install_batch(&mut batch).into_iter();
+            let results: Vec<Result<()>> = results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| installed.next().unwrap().2.map(|_| ())))
+                .collect();
+            let done: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+            assert_eq!(
+                done.len(),
+                1,
+                "{round}: one of the two names is written: {results:?}"
+            );
+            let failed = results[1 - done[0]].as_ref().unwrap_err();
+            assert!(failed.is::<ConflictError>(), "{round}: {failed:#}");
+            let expected: &[u8] = [&b"through the alias"[..], b"through the real name"][done[0]];
+            assert_eq!(std::fs::read(real.join("f")).unwrap(), expected, "{round}");
+            for r in &results[2..] {
+                r.as_ref().unwrap();
+            }
+        }
     }
 
     #[test]
@@ -657,7 +787,7 @@ mod tests {
         assert_eq!(pending.len(), 61);
         // Each record is its own file's, and no temporary is left.
         for p in &pending {
-            if let Staged::Part(part) = &p.staged {
+            if let Staged::Part(part, _) = &p.staged {
                 let record = std::fs::read_to_string(part::record_path(part)).unwrap();
                 let name = p.dest.file_name().unwrap().to_str().unwrap();
                 assert!(record.contains(&format!("\"{name}\"")), "{record}");

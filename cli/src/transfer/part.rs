@@ -95,6 +95,12 @@ fn write_record(path: &Path, record: &PartRecord) -> Result<()> {
 /// Opens `part` for a download of `record`'s file: resumes a part xfer made for the same
 /// content, starts over one it made for other content, creates one (record first)
 /// if there is none. A part file without a valid record is a conflict and untouched.
+///
+/// The part file is locked (`flock`) for as long as the returned file or a duplicate of
+/// it is open: another download into the same place (a second `xfer pull`, or another
+/// file of this one reaching the same file through a symlinked directory or a name the
+/// filesystem folds together) is refused as a conflict before it truncates or writes a
+/// byte, instead of the two writing one file.
 pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
     let record_file = record_path(part);
     let recorded = read_record(&record_file)?;
@@ -105,10 +111,12 @@ pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
             write_record(&record_file, record)?;
             // Exclusive: a part file that appeared meanwhile is not taken over.
             options.create_new(true);
-            match options.open(part) {
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(not_ours(part)),
-                r => r.with_context(|| format!("creating `{}`", part.display())),
-            }
+            let file = match options.open(part) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(not_ours(part)),
+                r => r.with_context(|| format!("creating `{}`", part.display()))?,
+            };
+            lock(&file, part)?;
+            Ok(file)
         }
         Err(e) => Err(e).with_context(|| format!("checking `{}`", part.display())),
         Ok(m) if !m.is_file() => Err(not_ours(part)),
@@ -119,6 +127,7 @@ pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
             let file = options
                 .open(part)
                 .with_context(|| format!("opening `{}`", part.display()))?;
+            lock(&file, part)?;
             if (recorded.size, &recorded.digest) != (record.size, &record.digest) {
                 file.set_len(0)
                     .with_context(|| format!("starting `{}` over", part.display()))?;
@@ -131,10 +140,57 @@ pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
     }
 }
 
-/// Removes the record of a part file that was renamed into place (best effort: a
-/// record without its part file is rewritten by the next download).
-pub fn forget(part: &Path) {
-    let _ = std::fs::remove_file(record_path(part));
+/// Locks the part file `file` opened at `part` for this download alone.
+fn lock(file: &File, part: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ConflictError(format!(
+            "{} is being written by another download into the same place (another xfer pull, \
+             or another file of this one with the same destination); it was left to that one: \
+             pull again once it is done",
+            part.display()
+        ))
+        .into()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking `{}`", part.display()))
+        }
+    }
+}
+
+/// Checks that `part` still names `file`, the part file this download wrote: a file of
+/// the same pull named like it (`NAME.xfer-part`, replaced with `--force`) may have been
+/// renamed over it, and renaming that into place would put another file's bytes under
+/// this one's name.
+pub fn still_names(part: &Path, file: &File) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ours = file
+        .metadata()
+        .with_context(|| format!("checking `{}`", part.display()))?;
+    let there = std::fs::symlink_metadata(part)
+        .with_context(|| format!("checking `{}`", part.display()))?;
+    if (ours.dev(), ours.ino()) == (there.dev(), there.ino()) {
+        Ok(())
+    } else {
+        Err(ConflictError(format!(
+            "{} was replaced by another file while the pull wrote it, and was left as it is; \
+             nothing was moved into place: pull again",
+            part.display()
+        ))
+        .into())
+    }
+}
+
+/// Removes the record of a part file that was renamed into place, if it is still the
+/// record this download wrote: a file of the same pull named like the record
+/// (`NAME.xfer-part.json`) may have been put there since, and is the user's (best
+/// effort: a record without its part file is rewritten by the next download).
+pub fn forget(part: &Path, record: &PartRecord) {
+    let path = record_path(part);
+    if let Ok(Some(r)) = read_record(&path)
+        && r == *record
+    {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +221,31 @@ mod tests {
     }
 
     #[test]
+    fn a_part_file_being_written_is_not_opened_by_a_second_download() {
+        let tmp = tempfile::tempdir().unwrap();
+        let part = tmp.path().join("x.xfer-part");
+        let first = open_part(&part, &rec(10)).unwrap();
+        std::fs::write(&part, b"12345").unwrap();
+        let dup = first.try_clone().unwrap();
+        drop(first);
+        // Held through a duplicate: refused before anything is truncated.
+        let err = open_part(&part, &rec(11)).unwrap_err();
+        assert!(err.is::<ConflictError>(), "{err:#}");
+        assert!(err.to_string().contains("another download"), "{err}");
+        assert_eq!(std::fs::read(&part).unwrap(), b"12345");
+        assert_eq!(read_record(&record_path(&part)).unwrap(), Some(rec(10)));
+        drop(dup);
+        assert_eq!(
+            open_part(&part, &rec(10))
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+
+    #[test]
     fn xfers_own_part_is_resumed_or_started_over() {
         let tmp = tempfile::tempdir().unwrap();
         let part = tmp.path().join("x.xfer-part");
@@ -188,7 +269,14 @@ mod tests {
             0
         );
         assert_eq!(read_record(&record_path(&part)).unwrap(), Some(rec(11)));
-        forget(&part);
+        // Only the record this download wrote is forgotten.
+        forget(&part, &rec(10));
+        assert!(record_path(&part).exists());
+        forget(&part, &rec(11));
         assert!(!record_path(&part).exists());
+        // A user's file that took the record's name stays.
+        std::fs::write(record_path(&part), b"precious").unwrap();
+        forget(&part, &rec(11));
+        assert_eq!(std::fs::read(record_path(&part)).unwrap(), b"precious");
     }
 }

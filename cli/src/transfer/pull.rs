@@ -65,6 +65,11 @@ struct Download<'a> {
     verified: u64,
     /// Offset of the first chunk to fetch, when the part file held something.
     resumed_at: Option<u64>,
+    /// What the part file's record says, forgotten once the file is in place.
+    record: PartRecord,
+    /// The part file, held open (and so locked, [`part::open_part`]) until it is moved
+    /// into place, and checked to be what `part` still names then.
+    held: File,
 }
 
 /// What `begin` found.
@@ -173,6 +178,7 @@ async fn begin<'a>(
             return Err(Failure::File(e));
         }
     };
+    let held = file.try_clone().context("duplicating a file handle")?;
     let good = {
         let file = file.try_clone().context("duplicating a file handle")?;
         let manifest = manifest.clone();
@@ -201,6 +207,8 @@ async fn begin<'a>(
         manifest,
         verified,
         resumed_at,
+        record,
+        held,
     };
     Ok(Begun::Ready(download, file, good))
 }
@@ -331,9 +339,14 @@ async fn commit(
 ) -> Result<Outcome, Failure> {
     close_quietly(client, download.id).await?;
     let part = &download.part;
+    if let Err(e) = part::still_names(part, &download.held) {
+        // The record no longer speaks for what the name holds.
+        part::forget(part, &download.record);
+        return Err(e.into());
+    }
     install(part, download.dest, download.modified_unix)
         .with_context(|| format!("moving `{}` into place", part.display()))?;
-    part::forget(part);
+    part::forget(part, &download.record);
     Ok(Outcome::Done {
         size: download.size,
         digest: received.digest,
