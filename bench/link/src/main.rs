@@ -7,10 +7,12 @@
 //! `xfer-link --to ADDR [--listen ADDR] [--rtt-ms MS] [--mbit RATE]` listens on ADDR
 //! (127.0.0.1:0), prints `listening on ADDR` once it does, and relays every connection
 //! to `--to`. Each direction of a connection has its own link: what one read takes in
-//! leaves once the link has sent what came before it, takes `bytes / rate` on the link,
-//! and is written out half a round trip after that (store and forward, at most 1 MiB
-//! queued each way, like a switch's buffer). `--rtt-ms` is the round trip the link
-//! adds (0.5), `--mbit` its rate in 10^6 bits per second (1000; 0 is unlimited).
+//! leaves once the link has sent what came before it, takes its time on the link (its
+//! bytes and the Ethernet, IP and TCP framing of the 1448-byte segments that would carry
+//! them, at the line rate), and is written out half a round trip after that (store and
+//! forward, at most 1 MiB queued each way, like a switch's buffer). `--rtt-ms` is the
+//! round trip the link adds (0.5), `--mbit` its line rate in 10^6 bits per second
+//! (1000, gigabit Ethernet: at most about 117.7 MB/s of payload; 0 is unlimited).
 //! Delays are kept with `nanosleep`, which on a busy machine wakes up to a few tenths
 //! of a millisecond late: the round trip is at least the one asked for.
 //!
@@ -29,20 +31,30 @@ const READ_MAX: usize = 64 * 1024;
 /// Reads queued on one direction of the link at most (with [`READ_MAX`], 1 MiB).
 const QUEUE: usize = 16;
 
+/// TCP payload bytes in one full-sized Ethernet frame (MTU 1500 less the IPv4 and TCP
+/// headers with timestamps).
+const SEGMENT: usize = 1448;
+/// Bytes the wire carries for each segment besides its payload: preamble and gap (20),
+/// Ethernet header and checksum (18), IPv4 (20) and TCP with timestamps (32) headers.
+const SEGMENT_OVERHEAD: usize = 90;
+
 /// One direction of the link.
 #[derive(Clone, Copy, Debug)]
 struct Link {
     /// Half the round trip.
     one_way: Duration,
-    /// Bytes per second; 0 is unlimited.
+    /// The line rate in bytes per second; 0 is unlimited.
     bytes_per_sec: f64,
 }
 
 impl Link {
-    /// How long `n` bytes take on the link.
+    /// How long `n` bytes of payload take on the link: with the framing of the segments
+    /// that carry them, so at 1000 Mbit/s at most about 117.7 MB/s of payload cross, as
+    /// over gigabit Ethernet.
     fn serialize(&self, n: usize) -> Duration {
         if self.bytes_per_sec > 0.0 {
-            Duration::from_secs_f64(n as f64 / self.bytes_per_sec)
+            let wire = n + n.div_ceil(SEGMENT) * SEGMENT_OVERHEAD;
+            Duration::from_secs_f64(wire as f64 / self.bytes_per_sec)
         } else {
             Duration::ZERO
         }
@@ -231,6 +243,19 @@ mod tests {
             took >= Duration::from_millis(40),
             "10 round trips of 4 ms took {took:?}"
         );
+    }
+
+    #[test]
+    fn the_wire_carries_the_framing_too() {
+        let gigabit = Link {
+            one_way: Duration::ZERO,
+            bytes_per_sec: 125e6,
+        };
+        // 1448 bytes of payload in a 1538-byte slot on the wire.
+        assert_eq!(gigabit.serialize(1448), Duration::from_nanos(12_304));
+        assert_eq!(gigabit.serialize(1449), Duration::from_nanos(12_304 + 728));
+        let payload = 1e9 / gigabit.serialize(1_448_000).as_nanos() as f64 * 1.448;
+        assert!((117.0..118.0).contains(&payload), "{payload} MB/s");
     }
 
     #[test]
