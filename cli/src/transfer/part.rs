@@ -151,9 +151,9 @@ fn lock(file: &File, part: &Path) -> Result<()> {
             part.display()
         ))
         .into()),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking `{}`", part.display()))
-        }
+        // A filesystem that cannot lock (NFS without its lock service, some FUSE ones)
+        // goes on without: the guard is lost there, not the download.
+        Err(std::fs::TryLockError::Error(_)) => Ok(()),
     }
 }
 
