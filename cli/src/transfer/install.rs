@@ -732,6 +732,8 @@ mod tests {
             for r in &results[2..] {
                 r.as_ref().unwrap();
             }
+            // The refused one wrote nothing: no record of it is left either.
+            assert_eq!(names(&real), ["f", "g0", "g1", "g2", "g3"], "{round}");
         }
     }
 

@@ -102,6 +102,10 @@ fn write_record(path: &Path, record: &PartRecord) -> Result<()> {
 /// filesystem folds together) is refused as a conflict before it truncates or writes a
 /// byte, instead of the two writing one file.
 pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
+    // From looking for the record to locking the part file, one download at a time in
+    // the directory: two that both found no part file would otherwise both write their
+    // record, and the one left without a part file would have replaced the other's.
+    let _dir = lock_dir(part);
     let record_file = record_path(part);
     let recorded = read_record(&record_file)?;
     let mut options = OpenOptions::new();
@@ -138,6 +142,28 @@ pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
             Ok(file)
         }
     }
+}
+
+/// The directory of `part`, locked (`flock`) for this download while it opens its part
+/// file; `None` where it cannot be (the download goes on without). Another download
+/// holds the lock for a few system calls; one that still holds it after a while (a
+/// process stopped there) is not waited for longer.
+fn lock_dir(part: &Path) -> Option<File> {
+    let dir = match part.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = File::open(dir).ok()?;
+    for _ in 0..200 {
+        match dir.try_lock() {
+            Ok(()) => return Some(dir),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::Error(_)) => return None,
+        }
+    }
+    None
 }
 
 /// Locks the part file `file` opened at `part` for this download alone.
