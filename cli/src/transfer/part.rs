@@ -154,16 +154,17 @@ fn lock_dir(part: &Path) -> Option<File> {
         _ => Path::new("."),
     };
     let dir = File::open(dir).ok()?;
-    for _ in 0..200 {
+    // The writer threads of one pull meet here often: short waits.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
         match dir.try_lock() {
             Ok(()) => return Some(dir),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
-            Err(std::fs::TryLockError::Error(_)) => return None,
+            Err(_) => return None,
         }
     }
-    None
 }
 
 /// Locks the part file `file` opened at `part` for this download alone.
