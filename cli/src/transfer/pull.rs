@@ -340,9 +340,10 @@ async fn commit(
     close_quietly(client, download.id).await?;
     let part = &download.part;
     if let Err(e) = part::still_names(part, &download.held) {
-        // The record no longer speaks for what the name holds.
+        // The record no longer speaks for what the name holds. The transfer is closed:
+        // this file fails, the pull goes on.
         part::forget(part, &download.record);
-        return Err(e.into());
+        return Err(Failure::File(e));
     }
     install(part, download.dest, download.modified_unix)
         .with_context(|| format!("moving `{}` into place", part.display()))?;
