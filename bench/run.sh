@@ -21,7 +21,8 @@
 #                       token re-logins from bench/load; scale: the long suite's version
 #                       of the last two, which builds the release test binary)
 #     --peers LIST      comma-separated: scp, rsync, dufs (all; sftp always runs)
-#     --smoke           64 MiB, 1 run, tmpfs, cases big,resume,small on small trees, peers
+#     --smoke           64 MiB, 1 run, tmpfs, cases big,resume,small,lan (16 MiB over the
+#                       link) on small trees, peers
 #                       that install fast (no dufs): what CI runs so this never rots
 #     --bin DIR         xfer and xferd from DIR (e.g. an older build) instead of a
 #                       release build of this tree (also XFER_BIN_DIR=DIR)
@@ -53,7 +54,8 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift ;;
     --bin) BIN_DIR=$2; shift ;;
     --record) RECORD=1 ;;
-    --smoke) SIZE_MIB=64 RUNS=1 WHERE=tmpfs CASES=big,resume,small PEERS=scp,rsync
+    --smoke) SIZE_MIB=64 RUNS=1 WHERE=tmpfs CASES=big,resume,small,lan PEERS=scp,rsync
+             : "${BENCH_LAN_MIB:=16}"
              command -v garage >/dev/null && CASES=$CASES,s3
              SMALL_FILES=200 MEDIUM_FILES=20 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
