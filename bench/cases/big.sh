@@ -62,24 +62,20 @@ case_big() {
   has_peer scp && big_row "scp download" cget xpull
   has_peer rsync && big_row "rsync -e ssh download" rget xpull
   has_peer dufs && big_row "dufs GET (curl)" dget xpull
-  if [ "${BIG_CEILING:-1}" != 1 ]; then
-    report ""
-    report "xfer push is $(ratio xpush sput) sftp put$(has_peer rsync && echo ", $(ratio xpush rput) rsync")$(has_peer dufs && echo ", $(ratio xpush dput) dufs PUT");"
-    report "xfer pull is $(ratio xpull sget) sftp get$(has_peer rsync && echo ", $(ratio xpull rget) rsync")$(has_peer dufs && echo ", $(ratio xpull dget) dufs GET")."
-    report ""
-    return 0
+  local push_ceiling='' pull_ceiling=''
+  if [ "${BIG_CEILING:-1}" = 1 ]; then
+    big_row "ceiling: tokio, file threads (bare TLS, hash, write)" ceil xpush
+    big_row "ceiling: blocking threads (bare TLS, hash, write)" ceilb xpush
+    big_row "ceiling of a pull: xferd's copy read as a download reads it" ceilp xpull
+    # The ceiling is the faster of the two designs.
+    local best=ceil
+    awk -v a="$(med ceil)" -v b="$(med ceilb)" 'BEGIN {exit !(b < a)}' && best=ceilb
+    push_ceiling=$(awk -v a="$(med xpush)" -v c="$(med $best)" 'BEGIN {printf ", %.0f %% of the ceiling", c / a * 100}')
+    pull_ceiling=$(awk -v a="$(med xpull)" -v c="$(med ceilp)" 'BEGIN {printf ", %.0f %% of the ceiling", c / a * 100}')
   fi
-  big_row "ceiling: tokio, file threads (bare TLS, hash, write)" ceil xpush
-  big_row "ceiling: blocking threads (bare TLS, hash, write)" ceilb xpush
-  big_row "ceiling of a pull: xferd's copy read as a download reads it" ceilp xpull
   report ""
-  # The ceiling is the faster of the two designs.
-  local best=ceil push_ceiling pull_ceiling
-  awk -v a="$(med ceil)" -v b="$(med ceilb)" 'BEGIN {exit !(b < a)}' && best=ceilb
-  push_ceiling=$(awk -v a="$(med xpush)" -v c="$(med $best)" 'BEGIN {printf "%.0f %%", c / a * 100}')
-  pull_ceiling=$(awk -v a="$(med xpull)" -v c="$(med ceilp)" 'BEGIN {printf "%.0f %%", c / a * 100}')
-  report "xfer push is $(ratio xpush sput) sftp put$(has_peer rsync && echo ", $(ratio xpush rput) rsync")$(has_peer dufs && echo ", $(ratio xpush dput) dufs PUT"), $push_ceiling of the ceiling;"
-  report "xfer pull is $(ratio xpull sget) sftp get$(has_peer rsync && echo ", $(ratio xpull rget) rsync")$(has_peer dufs && echo ", $(ratio xpull dget) dufs GET"), $pull_ceiling of the ceiling."
+  report "xfer push is $(ratio xpush sput) sftp put$(has_peer rsync && echo ", $(ratio xpush rput) rsync")$(has_peer dufs && echo ", $(ratio xpush dput) dufs PUT")$push_ceiling;"
+  report "xfer pull is $(ratio xpull sget) sftp get$(has_peer rsync && echo ", $(ratio xpull rget) rsync")$(has_peer dufs && echo ", $(ratio xpull dget) dufs GET")$pull_ceiling."
   report ""
 }
 

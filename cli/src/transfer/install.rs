@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use xfer_proto::Digest;
 
 use super::part::{self, PartRecord};
-use super::{Outcome, hash_file, part_path};
+use super::{Outcome, dir_of, hash_file, part_path};
 use crate::error::{ConflictError, IntegrityError};
 
 /// Files installed together at most.
@@ -549,13 +549,6 @@ fn sync_filesystems(batch: &[Pending]) -> Result<()> {
     Ok(())
 }
 
-fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,10 +607,15 @@ mod tests {
 
     /// Writes `run` one file after the other and installs it; one result per file.
     fn write_and_install(run: &[Received]) -> Vec<Result<()>> {
+        install_written(run.iter().map(write))
+    }
+
+    /// Installs what was written (in order); one result per file, an up-to-date one Ok.
+    fn install_written(written: impl IntoIterator<Item = Result<Written>>) -> Vec<Result<()>> {
         let mut batch = Vec::new();
         let mut results: Vec<Option<Result<()>>> = Vec::new();
-        for r in run {
-            match write(r) {
+        for w in written {
+            match w {
                 Ok(Written::Pending(p)) => {
                     batch.push(p);
                     results.push(None);
@@ -702,23 +700,13 @@ mod tests {
             for i in 0..4 {
                 run.push(received(real.join(format!("g{i}")), b"other", false));
             }
-            let mut results = Vec::new();
-            let mut batch = Vec::new();
-            for (_, _, w) in write_run(run) {
-                match w {
-                    Ok(Written::Pending(p)) => {
-                        results.push(None);
-                        batch.push(p);
-                    }
-                    Ok(Written::Done(_)) => panic!("{round}: nothing was up to date"),
-                    Err(e) => results.push(Some(Err(e))),
-                }
-            }
-            let mut installed = install_batch(&mut batch).into_iter();
-            let results: Vec<Result<()>> = results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| installed.next().unwrap().2.map(|_| ())))
-                .collect();
+            let results = install_written(write_run(run).into_iter().map(|(_, _, w)| {
+                assert!(
+                    !matches!(w, Ok(Written::Done(_))),
+                    "{round}: nothing was up to date"
+                );
+                w
+            }));
             let done: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
             assert_eq!(
                 done.len(),

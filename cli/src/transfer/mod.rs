@@ -346,6 +346,14 @@ pub fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// The directory `path` is in (`.` for a bare name).
+pub fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Whether the first bytes of a file are those of an image type worth previewing
 /// (PNG, JPEG, GIF, WebP).
 pub fn looks_like_image(head: &[u8]) -> bool {

@@ -149,11 +149,7 @@ pub fn open_part(part: &Path, record: &PartRecord) -> Result<File> {
 /// holds the lock for a few system calls; one that still holds it after a while (a
 /// process stopped there) is not waited for longer.
 fn lock_dir(part: &Path) -> Option<File> {
-    let dir = match part.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let dir = File::open(dir).ok()?;
+    let dir = File::open(super::dir_of(part)).ok()?;
     // The writer threads of one pull meet here often: short waits.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
@@ -228,6 +224,11 @@ mod tests {
         PartRecord::new("h:1".into(), "f".into(), size, "ab".into())
     }
 
+    /// The length of `part` as `open_part` leaves it for a download of `record`.
+    fn opened_len(part: &Path, record: &PartRecord) -> u64 {
+        open_part(part, record).unwrap().metadata().unwrap().len()
+    }
+
     #[test]
     fn a_users_part_file_is_refused_and_left_untouched() {
         let tmp = tempfile::tempdir().unwrap();
@@ -262,14 +263,7 @@ mod tests {
         assert_eq!(std::fs::read(&part).unwrap(), b"12345");
         assert_eq!(read_record(&record_path(&part)).unwrap(), Some(rec(10)));
         drop(dup);
-        assert_eq!(
-            open_part(&part, &rec(10))
-                .unwrap()
-                .metadata()
-                .unwrap()
-                .len(),
-            5
-        );
+        assert_eq!(opened_len(&part, &rec(10)), 5);
     }
 
     #[test]
@@ -278,23 +272,9 @@ mod tests {
         let part = tmp.path().join("x.xfer-part");
         drop(open_part(&part, &rec(10)).unwrap());
         std::fs::write(&part, b"12345").unwrap();
-        assert_eq!(
-            open_part(&part, &rec(10))
-                .unwrap()
-                .metadata()
-                .unwrap()
-                .len(),
-            5
-        );
+        assert_eq!(opened_len(&part, &rec(10)), 5);
         // The remote file changed: what the part holds is not of it.
-        assert_eq!(
-            open_part(&part, &rec(11))
-                .unwrap()
-                .metadata()
-                .unwrap()
-                .len(),
-            0
-        );
+        assert_eq!(opened_len(&part, &rec(11)), 0);
         assert_eq!(read_record(&record_path(&part)).unwrap(), Some(rec(11)));
         // Only the record this download wrote is forgotten.
         forget(&part, &rec(10));

@@ -553,9 +553,5 @@ pub fn set_time(path: &Path, modified_unix: u64) -> std::io::Result<()> {
 fn install(part: &Path, dest: &Path, modified_unix: u64) -> std::io::Result<()> {
     let _ = set_time(part, modified_unix);
     std::fs::rename(part, dest)?;
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
+    File::open(super::dir_of(dest))?.sync_all()
 }
